@@ -1,0 +1,5 @@
+"""Tidings: a self-hosted real-time messaging appliance."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,57 @@
+"""Composition root: configuration -> storage -> engine -> transport.
+
+`serve` runs until SIGTERM or SIGINT, then drains: it stops accepting,
+commits what is queued, tells every client GOING_AWAY and closes the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from appliance import __version__
+from appliance.config import ApplianceConfig
+from appliance.engine.clock import SystemClock
+from appliance.engine.delivery import Engine
+from appliance.service.admin import AdminService
+from appliance.storage import Storage, open_storage
+from appliance.transport.server import Server
+from appliance.transport.tasks import LoopScheduler
+
+
+async def serve(config: ApplianceConfig, ready: Callable[[str, int], None]) -> None:
+    """Run the server until SIGTERM/SIGINT; `ready(host, port)` once listening.
+
+    Raises:
+        ConfigError: the listen address cannot be bound.
+        StorageError: the store cannot be opened.
+    """
+    clock = SystemClock()
+    loop = asyncio.get_running_loop()
+    store = await open_storage(config.storage.data_dir, clock.wall_ms())
+    try:
+        engine = Engine(store, clock, config.limits, LoopScheduler(loop),
+                        server_version=f"tidings/{__version__}".encode())
+        server = Server(engine, config.limits, clock)
+        host, port = await server.start(config.server.host, config.server.port)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        ready(host, port)
+        await stop.wait()
+        await server.stop(config.server.shutdown_timeout_s)
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def admin(config: ApplianceConfig, app: str) -> AsyncIterator[AdminService]:
+    """An `AdminService` on the configured store, closed afterwards."""
+    clock = SystemClock()
+    store: Storage = await open_storage(config.storage.data_dir, clock.wall_ms())
+    try:
+        yield AdminService(store, clock, app)
+    finally:
+        await store.close()

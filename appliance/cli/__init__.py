@@ -1,0 +1,61 @@
+"""The `tidings` command: thin click wrappers over `appliance.app` and services.
+
+Every option is also an environment variable (``TIDINGS_<COMMAND>_<OPTION>``,
+click's auto_envvar_prefix), which suits systemd units.  Errors of the
+appliance become one line on stderr and a non-zero exit; tracebacks only
+with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from appliance import __version__
+from appliance.cli.context import CliContext
+from appliance.cli.groups import group
+from appliance.cli.serve import serve
+from appliance.cli.users import user
+from appliance.errors import ApplianceError, ConfigError, NotFoundError, UsageError
+
+#: Exit codes: 1 generic failure, 2 usage (click's own), 3 configuration, 4 not found.
+_EXIT = {ConfigError: 3, NotFoundError: 4, UsageError: 2}
+
+
+class _Main(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ApplianceError as exc:
+            if ctx.obj is not None and ctx.obj.debug:
+                raise
+            click.echo(f"tidings: error: {exc}", err=True)
+            code = next((c for t, c in _EXIT.items() if isinstance(exc, t)), 1)
+            sys.exit(code)
+
+
+@click.group(cls=_Main, context_settings={"auto_envvar_prefix": "TIDINGS",
+                                          "show_default": True})
+@click.version_option(__version__, prog_name="tidings")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="TOML configuration file.")
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Data directory (default: /var/lib/tidings as root,"
+                   " else ~/.local/share/tidings).")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None, data_dir: Path | None,
+         debug: bool) -> None:
+    """Tidings: a self-hosted real-time messaging appliance."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = CliContext(config_path, data_dir, debug)
+
+
+main.add_command(serve)
+main.add_command(user)
+main.add_command(group)

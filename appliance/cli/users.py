@@ -1,0 +1,91 @@
+"""`tidings user add|del|list|token|revoke`."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import click
+
+from appliance import app
+from appliance.cli.context import CliContext
+from appliance.cli.durations import parse_duration
+from appliance.transport.loop import run
+
+_app_option = click.option("--app", "app_name", default="default", help="App (tenant) name.")
+
+
+@click.group()
+def user() -> None:
+    """Manage users and their access tokens."""
+
+
+@user.command("add")
+@click.argument("address")
+@_app_option
+@click.pass_obj
+def add(ctx: CliContext, address: str, app_name: str) -> None:
+    """Create a user with this ADDRESS (1-64 bytes of UTF-8)."""
+    async def go() -> None:
+        async with app.admin(ctx.config(), app_name) as svc:
+            info = await svc.add_user(address)
+            click.echo(f"created user {info.address} (id {info.user_id})")
+    run(go())
+
+
+@user.command("del")
+@click.argument("address")
+@_app_option
+@click.pass_obj
+def delete(ctx: CliContext, address: str, app_name: str) -> None:
+    """Delete a user, its tokens, devices and queued messages."""
+    async def go() -> None:
+        async with app.admin(ctx.config(), app_name) as svc:
+            await svc.delete_user(address)
+            click.echo(f"deleted user {address}")
+    run(go())
+
+
+@user.command("list")
+@click.option("--after", default="", help="List addresses after this one (paging).")
+@click.option("--limit", default=100, type=click.IntRange(1, 10_000))
+@_app_option
+@click.pass_obj
+def list_(ctx: CliContext, after: str, limit: int, app_name: str) -> None:
+    """List users in address order."""
+    async def go() -> None:
+        async with app.admin(ctx.config(), app_name) as svc:
+            for info in await svc.list_users(after, limit):
+                click.echo(info.address)
+    run(go())
+
+
+@user.command("token")
+@click.argument("address")
+@click.option("--expires", "expires", default="30d",
+              help="Lifetime: seconds or a number with s, m, h, d.")
+@_app_option
+@click.pass_obj
+def token(ctx: CliContext, address: str, expires: str, app_name: str) -> None:
+    """Issue an access token for ADDRESS; prints the token (shown only once)."""
+    ttl = parse_duration(expires)
+
+    async def go() -> None:
+        async with app.admin(ctx.config(), app_name) as svc:
+            issued = await svc.issue_token(address, ttl)
+            until = dt.datetime.fromtimestamp(issued.expires_ms / 1000, dt.UTC)
+            click.echo(issued.token)
+            click.echo(f"expires {until:%Y-%m-%d %H:%M:%S} UTC", err=True)
+    run(go())
+
+
+@user.command("revoke")
+@click.argument("address")
+@_app_option
+@click.pass_obj
+def revoke(ctx: CliContext, address: str, app_name: str) -> None:
+    """Revoke every access token of ADDRESS."""
+    async def go() -> None:
+        async with app.admin(ctx.config(), app_name) as svc:
+            count = await svc.revoke_tokens(address)
+            click.echo(f"revoked {count} token(s) of {address}")
+    run(go())

@@ -1,0 +1,92 @@
+"""Load configuration: defaults, then a TOML file, then overrides; validate.
+
+Unknown keys and wrong types are errors that name the key
+(``ConfigError(..., key_path="limits.max_devices")``), never ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from appliance.config.model import ApplianceConfig
+from appliance.errors import ConfigError
+
+_POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
+             "max_expiry_s": 1, "default_expiry_s": 1, "keepalive_s": 1,
+             "max_frame_bytes": 64, "sweep_interval_s": 0.01, "shutdown_timeout_s": 0}
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> ApplianceConfig:
+    """Build the configuration.
+
+    Args:
+        path: a TOML file, or None for defaults only.
+        overrides: ``"section.key" -> value`` from the command line or the
+            environment; None values are ignored.
+
+    Raises:
+        ConfigError: unreadable file, unknown key, wrong type or value.
+    """
+    tree: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        try:
+            tree = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}", key_path=str(path)) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"not valid TOML: {exc}", key_path=str(path)) from None
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            section, _, name = key.partition(".")
+            tree.setdefault(section, {})[name] = value
+    return _build(tree)
+
+
+def _build(tree: dict[str, Any]) -> ApplianceConfig:
+    base = ApplianceConfig()
+    sections: dict[str, Any] = {}
+    for section, values in tree.items():
+        if section not in {f.name for f in dataclasses.fields(base)}:
+            raise ConfigError("unknown section", key_path=section)
+        if not isinstance(values, dict):
+            raise ConfigError("must be a table", key_path=section)
+        sections[section] = _section(getattr(base, section), section, values)
+    return dataclasses.replace(base, **sections)
+
+
+def _section(default: Any, section: str, values: dict[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(default)}
+    changes = {}
+    for name, value in values.items():
+        key = f"{section}.{name}"
+        if name not in fields:
+            raise ConfigError("unknown key", key_path=key)
+        current = getattr(default, name)
+        changes[name] = _coerce(current, value, key)
+    return dataclasses.replace(default, **changes)
+
+
+def _coerce(current: Any, value: Any, key: str) -> Any:
+    name = key.rpartition(".")[2]
+    if isinstance(current, Path):
+        if not isinstance(value, str | Path) or not str(value):
+            raise ConfigError("must be a path", key_path=key)
+        return Path(value).expanduser()
+    if isinstance(current, bool) or not isinstance(current, int | float | str):
+        raise ConfigError("cannot be set", key_path=key)
+    kind = type(current)
+    try:
+        result = kind(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        result = None
+    if result is None:
+        raise ConfigError(f"must be {'an integer' if kind is int else kind.__name__},"
+                          f" got {value!r}", key_path=key)
+    if name in _POSITIVE and result < _POSITIVE[name]:
+        raise ConfigError(f"must be >= {_POSITIVE[name]}, got {result}", key_path=key)
+    if name == "port" and result > 65535:
+        raise ConfigError(f"must be <= 65535, got {result}", key_path=key)
+    return result

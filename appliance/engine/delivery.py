@@ -1,0 +1,424 @@
+"""The delivery engine: every rule of SPEC M4 for 1:1 and group messages.
+
+Flow of a reliable message (expiry > 0, not TRANSIENT):
+
+1. `on_message` validates it and appends it to the open `WriteBatch`.
+2. At the end of the loop turn the batch is handed to the store, which
+   commits it on its writer thread (group commit: everything that arrived
+   while the previous commit ran goes into the next one).
+3. Only after COMMIT returned: the sender gets SENT, and each target device
+   that is connected gets the message cut-through.  Devices that are not
+   connected get it from the store when they reconnect (`_drain`).
+4. A device's ACK deletes its delivery row in the next batch; the store turns
+   the first delivery into a DELIVERED receipt, which is pushed to the
+   sender's connected devices after its own commit and kept until each of
+   them confirms it with REPORT_ACK.
+
+Real-time messages (expiry 0 or TRANSIENT) never touch the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+
+from appliance.engine.clock import Clock
+from appliance.engine.ports import EngineLimits, Link, Scheduler
+from appliance.engine.session import Session
+from appliance.errors import AuthError, StorageError
+from appliance.protocol.wire import (
+    Ack,
+    CloseCode,
+    Flag,
+    Hello,
+    Message,
+    ReadReport,
+    ReportAck,
+    Status,
+    StatusReport,
+    Welcome,
+    encode_message,
+    encode_status,
+)
+from appliance.storage.interface import Storage
+from appliance.storage.models import (
+    Accepted,
+    NewMessage,
+    Outcome,
+    Pending,
+    Perm,
+    Receipt,
+    WriteBatch,
+    WriteResult,
+)
+
+log = logging.getLogger(__name__)
+
+_TRANSIENT = Flag.TRANSIENT
+_OUTGOING = Flag.OUTGOING_COPY
+_SENT = int(Status.SENT)
+_STORED = Outcome.STORED
+_MAX_ADDRESS = 64
+
+
+def token_hash(token: bytes) -> bytes:
+    """The stored form of an access token (SPEC M1: stored only as a hash)."""
+    return hashlib.sha256(token).digest()
+
+
+class Engine:
+    """Routes messages between sessions and the store."""
+
+    def __init__(self, store: Storage, clock: Clock, limits: EngineLimits,
+                 scheduler: Scheduler, server_version: bytes = b"") -> None:
+        self.store = store
+        self.clock = clock
+        self.limits = limits
+        self.scheduler = scheduler
+        self.server_version = server_version
+        self.by_user: dict[int, list[Session]] = {}
+        self.by_address: dict[tuple[int, bytes], int] = {}
+        self.by_device: dict[int, Session] = {}
+        self._batch = WriteBatch()
+        self._senders: list[tuple[Session, Message]] = []
+        self._flushing = False
+        self._flush_queued = False
+        self.stats_accepted = 0
+        self.stats_failed_batches = 0
+
+    # --- connection lifecycle -----------------------------------------------
+
+    async def open_session(self, link: Link, hello: Hello) -> Session:
+        """Authenticate a HELLO, register the device and start its deliveries.
+
+        Raises:
+            AuthError: the token is unknown or expired, the device id is not
+                acceptable, or the user has too many devices connected.
+            StorageError: the store could not be read or written.
+        """
+        if not 1 <= len(hello.device_id) <= _MAX_ADDRESS:
+            raise AuthError("device id must be 1-64 bytes", close_code=CloseCode.AUTH_FAILED)
+        principal = await self.store.authenticate(token_hash(hello.token))
+        now = self.clock.wall_ms()
+        if principal is None:
+            raise AuthError("unknown access token", close_code=CloseCode.AUTH_FAILED)
+        if principal.token_expires_ms <= now:
+            raise AuthError("access token expired", close_code=CloseCode.TOKEN_EXPIRED)
+        online = self.by_user.get(principal.user_id, [])
+        same = [s for s in online if s.device_id == hello.device_id]
+        if not same and len(online) >= self.limits.max_devices:
+            raise AuthError(f"more than {self.limits.max_devices} devices connected",
+                            close_code=CloseCode.TOO_MANY_DEVICES)
+        stale_before = now - self.limits.max_expiry_s * 1000
+        device = await self.store.register_device(principal.user_id, hello.device_id, now,
+                                                  stale_before)
+        for old in self.by_user.get(principal.user_id, []):
+            if old.device_id == hello.device_id:
+                self._detach(old)
+                old.link.close(CloseCode.REPLACED, "the same device connected again")
+        session = Session(link, principal.app_id, principal.user_id, principal.address,
+                          hello.device_id, device.device_rowid, device.report_cursor)
+        self.by_user.setdefault(session.user_id, []).append(session)
+        self.by_address[(session.app_id, session.address)] = session.user_id
+        self.by_device[session.device_rowid] = session
+        link.welcome(Welcome(address=session.address, server_time_ms=now,
+                             keepalive_s=self.limits.keepalive_s,
+                             max_frame_bytes=self.limits.max_frame_bytes,
+                             server_version=self.server_version))
+        self.scheduler.spawn(self._drain(session), name="drain-messages")
+        self.scheduler.spawn(self._drain_receipts(session), name="drain-receipts")
+        return session
+
+    def close_session(self, session: Session) -> None:
+        """The connection is gone: forget the session (its queue stays stored)."""
+        self._detach(session)
+
+    def _detach(self, session: Session) -> None:
+        if session.closed:
+            return
+        session.closed = True
+        peers = self.by_user.get(session.user_id)
+        if peers is not None:
+            peers[:] = [s for s in peers if s is not session]
+            if not peers:
+                del self.by_user[session.user_id]
+                self.by_address.pop((session.app_id, session.address), None)
+        if self.by_device.get(session.device_rowid) is session:
+            del self.by_device[session.device_rowid]
+
+    def sessions(self) -> Iterable[Session]:
+        """Every open session."""
+        return list(self.by_device.values())
+
+    # --- frames from a device ----------------------------------------------
+
+    def on_message(self, session: Session, m: Message) -> None:
+        """A MESSAGE frame from `session` (SPEC M2-M4)."""
+        limits = self.limits
+        if len(m.payload) > limits.max_payload_bytes:
+            self._status(session, m.id, Status.TOO_LARGE)
+            return
+        if bool(m.group_id) == bool(m.peer) or len(m.peer) > _MAX_ADDRESS:
+            self._status(session, m.id, Status.INVALID_DEST)
+            return
+        flags = m.flags = m.flags & Flag.CLIENT_MASK
+        if m.expiry_s == 0 or flags & _TRANSIENT:
+            if m.group_id or not self._relay_online(session, m):
+                self.scheduler.spawn(self._relay(session, m), name="relay")
+            return
+        if m.expiry_s > limits.max_expiry_s:
+            m.expiry_s = limits.max_expiry_s
+        self._batch.messages.append(NewMessage(
+            session.app_id, session.user_id, session.device_rowid, m.id, m.peer, m.group_id,
+            m.refid, self.clock.wall_ms() + m.expiry_s * 1000, m.type, flags,
+            m.priority & 15, m.payload))
+        self._senders.append((session, m))
+        session.unconfirmed += 1
+        self._queue_flush()
+
+    def on_ack(self, session: Session, ack: Ack) -> None:
+        """An ACK: the device holds these messages; never send them again."""
+        inflight = session.inflight
+        acks = self._batch.acks
+        device = session.device_rowid
+        for seq in ack.seqs:
+            inflight.pop(seq, None)
+            acks.append((device, seq))
+        self._queue_flush()
+        if session.backlog and len(inflight) <= self.limits.window // 2:
+            self.scheduler.spawn(self._drain(session), name="drain-messages")
+
+    def on_read(self, session: Session, read: ReadReport) -> None:
+        """A READ report from the recipient (SPEC M3)."""
+        self._batch.reads.append((session.user_id, session.app_id, read.peer, read.group_id,
+                                  read.ids))
+        self._queue_flush()
+
+    def on_report_ack(self, session: Session, ack: ReportAck) -> None:
+        """The device confirmed stored status reports up to `ack.report_seq`."""
+        acks = self._batch.report_acks
+        if ack.report_seq > acks.get(session.device_rowid, 0):
+            acks[session.device_rowid] = ack.report_seq
+            session.report_cursor = max(session.report_cursor, ack.report_seq)
+            self._queue_flush()
+
+    def _status(self, session: Session, msg_id: int, status: int, ts: int = 0) -> None:
+        if msg_id:  # id 0 = the sender wants no status (SPEC M4)
+            session.link.write(encode_status(StatusReport(msg_id, status, timestamp_ms=ts)))
+
+    # --- group commit -------------------------------------------------------
+
+    def _queue_flush(self) -> None:
+        if not self._flush_queued and not self._flushing:
+            self._flush_queued = True
+            self.scheduler.soon(self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_queued = False
+        if not self._flushing and len(self._batch):
+            self._flushing = True
+            self.scheduler.spawn(self._flush(), name="group-commit")
+
+    async def _flush(self) -> None:
+        try:
+            while len(self._batch):
+                batch, senders = self._batch, self._senders
+                self._batch, self._senders = WriteBatch(), []
+                try:
+                    result = await self.store.write(batch, self.clock.wall_ms())
+                except StorageError as exc:
+                    self._batch_failed(senders, exc)
+                    continue
+                self._committed(senders, result)
+        finally:
+            self._flushing = False
+
+    def _batch_failed(self, senders: list[tuple[Session, Message]], exc: StorageError) -> None:
+        # Honest failure (SPEC M4): nothing of the batch was committed, so no
+        # sender hears SENT.  Unconfirmed acks simply cause a redelivery later.
+        self.stats_failed_batches += 1
+        log.error("group commit failed, %d messages refused: %s", len(senders), exc)
+        for session, m in senders:
+            session.unconfirmed -= 1
+            self._status(session, m.id, Status.FAILED)
+
+    def _committed(self, senders: list[tuple[Session, Message]], result: WriteResult) -> None:
+        now = self.clock.wall_ms()
+        for (session, m), acc in zip(senders, result.accepted, strict=True):
+            session.unconfirmed -= 1
+            if acc.outcome is _STORED:
+                self.stats_accepted += 1
+                self._status(session, m.id, _SENT, acc.timestamp_ms)
+                self._fan_out(session, m, acc, now)
+            else:
+                self._status(session, m.id, acc.status, acc.timestamp_ms)
+        if result.receipts:
+            self._push_receipts(result.receipts)
+
+    def _fan_out(self, sender: Session, m: Message, acc: Accepted, now: int) -> None:
+        by_device = self.by_device
+        incoming = outgoing = b""
+        expires = acc.timestamp_ms + m.expiry_s * 1000 if m.expiry_s else now
+        for device in acc.targets:
+            target = by_device.get(device)
+            if target is None:
+                continue
+            if target.backlog or len(target.inflight) >= self.limits.window:
+                target.backlog = True
+                target.skipped += 1
+                continue
+            if target.user_id == sender.user_id and device != sender.device_rowid \
+                    and (m.group_id or m.peer != sender.address):
+                if not outgoing:
+                    outgoing = self._frame(m, acc, m.peer, m.flags | _OUTGOING, expires, now)
+                target.link.write(outgoing)
+            else:
+                if not incoming:
+                    incoming = self._frame(m, acc, sender.address, m.flags, expires, now)
+                target.link.write(incoming)
+            target.inflight[acc.seq] = m.priority
+
+    @staticmethod
+    def _frame(m: Message, acc: Accepted, peer: bytes, flags: int, expires: int,
+               now: int) -> bytes:
+        remaining = max(1, (expires - now + 999) // 1000)
+        return encode_message(Message(m.id, peer, m.payload, group_id=m.group_id, refid=m.refid,
+                                      seq=acc.seq, timestamp_ms=acc.timestamp_ms,
+                                      expiry_s=remaining, type=m.type, flags=flags,
+                                      priority=m.priority & 15))
+
+    def _push_receipts(self, receipts: list[Receipt]) -> None:
+        for r in receipts:
+            frame = b""
+            for target in self.by_user.get(r.user_id, ()):
+                if target.report_backlog:
+                    target.report_skipped += 1
+                    continue
+                if not frame:
+                    frame = encode_status(StatusReport(r.msg_id, r.status, report_seq=r.report_seq,
+                                                       timestamp_ms=r.timestamp_ms,
+                                                       group_id=r.group_id, peer=r.peer))
+                target.link.write(frame)
+
+    # --- store and forward ----------------------------------------------------
+
+    async def _drain(self, session: Session) -> None:
+        """Send the next page of a device's stored queue (priority, then age)."""
+        while not session.closed:
+            room = self.limits.window - len(session.inflight)
+            if room <= 0:
+                return  # resumed by on_ack once the device has caught up
+            skipped = session.skipped
+            now = self.clock.wall_ms()
+            try:
+                rows = await self.store.pending(session.device_rowid, session.user_id, now, room,
+                                                frozenset(session.inflight))
+            except StorageError as exc:
+                log.warning("cannot read queue of %r: %s", session, exc)
+                return
+            if session.closed:
+                return
+            self._send_pending(session, rows, self.clock.wall_ms())
+            if len(rows) >= room:
+                return  # full page: more waits; on_ack asks for it
+            if session.skipped == skipped:
+                session.backlog = False
+                return
+
+    def _send_pending(self, session: Session, rows: list[Pending], now: int) -> None:
+        inflight = session.inflight
+        write = session.link.write
+        for p in rows:
+            if p.seq in inflight or p.expires_ms <= now:
+                continue  # checked at every delivery attempt (SPEC M4)
+            flags = p.flags | _OUTGOING if p.outgoing else p.flags
+            write(encode_message(Message(
+                p.msg_id, p.peer, p.payload, group_id=p.group_id, refid=p.refid, seq=p.seq,
+                timestamp_ms=p.timestamp_ms, expiry_s=max(1, (p.expires_ms - now + 999) // 1000),
+                type=p.type, flags=flags, priority=p.priority)))
+            inflight[p.seq] = p.priority
+
+    async def _drain_receipts(self, session: Session) -> None:
+        """Send the stored status reports the device has not confirmed."""
+        cursor = session.report_cursor
+        while not session.closed:
+            skipped = session.report_skipped
+            try:
+                rows = await self.store.pending_receipts(session.user_id, cursor, 1000)
+            except StorageError as exc:
+                log.warning("cannot read receipts of %r: %s", session, exc)
+                return
+            if session.closed:
+                return
+            for r in rows:
+                session.link.write(encode_status(StatusReport(
+                    r.msg_id, r.status, report_seq=r.report_seq, timestamp_ms=r.timestamp_ms,
+                    group_id=r.group_id, peer=r.peer)))
+                cursor = r.report_seq
+            if len(rows) < 1000 and session.report_skipped == skipped:
+                session.report_backlog = False
+                return
+
+    # --- real-time messages -------------------------------------------------------
+
+    def _relay_online(self, session: Session, m: Message) -> bool:
+        """Hot path of a 1:1 real-time message: no task, no store.  False if offline."""
+        user = self.by_address.get((session.app_id, m.peer))
+        if user is None:
+            return False
+        self._relay_to(session, m, (user,), self.clock.wall_ms())
+        return True
+
+    async def _relay(self, session: Session, m: Message) -> None:
+        """Deliver an expiry-0 message to devices online now; store nothing."""
+        now = self.clock.wall_ms()
+        if m.group_id:
+            members = await self.store.group_members(session.app_id, m.group_id)
+            if members is None:
+                self._status(session, m.id, Status.INVALID_DEST)
+                return
+            me = next((x for x in members if x.user_id == session.user_id), None)
+            if me is None or not me.perms & Perm.SEND:
+                self._status(session, m.id, Status.NOT_MEMBER)
+                return
+            users = [x.user_id for x in members if x.perms & Perm.RECEIVE]
+        else:
+            user = self.by_address.get((session.app_id, m.peer))
+            if user is None:
+                exists = await self.store.find_user(session.app_id, m.peer)
+                self._status(session, m.id,
+                             Status.USER_OFFLINE if exists is not None else Status.INVALID_DEST)
+                return
+            users = [user]
+        self._relay_to(session, m, users, now)
+
+    def _relay_to(self, session: Session, m: Message, users: Iterable[int], now: int) -> None:
+        frame = encode_message(Message(m.id, session.address, m.payload, group_id=m.group_id,
+                                       refid=m.refid, timestamp_ms=now, expiry_s=0, type=m.type,
+                                       flags=m.flags | _TRANSIENT, priority=m.priority))
+        delivered = 0
+        for user in users:
+            for target in self.by_user.get(user, ()):
+                if target is not session:
+                    target.link.write(frame)
+                    delivered += 1
+        self._status(session, m.id, _SENT if delivered else Status.USER_OFFLINE, now)
+
+    # --- expiry -------------------------------------------------------------------
+
+    async def sweep_once(self) -> int:
+        """Expire what is due; push the EXPIRED reports.  Returns how many."""
+        receipts = await self.store.sweep(self.clock.wall_ms(), self.limits.max_expiry_s * 1000)
+        if receipts:
+            self._push_receipts(receipts)
+        return len(receipts)
+
+    async def drain_writes(self) -> None:
+        """Commit whatever is queued and wait for it (used at shutdown)."""
+        while self._flushing or len(self._batch):
+            if not self._flushing:
+                self._flushing = True
+                await self._flush()
+            else:
+                await self.scheduler.sleep(0.005)

@@ -1,0 +1,58 @@
+"""What the engine needs from the layer above it (the transport).
+
+The transport implements these; the engine never sees a socket or a loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from appliance.protocol.wire import Welcome
+
+
+class Link(Protocol):
+    """One client connection as the engine drives it."""
+
+    def write(self, data: bytes) -> None:
+        """Queue encoded frames for the peer (coalesced per loop turn)."""
+        ...
+
+    def welcome(self, welcome: Welcome) -> None:
+        """Send WELCOME: the connection is now open for messages."""
+        ...
+
+    def close(self, code: int, reason: str) -> None:
+        """Send CLOSE with `code` and `reason`, then close the connection."""
+        ...
+
+
+class Scheduler(Protocol):
+    """Deferred and background work, supplied by the transport."""
+
+    def soon(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the current batch of I/O events is handled."""
+        ...
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `coro` as a supervised background task."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds` (used only off the hot path: shutdown, sweeps)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLimits:
+    """The engine's slice of the configuration (config key ``limits.*``)."""
+
+    max_devices: int = 8
+    max_payload_bytes: int = 64 * 1024
+    default_expiry_s: int = 7 * 86400
+    max_expiry_s: int = 7 * 86400
+    window: int = 1000
+    sweep_interval_s: float = 5.0
+    keepalive_s: int = 60
+    max_frame_bytes: int = 64 * 1024 + 512

@@ -1,0 +1,68 @@
+"""The one error hierarchy of the appliance.
+
+Every layer raises a subclass of `ApplianceError`; driver and library
+exceptions are translated at the layer that calls them and never cross it.
+Each error carries what its catcher needs to react: a close code for a
+connection, a key path for configuration, a status for a message.
+"""
+
+from __future__ import annotations
+
+
+class ApplianceError(Exception):
+    """Root of every error the appliance raises on purpose."""
+
+
+class ConfigError(ApplianceError):
+    """A configuration value is wrong; `key_path` names it (e.g. ``server.port``)."""
+
+    def __init__(self, message: str, *, key_path: str) -> None:
+        super().__init__(f"{key_path}: {message}")
+        self.key_path = key_path
+
+
+class ProtocolError(ApplianceError):
+    """Abstract: a wire protocol was violated. Never raised directly."""
+
+    def __init__(self, message: str, *, close_code: int) -> None:
+        if type(self) is ProtocolError:
+            raise TypeError("ProtocolError is abstract; raise a subclass")
+        super().__init__(message)
+        self.close_code = close_code
+        self.reason = message
+
+
+class LocalProtocolError(ProtocolError):
+    """We tried to do something the protocol forbids (a bug on our side)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer violated the protocol; close that connection with `close_code`."""
+
+
+class StorageError(ApplianceError):
+    """Root of storage failures; never carries driver exceptions or HTTP codes."""
+
+
+class StorageUnavailableError(StorageError):
+    """The store cannot take writes now (disk full, locked, database down)."""
+
+
+class NotFoundError(StorageError):
+    """The named record does not exist."""
+
+
+class ConflictError(StorageError):
+    """The record already exists or the change conflicts with stored state."""
+
+
+class AuthError(ApplianceError):
+    """Credentials were refused; `close_code` says why on the wire."""
+
+    def __init__(self, message: str, *, close_code: int) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+
+
+class UsageError(ApplianceError):
+    """An administrative request is invalid (bad address, unknown group...)."""

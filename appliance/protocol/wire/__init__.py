@@ -1,0 +1,35 @@
+"""The native Tidings wire protocol (PROTOCOL.md): a sans-I/O codec."""
+
+from __future__ import annotations
+
+from appliance.protocol.wire.connection import Role, State, WireConnection
+from appliance.protocol.wire.errors import LocalWireError, RemoteWireError
+from appliance.protocol.wire.frames import (
+    PREFACE,
+    PROTOCOL_VERSION,
+    Ack,
+    Close,
+    CloseCode,
+    Event,
+    Flag,
+    FrameType,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    ReadReport,
+    ReportAck,
+    Status,
+    StatusReport,
+    Welcome,
+    encode,
+    encode_message,
+    encode_status,
+)
+
+__all__ = [
+    "PREFACE", "PROTOCOL_VERSION", "Ack", "Close", "CloseCode", "Event", "Flag", "FrameType",
+    "Hello", "LocalWireError", "Message", "Ping", "Pong", "ReadReport", "RemoteWireError",
+    "ReportAck", "Role", "State", "Status", "StatusReport", "Welcome", "WireConnection",
+    "encode", "encode_message", "encode_status",
+]

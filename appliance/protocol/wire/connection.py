@@ -1,0 +1,213 @@
+"""One end of a native wire connection, as a sans-I/O state machine.
+
+Feed received bytes to `receive_data`, which returns the events they
+complete; turn events into bytes with `send`.  Contains no I/O.
+
+Rules (the h11 "theory of operation", adapted):
+
+1. Which frame may be received or sent in which state is decided only by the
+   tables `_RECV` and `_SEND` below.  A pair missing from a table is a
+   protocol violation: a received one raises `RemoteWireError`, a sent one
+   `LocalWireError`.
+2. After any `RemoteWireError` the connection is poisoned (state ERROR) and
+   every later call raises, so no half-parsed input is ever acted upon.
+3. A frame's declared length is checked against `max_frame_bytes` before a
+   single byte of its body is buffered (PROTOCOL.md §2).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from appliance.protocol.wire.errors import LocalWireError, RemoteWireError
+from appliance.protocol.wire.frames import (
+    HEADER,
+    HEADER_SIZE,
+    MAGIC,
+    PREFACE,
+    PROTOCOL_VERSION,
+    CloseCode,
+    Event,
+    FrameType,
+    Hello,
+    Message,
+    decode_body,
+    decode_message,
+    encode,
+    encode_message,
+)
+
+
+class Role(Enum):
+    """Which end of the connection this object is."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class State(Enum):
+    """Connection states; the tables below say what each one allows."""
+
+    AWAIT_PREFACE = "await_preface"  # server: nothing received yet
+    AWAIT_HELLO = "await_hello"  # server: preface received
+    AUTHENTICATING = "authenticating"  # server: HELLO received, WELCOME not yet sent
+    IDLE = "idle"  # client: HELLO not sent yet
+    AWAIT_WELCOME = "await_welcome"  # client: HELLO sent
+    OPEN = "open"
+    CLOSED = "closed"
+    ERROR = "error"
+
+
+_F = FrameType
+_S = State
+_OPEN_FROM_CLIENT = (_F.MESSAGE, _F.ACK, _F.READ, _F.REPORT_ACK, _F.PING, _F.PONG)
+_OPEN_FROM_SERVER = (_F.MESSAGE, _F.STATUS, _F.PING, _F.PONG)
+
+#: (role, state, frame type received) -> next state
+_RECV: dict[tuple[Role, State, int], State] = {
+    (Role.SERVER, _S.AWAIT_HELLO, _F.HELLO): _S.AUTHENTICATING,
+    **{(Role.SERVER, _S.OPEN, t): _S.OPEN for t in _OPEN_FROM_CLIENT},
+    (Role.CLIENT, _S.AWAIT_WELCOME, _F.WELCOME): _S.OPEN,
+    **{(Role.CLIENT, _S.OPEN, t): _S.OPEN for t in _OPEN_FROM_SERVER},
+    **{(r, s, _F.CLOSE): _S.CLOSED for r in Role for s in State
+       if s not in (_S.CLOSED, _S.ERROR, _S.AWAIT_PREFACE, _S.IDLE)},
+}
+
+#: (role, state, frame type sent) -> next state
+_SEND: dict[tuple[Role, State, int], State] = {
+    (Role.SERVER, _S.AUTHENTICATING, _F.WELCOME): _S.OPEN,
+    **{(Role.SERVER, _S.OPEN, t): _S.OPEN for t in _OPEN_FROM_SERVER},
+    (Role.CLIENT, _S.IDLE, _F.HELLO): _S.AWAIT_WELCOME,
+    **{(Role.CLIENT, _S.OPEN, t): _S.OPEN for t in _OPEN_FROM_CLIENT},
+    **{(r, s, _F.CLOSE): _S.CLOSED for r in Role for s in State
+       if s not in (_S.CLOSED, _S.ERROR)},
+}
+
+_EVENT_TYPES: dict[str, int] = {
+    "Hello": _F.HELLO, "Welcome": _F.WELCOME, "Message": _F.MESSAGE, "Ack": _F.ACK,
+    "StatusReport": _F.STATUS, "ReadReport": _F.READ, "ReportAck": _F.REPORT_ACK,
+    "Ping": _F.PING, "Pong": _F.PONG, "Close": _F.CLOSE,
+}
+
+_MESSAGE = int(_F.MESSAGE)
+_unpack_header = HEADER.unpack_from
+_DEFAULT_MAX_FRAME = 1 << 20
+
+
+class WireConnection:
+    """One end of a native-protocol connection.
+
+    Args:
+        role: which end this is.
+        max_frame_bytes: the largest frame body accepted from the peer.
+    """
+
+    __slots__ = ("_buf", "_max", "role", "state")
+
+    def __init__(self, role: Role, *, max_frame_bytes: int = _DEFAULT_MAX_FRAME) -> None:
+        self.role = role
+        self.state = State.AWAIT_PREFACE if role is Role.SERVER else State.IDLE
+        self._max = max_frame_bytes
+        self._buf = bytearray()
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Buffer `data` from the peer and return every event it completes.
+
+        Raises:
+            RemoteWireError: the peer violated the protocol; send a CLOSE with
+                `err.close_code` and close.  The connection is then in ERROR.
+        """
+        if self.state is State.ERROR:
+            raise RemoteWireError("connection already failed", close_code=CloseCode.PROTOCOL_ERROR)
+        buf = self._buf
+        buf += data
+        try:
+            if self.state is State.AWAIT_PREFACE and not self._take_preface(buf):
+                return []
+            return self._frames(buf)
+        except RemoteWireError:
+            self.state = State.ERROR
+            buf.clear()
+            raise
+
+    def _take_preface(self, buf: bytearray) -> bool:
+        have = bytes(buf[:len(PREFACE)])
+        if not MAGIC.startswith(have[:len(MAGIC)]):
+            raise RemoteWireError("not the Tidings wire protocol (bad preface)",
+                                  close_code=CloseCode.HELLO_REQUIRED)
+        if len(have) < len(PREFACE):
+            return False
+        if have[-1] != PROTOCOL_VERSION:
+            raise RemoteWireError(f"unsupported protocol version {have[-1]}",
+                                  close_code=CloseCode.UNSUPPORTED_VERSION)
+        del buf[:len(PREFACE)]
+        self.state = State.AWAIT_HELLO
+        return True
+
+    def _frames(self, buf: bytearray) -> list[Event]:
+        # Hot path: parse every complete frame with offsets into one buffer and
+        # trim it once at the end (del buf[:n] is amortised O(n), wsproto idiom).
+        events: list[Event] = []
+        pos = 0
+        end = len(buf)
+        role = self.role
+        limit = self._max
+        while end - pos >= HEADER_SIZE:
+            length, ftype = _unpack_header(buf, pos)
+            if length > limit:
+                raise RemoteWireError(f"frame of {length} bytes exceeds the {limit}-byte limit",
+                                      close_code=CloseCode.FRAME_TOO_LARGE)
+            body_end = pos + HEADER_SIZE + length
+            if body_end > end:
+                break
+            state = self.state
+            if ftype == _MESSAGE and state is State.OPEN:
+                events.append(decode_message(buf, pos + HEADER_SIZE, body_end))
+            else:
+                nxt = _RECV.get((role, state, ftype))
+                if nxt is None:
+                    raise RemoteWireError(self._unexpected(ftype),
+                                          close_code=self._unexpected_code())
+                events.append(decode_body(ftype, bytes(buf[pos + HEADER_SIZE:body_end])))
+                self.state = nxt
+            pos = body_end
+        if pos:
+            del buf[:pos]
+        return events
+
+    def _unexpected(self, ftype: int) -> str:
+        try:
+            name = FrameType(ftype).name
+        except ValueError:
+            return f"unknown frame type 0x{ftype:02x}"
+        if self.state is State.AWAIT_HELLO:
+            return f"{name} before HELLO"
+        return f"{name} not allowed in state {self.state.value}"
+
+    def _unexpected_code(self) -> int:
+        if self.state is State.AWAIT_HELLO:
+            return CloseCode.HELLO_REQUIRED
+        return CloseCode.PROTOCOL_ERROR
+
+    def send(self, event: Event) -> bytes:
+        """Return the bytes that carry `event`, advancing the state.
+
+        Raises:
+            LocalWireError: this event may not be sent in the current state.
+        """
+        if type(event) is Message and self.state is State.OPEN:
+            return encode_message(event)
+        ftype = _EVENT_TYPES.get(type(event).__name__)
+        nxt = None if ftype is None else _SEND.get((self.role, self.state, ftype))
+        if nxt is None:
+            raise LocalWireError(f"cannot send {type(event).__name__} in state {self.state.value}")
+        data = encode(event)
+        self.state = nxt
+        if isinstance(event, Hello):
+            return PREFACE + data
+        return data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a complete frame."""
+        return len(self._buf)

@@ -1,0 +1,495 @@
+"""Frame layouts of the native wire protocol (PROTOCOL.md beside this file).
+
+Owns: frame type codes, status and close codes, the event classes, and the
+pure functions that turn one frame body into an event and back.  No I/O, no
+asyncio, no storage; `connection.py` adds the byte stream and the state
+machine on top.
+
+Every frame is ``u32 body length | u8 frame type | body`` (big endian).  The
+layouts below are `struct` formats so that encoding and decoding a message on
+the hot path is one `pack`/`unpack_from` call each (SPEC M12: the protocol is
+documented byte by byte; PROTOCOL.md is the normative text).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+from appliance.protocol.wire.errors import LocalWireError, RemoteWireError
+
+#: Bytes a client sends before its first frame.  0x89 can start neither a TLS
+#: record (0x16), an HTTP method (ASCII letters) nor the HTTP/2 preface ("P"),
+#: so one port can tell the protocols apart from the first byte (SPEC M12).
+MAGIC: Final = b"\x89TDNG\r\n"
+PROTOCOL_VERSION: Final = 1
+PREFACE: Final = MAGIC + bytes([PROTOCOL_VERSION])
+
+HEADER: Final = struct.Struct(">IB")
+HEADER_SIZE: Final = HEADER.size
+
+
+class FrameType(IntEnum):
+    """The frame type byte (PROTOCOL.md §3)."""
+
+    HELLO = 0x01
+    WELCOME = 0x02
+    MESSAGE = 0x10
+    ACK = 0x11
+    STATUS = 0x12
+    READ = 0x13
+    REPORT_ACK = 0x14
+    PING = 0x20
+    PONG = 0x21
+    CLOSE = 0x30
+
+
+class Status(IntEnum):
+    """Message statuses (SPEC M3).  Values below 0x80 only move forward."""
+
+    OUTBOX = 0
+    SENT = 1
+    DELIVERED = 2
+    READ = 3
+    FAILED = 0x80
+    USER_OFFLINE = 0x81
+    INVALID_DEST = 0x82
+    EXPIRED = 0x83
+    BLOCKED = 0x84
+    NOT_MEMBER = 0x85
+    TOO_LARGE = 0x86
+    RATE_LIMITED = 0x87
+    INBOX_FULL = 0x88
+
+
+class CloseCode(IntEnum):
+    """Why a connection is closed (PROTOCOL.md §5)."""
+
+    NORMAL = 0
+    GOING_AWAY = 1
+    PROTOCOL_ERROR = 2
+    FRAME_TOO_LARGE = 3
+    HELLO_REQUIRED = 4
+    UNSUPPORTED_VERSION = 5
+    AUTH_FAILED = 6
+    TOKEN_EXPIRED = 7
+    TOO_MANY_DEVICES = 8
+    REPLACED = 9
+    IDLE_TIMEOUT = 10
+    INTERNAL_ERROR = 11
+    SLOW_CONSUMER = 12
+
+
+class Flag:
+    """Message flag bits (SPEC M2).  Bits 0-15 belong to the app, 16-31 to the server."""
+
+    DELIVERY_RECEIPT: Final = 1 << 0
+    READ_RECEIPT: Final = 1 << 1
+    TRANSIENT: Final = 1 << 2
+    ENCRYPTED: Final = 1 << 3
+    FORWARDED: Final = 1 << 4
+    MODIFY: Final = 1 << 5
+    DEFAULT: Final = DELIVERY_RECEIPT | READ_RECEIPT
+    #: Set by the server on the copy of a message that another device of the
+    #: same user sent; `peer` is then the destination, not the sender (M5).
+    OUTGOING_COPY: Final = 1 << 31
+    CLIENT_MASK: Final = 0xFFFF
+
+
+MAX_ADDRESS_BYTES: Final = 64
+U64_MAX: Final = (1 << 64) - 1
+
+
+# --- events ---------------------------------------------------------------
+# Plain slotted classes for the two hot-path events (Message, Status): a
+# frozen dataclass pays object.__setattr__ per field at construction, which
+# costs ~40% more per message on the delivery path.
+
+
+class Message:
+    """A MESSAGE frame: every M2 property plus the server's delivery handle.
+
+    From a client, `peer` is the destination address (empty when `group_id`
+    names a group) and `seq`/`timestamp_ms` are 0.  From the server, `peer`
+    is the sender's address (or the destination, with `Flag.OUTGOING_COPY`),
+    `seq` is the handle the device acknowledges with ACK, and `expiry_s` is
+    the lifetime *remaining* when the frame was written.
+    """
+
+    __slots__ = ("expiry_s", "flags", "group_id", "id", "payload", "peer", "priority",
+                 "refid", "seq", "timestamp_ms", "type")
+
+    def __init__(self, id: int = 0, peer: bytes = b"", payload: bytes = b"", *,
+                 group_id: int = 0, refid: int = 0, seq: int = 0, timestamp_ms: int = 0,
+                 expiry_s: int = 7 * 86400, type: int = 0, flags: int = Flag.DEFAULT,
+                 priority: int = 0) -> None:
+        self.id = id
+        self.peer = peer
+        self.payload = payload
+        self.group_id = group_id
+        self.refid = refid
+        self.seq = seq
+        self.timestamp_ms = timestamp_ms
+        self.expiry_s = expiry_s
+        self.type = type
+        self.flags = flags
+        self.priority = priority
+
+    def _key(self) -> tuple[int | bytes, ...]:
+        return (self.id, self.peer, self.payload, self.group_id, self.refid, self.seq,
+                self.timestamp_ms, self.expiry_s, self.type, self.flags, self.priority)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Message) and self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable value object
+
+    def __repr__(self) -> str:
+        return (f"Message(id={self.id}, peer={self.peer!r}, group_id={self.group_id}, "
+                f"seq={self.seq}, flags={self.flags:#x}, priority={self.priority}, "
+                f"expiry_s={self.expiry_s}, payload={len(self.payload)}B)")
+
+
+class StatusReport:
+    """A STATUS frame: what happened to message `id` that this user sent.
+
+    `report_seq` is non-zero for stored reports (DELIVERED, READ, EXPIRED);
+    the device confirms those with REPORT_ACK so they are not sent again.
+    `peer` names the member who delivered or read a group message.
+    """
+
+    __slots__ = ("group_id", "id", "peer", "report_seq", "status", "timestamp_ms")
+
+    def __init__(self, id: int, status: int, *, report_seq: int = 0, timestamp_ms: int = 0,
+                 group_id: int = 0, peer: bytes = b"") -> None:
+        self.id = id
+        self.status = status
+        self.report_seq = report_seq
+        self.timestamp_ms = timestamp_ms
+        self.group_id = group_id
+        self.peer = peer
+
+    def _key(self) -> tuple[int | bytes, ...]:
+        return (self.id, self.status, self.report_seq, self.timestamp_ms, self.group_id,
+                self.peer)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StatusReport) and self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable value object
+
+    def __repr__(self) -> str:
+        return (f"StatusReport(id={self.id}, status={self.status}, "
+                f"report_seq={self.report_seq}, peer={self.peer!r})")
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """HELLO: the client authenticates a device with an access token."""
+
+    token: bytes
+    device_id: bytes
+    keepalive_s: int = 30
+    client_flags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """WELCOME: the server accepted the HELLO."""
+
+    address: bytes
+    server_time_ms: int
+    keepalive_s: int
+    max_frame_bytes: int
+    server_version: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """ACK: the device has safely received the messages with these handles."""
+
+    seqs: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadReport:
+    """READ: the user read these messages from `peer` (or from group `group_id`)."""
+
+    peer: bytes
+    group_id: int
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportAck:
+    """REPORT_ACK: every stored status report up to `report_seq` was received."""
+
+    report_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """PING: keepalive; the other side answers PONG with the same nonce."""
+
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """PONG: the answer to a PING."""
+
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """CLOSE: the sender is closing the connection, with a reason."""
+
+    code: int
+    reason: str = ""
+
+
+Event = Message | StatusReport | Hello | Welcome | Ack | ReadReport | ReportAck | Ping | Pong | Close
+
+# --- layouts --------------------------------------------------------------
+
+_MSG = struct.Struct(">QQQQIIIBQB")  # id refid seq ts expiry type flags prio group addrlen
+_STATUS = struct.Struct(">QBQQQB")  # id status report_seq ts group addrlen
+_HELLO = struct.Struct(">HIH")  # keepalive_s client_flags token_len ; then token, u8 + device
+_WELCOME = struct.Struct(">QIIB")  # server_time max_frame keepalive addrlen
+_U64 = struct.Struct(">Q")
+_U16 = struct.Struct(">H")
+_READ = struct.Struct(">QB")  # group addrlen ; then addr, u16 count, ids
+
+_MSG_SIZE: Final = _MSG.size
+_STATUS_SIZE: Final = _STATUS.size
+_pack_msg = _MSG.pack
+_unpack_msg = _MSG.unpack_from
+_pack_header = HEADER.pack
+_MESSAGE: Final = int(FrameType.MESSAGE)
+_STATUS_T: Final = int(FrameType.STATUS)
+
+
+def encode_message(m: Message) -> bytes:
+    """Return the whole MESSAGE frame (header included) for `m`.
+
+    Raises:
+        LocalWireError: a field does not fit its wire width.
+    """
+    peer = m.peer
+    try:
+        head = _pack_msg(m.id, m.refid, m.seq, m.timestamp_ms, m.expiry_s, m.type, m.flags,
+                         m.priority, m.group_id, len(peer))
+    except struct.error as exc:
+        raise _local(f"MESSAGE field out of range: {exc}") from exc
+    body_len = _MSG_SIZE + len(peer) + len(m.payload)
+    return b"".join((_pack_header(body_len, _MESSAGE), head, peer, m.payload))
+
+
+def encode_status(s: StatusReport) -> bytes:
+    """Return the whole STATUS frame for `s`.
+
+    Raises:
+        LocalWireError: a field does not fit its wire width.
+    """
+    try:
+        head = _STATUS.pack(s.id, s.status, s.report_seq, s.timestamp_ms, s.group_id,
+                            len(s.peer))
+    except struct.error as exc:
+        raise _local(f"STATUS field out of range: {exc}") from exc
+    return _pack_header(_STATUS_SIZE + len(s.peer), _STATUS_T) + head + s.peer
+
+
+def encode(event: Event) -> bytes:
+    """Return the whole frame for any event.
+
+    Raises:
+        LocalWireError: a field does not fit its wire width.
+    """
+    if type(event) is Message:
+        return encode_message(event)
+    if type(event) is StatusReport:
+        return encode_status(event)
+    try:
+        ftype, body = _encode_control(event)
+    except (struct.error, OverflowError) as exc:
+        raise _local(f"{type(event).__name__} field out of range: {exc}") from exc
+    return _pack_header(len(body), ftype) + body
+
+
+def _encode_control(event: Event) -> tuple[int, bytes]:
+    if isinstance(event, Hello):
+        return FrameType.HELLO, (_HELLO.pack(event.keepalive_s, event.client_flags,
+                                             len(event.token)) + event.token
+                                 + _short(event.device_id))
+    if isinstance(event, Welcome):
+        return FrameType.WELCOME, (_WELCOME.pack(event.server_time_ms, event.max_frame_bytes,
+                                                 event.keepalive_s, len(event.address))
+                                   + event.address + event.server_version)
+    if isinstance(event, Ack):
+        return FrameType.ACK, _U16.pack(len(event.seqs)) + b"".join(
+            _U64.pack(s) for s in event.seqs)
+    if isinstance(event, ReadReport):
+        return FrameType.READ, (_READ.pack(event.group_id, len(event.peer)) + event.peer
+                                + _U16.pack(len(event.ids))
+                                + b"".join(_U64.pack(i) for i in event.ids))
+    if isinstance(event, ReportAck):
+        return FrameType.REPORT_ACK, _U64.pack(event.report_seq)
+    if isinstance(event, Ping):
+        return FrameType.PING, _U64.pack(event.nonce)
+    if isinstance(event, Pong):
+        return FrameType.PONG, _U64.pack(event.nonce)
+    if isinstance(event, Close):
+        return FrameType.CLOSE, _U16.pack(event.code) + event.reason.encode()
+    raise _local(f"not a wire event: {event!r}")
+
+
+def _short(value: bytes) -> bytes:
+    if len(value) > 255:
+        raise OverflowError("a u8-prefixed field is longer than 255 bytes")
+    return bytes((len(value),)) + value
+
+
+def _local(message: str) -> LocalWireError:
+    return LocalWireError(message)
+
+
+# --- decoding -------------------------------------------------------------
+
+
+def decode_message(buf: bytes | bytearray | memoryview, start: int, end: int) -> Message:
+    """Decode a MESSAGE body occupying ``buf[start:end]``.
+
+    Raises:
+        RemoteWireError: the body is shorter than its fixed part or its address.
+    """
+    if end - start < _MSG_SIZE:
+        raise RemoteWireError("MESSAGE body too short", close_code=CloseCode.PROTOCOL_ERROR)
+    (mid, refid, seq, ts, expiry, mtype, flags, prio, group, alen) = _unpack_msg(buf, start)
+    p = start + _MSG_SIZE
+    if p + alen > end:
+        raise RemoteWireError("MESSAGE address overruns the frame",
+                              close_code=CloseCode.PROTOCOL_ERROR)
+    m = Message.__new__(Message)
+    m.id = mid
+    m.refid = refid
+    m.seq = seq
+    m.timestamp_ms = ts
+    m.expiry_s = expiry
+    m.type = mtype
+    m.flags = flags
+    m.priority = prio
+    m.group_id = group
+    m.peer = bytes(buf[p:p + alen])
+    m.payload = bytes(buf[p + alen:end])
+    return m
+
+
+def decode_body(ftype: int, body: bytes) -> Event:
+    """Decode the body of a non-MESSAGE frame of type `ftype`.
+
+    Raises:
+        RemoteWireError: unknown type, or a body that does not match its layout.
+    """
+    try:
+        decoder = _DECODERS[ftype]
+    except KeyError:
+        raise RemoteWireError(f"unknown frame type 0x{ftype:02x}",
+                              close_code=CloseCode.PROTOCOL_ERROR) from None
+    try:
+        return decoder(body)
+    except (struct.error, IndexError, ValueError) as exc:
+        name = FrameType(ftype).name
+        raise RemoteWireError(f"malformed {name} frame: {exc}",
+                              close_code=CloseCode.PROTOCOL_ERROR) from None
+
+
+def _exact(body: bytes, used: int, name: str) -> None:
+    if used != len(body):
+        raise ValueError(f"{len(body) - used} trailing or missing bytes in {name}")
+
+
+def _dec_hello(body: bytes) -> Hello:
+    keepalive, cflags, tlen = _HELLO.unpack_from(body, 0)
+    p = _HELLO.size
+    token = body[p:p + tlen]
+    p += tlen
+    dlen = body[p]
+    device = body[p + 1:p + 1 + dlen]
+    _exact(body, p + 1 + dlen, "HELLO")
+    return Hello(token=token, device_id=device, keepalive_s=keepalive, client_flags=cflags)
+
+
+def _dec_welcome(body: bytes) -> Welcome:
+    ts, max_frame, keepalive, alen = _WELCOME.unpack_from(body, 0)
+    p = _WELCOME.size
+    if p + alen > len(body):
+        raise ValueError("address overruns WELCOME")
+    return Welcome(address=body[p:p + alen], server_time_ms=ts, keepalive_s=keepalive,
+                   max_frame_bytes=max_frame, server_version=body[p + alen:])
+
+
+def _dec_ack(body: bytes) -> Ack:
+    (count,) = _U16.unpack_from(body, 0)
+    _exact(body, 2 + 8 * count, "ACK")
+    return Ack(seqs=struct.unpack_from(f">{count}Q", body, 2))
+
+
+def _dec_status(body: bytes) -> StatusReport:
+    mid, status, rseq, ts, group, alen = _STATUS.unpack_from(body, 0)
+    _exact(body, _STATUS_SIZE + alen, "STATUS")
+    return StatusReport(mid, status, report_seq=rseq, timestamp_ms=ts, group_id=group,
+                        peer=body[_STATUS_SIZE:])
+
+
+def _dec_read(body: bytes) -> ReadReport:
+    group, alen = _READ.unpack_from(body, 0)
+    p = _READ.size + alen
+    peer = body[_READ.size:p]
+    (count,) = _U16.unpack_from(body, p)
+    _exact(body, p + 2 + 8 * count, "READ")
+    return ReadReport(peer=peer, group_id=group, ids=struct.unpack_from(f">{count}Q", body, p + 2))
+
+
+def _dec_report_ack(body: bytes) -> ReportAck:
+    _exact(body, 8, "REPORT_ACK")
+    return ReportAck(_U64.unpack(body)[0])
+
+
+def _dec_ping(body: bytes) -> Ping:
+    _exact(body, 8, "PING")
+    return Ping(_U64.unpack(body)[0])
+
+
+def _dec_pong(body: bytes) -> Pong:
+    _exact(body, 8, "PONG")
+    return Pong(_U64.unpack(body)[0])
+
+
+def _dec_close(body: bytes) -> Close:
+    (code,) = _U16.unpack_from(body, 0)
+    try:
+        reason = body[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("CLOSE reason is not UTF-8") from None
+    return Close(code=code, reason=reason)
+
+
+def _dec_message_body(body: bytes) -> Message:
+    return decode_message(body, 0, len(body))
+
+
+_DECODERS = {
+    FrameType.HELLO: _dec_hello,
+    FrameType.WELCOME: _dec_welcome,
+    FrameType.MESSAGE: _dec_message_body,
+    FrameType.ACK: _dec_ack,
+    FrameType.STATUS: _dec_status,
+    FrameType.READ: _dec_read,
+    FrameType.REPORT_ACK: _dec_report_ack,
+    FrameType.PING: _dec_ping,
+    FrameType.PONG: _dec_pong,
+    FrameType.CLOSE: _dec_close,
+}

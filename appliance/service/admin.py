@@ -1,0 +1,166 @@
+"""Users, access tokens and groups: the one service layer admin callers use.
+
+Tokens (SPEC M1, reliability.md §3.1): 160 random bits from `secrets`, with a
+recognisable ``tdg_`` prefix so secret scanners find leaked ones; only their
+SHA-256 is stored.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from appliance.engine.clock import Clock
+from appliance.engine.delivery import token_hash
+from appliance.errors import NotFoundError, UsageError
+from appliance.storage.interface import Storage
+from appliance.storage.models import GroupInfo, IssuedToken, Perm, UserInfo
+
+TOKEN_PREFIX = "tdg_"
+DEFAULT_APP = "default"
+_PERM_NAMES = {"send": Perm.SEND, "receive": Perm.RECEIVE, "admin": Perm.ADMIN}
+
+
+def check_address(address: str) -> str:
+    """Validate a user address (SPEC M1: UTF-8, 1-64 bytes).
+
+    Raises:
+        UsageError: empty, too long, or containing control characters.
+    """
+    raw = address.encode()
+    if not 1 <= len(raw) <= 64:
+        raise UsageError(f"address must be 1-64 bytes of UTF-8, got {len(raw)}")
+    if any(ord(c) < 32 for c in address):
+        raise UsageError("address must not contain control characters")
+    return address
+
+
+def parse_perms(text: str) -> int:
+    """Turn "send,receive" into permission bits.
+
+    Raises:
+        UsageError: an unknown permission name.
+    """
+    bits = 0
+    for name in filter(None, (p.strip() for p in text.split(","))):
+        if name not in _PERM_NAMES:
+            raise UsageError(f"unknown permission {name!r}; use send, receive, admin")
+        bits |= _PERM_NAMES[name]
+    return bits
+
+
+def perm_names(bits: int) -> str:
+    """The inverse of `parse_perms`."""
+    return ",".join(n for n, b in _PERM_NAMES.items() if bits & b) or "-"
+
+
+class AdminService:
+    """Administrative operations on one app."""
+
+    def __init__(self, store: Storage, clock: Clock, app: str = DEFAULT_APP) -> None:
+        self.store = store
+        self.clock = clock
+        self.app = app
+
+    async def _app(self) -> int:
+        return await self.store.app_id(self.app)
+
+    async def _user_id(self, app_id: int, address: str) -> int:
+        user = await self.store.find_user(app_id, check_address(address).encode())
+        if user is None:
+            raise NotFoundError(f"no user {address!r}")
+        return user
+
+    async def add_user(self, address: str) -> UserInfo:
+        """Create a user.
+
+        Raises:
+            UsageError: bad address.
+            ConflictError: the address exists.
+        """
+        return await self.store.create_user(await self._app(), check_address(address),
+                                            self.clock.wall_ms())
+
+    async def delete_user(self, address: str) -> None:
+        """Delete a user and everything queued for it.
+
+        Raises:
+            NotFoundError: no such user.
+        """
+        await self.store.delete_user(await self._app(), check_address(address))
+
+    async def list_users(self, after: str = "", limit: int = 100) -> list[UserInfo]:
+        """Users in address order, `limit` at a time after `after`."""
+        return await self.store.list_users(await self._app(), after, limit)
+
+    async def issue_token(self, address: str, ttl_s: int) -> IssuedToken:
+        """Issue an access token valid for `ttl_s` seconds.
+
+        Raises:
+            UsageError: a non-positive lifetime.
+            NotFoundError: no such user.
+        """
+        if ttl_s <= 0:
+            raise UsageError("token lifetime must be positive")
+        user = await self._user_id(await self._app(), address)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(20)
+        now = self.clock.wall_ms()
+        expires = now + ttl_s * 1000
+        await self.store.store_token(user, token_hash(token.encode()), expires, now)
+        return IssuedToken(token, user, expires)
+
+    async def revoke_tokens(self, address: str) -> int:
+        """Revoke every token of a user; return how many.
+
+        Raises:
+            NotFoundError: no such user.
+        """
+        return await self.store.revoke_tokens(await self._user_id(await self._app(), address))
+
+    async def add_group(self, name: str, members: list[str], perms: int) -> GroupInfo:
+        """Create a group with initial members.
+
+        Raises:
+            NotFoundError: a member does not exist.
+        """
+        app_id = await self._app()
+        ids = [await self._user_id(app_id, m) for m in members]
+        group = await self.store.create_group(app_id, name, self.clock.wall_ms())
+        for user in ids:
+            await self.store.set_member(app_id, group.group_id, user, perms)
+        return await self.store.get_group(app_id, group.group_id)
+
+    async def delete_group(self, group_id: int) -> None:
+        """Delete a group.
+
+        Raises:
+            NotFoundError: no such group.
+        """
+        await self.store.delete_group(await self._app(), group_id)
+
+    async def set_members(self, group_id: int, add: list[str], remove: list[str],
+                          perms: int) -> GroupInfo:
+        """Add (or re-permission) and remove members.
+
+        Raises:
+            NotFoundError: no such group, user, or membership.
+        """
+        app_id = await self._app()
+        for address in add:
+            await self.store.set_member(app_id, group_id, await self._user_id(app_id, address),
+                                        perms)
+        for address in remove:
+            await self.store.remove_member(app_id, group_id,
+                                           await self._user_id(app_id, address))
+        return await self.store.get_group(app_id, group_id)
+
+    async def get_group(self, group_id: int) -> GroupInfo:
+        """A group with its members.
+
+        Raises:
+            NotFoundError: no such group.
+        """
+        return await self.store.get_group(await self._app(), group_id)
+
+    async def list_groups(self) -> list[GroupInfo]:
+        """Every group of the app."""
+        return await self.store.list_groups(await self._app())

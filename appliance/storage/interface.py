@@ -1,0 +1,207 @@
+"""The one storage interface the engine and the admin service talk to.
+
+Backends (`appliance.storage.sqlite`, later MariaDB) implement `Storage` and
+pass the same contract tests (`tests/storage/test_contract.py`).  Every
+method raises only `appliance.errors.StorageError` subclasses; driver
+exceptions never cross this boundary.
+
+Durability contract (SPEC M4, M14): when `write` returns, everything in the
+batch is committed with a synchronous fsync (SQLite ``synchronous=FULL``).
+Nothing in a batch is visible to readers before that.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from appliance.storage.models import (
+    DeviceRecord,
+    GroupInfo,
+    GroupMember,
+    IssuedToken,
+    Pending,
+    Principal,
+    Receipt,
+    UserInfo,
+    WriteBatch,
+    WriteResult,
+)
+
+
+class MessageStore(Protocol):
+    """Messages, per-device delivery state and status reports."""
+
+    async def write(self, batch: WriteBatch, now_ms: int) -> WriteResult:
+        """Commit `batch` in one durable transaction and report what it did.
+
+        Raises:
+            StorageUnavailableError: nothing of the batch was committed.
+        """
+        ...
+
+    async def pending(self, device_rowid: int, user_id: int, now_ms: int, limit: int,
+                      exclude: frozenset[int] = frozenset()) -> list[Pending]:
+        """Messages queued for a device, highest priority first, then oldest first.
+
+        Expired messages are left out; so are the handles in `exclude`.
+
+        Raises:
+            StorageUnavailableError: the store cannot be read.
+        """
+        ...
+
+    async def pending_receipts(self, user_id: int, after_seq: int, limit: int) -> list[Receipt]:
+        """Stored status reports for `user_id` with report_seq above `after_seq`.
+
+        Raises:
+            StorageUnavailableError: the store cannot be read.
+        """
+        ...
+
+    async def sweep(self, now_ms: int, retention_ms: int) -> list[Receipt]:
+        """Drop expired deliveries (reporting EXPIRED) and records past retention.
+
+        Raises:
+            StorageUnavailableError: nothing was changed.
+        """
+        ...
+
+
+class DirectoryStore(Protocol):
+    """Users, tokens, devices and groups."""
+
+    async def authenticate(self, token_hash: bytes) -> Principal | None:
+        """The owner of a token, or None when no such token exists.
+
+        Raises:
+            StorageUnavailableError: the store cannot be read.
+        """
+        ...
+
+    async def register_device(self, user_id: int, device_id: bytes, now_ms: int,
+                              stale_before_ms: int) -> DeviceRecord:
+        """Record that a device connected; a new device gets the user's queue.
+
+        Devices not seen since `stale_before_ms` are forgotten first.
+
+        Raises:
+            StorageUnavailableError: nothing was changed.
+        """
+        ...
+
+    async def find_user(self, app_id: int, address: bytes) -> int | None:
+        """The user id of `address` in the app, or None.
+
+        Raises:
+            StorageUnavailableError: the store cannot be read.
+        """
+        ...
+
+    async def group_members(self, app_id: int, group_id: int) -> list[GroupMember] | None:
+        """The members of a group of the app, or None when there is no such group.
+
+        Raises:
+            StorageUnavailableError: the store cannot be read.
+        """
+        ...
+
+    async def user_address(self, user_id: int) -> bytes | None:
+        """The address of a user id, or None.
+
+        Raises:
+            StorageUnavailableError: the store cannot be read.
+        """
+        ...
+
+
+class AdminStore(Protocol):
+    """What the administrative service layer changes."""
+
+    async def app_id(self, name: str) -> int:
+        """The id of the app called `name`.
+
+        Raises:
+            NotFoundError: no such app.
+        """
+        ...
+
+    async def create_user(self, app_id: int, address: str, now_ms: int) -> UserInfo:
+        """Create a user.
+
+        Raises:
+            ConflictError: the address is taken in this app.
+        """
+        ...
+
+    async def delete_user(self, app_id: int, address: str) -> None:
+        """Delete a user with its tokens, devices, queues and memberships.
+
+        Raises:
+            NotFoundError: no such user.
+        """
+        ...
+
+    async def list_users(self, app_id: int, after: str, limit: int) -> list[UserInfo]:
+        """Users of an app ordered by address, starting after `after`."""
+        ...
+
+    async def store_token(self, user_id: int, token_hash: bytes, expires_ms: int,
+                          now_ms: int) -> None:
+        """Store the hash of a new access token.
+
+        Raises:
+            NotFoundError: no such user.
+        """
+        ...
+
+    async def revoke_tokens(self, user_id: int) -> int:
+        """Delete every token of a user; return how many there were."""
+        ...
+
+    async def create_group(self, app_id: int, name: str, now_ms: int) -> GroupInfo:
+        """Create an empty group and return it with its new numeric id."""
+        ...
+
+    async def delete_group(self, app_id: int, group_id: int) -> None:
+        """Delete a group and its memberships.
+
+        Raises:
+            NotFoundError: no such group.
+        """
+        ...
+
+    async def set_member(self, app_id: int, group_id: int, user_id: int, perms: int) -> None:
+        """Add a member or change its permissions.
+
+        Raises:
+            NotFoundError: no such group.
+        """
+        ...
+
+    async def remove_member(self, app_id: int, group_id: int, user_id: int) -> None:
+        """Remove a member.
+
+        Raises:
+            NotFoundError: no such group or the user is not a member.
+        """
+        ...
+
+    async def get_group(self, app_id: int, group_id: int) -> GroupInfo:
+        """A group with its members.
+
+        Raises:
+            NotFoundError: no such group.
+        """
+        ...
+
+    async def list_groups(self, app_id: int) -> list[GroupInfo]:
+        """Every group of an app with its members."""
+        ...
+
+
+class Storage(MessageStore, DirectoryStore, AdminStore, Protocol):
+    """Everything a backend provides, plus its lifecycle."""
+
+    async def close(self) -> None:
+        """Finish pending work and release the database."""
+        ...

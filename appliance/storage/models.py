@@ -1,0 +1,197 @@
+"""Records that cross the storage interface.
+
+Plain slotted classes, not frozen dataclasses, for the records built once per
+message on the hot path (`NewMessage`, `Accepted`, `Pending`, `Receipt`): they
+are created tens of thousands of times a second and frozen dataclasses pay an
+`object.__setattr__` per field.  Everything else is a frozen dataclass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class Outcome(IntEnum):
+    """What `MessageStore.write` did with one `NewMessage`."""
+
+    STORED = 0  # new, committed durably
+    DUPLICATE = 1  # (sender, id) was stored before: `status` is its current status
+    REJECTED = 2  # not stored: `status` is the error status (INVALID_DEST, NOT_MEMBER...)
+
+
+class NewMessage:
+    """A reliable message to store: every M2 property, already validated."""
+
+    __slots__ = ("app_id", "expires_ms", "flags", "group_id", "msg_id", "payload", "peer",
+                 "priority", "refid", "sender_device", "sender_id", "type")
+
+    def __init__(self, app_id: int, sender_id: int, sender_device: int, msg_id: int,
+                 peer: bytes, group_id: int, refid: int, expires_ms: int, type: int,
+                 flags: int, priority: int, payload: bytes) -> None:
+        self.app_id = app_id
+        self.sender_id = sender_id
+        self.sender_device = sender_device
+        self.msg_id = msg_id
+        self.peer = peer
+        self.group_id = group_id
+        self.refid = refid
+        self.expires_ms = expires_ms
+        self.type = type
+        self.flags = flags
+        self.priority = priority
+        self.payload = payload
+
+
+class Accepted:
+    """The result of storing one `NewMessage`.
+
+    `targets` lists the device row ids that got a delivery row (recipients'
+    devices and the sender's other devices) when `outcome` is STORED.
+    """
+
+    __slots__ = ("outcome", "seq", "status", "targets", "timestamp_ms")
+
+    def __init__(self, outcome: Outcome, status: int, seq: int = 0, timestamp_ms: int = 0,
+                 targets: tuple[int, ...] = ()) -> None:
+        self.outcome = outcome
+        self.status = status
+        self.seq = seq
+        self.timestamp_ms = timestamp_ms
+        self.targets = targets
+
+
+class Receipt:
+    """A stored status report for the user who sent message `msg_id`."""
+
+    __slots__ = ("group_id", "msg_id", "peer", "report_seq", "status", "timestamp_ms", "user_id")
+
+    def __init__(self, user_id: int, report_seq: int, msg_id: int, status: int, peer: bytes,
+                 group_id: int, timestamp_ms: int) -> None:
+        self.user_id = user_id
+        self.report_seq = report_seq
+        self.msg_id = msg_id
+        self.status = status
+        self.peer = peer
+        self.group_id = group_id
+        self.timestamp_ms = timestamp_ms
+
+
+class Pending:
+    """A message queued for one device, as `MessageStore.pending` returns it.
+
+    `peer` is the sender's address, or the destination's when `outgoing`
+    (a copy of what another device of the same user sent).
+    """
+
+    __slots__ = ("expires_ms", "flags", "group_id", "msg_id", "outgoing", "payload", "peer",
+                 "priority", "refid", "seq", "timestamp_ms", "type")
+
+    def __init__(self, seq: int, msg_id: int, peer: bytes, group_id: int, refid: int,
+                 timestamp_ms: int, expires_ms: int, type: int, flags: int, priority: int,
+                 payload: bytes, outgoing: bool) -> None:
+        self.seq = seq
+        self.msg_id = msg_id
+        self.peer = peer
+        self.group_id = group_id
+        self.refid = refid
+        self.timestamp_ms = timestamp_ms
+        self.expires_ms = expires_ms
+        self.type = type
+        self.flags = flags
+        self.priority = priority
+        self.payload = payload
+        self.outgoing = outgoing
+
+
+@dataclass(slots=True)
+class WriteBatch:
+    """Everything the engine wants committed in one group-commit transaction.
+
+    Attributes:
+        messages: reliable messages to store.
+        acks: (device row id, seq) pairs a device acknowledged.
+        reads: (reader user id, app id, sender address, group id, message ids).
+        report_acks: device row id -> highest report_seq it confirmed.
+    """
+
+    messages: list[NewMessage] = field(default_factory=list)
+    acks: list[tuple[int, int]] = field(default_factory=list)
+    reads: list[tuple[int, int, bytes, int, tuple[int, ...]]] = field(default_factory=list)
+    report_acks: dict[int, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.messages) + len(self.acks) + len(self.reads) + len(self.report_acks)
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What a committed `WriteBatch` produced."""
+
+    accepted: list[Accepted]
+    receipts: list[Receipt]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who an access token belongs to."""
+
+    app_id: int
+    user_id: int
+    address: bytes
+    token_expires_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """A registered device: its row id and how far it has confirmed reports."""
+
+    device_rowid: int
+    report_cursor: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    """A member of a group and the member's permissions (SPEC M5)."""
+
+    user_id: int
+    address: bytes
+    perms: int
+
+
+class Perm:
+    """Group member permission bits (SPEC M5)."""
+
+    SEND = 1
+    RECEIVE = 2
+    ADMIN = 4
+    DEFAULT = SEND | RECEIVE
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    """A user as the admin commands list it."""
+
+    user_id: int
+    app_id: int
+    address: str
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """A group as the admin commands list it."""
+
+    group_id: int
+    app_id: int
+    name: str
+    members: tuple[GroupMember, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A new access token.  `token` is shown once and never stored."""
+
+    token: str
+    user_id: int
+    expires_ms: int

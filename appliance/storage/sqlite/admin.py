@@ -1,0 +1,125 @@
+"""Administrative changes: apps, users, tokens, groups and members.
+
+Each function runs inside a transaction the writer thread opened; raising a
+storage error rolls it back.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from appliance.errors import ConflictError, NotFoundError
+from appliance.storage.models import GroupInfo, GroupMember, UserInfo
+
+
+def app_id(conn: sqlite3.Connection, name: str) -> int:
+    """See `AdminStore.app_id`."""
+    row = conn.execute("SELECT id FROM apps WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"no app named {name!r}")
+    return int(row[0])
+
+
+def create_user(conn: sqlite3.Connection, app: int, address: str, now_ms: int) -> UserInfo:
+    """See `AdminStore.create_user`."""
+    try:
+        cur = conn.execute("INSERT INTO users (app_id, address, created_ms) VALUES (?, ?, ?)",
+                           (app, address.encode(), now_ms))
+    except sqlite3.IntegrityError:
+        raise ConflictError(f"user {address!r} already exists") from None
+    assert cur.lastrowid is not None
+    return UserInfo(cur.lastrowid, app, address, now_ms)
+
+
+def _user(conn: sqlite3.Connection, app: int, address: str) -> int:
+    row = conn.execute("SELECT id FROM users WHERE app_id = ? AND address = ?",
+                       (app, address.encode())).fetchone()
+    if row is None:
+        raise NotFoundError(f"no user {address!r}")
+    return int(row[0])
+
+
+def delete_user(conn: sqlite3.Connection, app: int, address: str) -> None:
+    """See `AdminStore.delete_user`."""
+    user = _user(conn, app, address)
+    devices = conn.execute("SELECT id FROM devices WHERE user_id = ?", (user,)).fetchall()
+    conn.executemany("DELETE FROM deliveries WHERE device_id = ?", devices)
+    for table, column in (("devices", "user_id"), ("tokens", "user_id"), ("members", "user_id"),
+                          ("receipts", "user_id"), ("users", "id")):
+        conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (user,))  # noqa: S608
+
+
+def list_users(conn: sqlite3.Connection, app: int, after: str, limit: int) -> list[UserInfo]:
+    """See `AdminStore.list_users`."""
+    rows = conn.execute("SELECT id, address, created_ms FROM users WHERE app_id = ?"
+                        " AND address > ? ORDER BY address LIMIT ?",
+                        (app, after.encode(), limit))
+    return [UserInfo(uid, app, bytes(addr).decode(errors="replace"), created)
+            for uid, addr, created in rows]
+
+
+def store_token(conn: sqlite3.Connection, user: int, token_hash: bytes, expires_ms: int,
+                now_ms: int) -> None:
+    """See `AdminStore.store_token`."""
+    if conn.execute("SELECT 1 FROM users WHERE id = ?", (user,)).fetchone() is None:
+        raise NotFoundError(f"no user with id {user}")
+    conn.execute("INSERT INTO tokens VALUES (?, ?, ?, ?)", (token_hash, user, expires_ms, now_ms))
+
+
+def revoke_tokens(conn: sqlite3.Connection, user: int) -> int:
+    """See `AdminStore.revoke_tokens`."""
+    return conn.execute("DELETE FROM tokens WHERE user_id = ?", (user,)).rowcount
+
+
+def create_group(conn: sqlite3.Connection, app: int, name: str, now_ms: int) -> GroupInfo:
+    """See `AdminStore.create_group`."""
+    cur = conn.execute("INSERT INTO groups (app_id, name, created_ms) VALUES (?, ?, ?)",
+                       (app, name, now_ms))
+    assert cur.lastrowid is not None
+    return GroupInfo(cur.lastrowid, app, name, ())
+
+
+def _check_group(conn: sqlite3.Connection, app: int, group: int) -> str:
+    row = conn.execute("SELECT name FROM groups WHERE id = ? AND app_id = ?",
+                       (group, app)).fetchone()
+    if row is None:
+        raise NotFoundError(f"no group {group}")
+    return str(row[0])
+
+
+def delete_group(conn: sqlite3.Connection, app: int, group: int) -> None:
+    """See `AdminStore.delete_group`."""
+    _check_group(conn, app, group)
+    conn.execute("DELETE FROM members WHERE group_id = ?", (group,))
+    conn.execute("DELETE FROM groups WHERE id = ?", (group,))
+
+
+def set_member(conn: sqlite3.Connection, app: int, group: int, user: int, perms: int) -> None:
+    """See `AdminStore.set_member`."""
+    _check_group(conn, app, group)
+    conn.execute("INSERT INTO members VALUES (?, ?, ?) ON CONFLICT (group_id, user_id)"
+                 " DO UPDATE SET perms = excluded.perms", (group, user, perms))
+
+
+def remove_member(conn: sqlite3.Connection, app: int, group: int, user: int) -> None:
+    """See `AdminStore.remove_member`."""
+    _check_group(conn, app, group)
+    if conn.execute("DELETE FROM members WHERE group_id = ? AND user_id = ?",
+                    (group, user)).rowcount == 0:
+        raise NotFoundError(f"user {user} is not a member of group {group}")
+
+
+def get_group(conn: sqlite3.Connection, app: int, group: int) -> GroupInfo:
+    """See `AdminStore.get_group`."""
+    name = _check_group(conn, app, group)
+    rows = conn.execute("SELECT m.user_id, u.address, m.perms FROM members m JOIN users u"
+                        " ON u.id = m.user_id WHERE m.group_id = ? ORDER BY u.address", (group,))
+    members = tuple(GroupMember(uid, bytes(addr), perms) for uid, addr, perms in rows)
+    return GroupInfo(group, app, name, members)
+
+
+def list_groups(conn: sqlite3.Connection, app: int) -> list[GroupInfo]:
+    """See `AdminStore.list_groups`."""
+    ids = [r[0] for r in conn.execute("SELECT id FROM groups WHERE app_id = ? ORDER BY id",
+                                      (app,))]
+    return [get_group(conn, app, g) for g in ids]

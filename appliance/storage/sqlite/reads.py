@@ -1,0 +1,83 @@
+"""Read-only queries, run on the reader thread's own connection.
+
+WAL mode lets this connection read the last committed state while the
+writer thread commits the next batch.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from appliance.storage.models import GroupMember, Pending, Principal, Receipt
+from appliance.storage.sqlite.writes import from_db_id
+
+_PENDING = (
+    "SELECT d.seq, m.msg_id, m.sender_id, su.address, du.address, m.dest_group, m.refid,"
+    " m.accepted_ms, m.expires_ms, m.type, m.flags, m.priority, m.payload"
+    " FROM deliveries d JOIN messages m ON m.seq = d.seq"
+    " JOIN users su ON su.id = m.sender_id LEFT JOIN users du ON du.id = m.dest_user"
+    " WHERE d.device_id = ? AND d.expires_ms > ? ORDER BY d.priority, d.seq LIMIT ?"
+)
+
+
+def pending(conn: sqlite3.Connection, device_rowid: int, user_id: int, now_ms: int, limit: int,
+            exclude: frozenset[int]) -> list[Pending]:
+    """See `MessageStore.pending`."""
+    out = []
+    for (seq, db_id, sender, s_addr, d_addr, group, refid, accepted, expires, mtype, flags,
+         prio, payload) in conn.execute(_PENDING, (device_rowid, now_ms, limit + len(exclude))):
+        if seq in exclude:
+            continue
+        outgoing = sender == user_id
+        peer = (d_addr or b"") if outgoing else s_addr
+        out.append(Pending(seq, from_db_id(db_id), bytes(peer), group, from_db_id(refid),
+                           accepted, expires, mtype, flags, prio, payload, outgoing))
+        if len(out) == limit:
+            break
+    return out
+
+
+def pending_receipts(conn: sqlite3.Connection, user_id: int, after_seq: int,
+                     limit: int) -> list[Receipt]:
+    """See `MessageStore.pending_receipts`."""
+    rows = conn.execute(
+        "SELECT r.seq, r.msg_id, r.status, u.address, r.group_id, r.ts_ms FROM receipts r"
+        " LEFT JOIN users u ON u.id = r.peer_id WHERE r.user_id = ? AND r.seq > ?"
+        " ORDER BY r.seq LIMIT ?", (user_id, after_seq, limit))
+    return [Receipt(user_id, seq, from_db_id(db_id), status, bytes(addr or b""), group, ts)
+            for seq, db_id, status, addr, group, ts in rows]
+
+
+def authenticate(conn: sqlite3.Connection, token_hash: bytes) -> Principal | None:
+    """See `DirectoryStore.authenticate`."""
+    row = conn.execute("SELECT u.app_id, u.id, u.address, t.expires_ms FROM tokens t"
+                       " JOIN users u ON u.id = t.user_id WHERE t.hash = ?",
+                       (token_hash,)).fetchone()
+    if row is None:
+        return None
+    return Principal(row[0], row[1], bytes(row[2]), row[3])
+
+
+def find_user(conn: sqlite3.Connection, app_id: int, address: bytes) -> int | None:
+    """See `DirectoryStore.find_user`."""
+    row = conn.execute("SELECT id FROM users WHERE app_id = ? AND address = ?",
+                       (app_id, address)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def user_address(conn: sqlite3.Connection, user_id: int) -> bytes | None:
+    """See `DirectoryStore.user_address`."""
+    row = conn.execute("SELECT address FROM users WHERE id = ?", (user_id,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def group_members(conn: sqlite3.Connection, app_id: int, group_id: int) -> list[GroupMember] | None:
+    """See `DirectoryStore.group_members`."""
+    row = conn.execute("SELECT 1 FROM groups WHERE id = ? AND app_id = ?",
+                       (group_id, app_id)).fetchone()
+    if row is None:
+        return None
+    rows = conn.execute("SELECT m.user_id, u.address, m.perms FROM members m JOIN users u"
+                        " ON u.id = m.user_id WHERE m.group_id = ? ORDER BY u.address",
+                        (group_id,))
+    return [GroupMember(uid, bytes(addr), perms) for uid, addr, perms in rows]

@@ -1,0 +1,207 @@
+"""`SqliteStorage`: the embedded default backend (SPEC M14).
+
+Two threads, each with its own connection: the writer (every write, in
+group-commit batches that the engine assembles) and the reader (queue and
+directory reads).  The event loop never waits on SQLite; it awaits futures
+that the threads complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+from appliance.errors import StorageError
+from appliance.storage.models import (
+    DeviceRecord,
+    GroupInfo,
+    GroupMember,
+    Pending,
+    Principal,
+    Receipt,
+    UserInfo,
+    WriteBatch,
+    WriteResult,
+)
+from appliance.storage.sqlite import admin, reads
+from appliance.storage.sqlite.connection import migrate, open_connection, translate
+from appliance.storage.sqlite.writes import Writer
+
+T = TypeVar("T")
+
+
+class SqliteStorage:
+    """The `Storage` interface on one SQLite file."""
+
+    def __init__(self, writer: Writer, reader: sqlite3.Connection, wpool: ThreadPoolExecutor,
+                 rpool: ThreadPoolExecutor) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._wpool = wpool
+        self._rpool = rpool
+
+    @classmethod
+    async def open(cls, path: Path, now_ms: int) -> SqliteStorage:
+        """Open (creating and migrating as needed) the database at `path`.
+
+        Raises:
+            StorageUnavailableError: the file cannot be opened.
+            StorageError: the schema cannot be migrated.
+        """
+        loop = asyncio.get_running_loop()
+        wpool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        rpool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
+
+        def setup() -> Writer:
+            conn = open_connection(path)
+            migrate(conn, now_ms)
+            return Writer(conn)
+
+        try:
+            writer = await loop.run_in_executor(wpool, setup)
+            reader = await loop.run_in_executor(rpool, open_connection, path)
+        except BaseException:
+            wpool.shutdown()
+            rpool.shutdown()
+            raise
+        return cls(writer, reader, wpool, rpool)
+
+    async def _write(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._wpool, fn)
+
+    async def _read(self, fn: Callable[..., T], *args: object) -> T:
+        def call() -> T:
+            try:
+                return fn(self._reader, *args)
+            except sqlite3.Error as exc:
+                raise translate(exc) from None
+
+        return await asyncio.get_running_loop().run_in_executor(self._rpool, call)
+
+    async def _admin(self, fn: Callable[..., T], *args: object) -> T:
+        writer = self._writer
+
+        def call() -> T:
+            conn = writer.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                result = fn(conn, *args)
+                conn.execute("COMMIT")
+                return result
+            except (sqlite3.Error, StorageError) as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise translate(exc) from None
+                raise
+            finally:
+                writer._clear_caches()
+
+        return await self._write(call)
+
+    # --- MessageStore -----------------------------------------------------
+
+    async def write(self, batch: WriteBatch, now_ms: int) -> WriteResult:
+        """See `MessageStore.write`."""
+        return await self._write(partial(self._writer.apply, batch, now_ms))
+
+    async def pending(self, device_rowid: int, user_id: int, now_ms: int, limit: int,
+                      exclude: frozenset[int] = frozenset()) -> list[Pending]:
+        """See `MessageStore.pending`."""
+        return await self._read(reads.pending, device_rowid, user_id, now_ms, limit, exclude)
+
+    async def pending_receipts(self, user_id: int, after_seq: int, limit: int) -> list[Receipt]:
+        """See `MessageStore.pending_receipts`."""
+        return await self._read(reads.pending_receipts, user_id, after_seq, limit)
+
+    async def sweep(self, now_ms: int, retention_ms: int) -> list[Receipt]:
+        """See `MessageStore.sweep`."""
+        return await self._write(partial(self._writer.sweep, now_ms, retention_ms))
+
+    # --- DirectoryStore ---------------------------------------------------
+
+    async def authenticate(self, token_hash: bytes) -> Principal | None:
+        """See `DirectoryStore.authenticate`."""
+        return await self._read(reads.authenticate, token_hash)
+
+    async def register_device(self, user_id: int, device_id: bytes, now_ms: int,
+                              stale_before_ms: int) -> DeviceRecord:
+        """See `DirectoryStore.register_device`."""
+        return await self._write(partial(self._writer.register_device, user_id, device_id,
+                                         now_ms, stale_before_ms))
+
+    async def find_user(self, app_id: int, address: bytes) -> int | None:
+        """See `DirectoryStore.find_user`."""
+        return await self._read(reads.find_user, app_id, address)
+
+    async def group_members(self, app_id: int, group_id: int) -> list[GroupMember] | None:
+        """See `DirectoryStore.group_members`."""
+        return await self._read(reads.group_members, app_id, group_id)
+
+    async def user_address(self, user_id: int) -> bytes | None:
+        """See `DirectoryStore.user_address`."""
+        return await self._read(reads.user_address, user_id)
+
+    # --- AdminStore -------------------------------------------------------
+
+    async def app_id(self, name: str) -> int:
+        """See `AdminStore.app_id`."""
+        return await self._read(admin.app_id, name)
+
+    async def create_user(self, app_id: int, address: str, now_ms: int) -> UserInfo:
+        """See `AdminStore.create_user`."""
+        return await self._admin(admin.create_user, app_id, address, now_ms)
+
+    async def delete_user(self, app_id: int, address: str) -> None:
+        """See `AdminStore.delete_user`."""
+        await self._admin(admin.delete_user, app_id, address)
+
+    async def list_users(self, app_id: int, after: str, limit: int) -> list[UserInfo]:
+        """See `AdminStore.list_users`."""
+        return await self._read(admin.list_users, app_id, after, limit)
+
+    async def store_token(self, user_id: int, token_hash: bytes, expires_ms: int,
+                          now_ms: int) -> None:
+        """See `AdminStore.store_token`."""
+        await self._admin(admin.store_token, user_id, token_hash, expires_ms, now_ms)
+
+    async def revoke_tokens(self, user_id: int) -> int:
+        """See `AdminStore.revoke_tokens`."""
+        return await self._admin(admin.revoke_tokens, user_id)
+
+    async def create_group(self, app_id: int, name: str, now_ms: int) -> GroupInfo:
+        """See `AdminStore.create_group`."""
+        return await self._admin(admin.create_group, app_id, name, now_ms)
+
+    async def delete_group(self, app_id: int, group_id: int) -> None:
+        """See `AdminStore.delete_group`."""
+        await self._admin(admin.delete_group, app_id, group_id)
+
+    async def set_member(self, app_id: int, group_id: int, user_id: int, perms: int) -> None:
+        """See `AdminStore.set_member`."""
+        await self._admin(admin.set_member, app_id, group_id, user_id, perms)
+
+    async def remove_member(self, app_id: int, group_id: int, user_id: int) -> None:
+        """See `AdminStore.remove_member`."""
+        await self._admin(admin.remove_member, app_id, group_id, user_id)
+
+    async def get_group(self, app_id: int, group_id: int) -> GroupInfo:
+        """See `AdminStore.get_group`."""
+        return await self._read(admin.get_group, app_id, group_id)
+
+    async def list_groups(self, app_id: int) -> list[GroupInfo]:
+        """See `AdminStore.list_groups`."""
+        return await self._read(admin.list_groups, app_id)
+
+    async def close(self) -> None:
+        """Close both connections after the work already queued has run."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._wpool, self._writer.conn.close)
+        await loop.run_in_executor(self._rpool, self._reader.close)
+        self._wpool.shutdown()
+        self._rpool.shutdown()

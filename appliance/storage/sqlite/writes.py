@@ -1,0 +1,382 @@
+"""Everything that writes to the SQLite database, run on one writer thread.
+
+There is exactly one writer thread per database, so the sequence counters for
+messages and receipts live here in Python (no `AUTOINCREMENT` round trip) and
+the directory caches need no locks.  The caches are dropped whenever another
+connection (the CLI, or another process) commits, which SQLite reports through
+``PRAGMA data_version``.
+
+Invariants (SPEC M4):
+  * a message row, its (sender, id) dedupe key and one delivery row per
+    target device are written in the same transaction;
+  * a delivery row is deleted only by that device's ACK or by expiry;
+  * statuses only move forward: SENT -> DELIVERED -> READ, or SENT -> EXPIRED;
+  * a receipt's report_seq is never shown to anyone before its COMMIT returns.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from appliance.errors import StorageError
+from appliance.storage.models import (
+    Accepted,
+    DeviceRecord,
+    NewMessage,
+    Outcome,
+    Perm,
+    Receipt,
+    WriteBatch,
+    WriteResult,
+)
+from appliance.storage.sqlite.connection import translate
+
+# Status and flag values are part of the wire protocol (PROTOCOL.md §4); the
+# storage layer repeats the few it needs rather than import the codec.
+SENT, DELIVERED, READ = 1, 2, 3
+EXPIRED, INVALID_DEST, NOT_MEMBER = 0x83, 0x82, 0x85
+DELIVERY_RECEIPT, READ_RECEIPT = 1, 2
+
+_PRIORITIES = ",".join(str(p) for p in range(16))
+_SIGN = 1 << 63
+_WRAP = 1 << 64
+
+
+def to_db_id(msg_id: int) -> int | None:
+    """Store an unsigned 64-bit wire id in SQLite's signed INTEGER; 0 -> NULL."""
+    if msg_id == 0:
+        return None
+    return msg_id - _WRAP if msg_id >= _SIGN else msg_id
+
+
+def from_db_id(value: int | None) -> int:
+    """Inverse of `to_db_id`."""
+    if value is None:
+        return 0
+    return value + _WRAP if value < 0 else value
+
+
+@dataclass(slots=True)
+class _Group:
+    app_id: int
+    members: dict[int, int]  # user id -> perms
+
+
+class Writer:
+    """The writer thread's state: one connection, counters and caches."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._version = -1
+        self._next_seq = 1 + (conn.execute("SELECT coalesce(max(seq), 0) FROM messages")
+                              .fetchone()[0])
+        self._receipt_seq = conn.execute("SELECT coalesce(max(seq), 0) FROM receipts").fetchone()[0]
+        self._clear_caches()
+
+    def _clear_caches(self) -> None:
+        self._users: dict[tuple[int, bytes], int] = {}
+        self._addresses: dict[int, bytes] = {}
+        self._devices: dict[int, list[int]] = {}
+        self._device_user: dict[int, int] = {}
+        self._groups: dict[int, _Group | None] = {}
+
+    def _begin(self) -> None:
+        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:
+            self._version = version
+            self._clear_caches()
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def _fail(self, exc: sqlite3.Error) -> StorageError:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        self._clear_caches()
+        return translate(exc)
+
+    # --- the group-commit transaction -------------------------------------
+
+    def apply(self, batch: WriteBatch, now_ms: int) -> WriteResult:
+        """Commit one batch; see `MessageStore.write`."""
+        receipts: list[Receipt] = []
+        try:
+            self._begin()
+            accepted = [self._accept(m, now_ms) for m in batch.messages]
+            for device, seq in batch.acks:
+                self._ack(device, seq, now_ms, receipts)
+            for reader, app_id, peer, group_id, ids in batch.reads:
+                self._read(reader, app_id, peer, group_id, ids, now_ms, receipts)
+            if batch.report_acks:
+                self.conn.executemany(
+                    "UPDATE devices SET report_cursor = max(report_cursor, ?) WHERE id = ?",
+                    [(seq, dev) for dev, seq in batch.report_acks.items()])
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from None
+        return WriteResult(accepted, receipts)
+
+    def _accept(self, m: NewMessage, now_ms: int) -> Accepted:
+        conn = self.conn
+        if m.group_id:
+            group = self._group(m.group_id)
+            if group is None or group.app_id != m.app_id:
+                return Accepted(Outcome.REJECTED, INVALID_DEST)
+            perms = group.members.get(m.sender_id)
+            if perms is None or not perms & Perm.SEND:
+                return Accepted(Outcome.REJECTED, NOT_MEMBER)
+            recipients = [u for u, p in group.members.items() if p & Perm.RECEIVE]
+            dest_user = 0
+        else:
+            dest = self._user_id(m.app_id, m.peer)
+            if dest is None:
+                return Accepted(Outcome.REJECTED, INVALID_DEST)
+            recipients = [dest]
+            dest_user = dest
+        seq = self._next_seq
+        db_id = to_db_id(m.msg_id)
+        cur = conn.execute(
+            "INSERT INTO messages (seq, sender_id, msg_id, dest_user, dest_group, refid,"
+            " accepted_ms, expires_ms, type, flags, priority, status, payload)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (sender_id, msg_id) DO NOTHING",
+            (seq, m.sender_id, db_id, dest_user, m.group_id, to_db_id(m.refid) or 0, now_ms,
+             m.expires_ms, m.type, m.flags, m.priority, SENT, m.payload))
+        if cur.rowcount == 0:
+            old_seq, status, accepted_ms = conn.execute(
+                "SELECT seq, status, accepted_ms FROM messages WHERE sender_id = ? AND msg_id = ?",
+                (m.sender_id, db_id)).fetchone()
+            return Accepted(Outcome.DUPLICATE, status, old_seq, accepted_ms)
+        self._next_seq = seq + 1
+        targets: list[int] = []
+        for user in recipients:
+            targets.extend(self._devices_or_placeholder(user, now_ms))
+        if m.sender_id not in recipients:
+            targets.extend(self._user_devices(m.sender_id))
+        if m.sender_device in targets:
+            targets.remove(m.sender_device)
+        conn.executemany("INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?, ?)",
+                         [(d, m.priority, seq, m.expires_ms) for d in targets])
+        return Accepted(Outcome.STORED, SENT, seq, now_ms, tuple(targets))
+
+    def _ack(self, device: int, seq: int, now_ms: int, out: list[Receipt]) -> None:
+        conn = self.conn
+        cur = conn.execute(f"DELETE FROM deliveries WHERE device_id = ? AND priority IN"
+                           f" ({_PRIORITIES}) AND seq = ?", (device, seq))
+        if cur.rowcount == 0:
+            return  # already acknowledged, expired, or never ours: a no-op
+        row = conn.execute("SELECT sender_id, msg_id, flags, status, dest_group FROM messages"
+                           " WHERE seq = ?", (seq,)).fetchone()
+        user = self._owner(device)
+        if row is None or user is None or row[0] == user:
+            return  # swept, or our own sent copy: no receipt
+        sender, db_id, flags, status, group = row
+        if group:
+            cur = conn.execute("INSERT INTO group_status VALUES (?, ?, ?)"
+                               " ON CONFLICT (seq, member_id) DO NOTHING", (seq, user, DELIVERED))
+            changed = cur.rowcount > 0
+        else:
+            changed = status == SENT
+            if changed:
+                conn.execute("UPDATE messages SET status = ? WHERE seq = ?", (DELIVERED, seq))
+        if changed and flags & DELIVERY_RECEIPT and db_id is not None:
+            self._receipt(sender, db_id, DELIVERED, user, group, now_ms, out)
+
+    def _read(self, reader: int, app_id: int, peer: bytes, group_id: int,
+              ids: tuple[int, ...], now_ms: int, out: list[Receipt]) -> None:
+        sender = self._user_id(app_id, peer)
+        if sender is None:
+            return
+        if group_id:
+            group = self._group(group_id)
+            if group is None or reader not in group.members:
+                return
+        for msg_id in ids:
+            db_id = to_db_id(msg_id)
+            row = self.conn.execute(
+                "SELECT seq, flags, status, dest_user, dest_group FROM messages"
+                " WHERE sender_id = ? AND msg_id = ?", (sender, db_id)).fetchone()
+            if row is None or db_id is None:
+                continue
+            seq, flags, status, dest_user, dest_group = row
+            if dest_group != group_id or (not group_id and dest_user != reader):
+                continue  # only a recipient may report a message read
+            if group_id:
+                cur = self.conn.execute(
+                    "INSERT INTO group_status VALUES (?, ?, ?) ON CONFLICT (seq, member_id)"
+                    " DO UPDATE SET status = excluded.status WHERE status < excluded.status",
+                    (seq, reader, READ))
+                changed = cur.rowcount > 0
+            else:
+                changed = status in (SENT, DELIVERED)
+                if changed:
+                    self.conn.execute("UPDATE messages SET status = ? WHERE seq = ?", (READ, seq))
+            if changed and flags & READ_RECEIPT:
+                self._receipt(sender, db_id, READ, reader, group_id, now_ms, out)
+
+    def _receipt(self, user: int, db_id: int, status: int, peer: int, group: int, now_ms: int,
+                 out: list[Receipt]) -> None:
+        self._receipt_seq += 1
+        rseq = self._receipt_seq
+        self.conn.execute("INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                          (user, rseq, db_id, status, peer, group, now_ms))
+        out.append(Receipt(user, rseq, from_db_id(db_id), status, self._address(peer), group,
+                           now_ms))
+
+    # --- expiry -----------------------------------------------------------
+
+    def sweep(self, now_ms: int, retention_ms: int, limit: int = 5000) -> list[Receipt]:
+        """Expire deliveries, drop messages and receipts past their time."""
+        out: list[Receipt] = []
+        conn = self.conn
+        try:
+            self._begin()
+            expired = conn.execute("SELECT device_id, priority, seq FROM deliveries"
+                                   " WHERE expires_ms <= ? LIMIT ?", (now_ms, limit)).fetchall()
+            conn.executemany("DELETE FROM deliveries WHERE device_id = ? AND priority = ?"
+                             " AND seq = ?", expired)
+            for device, _, seq in expired:
+                self._expire(device, seq, now_ms, out)
+            old = [r[0] for r in conn.execute("SELECT seq FROM messages WHERE expires_ms <= ?"
+                                              " LIMIT ?", (now_ms, limit))]
+            conn.executemany("DELETE FROM messages WHERE seq = ?", [(s,) for s in old])
+            conn.executemany("DELETE FROM group_status WHERE seq = ?", [(s,) for s in old])
+            conn.execute("DELETE FROM receipts WHERE ts_ms <= ?", (now_ms - retention_ms,))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from None
+        return out
+
+    def _expire(self, device: int, seq: int, now_ms: int, out: list[Receipt]) -> None:
+        row = self.conn.execute("SELECT sender_id, msg_id, flags, status, dest_group"
+                                " FROM messages WHERE seq = ?", (seq,)).fetchone()
+        user = self._owner(device)
+        if row is None or row[0] == user:
+            return
+        sender, db_id, flags, status, group = row
+        if group and user is not None:
+            cur = self.conn.execute("INSERT INTO group_status VALUES (?, ?, ?)"
+                                    " ON CONFLICT (seq, member_id) DO NOTHING",
+                                    (seq, user, EXPIRED))
+            changed = cur.rowcount > 0
+            peer = user
+        else:
+            changed = status == SENT
+            peer = row[0] if user is None else user
+            if changed:
+                self.conn.execute("UPDATE messages SET status = ? WHERE seq = ?", (EXPIRED, seq))
+        if changed and flags & DELIVERY_RECEIPT and db_id is not None:
+            self._receipt(sender, db_id, EXPIRED, peer, group, now_ms, out)
+
+    # --- devices ----------------------------------------------------------
+
+    def register_device(self, user_id: int, device_id: bytes, now_ms: int,
+                        stale_before_ms: int) -> DeviceRecord:
+        """See `DirectoryStore.register_device`."""
+        conn = self.conn
+        try:
+            self._begin()
+            row = conn.execute("SELECT id, report_cursor FROM devices WHERE user_id = ?"
+                               " AND device = ?", (user_id, device_id)).fetchone()
+            if row is not None:
+                conn.execute("UPDATE devices SET last_seen_ms = ? WHERE id = ?", (now_ms, row[0]))
+                conn.execute("COMMIT")
+                return DeviceRecord(row[0], row[1])
+            self._forget_stale(user_id, stale_before_ms)
+            cur = conn.execute("INSERT INTO devices (user_id, device, last_seen_ms, report_cursor)"
+                               " VALUES (?, ?, ?, ?)",
+                               (user_id, device_id, now_ms, self._receipt_seq))
+            new_id = cur.lastrowid
+            assert new_id is not None
+            # A new device gets everything still queued for its user (SPEC M1:
+            # each device receives every message), including what waited on
+            # the placeholder while the user had no device at all.
+            conn.execute("INSERT OR IGNORE INTO deliveries SELECT ?, priority, seq, expires_ms"
+                         " FROM deliveries WHERE device_id IN (SELECT id FROM devices"
+                         " WHERE user_id = ? AND id != ?)", (new_id, user_id, new_id))
+            conn.execute("DELETE FROM deliveries WHERE device_id IN (SELECT id FROM devices"
+                         " WHERE user_id = ? AND device = x'')", (user_id,))
+            conn.execute("DELETE FROM devices WHERE user_id = ? AND device = x''", (user_id,))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from None
+        self._devices.pop(user_id, None)
+        self._device_user[new_id] = user_id
+        return DeviceRecord(new_id, self._receipt_seq)
+
+    def _forget_stale(self, user_id: int, stale_before_ms: int) -> None:
+        stale = self.conn.execute("SELECT id FROM devices WHERE user_id = ? AND device != x''"
+                                  " AND last_seen_ms < ?", (user_id, stale_before_ms)).fetchall()
+        self.conn.executemany("DELETE FROM deliveries WHERE device_id = ?", stale)
+        self.conn.executemany("DELETE FROM devices WHERE id = ?", stale)
+
+    def _user_devices(self, user_id: int) -> list[int]:
+        devices = self._devices.get(user_id)
+        if devices is None:
+            rows = self.conn.execute("SELECT id, device FROM devices WHERE user_id = ?",
+                                     (user_id,)).fetchall()
+            devices = [r[0] for r in rows if r[1] != b""]
+            placeholder = [r[0] for r in rows if r[1] == b""]
+            for device_rowid, _ in rows:
+                self._device_user[device_rowid] = user_id
+            self._devices[user_id] = devices or [-p for p in placeholder]
+        return [d for d in devices if d > 0]
+
+    def _devices_or_placeholder(self, user_id: int, now_ms: int) -> list[int]:
+        devices = self._user_devices(user_id)
+        if devices:
+            return devices
+        cached = self._devices[user_id]
+        if cached:
+            return [-cached[0]]
+        # The user has never connected: queue on a placeholder device that the
+        # first real device inherits (see register_device).
+        cur = self.conn.execute("INSERT INTO devices (user_id, device, last_seen_ms)"
+                                " VALUES (?, x'', ?)", (user_id, now_ms))
+        placeholder = cur.lastrowid
+        assert placeholder is not None
+        self._devices[user_id] = [-placeholder]
+        self._device_user[placeholder] = user_id
+        return [placeholder]
+
+    def _owner(self, device: int) -> int | None:
+        user = self._device_user.get(device)
+        if user is None:
+            row = self.conn.execute("SELECT user_id FROM devices WHERE id = ?",
+                                    (device,)).fetchone()
+            if row is None:
+                return None
+            user = self._device_user[device] = row[0]
+        return user
+
+    # --- directory lookups ------------------------------------------------
+
+    def _user_id(self, app_id: int, address: bytes) -> int | None:
+        key = (app_id, address)
+        user = self._users.get(key)
+        if user is None:
+            row = self.conn.execute("SELECT id FROM users WHERE app_id = ? AND address = ?",
+                                    key).fetchone()
+            if row is None:
+                return None
+            user = self._users[key] = row[0]
+            self._addresses[user] = address
+        return user
+
+    def _address(self, user_id: int) -> bytes:
+        address = self._addresses.get(user_id)
+        if address is None:
+            row = self.conn.execute("SELECT address FROM users WHERE id = ?",
+                                    (user_id,)).fetchone()
+            address = self._addresses[user_id] = b"" if row is None else bytes(row[0])
+        return address
+
+    def _group(self, group_id: int) -> _Group | None:
+        if group_id in self._groups:
+            return self._groups[group_id]
+        row = self.conn.execute("SELECT app_id FROM groups WHERE id = ?", (group_id,)).fetchone()
+        group = None
+        if row is not None:
+            members = dict(self.conn.execute("SELECT user_id, perms FROM members"
+                                             " WHERE group_id = ?", (group_id,)).fetchall())
+            group = _Group(row[0], members)
+        self._groups[group_id] = group
+        return group

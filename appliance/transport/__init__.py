@@ -1,0 +1,1 @@
+"""The only layer that touches asyncio, sockets and (later) TLS."""

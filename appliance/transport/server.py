@@ -1,0 +1,99 @@
+"""The listening server: bind, accept, time out idle connections, drain on stop.
+
+`start()` returns only once the socket is listening and knows its real
+port, so callers (and tests binding port 0) never guess or sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+
+from appliance.engine.clock import Clock
+from appliance.engine.delivery import Engine
+from appliance.engine.ports import EngineLimits
+from appliance.errors import ConfigError
+from appliance.protocol.wire import CloseCode
+from appliance.transport.tasks import spawn
+from appliance.transport.wire import WireProtocol
+
+log = logging.getLogger(__name__)
+
+#: A connection must complete HELLO within this many seconds (slowloris bound).
+HANDSHAKE_TIMEOUT_S = 10.0
+_SCAN_INTERVAL_S = 1.0
+
+
+class Server:
+    """Accepts native-protocol connections and hands them to the engine."""
+
+    def __init__(self, engine: Engine, limits: EngineLimits, clock: Clock) -> None:
+        self.engine = engine
+        self.limits = limits
+        self.clock = clock
+        self.connections: set[WireProtocol] = set()
+        self._server: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.address: tuple[str, int] = ("", 0)
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen on host:port (port 0 picks a free one); return the bound address.
+
+        Raises:
+            ConfigError: the address cannot be bound (key ``server.listen``).
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(
+                lambda: WireProtocol(self), host, port, backlog=4096, reuse_address=True)
+        except OSError as exc:
+            reason = errno.errorcode.get(exc.errno or 0, str(exc))
+            raise ConfigError(f"cannot listen on {host}:{port}: {reason} ({exc.strerror})",
+                              key_path="server.listen") from None
+        sock = self._server.sockets[0]
+        self.address = sock.getsockname()[:2]
+        self._tasks.append(spawn(self._scan_idle(), name="idle-scan"))
+        self._tasks.append(spawn(self._sweep(), name="expiry-sweep"))
+        return self.address
+
+    async def _scan_idle(self) -> None:
+        keepalive = self.limits.keepalive_s
+        while True:
+            await asyncio.sleep(_SCAN_INTERVAL_S)
+            now = self.clock.monotonic()
+            for conn in list(self.connections):
+                if not conn.authenticated:
+                    if now - conn.opened_at > HANDSHAKE_TIMEOUT_S:
+                        conn.close(CloseCode.IDLE_TIMEOUT, "no HELLO within the handshake timeout")
+                elif now - conn.last_seen > 2 * keepalive:
+                    conn.close(CloseCode.IDLE_TIMEOUT, f"nothing received for {2 * keepalive} s")
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.limits.sweep_interval_s)
+            try:
+                await self.engine.sweep_once()
+            except Exception:  # noqa: BLE001 - a failed sweep is retried next interval
+                log.exception("expiry sweep failed")
+
+    async def stop(self, deadline_s: float = 10.0) -> None:
+        """Stop accepting, commit what is queued, say GOING_AWAY, close everything."""
+        if self._server is not None:
+            self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        try:
+            async with asyncio.timeout(deadline_s):
+                await self.engine.drain_writes()
+        except TimeoutError:
+            log.error("shutdown: queued writes not committed within %.0f s", deadline_s)
+        for conn in list(self.connections):
+            conn.close(CloseCode.GOING_AWAY, "server shutting down")
+        if self._server is not None:
+            try:
+                async with asyncio.timeout(deadline_s):
+                    await self._server.wait_closed()
+            except TimeoutError:
+                log.warning("shutdown: connections still open after %.0f s", deadline_s)
+

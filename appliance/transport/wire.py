@@ -1,0 +1,142 @@
+"""One native-protocol connection: asyncio Protocol <-> codec <-> engine.
+
+The Protocol API with no task per connection and `__slots__` is what keeps an
+idle connection near 1.3 KB of Python memory on uvloop (performance.md §2.3);
+a task per connection costs ~3.5 KB more.  uvloop coalesces every `write`
+issued in one loop turn into one send, so frames are written as they are
+produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from appliance.engine.session import Session
+from appliance.errors import AuthError, StorageError
+from appliance.protocol.wire import (
+    Ack,
+    Close,
+    CloseCode,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    ReadReport,
+    RemoteWireError,
+    ReportAck,
+    Role,
+    State,
+    Welcome,
+    WireConnection,
+    encode,
+)
+from appliance.transport.tasks import spawn
+
+if TYPE_CHECKING:
+    from appliance.transport.server import Server
+
+log = logging.getLogger(__name__)
+
+
+class WireProtocol(asyncio.Protocol):
+    """Drives one connection; implements the engine's `Link` port."""
+
+    __slots__ = ("_codec", "_server", "_transport", "last_seen", "opened_at", "session")
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._codec = WireConnection(Role.SERVER, max_frame_bytes=server.limits.max_frame_bytes)
+        self._transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self.opened_at = self.last_seen = server.clock.monotonic()
+
+    # --- asyncio callbacks -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
+        self._transport = transport  # type: ignore[assignment]  # a TCP transport
+        self._server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+        self._server.connections.discard(self)
+        self._transport = None
+        if self.session is not None:
+            self._server.engine.close_session(self.session)
+
+    def data_received(self, data: bytes) -> None:  # noqa: D102
+        self.last_seen = self._server.clock.monotonic()
+        try:
+            events = self._codec.receive_data(data)
+        except RemoteWireError as exc:
+            self.close(exc.close_code, exc.reason)
+            return
+        session = self.session
+        engine = self._server.engine
+        for event in events:
+            kind = type(event)
+            if kind is Message:
+                engine.on_message(session, event)  # type: ignore[arg-type]  # OPEN => session
+            elif kind is Ack:
+                engine.on_ack(session, event)  # type: ignore[arg-type]
+            elif kind is ReportAck:
+                engine.on_report_ack(session, event)  # type: ignore[arg-type]
+            elif kind is ReadReport:
+                engine.on_read(session, event)  # type: ignore[arg-type]
+            elif kind is Ping:
+                self.write(encode(Pong(event.nonce)))  # type: ignore[union-attr]
+            elif kind is Hello:
+                spawn(self._authenticate(event), name="hello")  # type: ignore[arg-type]
+            elif kind is Close:
+                self._close_transport()
+                return
+
+    def eof_received(self) -> bool | None:  # noqa: D102
+        return None  # close our side too
+
+    # --- hello ---------------------------------------------------------------
+
+    async def _authenticate(self, hello: Hello) -> None:
+        try:
+            self.session = await self._server.engine.open_session(self, hello)
+        except AuthError as exc:
+            self.close(exc.close_code, str(exc))
+        except StorageError as exc:
+            log.error("hello failed: %s", exc)
+            self.close(CloseCode.INTERNAL_ERROR, "store unavailable, try again")
+        if self._transport is None and self.session is not None:
+            self._server.engine.close_session(self.session)
+
+    # --- the engine's Link port ------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """See `Link.write`."""
+        transport = self._transport
+        if transport is not None:
+            transport.write(data)
+
+    def welcome(self, welcome: Welcome) -> None:
+        """See `Link.welcome`."""
+        if self._transport is not None:
+            self._transport.write(self._codec.send(welcome))
+
+    def close(self, code: int, reason: str) -> None:
+        """See `Link.close`."""
+        transport = self._transport
+        if transport is None:
+            return
+        if self._codec.state not in (State.CLOSED, State.ERROR, State.AWAIT_PREFACE):
+            transport.write(self._codec.send(Close(code, reason[:200])))
+        elif self._codec.state in (State.ERROR, State.AWAIT_PREFACE):
+            transport.write(encode(Close(code, reason[:200])))
+        self._close_transport()
+
+    def _close_transport(self) -> None:
+        transport = self._transport
+        if transport is not None:
+            transport.close()  # flushes what is buffered, then closes
+
+    @property
+    def authenticated(self) -> bool:
+        """True once WELCOME was sent."""
+        return self.session is not None
