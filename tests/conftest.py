@@ -1,0 +1,37 @@
+"""Shared fixtures: a real `tidings serve` process on 127.0.0.1, port 0."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import ServerProcess
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def server(data_dir: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(data_dir)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def tidings(data_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the `tidings` CLI on a data directory."""
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", "--data-dir", str(data_dir), *args],
+        capture_output=True, text=True, check=check, env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -1,0 +1,70 @@
+"""Run `tidings serve` as a real child process and learn its port from its one line."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+_LISTENING = re.compile(r"listening on ([0-9.]+):(\d+)")
+
+
+class ServerProcess:
+    """A `tidings serve --port 0` child; `start()` returns once it listens."""
+
+    def __init__(self, data_dir: Path, *extra: str, command: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.extra = extra
+        self.command = command or [sys.executable, "-m", "appliance"]
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.lines: list[str] = []
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.proc = subprocess.Popen(
+            [*self.command, "--data-dir", str(self.data_dir), "serve", "--port", "0", *self.extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env)
+        assert self.proc.stdout is not None
+        # Readiness is the line the server prints once it listens: no sleeps.
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            match = _LISTENING.search(line)
+            if match:
+                self.host, self.port = match[1], int(match[2])
+                return
+        raise RuntimeError("server exited before listening:\n" + "".join(self.lines))
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no goodbye (crash tests)."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self._collect()
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._collect()
+        return code
+
+    def _collect(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.lines.extend(self.proc.stdout.read().splitlines(keepends=True))
+            self.proc.stdout.close()
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
