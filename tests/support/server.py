@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 _LISTENING = re.compile(r"listening on ([0-9.]+):(\d+)")
@@ -25,6 +26,7 @@ class ServerProcess:
         self.host = "127.0.0.1"
         self.port = 0
         self.lines: list[str] = []
+        self._reader: threading.Thread | None = None
 
     def start(self, timeout: float = 30.0) -> None:
         self.proc = subprocess.Popen(
@@ -37,6 +39,9 @@ class ServerProcess:
             match = _LISTENING.search(line)
             if match:
                 self.host, self.port = match[1], int(match[2])
+                # Keep draining stdout so a chatty server never blocks on a full pipe.
+                self._reader = threading.Thread(target=self._drain, daemon=True)
+                self._reader.start()
                 return
         raise RuntimeError("server exited before listening:\n" + "".join(self.lines))
 
@@ -60,10 +65,15 @@ class ServerProcess:
         self._collect()
         return code
 
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
     def _collect(self) -> None:
-        if self.proc is not None and self.proc.stdout is not None:
-            self.lines.extend(self.proc.stdout.read().splitlines(keepends=True))
-            self.proc.stdout.close()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+            self._reader = None
 
     @property
     def output(self) -> str:
