@@ -1,0 +1,50 @@
+#!/bin/sh
+# Set up a development checkout on Debian 12 (as root) and run it.
+#   sh packaging/dev.sh serve [tidings serve options]   set up, then run the server
+#   sh packaging/dev.sh test  [pytest options]          set up, lint, type-check, build, test
+set -eu
+cd "$(dirname "$0")/.."
+
+apt_install() {
+    missing=""
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing="$missing $pkg"
+    done
+    if [ -n "$missing" ]; then
+        echo "dev.sh: installing Debian packages:$missing"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+    fi
+}
+
+venv() {
+    if [ ! -x .venv/bin/python ]; then
+        python3 -m venv .venv
+        .venv/bin/python -m pip install -q --upgrade pip
+    fi
+    .venv/bin/python -m pip install -q -e ".$1"
+}
+
+cmd="${1:-}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+    serve)
+        apt_install python3 python3-venv
+        venv ""
+        exec .venv/bin/tidings serve "$@"
+        ;;
+    test)
+        # binutils: PyInstaller needs objdump to build the frozen executable.
+        apt_install python3 python3-venv python3-dev gcc binutils procps
+        venv "[test,lint,freeze]"
+        .venv/bin/python -m ruff check appliance tests
+        .venv/bin/python -m mypy
+        PYTHON=.venv/bin/python sh packaging/build.sh
+        exec .venv/bin/python -m pytest "$@"
+        ;;
+    *)
+        echo "usage: sh packaging/dev.sh serve|test [args...]" >&2
+        exit 2
+        ;;
+esac
