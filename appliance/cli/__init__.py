@@ -42,7 +42,7 @@ class _Main(click.Group):
                                           "show_default": True})
 @click.version_option(__version__, prog_name="tidings")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="TOML configuration file.")
+              envvar="TIDINGS_CONFIG", help="TOML configuration file.")
 @click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False),
               help="Data directory (default: /var/lib/tidings as root,"
                    " else ~/.local/share/tidings).")

@@ -53,8 +53,13 @@ class Client:
         tok = token.encode() if isinstance(token, str) else token
         client.send(Hello(token=tok, device_id=device.encode()))
         if expect_welcome:
-            event = await client.next_event()
+            try:
+                event = await client.next_event()
+            except BaseException:
+                await client.close()
+                raise
             if not isinstance(event, Welcome):
+                await client.close()
                 raise AssertionError(f"expected WELCOME, got {event!r}")
             client.welcome = event
         return client

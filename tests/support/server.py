@@ -74,6 +74,8 @@ class ServerProcess:
         if self._reader is not None:
             self._reader.join(timeout=5)
             self._reader = None
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     @property
     def output(self) -> str:

@@ -1,0 +1,187 @@
+"""Every frame type survives encode -> decode and a trip through two connections."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from appliance.protocol.wire import (
+    Ack,
+    Close,
+    Event,
+    FrameType,
+    Hello,
+    LocalWireError,
+    Message,
+    Ping,
+    Pong,
+    ReadReport,
+    ReportAck,
+    Role,
+    State,
+    StatusReport,
+    Welcome,
+    WireConnection,
+    encode,
+)
+from appliance.protocol.wire.frames import HEADER, HEADER_SIZE, decode_body, decode_message
+from tests.protocol.wire.helpers import (
+    HELLO,
+    SAMPLES,
+    acks,
+    client_events,
+    closes,
+    hellos,
+    messages,
+    open_pair,
+    pings,
+    pongs,
+    read_reports,
+    report_acks,
+    server_events,
+    status_reports,
+    welcomes,
+)
+
+any_event = st.one_of(messages, status_reports, hellos, welcomes, acks, read_reports,
+                      report_acks, pings, pongs, closes)
+FRAME_TYPE = {type(e): t for t, e in SAMPLES.items()}
+
+
+# --- encode -> decode ---------------------------------------------------------------
+
+
+@settings(max_examples=400)
+@given(any_event)
+def test_encode_decode_round_trip(event: Event) -> None:
+    frame = encode(event)
+    length, ftype = HEADER.unpack_from(frame)
+    assert length == len(frame) - HEADER_SIZE
+    assert ftype == FRAME_TYPE[type(event)]
+    assert decode_body(ftype, frame[HEADER_SIZE:]) == event
+    if isinstance(event, Message):
+        assert decode_message(frame, HEADER_SIZE, len(frame)) == event
+
+
+def test_samples_cover_every_frame_type() -> None:
+    assert set(SAMPLES) == set(FrameType)
+
+
+# --- through a client and a server connection -------------------------------------------
+
+
+@settings(max_examples=100)
+@given(hellos, welcomes)
+def test_handshake_round_trip(hello: Hello, welcome: Welcome) -> None:
+    open_pair(hello, welcome)  # asserts both events arrive equal and both ends are OPEN
+
+
+@settings(max_examples=300)
+@given(st.one_of(client_events, closes))
+def test_client_to_server_round_trip(event: Event) -> None:
+    client, server = open_pair()
+    assert server.receive_data(client.send(event)) == [event]
+    expected = State.CLOSED if isinstance(event, Close) else State.OPEN
+    assert client.state is server.state is expected
+    assert server.buffered == 0
+
+
+@settings(max_examples=300)
+@given(st.one_of(server_events, closes))
+def test_server_to_client_round_trip(event: Event) -> None:
+    client, server = open_pair()
+    assert client.receive_data(server.send(event)) == [event]
+    expected = State.CLOSED if isinstance(event, Close) else State.OPEN
+    assert client.state is server.state is expected
+    assert client.buffered == 0
+
+
+@settings(max_examples=100)
+@given(st.lists(client_events, max_size=20), st.lists(server_events, max_size=20))
+def test_many_frames_in_one_buffer(up: list[Event], down: list[Event]) -> None:
+    client, server = open_pair()
+    assert server.receive_data(b"".join(client.send(e) for e in up)) == up
+    assert client.receive_data(b"".join(server.send(e) for e in down)) == down
+
+
+def test_hello_carries_the_preface() -> None:
+    data = WireConnection(Role.CLIENT).send(HELLO)
+    assert data.startswith(b"\x89TDNG\r\n\x01")
+    assert data[8:] == encode(HELLO)
+
+
+# --- fields that do not fit their wire width -----------------------------------------------
+
+TOO_WIDE: list[Event] = [
+    Message(2**64, b"bob", b""),
+    Message(-1, b"bob", b""),
+    Message(1, b"bob", b"", refid=2**64),
+    Message(1, b"bob", b"", seq=2**64),
+    Message(1, b"bob", b"", timestamp_ms=2**64),
+    Message(1, b"bob", b"", group_id=2**64),
+    Message(1, b"bob", b"", expiry_s=2**32),
+    Message(1, b"bob", b"", type=2**32),
+    Message(1, b"bob", b"", flags=2**32),
+    Message(1, b"bob", b"", priority=256),
+    Message(1, b"x" * 256, b""),
+    StatusReport(2**64, 1),
+    StatusReport(1, 256),
+    StatusReport(1, 1, report_seq=-1),
+    StatusReport(1, 1, peer=b"x" * 256),
+    Hello(token=b"t", device_id=b"d" * 256),
+    Hello(token=b"t" * 65536, device_id=b"d"),
+    Hello(token=b"t", device_id=b"d", keepalive_s=65536),
+    Hello(token=b"t", device_id=b"d", client_flags=2**32),
+    Welcome(address=b"a" * 256, server_time_ms=0, keepalive_s=0, max_frame_bytes=0),
+    Welcome(address=b"a", server_time_ms=2**64, keepalive_s=0, max_frame_bytes=0),
+    Welcome(address=b"a", server_time_ms=0, keepalive_s=2**32, max_frame_bytes=0),
+    Ack((2**64,)),
+    Ack((1, -1)),
+    Ack((0,) * 65536),
+    ReadReport(b"bob", 2**64, ()),
+    ReadReport(b"b" * 256, 0, ()),
+    ReadReport(b"bob", 0, (2**64,)),
+    ReadReport(b"bob", 0, (0,) * 65536),
+    ReportAck(2**64),
+    Ping(2**64),
+    Pong(-1),
+    Close(65536, ""),
+    Close(-1, ""),
+    Close(0, "\ud800"),  # a lone surrogate has no UTF-8 encoding
+]
+
+
+@pytest.mark.parametrize("event", TOO_WIDE, ids=repr)
+def test_out_of_range_field_is_a_local_error(event: Event) -> None:
+    with pytest.raises(LocalWireError):
+        encode(event)
+
+
+@pytest.mark.parametrize("event", [e for e in TOO_WIDE if isinstance(e, Hello | Close)], ids=repr)
+def test_failed_send_leaves_the_state_alone(event: Event) -> None:
+    client = WireConnection(Role.CLIENT)
+    with pytest.raises(LocalWireError):
+        client.send(event)
+    assert client.state is State.IDLE
+
+
+@pytest.mark.parametrize("event", [e for e in TOO_WIDE if isinstance(e, Message | Ack | Ping)],
+                         ids=repr)
+def test_failed_send_when_open_leaves_the_connection_usable(event: Event) -> None:
+    client, server = open_pair()
+    with pytest.raises(LocalWireError):
+        client.send(event)
+    assert client.state is State.OPEN
+    assert server.receive_data(client.send(Ping(7))) == [Ping(7)]
+
+
+def test_largest_values_fit() -> None:
+    top = 2**64 - 1
+    m = Message(top, b"a" * 255, b"p", group_id=top, refid=top, seq=top, timestamp_ms=top,
+                expiry_s=2**32 - 1, type=2**32 - 1, flags=2**32 - 1, priority=255)
+    frame = encode(m)
+    assert decode_message(frame, HEADER_SIZE, len(frame)) == m
+    h = Hello(token=b"t" * 65535, device_id=b"d" * 255, keepalive_s=65535, client_flags=2**32 - 1)
+    assert decode_body(FrameType.HELLO, encode(h)[HEADER_SIZE:]) == h
+    a = Ack((top,) * 65535)
+    assert decode_body(FrameType.ACK, encode(a)[HEADER_SIZE:]) == a

@@ -1,0 +1,41 @@
+"""Create users, tokens and groups directly on a data directory (fast test setup)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from appliance.engine.clock import SystemClock
+from appliance.service.admin import AdminService
+from appliance.storage import open_storage
+from appliance.storage.models import Perm
+
+
+def provision(data_dir: Path, users: list[str], groups: dict[str, list[str]] | None = None,
+              token_ttl_s: int = 3600) -> tuple[dict[str, str], dict[str, int]]:
+    """Create `users` (with one token each) and `groups`; return (tokens, group ids)."""
+
+    async def go() -> tuple[dict[str, str], dict[str, int]]:
+        clock = SystemClock()
+        store = await open_storage(data_dir, clock.wall_ms())
+        try:
+            svc = AdminService(store, clock)
+            tokens = {}
+            for name in users:
+                await svc.add_user(name)
+                tokens[name] = (await svc.issue_token(name, token_ttl_s)).token
+            ids = {}
+            for name, members in (groups or {}).items():
+                ids[name] = (await svc.add_group(name, members, Perm.DEFAULT)).group_id
+            return tokens, ids
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def write_config(path: Path, **limits: object) -> Path:
+    """Write a TOML config with a [limits] table."""
+    lines = ["[limits]"] + [f"{k} = {v!r}" for k, v in limits.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
