@@ -86,6 +86,7 @@ class Engine:
         self._flush_queued = False
         self.stats_accepted = 0
         self.stats_failed_batches = 0
+        self.store_failing = False
 
     # --- connection lifecycle -----------------------------------------------
 
@@ -180,13 +181,16 @@ class Engine:
     def on_ack(self, session: Session, ack: Ack) -> None:
         """An ACK: the device holds these messages; never send them again."""
         inflight = session.inflight
+        acked = session.acked
         acks = self._batch.acks
         device = session.device_rowid
         for seq in ack.seqs:
             inflight.pop(seq, None)
+            acked.add(seq)
             acks.append((device, seq))
         self._queue_flush()
-        if session.backlog and len(inflight) <= self.limits.window // 2:
+        if session.backlog and not session.draining \
+                and len(inflight) <= self.limits.window // 2:
             self.scheduler.spawn(self._drain(session), name="drain-messages")
 
     def on_read(self, session: Session, read: ReadReport) -> None:
@@ -228,20 +232,44 @@ class Engine:
                 try:
                     result = await self.store.write(batch, self.clock.wall_ms())
                 except StorageError as exc:
-                    self._batch_failed(senders, exc)
+                    self._batch_failed(senders, batch, exc)
                     continue
+                self._acks_committed(batch.acks)
                 self._committed(senders, result)
         finally:
             self._flushing = False
 
-    def _batch_failed(self, senders: list[tuple[Session, Message]], exc: StorageError) -> None:
+    def _batch_failed(self, senders: list[tuple[Session, Message]], batch: WriteBatch,
+                      exc: StorageError) -> None:
         # Honest failure (SPEC M4): nothing of the batch was committed, so no
-        # sender hears SENT.  Unconfirmed acks simply cause a redelivery later.
+        # sender hears SENT.  Acknowledgements, reads and report confirmations
+        # are idempotent: they are retried with the next batch.
         self.stats_failed_batches += 1
         log.error("group commit failed, %d messages refused: %s", len(senders), exc)
         for session, m in senders:
             session.unconfirmed -= 1
             self._status(session, m.id, Status.FAILED)
+        retry = self._batch
+        retry.acks[:0] = batch.acks
+        retry.reads[:0] = batch.reads
+        for device, seq in batch.report_acks.items():
+            if seq > retry.report_acks.get(device, 0):
+                retry.report_acks[device] = seq
+        if len(retry) and not self.store_failing:
+            self.store_failing = True
+            self.scheduler.spawn(self._retry_later(), name="retry-commit")
+
+    async def _retry_later(self) -> None:
+        await self.scheduler.sleep(0.5)
+        self.store_failing = False
+        self._queue_flush()
+
+    def _acks_committed(self, acks: list[tuple[int, int]]) -> None:
+        by_device = self.by_device
+        for device, seq in acks:
+            session = by_device.get(device)
+            if session is not None:
+                session.acked.discard(seq)
 
     def _committed(self, senders: list[tuple[Session, Message]], result: WriteResult) -> None:
         now = self.clock.wall_ms()
@@ -305,6 +333,15 @@ class Engine:
 
     async def _drain(self, session: Session) -> None:
         """Send the next page of a device's stored queue (priority, then age)."""
+        if session.draining:
+            return
+        session.draining = True
+        try:
+            await self._drain_pages(session)
+        finally:
+            session.draining = False
+
+    async def _drain_pages(self, session: Session) -> None:
         while not session.closed:
             room = self.limits.window - len(session.inflight)
             if room <= 0:
@@ -313,7 +350,7 @@ class Engine:
             now = self.clock.wall_ms()
             try:
                 rows = await self.store.pending(session.device_rowid, session.user_id, now, room,
-                                                frozenset(session.inflight))
+                                                frozenset(session.inflight).union(session.acked))
             except StorageError as exc:
                 log.warning("cannot read queue of %r: %s", session, exc)
                 return
@@ -328,9 +365,10 @@ class Engine:
 
     def _send_pending(self, session: Session, rows: list[Pending], now: int) -> None:
         inflight = session.inflight
+        acked = session.acked
         write = session.link.write
         for p in rows:
-            if p.seq in inflight or p.expires_ms <= now:
+            if p.seq in inflight or p.seq in acked or p.expires_ms <= now:
                 continue  # checked at every delivery attempt (SPEC M4)
             flags = p.flags | _OUTGOING if p.outgoing else p.flags
             write(encode_message(Message(

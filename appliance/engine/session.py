@@ -16,13 +16,16 @@ class Session:
     Attributes:
         inflight: delivery handle (seq) -> priority, for messages written to
             this connection and not yet acknowledged.
+        acked: handles the device acknowledged whose deletion is not yet
+            committed; excluded from backlog reads so they are not resent.
         backlog: True while queued messages are being paged in from the store;
             cut-through delivery then stands aside so priority order holds.
         skipped: bumped whenever a message was left in the store for the
             backlog loader; the loader re-reads if it changed under it.
     """
 
-    __slots__ = ("address", "app_id", "backlog", "closed", "device_id", "device_rowid",
+    __slots__ = ("acked", "address", "app_id", "backlog", "closed", "device_id", "device_rowid",
+                 "draining",
                  "inflight", "link", "report_backlog", "report_cursor", "report_skipped",
                  "skipped", "unconfirmed", "user_id")
 
@@ -36,7 +39,11 @@ class Session:
         self.device_rowid = device_rowid
         self.report_cursor = report_cursor
         self.inflight: dict[int, int] = {}
+        #: handles acknowledged whose delivery rows are not deleted yet (the
+        #: commit is pending): a backlog read must not send them again.
+        self.acked: set[int] = set()
         self.backlog = True
+        self.draining = False
         self.skipped = 0
         self.report_backlog = True
         self.report_skipped = 0
