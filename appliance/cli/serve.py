@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from appliance import app
+from appliance import __version__, app
 from appliance.cli.context import CliContext
 from appliance.transport.loop import run
 
@@ -18,8 +18,8 @@ def serve(ctx: CliContext, host: str | None, port: int | None) -> None:
     config = ctx.config(server__host=host, server__port=port)
 
     def ready(bound_host: str, bound_port: int) -> None:
-        click.echo(f"tidings {app.__version__} listening on {bound_host}:{bound_port}"
-                   f" (data: {config.storage.data_dir})")
-        click.get_text_stream("stdout").flush()
+        # The one line operators and tests read to learn the address (issue #2).
+        print(f"tidings {__version__} listening on {bound_host}:{bound_port}"
+              f" (data: {config.storage.data_dir})", flush=True)
 
     run(app.serve(config, ready))

@@ -19,7 +19,8 @@ _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
              "max_frame_bytes": 64, "sweep_interval_s": 0.01, "shutdown_timeout_s": 0}
 
 
-def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> ApplianceConfig:
+def load_config(path: Path | None = None,
+                overrides: dict[str, Any] | None = None) -> ApplianceConfig:
     """Build the configuration.
 
     Args:
@@ -78,6 +79,7 @@ def _coerce(current: Any, value: Any, key: str) -> Any:
     if isinstance(current, bool) or not isinstance(current, int | float | str):
         raise ConfigError("cannot be set", key_path=key)
     kind = type(current)
+    result: int | float | str | None
     try:
         result = kind(value) if not isinstance(value, bool) else None
     except (TypeError, ValueError):
@@ -85,6 +87,8 @@ def _coerce(current: Any, value: Any, key: str) -> Any:
     if result is None:
         raise ConfigError(f"must be {'an integer' if kind is int else kind.__name__},"
                           f" got {value!r}", key_path=key)
+    if isinstance(result, str):
+        return result
     if name in _POSITIVE and result < _POSITIVE[name]:
         raise ConfigError(f"must be >= {_POSITIVE[name]}, got {result}", key_path=key)
     if name == "port" and result > 65535:

@@ -62,6 +62,12 @@ _STORED = Outcome.STORED
 _MAX_ADDRESS = 64
 
 
+def _gone(session: Session) -> bool:
+    # A function, not an attribute test, so that type checkers do not assume
+    # the flag is unchanged across an await.
+    return session.closed
+
+
 def token_hash(token: bytes) -> bytes:
     """The stored form of an access token (SPEC M1: stored only as a hash)."""
     return hashlib.sha256(token).digest()
@@ -354,7 +360,7 @@ class Engine:
             except StorageError as exc:
                 log.warning("cannot read queue of %r: %s", session, exc)
                 return
-            if session.closed:
+            if _gone(session):  # it may have closed while we waited
                 return
             self._send_pending(session, rows, self.clock.wall_ms())
             if len(rows) >= room:
@@ -387,7 +393,7 @@ class Engine:
             except StorageError as exc:
                 log.warning("cannot read receipts of %r: %s", session, exc)
                 return
-            if session.closed:
+            if _gone(session):
                 return
             for r in rows:
                 session.link.write(encode_status(StatusReport(

@@ -19,5 +19,4 @@ async def open_storage(data_dir: Path, now_ms: int) -> Storage:
     """
     from appliance.storage.sqlite import SqliteStorage
 
-    data_dir.mkdir(parents=True, exist_ok=True)
     return await SqliteStorage.open(data_dir / SQLITE_FILE, now_ms)

@@ -18,7 +18,6 @@ from appliance.storage.models import (
     DeviceRecord,
     GroupInfo,
     GroupMember,
-    IssuedToken,
     Pending,
     Principal,
     Receipt,

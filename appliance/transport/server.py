@@ -74,7 +74,7 @@ class Server:
             await asyncio.sleep(self.limits.sweep_interval_s)
             try:
                 await self.engine.sweep_once()
-            except Exception:  # noqa: BLE001 - a failed sweep is retried next interval
+            except Exception:
                 log.exception("expiry sweep failed")
 
     async def stop(self, deadline_s: float = 10.0) -> None:

@@ -54,17 +54,17 @@ class WireProtocol(asyncio.Protocol):
 
     # --- asyncio callbacks -------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # a TCP transport
         self._server.connections.add(self)
 
-    def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+    def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
         self._transport = None
         if self.session is not None:
             self._server.engine.close_session(self.session)
 
-    def data_received(self, data: bytes) -> None:  # noqa: D102
+    def data_received(self, data: bytes) -> None:
         self.last_seen = self._server.clock.monotonic()
         try:
             events = self._codec.receive_data(data)
@@ -91,7 +91,7 @@ class WireProtocol(asyncio.Protocol):
                 self._close_transport()
                 return
 
-    def eof_received(self) -> bool | None:  # noqa: D102
+    def eof_received(self) -> bool | None:
         return None  # close our side too
 
     # --- hello ---------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from appliance.protocol.wire import Message, Status, StatusReport
-from tests.support.client import Client, ClosedByServer
+from tests.support.client import Client, ServerClosedError
 from tests.support.provision import provision
 from tests.support.server import ServerProcess
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 PER_SENDER = 4000
 KILLS = 22
 WINDOW = 25
-_DROPPED = (ConnectionError, OSError, ClosedByServer, asyncio.IncompleteReadError, TimeoutError)
+_DROPPED = (ConnectionError, OSError, ServerClosedError, asyncio.IncompleteReadError, TimeoutError)
 
 
 @dataclass

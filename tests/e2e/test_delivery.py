@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from appliance.protocol.wire import CloseCode, Flag, Message, Status
-from tests.support.client import Client, ClosedByServer
+from tests.support.client import Client, ServerClosedError
 from tests.support.provision import provision, write_config
 from tests.support.server import ServerProcess
 
@@ -82,7 +82,8 @@ def test_sent_only_after_store_then_cut_through_and_delivered(world: World) -> N
         assert (sent.id, sent.status) == (1, Status.SENT)
         got = await bob.message()
         assert (got.id, got.peer, got.payload) == (1, b"alice", b"hello")
-        assert got.seq > 0 and got.timestamp_ms > 0
+        assert got.seq > 0
+        assert got.timestamp_ms > 0
         delivered = await alice.status()
         assert (delivered.id, delivered.status, delivered.peer) == (1, Status.DELIVERED, b"bob")
         assert delivered.report_seq > 0
@@ -241,7 +242,7 @@ def test_new_device_inherits_the_queue_of_a_user_who_never_connected(world: Worl
 def test_device_limit_and_same_device_replaces_old_connection(world: World) -> None:
     async def go(w: World) -> None:
         devices = [await w.connect("carol", f"d{i}") for i in range(3)]
-        with pytest.raises(ClosedByServer):
+        with pytest.raises(ServerClosedError):
             await w.connect("carol", "d3")
         again = await w.connect("carol", "d0")
         closed = await devices[0].closed_by_server()

@@ -7,6 +7,7 @@ assert on exactly what the server sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 from appliance.protocol.wire import (
@@ -27,7 +28,7 @@ from appliance.protocol.wire import (
 )
 
 
-class ClosedByServer(Exception):
+class ServerClosedError(Exception):
     """The server sent CLOSE (or hung up); `code` and `reason` say why."""
 
     def __init__(self, code: int | None, reason: str) -> None:
@@ -75,7 +76,7 @@ class Client:
             while not self.queue:
                 data = await self.reader.read(65536)
                 if not data:
-                    raise ClosedByServer(self.closed.code if self.closed else None,
+                    raise ServerClosedError(self.closed.code if self.closed else None,
                                          self.closed.reason if self.closed else "EOF")
                 try:
                     events = self.codec.receive_data(data)
@@ -107,11 +108,11 @@ class Client:
             self.send(Ack((ev.seq,)))
         return ev
 
-    async def closed_by_server(self, timeout: float = 10.0) -> ClosedByServer:
+    async def closed_by_server(self, timeout: float = 10.0) -> ServerClosedError:
         try:
             while True:
                 await self.next_event(timeout)
-        except ClosedByServer as exc:
+        except ServerClosedError as exc:
             return exc
 
     def read(self, peer: bytes, ids: tuple[int, ...], group_id: int = 0) -> None:
@@ -122,7 +123,5 @@ class Client:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass

@@ -66,7 +66,8 @@ class ServerProcess:
         return code
 
     def _drain(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
+        assert self.proc is not None
+        assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line)
 

@@ -14,6 +14,7 @@ documented byte by byte; PROTOCOL.md is the normative text).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
@@ -251,7 +252,8 @@ class Close:
     reason: str = ""
 
 
-Event = Message | StatusReport | Hello | Welcome | Ack | ReadReport | ReportAck | Ping | Pong | Close
+Event = (Message | StatusReport | Hello | Welcome | Ack | ReadReport | ReportAck | Ping | Pong
+         | Close)
 
 # --- layouts --------------------------------------------------------------
 
@@ -314,7 +316,7 @@ def encode(event: Event) -> bytes:
         return encode_status(event)
     try:
         ftype, body = _encode_control(event)
-    except (struct.error, OverflowError) as exc:
+    except (struct.error, OverflowError, UnicodeEncodeError) as exc:
         raise _local(f"{type(event).__name__} field out of range: {exc}") from exc
     return _pack_header(len(body), ftype) + body
 
@@ -481,7 +483,7 @@ def _dec_message_body(body: bytes) -> Message:
     return decode_message(body, 0, len(body))
 
 
-_DECODERS = {
+_DECODERS: dict[int, Callable[[bytes], Event]] = {
     FrameType.HELLO: _dec_hello,
     FrameType.WELCOME: _dec_welcome,
     FrameType.MESSAGE: _dec_message_body,

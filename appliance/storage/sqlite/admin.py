@@ -46,7 +46,7 @@ def delete_user(conn: sqlite3.Connection, app: int, address: str) -> None:
     conn.executemany("DELETE FROM deliveries WHERE device_id = ?", devices)
     for table, column in (("devices", "user_id"), ("tokens", "user_id"), ("members", "user_id"),
                           ("receipts", "user_id"), ("users", "id")):
-        conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (user,))  # noqa: S608
+        conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (user,))
 
 
 def list_users(conn: sqlite3.Connection, app: int, after: str, limit: int) -> list[UserInfo]:

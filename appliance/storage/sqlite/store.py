@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from appliance.errors import StorageError
+from appliance.errors import StorageError, StorageUnavailableError
 from appliance.storage.models import (
     DeviceRecord,
     GroupInfo,
@@ -58,6 +58,11 @@ class SqliteStorage:
         rpool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
 
         def setup() -> Writer:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageUnavailableError(
+                    f"cannot create data directory {path.parent}: {exc.strerror}") from None
             conn = open_connection(path)
             migrate(conn, now_ms)
             return Writer(conn)
