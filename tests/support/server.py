@@ -52,6 +52,13 @@ class ServerProcess:
         self.proc.wait()
         self._collect()
 
+    def wait(self, timeout: float = 20.0) -> int:
+        """Wait for the process to exit by itself; returns the exit code."""
+        assert self.proc is not None
+        code = self.proc.wait(timeout)
+        self._collect()
+        return code
+
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM and wait; returns the exit code."""
         if self.proc is None or self.proc.poll() is not None:

@@ -1,0 +1,179 @@
+"""The storage contract: every backend must pass these (SPEC M14).
+
+Parametrised over backends; MariaDB joins the list with its issue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from appliance.errors import ConflictError, NotFoundError
+from appliance.storage.interface import Storage
+from appliance.storage.models import NewMessage, Outcome, Perm, WriteBatch
+from appliance.storage.sqlite import SqliteStorage
+
+NOW = 1_700_000_000_000
+HOUR = 3_600_000
+SENT, DELIVERED, READ, EXPIRED, INVALID_DEST, NOT_MEMBER = 1, 2, 3, 0x83, 0x82, 0x85
+
+
+async def _sqlite(tmp: Path) -> Storage:
+    return await SqliteStorage.open(tmp / "contract.sqlite3", NOW)
+
+
+BACKENDS: dict[str, Callable[[Path], Awaitable[Storage]]] = {"sqlite": _sqlite}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[Path], Awaitable[Storage]]:
+    return lambda: BACKENDS[request.param](tmp_path)  # type: ignore[misc]
+
+
+def run(backend, fn) -> None:  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        store = await backend()
+        try:
+            await fn(store)
+        finally:
+            await store.close()
+    asyncio.run(main())
+
+
+def msg(sender: int, device: int, msg_id: int, peer: bytes = b"bob", *, group: int = 0,
+        prio: int = 0, expires: int = NOW + HOUR, flags: int = 3) -> NewMessage:
+    return NewMessage(1, sender, device, msg_id, b"" if group else peer, group, 0, expires, 0,
+                      flags, prio, f"payload {msg_id}".encode())
+
+
+async def _users(store: Storage, *names: str) -> list[int]:
+    return [(await store.create_user(1, n, NOW)).user_id for n in names]
+
+
+def test_store_dedupe_and_delivery_rows_in_one_commit(backend) -> None:  # type: ignore[no-untyped-def]
+    async def go(store: Storage) -> None:
+        alice, bob = await _users(store, "alice", "bob")
+        a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
+        b1 = (await store.register_device(bob, b"b1", NOW, 0)).device_rowid
+        first = (await store.write(WriteBatch(messages=[msg(alice, a1, 2**64 - 1)]), NOW)).accepted
+        assert first[0].outcome is Outcome.STORED and first[0].targets == (b1,)
+        again = (await store.write(WriteBatch(messages=[msg(alice, a1, 2**64 - 1)]), NOW)).accepted
+        assert (again[0].outcome, again[0].status, again[0].seq) == (Outcome.DUPLICATE, SENT,
+                                                                     first[0].seq)
+        rows = await store.pending(b1, bob, NOW, 10)
+        assert [(p.msg_id, p.peer, p.outgoing) for p in rows] == [(2**64 - 1, b"alice", False)]
+    run(backend, go)
+
+
+def test_rejections(backend) -> None:  # type: ignore[no-untyped-def]
+    async def go(store: Storage) -> None:
+        alice, bob = await _users(store, "alice", "bob")
+        a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
+        group = await store.create_group(1, "g", NOW)
+        await store.set_member(1, group.group_id, bob, Perm.DEFAULT)
+        res = (await store.write(WriteBatch(messages=[
+            msg(alice, a1, 1, b"nobody"), msg(alice, a1, 2, group=group.group_id),
+            msg(alice, a1, 3, group=999)]), NOW)).accepted
+        assert [(r.outcome, r.status) for r in res] == [(Outcome.REJECTED, INVALID_DEST),
+                                                        (Outcome.REJECTED, NOT_MEMBER),
+                                                        (Outcome.REJECTED, INVALID_DEST)]
+    run(backend, go)
+
+
+def test_ack_read_receipts_move_forward_once(backend) -> None:  # type: ignore[no-untyped-def]
+    async def go(store: Storage) -> None:
+        alice, bob = await _users(store, "alice", "bob")
+        a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
+        b1 = (await store.register_device(bob, b"b1", NOW, 0)).device_rowid
+        seq = (await store.write(WriteBatch(messages=[msg(alice, a1, 5)]), NOW)).accepted[0].seq
+        r1 = (await store.write(WriteBatch(acks=[(b1, seq), (b1, seq)]), NOW)).receipts
+        assert [(r.msg_id, r.status, r.peer) for r in r1] == [(5, DELIVERED, b"bob")]
+        r2 = (await store.write(WriteBatch(reads=[(bob, 1, b"alice", 0, (5, 5))]), NOW)).receipts
+        assert [(r.status, r.report_seq > r1[0].report_seq) for r in r2] == [(READ, True)]
+        r3 = (await store.write(WriteBatch(acks=[(b1, seq)]), NOW)).receipts
+        assert r3 == []
+        assert await store.pending(b1, bob, NOW, 10) == []
+        pending = await store.pending_receipts(alice, 0, 10)
+        assert [r.status for r in pending] == [DELIVERED, READ]
+        dev = (await store.register_device(alice, b"a1", NOW, 0))
+        await store.write(WriteBatch(report_acks={dev.device_rowid: pending[-1].report_seq}), NOW)
+        assert (await store.register_device(alice, b"a1", NOW, 0)).report_cursor == \
+            pending[-1].report_seq
+        dup = (await store.write(WriteBatch(messages=[msg(alice, a1, 5)]), NOW)).accepted[0]
+        assert (dup.outcome, dup.status) == (Outcome.DUPLICATE, READ)
+    run(backend, go)
+
+
+def test_pending_order_expiry_and_exclusion(backend) -> None:  # type: ignore[no-untyped-def]
+    async def go(store: Storage) -> None:
+        alice, bob = await _users(store, "alice", "bob")
+        a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
+        b1 = (await store.register_device(bob, b"b1", NOW, 0)).device_rowid
+        batch = WriteBatch(messages=[msg(alice, a1, i, prio=p) for i, p in
+                                     [(1, 9), (2, 0), (3, 9), (4, 0)]]
+                           + [msg(alice, a1, 5, expires=NOW + 10)])
+        seqs = {r.seq for r in (await store.write(batch, NOW)).accepted}
+        assert len(seqs) == 5
+        rows = await store.pending(b1, bob, NOW + 100, 10)
+        assert [p.msg_id for p in rows] == [2, 4, 1, 3]
+        rows = await store.pending(b1, bob, NOW + 100, 2, frozenset({rows[0].seq}))
+        assert [p.msg_id for p in rows] == [4, 1]
+        expired = await store.sweep(NOW + 100, HOUR)
+        assert [(r.msg_id, r.status, r.peer) for r in expired] == [(5, EXPIRED, b"bob")]
+        assert await store.sweep(NOW + 100, HOUR) == []
+    run(backend, go)
+
+
+def test_new_devices_inherit_the_queue_and_copies_go_to_sender_devices(backend) -> None:  # type: ignore[no-untyped-def]
+    async def go(store: Storage) -> None:
+        alice, bob = await _users(store, "alice", "bob")
+        a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
+        a2 = (await store.register_device(alice, b"a2", NOW, 0)).device_rowid
+        acc = (await store.write(WriteBatch(messages=[msg(alice, a1, 1)]), NOW)).accepted[0]
+        assert a2 in acc.targets and a1 not in acc.targets
+        copy = await store.pending(a2, alice, NOW, 10)
+        assert [(p.peer, p.outgoing) for p in copy] == [(b"bob", True)]
+        b1 = (await store.register_device(bob, b"b1", NOW, 0)).device_rowid
+        b2 = (await store.register_device(bob, b"b2", NOW, 0)).device_rowid
+        assert [p.msg_id for p in await store.pending(b1, bob, NOW, 10)] == [1]
+        assert [p.msg_id for p in await store.pending(b2, bob, NOW, 10)] == [1]
+    run(backend, go)
+
+
+def test_group_fan_out_to_member_devices(backend) -> None:  # type: ignore[no-untyped-def]
+    async def go(store: Storage) -> None:
+        alice, bob, carol = await _users(store, "alice", "bob", "carol")
+        a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
+        b1 = (await store.register_device(bob, b"b1", NOW, 0)).device_rowid
+        c1 = (await store.register_device(carol, b"c1", NOW, 0)).device_rowid
+        g = await store.create_group(1, "g", NOW)
+        for u in (alice, bob, carol):
+            await store.set_member(1, g.group_id, u, Perm.DEFAULT)
+        await store.set_member(1, g.group_id, carol, Perm.SEND)  # carol no longer receives
+        acc = (await store.write(WriteBatch(messages=[msg(alice, a1, 1, group=g.group_id)]),
+                                 NOW)).accepted[0]
+        assert acc.targets == (b1,)
+        assert c1 not in acc.targets
+        r = (await store.write(WriteBatch(acks=[(b1, acc.seq)]), NOW)).receipts
+        assert [(x.peer, x.group_id, x.status) for x in r] == [(b"bob", g.group_id, DELIVERED)]
+    run(backend, go)
+
+
+def test_admin_errors(backend) -> None:  # type: ignore[no-untyped-def]
+    async def go(store: Storage) -> None:
+        await _users(store, "alice")
+        with pytest.raises(ConflictError):
+            await store.create_user(1, "alice", NOW)
+        with pytest.raises(NotFoundError):
+            await store.delete_user(1, "nobody")
+        with pytest.raises(NotFoundError):
+            await store.get_group(1, 42)
+        with pytest.raises(NotFoundError):
+            await store.app_id("no-such-app")
+        assert [u.address for u in await store.list_users(1, "", 10)] == ["alice"]
+        await store.delete_user(1, "alice")
+        assert await store.list_users(1, "", 10) == []
+    run(backend, go)

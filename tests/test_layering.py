@@ -1,0 +1,57 @@
+"""Layers import downward only (style guide 9.3), checked from the source with ast."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "appliance"
+
+# package prefix -> module prefixes it must never import
+FORBIDDEN = {
+    "appliance.protocol": ("asyncio", "socket", "ssl", "appliance.engine", "appliance.storage",
+                           "appliance.transport", "appliance.cli", "appliance.service",
+                           "click", "sqlite3"),
+    "appliance.engine": ("appliance.transport", "appliance.storage.sqlite", "appliance.cli",
+                         "socket", "ssl", "sqlite3", "click", "asyncio"),
+    "appliance.storage": ("appliance.engine", "appliance.transport", "appliance.cli",
+                          "appliance.service", "click"),
+    "appliance.service": ("appliance.transport", "appliance.cli", "appliance.storage.sqlite",
+                          "click", "asyncio"),
+    "appliance.config": ("appliance.transport", "appliance.cli", "appliance.storage", "click"),
+}
+
+
+def _modules() -> list[tuple[str, Path]]:
+    out = []
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = path.relative_to(ROOT.parent).with_suffix("").parts
+        name = ".".join(p for p in parts if p != "__init__")
+        out.append((name, path))
+    return out
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize(("name", "path"), _modules(), ids=[m for m, _ in _modules()])
+def test_layer_imports_downward_only(name: str, path: Path) -> None:
+    for layer, banned in FORBIDDEN.items():
+        if name == layer or name.startswith(layer + "."):
+            bad = sorted(i for i in _imports(path)
+                         for b in banned if i == b or i.startswith(b + "."))
+            assert not bad, f"{name} must not import {bad}"
+    if not name.startswith("appliance.cli"):
+        assert "click" not in _imports(path), f"{name}: only the CLI imports click"
+    if not name.startswith("appliance.storage"):
+        assert not {i for i in _imports(path) if i.startswith("appliance.storage.sqlite")}, \
+            f"{name}: only storage.factory picks a backend"
