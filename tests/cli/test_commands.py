@@ -17,18 +17,24 @@ def invoke(data: Path, *args: str) -> tuple[int, str, str]:
 def test_user_lifecycle(tmp_path: Path) -> None:
     assert invoke(tmp_path, "user", "add", "alice")[0] == 0
     code, out, err = invoke(tmp_path, "user", "add", "alice")
-    assert code == 1 and "already exists" in err
+    assert code == 1
+    assert "already exists" in err
     code, out, err = invoke(tmp_path, "user", "token", "alice", "--expires", "2h")
-    assert code == 0 and out.startswith("tdg_") and len(out.strip()) >= 4 + 27
+    assert code == 0
+    assert out.startswith("tdg_")
+    assert len(out.strip()) >= 4 + 27
     assert "expires" in err
     assert invoke(tmp_path, "user", "list")[1].split() == ["alice"]
     assert "revoked 1" in invoke(tmp_path, "user", "revoke", "alice")[1]
     code, _, err = invoke(tmp_path, "user", "token", "alice", "--expires", "soon")
-    assert code == 2 and "bad duration" in err
+    assert code == 2
+    assert "bad duration" in err
     code, _, err = invoke(tmp_path, "user", "del", "bob")
-    assert code == 4 and "no user 'bob'" in err
+    assert code == 4
+    assert "no user 'bob'" in err
     code, _, err = invoke(tmp_path, "user", "add", "x" * 65)
-    assert code == 2 and "1-64 bytes" in err
+    assert code == 2
+    assert "1-64 bytes" in err
     assert invoke(tmp_path, "user", "del", "alice")[0] == 0
 
 
@@ -37,16 +43,20 @@ def test_group_lifecycle(tmp_path: Path) -> None:
         invoke(tmp_path, "user", "add", name)
     code, out, _ = invoke(tmp_path, "group", "add", "team", "--member", "alice",
                           "--member", "bob")
-    assert code == 0 and out.startswith("group 1 'team': 2 member(s)")
+    assert code == 0
+    assert out.startswith("group 1 'team': 2 member(s)")
     code, out, _ = invoke(tmp_path, "group", "members", "1", "--add", "carol", "--perms",
                           "receive", "--remove", "bob")
-    assert "carol [receive]" in out and "bob" not in out
+    assert "carol [receive]" in out
+    assert "bob" not in out
     code, _, err = invoke(tmp_path, "group", "members", "1", "--add", "alice", "--perms", "fly")
-    assert code == 2 and "unknown permission" in err
+    assert code == 2
+    assert "unknown permission" in err
     assert "team" in invoke(tmp_path, "group", "list")[1]
     assert invoke(tmp_path, "group", "del", "1")[0] == 0
     code, _, err = invoke(tmp_path, "group", "show", "1")
-    assert code == 4 and "no group 1" in err
+    assert code == 4
+    assert "no group 1" in err
 
 
 def test_bad_config_names_the_key(tmp_path: Path) -> None:

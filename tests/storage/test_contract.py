@@ -59,7 +59,8 @@ def test_store_dedupe_and_delivery_rows_in_one_commit(backend) -> None:  # type:
         a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
         b1 = (await store.register_device(bob, b"b1", NOW, 0)).device_rowid
         first = (await store.write(WriteBatch(messages=[msg(alice, a1, 2**64 - 1)]), NOW)).accepted
-        assert first[0].outcome is Outcome.STORED and first[0].targets == (b1,)
+        assert first[0].outcome is Outcome.STORED
+        assert first[0].targets == (b1,)
         again = (await store.write(WriteBatch(messages=[msg(alice, a1, 2**64 - 1)]), NOW)).accepted
         assert (again[0].outcome, again[0].status, again[0].seq) == (Outcome.DUPLICATE, SENT,
                                                                      first[0].seq)
@@ -133,7 +134,8 @@ def test_new_devices_inherit_the_queue_and_copies_go_to_sender_devices(backend) 
         a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
         a2 = (await store.register_device(alice, b"a2", NOW, 0)).device_rowid
         acc = (await store.write(WriteBatch(messages=[msg(alice, a1, 1)]), NOW)).accepted[0]
-        assert a2 in acc.targets and a1 not in acc.targets
+        assert a2 in acc.targets
+        assert a1 not in acc.targets
         copy = await store.pending(a2, alice, NOW, 10)
         assert [(p.peer, p.outgoing) for p in copy] == [(b"bob", True)]
         b1 = (await store.register_device(bob, b"b1", NOW, 0)).device_rowid
