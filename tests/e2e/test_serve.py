@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.protocol.wire import CloseCode, Message, Status
+from appliance.protocol.wire import CloseCode, Message, Status, StatusReport
 from tests.support.client import Client, ServerClosedError
 from tests.support.provision import provision
 from tests.support.server import ServerProcess
@@ -31,12 +31,15 @@ def test_sigterm_commits_queued_messages_says_going_away_and_exits_zero(tmp_path
         await alice.writer.drain()
         assert server.proc is not None
         server.proc.send_signal(signal.SIGTERM)
-        statuses = []
-        try:
+        statuses: list[StatusReport] = []
+
+        async def collect() -> None:
             while True:
                 statuses.append(await alice.status())
-        except ServerClosedError as exc:
-            assert exc.code == CloseCode.GOING_AWAY
+
+        with pytest.raises(ServerClosedError) as info:
+            await collect()
+        assert info.value.code == CloseCode.GOING_AWAY
         assert {s.status for s in statuses} == {Status.SENT}
         assert len(statuses) == 200, "the drain commits and confirms what was queued"
         await alice.close()
