@@ -182,6 +182,8 @@ class Engine:
             m.priority & 15, m.payload))
         self._senders.append((session, m))
         session.unconfirmed += 1
+        if session.unconfirmed == limits.max_unconfirmed:
+            session.link.pause_reading()
         self._queue_flush()
 
     def on_ack(self, session: Session, ack: Ack) -> None:
@@ -253,7 +255,7 @@ class Engine:
         self.stats_failed_batches += 1
         log.error("group commit failed, %d messages refused: %s", len(senders), exc)
         for session, m in senders:
-            session.unconfirmed -= 1
+            self._confirmed(session)
             self._status(session, m.id, Status.FAILED)
         retry = self._batch
         retry.acks[:0] = batch.acks
@@ -280,7 +282,7 @@ class Engine:
     def _committed(self, senders: list[tuple[Session, Message]], result: WriteResult) -> None:
         now = self.clock.wall_ms()
         for (session, m), acc in zip(senders, result.accepted, strict=True):
-            session.unconfirmed -= 1
+            self._confirmed(session)
             if acc.outcome is _STORED:
                 self.stats_accepted += 1
                 self._status(session, m.id, _SENT, acc.timestamp_ms)
@@ -289,6 +291,11 @@ class Engine:
                 self._status(session, m.id, acc.status, acc.timestamp_ms)
         if result.receipts:
             self._push_receipts(result.receipts)
+
+    def _confirmed(self, session: Session) -> None:
+        session.unconfirmed -= 1
+        if session.unconfirmed == self.limits.max_unconfirmed // 2:
+            session.link.resume_reading()
 
     def _fan_out(self, sender: Session, m: Message, acc: Accepted, now: int) -> None:
         by_device = self.by_device

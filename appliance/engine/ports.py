@@ -27,6 +27,14 @@ class Link(Protocol):
         """Send CLOSE with `code` and `reason`, then close the connection."""
         ...
 
+    def pause_reading(self) -> None:
+        """Stop reading from the peer (backpressure while its sends commit)."""
+        ...
+
+    def resume_reading(self) -> None:
+        """Read from the peer again."""
+        ...
+
 
 class Scheduler(Protocol):
     """Deferred and background work, supplied by the transport."""
@@ -53,6 +61,9 @@ class EngineLimits:
     default_expiry_s: int = 7 * 86400
     max_expiry_s: int = 7 * 86400
     window: int = 1000
+    #: A sender with this many messages awaiting commit is not read from until
+    #: half of them are confirmed (TCP then pushes back on the client).
+    max_unconfirmed: int = 5000
     sweep_interval_s: float = 5.0
     keepalive_s: int = 60
     max_frame_bytes: int = 64 * 1024 + 512

@@ -131,6 +131,16 @@ class WireProtocol(asyncio.Protocol):
             transport.write(encode(Close(code, reason[:200])))
         self._close_transport()
 
+    def pause_reading(self) -> None:
+        """See `Link.pause_reading`."""
+        if self._transport is not None and self._transport.is_reading():
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """See `Link.resume_reading`."""
+        if self._transport is not None and not self._transport.is_reading():
+            self._transport.resume_reading()
+
     def _close_transport(self) -> None:
         transport = self._transport
         if transport is not None:
