@@ -193,9 +193,8 @@ class Engine:
         acks = self._batch.acks
         device = session.device_rowid
         for seq in ack.seqs:
-            inflight.pop(seq, None)
+            acks.append((device, seq, inflight.pop(seq, -1)))
             acked.add(seq)
-            acks.append((device, seq))
         self._queue_flush()
         if session.backlog and not session.draining \
                 and len(inflight) <= self.limits.window // 2:
@@ -272,9 +271,9 @@ class Engine:
         self.store_failing = False
         self._queue_flush()
 
-    def _acks_committed(self, acks: list[tuple[int, int]]) -> None:
+    def _acks_committed(self, acks: list[tuple[int, int, int]]) -> None:
         by_device = self.by_device
-        for device, seq in acks:
+        for device, seq, _ in acks:
             session = by_device.get(device)
             if session is not None:
                 session.acked.discard(seq)

@@ -110,13 +110,14 @@ class WriteBatch:
 
     Attributes:
         messages: reliable messages to store.
-        acks: (device row id, seq) pairs a device acknowledged.
+        acks: (device row id, seq, priority) a device acknowledged; priority
+            is -1 when the engine does not know it (a stale acknowledgement).
         reads: (reader user id, app id, sender address, group id, message ids).
         report_acks: device row id -> highest report_seq it confirmed.
     """
 
     messages: list[NewMessage] = field(default_factory=list)
-    acks: list[tuple[int, int]] = field(default_factory=list)
+    acks: list[tuple[int, int, int]] = field(default_factory=list)
     reads: list[tuple[int, int, bytes, int, tuple[int, ...]]] = field(default_factory=list)
     report_acks: dict[int, int] = field(default_factory=dict)
 

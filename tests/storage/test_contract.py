@@ -90,11 +90,11 @@ def test_ack_read_receipts_move_forward_once(backend) -> None:  # type: ignore[n
         a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
         b1 = (await store.register_device(bob, b"b1", NOW, 0)).device_rowid
         seq = (await store.write(WriteBatch(messages=[msg(alice, a1, 5)]), NOW)).accepted[0].seq
-        r1 = (await store.write(WriteBatch(acks=[(b1, seq), (b1, seq)]), NOW)).receipts
+        r1 = (await store.write(WriteBatch(acks=[(b1, seq, 0), (b1, seq, -1)]), NOW)).receipts
         assert [(r.msg_id, r.status, r.peer) for r in r1] == [(5, DELIVERED, b"bob")]
         r2 = (await store.write(WriteBatch(reads=[(bob, 1, b"alice", 0, (5, 5))]), NOW)).receipts
         assert [(r.status, r.report_seq > r1[0].report_seq) for r in r2] == [(READ, True)]
-        r3 = (await store.write(WriteBatch(acks=[(b1, seq)]), NOW)).receipts
+        r3 = (await store.write(WriteBatch(acks=[(b1, seq, -1)]), NOW)).receipts
         assert r3 == []
         assert await store.pending(b1, bob, NOW, 10) == []
         pending = await store.pending_receipts(alice, 0, 10)
@@ -159,7 +159,7 @@ def test_group_fan_out_to_member_devices(backend) -> None:  # type: ignore[no-un
                                  NOW)).accepted[0]
         assert acc.targets == (b1,)
         assert c1 not in acc.targets
-        r = (await store.write(WriteBatch(acks=[(b1, acc.seq)]), NOW)).receipts
+        r = (await store.write(WriteBatch(acks=[(b1, acc.seq, 0)]), NOW)).receipts
         assert [(x.peer, x.group_id, x.status) for x in r] == [(b"bob", g.group_id, DELIVERED)]
     run(backend, go)
 

@@ -39,6 +39,7 @@ EXPIRED, INVALID_DEST, NOT_MEMBER = 0x83, 0x82, 0x85
 DELIVERY_RECEIPT, READ_RECEIPT = 1, 2
 
 _PRIORITIES = ",".join(str(p) for p in range(16))
+_RECENT_MAX = 200_000
 _SIGN = 1 << 63
 _WRAP = 1 << 64
 
@@ -80,6 +81,8 @@ class Writer:
         self._devices: dict[int, list[int]] = {}
         self._device_user: dict[int, int] = {}
         self._groups: dict[int, _Group | None] = {}
+        self._recent: dict[int, list[int]] = {}
+        self._receipt_rows: list[tuple[int, ...]] = []
 
     def _begin(self) -> None:
         version = self.conn.execute("PRAGMA data_version").fetchone()[0]
@@ -102,10 +105,11 @@ class Writer:
         try:
             self._begin()
             accepted = [self._accept(m, now_ms) for m in batch.messages]
-            for device, seq in batch.acks:
-                self._ack(device, seq, now_ms, receipts)
+            for device, seq, priority in batch.acks:
+                self._ack(device, seq, priority, now_ms, receipts)
             for reader, app_id, peer, group_id, ids in batch.reads:
                 self._read(reader, app_id, peer, group_id, ids, now_ms, receipts)
+            self._flush_receipts()
             if batch.report_acks:
                 self.conn.executemany(
                     "UPDATE devices SET report_cursor = max(report_cursor, ?) WHERE id = ?",
@@ -155,16 +159,24 @@ class Writer:
             targets.remove(m.sender_device)
         conn.executemany("INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?, ?)",
                          [(d, m.priority, seq, m.expires_ms) for d in targets])
+        recent = self._recent
+        if len(recent) > _RECENT_MAX:
+            recent.clear()
+        recent[seq] = [m.sender_id, db_id, m.flags, SENT, m.group_id]  # type: ignore[list-item]
         return Accepted(Outcome.STORED, SENT, seq, now_ms, tuple(targets))
 
-    def _ack(self, device: int, seq: int, now_ms: int, out: list[Receipt]) -> None:
+    def _ack(self, device: int, seq: int, priority: int, now_ms: int,
+             out: list[Receipt]) -> None:
         conn = self.conn
-        cur = conn.execute(f"DELETE FROM deliveries WHERE device_id = ? AND priority IN"
-                           f" ({_PRIORITIES}) AND seq = ?", (device, seq))
+        if priority >= 0:
+            cur = conn.execute("DELETE FROM deliveries WHERE device_id = ? AND priority = ?"
+                               " AND seq = ?", (device, priority, seq))
+        else:
+            cur = conn.execute(f"DELETE FROM deliveries WHERE device_id = ? AND priority IN"
+                               f" ({_PRIORITIES}) AND seq = ?", (device, seq))
         if cur.rowcount == 0:
             return  # already acknowledged, expired, or never ours: a no-op
-        row = conn.execute("SELECT sender_id, msg_id, flags, status, dest_group FROM messages"
-                           " WHERE seq = ?", (seq,)).fetchone()
+        row = self._meta(seq)
         user = self._owner(device)
         if row is None or user is None or row[0] == user:
             return  # swept, or our own sent copy: no receipt
@@ -177,6 +189,7 @@ class Writer:
             changed = status == SENT
             if changed:
                 conn.execute("UPDATE messages SET status = ? WHERE seq = ?", (DELIVERED, seq))
+                row[3] = DELIVERED
         if changed and flags & DELIVERY_RECEIPT and db_id is not None:
             self._receipt(sender, db_id, DELIVERED, user, group, now_ms, out)
 
@@ -209,15 +222,41 @@ class Writer:
                 changed = status in (SENT, DELIVERED)
                 if changed:
                     self.conn.execute("UPDATE messages SET status = ? WHERE seq = ?", (READ, seq))
+                    self._set_cached_status(seq, READ)
             if changed and flags & READ_RECEIPT:
                 self._receipt(sender, db_id, READ, reader, group_id, now_ms, out)
+
+    def _flush_receipts(self) -> None:
+        if self._receipt_rows:
+            self.conn.executemany("INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                  self._receipt_rows)
+            self._receipt_rows = []
+
+    def _set_cached_status(self, seq: int, status: int) -> None:
+        row = self._recent.get(seq)
+        if row is not None:
+            row[3] = status
+
+    def _meta(self, seq: int) -> list[int] | None:
+        """[sender, db id, flags, status, group] of a message, cached from its accept.
+
+        The cache saves a SELECT per acknowledgement on the hot path; it is
+        dropped with the other caches on rollback or a foreign commit.
+        """
+        row = self._recent.get(seq)
+        if row is None:
+            found = self.conn.execute("SELECT sender_id, msg_id, flags, status, dest_group"
+                                      " FROM messages WHERE seq = ?", (seq,)).fetchone()
+            if found is None:
+                return None
+            row = self._recent[seq] = list(found)
+        return row
 
     def _receipt(self, user: int, db_id: int, status: int, peer: int, group: int, now_ms: int,
                  out: list[Receipt]) -> None:
         self._receipt_seq += 1
         rseq = self._receipt_seq
-        self.conn.execute("INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?)",
-                          (user, rseq, db_id, status, peer, group, now_ms))
+        self._receipt_rows.append((user, rseq, db_id, status, peer, group, now_ms))
         out.append(Receipt(user, rseq, from_db_id(db_id), status, self._address(peer), group,
                            now_ms))
 
@@ -239,6 +278,7 @@ class Writer:
                                               " LIMIT ?", (now_ms, limit))]
             conn.executemany("DELETE FROM messages WHERE seq = ?", [(s,) for s in old])
             conn.executemany("DELETE FROM group_status WHERE seq = ?", [(s,) for s in old])
+            self._flush_receipts()
             conn.execute("DELETE FROM receipts WHERE ts_ms <= ?", (now_ms - retention_ms,))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -263,6 +303,7 @@ class Writer:
             peer = row[0] if user is None else user
             if changed:
                 self.conn.execute("UPDATE messages SET status = ? WHERE seq = ?", (EXPIRED, seq))
+                self._set_cached_status(seq, EXPIRED)
         if changed and flags & DELIVERY_RECEIPT and db_id is not None:
             self._receipt(sender, db_id, EXPIRED, peer, group, now_ms, out)
 
