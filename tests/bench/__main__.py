@@ -1,0 +1,82 @@
+"""``python -m tests.bench [scenario ...] [--runs 3] [--quick]``: print the figures of issue #2.
+
+Prints one table per scenario: the median of the runs, each run, and the
+target from the issue.  Never asserts on timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.bench.harness import BenchError, Users
+from tests.bench.report import table
+from tests.bench.scenarios import SCENARIOS, Settings
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenarios", nargs="*", metavar="scenario", default=list(SCENARIOS),
+                        help=f"any of {', '.join(SCENARIOS)} (default: all)")
+    parser.add_argument("--runs", type=int, help="runs per scenario (default 3, --quick 1)")
+    parser.add_argument("--quick", action="store_true",
+                        help="shorter intervals and fewer connections (a smoke run)")
+    parser.add_argument("--generators", type=int, default=1,
+                        help="load generator processes for throughput/latency (memory and"
+                             " connect use at least 2)")
+    parser.add_argument("--server-cpu", type=int, default=0, help="CPU the server is pinned to")
+    parser.add_argument("--gen-cpu", type=int, default=1, help="CPU the generators are pinned to")
+    parser.add_argument("--quiet-wait", type=float, default=60.0, metavar="SECONDS",
+                        help="before each run, wait up to this long for the two CPUs to be"
+                             " idle (a shared machine); 0 disables")
+    args = parser.parse_args(argv)
+    unknown = [s for s in args.scenarios if s not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from"
+                     f" {', '.join(SCENARIOS)}")
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    cpus = os.sched_getaffinity(0)
+    if not {args.server_cpu, args.gen_cpu} <= cpus or args.server_cpu == args.gen_cpu:
+        print(f"warning: server CPU {args.server_cpu} and generator CPU {args.gen_cpu} should be"
+              f" two distinct CPUs of {sorted(cpus)}", file=sys.stderr)
+    scenarios = [SCENARIOS[name] for name in dict.fromkeys(args.scenarios)]
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp:
+        settings = Settings(args.quick, args.generators, args.server_cpu, args.gen_cpu, Path(tmp),
+                            args.quiet_wait)
+        count = max(sc.users_needed(args.quick) for sc in scenarios)
+        started = time.monotonic()
+        print(f"creating {count:,} users with tokens ...", flush=True)
+        settings.users = Users(Path(tmp), count)
+        print(f"  done in {time.monotonic() - started:.1f} s", flush=True)
+        for sc in scenarios:
+            runs: list[dict[str, float]] = []
+            print(f"\n[{sc.name}] {args.runs} run(s) ...", flush=True)
+            for i in range(args.runs):
+                started = time.monotonic()
+                try:
+                    runs.append(sc.run(settings))
+                except BenchError as exc:
+                    failed = True
+                    print(f"  run {i + 1} failed: {exc}", file=sys.stderr, flush=True)
+                    continue
+                print(f"  run {i + 1} done in {time.monotonic() - started:.1f} s", flush=True)
+            if runs:
+                print()
+                print(table(sc.title(settings), sc.rows, runs), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,368 @@
+"""The four scenarios of issue #2: throughput, latency, memory, connect.
+
+Each `run` starts a fresh server on a fresh copy of the template data
+directory, drives it with load generators, and returns one run's figures
+keyed by `Row.key`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tests.bench.harness import (
+    BenchError,
+    Usage,
+    Users,
+    cpu_seconds,
+    generators,
+    rss_bytes,
+    server,
+    sleep_until,
+    start_together,
+    wait_quiet,
+)
+from tests.bench.report import Row, at_least, at_most
+
+PAIRS = 50
+PAYLOAD_BYTES = 100
+DEVICES_PER_USER = 8  # the server's default limits.max_devices
+CONNS_PER_SOURCE = 500  # <= 1,000 connections per 127.0.0.x source address
+_NS = 1_000_000_000
+
+
+@dataclass
+class Settings:
+    """Command line choices shared by every scenario."""
+
+    quick: bool
+    generators: int
+    server_cpu: int
+    gen_cpu: int
+    root: Path
+    quiet_wait_s: float = 60.0
+    users: Users | None = None
+
+    @property
+    def warmup_s(self) -> float:
+        return 0.5 if self.quick else 1.0
+
+    @property
+    def measure_s(self) -> float:
+        return 2.0 if self.quick else 5.0
+
+    @property
+    def cpus(self) -> tuple[int, ...]:
+        return (self.server_cpu, self.gen_cpu)
+
+    def template(self) -> Users:
+        assert self.users is not None
+        return self.users
+
+    def settle(self) -> None:
+        """Before a run: wait a while for other processes to leave the two CPUs alone."""
+        if self.quiet_wait_s <= 0:
+            return
+        started = time.monotonic()
+        pct = wait_quiet(self.cpus, self.quiet_wait_s)
+        waited = time.monotonic() - started
+        if pct > 15:
+            warn(f"CPUs {self.cpus} still {pct:.0f}% busy with other work after {waited:.0f} s;"
+                 " running anyway")
+        elif waited > 2:
+            print(f"  (waited {waited:.0f} s for CPUs {self.cpus} to be idle)", flush=True)
+
+
+def warn(text: str) -> None:
+    print(f"  warning: {text}", file=sys.stderr, flush=True)
+
+
+# --- 1:1 pairs ------------------------------------------------------------------------
+
+
+def run_pairs(s: Settings, kind: str, mode: str, *, window: int = 200, rate: int = 0,
+              gens: int = 1) -> dict[str, float]:
+    """50 sender -> receiver pairs; figures of the measuring interval."""
+    users = s.template()
+    pairs = [[users.tokens[2 * i], users.tokens[2 * i + 1], users.addresses[2 * i + 1]]
+             for i in range(PAIRS)]
+    warm, measure = s.warmup_s, s.measure_s
+    s.settle()
+    with users.fresh_copy(s.root) as run_dir, server(run_dir / "data", s.server_cpu) as srv:
+        assert srv.proc is not None
+        pid = srv.proc.pid
+        specs = [{"kind": kind, "mode": mode, "host": srv.host, "port": srv.port,
+                  "pairs": pairs[g::gens], "payload": PAYLOAD_BYTES, "window": window,
+                  "rate": rate // gens, "warmup_s": warm, "measure_s": measure}
+                 for g in range(gens)]
+        with generators(specs, run_dir, s.gen_cpu) as gs:
+            for g in gs:
+                g.expect("ready", 60)
+            t0 = start_together(gs)
+            sleep_until(t0 + int(warm * _NS))
+            usage = Usage(pid, s.cpus)
+            sleep_until(t0 + int((warm + measure) * _NS))
+            usage.stop()
+            results = [g.expect("result", 60) for g in gs]
+            for g in gs:
+                g.finish()
+        server_cpu_total = cpu_seconds(pid)
+    seconds = sum(r["seconds"] for r in results) / len(results)
+    closed: dict[str, int] = {}
+    for r in results:
+        for reason, n in r["closed"].items():
+            closed[reason] = closed.get(reason, 0) + n
+    if closed:
+        warn(f"{kind}/{mode}: connections closed during the run: {closed}")
+    gen_cpu_s = sum(r["cpu_s"] for r in results)
+    other = usage.other_pct(gen_cpu_s)
+    if other > 10:
+        warn(f"{kind}/{mode}: {other:.0f}% of a CPU went to other processes on CPUs"
+             f" {s.cpus}: this run is disturbed")
+    out = {
+        "received": sum(r["received"] for r in results) / seconds,
+        "written": sum(r["written"] for r in results) / seconds,
+        "sent": sum(r["sent"] for r in results) / seconds,
+        "delivered": sum(r["delivered"] for r in results) / seconds,
+        "failed": float(sum(r["failed_status"] for r in results)),
+        "server_cpu": usage.server_pct,
+        "gen_cpu": 100 * gen_cpu_s / seconds,
+        "other_cpu": other,
+        "server_cpu_s": server_cpu_total,
+    }
+    samples = sorted(x for r in results for x in r["latency_us"])
+    if samples:
+        n = len(samples)
+        for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)):
+            out[name] = samples[min(n - 1, int(q * n))] / 1000
+        out["max"] = samples[-1] / 1000
+    return out
+
+
+def _prefixed(prefix: str, figures: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}.{k}": v for k, v in figures.items()}
+
+
+def _cpu_rows(prefix: str, label: str) -> list[Row]:
+    return [Row(f"{prefix}.server_cpu", f"{label}: server CPU % (measured interval)"),
+            Row(f"{prefix}.gen_cpu", f"{label}: generator CPU % (all generators)"),
+            Row(f"{prefix}.other_cpu", f"{label}: other load on the 2 CPUs, %"),
+            Row(f"{prefix}.server_cpu_s", f"{label}: server CPU s (whole run)", "{:,.1f}")]
+
+
+class Throughput:
+    name = "throughput"
+    rows: ClassVar[list[Row]] = [
+        Row("transient.received", "transient: received msg/s", target=">= 80,000",
+            ok=at_least(80_000)),
+        *_cpu_rows("transient", "transient"),
+        Row("reliable.received", "reliable: received msg/s", target=">= 25,000",
+            ok=at_least(25_000)),
+        Row("reliable.sent", "reliable: SENT/s"),
+        Row("reliable.delivered", "reliable: DELIVERED/s", target=">= 25,000",
+            ok=at_least(25_000)),
+        Row("reliable.failed", "reliable: failure statuses"),
+        *_cpu_rows("reliable", "reliable"),
+    ]
+
+    def title(self, s: Settings) -> str:
+        return (f"throughput: {PAIRS} sender->receiver pairs, {PAYLOAD_BYTES}-byte payloads,"
+                f" closed loop (transient: 500 unreceived / reliable: 200 un-SENT per sender),"
+                f" {s.warmup_s:g} s warm-up + {s.measure_s:g} s measured,"
+                f" {s.generators} generator process(es)")
+
+    def users_needed(self, quick: bool) -> int:
+        return 2 * PAIRS
+
+    def run(self, s: Settings) -> dict[str, float]:
+        out = _prefixed("transient", run_pairs(s, "throughput", "transient", window=500,
+                                               gens=s.generators))
+        out.update(_prefixed("reliable", run_pairs(s, "throughput", "reliable", window=200,
+                                                   gens=s.generators)))
+        return out
+
+
+class Latency:
+    name = "latency"
+    rate = 10_000
+    rows: ClassVar[list[Row]] = [
+        Row("transient.p50", "transient: p50 ms", "{:.2f}"),
+        Row("transient.p99", "transient: p99 ms", "{:.2f}", "<= 5", at_most(5)),
+        Row("transient.p999", "transient: p99.9 ms", "{:.2f}"),
+        Row("transient.max", "transient: max ms", "{:.2f}"),
+        Row("transient.received", "transient: received msg/s"),
+        *_cpu_rows("transient", "transient"),
+        Row("reliable.p50", "reliable: p50 ms", "{:.2f}"),
+        Row("reliable.p99", "reliable: p99 ms", "{:.2f}", "<= 15", at_most(15)),
+        Row("reliable.p999", "reliable: p99.9 ms", "{:.2f}"),
+        Row("reliable.max", "reliable: max ms", "{:.2f}"),
+        Row("reliable.received", "reliable: received msg/s"),
+        Row("reliable.delivered", "reliable: DELIVERED/s"),
+        *_cpu_rows("reliable", "reliable"),
+    ]
+
+    def title(self, s: Settings) -> str:
+        return (f"latency: send -> receive over {PAIRS} pairs at a steady {self.rate:,} msg/s"
+                f" (open loop, ~1 ms bursts), {PAYLOAD_BYTES}-byte payloads,"
+                f" {s.warmup_s:g} s warm-up + {s.measure_s:g} s measured")
+
+    def users_needed(self, quick: bool) -> int:
+        return 2 * PAIRS
+
+    def run(self, s: Settings) -> dict[str, float]:
+        out = _prefixed("transient", run_pairs(s, "latency", "transient", rate=self.rate))
+        out.update(_prefixed("reliable", run_pairs(s, "latency", "reliable", rate=self.rate)))
+        return out
+
+
+# --- many connections ---------------------------------------------------------------
+
+
+def conn_specs(s: Settings, host: str, port: int, count: int, concurrency: int,
+               gens: int) -> list[dict[str, Any]]:
+    """`count` connections: user i // 8, device i % 8, 500 per source address."""
+    users = s.template()
+    conns = [[users.tokens[i // DEVICES_PER_USER], f"d{i % DEVICES_PER_USER}",
+              f"127.0.0.{2 + i // CONNS_PER_SOURCE}"] for i in range(count)]
+    if 2 + (count - 1) // CONNS_PER_SOURCE > 250:
+        raise BenchError(f"{count} connections need more than 127.0.0.2-250")
+    return [{"kind": "conns", "host": host, "port": port, "conns": conns[g::gens],
+             "concurrency": max(1, concurrency // gens)} for g in range(gens)]
+
+
+def open_conns(s: Settings, specs: list[dict[str, Any]], workdir: Path, pid: int,
+               first: int = 0, idle_s: float = 0.0) -> dict[str, float]:
+    """Run `specs`; after every WELCOME, wait `idle_s` and read the server's RSS."""
+    count = sum(len(spec["conns"]) for spec in specs)
+    with generators(specs, workdir, s.gen_cpu, first) as gs:
+        for g in gs:
+            g.expect("ready", 60)
+        usage = Usage(pid, s.cpus)
+        start_together(gs)
+        results = [g.expect("result", 60 + count / 100) for g in gs]
+        usage.stop()
+        time.sleep(idle_s)
+        rss = rss_bytes(pid)
+        byes = [g.finish() for g in gs]
+    welcomed = sum(r["welcomed"] for r in results)
+    if welcomed < count:
+        warn(f"only {welcomed} of {count} connections authenticated: "
+             f"{[r['failures'] for r in results]}")
+    lost = sum(b["lost"] for b in byes if b)
+    if lost:
+        warn(f"{lost} idle connections were closed by the server: "
+             f"{[b['closed'] for b in byes if b]}")
+    seconds = (max(r["end_ns"] for r in results) - min(r["start_ns"] for r in results)) / _NS
+    gen_cpu_s = sum(r["cpu_s"] for r in results)
+    return {"rate": welcomed / seconds, "seconds": seconds, "welcomed": welcomed,
+            "failed": float(sum(r["failed"] for r in results)), "lost": float(lost),
+            "p50": max(r["handshake_ms"].get("p50", 0) for r in results),
+            "p99": max(r["handshake_ms"].get("p99", 0) for r in results),
+            "server_cpu": usage.server_pct,
+            "gen_cpu": 100 * gen_cpu_s / seconds,
+            "other_cpu": usage.other_pct(gen_cpu_s),
+            "rss": rss}
+
+
+class Memory:
+    name = "memory"
+    rows: ClassVar[list[Row]] = [
+        Row("per_conn", "bytes per idle authenticated connection", target="<= 2,500",
+            ok=at_most(2500)),
+        Row("rss_before", "server RSS before, MiB", "{:,.1f}"),
+        Row("rss_after", "server RSS after, MiB", "{:,.1f}"),
+        Row("welcomed", "connections authenticated"),
+        Row("lost", "connections closed by the server"),
+        Row("rate", "connections/s while filling"),
+        Row("server_cpu_s", "server CPU s (whole run)", "{:,.1f}"),
+    ]
+
+    def count(self, quick: bool) -> int:
+        return 3_000 if quick else 15_000
+
+    def title(self, s: Settings) -> str:
+        n = self.count(s.quick)
+        return (f"memory: server RSS growth for {n:,} idle authenticated connections"
+                f" ({math.ceil(n / DEVICES_PER_USER):,} users x {DEVICES_PER_USER} devices,"
+                f" {max(2, s.generators)} generators), read 2 s after the last WELCOME")
+
+    def users_needed(self, quick: bool) -> int:
+        return math.ceil(self.count(quick) / DEVICES_PER_USER)
+
+    def run(self, s: Settings) -> dict[str, float]:
+        n = self.count(s.quick)
+        s.settle()
+        with s.template().fresh_copy(s.root) as run_dir, \
+                server(run_dir / "data", s.server_cpu) as srv:
+            assert srv.proc is not None
+            pid = srv.proc.pid
+            time.sleep(0.5)
+            before = rss_bytes(pid)
+            specs = conn_specs(s, srv.host, srv.port, n, 256, max(2, s.generators))
+            fill = open_conns(s, specs, run_dir, pid, idle_s=2.0)
+            server_cpu = cpu_seconds(pid)
+        return {"per_conn": (fill["rss"] - before) / fill["welcomed"],
+                "rss_before": before / 2**20, "rss_after": fill["rss"] / 2**20,
+                "welcomed": fill["welcomed"], "lost": fill["lost"], "rate": fill["rate"],
+                "server_cpu_s": server_cpu}
+
+
+class Connect:
+    name = "connect"
+    concurrency = 256
+    rows: ClassVar[list[Row]] = [
+        Row("new.rate", "new devices: connects+HELLO/WELCOME per s", target=">= 5,000",
+            ok=at_least(5000)),
+        Row("new.p50", "new devices: handshake p50 ms", "{:.1f}"),
+        Row("new.p99", "new devices: handshake p99 ms", "{:.1f}"),
+        Row("new.server_cpu", "new devices: server CPU %"),
+        Row("new.gen_cpu", "new devices: generator CPU %"),
+        Row("new.other_cpu", "new devices: other load on the 2 CPUs, %"),
+        Row("known.rate", "known devices (reconnect): per s", target=">= 5,000",
+            ok=at_least(5000)),
+        Row("known.p50", "known devices: handshake p50 ms", "{:.1f}"),
+        Row("known.p99", "known devices: handshake p99 ms", "{:.1f}"),
+        Row("known.server_cpu", "known devices: server CPU %"),
+        Row("known.gen_cpu", "known devices: generator CPU %"),
+        Row("known.other_cpu", "known devices: other load on the 2 CPUs, %"),
+        Row("failed", "failed handshakes"),
+        Row("server_cpu_s", "server CPU s (whole run)", "{:,.1f}"),
+    ]
+
+    def count(self, quick: bool) -> int:
+        return 2_000 if quick else 10_000
+
+    def title(self, s: Settings) -> str:
+        return (f"connect: {self.count(s.quick):,} connections, each TCP connect + HELLO ->"
+                f" WELCOME, {self.concurrency} handshakes in flight,"
+                f" {max(2, s.generators)} generators; then all closed and the same devices"
+                " reconnect")
+
+    def users_needed(self, quick: bool) -> int:
+        return math.ceil(self.count(quick) / DEVICES_PER_USER)
+
+    def run(self, s: Settings) -> dict[str, float]:
+        n = self.count(s.quick)
+        gens = max(2, s.generators)
+        s.settle()
+        with s.template().fresh_copy(s.root) as run_dir, \
+                server(run_dir / "data", s.server_cpu) as srv:
+            assert srv.proc is not None
+            pid = srv.proc.pid
+            specs = conn_specs(s, srv.host, srv.port, n, self.concurrency, gens)
+            new = open_conns(s, specs, run_dir, pid)
+            time.sleep(1.0)  # let the server see every close
+            known = open_conns(s, specs, run_dir, pid, first=gens)
+            server_cpu = cpu_seconds(pid)
+        out = {f"new.{k}": v for k, v in new.items()}
+        out.update({f"known.{k}": v for k, v in known.items()})
+        out["failed"] = new["failed"] + known["failed"]
+        out["server_cpu_s"] = server_cpu
+        return out
+
+
+SCENARIOS = {sc.name: sc for sc in (Throughput(), Latency(), Memory(), Connect())}
