@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import appliance.protocol.wire
 from appliance.protocol.wire import (
     Ack,
     Close,
+    CloseCode,
     Event,
+    Flag,
     FrameType,
     Hello,
     LocalWireError,
@@ -19,6 +25,7 @@ from appliance.protocol.wire import (
     ReportAck,
     Role,
     State,
+    Status,
     StatusReport,
     Welcome,
     WireConnection,
@@ -28,6 +35,7 @@ from appliance.protocol.wire.frames import HEADER, HEADER_SIZE, decode_body, dec
 from tests.protocol.wire.helpers import (
     HELLO,
     SAMPLES,
+    WELCOME,
     acks,
     client_events,
     closes,
@@ -185,3 +193,37 @@ def test_largest_values_fit() -> None:
     assert decode_body(FrameType.HELLO, encode(h)[HEADER_SIZE:]) == h
     a = Ack((top,) * 65535)
     assert decode_body(FrameType.ACK, encode(a)[HEADER_SIZE:]) == a
+
+
+# --- PROTOCOL.md says what the code does -------------------------------------------------
+
+PROTOCOL_MD = Path(appliance.protocol.wire.__file__).with_name("PROTOCOL.md").read_text()
+
+
+def _section(number: int) -> str:
+    return PROTOCOL_MD.split(f"\n## {number}. ")[1].split("\n## ")[0]
+
+
+def _codes(text: str) -> dict[str, int]:
+    rows = re.findall(r"^\| `?(0x[0-9a-f]+|\d+)`? \| ([A-Z_]+) \|", text, re.MULTILINE)
+    return {name: int(value, 0) for value, name in rows}
+
+
+def test_protocol_md_worked_example_is_what_the_encoder_produces() -> None:
+    blocks = re.findall(r"```\n((?:[0-9a-f]{4}  .*\n)+)```", _section(7))
+    dumps = [bytes.fromhex("".join(line[6:53] for line in b.splitlines())) for b in blocks]
+    client = WireConnection(Role.CLIENT)
+    hello = client.send(Hello(token=b"tok-8f3a", device_id=b"phone-1", keepalive_s=30))
+    client.receive_data(encode(WELCOME))
+    message = client.send(Message(1001, b"bob", b"Hello, Bob!", expiry_s=86400, priority=4))
+    assert dumps == [hello, message]
+
+
+def test_protocol_md_lists_every_code() -> None:
+    assert _codes(_section(3)) == {t.name: t.value for t in FrameType}
+    assert _codes(_section(4)) == {s.name: s.value for s in Status}
+    assert _codes(_section(5)) == {c.name: c.value for c in CloseCode}
+    flags = re.findall(r"^  \| \d+ \| `(0x[0-9a-f]+)` \| ([A-Z_]+) \|", _section(3), re.MULTILINE)
+    assert {name: int(value, 0) for value, name in flags} == {
+        name: getattr(Flag, name) for name in vars(Flag)
+        if name.isupper() and name not in ("DEFAULT", "CLIENT_MASK")}
