@@ -446,7 +446,7 @@ class Engine:
     def _relay_to(self, session: Session, m: Message, users: Iterable[int], now: int) -> None:
         frame = encode_message(Message(m.id, session.address, m.payload, group_id=m.group_id,
                                        refid=m.refid, timestamp_ms=now, expiry_s=0, type=m.type,
-                                       flags=m.flags | _TRANSIENT, priority=m.priority))
+                                       flags=m.flags | _TRANSIENT, priority=m.priority & 15))
         delivered = 0
         for user in users:
             for target in self.by_user.get(user, ()):
