@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tests.bench.harness import BenchError, Users
 from tests.bench.report import table
-from tests.bench.scenarios import SCENARIOS, Settings
+from tests.bench.scenarios import SCENARIOS, Scenario, Settings
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -31,6 +31,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              " connect use at least 2)")
     parser.add_argument("--server-cpu", type=int, default=0, help="CPU the server is pinned to")
     parser.add_argument("--gen-cpu", type=int, default=1, help="CPU the generators are pinned to")
+    parser.add_argument("--rate", type=int, default=10_000,
+                        help="msg/s of the latency scenario (the issue's figure: 10,000)")
     parser.add_argument("--quiet-wait", type=float, default=60.0, metavar="SECONDS",
                         help="before each run, wait up to this long for the two CPUs to be"
                              " idle (a shared machine); 0 disables")
@@ -51,10 +53,19 @@ def main(argv: list[str]) -> int:
         print(f"warning: server CPU {args.server_cpu} and generator CPU {args.gen_cpu} should be"
               f" two distinct CPUs of {sorted(cpus)}", file=sys.stderr)
     scenarios = [SCENARIOS[name] for name in dict.fromkeys(args.scenarios)]
+    try:
+        return run_all(args, scenarios)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def run_all(args: argparse.Namespace, scenarios: list[Scenario]) -> int:
     failed = False
+    tables: list[str] = []
     with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp:
         settings = Settings(args.quick, args.generators, args.server_cpu, args.gen_cpu, Path(tmp),
-                            args.quiet_wait)
+                            args.quiet_wait, args.rate)
         count = max(sc.users_needed(args.quick) for sc in scenarios)
         started = time.monotonic()
         print(f"creating {count:,} users with tokens ...", flush=True)
@@ -73,8 +84,14 @@ def main(argv: list[str]) -> int:
                     continue
                 print(f"  run {i + 1} done in {time.monotonic() - started:.1f} s", flush=True)
             if runs:
+                tables.append(table(sc.title(settings), sc.rows, runs))
                 print()
-                print(table(sc.title(settings), sc.rows, runs), flush=True)
+                print(tables[-1], flush=True)
+    if len(tables) > 1:
+        print("\n== summary ==")
+        for text in tables:
+            print()
+            print(text)
     return 1 if failed else 0
 
 

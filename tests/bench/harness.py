@@ -50,19 +50,20 @@ def rss_bytes(pid: int) -> int:
     raise BenchError(f"no VmRSS for pid {pid}")
 
 
-def cpu_busy(cpus: tuple[int, ...]) -> float:
-    """Seconds CPUs `cpus` were not available to idle tasks since boot.
+def cpu_busy(cpus: tuple[int, ...]) -> tuple[float, float]:
+    """Seconds CPUs `cpus` were busy, and of those stolen, since boot (/proc/stat).
 
-    Counts user, nice, system, irq, softirq and steal (the hypervisor ran
-    something else) from /proc/stat.
+    Busy counts user, nice, system, irq, softirq and steal: time the
+    hypervisor gave to another guest, during which nothing here ran.
     """
-    busy = 0
+    busy = stolen = 0
     for line in Path("/proc/stat").read_text().splitlines():
         name, *fields = line.split()
         if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
             user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
             busy += user + nice + system + irq + softirq + steal
-    return busy / _CLK_TCK
+            stolen += steal
+    return busy / _CLK_TCK, stolen / _CLK_TCK
 
 
 def wait_quiet(cpus: tuple[int, ...], limit_s: float, busy_pct: float = 15.0) -> float:
@@ -73,9 +74,9 @@ def wait_quiet(cpus: tuple[int, ...], limit_s: float, busy_pct: float = 15.0) ->
     """
     deadline = time.monotonic() + limit_s
     while True:
-        before = cpu_busy(cpus)
+        before = cpu_busy(cpus)[0]
         time.sleep(0.5)
-        pct = 100 * (cpu_busy(cpus) - before) / 0.5 / len(cpus)
+        pct = 100 * (cpu_busy(cpus)[0] - before) / 0.5 / len(cpus)
         if pct <= busy_pct or time.monotonic() >= deadline:
             return pct
 
@@ -93,13 +94,15 @@ class Usage:
         self.cpus = cpus
         self.t0 = time.monotonic_ns()
         self.server0 = cpu_seconds(pid)
-        self.busy0 = cpu_busy(cpus)
-        self.seconds = self.server_s = self.busy_s = 0.0
+        self.busy0, self.steal0 = cpu_busy(cpus)
+        self.seconds = self.server_s = self.busy_s = self.steal_s = 0.0
 
     def stop(self) -> Usage:
         self.seconds = (time.monotonic_ns() - self.t0) / _NS
         self.server_s = cpu_seconds(self.pid) - self.server0
-        self.busy_s = cpu_busy(self.cpus) - self.busy0
+        busy, steal = cpu_busy(self.cpus)
+        self.busy_s = busy - self.busy0
+        self.steal_s = steal - self.steal0
         return self
 
     @property
@@ -189,7 +192,7 @@ class Generator:
             if line is None:
                 raise self._failure(f"exited ({self.proc.wait()}) before {event!r}")
             try:
-                msg = json.loads(line)
+                msg: dict[str, Any] = json.loads(line)
             except json.JSONDecodeError:
                 continue  # stray output
             if msg.get("event") == "error":

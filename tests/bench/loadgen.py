@@ -31,7 +31,7 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from appliance.protocol.wire import (
     PREFACE,
@@ -123,7 +123,7 @@ class Conn(asyncio.Protocol):
         self.closed_by: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # uvloop: not a registered subclass
         self.transport.write(self.hello)
 
     def connection_lost(self, exc: Exception | None) -> None:

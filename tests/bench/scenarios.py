@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from tests.bench.harness import (
     BenchError,
@@ -45,6 +45,7 @@ class Settings:
     gen_cpu: int
     root: Path
     quiet_wait_s: float = 60.0
+    latency_rate: int = 10_000
     users: Users | None = None
 
     @property
@@ -79,6 +80,19 @@ class Settings:
 
 def warn(text: str) -> None:
     print(f"  warning: {text}", file=sys.stderr, flush=True)
+
+
+class Scenario(Protocol):
+    """What `python -m tests.bench` runs: `run` is one run, returning figures by `Row.key`."""
+
+    name: str
+    rows: ClassVar[list[Row]]
+
+    def title(self, s: Settings) -> str: ...
+
+    def users_needed(self, quick: bool) -> int: ...
+
+    def run(self, s: Settings) -> dict[str, float]: ...
 
 
 # --- 1:1 pairs ------------------------------------------------------------------------
@@ -132,6 +146,7 @@ def run_pairs(s: Settings, kind: str, mode: str, *, window: int = 200, rate: int
         "server_cpu": usage.server_pct,
         "gen_cpu": 100 * gen_cpu_s / seconds,
         "other_cpu": other,
+        "steal_ms": 1000 * usage.steal_s,
         "server_cpu_s": server_cpu_total,
     }
     samples = sorted(x for r in results for x in r["latency_us"])
@@ -188,13 +203,13 @@ class Throughput:
 
 class Latency:
     name = "latency"
-    rate = 10_000
     rows: ClassVar[list[Row]] = [
         Row("transient.p50", "transient: p50 ms", "{:.2f}"),
         Row("transient.p99", "transient: p99 ms", "{:.2f}", "<= 5", at_most(5)),
         Row("transient.p999", "transient: p99.9 ms", "{:.2f}"),
         Row("transient.max", "transient: max ms", "{:.2f}"),
         Row("transient.received", "transient: received msg/s"),
+        Row("transient.steal_ms", "transient: CPU time stolen by the hypervisor, ms"),
         *_cpu_rows("transient", "transient"),
         Row("reliable.p50", "reliable: p50 ms", "{:.2f}"),
         Row("reliable.p99", "reliable: p99 ms", "{:.2f}", "<= 15", at_most(15)),
@@ -202,11 +217,12 @@ class Latency:
         Row("reliable.max", "reliable: max ms", "{:.2f}"),
         Row("reliable.received", "reliable: received msg/s"),
         Row("reliable.delivered", "reliable: DELIVERED/s"),
+        Row("reliable.steal_ms", "reliable: CPU time stolen by the hypervisor, ms"),
         *_cpu_rows("reliable", "reliable"),
     ]
 
     def title(self, s: Settings) -> str:
-        return (f"latency: send -> receive over {PAIRS} pairs at a steady {self.rate:,} msg/s"
+        return (f"latency: send -> receive over {PAIRS} pairs at a steady {s.latency_rate:,} msg/s"
                 f" (open loop, ~1 ms bursts), {PAYLOAD_BYTES}-byte payloads,"
                 f" {s.warmup_s:g} s warm-up + {s.measure_s:g} s measured")
 
@@ -214,8 +230,9 @@ class Latency:
         return 2 * PAIRS
 
     def run(self, s: Settings) -> dict[str, float]:
-        out = _prefixed("transient", run_pairs(s, "latency", "transient", rate=self.rate))
-        out.update(_prefixed("reliable", run_pairs(s, "latency", "reliable", rate=self.rate)))
+        rate = s.latency_rate
+        out = _prefixed("transient", run_pairs(s, "latency", "transient", rate=rate))
+        out.update(_prefixed("reliable", run_pairs(s, "latency", "reliable", rate=rate)))
         return out
 
 
@@ -365,4 +382,5 @@ class Connect:
         return out
 
 
-SCENARIOS = {sc.name: sc for sc in (Throughput(), Latency(), Memory(), Connect())}
+SCENARIOS: dict[str, Scenario] = {
+    sc.name: sc for sc in (Throughput(), Latency(), Memory(), Connect())}
