@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +34,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--gen-cpu", type=int, default=1, help="CPU the generators are pinned to")
     parser.add_argument("--rate", type=int, default=10_000,
                         help="msg/s of the latency scenario (the issue's figure: 10,000)")
+    parser.add_argument("--rcvlowat", type=int, default=16_384, metavar="BYTES",
+                        help="SO_RCVLOWAT of the receivers in transient throughput (0: wake"
+                             " them for every segment)")
     parser.add_argument("--quiet-wait", type=float, default=60.0, metavar="SECONDS",
                         help="before each run, wait up to this long for the two CPUs to be"
                              " idle (a shared machine); 0 disables")
@@ -44,6 +48,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.runs is None:
         args.runs = 1 if args.quick else 3
     return args
+
+
+def code_version() -> str:
+    """The commit the server runs from, and whether appliance/ has uncommitted changes."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
+                                "appliance"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + (" + uncommitted changes in appliance/" if dirty else "")
 
 
 def main(argv: list[str]) -> int:
@@ -65,7 +83,9 @@ def run_all(args: argparse.Namespace, scenarios: list[Scenario]) -> int:
     tables: list[str] = []
     with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp:
         settings = Settings(args.quick, args.generators, args.server_cpu, args.gen_cpu, Path(tmp),
-                            args.quiet_wait, args.rate)
+                            args.quiet_wait, args.rate, args.rcvlowat)
+        print(f"server code: {code_version()}; server on CPU {args.server_cpu},"
+              f" generators on CPU {args.gen_cpu}", flush=True)
         count = max(sc.users_needed(args.quick) for sc in scenarios)
         started = time.monotonic()
         print(f"creating {count:,} users with tokens ...", flush=True)

@@ -447,6 +447,15 @@ async def run_pairs(spec: dict[str, Any], control: Control) -> None:
                               payload_off, reliable, window, max(1, window // 4)))
     # Receivers first: a transient message to an offline user is not relayed.
     await asyncio.gather(*(connect(host, port, r) for r in receivers))
+    if spec.get("rcvlowat"):
+        # Wake a receiver only once this much is queued: the server writes every
+        # frame with its own send(), and a wakeup plus a window-update ACK per
+        # 165-byte segment would make the generator the bottleneck.  Safe from
+        # stalls: the window keeps far more than this in flight.
+        for r in receivers:
+            assert r.transport is not None
+            sock = r.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, spec["rcvlowat"])
     await asyncio.gather(*(connect(host, port, s) for s in senders))
     for s, r in zip(senders, receivers, strict=True):
         s.receiver = r

@@ -46,6 +46,7 @@ class Settings:
     root: Path
     quiet_wait_s: float = 60.0
     latency_rate: int = 10_000
+    rcvlowat: int = 16_384
     users: Users | None = None
 
     @property
@@ -99,7 +100,7 @@ class Scenario(Protocol):
 
 
 def run_pairs(s: Settings, kind: str, mode: str, *, window: int = 200, rate: int = 0,
-              gens: int = 1) -> dict[str, float]:
+              gens: int = 1, rcvlowat: int = 0) -> dict[str, float]:
     """50 sender -> receiver pairs; figures of the measuring interval."""
     users = s.template()
     pairs = [[users.tokens[2 * i], users.tokens[2 * i + 1], users.addresses[2 * i + 1]]
@@ -111,7 +112,8 @@ def run_pairs(s: Settings, kind: str, mode: str, *, window: int = 200, rate: int
         pid = srv.proc.pid
         specs = [{"kind": kind, "mode": mode, "host": srv.host, "port": srv.port,
                   "pairs": pairs[g::gens], "payload": PAYLOAD_BYTES, "window": window,
-                  "rate": rate // gens, "warmup_s": warm, "measure_s": measure}
+                  "rate": rate // gens, "rcvlowat": rcvlowat, "warmup_s": warm,
+                  "measure_s": measure}
                  for g in range(gens)]
         with generators(specs, run_dir, s.gen_cpu) as gs:
             for g in gs:
@@ -185,17 +187,18 @@ class Throughput:
     ]
 
     def title(self, s: Settings) -> str:
+        lowat = f", receivers' SO_RCVLOWAT {s.rcvlowat:,} B" if s.rcvlowat else ""
         return (f"throughput: {PAIRS} sender->receiver pairs, {PAYLOAD_BYTES}-byte payloads,"
-                f" closed loop (transient: 500 unreceived / reliable: 200 un-SENT per sender),"
-                f" {s.warmup_s:g} s warm-up + {s.measure_s:g} s measured,"
-                f" {s.generators} generator process(es)")
+                f" closed loop (transient: 500 unreceived per sender{lowat};"
+                f" reliable: 200 un-SENT per sender), {s.warmup_s:g} s warm-up +"
+                f" {s.measure_s:g} s measured, {s.generators} generator process(es)")
 
     def users_needed(self, quick: bool) -> int:
         return 2 * PAIRS
 
     def run(self, s: Settings) -> dict[str, float]:
         out = _prefixed("transient", run_pairs(s, "throughput", "transient", window=500,
-                                               gens=s.generators))
+                                               gens=s.generators, rcvlowat=s.rcvlowat))
         out.update(_prefixed("reliable", run_pairs(s, "throughput", "reliable", window=200,
                                                    gens=s.generators)))
         return out
