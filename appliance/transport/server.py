@@ -36,6 +36,7 @@ class Server:
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.address: tuple[str, int] = ("", 0)
+        self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen on host:port (port 0 picks a free one); return the bound address.
