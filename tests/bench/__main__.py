@@ -7,6 +7,7 @@ target from the issue.  Never asserts on timing.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import subprocess
 import sys
@@ -51,17 +52,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def code_version() -> str:
-    """The commit the server runs from, and whether appliance/ has uncommitted changes."""
+    """The commit the server runs from, plus a digest of uncommitted changes to appliance/."""
     root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              check=True).stdout
+
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
-                                "appliance"], capture_output=True, text=True,
-                               check=True).stdout.strip()
+        head = git("rev-parse", "--short", "HEAD").strip()
+        diff = git("diff", "HEAD", "--", "appliance")
+        untracked = git("ls-files", "--others", "--exclude-standard", "--", "appliance")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
-    return head + (" + uncommitted changes in appliance/" if dirty else "")
+    if not (diff or untracked):
+        return head
+    digest = hashlib.sha1((diff + untracked).encode()).hexdigest()[:8]
+    return f"{head} + uncommitted changes in appliance/ (diff {digest})"
 
 
 def main(argv: list[str]) -> int:
@@ -84,7 +91,8 @@ def run_all(args: argparse.Namespace, scenarios: list[Scenario]) -> int:
     with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp:
         settings = Settings(args.quick, args.generators, args.server_cpu, args.gen_cpu, Path(tmp),
                             args.quiet_wait, args.rate, args.rcvlowat)
-        print(f"server code: {code_version()}; server on CPU {args.server_cpu},"
+        version = code_version()
+        print(f"server code: {version}; server on CPU {args.server_cpu},"
               f" generators on CPU {args.gen_cpu}", flush=True)
         count = max(sc.users_needed(args.quick) for sc in scenarios)
         started = time.monotonic()
@@ -108,10 +116,13 @@ def run_all(args: argparse.Namespace, scenarios: list[Scenario]) -> int:
                 print()
                 print(tables[-1], flush=True)
     if len(tables) > 1:
-        print("\n== summary ==")
+        print(f"\n== summary (server code: {version}) ==")
         for text in tables:
             print()
             print(text)
+    if code_version() != version:
+        print(f"\nwarning: the server code changed during the benchmark (now {code_version()});"
+              " runs may have measured different code", file=sys.stderr)
     return 1 if failed else 0
 
 
