@@ -308,6 +308,10 @@ class Engine:
                 target.backlog = True
                 target.skipped += 1
                 continue
+            if acc.seq in target.inflight or acc.seq in target.acked:
+                # A backlog read on the reader thread can see a commit before
+                # its result reaches this loop: it was sent from the store.
+                continue
             if target.user_id == sender.user_id and device != sender.device_rowid \
                     and (m.group_id or m.peer != sender.address):
                 if not outgoing:
@@ -317,7 +321,7 @@ class Engine:
                 if not incoming:
                     incoming = self._frame(m, acc, sender.address, m.flags, expires, now)
                 target.link.write(incoming)
-            target.inflight[acc.seq] = m.priority
+            target.inflight[acc.seq] = m.priority & 15
 
     @staticmethod
     def _frame(m: Message, acc: Accepted, peer: bytes, flags: int, expires: int,
