@@ -408,6 +408,24 @@ def percentiles(samples: list[int]) -> dict[str, float]:
             "max": s[-1] / 1e6, "mean": sum(s) / n / 1e6}
 
 
+def slope(samples: list[dict[str, float]], key: str) -> float:
+    """Least-squares rate (per second) of counter `key` over timed samples.
+
+    Reliable traffic arrives in steps (the whole window of every sender is
+    committed together, then SENT for all of it), so the difference of two
+    snapshots is off by up to one step; the slope over samples taken every
+    10 ms is not.
+    """
+    n = len(samples)
+    if n < 2:
+        return 0.0
+    ts = [x["t"] / _NS for x in samples]
+    ys = [x[key] for x in samples]
+    mt, my = sum(ts) / n, sum(ys) / n
+    var = sum((t - mt) ** 2 for t in ts)
+    return sum((t - mt) * (y - my) for t, y in zip(ts, ys, strict=True)) / var if var else 0.0
+
+
 # --- pairs: throughput and latency ------------------------------------------------
 
 
@@ -475,6 +493,13 @@ async def run_pairs(spec: dict[str, Any], control: Control) -> None:
                 "delivered": sum(s.delivered for s in senders),
                 "other": sum(s.other for s in senders)}
 
+    samples: list[dict[str, float]] = []
+
+    async def sample() -> None:
+        while True:
+            samples.append(snapshot())
+            await asyncio.sleep(0.01)
+
     async def confirm_reports() -> None:
         while True:
             await asyncio.sleep(0.05)
@@ -512,18 +537,22 @@ async def run_pairs(spec: dict[str, Any], control: Control) -> None:
         await sleep_until(t_begin)
         start = snapshot()
         stats.recording = True
+        sampler = tg.create_task(sample())
         await sleep_until(t_end)
         stats.recording = False
         end = snapshot()
+        sampler.cancel()
+        samples.append(end)
         for s in senders:
             s.running = False
         for task in bg:
             task.cancel()
     closed = Counter(c.closed_by for c in [*senders, *receivers] if c.closed_by)
     delta = {k: end[k] - start[k] for k in start}
+    keys = ("written", "received", "sent", "delivered")
     emit({"event": "result", "seconds": delta["t"] / _NS, "cpu_s": delta["cpu"],
-          "written": delta["written"], "received": delta["received"], "sent": delta["sent"],
-          "delivered": delta["delivered"], "failed_status": delta["other"],
+          **{k: delta[k] for k in keys}, "failed_status": delta["other"],
+          "rates": {k: slope(samples, k) for k in keys},
           "latency_us": [x // 1000 for x in stats.latencies] if timed else [],
           "closed": dict(closed)})
     await control.line()

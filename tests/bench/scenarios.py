@@ -139,18 +139,16 @@ def run_pairs(s: Settings, kind: str, mode: str, *, window: int = 200, rate: int
     if other > 10:
         warn(f"{kind}/{mode}: {other:.0f}% of a CPU went to other processes on CPUs"
              f" {s.cpus}: this run is disturbed")
-    out = {
-        "received": sum(r["received"] for r in results) / seconds,
-        "written": sum(r["written"] for r in results) / seconds,
-        "sent": sum(r["sent"] for r in results) / seconds,
-        "delivered": sum(r["delivered"] for r in results) / seconds,
+    out = {k: sum(r["rates"][k] for r in results)
+           for k in ("received", "written", "sent", "delivered")}
+    out.update({
         "failed": float(sum(r["failed_status"] for r in results)),
         "server_cpu": usage.server_pct,
         "gen_cpu": 100 * gen_cpu_s / seconds,
         "other_cpu": other,
         "steal_ms": 1000 * usage.steal_s,
         "server_cpu_s": server_cpu_total,
-    }
+    })
     samples = sorted(x for r in results for x in r["latency_us"])
     if samples:
         n = len(samples)
