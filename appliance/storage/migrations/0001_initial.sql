@@ -1,4 +1,8 @@
 -- 0001: apps, users, tokens, devices, groups, messages, deliveries, receipts.
+-- Deliberately few secondary indexes: every index is one more B-tree write per
+-- message on the hot path.  Message rows are retired oldest-seq first (seq and
+-- accepted_ms grow together); receipts are deleted once every device of their
+-- user confirmed them.
 -- Message ids are stored as signed 64-bit integers (the unsigned wire value
 -- minus 2**64 when >= 2**63); id 0 ("no status wanted") is stored as NULL so
 -- that the (sender_id, msg_id) dedupe key (SPEC M4) never collides on it.
@@ -60,7 +64,6 @@ CREATE TABLE messages (
   payload BLOB NOT NULL,
   UNIQUE (sender_id, msg_id)
 );
-CREATE INDEX messages_expiry ON messages (expires_ms);
 CREATE TABLE deliveries (
   device_id INTEGER NOT NULL,
   priority INTEGER NOT NULL,
@@ -84,4 +87,3 @@ CREATE TABLE receipts (
   ts_ms INTEGER NOT NULL,
   PRIMARY KEY (user_id, seq)
 ) WITHOUT ROWID;
-CREATE INDEX receipts_age ON receipts (ts_ms);

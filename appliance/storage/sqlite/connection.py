@@ -30,6 +30,8 @@ def open_connection(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = OFF")
+        conn.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages per connection
+        conn.execute("PRAGMA temp_store = MEMORY")
         return conn
     except sqlite3.Error as exc:
         raise StorageUnavailableError(f"cannot open SQLite database {path}: {exc}") from None

@@ -40,6 +40,7 @@ DELIVERY_RECEIPT, READ_RECEIPT = 1, 2
 
 _PRIORITIES = ",".join(str(p) for p in range(16))
 _RECENT_MAX = 200_000
+_RECEIPT_SWEEP_EVERY = 720
 _SIGN = 1 << 63
 _WRAP = 1 << 64
 
@@ -70,6 +71,7 @@ class Writer:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self._version = -1
+        self._sweeps = 0
         self._next_seq = 1 + (conn.execute("SELECT coalesce(max(seq), 0) FROM messages")
                               .fetchone()[0])
         self._receipt_seq = conn.execute("SELECT coalesce(max(seq), 0) FROM receipts").fetchone()[0]
@@ -111,9 +113,7 @@ class Writer:
                 self._read(reader, app_id, peer, group_id, ids, now_ms, receipts)
             self._flush_receipts()
             if batch.report_acks:
-                self.conn.executemany(
-                    "UPDATE devices SET report_cursor = max(report_cursor, ?) WHERE id = ?",
-                    [(seq, dev) for dev, seq in batch.report_acks.items()])
+                self._report_acks(batch.report_acks)
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._fail(exc) from None
@@ -226,6 +226,16 @@ class Writer:
             if changed and flags & READ_RECEIPT:
                 self._receipt(sender, db_id, READ, reader, group_id, now_ms, out)
 
+    def _report_acks(self, acks: dict[int, int]) -> None:
+        conn = self.conn
+        conn.executemany("UPDATE devices SET report_cursor = max(report_cursor, ?) WHERE id = ?",
+                         [(seq, dev) for dev, seq in acks.items()])
+        # Once every device of a user has a report, nobody needs it again.
+        users = {self._owner(dev) for dev in acks}
+        conn.executemany("DELETE FROM receipts WHERE user_id = ? AND seq <= (SELECT"
+                         " min(report_cursor) FROM devices WHERE user_id = ? AND device != x'')",
+                         [(u, u) for u in users if u is not None])
+
     def _flush_receipts(self) -> None:
         if self._receipt_rows:
             self.conn.executemany("INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -274,12 +284,18 @@ class Writer:
                              " AND seq = ?", expired)
             for device, _, seq in expired:
                 self._expire(device, seq, now_ms, out)
-            old = [r[0] for r in conn.execute("SELECT seq FROM messages WHERE expires_ms <= ?"
-                                              " LIMIT ?", (now_ms, limit))]
-            conn.executemany("DELETE FROM messages WHERE seq = ?", [(s,) for s in old])
-            conn.executemany("DELETE FROM group_status WHERE seq = ?", [(s,) for s in old])
+            # The dedupe window (SPEC M4) is the retention: a resend within it
+            # is answered with the stored status, even after expiry.
+            oldest = conn.execute("SELECT seq, accepted_ms FROM messages ORDER BY seq LIMIT ?",
+                                  (limit,)).fetchall()
+            old = [(seq,) for seq, accepted in oldest if accepted <= now_ms - retention_ms]
+            conn.executemany("DELETE FROM messages WHERE seq = ?", old)
+            conn.executemany("DELETE FROM group_status WHERE seq = ?", old)
             self._flush_receipts()
-            conn.execute("DELETE FROM receipts WHERE ts_ms <= ?", (now_ms - retention_ms,))
+            self._sweeps += 1
+            if self._sweeps % _RECEIPT_SWEEP_EVERY == 1:
+                # Reports no device ever confirmed; a full scan, so only now and then.
+                conn.execute("DELETE FROM receipts WHERE ts_ms <= ?", (now_ms - retention_ms,))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._fail(exc) from None
