@@ -36,11 +36,9 @@ from appliance.protocol.wire import (
     ReadReport,
     ReportAck,
     Status,
-    StatusReport,
     Welcome,
-    encode_message,
-    encode_status,
 )
+from appliance.protocol.wire.frames import pack_message, pack_status
 from appliance.storage.interface import Storage
 from appliance.storage.models import (
     Accepted,
@@ -216,7 +214,7 @@ class Engine:
 
     def _status(self, session: Session, msg_id: int, status: int, ts: int = 0) -> None:
         if msg_id:  # id 0 = the sender wants no status (SPEC M4)
-            session.link.write(encode_status(StatusReport(msg_id, status, timestamp_ms=ts)))
+            session.link.write(pack_status(msg_id, status, 0, ts))
 
     # --- group commit -------------------------------------------------------
 
@@ -327,10 +325,8 @@ class Engine:
     def _frame(m: Message, acc: Accepted, peer: bytes, flags: int, expires: int,
                now: int) -> bytes:
         remaining = max(1, (expires - now + 999) // 1000)
-        return encode_message(Message(m.id, peer, m.payload, group_id=m.group_id, refid=m.refid,
-                                      seq=acc.seq, timestamp_ms=acc.timestamp_ms,
-                                      expiry_s=remaining, type=m.type, flags=flags,
-                                      priority=m.priority & 15))
+        return pack_message(m.id, peer, m.payload, m.group_id, m.refid, acc.seq,
+                            acc.timestamp_ms, remaining, m.type, flags, m.priority & 15)
 
     def _push_receipts(self, receipts: list[Receipt]) -> None:
         for r in receipts:
@@ -340,9 +336,8 @@ class Engine:
                     target.report_skipped += 1
                     continue
                 if not frame:
-                    frame = encode_status(StatusReport(r.msg_id, r.status, report_seq=r.report_seq,
-                                                       timestamp_ms=r.timestamp_ms,
-                                                       group_id=r.group_id, peer=r.peer))
+                    frame = pack_status(r.msg_id, r.status, r.report_seq, r.timestamp_ms,
+                                        r.group_id, r.peer)
                 target.link.write(frame)
 
     # --- store and forward ----------------------------------------------------
@@ -387,10 +382,9 @@ class Engine:
             if p.seq in inflight or p.seq in acked or p.expires_ms <= now:
                 continue  # checked at every delivery attempt (SPEC M4)
             flags = p.flags | _OUTGOING if p.outgoing else p.flags
-            write(encode_message(Message(
-                p.msg_id, p.peer, p.payload, group_id=p.group_id, refid=p.refid, seq=p.seq,
-                timestamp_ms=p.timestamp_ms, expiry_s=max(1, (p.expires_ms - now + 999) // 1000),
-                type=p.type, flags=flags, priority=p.priority)))
+            write(pack_message(p.msg_id, p.peer, p.payload, p.group_id, p.refid, p.seq,
+                               p.timestamp_ms, max(1, (p.expires_ms - now + 999) // 1000),
+                               p.type, flags, p.priority))
             inflight[p.seq] = p.priority
 
     async def _drain_receipts(self, session: Session) -> None:
@@ -406,9 +400,8 @@ class Engine:
             if _gone(session):
                 return
             for r in rows:
-                session.link.write(encode_status(StatusReport(
-                    r.msg_id, r.status, report_seq=r.report_seq, timestamp_ms=r.timestamp_ms,
-                    group_id=r.group_id, peer=r.peer)))
+                session.link.write(pack_status(r.msg_id, r.status, r.report_seq,
+                                               r.timestamp_ms, r.group_id, r.peer))
                 cursor = r.report_seq
             if len(rows) < 1000 and session.report_skipped == skipped:
                 session.report_backlog = False
@@ -448,9 +441,8 @@ class Engine:
         self._relay_to(session, m, users, now)
 
     def _relay_to(self, session: Session, m: Message, users: Iterable[int], now: int) -> None:
-        frame = encode_message(Message(m.id, session.address, m.payload, group_id=m.group_id,
-                                       refid=m.refid, timestamp_ms=now, expiry_s=0, type=m.type,
-                                       flags=m.flags | _TRANSIENT, priority=m.priority & 15))
+        frame = pack_message(m.id, session.address, m.payload, m.group_id, m.refid, 0, now, 0,
+                             m.type, m.flags | _TRANSIENT, m.priority & 15)
         delivered = 0
         for user in users:
             for target in self.by_user.get(user, ()):

@@ -266,6 +266,8 @@ _U16 = struct.Struct(">H")
 _READ = struct.Struct(">QB")  # group addrlen ; then addr, u16 count, ids
 
 _MSG_SIZE: Final = _MSG.size
+_pack_msg_frame = struct.Struct(">IB" + _MSG.format[1:]).pack
+_pack_status_frame = struct.Struct(">IB" + _STATUS.format[1:]).pack
 _STATUS_SIZE: Final = _STATUS.size
 _pack_msg = _MSG.pack
 _unpack_msg = _MSG.unpack_from
@@ -280,14 +282,26 @@ def encode_message(m: Message) -> bytes:
     Raises:
         LocalWireError: a field does not fit its wire width.
     """
-    peer = m.peer
+    return pack_message(m.id, m.peer, m.payload, m.group_id, m.refid, m.seq, m.timestamp_ms,
+                        m.expiry_s, m.type, m.flags, m.priority)
+
+
+def pack_message(id: int, peer: bytes, payload: bytes, group_id: int, refid: int, seq: int,
+                 timestamp_ms: int, expiry_s: int, type: int, flags: int, priority: int) -> bytes:
+    """`encode_message` from loose fields: the server's delivery hot path.
+
+    One `struct.pack` for header and fixed part, no event object (saves ~1 us
+    per message per recipient).
+
+    Raises:
+        LocalWireError: a field does not fit its wire width.
+    """
     try:
-        head = _pack_msg(m.id, m.refid, m.seq, m.timestamp_ms, m.expiry_s, m.type, m.flags,
-                         m.priority, m.group_id, len(peer))
+        head = _pack_msg_frame(_MSG_SIZE + len(peer) + len(payload), _MESSAGE, id, refid, seq,
+                               timestamp_ms, expiry_s, type, flags, priority, group_id, len(peer))
     except struct.error as exc:
         raise _local(f"MESSAGE field out of range: {exc}") from exc
-    body_len = _MSG_SIZE + len(peer) + len(m.payload)
-    return b"".join((_pack_header(body_len, _MESSAGE), head, peer, m.payload))
+    return head + peer + payload
 
 
 def encode_status(s: StatusReport) -> bytes:
@@ -296,12 +310,21 @@ def encode_status(s: StatusReport) -> bytes:
     Raises:
         LocalWireError: a field does not fit its wire width.
     """
+    return pack_status(s.id, s.status, s.report_seq, s.timestamp_ms, s.group_id, s.peer)
+
+
+def pack_status(id: int, status: int, report_seq: int = 0, timestamp_ms: int = 0,
+                group_id: int = 0, peer: bytes = b"") -> bytes:
+    """`encode_status` from loose fields (hot path: one per message sent).
+
+    Raises:
+        LocalWireError: a field does not fit its wire width.
+    """
     try:
-        head = _STATUS.pack(s.id, s.status, s.report_seq, s.timestamp_ms, s.group_id,
-                            len(s.peer))
+        return _pack_status_frame(_STATUS_SIZE + len(peer), _STATUS_T, id, status, report_seq,
+                                  timestamp_ms, group_id, len(peer)) + peer
     except struct.error as exc:
         raise _local(f"STATUS field out of range: {exc}") from exc
-    return _pack_header(_STATUS_SIZE + len(s.peer), _STATUS_T) + head + s.peer
 
 
 def encode(event: Event) -> bytes:
