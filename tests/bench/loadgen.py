@@ -554,7 +554,8 @@ async def run_pairs(spec: dict[str, Any], control: Control) -> None:
           **{k: delta[k] for k in keys}, "failed_status": delta["other"],
           "rates": {k: slope(samples, k) for k in keys},
           "latency_us": [x // 1000 for x in stats.latencies] if timed else [],
-          "closed": dict(closed)})
+          "closed": dict(closed),
+          **({"samples": samples} if spec.get("samples") else {})})
     await control.line()
     for c in [*senders, *receivers]:
         c.close()
