@@ -22,6 +22,10 @@ class Row:
     ok: Callable[[float], bool] | None = None
 
 
+#: Key set in a run's figures when its timing was disturbed; the table marks the run with *.
+DISTURBED = "_disturbed"
+
+
 def at_least(limit: float) -> Callable[[float], bool]:
     return lambda value: value >= limit
 
@@ -32,7 +36,9 @@ def at_most(limit: float) -> Callable[[float], bool]:
 
 def table(title: str, rows: list[Row], runs: list[dict[str, float]]) -> str:
     """The scenario's table as text."""
-    header = ["figure", "median", *(f"run {i + 1}" for i in range(len(runs))), "target", ""]
+    header = ["figure", "median",
+              *(f"run {i + 1}{'*' if r.get(DISTURBED) else ''}" for i, r in enumerate(runs)),
+              "target", ""]
     body = []
     for row in rows:
         values = [r.get(row.key) for r in runs]

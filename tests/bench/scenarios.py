@@ -48,6 +48,8 @@ class Settings:
     latency_rate: int = 10_000
     rcvlowat: int = 16_384
     users: Users | None = None
+    #: Why the current run's timing is not trustworthy ("" if it is).
+    disturbed: str = ""
 
     @property
     def warmup_s(self) -> float:
@@ -81,6 +83,25 @@ class Settings:
 
 def warn(text: str) -> None:
     print(f"  warning: {text}", file=sys.stderr, flush=True)
+
+
+#: Above these, a run's timing figures are not trusted (and `--retries` reruns it).
+OTHER_LOAD_LIMIT_PCT = 15.0
+STEAL_LIMIT_PCT = 3.0
+
+
+def check_disturbance(s: Settings, what: str, other_pct: float, steal_pct: float,
+                      other_limit: float = OTHER_LOAD_LIMIT_PCT) -> None:
+    """Record (and print) that other processes or the hypervisor took the CPUs."""
+    reasons = []
+    if other_pct > other_limit:
+        reasons.append(f"{other_pct:.0f}% of a CPU went to other processes")
+    if steal_pct > STEAL_LIMIT_PCT:
+        reasons.append(f"the hypervisor stole {steal_pct:.1f}% of the CPUs' time")
+    if reasons:
+        text = f"{what}: {' and '.join(reasons)}"
+        s.disturbed = f"{s.disturbed}; {text}" if s.disturbed else text
+        warn(f"{text}: this run is disturbed")
 
 
 class Scenario(Protocol):
@@ -136,9 +157,7 @@ def run_pairs(s: Settings, kind: str, mode: str, *, window: int = 200, rate: int
         warn(f"{kind}/{mode}: connections closed during the run: {closed}")
     gen_cpu_s = sum(r["cpu_s"] for r in results)
     other = usage.other_pct(gen_cpu_s)
-    if other > 10:
-        warn(f"{kind}/{mode}: {other:.0f}% of a CPU went to other processes on CPUs"
-             f" {s.cpus}: this run is disturbed")
+    check_disturbance(s, f"{kind}/{mode}", other, usage.steal_s / usage.seconds * 100)
     out = {k: sum(r["rates"][k] for r in results)
            for k in ("received", "written", "sent", "delivered")}
     out.update({
@@ -253,7 +272,7 @@ def conn_specs(s: Settings, host: str, port: int, count: int, concurrency: int,
 
 
 def open_conns(s: Settings, specs: list[dict[str, Any]], workdir: Path, pid: int,
-               first: int = 0, idle_s: float = 0.0) -> dict[str, float]:
+               first: int = 0, idle_s: float = 0.0, timed: bool = True) -> dict[str, float]:
     """Run `specs`; after every WELCOME, wait `idle_s` and read the server's RSS."""
     count = sum(len(spec["conns"]) for spec in specs)
     with generators(specs, workdir, s.gen_cpu, first) as gs:
@@ -276,6 +295,11 @@ def open_conns(s: Settings, specs: list[dict[str, Any]], workdir: Path, pid: int
              f"{[b['closed'] for b in byes if b]}")
     seconds = (max(r["end_ns"] for r in results) - min(r["start_ns"] for r in results)) / _NS
     gen_cpu_s = sum(r["cpu_s"] for r in results)
+    if timed:
+        # Connection setup runs partly in softirq context (no process is
+        # charged), so allow more unexplained load than for message traffic.
+        check_disturbance(s, "connect", usage.other_pct(gen_cpu_s),
+                          usage.steal_s / usage.seconds * 100, other_limit=30.0)
     return {"rate": welcomed / seconds, "seconds": seconds, "welcomed": welcomed,
             "failed": float(sum(r["failed"] for r in results)), "lost": float(lost),
             "p50": max(r["handshake_ms"].get("p50", 0) for r in results),
@@ -321,7 +345,7 @@ class Memory:
             time.sleep(0.5)
             before = rss_bytes(pid)
             specs = conn_specs(s, srv.host, srv.port, n, 256, max(2, s.generators))
-            fill = open_conns(s, specs, run_dir, pid, idle_s=2.0)
+            fill = open_conns(s, specs, run_dir, pid, idle_s=2.0, timed=False)
             server_cpu = cpu_seconds(pid)
         return {"per_conn": (fill["rss"] - before) / fill["welcomed"],
                 "rss_before": before / 2**20, "rss_after": fill["rss"] / 2**20,
