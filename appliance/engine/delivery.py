@@ -237,8 +237,10 @@ class Engine:
                 try:
                     result = await self.store.write(batch, self.clock.wall_ms())
                 except StorageError as exc:
+                    # What is retried waits for `_retry_later`; looping here
+                    # would spin on a store that keeps failing.
                     self._batch_failed(senders, batch, exc)
-                    continue
+                    return
                 self._acks_committed(batch.acks)
                 self._committed(senders, result)
         finally:

@@ -1,0 +1,175 @@
+"""The engine in process: real SQLite store, fake links, a clock we move by hand."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from appliance.engine.clock import FakeClock
+from appliance.engine.delivery import Engine, token_hash
+from appliance.engine.ports import EngineLimits
+from appliance.errors import StorageUnavailableError
+from appliance.protocol.wire import (
+    Ack,
+    Hello,
+    Message,
+    Role,
+    State,
+    Status,
+    StatusReport,
+    Welcome,
+    WireConnection,
+)
+from appliance.storage.models import WriteBatch, WriteResult
+from appliance.storage.sqlite import SqliteStorage
+
+
+class FakeLink:
+    """Records what the engine writes, decoded by a real client-side codec."""
+
+    def __init__(self) -> None:
+        self.codec = WireConnection(Role.CLIENT)
+        self.codec.send(Hello(b"t", b"d"))
+        self.events: list[Any] = []
+        self.closed: tuple[int, str] | None = None
+        self.paused = False
+
+    def write(self, data: bytes) -> None:
+        self.events.extend(self.codec.receive_data(data))
+
+    def welcome(self, welcome: Welcome) -> None:
+        server = WireConnection(Role.SERVER)
+        server.state = State.AUTHENTICATING
+        self.events.extend(self.codec.receive_data(server.send(welcome)))
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def statuses(self) -> list[tuple[int, int]]:
+        return [(e.id, e.status) for e in self.events if isinstance(e, StatusReport)]
+
+    def messages(self) -> list[Message]:
+        return [e for e in self.events if isinstance(e, Message)]
+
+
+class Scheduler:
+    def __init__(self) -> None:
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def soon(self, callback: Callable[[], None]) -> None:
+        asyncio.get_running_loop().call_soon(callback)
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self.tasks.append(asyncio.get_running_loop().create_task(coro, name=name))
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def settle(self) -> None:
+        """Run until no task is pending (no sleeps: wait on the tasks themselves)."""
+        for _ in range(100):
+            await asyncio.sleep(0)
+            pending = [t for t in self.tasks if not t.done()]
+            if not pending:
+                await asyncio.sleep(0)
+                if not [t for t in self.tasks if not t.done()]:
+                    return
+            else:
+                await asyncio.wait(pending)
+        raise AssertionError("engine never settled")
+
+
+class FlakyStore(SqliteStorage):
+    """A real store whose writes can be made to fail, like a full disk."""
+
+    failing = False
+
+    async def write(self, batch: WriteBatch, now_ms: int) -> WriteResult:
+        if self.failing:
+            raise StorageUnavailableError("SQLite: database or disk is full")
+        return await super().write(batch, now_ms)
+
+
+async def _setup(tmp: Path) -> tuple[Engine, FlakyStore, Scheduler, dict[str, bytes]]:
+    clock = FakeClock()
+    base = await SqliteStorage.open(tmp / "e.sqlite3", clock.wall_ms())
+    store = FlakyStore(base._writer, base._reader, base._wpool, base._rpool)
+    tokens = {}
+    for name in ("alice", "bob"):
+        user = await store.create_user(1, name, clock.wall_ms())
+        tokens[name] = f"tok-{name}".encode()
+        await store.store_token(user.user_id, token_hash(tokens[name]), clock.wall_ms() + 10**9,
+                                clock.wall_ms())
+    scheduler = Scheduler()
+    engine = Engine(store, clock, EngineLimits(max_unconfirmed=4), scheduler)
+    return engine, store, scheduler, tokens
+
+
+def run(tmp: Path, body: Callable[..., Coroutine[Any, Any, None]]) -> None:
+    async def main() -> None:
+        engine, store, scheduler, tokens = await _setup(tmp)
+        try:
+            await body(engine, store, scheduler, tokens)
+        finally:
+            await scheduler.settle()
+            await store.close()
+    asyncio.run(main())
+
+
+def test_store_failure_answers_failed_never_sent_and_recovers(tmp_path: Path) -> None:
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        alice_link, bob_link = FakeLink(), FakeLink()
+        alice = await engine.open_session(alice_link, Hello(tokens["alice"], b"a"))
+        bob = await engine.open_session(bob_link, Hello(tokens["bob"], b"b"))
+        await sched.settle()
+        store.failing = True
+        engine.on_message(alice, Message(1, b"bob", b"lost?"))
+        await sched.settle()
+        assert alice_link.statuses() == [(1, Status.FAILED)]
+        assert bob_link.messages() == []
+        store.failing = False
+        engine.on_message(alice, Message(1, b"bob", b"resent"))
+        await sched.settle()
+        assert alice_link.statuses()[-1] == (1, Status.SENT)
+        [got] = bob_link.messages()
+        assert got.payload == b"resent"
+        store.failing = True
+        engine.on_ack(bob, Ack((got.seq,)))  # fails, and is retried until the store is back
+        failures = engine.stats_failed_batches
+        for _ in range(1000):
+            if engine.stats_failed_batches > failures:
+                break
+            await asyncio.sleep(0)
+        assert engine.stats_failed_batches == failures + 1
+        assert (1, Status.DELIVERED) not in alice_link.statuses()
+        store.failing = False
+        await sched.settle()  # the retry commits the acknowledgement
+        assert (1, Status.DELIVERED) in alice_link.statuses()
+        assert bob.acked == set()
+
+    run(tmp_path, body)
+
+
+def test_a_sender_too_far_ahead_of_the_store_is_paused(tmp_path: Path) -> None:
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        link = FakeLink()
+        alice = await engine.open_session(link, Hello(tokens["alice"], b"a"))
+        await sched.settle()
+        for i in range(1, 5):
+            engine.on_message(alice, Message(i, b"bob", b"x"))
+        assert link.paused
+        await sched.settle()
+        assert not link.paused
+        assert sorted(link.statuses()) == [(i, Status.SENT) for i in range(1, 5)]
+
+    run(tmp_path, body)
