@@ -86,17 +86,21 @@ def warn(text: str) -> None:
 
 
 #: Above these, a run's timing figures are not trusted (and `--retries` reruns it).
+#: Steal lowers a rate in proportion, but every stolen 10 ms tick is a 10 ms
+#: latency spike: the latency scenario tolerates less of it.
 OTHER_LOAD_LIMIT_PCT = 15.0
-STEAL_LIMIT_PCT = 3.0
+STEAL_LIMIT_PCT = 10.0
+LATENCY_STEAL_LIMIT_PCT = 3.0
 
 
 def check_disturbance(s: Settings, what: str, other_pct: float, steal_pct: float,
-                      other_limit: float = OTHER_LOAD_LIMIT_PCT) -> None:
+                      other_limit: float = OTHER_LOAD_LIMIT_PCT,
+                      steal_limit: float = STEAL_LIMIT_PCT) -> None:
     """Record (and print) that other processes or the hypervisor took the CPUs."""
     reasons = []
     if other_pct > other_limit:
         reasons.append(f"{other_pct:.0f}% of a CPU went to other processes")
-    if steal_pct > STEAL_LIMIT_PCT:
+    if steal_pct > steal_limit:
         reasons.append(f"the hypervisor stole {steal_pct:.1f}% of the CPUs' time")
     if reasons:
         text = f"{what}: {' and '.join(reasons)}"
@@ -157,7 +161,8 @@ def run_pairs(s: Settings, kind: str, mode: str, *, window: int = 200, rate: int
         warn(f"{kind}/{mode}: connections closed during the run: {closed}")
     gen_cpu_s = sum(r["cpu_s"] for r in results)
     other = usage.other_pct(gen_cpu_s)
-    check_disturbance(s, f"{kind}/{mode}", other, usage.steal_s / usage.seconds * 100)
+    check_disturbance(s, f"{kind}/{mode}", other, usage.steal_s / usage.seconds * 100,
+                      steal_limit=LATENCY_STEAL_LIMIT_PCT if kind == "latency" else STEAL_LIMIT_PCT)
     out = {k: sum(r["rates"][k] for r in results)
            for k in ("received", "written", "sent", "delivered")}
     out.update({
