@@ -25,7 +25,7 @@ from collections.abc import Iterable
 
 from appliance.engine.clock import Clock
 from appliance.engine.ports import EngineLimits, Link, Scheduler
-from appliance.engine.session import Session
+from appliance.engine.session import NO_ACKS, Session
 from appliance.errors import AuthError, StorageError
 from appliance.protocol.wire import (
     Ack,
@@ -91,6 +91,14 @@ class Engine:
         self.stats_accepted = 0
         self.stats_failed_batches = 0
         self.store_failing = False
+        #: device -> handles it acknowledged whose deletion is not committed yet,
+        #: and -> the report_seq it confirmed, not committed yet: a device that
+        #: reconnects before the commit must not get those again.
+        self._acking: dict[int, set[int]] = {}
+        self._reporting: dict[int, int] = {}
+        #: Counts group commits, so a HELLO can tell whether one landed while
+        #: it was reading (see open_session).
+        self.commits = 0
 
     # --- connection lifecycle -----------------------------------------------
 
@@ -104,10 +112,12 @@ class Engine:
         """
         if not 1 <= len(hello.device_id) <= _MAX_ADDRESS:
             raise AuthError("device id must be 1-64 bytes", close_code=CloseCode.AUTH_FAILED)
-        principal = await self.store.authenticate(token_hash(hello.token))
+        commits = self.commits
+        login = await self.store.authenticate(token_hash(hello.token), hello.device_id)
         now = self.clock.wall_ms()
-        if principal is None:
+        if login is None:
             raise AuthError("unknown access token", close_code=CloseCode.AUTH_FAILED)
+        principal = login.principal
         if principal.token_expires_ms <= now:
             raise AuthError("access token expired", close_code=CloseCode.TOKEN_EXPIRED)
         online = self.by_user.get(principal.user_id, [])
@@ -115,15 +125,23 @@ class Engine:
         if not same and len(online) >= self.limits.max_devices:
             raise AuthError(f"more than {self.limits.max_devices} devices connected",
                             close_code=CloseCode.TOO_MANY_DEVICES)
-        stale_before = now - self.limits.max_expiry_s * 1000
-        device = await self.store.register_device(principal.user_id, hello.device_id, now,
-                                                  stale_before)
+        device = login.device
+        if device is None:
+            stale_before = now - self.limits.max_expiry_s * 1000
+            device = await self.store.register_device(principal.user_id, hello.device_id, now,
+                                                      stale_before)
+        else:
+            self._batch.seen[device.device_rowid] = now  # bookkeeping: no need to wait
+            self._queue_flush()
         for old in self.by_user.get(principal.user_id, []):
             if old.device_id == hello.device_id:
                 self._detach(old)
                 old.link.close(CloseCode.REPLACED, "the same device connected again")
+        rowid = device.device_rowid
+        cursor = max(device.report_cursor, self._reporting.get(rowid, 0))
         session = Session(link, principal.app_id, principal.user_id, principal.address,
-                          hello.device_id, device.device_rowid, device.report_cursor)
+                          hello.device_id, rowid, cursor)
+        session.acked = self._acking.get(rowid, NO_ACKS)
         self.by_user.setdefault(session.user_id, []).append(session)
         self.by_address[(session.app_id, session.address)] = session.user_id
         self.by_device[session.device_rowid] = session
@@ -131,8 +149,17 @@ class Engine:
                              keepalive_s=self.limits.keepalive_s,
                              max_frame_bytes=self.limits.max_frame_bytes,
                              server_version=self.server_version))
-        self.scheduler.spawn(self._drain(session), name="drain-messages")
-        self.scheduler.spawn(self._drain_receipts(session), name="drain-receipts")
+        # An idle reconnect costs no further read, unless a commit landed while
+        # we were reading (its cut-through could not find this session yet).
+        raced = self.commits != commits
+        if login.has_pending or raced:
+            self.scheduler.spawn(self._drain(session), name="drain-messages")
+        else:
+            session.backlog = False
+        if login.has_receipts or raced:
+            self.scheduler.spawn(self._drain_receipts(session), name="drain-receipts")
+        else:
+            session.report_backlog = False
         return session
 
     def close_session(self, session: Session) -> None:
@@ -188,11 +215,14 @@ class Engine:
         """An ACK: the device holds these messages; never send them again."""
         inflight = session.inflight
         acked = session.acked
+        if acked is NO_ACKS:
+            acked = session.acked = set()
         acks = self._batch.acks
         device = session.device_rowid
         for seq in ack.seqs:
             acks.append((device, seq, inflight.pop(seq, -1)))
             acked.add(seq)
+        self._acking[device] = acked  # a reconnect before the commit must see these
         self._queue_flush()
         if session.backlog and not session.draining \
                 and len(inflight) <= self.limits.window // 2:
@@ -209,6 +239,7 @@ class Engine:
         acks = self._batch.report_acks
         if ack.report_seq > acks.get(session.device_rowid, 0):
             acks[session.device_rowid] = ack.report_seq
+            self._reporting[session.device_rowid] = ack.report_seq
             session.report_cursor = max(session.report_cursor, ack.report_seq)
             self._queue_flush()
 
@@ -241,7 +272,8 @@ class Engine:
                     # would spin on a store that keeps failing.
                     self._batch_failed(senders, batch, exc)
                     return
-                self._acks_committed(batch.acks)
+                self.commits += 1
+                self._acks_committed(batch)
                 self._committed(senders, result)
         finally:
             self._flushing = False
@@ -271,12 +303,18 @@ class Engine:
         self.store_failing = False
         self._queue_flush()
 
-    def _acks_committed(self, acks: list[tuple[int, int, int]]) -> None:
-        by_device = self.by_device
-        for device, seq, _ in acks:
-            session = by_device.get(device)
-            if session is not None:
-                session.acked.discard(seq)
+    def _acks_committed(self, batch: WriteBatch) -> None:
+        acking = self._acking
+        for device, seq, _ in batch.acks:
+            pending = acking.get(device)
+            if pending is not None:
+                pending.discard(seq)
+                if not pending:
+                    del acking[device]
+        reporting = self._reporting
+        for device, seq in batch.report_acks.items():
+            if reporting.get(device) == seq:
+                del reporting[device]
 
     def _committed(self, senders: list[tuple[Session, Message]], result: WriteResult) -> None:
         now = self.clock.wall_ms()
@@ -458,6 +496,7 @@ class Engine:
     async def sweep_once(self) -> int:
         """Expire what is due; push the EXPIRED reports.  Returns how many."""
         receipts = await self.store.sweep(self.clock.wall_ms(), self.limits.max_expiry_s * 1000)
+        self.commits += 1
         if receipts:
             self._push_receipts(receipts)
         return len(receipts)

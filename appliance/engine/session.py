@@ -10,6 +10,11 @@ from __future__ import annotations
 from appliance.engine.ports import Link
 
 
+#: The `acked` value of a session that has no acknowledgement pending.  Never
+#: mutated: `Engine.on_ack` replaces it with a set of the session's own.
+NO_ACKS: set[int] = set()
+
+
 class Session:
     """One authenticated device connection.
 
@@ -41,7 +46,8 @@ class Session:
         self.inflight: dict[int, int] = {}
         #: handles acknowledged whose delivery rows are not deleted yet (the
         #: commit is pending): a backlog read must not send them again.
-        self.acked: set[int] = set()
+        # Shared empty set until the first ACK: 216 bytes saved per idle session.
+        self.acked: set[int] = NO_ACKS
         self.backlog = True
         self.draining = False
         self.skipped = 0

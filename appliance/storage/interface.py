@@ -18,8 +18,8 @@ from appliance.storage.models import (
     DeviceRecord,
     GroupInfo,
     GroupMember,
+    Login,
     Pending,
-    Principal,
     Receipt,
     UserInfo,
     WriteBatch,
@@ -69,8 +69,10 @@ class MessageStore(Protocol):
 class DirectoryStore(Protocol):
     """Users, tokens, devices and groups."""
 
-    async def authenticate(self, token_hash: bytes) -> Principal | None:
-        """The owner of a token, or None when no such token exists.
+    async def authenticate(self, token_hash: bytes, device_id: bytes) -> Login | None:
+        """The owner of a token and what is known of the device, or None.
+
+        None means no such token exists.
 
         Raises:
             StorageUnavailableError: the store cannot be read.

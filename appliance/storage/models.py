@@ -114,15 +114,18 @@ class WriteBatch:
             is -1 when the engine does not know it (a stale acknowledgement).
         reads: (reader user id, app id, sender address, group id, message ids).
         report_acks: device row id -> highest report_seq it confirmed.
+        seen: device row id -> when it last connected (not urgent: batched).
     """
 
     messages: list[NewMessage] = field(default_factory=list)
     acks: list[tuple[int, int, int]] = field(default_factory=list)
     reads: list[tuple[int, int, bytes, int, tuple[int, ...]]] = field(default_factory=list)
     report_acks: dict[int, int] = field(default_factory=dict)
+    seen: dict[int, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(self.messages) + len(self.acks) + len(self.reads) + len(self.report_acks)
+        return (len(self.messages) + len(self.acks) + len(self.reads) + len(self.report_acks)
+                + len(self.seen))
 
 
 @dataclass(slots=True)
@@ -141,6 +144,21 @@ class Principal:
     user_id: int
     address: bytes
     token_expires_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """What one read tells about a HELLO: the token's owner and the device.
+
+    `device` is None for a device never seen before (register it).  The two
+    flags say whether anything waits for it, so that an idle reconnect costs
+    no further reads.
+    """
+
+    principal: Principal
+    device: DeviceRecord | None
+    has_pending: bool
+    has_receipts: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import sqlite3
 
-from appliance.storage.models import GroupMember, Pending, Principal, Receipt
+from appliance.storage.models import (
+    DeviceRecord,
+    GroupMember,
+    Login,
+    Pending,
+    Principal,
+    Receipt,
+)
 from appliance.storage.sqlite.writes import from_db_id
 
 _PENDING = (
@@ -48,14 +55,24 @@ def pending_receipts(conn: sqlite3.Connection, user_id: int, after_seq: int,
             for seq, db_id, status, addr, group, ts in rows]
 
 
-def authenticate(conn: sqlite3.Connection, token_hash: bytes) -> Principal | None:
+def authenticate(conn: sqlite3.Connection, token_hash: bytes, device_id: bytes) -> Login | None:
     """See `DirectoryStore.authenticate`."""
     row = conn.execute("SELECT u.app_id, u.id, u.address, t.expires_ms FROM tokens t"
                        " JOIN users u ON u.id = t.user_id WHERE t.hash = ?",
                        (token_hash,)).fetchone()
     if row is None:
         return None
-    return Principal(row[0], row[1], bytes(row[2]), row[3])
+    principal = Principal(row[0], row[1], bytes(row[2]), row[3])
+    dev = conn.execute("SELECT id, report_cursor FROM devices WHERE user_id = ? AND device = ?",
+                       (principal.user_id, device_id)).fetchone()
+    if dev is None:
+        return Login(principal, None, True, True)
+    pending = conn.execute("SELECT 1 FROM deliveries WHERE device_id = ? LIMIT 1",
+                           (dev[0],)).fetchone()
+    receipts = conn.execute("SELECT 1 FROM receipts WHERE user_id = ? AND seq > ? LIMIT 1",
+                            (principal.user_id, dev[1])).fetchone()
+    return Login(principal, DeviceRecord(dev[0], dev[1]), pending is not None,
+                 receipts is not None)
 
 
 def find_user(conn: sqlite3.Connection, app_id: int, address: bytes) -> int | None:

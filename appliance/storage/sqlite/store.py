@@ -21,8 +21,8 @@ from appliance.storage.models import (
     DeviceRecord,
     GroupInfo,
     GroupMember,
+    Login,
     Pending,
-    Principal,
     Receipt,
     UserInfo,
     WriteBatch,
@@ -44,6 +44,8 @@ class SqliteStorage:
         self._reader = reader
         self._wpool = wpool
         self._rpool = rpool
+        self._registrations: list[tuple[tuple[int, bytes, int, int],
+                                        asyncio.Future[DeviceRecord]]] = []
 
     @classmethod
     async def open(cls, path: Path, now_ms: int) -> SqliteStorage:
@@ -130,15 +132,40 @@ class SqliteStorage:
 
     # --- DirectoryStore ---------------------------------------------------
 
-    async def authenticate(self, token_hash: bytes) -> Principal | None:
+    async def authenticate(self, token_hash: bytes, device_id: bytes) -> Login | None:
         """See `DirectoryStore.authenticate`."""
-        return await self._read(reads.authenticate, token_hash)
+        return await self._read(reads.authenticate, token_hash, device_id)
 
     async def register_device(self, user_id: int, device_id: bytes, now_ms: int,
                               stale_before_ms: int) -> DeviceRecord:
-        """See `DirectoryStore.register_device`."""
-        return await self._write(partial(self._writer.register_device, user_id, device_id,
-                                         now_ms, stale_before_ms))
+        """See `DirectoryStore.register_device`.
+
+        Registrations that arrive together share one transaction (a connect
+        storm of new devices would otherwise pay one fsync each).
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[DeviceRecord] = loop.create_future()
+        self._registrations.append(((user_id, device_id, now_ms, stale_before_ms), future))
+        if len(self._registrations) == 1:
+            loop.call_soon(self._start_registrations)
+        return await future
+
+    def _start_registrations(self) -> None:
+        batch, self._registrations = self._registrations, []
+        done = asyncio.get_running_loop().run_in_executor(
+            self._wpool, self._writer.register_devices, [args for args, _ in batch])
+
+        def settle(result: asyncio.Future[list[DeviceRecord]]) -> None:
+            exc = result.exception()
+            for i, (_, future) in enumerate(batch):
+                if future.done():
+                    continue
+                if exc is not None:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result.result()[i])
+
+        asyncio.ensure_future(done).add_done_callback(settle)  # noqa: TID251 - a callback, no task
 
     async def find_user(self, app_id: int, address: bytes) -> int | None:
         """See `DirectoryStore.find_user`."""

@@ -115,6 +115,9 @@ class Writer:
             self._flush_receipts()
             if batch.report_acks:
                 self._report_acks(batch.report_acks)
+            if batch.seen:
+                self.conn.executemany("UPDATE devices SET last_seen_ms = ? WHERE id = ?",
+                                      [(ms, dev) for dev, ms in batch.seen.items()])
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._fail(exc) from None
@@ -383,36 +386,44 @@ class Writer:
 
     # --- devices ----------------------------------------------------------
 
-    def register_device(self, user_id: int, device_id: bytes, now_ms: int,
-                        stale_before_ms: int) -> DeviceRecord:
-        """See `DirectoryStore.register_device`."""
-        conn = self.conn
+    def register_devices(self, requests: list[tuple[int, bytes, int, int]]
+                         ) -> list[DeviceRecord]:
+        """See `DirectoryStore.register_device`; many in one transaction."""
         try:
             self._begin()
-            row = conn.execute("SELECT id, report_cursor FROM devices WHERE user_id = ?"
-                               " AND device = ?", (user_id, device_id)).fetchone()
-            if row is not None:
-                conn.execute("UPDATE devices SET last_seen_ms = ? WHERE id = ?", (now_ms, row[0]))
-                conn.execute("COMMIT")
-                return DeviceRecord(row[0], row[1])
-            self._forget_stale(user_id, stale_before_ms)
-            cur = conn.execute("INSERT INTO devices (user_id, device, last_seen_ms, report_cursor)"
-                               " VALUES (?, ?, ?, ?)",
-                               (user_id, device_id, now_ms, self._receipt_seq))
-            new_id = cur.lastrowid
-            assert new_id is not None
-            # A new device gets everything still queued for its user (SPEC M1:
-            # each device receives every message), including what waited on
-            # the placeholder while the user had no device at all.
-            conn.execute("INSERT OR IGNORE INTO deliveries SELECT ?, priority, seq, expires_ms"
-                         " FROM deliveries WHERE device_id IN (SELECT id FROM devices"
-                         " WHERE user_id = ? AND id != ?)", (new_id, user_id, new_id))
-            conn.execute("DELETE FROM deliveries WHERE device_id IN (SELECT id FROM devices"
-                         " WHERE user_id = ? AND device = x'')", (user_id,))
-            conn.execute("DELETE FROM devices WHERE user_id = ? AND device = x''", (user_id,))
-            conn.execute("COMMIT")
+            records = [self._register(*req) for req in requests]
+            self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._fail(exc) from None
+        return records
+
+    def register_device(self, user_id: int, device_id: bytes, now_ms: int,
+                        stale_before_ms: int) -> DeviceRecord:
+        """One registration (tests and tools)."""
+        return self.register_devices([(user_id, device_id, now_ms, stale_before_ms)])[0]
+
+    def _register(self, user_id: int, device_id: bytes, now_ms: int,
+                  stale_before_ms: int) -> DeviceRecord:
+        conn = self.conn
+        row = conn.execute("SELECT id, report_cursor FROM devices WHERE user_id = ?"
+                           " AND device = ?", (user_id, device_id)).fetchone()
+        if row is not None:
+            conn.execute("UPDATE devices SET last_seen_ms = ? WHERE id = ?", (now_ms, row[0]))
+            return DeviceRecord(row[0], row[1])
+        self._forget_stale(user_id, stale_before_ms)
+        cur = conn.execute("INSERT INTO devices (user_id, device, last_seen_ms, report_cursor)"
+                           " VALUES (?, ?, ?, ?)", (user_id, device_id, now_ms, self._receipt_seq))
+        new_id = cur.lastrowid
+        assert new_id is not None
+        # A new device gets everything still queued for its user (SPEC M1:
+        # each device receives every message), including what waited on the
+        # placeholder while the user had no device at all.
+        conn.execute("INSERT OR IGNORE INTO deliveries SELECT ?, priority, seq, expires_ms"
+                     " FROM deliveries WHERE device_id IN (SELECT id FROM devices"
+                     " WHERE user_id = ? AND id != ?)", (new_id, user_id, new_id))
+        conn.execute("DELETE FROM deliveries WHERE device_id IN (SELECT id FROM devices"
+                     " WHERE user_id = ? AND device = x'')", (user_id,))
+        conn.execute("DELETE FROM devices WHERE user_id = ? AND device = x''", (user_id,))
         self._devices.pop(user_id, None)
         self._placeholders.pop(user_id, None)
         self._device_user[new_id] = user_id
