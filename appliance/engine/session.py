@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from appliance.engine.ports import Link
 
-
 #: The `acked` value of a session that has no acknowledgement pending.  Never
 #: mutated: `Engine.on_ack` replaces it with a set of the session's own.
 NO_ACKS: set[int] = set()
