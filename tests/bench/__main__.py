@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from tests.bench.harness import BenchError, Users
-from tests.bench.report import DISTURBED, table
+from tests.bench.report import DISTURBED, FAILED, table
 from tests.bench.scenarios import SCENARIOS, Scenario, Settings
 
 
@@ -124,13 +124,14 @@ def run_all(args: argparse.Namespace, scenarios: list[Scenario]) -> int:
                     runs.append(run_once(sc, settings, args.retries, i))
                 except BenchError as exc:
                     failed = True
+                    runs.append(dict(FAILED))
                     print(f"  run {i + 1} failed: {exc}", file=sys.stderr, flush=True)
                     continue
                 if settings.disturbed:
                     runs[-1][DISTURBED] = 1.0
                     disturbed.append(f"{sc.name} run {i + 1}: {settings.disturbed}")
                 print(f"  run {i + 1} done in {time.monotonic() - started:.1f} s", flush=True)
-            if runs:
+            if any(not r.get("_failed") for r in runs):
                 tables.append(table(sc.title(settings), sc.rows, runs))
                 print()
                 print(tables[-1], flush=True)

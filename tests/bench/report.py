@@ -24,6 +24,8 @@ class Row:
 
 #: Key set in a run's figures when its timing was disturbed; the table marks the run with *.
 DISTURBED = "_disturbed"
+#: The figures of a run that failed: its column shows "-" and is marked with !.
+FAILED = {"_failed": 1.0}
 
 
 def at_least(limit: float) -> Callable[[float], bool]:
@@ -37,7 +39,8 @@ def at_most(limit: float) -> Callable[[float], bool]:
 def table(title: str, rows: list[Row], runs: list[dict[str, float]]) -> str:
     """The scenario's table as text."""
     header = ["figure", "median",
-              *(f"run {i + 1}{'*' if r.get(DISTURBED) else ''}" for i, r in enumerate(runs)),
+              *(f"run {i + 1}{'*' if r.get(DISTURBED) else ''}{'!' if r.get('_failed') else ''}"
+                for i, r in enumerate(runs)),
               "target", ""]
     body = []
     for row in rows:
@@ -61,4 +64,9 @@ def table(title: str, rows: list[Row], runs: list[dict[str, float]]) -> str:
         return "  ".join(cells).rstrip()
 
     rule = "-" * len(fmt(header))
-    return "\n".join([title, rule, fmt(header), rule, *map(fmt, body), rule])
+    notes = []
+    if any(r.get(DISTURBED) for r in runs):
+        notes.append("* timing disturbed by other load or hypervisor steal (see the end)")
+    if any(r.get("_failed") for r in runs):
+        notes.append("! the run failed (error above)")
+    return "\n".join([title, rule, fmt(header), rule, *map(fmt, body), rule, *notes])
