@@ -124,10 +124,13 @@ def sleep_until(t_ns: int) -> None:
 
 
 @contextlib.contextmanager
-def server(data_dir: Path, cpu: int) -> Iterator[ServerProcess]:
-    """`tidings serve --port 0` on a fresh data dir, pinned to `cpu`."""
+def server(data_dir: Path, cpu: int, *, stub: bool = False) -> Iterator[ServerProcess]:
+    """`tidings serve --port 0` on a fresh data dir, pinned to `cpu` (or the stub server)."""
+    module = "tests.bench.stub_server" if stub else "appliance"
     srv = ServerProcess(data_dir, command=["taskset", "-c", str(cpu), sys.executable, "-m",
-                                           "appliance"])
+                                           module],
+                        env={"PYTHONPATH": os.pathsep.join(
+                            filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
 
     def watchdog() -> None:  # start() blocks on the server's stdout: bound it
         if srv.proc is not None and srv.proc.poll() is None and not srv.port:

@@ -376,6 +376,11 @@ class Connect:
         Row("known.server_cpu", "known devices: server CPU %"),
         Row("known.gen_cpu", "known devices: generator CPU %"),
         Row("known.other_cpu", "known devices: other load on the 2 CPUs, %"),
+        Row("hello.rate", "HELLO/WELCOME per s, TCP already open (known)"),
+        Row("hello.p99", "HELLO/WELCOME p99 ms, TCP already open", "{:.1f}"),
+        Row("hello.server_cpu", "HELLO/WELCOME: server CPU %"),
+        Row("stub.rate", "generator ceiling: connects/s vs stub server"),
+        Row("stub.gen_cpu", "generator ceiling: generator CPU %"),
         Row("failed", "failed handshakes"),
         Row("server_cpu_s", "server CPU s (whole run)", "{:,.1f}"),
     ]
@@ -383,11 +388,18 @@ class Connect:
     def count(self, quick: bool) -> int:
         return 2_000 if quick else 10_000
 
+    def hello_count(self, quick: bool) -> int:
+        # Every TCP connection must get its WELCOME within the server's 10 s
+        # handshake timeout, counted from when it was opened.
+        return 2_000 if quick else 4_000
+
     def title(self, s: Settings) -> str:
         return (f"connect: {self.count(s.quick):,} connections, each TCP connect + HELLO ->"
                 f" WELCOME, {self.concurrency} handshakes in flight,"
                 f" {max(2, s.generators)} generators; then all closed and the same devices"
-                " reconnect")
+                f" reconnect; then {self.hello_count(s.quick):,} HELLOs on TCP connections"
+                " opened beforehand; then the generators against a stub server that answers"
+                " every HELLO (what they can measure at most)")
 
     def users_needed(self, quick: bool) -> int:
         return math.ceil(self.count(quick) / DEVICES_PER_USER)
@@ -396,18 +408,30 @@ class Connect:
         n = self.count(s.quick)
         gens = max(2, s.generators)
         s.settle()
-        with s.template().fresh_copy(s.root) as run_dir, \
-                server(run_dir / "data", s.server_cpu) as srv:
-            assert srv.proc is not None
-            pid = srv.proc.pid
-            specs = conn_specs(s, srv.host, srv.port, n, self.concurrency, gens)
-            new = open_conns(s, specs, run_dir, pid)
-            time.sleep(1.0)  # let the server see every close
-            known = open_conns(s, specs, run_dir, pid, first=gens)
-            server_cpu = cpu_seconds(pid)
+        with s.template().fresh_copy(s.root) as run_dir:
+            with server(run_dir / "data", s.server_cpu) as srv:
+                assert srv.proc is not None
+                pid = srv.proc.pid
+                specs = conn_specs(s, srv.host, srv.port, n, self.concurrency, gens)
+                new = open_conns(s, specs, run_dir, pid)
+                time.sleep(1.0)  # let the server see every close
+                known = open_conns(s, specs, run_dir, pid, first=gens)
+                time.sleep(1.0)
+                hello_specs = conn_specs(s, srv.host, srv.port, self.hello_count(s.quick),
+                                         self.concurrency, gens)
+                for spec in hello_specs:
+                    spec["preconnect"] = True
+                hello = open_conns(s, hello_specs, run_dir, pid, first=2 * gens)
+                server_cpu = cpu_seconds(pid)
+            with server(run_dir / "stub", s.server_cpu, stub=True) as stub:
+                assert stub.proc is not None
+                stub_specs = conn_specs(s, stub.host, stub.port, n, self.concurrency, gens)
+                ceiling = open_conns(s, stub_specs, run_dir, stub.proc.pid, first=3 * gens)
         out = {f"new.{k}": v for k, v in new.items()}
         out.update({f"known.{k}": v for k, v in known.items()})
-        out["failed"] = new["failed"] + known["failed"]
+        out.update({f"hello.{k}": v for k, v in hello.items()})
+        out.update({f"stub.{k}": v for k, v in ceiling.items()})
+        out["failed"] = new["failed"] + known["failed"] + hello["failed"]
         out["server_cpu_s"] = server_cpu
         return out
 
