@@ -187,10 +187,16 @@ class Writer:
                   ) -> dict[tuple[int, int | None], tuple[int, int, int]]:
         """(sender, id) -> (seq, status, accepted_ms) of those already stored."""
         found: dict[tuple[int, int | None], tuple[int, int, int]] = {}
-        for start in range(0, len(keys), 400):
-            chunk = keys[start:start + 400]
-            values = ",".join("(?,?)" for _ in chunk)
-            flat = [v for key in chunk for v in key]
+        for start in range(0, len(keys), 512):
+            chunk = keys[start:start + 512]
+            # Pad to a power of two with pairs that match nothing, so that a
+            # handful of statement texts serve every batch size from the
+            # statement cache instead of a fresh prepare per commit.
+            size = 8
+            while size < len(chunk):
+                size *= 2
+            values = ",".join("(?,?)" for _ in range(size))
+            flat = [v for key in chunk for v in key] + [-1, -1] * (size - len(chunk))
             # A join, not "(a, b) IN (VALUES ...)": SQLite scans the whole
             # index for the IN form and searches it for the join.
             for sender, db_id, seq, status, accepted in self.conn.execute(
