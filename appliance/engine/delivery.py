@@ -133,6 +133,9 @@ class Engine:
         else:
             self._batch.seen[device.device_rowid] = now  # bookkeeping: no need to wait
             self._queue_flush()
+        if not link.open:
+            raise AuthError("connection closed during the handshake",
+                            close_code=CloseCode.NORMAL)
         for old in self.by_user.get(principal.user_id, []):
             if old.device_id == hello.device_id:
                 self._detach(old)

@@ -15,6 +15,11 @@ from appliance.protocol.wire import Welcome
 class Link(Protocol):
     """One client connection as the engine drives it."""
 
+    @property
+    def open(self) -> bool:
+        """False once the connection is gone (it may go while a HELLO is checked)."""
+        ...
+
     def write(self, data: bytes) -> None:
         """Queue encoded frames for the peer (coalesced per loop turn)."""
         ...

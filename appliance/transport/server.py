@@ -37,6 +37,19 @@ class Server:
         self._tasks: list[asyncio.Task[None]] = []
         self.address: tuple[str, int] = ("", 0)
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
+        self._dirty: list[WireProtocol] = []
+
+    def mark_dirty(self, conn: WireProtocol) -> None:
+        """`conn` has queued output: flush it after this read, or this loop turn."""
+        if not self._dirty:
+            self.loop.call_soon(self.flush_dirty)
+        self._dirty.append(conn)
+
+    def flush_dirty(self) -> None:
+        """Send every connection's queued frames (one syscall each)."""
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen on host:port (port 0 picks a free one); return the bound address.
@@ -65,7 +78,7 @@ class Server:
             now = self.clock.monotonic()
             for conn in list(self.connections):
                 if not conn.authenticated:
-                    if now - conn.opened_at > HANDSHAKE_TIMEOUT_S:
+                    if not conn.hello_seen and now - conn.opened_at > HANDSHAKE_TIMEOUT_S:
                         conn.close(CloseCode.IDLE_TIMEOUT, "no HELLO within the handshake timeout")
                 elif now - conn.last_seen > 2 * keepalive:
                     conn.close(CloseCode.IDLE_TIMEOUT, f"nothing received for {2 * keepalive} s")

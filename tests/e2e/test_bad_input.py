@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.protocol.wire import PREFACE, CloseCode, Hello, Message, Status, encode
+from appliance.protocol.wire import PREFACE, Close, CloseCode, Hello, Message, Status, encode
 from appliance.protocol.wire.frames import HEADER, FrameType, decode_body
 from tests.support.client import Client
 from tests.support.provision import provision
@@ -111,5 +111,28 @@ def test_malformed_frame_after_hello_closes_with_protocol_error(
         assert "MESSAGE" in closed.reason
         await client.close()
         await still_works(server, tokens, 1)
+
+    asyncio.run(go())
+
+
+def test_a_connection_closed_during_its_hello_leaves_no_session_behind(
+        live: tuple[ServerProcess, dict[str, str]]) -> None:
+    server, tokens = live
+
+    async def go() -> None:
+        for i in range(10):  # more than the 8 devices a user may have connected
+            reader, writer = await asyncio.open_connection(server.host, server.port)
+            writer.write(PREFACE + encode(Hello(tokens["bob"].encode(), f"gone{i}".encode()))
+                         + encode(Close(CloseCode.NORMAL, "bye")))
+            await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            await writer.wait_closed()
+        alice = await Client.connect(server.host, server.port, tokens["alice"], "a")
+        alice.send(Message(1, b"bob", b"anyone?", expiry_s=0))
+        assert (await alice.status()).status == Status.USER_OFFLINE
+        bob = await Client.connect(server.host, server.port, tokens["bob"], "ninth")
+        assert bob.welcome is not None
+        await alice.close()
+        await bob.close()
 
     asyncio.run(go())

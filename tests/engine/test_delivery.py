@@ -35,6 +35,7 @@ class FakeLink:
         self.events: list[Any] = []
         self.closed: tuple[int, str] | None = None
         self.paused = False
+        self.open = True
 
     def write(self, data: bytes) -> None:
         self.events.extend(self.codec.receive_data(data))
