@@ -55,24 +55,26 @@ def pending_receipts(conn: sqlite3.Connection, user_id: int, after_seq: int,
             for seq, db_id, status, addr, group, ts in rows]
 
 
+_LOGIN = (
+    "SELECT u.app_id, u.id, u.address, t.expires_ms, d.id, d.report_cursor,"
+    " EXISTS (SELECT 1 FROM deliveries WHERE device_id = d.id),"
+    " EXISTS (SELECT 1 FROM receipts WHERE user_id = u.id AND seq > d.report_cursor)"
+    " FROM tokens t JOIN users u ON u.id = t.user_id"
+    " LEFT JOIN devices d ON d.user_id = u.id AND d.device = ?"
+    " WHERE t.hash = ?"
+)
+
+
 def authenticate(conn: sqlite3.Connection, token_hash: bytes, device_id: bytes) -> Login | None:
-    """See `DirectoryStore.authenticate`."""
-    row = conn.execute("SELECT u.app_id, u.id, u.address, t.expires_ms FROM tokens t"
-                       " JOIN users u ON u.id = t.user_id WHERE t.hash = ?",
-                       (token_hash,)).fetchone()
+    """See `DirectoryStore.authenticate`: one statement per HELLO."""
+    row = conn.execute(_LOGIN, (device_id, token_hash)).fetchone()
     if row is None:
         return None
-    principal = Principal(row[0], row[1], bytes(row[2]), row[3])
-    dev = conn.execute("SELECT id, report_cursor FROM devices WHERE user_id = ? AND device = ?",
-                       (principal.user_id, device_id)).fetchone()
-    if dev is None:
+    app_id, user_id, address, expires, dev_id, cursor, pending, receipts = row
+    principal = Principal(app_id, user_id, bytes(address), expires)
+    if dev_id is None:
         return Login(principal, None, True, True)
-    pending = conn.execute("SELECT 1 FROM deliveries WHERE device_id = ? LIMIT 1",
-                           (dev[0],)).fetchone()
-    receipts = conn.execute("SELECT 1 FROM receipts WHERE user_id = ? AND seq > ? LIMIT 1",
-                            (principal.user_id, dev[1])).fetchone()
-    return Login(principal, DeviceRecord(dev[0], dev[1]), pending is not None,
-                 receipts is not None)
+    return Login(principal, DeviceRecord(dev_id, cursor), bool(pending), bool(receipts))
 
 
 def find_user(conn: sqlite3.Connection, app_id: int, address: bytes) -> int | None:
