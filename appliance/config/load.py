@@ -15,7 +15,7 @@ from appliance.config.model import ApplianceConfig
 from appliance.errors import ConfigError
 
 _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
-             "max_expiry_s": 1, "default_expiry_s": 1, "keepalive_s": 1,
+             "max_expiry_s": 1, "keepalive_s": 1,
              "max_frame_bytes": 64, "sweep_interval_s": 0.01, "shutdown_timeout_s": 0,
              "max_unconfirmed": 2}
 

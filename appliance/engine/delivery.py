@@ -88,7 +88,6 @@ class Engine:
         self._senders: list[tuple[Session, Message]] = []
         self._flushing = False
         self._flush_queued = False
-        self.stats_accepted = 0
         self.stats_failed_batches = 0
         self.store_failing = False
         #: device -> handles it acknowledged whose deletion is not committed yet,
@@ -181,10 +180,6 @@ class Engine:
                 self.by_address.pop((session.app_id, session.address), None)
         if self.by_device.get(session.device_rowid) is session:
             del self.by_device[session.device_rowid]
-
-    def sessions(self) -> Iterable[Session]:
-        """Every open session."""
-        return list(self.by_device.values())
 
     # --- frames from a device ----------------------------------------------
 
@@ -324,7 +319,6 @@ class Engine:
         for (session, m), acc in zip(senders, result.accepted, strict=True):
             self._confirmed(session)
             if acc.outcome is _STORED:
-                self.stats_accepted += 1
                 self._status(session, m.id, _SENT, acc.timestamp_ms)
                 self._fan_out(session, m, acc, now)
             else:

@@ -63,7 +63,6 @@ class EngineLimits:
 
     max_devices: int = 8
     max_payload_bytes: int = 64 * 1024
-    default_expiry_s: int = 7 * 86400
     max_expiry_s: int = 7 * 86400
     window: int = 1000
     #: A sender with this many messages awaiting commit is not read from until

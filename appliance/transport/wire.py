@@ -98,7 +98,7 @@ class WireProtocol(asyncio.Protocol):
                 self.hello_seen = True  # the handshake timeout no longer applies
                 spawn(self._authenticate(event), name="hello")  # type: ignore[arg-type]
             elif kind is Close:
-                self._flush()
+                self.flush()
                 self._close_transport()
                 return
 
@@ -136,13 +136,10 @@ class WireProtocol(asyncio.Protocol):
                 # until the turn ends would stall this receiver (100+ ms gaps
                 # were seen under load).  Flushing after each read instead
                 # cost 20% of transient throughput, so: by count.
-                self._flush()
+                self.flush()
 
     def flush(self) -> None:
         """Send what `write` queued, in one syscall."""
-        self._flush()
-
-    def _flush(self) -> None:
         out = self._out
         if out is None:
             return
@@ -158,7 +155,7 @@ class WireProtocol(asyncio.Protocol):
 
     def close(self, code: int, reason: str) -> None:
         """See `Link.close`."""
-        self._flush()
+        self.flush()
         transport = self._transport
         if transport is None:
             return

@@ -403,11 +403,6 @@ class Writer:
             raise self._fail(exc) from None
         return records
 
-    def register_device(self, user_id: int, device_id: bytes, now_ms: int,
-                        stale_before_ms: int) -> DeviceRecord:
-        """One registration (tests and tools)."""
-        return self.register_devices([(user_id, device_id, now_ms, stale_before_ms)])[0]
-
     def _register(self, user_id: int, device_id: bytes, now_ms: int,
                   stale_before_ms: int) -> DeviceRecord:
         conn = self.conn
