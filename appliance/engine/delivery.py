@@ -98,6 +98,7 @@ class Engine:
         #: Counts group commits, so a HELLO can tell whether one landed while
         #: it was reading (see open_session).
         self.commits = 0
+        self._last_commit = -1e9
 
     # --- connection lifecycle -----------------------------------------------
 
@@ -261,6 +262,7 @@ class Engine:
     async def _flush(self) -> None:
         try:
             while len(self._batch):
+                await self._pace()
                 batch, senders = self._batch, self._senders
                 self._batch, self._senders = WriteBatch(), []
                 try:
@@ -275,6 +277,23 @@ class Engine:
                 self._committed(senders, result)
         finally:
             self._flushing = False
+
+    async def _pace(self) -> None:
+        """Let a small batch grow for up to `commit_window_ms` after the last commit.
+
+        A commit costs the server ~0.3-0.5 ms of CPU whatever its size (BEGIN,
+        one WAL frame per B-tree page touched, fdatasync), so at a moderate
+        rate committing every few messages as soon as the previous commit
+        returns spends most of the core on commit overhead and queues grow.
+        A batch already worth a commit, or the first after a pause, goes at
+        once: an idle server adds no latency.
+        """
+        window = self.limits.commit_window_ms / 1000
+        if window > 0 and len(self._batch) < self.limits.commit_batch:
+            wait = self._last_commit + window - self.clock.monotonic()
+            if wait > 0:
+                await self.scheduler.sleep(wait)
+        self._last_commit = self.clock.monotonic()
 
     def _batch_failed(self, senders: list[tuple[Session, Message]], batch: WriteBatch,
                       exc: StorageError) -> None:

@@ -53,7 +53,7 @@ class Scheduler(Protocol):
         ...
 
     async def sleep(self, seconds: float) -> None:
-        """Wait `seconds` (used only off the hot path: shutdown, sweeps)."""
+        """Wait `seconds` (shutdown, sweeps, commit pacing: never per message)."""
         ...
 
 
@@ -68,6 +68,10 @@ class EngineLimits:
     #: A sender with this many messages awaiting commit is not read from until
     #: half of them are confirmed (TCP then pushes back on the client).
     max_unconfirmed: int = 5000
+    #: Group commit pacing (see `Engine._pace`): a batch smaller than
+    #: `commit_batch` waits until `commit_window_ms` after the previous commit.
+    commit_window_ms: float = 2.0
+    commit_batch: int = 64
     sweep_interval_s: float = 5.0
     keepalive_s: int = 60
     max_frame_bytes: int = 64 * 1024 + 512

@@ -7,6 +7,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from appliance.engine.clock import FakeClock
 from appliance.engine.delivery import Engine, token_hash
 from appliance.engine.ports import EngineLimits
@@ -172,5 +174,38 @@ def test_a_sender_too_far_ahead_of_the_store_is_paused(tmp_path: Path) -> None:
         await sched.settle()
         assert not link.paused
         assert sorted(link.statuses()) == [(i, Status.SENT) for i in range(1, 5)]
+
+    run(tmp_path, body)
+
+
+def test_small_batches_are_paced_and_large_or_first_ones_are_not(tmp_path: Path) -> None:
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        clock = engine.clock
+        assert isinstance(clock, FakeClock)
+        waits: list[float] = []
+
+        async def sleep(seconds: float) -> None:  # records the pause, moves time
+            waits.append(seconds)
+            clock.advance(seconds)
+
+        sched.sleep = sleep  # type: ignore[method-assign]
+        engine.limits = EngineLimits(max_unconfirmed=1000, commit_window_ms=2.0, commit_batch=8)
+        link = FakeLink()
+        alice = await engine.open_session(link, Hello(tokens["alice"], b"a"))
+        await sched.settle()
+        clock.advance(1.0)  # a quiet second: the next commit goes at once
+        waits.clear()
+        engine.on_message(alice, Message(1, b"bob", b"x"))
+        await sched.settle()
+        assert waits == []
+        engine.on_message(alice, Message(2, b"bob", b"x"))  # right after a commit: paced
+        await sched.settle()
+        assert waits == [pytest.approx(0.002)]
+        for i in range(3, 3 + 8):  # a batch worth a commit of its own: not paced
+            engine.on_message(alice, Message(i, b"bob", b"x"))
+        await sched.settle()
+        assert waits == [pytest.approx(0.002)]
+        assert sorted(link.statuses()) == [(i, Status.SENT) for i in range(1, 11)]
 
     run(tmp_path, body)

@@ -69,6 +69,25 @@ def test_store_dedupe_and_delivery_rows_in_one_commit(backend) -> None:  # type:
     run(backend, go)
 
 
+def test_dedupe_holds_whatever_order_ids_come_in(backend) -> None:  # type: ignore[no-untyped-def]
+    async def go(store: Storage) -> None:
+        alice, _ = await _users(store, "alice", "bob")
+        a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
+
+        async def outcomes(*ids: int) -> list[Outcome]:
+            batch = WriteBatch(messages=[msg(alice, a1, i) for i in ids])
+            return [a.outcome for a in (await store.write(batch, NOW)).accepted]
+
+        assert await outcomes(10, 11, 11) == [Outcome.STORED, Outcome.STORED, Outcome.DUPLICATE]
+        assert await outcomes(5, 10, 12, 2**64 - 1) == [Outcome.STORED, Outcome.DUPLICATE,
+                                                        Outcome.STORED, Outcome.STORED]
+        assert await outcomes(5, 2**64 - 1, 2**63, 7) == [Outcome.DUPLICATE, Outcome.DUPLICATE,
+                                                         Outcome.STORED, Outcome.STORED]
+        assert await outcomes(7, 2**63, 13) == [Outcome.DUPLICATE, Outcome.DUPLICATE,
+                                                Outcome.STORED]
+    run(backend, go)
+
+
 def test_rejections(backend) -> None:  # type: ignore[no-untyped-def]
     async def go(store: Storage) -> None:
         alice, bob = await _users(store, "alice", "bob")

@@ -85,6 +85,7 @@ class Writer:
         self._device_user: dict[int, int] = {}
         self._groups: dict[int, _Group | None] = {}
         self._recent: dict[int, list[int]] = {}
+        self._highest: dict[int, int] = {}
         self._receipt_rows: list[tuple[int, ...]] = []
 
     def _begin(self) -> None:
@@ -138,8 +139,12 @@ class Writer:
                 results[i] = Accepted(Outcome.REJECTED, route)
             else:
                 plans.append((i, m, route, to_db_id(m.msg_id)))
+        # Apps number their messages upwards (the SDK does), so an id above
+        # the sender's highest stored one is new without an index lookup.
+        high = self._highest_id
         stored = self._existing([(m.sender_id, db_id) for _, m, _, db_id in plans
-                                 if db_id is not None])
+                                 if db_id is not None and db_id <= high(m.sender_id)])
+        highest = self._highest
         key: tuple[int, int | None]
         rows, deliveries = [], []
         recent = self._recent
@@ -155,6 +160,8 @@ class Writer:
             self._next_seq = seq + 1
             if db_id is not None:
                 stored[key] = (seq, SENT, now_ms)  # a resend later in this batch
+                if db_id > highest[m.sender_id]:
+                    highest[m.sender_id] = db_id
             targets = self._targets(m, recipients, now_ms)
             dest_user = 0 if m.group_id else recipients[0]
             rows.append((seq, m.sender_id, db_id, dest_user, m.group_id,
@@ -182,6 +189,19 @@ class Writer:
             return [u for u, p in group.members.items() if p & Perm.RECEIVE]
         dest = self._user_id(m.app_id, m.peer)
         return INVALID_DEST if dest is None else [dest]
+
+    def _highest_id(self, sender: int) -> int:
+        """An upper bound of the sender's stored message ids; cached.
+
+        Retiring messages only lowers the true maximum, so the cached value
+        stays a valid bound until the caches are dropped.
+        """
+        value = self._highest.get(sender)
+        if value is None:
+            found = self.conn.execute("SELECT max(msg_id) FROM messages WHERE sender_id = ?",
+                                      (sender,)).fetchone()[0]
+            value = self._highest[sender] = -_SIGN if found is None else found
+        return value
 
     def _existing(self, keys: list[tuple[int, int]]
                   ) -> dict[tuple[int, int | None], tuple[int, int, int]]:
