@@ -1,0 +1,757 @@
+"""The asyncio client an app builds on (SPEC M17).
+
+One `Client` is one device of one user.  It owns a connection task that
+connects, authenticates, and reconnects with exponential backoff and jitter;
+a local store (`LocalStore`) that holds the outbox, the history and what was
+already received; and the listeners and iterators the app reads events from.
+
+The delivery rules it follows are PROTOCOL.md §6: every message goes into
+the local outbox before its frame is written, and is resent with the same id
+after every reconnect until a status arrives; a received message is stored
+(or recognised as a duplicate by (sender, id)) before its ACK is written;
+status reports are applied forward-only before REPORT_ACK is written.  All
+local writes of one loop turn share one SQLite transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from appliance.errors import StorageError
+from appliance.protocol.wire import (
+    Ack,
+    Close,
+    CloseCode,
+    Flag,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    ReadReport,
+    RemoteWireError,
+    ReportAck,
+    Role,
+    Status,
+    StatusReport,
+    Welcome,
+    WireConnection,
+    encode,
+    encode_message,
+)
+from appliance.sdk.errors import (
+    ClientClosedError,
+    ClientConnectionError,
+    ConnectFailedError,
+    HandshakeTimeoutError,
+    InvalidDestinationError,
+    ServerProtocolError,
+    TooLargeError,
+    close_error,
+)
+from appliance.sdk.models import (
+    ConnectionEvent,
+    ConnectionState,
+    Group,
+    IncomingMessage,
+    OutgoingMessage,
+    StatusUpdate,
+    StoredMessage,
+)
+from appliance.sdk.store import LocalStore
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Listener = Callable[[T], Awaitable[None] | None]
+
+_DEFAULT_EXPIRY_S = 7 * 86400
+_MAX_ADDRESS = 64
+_MAX_IDS_PER_FRAME = 65535
+#: Frame overhead of a MESSAGE besides peer and payload (PROTOCOL.md §3.3).
+_MESSAGE_OVERHEAD = 5 + 54
+_RETRIED = (Status.FAILED, Status.RATE_LIMITED)
+_END = object()
+
+
+class Backoff:
+    """Exponential backoff with full jitter (AWS architecture blog, 2015).
+
+    Delay for attempt n is uniform in [0, min(cap, base * 2**n)], never below
+    `floor`, so a thousand clients that lost the same server do not return in
+    one wave.
+    """
+
+    def __init__(self, base_s: float = 0.5, cap_s: float = 30.0, floor_s: float = 0.05) -> None:
+        self.base_s, self.cap_s, self.floor_s = base_s, cap_s, floor_s
+
+    def delay(self, attempt: int) -> float:
+        return max(self.floor_s, random.uniform(0, min(self.cap_s, self.base_s * 2 ** attempt)))
+
+
+class _Subscription(Generic[T]):
+    """An async iterator fed by the client; ends when the client closes."""
+
+    def __init__(self, registry: list[_Subscription[T]]) -> None:
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._registry = registry
+        registry.append(self)
+
+    def put(self, item: T) -> None:
+        self._queue.put_nowait(item)
+
+    def end(self) -> None:
+        self._queue.put_nowait(_END)
+
+    def __aiter__(self) -> _Subscription[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        item = await self._queue.get()
+        if item is _END:
+            self.close()
+            raise StopAsyncIteration
+        return item  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Stop receiving (also done when the client closes)."""
+        if self in self._registry:
+            self._registry.remove(self)
+
+
+class _Events(Generic[T]):
+    """Listeners and iterators of one kind of event."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.listeners: list[Listener[T]] = []
+        self.subscriptions: list[_Subscription[T]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, listener: Listener[T]) -> Callable[[], None]:
+        self.listeners.append(listener)
+        return lambda: self.listeners.remove(listener) if listener in self.listeners else None
+
+    def emit(self, item: T) -> None:
+        for sub in self.subscriptions:
+            sub.put(item)
+        for listener in self.listeners:
+            try:
+                result = listener(item)
+            except Exception:  # an app's listener must not break the client
+                log.exception("%s listener %r failed", self.what, listener)
+                continue
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                self.tasks.add(task)
+                task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s listener failed", self.what, exc_info=task.exception())
+
+    def end(self) -> None:
+        for sub in list(self.subscriptions):
+            sub.end()
+
+
+class _Wire(asyncio.Protocol):
+    """One TCP connection: bytes to the codec, events to the client."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.codec = WireConnection(Role.CLIENT)
+        self.transport: asyncio.Transport | None = None
+        loop = asyncio.get_running_loop()
+        self.welcome: asyncio.Future[Welcome] = loop.create_future()
+        self.closed: asyncio.Future[ClientConnectionError] = loop.create_future()
+        self.error: ClientConnectionError | None = None
+        self.online = False
+        self.last_rx = self.last_tx = time.monotonic()
+        self._out: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def write(self, data: bytes) -> None:
+        # Frames of one loop turn leave in one write (one syscall).
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._out.append(data)
+
+    def flush(self) -> None:
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self._out))
+            self.last_tx = time.monotonic()
+        self._out.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        try:
+            events = self.codec.receive_data(data)
+        except RemoteWireError as exc:
+            self.fail(ServerProtocolError(f"server broke the protocol: {exc.reason}",
+                                          close_code=exc.close_code), exc.close_code)
+            return
+        try:
+            for event in events:
+                self._dispatch(event)
+        except Exception as exc:  # a bug of ours must cost one connection, not the app
+            log.exception("handling a frame from the server failed")
+            self.fail(ServerProtocolError(f"could not handle a frame from the server: {exc}"),
+                      CloseCode.PROTOCOL_ERROR)
+
+    def _dispatch(self, event: object) -> None:
+        client = self.client
+        kind = type(event)
+        if kind is Message:
+            client._on_frame_message(event)  # type: ignore[arg-type]
+        elif kind is StatusReport:
+            client._on_frame_status(event)  # type: ignore[arg-type]
+        elif kind is Ping:
+            self.write(self.codec.send(Pong(event.nonce)))  # type: ignore[attr-defined]
+        elif kind is Welcome:
+            if not self.welcome.done():
+                self.welcome.set_result(event)  # type: ignore[arg-type]
+        elif kind is Close:
+            self.error = close_error(event.code, event.reason)  # type: ignore[attr-defined]
+            self.abort()
+
+    def fail(self, error: ClientConnectionError, code: int) -> None:
+        """Close with a CLOSE frame carrying `code`, remembering `error`."""
+        if self.error is None:
+            self.error = error
+        if self.transport is not None and not self.transport.is_closing():
+            self.flush()
+            # Encoded directly: the codec may already be in ERROR.
+            self.transport.write(encode(Close(code, str(error)[:200])))
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        error = self.error or ConnectFailedError(
+            "connection lost" + (f": {exc}" if exc else ""))
+        if not self.welcome.done():
+            self.welcome.set_exception(error)
+            self.welcome.exception()  # retrieved: no "never retrieved" warning
+        if not self.closed.done():
+            self.closed.set_result(error)
+
+
+class ReadSession:
+    """One conversation's history from the local store, newest first, in pages."""
+
+    def __init__(self, client: Client, peer: str, group_id: int) -> None:
+        self._client = client
+        self.peer = peer
+        self.group_id = group_id
+        self._cursor: int | None = None
+        self.exhausted = False
+
+    def older(self, limit: int = 50) -> list[StoredMessage]:
+        """The next `limit` older messages (an empty list at the beginning)."""
+        if self.exhausted:
+            return []
+        rows = self._client._store_or_raise().history(
+            self.peer.encode(), self.group_id, limit, self._cursor)
+        if len(rows) < limit:
+            self.exhausted = True
+        if rows:
+            self._cursor = rows[-1][0]
+        return [m for _, m in rows]
+
+    def mark_read(self, ids: list[int] | None = None) -> int:
+        """Mark the conversation's received messages read and send READ reports."""
+        return self._client.mark_read(Group(self.group_id) if self.group_id else self.peer, ids)
+
+
+class Client:
+    """One device of one user.
+
+    Args:
+        host, port: the Tidings server.
+        token: the access token the app's backend issued for this user.
+        store: the local SQLite file (``":memory:"`` keeps nothing between runs:
+            no outbox survives a restart and the device id changes).
+        device_id: overrides the id kept in the store (created on first run).
+        synchronous: ``"NORMAL"`` (survives app crashes) or ``"FULL"`` (also
+            power cuts; an fsync per local commit).
+        backoff: reconnect delays (`Backoff`).
+        connect_timeout_s: for TCP connect and for WELCOME after HELLO.
+        keepalive_s: PING after this long without sending (the server's
+            WELCOME value wins).
+        default_expiry_s: expiry of messages sent without one.
+    """
+
+    def __init__(self, host: str, port: int, token: str, *, store: str | Path = ":memory:",
+                 device_id: str | None = None, synchronous: str = "NORMAL",
+                 backoff: Backoff | None = None, connect_timeout_s: float = 10.0,
+                 keepalive_s: int = 30, default_expiry_s: int = _DEFAULT_EXPIRY_S) -> None:
+        self.host, self.port = host, port
+        self._token = token.encode()
+        self._store_path = store
+        self._device_override = device_id
+        self._synchronous = synchronous
+        self.backoff = backoff or Backoff()
+        self.connect_timeout_s = connect_timeout_s
+        self.keepalive_s = keepalive_s
+        self.default_expiry_s = default_expiry_s
+        self.state = ConnectionState.STOPPED
+        self.last_error: ClientConnectionError | None = None
+        self.address = ""
+        self.device_id = ""
+        self.max_frame_bytes = 64 * 1024 + 512
+        self._store: LocalStore | None = None
+        self._wire: _Wire | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._last_id = 0
+        self._live: weakref.WeakValueDictionary[int, OutgoingMessage] = (
+            weakref.WeakValueDictionary())
+        self._realtime: dict[int, OutgoingMessage] = {}
+        self._retries: dict[int, int] = {}
+        self._out_new: list[OutgoingMessage] = []
+        self._in_new: list[Message] = []
+        self._st_new: list[StatusReport] = []
+        self._commit_queued = False
+        self._online = asyncio.Event()
+        self._message_events: _Events[IncomingMessage] = _Events("message")
+        self._status_events: _Events[StatusUpdate] = _Events("status")
+        self._connection_events: _Events[ConnectionEvent] = _Events("connection")
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the local store and start connecting (returns at once)."""
+        if self._task is not None:
+            return
+        if self._closing:
+            raise ClientClosedError("this client was closed; create a new one")
+        self._store = LocalStore(self._store_path, synchronous=self._synchronous)
+        self.device_id = self._device_override or self._store.device_id().decode()
+        self._last_id = self._store.highest_own_id()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="tidings-client")
+
+    async def wait_online(self) -> None:
+        """Wait until the client is connected and authenticated.
+
+        Bound it with ``async with asyncio.timeout(10):``.
+
+        Raises:
+            ClientConnectionError: the server refused this client for good
+                (bad token, replaced...).
+        """
+        if self._task is None:
+            await self.start()
+        task = self._task
+        assert task is not None
+        online = asyncio.ensure_future(self._online.wait())
+        try:
+            await asyncio.wait({online, task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            online.cancel()
+        if not self._online.is_set():
+            raise self.last_error or ClientClosedError("client stopped")
+
+    async def close(self) -> None:
+        """Stop: commit what is pending, say goodbye to the server, close the store."""
+        if self._closing:
+            return
+        self._closing = True
+        self._fail_realtime()
+        if self._store is not None:
+            self._commit()
+        wire = self._wire
+        if wire is not None and wire.transport is not None:
+            wire.write(wire.codec.send(Close(CloseCode.NORMAL, "client closing")))
+            wire.flush()
+            wire.transport.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._set_state(ConnectionState.STOPPED)
+        for events in (self._message_events, self._status_events, self._connection_events):
+            events.end()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    @property
+    def closing(self) -> bool:
+        """True once `close` was called."""
+        return self._closing
+
+    async def __aenter__(self) -> Client:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- events ----------------------------------------------------------------
+
+    def on_message(self, listener: Listener[IncomingMessage]) -> Callable[[], None]:
+        """Call `listener` (a function or coroutine function) for each new message.
+
+        Returns a function that removes the listener.
+        """
+        return self._message_events.add(listener)
+
+    def on_status(self, listener: Listener[StatusUpdate]) -> Callable[[], None]:
+        """Call `listener` for each status change of a message this user sent."""
+        return self._status_events.add(listener)
+
+    def on_connection(self, listener: Listener[ConnectionEvent]) -> Callable[[], None]:
+        """Call `listener` for each connection state change."""
+        return self._connection_events.add(listener)
+
+    def messages(self) -> AsyncIterator[IncomingMessage]:
+        """New messages from now on: ``async for message in client.messages()``."""
+        return _Subscription(self._message_events.subscriptions)
+
+    def statuses(self) -> AsyncIterator[StatusUpdate]:
+        """Status changes from now on."""
+        return _Subscription(self._status_events.subscriptions)
+
+    def connection_events(self) -> AsyncIterator[ConnectionEvent]:
+        """Connection state changes from now on."""
+        return _Subscription(self._connection_events.subscriptions)
+
+    # --- sending -----------------------------------------------------------------
+
+    def send(self, to: str | Group, payload: bytes | str, *, expiry_s: int | None = None,
+             type: int = 0, priority: int = 0, flags: int = Flag.DEFAULT, refid: int = 0,
+             id: int | None = None) -> OutgoingMessage:
+        """Send `payload` to a user (its address) or a `Group`.
+
+        Returns at once with an `OutgoingMessage` in the OUTBOX status; it is
+        stored in the local outbox in this loop turn and sent when the client
+        is online, then follows the server's reports (``await msg.sent()``).
+        `expiry_s` 0 (or `Flag.TRANSIENT`) sends a real-time message: never
+        queued, FAILED when the client is offline.
+
+        Raises:
+            InvalidDestinationError: the address is empty or over 64 bytes.
+            TooLargeError: the message cannot fit the server's frame limit.
+            ValueError: priority, type, flags, expiry or id out of range.
+            ClientClosedError: the client was closed.
+        """
+        store = self._store_or_raise()
+        data = payload.encode() if isinstance(payload, str) else bytes(payload)
+        group_id = to.id if isinstance(to, Group) else 0
+        peer = "" if isinstance(to, Group) else to
+        peer_bytes = peer.encode()
+        msg_id = self._next_id() if id is None else id
+        if not group_id and not 1 <= len(peer_bytes) <= _MAX_ADDRESS:
+            raise InvalidDestinationError(f"address must be 1-{_MAX_ADDRESS} bytes, got"
+                                          f" {len(peer_bytes)}", status=Status.INVALID_DEST,
+                                          message_id=msg_id)
+        if len(data) + len(peer_bytes) + _MESSAGE_OVERHEAD > self.max_frame_bytes:
+            raise TooLargeError(f"payload of {len(data)} bytes exceeds the server's limit",
+                                status=Status.TOO_LARGE, message_id=msg_id)
+        expiry = self.default_expiry_s if expiry_s is None else expiry_s
+        for name, value, top in (("priority", priority, 15), ("type", type, 2**32 - 1),
+                                 ("flags", flags, Flag.CLIENT_MASK), ("expiry_s", expiry,
+                                                                      2**32 - 1),
+                                 ("id", msg_id, 2**64 - 1), ("refid", refid, 2**64 - 1),
+                                 ("group", group_id, 2**64 - 1)):
+            if not 0 <= value <= top:
+                raise ValueError(f"{name} must be 0..{top}, got {value}")
+        message = OutgoingMessage(self, id=msg_id, peer=peer, group_id=group_id, payload=data,
+                                  refid=refid, expiry_s=expiry, type=type, flags=flags,
+                                  priority=priority)
+        if msg_id:
+            self._live[msg_id] = message
+        del store
+        self._out_new.append(message)
+        self._queue_commit()
+        return message
+
+    def _next_id(self) -> int:
+        # Time-ordered ids (ms << 20 | 20 random bits): unique per user with
+        # overwhelming odds across its devices, increasing per device (which
+        # lets the server skip its dedupe lookup), below 2**63 until 2248.
+        candidate = (int(time.time() * 1000) << 20) | random.getrandbits(20)
+        if candidate <= self._last_id:
+            candidate = self._last_id + 1
+        self._last_id = candidate
+        return candidate
+
+    def _write_message(self, wire: _Wire, m: OutgoingMessage) -> None:
+        wire.write(encode_message(Message(
+            m.id, m.peer.encode(), m.payload, group_id=m.group_id, refid=m.refid,
+            expiry_s=m.expiry_s, type=m.type, flags=m.flags, priority=m.priority)))
+
+    # --- reading -----------------------------------------------------------------
+
+    def read_session(self, conversation: str | Group) -> ReadSession:
+        """A conversation's history, newest first: ``session.older(20)`` pages back."""
+        if isinstance(conversation, Group):
+            return ReadSession(self, "", conversation.id)
+        return ReadSession(self, conversation, 0)
+
+    def mark_read(self, conversation: str | Group, ids: list[int] | None = None) -> int:
+        """Mark received messages of a conversation read (all, or those `ids`).
+
+        READ reports go to their senders now, or when the client is next
+        online.  Returns how many messages changed.
+        """
+        store = self._store_or_raise()
+        if isinstance(conversation, Group):
+            changed = store.mark_read(b"", conversation.id, ids)
+        else:
+            changed = store.mark_read(conversation.encode(), 0, ids)
+        if changed and self.state is ConnectionState.ONLINE:
+            self._send_reads()
+        return changed
+
+    def _send_reads(self) -> None:
+        wire = self._wire
+        store = self._store
+        if wire is None or store is None or not wire.online:
+            return
+        for sender, group_id, ids in store.unreported_reads():
+            for start in range(0, len(ids), _MAX_IDS_PER_FRAME):
+                wire.write(wire.codec.send(ReadReport(
+                    sender, group_id, tuple(ids[start:start + _MAX_IDS_PER_FRAME]))))
+
+    def _store_or_raise(self) -> LocalStore:
+        if self._closing:
+            raise ClientClosedError("this client was closed")
+        if self._store is None:
+            raise ClientClosedError("call `await client.start()` (or use `async with`) first")
+        return self._store
+
+    # --- frames from the server -----------------------------------------------------
+
+    def _on_frame_message(self, m: Message) -> None:
+        self._in_new.append(m)
+        self._queue_commit()
+
+    def _on_frame_status(self, s: StatusReport) -> None:
+        self._st_new.append(s)
+        self._queue_commit()
+
+    # --- the per-turn commit -----------------------------------------------------------
+
+    def _queue_commit(self) -> None:
+        if not self._commit_queued:
+            self._commit_queued = True
+            asyncio.get_running_loop().call_soon(self._commit)
+
+    def _commit(self) -> None:
+        self._commit_queued = False
+        store = self._store
+        out, incoming, reports = self._out_new, self._in_new, self._st_new
+        if store is None or not (out or incoming or reports):
+            return
+        self._out_new, self._in_new, self._st_new = [], [], []
+        try:
+            flags = store.commit(out, incoming,
+                                 [(s.id, s.status, s.timestamp_ms) for s in reports],
+                                 int(time.time() * 1000))
+        except StorageError as exc:
+            # Nothing of it was stored: no ACK, no REPORT_ACK (the server
+            # repeats both), and the outgoing ones wait for the next try.
+            log.error("local store failed, retrying in 1 s: %s", exc)
+            self._out_new[:0] = out
+            self._st_new[:0] = reports
+            asyncio.get_running_loop().call_later(1.0, self._queue_commit)
+            return
+        wire = self._wire if self._wire is not None and self._wire.online else None
+        self._apply_reports(reports, flags[:len(reports)], wire)
+        self._deliver(incoming, flags[len(reports):], wire)
+        for m in out:
+            if wire is not None:
+                self._write_message(wire, m)
+                if m.id and _is_realtime(m):
+                    self._realtime[m.id] = m
+            elif _is_realtime(m):
+                # Never queued: real-time messages go to who is online now.
+                self._realtime[m.id] = m
+                self._fail_realtime()
+
+    def _apply_reports(self, reports: list[StatusReport], changed: list[bool],
+                       wire: _Wire | None) -> None:
+        top = 0
+        for s, moved in zip(reports, changed, strict=True):
+            if s.report_seq > top:
+                top = s.report_seq
+            rt = self._realtime.pop(s.id, None)
+            # Per-member reports of a group message are news even when the
+            # aggregate status stays where it was.
+            if moved or (s.group_id and s.report_seq):
+                message = rt or self._live.get(s.id)
+                if message is not None and moved:
+                    message._update(s.status, s.timestamp_ms)
+                self._status_events.emit(StatusUpdate(
+                    s.id, s.status, s.peer.decode("utf-8", "replace"), s.group_id,
+                    s.timestamp_ms, message))
+                if moved and s.status in _RETRIED and rt is None:
+                    self._retry_later(s.id)
+        if top and wire is not None:
+            wire.write(wire.codec.send(ReportAck(top)))
+
+    def _deliver(self, incoming: list[Message], fresh: list[bool], wire: _Wire | None) -> None:
+        seqs = [m.seq for m in incoming if m.seq]
+        if seqs and wire is not None:
+            for start in range(0, len(seqs), _MAX_IDS_PER_FRAME):
+                wire.write(wire.codec.send(Ack(tuple(seqs[start:start + _MAX_IDS_PER_FRAME]))))
+        own = self.address
+        for m, new in zip(incoming, fresh, strict=True):
+            if not new:
+                continue
+            copy = bool(m.flags & Flag.OUTGOING_COPY)
+            address = m.peer.decode("utf-8", "replace")
+            self._message_events.emit(IncomingMessage(
+                id=m.id, sender=own if copy else address,
+                peer=address if copy or not m.group_id else "", group_id=m.group_id,
+                refid=m.refid, seq=m.seq, timestamp_ms=m.timestamp_ms, expiry_s=m.expiry_s,
+                type=m.type, flags=m.flags, priority=m.priority, payload=m.payload,
+                outgoing_copy=copy))
+
+    def _retry_later(self, msg_id: int) -> None:
+        attempt = self._retries.get(msg_id, 0)
+        self._retries[msg_id] = attempt + 1
+        asyncio.get_running_loop().call_later(self.backoff.delay(attempt), self._resend, msg_id)
+
+    def _resend(self, msg_id: int) -> None:
+        wire, store = self._wire, self._store
+        if wire is None or store is None or not wire.online:
+            return  # the outbox goes out again on the next WELCOME
+        waiting, _ = store.outbox(int(time.time() * 1000))
+        for m in waiting:
+            if m.id == msg_id:
+                self._write_message(wire, m)
+
+    def _fail_realtime(self) -> None:
+        """Real-time messages still unanswered when the connection ends are FAILED."""
+        for msg_id, m in list(self._realtime.items()):
+            if msg_id:
+                self._st_new.append(StatusReport(msg_id, Status.FAILED))
+            else:  # id 0: no status on the wire, none stored
+                del self._realtime[msg_id]
+                m._update(Status.FAILED, 0)
+                self._status_events.emit(StatusUpdate(0, Status.FAILED, "", m.group_id, 0, m))
+        if self._st_new:
+            self._queue_commit()
+
+    # --- the connection task -------------------------------------------------------------
+
+    def _set_state(self, state: ConnectionState, error: ClientConnectionError | None = None,
+                   retry_in_s: float | None = None) -> None:
+        if state is self.state and error is None:
+            return
+        self.state = state
+        if error is not None:
+            self.last_error = error
+        if state is ConnectionState.ONLINE:
+            self._online.set()
+        else:
+            self._online.clear()
+        self._connection_events.emit(ConnectionEvent(state, error, retry_in_s))
+
+    async def _run(self) -> None:
+        attempt = 0
+        try:
+            while True:
+                self._set_state(ConnectionState.CONNECTING)
+                error, was_online = await self._connect_once()
+                if self.closing:
+                    break
+                if not error.retryable:
+                    self._set_state(ConnectionState.STOPPED, error)
+                    return
+                attempt = 0 if was_online else attempt + 1
+                delay = self.backoff.delay(attempt)
+                self._set_state(ConnectionState.OFFLINE, error, delay)
+                await asyncio.sleep(delay)
+        finally:
+            self._wire = None
+
+    async def _connect_once(self) -> tuple[ClientConnectionError, bool]:
+        """One connection, from TCP connect to its end; returns why it ended."""
+        loop = asyncio.get_running_loop()
+        try:
+            _, wire = await asyncio.wait_for(
+                loop.create_connection(lambda: _Wire(self), self.host, self.port),
+                self.connect_timeout_s)
+        except (OSError, TimeoutError) as exc:
+            return ConnectFailedError(f"cannot connect to {self.host}:{self.port}: "
+                                      f"{str(exc) or 'timed out'}"), False
+        self._wire = wire
+        try:
+            assert wire.transport is not None
+            wire.transport.write(wire.codec.send(Hello(self._token, self.device_id.encode(),
+                                                       self.keepalive_s)))
+            try:
+                welcome = await asyncio.wait_for(asyncio.shield(wire.welcome),
+                                                 self.connect_timeout_s)
+            except TimeoutError:
+                wire.fail(HandshakeTimeoutError(
+                    f"no WELCOME within {self.connect_timeout_s} s"), CloseCode.NORMAL)
+                return await wire.closed, False
+            except ClientConnectionError:
+                return await wire.closed, False
+            self._online_with(wire, welcome)
+            await self._keepalive(wire, welcome.keepalive_s or self.keepalive_s)
+            return await wire.closed, True
+        finally:
+            wire.online = False
+            self._wire = None
+            if wire.transport is not None:
+                wire.transport.abort()
+            self._fail_realtime()
+
+    def _online_with(self, wire: _Wire, welcome: Welcome) -> None:
+        self.address = welcome.address.decode("utf-8", "replace")
+        self.max_frame_bytes = welcome.max_frame_bytes
+        wire.online = True
+        store = self._store
+        assert store is not None
+        # What the store holds unanswered goes first, in order, with its ids
+        # (PROTOCOL.md §6.1); what this turn sends follows with its commit.
+        waiting, expired = store.outbox(int(time.time() * 1000))
+        for m in waiting:
+            live = self._live.get(m.id)
+            self._write_message(wire, live or m)
+        self._st_new.extend(StatusReport(i, Status.EXPIRED) for i in expired)
+        if expired:
+            self._queue_commit()
+        self._send_reads()
+        self._set_state(ConnectionState.ONLINE)
+
+    async def _keepalive(self, wire: _Wire, keepalive_s: int) -> None:
+        """PING when idle; give up on a server silent for two keepalive periods."""
+        nonce = 0
+        while not wire.closed.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(wire.closed), keepalive_s / 2)
+                return
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            if now - wire.last_rx > 2 * keepalive_s:
+                wire.fail(ConnectFailedError(f"server silent for {2 * keepalive_s} s"),
+                          CloseCode.IDLE_TIMEOUT)
+            elif now - wire.last_tx >= keepalive_s / 2:
+                nonce += 1
+                wire.write(wire.codec.send(Ping(nonce)))
+
+
+def _is_realtime(m: OutgoingMessage) -> bool:
+    return m.expiry_s == 0 or bool(m.flags & Flag.TRANSIENT) or m.id == 0

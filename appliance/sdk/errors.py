@@ -1,0 +1,158 @@
+"""The SDK's errors: one branch (`ClientError`) of the appliance's hierarchy.
+
+Connection errors say whether the client will retry on its own
+(`retryable`); send errors carry the message's `status` and `message_id`.
+Nothing the server sends surfaces as anything but one of these.
+"""
+
+from __future__ import annotations
+
+from appliance.errors import ApplianceError
+from appliance.protocol.wire import CloseCode, Status
+
+
+class ClientError(ApplianceError):
+    """Root of every error the SDK raises."""
+
+
+class ClientClosedError(ClientError):
+    """The client was closed; it sends and receives nothing more."""
+
+
+class ClientConnectionError(ClientError):
+    """Abstract: a connection attempt or a connection failed.
+
+    `retryable` is True when the client reconnects by itself (with backoff),
+    False when only the app can fix it (a new token, another device id).
+    `close_code` is the server's CLOSE code, or None when there was none.
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, *, close_code: int | None = None) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+
+
+class ConnectFailedError(ClientConnectionError):
+    """The server could not be reached, or the connection dropped."""
+
+
+class HandshakeTimeoutError(ClientConnectionError):
+    """The server accepted TCP but did not answer HELLO in time."""
+
+
+class ServerProtocolError(ClientConnectionError):
+    """The server sent bytes that break the protocol; the client reconnects."""
+
+
+class ServerClosedError(ClientConnectionError):
+    """The server closed the connection with a CLOSE the client may retry after."""
+
+
+class AuthenticationError(ClientConnectionError):
+    """The server refused the access token (unknown, revoked or malformed)."""
+
+    retryable = False
+
+
+class TokenExpiredError(AuthenticationError):
+    """The access token has expired: get a new one from the app's backend."""
+
+
+class TooManyDevicesError(ClientConnectionError):
+    """The user already has the maximum number of devices connected."""
+
+    retryable = False
+
+
+class ReplacedError(ClientConnectionError):
+    """Another connection with this device id took over this one."""
+
+    retryable = False
+
+
+class SendError(ClientError):
+    """A message ended in an error status; `status` says which."""
+
+    def __init__(self, message: str, *, status: int, message_id: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message_id = message_id
+
+
+class SendFailedError(SendError):
+    """The server could not store the message (FAILED); the SDK resends it."""
+
+
+class UserOfflineError(SendError):
+    """A real-time message found no device of the recipient online."""
+
+
+class InvalidDestinationError(SendError):
+    """No such user or group."""
+
+
+class ExpiredError(SendError):
+    """The message expired before any device of the recipient took it."""
+
+
+class BlockedError(SendError):
+    """The recipient blocks the sender."""
+
+
+class NotMemberError(SendError):
+    """The sender may not send to this group."""
+
+
+class TooLargeError(SendError):
+    """The payload is larger than the server accepts."""
+
+
+class RateLimitedError(SendError):
+    """The sender is over its rate limit; the SDK resends the message later."""
+
+
+class InboxFullError(SendError):
+    """The recipient's queue is full."""
+
+
+_SEND_ERRORS: dict[int, type[SendError]] = {
+    Status.FAILED: SendFailedError,
+    Status.USER_OFFLINE: UserOfflineError,
+    Status.INVALID_DEST: InvalidDestinationError,
+    Status.EXPIRED: ExpiredError,
+    Status.BLOCKED: BlockedError,
+    Status.NOT_MEMBER: NotMemberError,
+    Status.TOO_LARGE: TooLargeError,
+    Status.RATE_LIMITED: RateLimitedError,
+    Status.INBOX_FULL: InboxFullError,
+}
+
+_CLOSE_ERRORS: dict[int, type[ClientConnectionError]] = {
+    CloseCode.AUTH_FAILED: AuthenticationError,
+    CloseCode.TOKEN_EXPIRED: TokenExpiredError,
+    CloseCode.TOO_MANY_DEVICES: TooManyDevicesError,
+    CloseCode.REPLACED: ReplacedError,
+}
+
+
+def send_error(status: int, message_id: int) -> SendError:
+    """The typed error for an error `status` of message `message_id`."""
+    cls = _SEND_ERRORS.get(status, SendError)
+    try:
+        name = Status(status).name
+    except ValueError:
+        name = f"status {status:#x}"
+    return cls(f"message {message_id}: {name}", status=status, message_id=message_id)
+
+
+def close_error(code: int, reason: str) -> ClientConnectionError:
+    """The typed error for a CLOSE frame from the server."""
+    cls = _CLOSE_ERRORS.get(code, ServerClosedError)
+    try:
+        name = CloseCode(code).name
+    except ValueError:
+        name = f"code {code}"
+    text = f"server closed the connection: {name}" + (f" ({reason})" if reason else "")
+    return cls(text, close_code=code)

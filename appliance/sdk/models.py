@@ -1,0 +1,237 @@
+"""What the SDK hands to an app: messages, status updates, connection states."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from appliance.protocol.wire import Flag, Status
+from appliance.sdk.errors import ClientConnectionError, SendError, send_error
+
+if TYPE_CHECKING:
+    from appliance.sdk.client import Client
+
+__all__ = ["ConnectionEvent", "ConnectionState", "Group", "IncomingMessage", "OutgoingMessage",
+           "Status", "StatusUpdate", "StoredMessage", "is_error", "moves_forward"]
+
+_SENT, _READ, _EXPIRED = Status.SENT, Status.READ, Status.EXPIRED
+_RETRIED = (Status.FAILED, Status.RATE_LIMITED)
+
+
+def is_error(status: int) -> bool:
+    """True for the error statuses (0x80 and above, PROTOCOL.md §4)."""
+    return status >= 0x80
+
+
+def moves_forward(current: int, new: int) -> bool:
+    """Whether `new` may replace `current` (statuses only move forward, SPEC M3).
+
+    OUTBOX < SENT < DELIVERED < READ; an error ends the message, except
+    FAILED and RATE_LIMITED, after which the SDK resends it (and EXPIRED may
+    still follow SENT).
+    """
+    if current == Status.OUTBOX or current in _RETRIED:
+        return new != current
+    if is_error(current):
+        return False
+    if is_error(new):
+        return new == _EXPIRED and current == _SENT
+    return new > current
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A group destination: ``client.send(Group(42), "hi")``."""
+
+    id: int
+
+
+class ConnectionState(Enum):
+    """Where the client's connection stands."""
+
+    CONNECTING = "connecting"  # TCP connect and HELLO in progress
+    ONLINE = "online"  # WELCOME received: messages flow
+    OFFLINE = "offline"  # lost or refused; the client retries after a backoff
+    STOPPED = "stopped"  # closed by the app, or refused for good (see the error)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionEvent:
+    """A change of `ConnectionState`; `error` says why it went OFFLINE or STOPPED."""
+
+    state: ConnectionState
+    error: ClientConnectionError | None = None
+    retry_in_s: float | None = None
+
+
+class IncomingMessage:
+    """A message this device received (or a copy of one another device of ours sent)."""
+
+    __slots__ = ("expiry_s", "flags", "group_id", "id", "outgoing_copy", "payload", "peer",
+                 "priority", "refid", "sender", "seq", "timestamp_ms", "type")
+
+    def __init__(self, *, id: int, sender: str, peer: str, group_id: int, refid: int, seq: int,
+                 timestamp_ms: int, expiry_s: int, type: int, flags: int, priority: int,
+                 payload: bytes, outgoing_copy: bool) -> None:
+        self.id = id
+        #: Who sent it (our own address for an outgoing copy).
+        self.sender = sender
+        #: The conversation: the other user of a 1:1 chat, "" in a group.
+        self.peer = peer
+        self.group_id = group_id
+        self.refid = refid
+        self.seq = seq
+        self.timestamp_ms = timestamp_ms
+        self.expiry_s = expiry_s
+        self.type = type
+        self.flags = flags
+        self.priority = priority
+        self.payload = payload
+        self.outgoing_copy = outgoing_copy
+
+    @property
+    def text(self) -> str:
+        """The payload as UTF-8 text (undecodable bytes replaced)."""
+        return self.payload.decode("utf-8", "replace")
+
+    @property
+    def realtime(self) -> bool:
+        """A real-time message: not stored by the server, not redelivered."""
+        return self.seq == 0 or bool(self.flags & Flag.TRANSIENT)
+
+    def __repr__(self) -> str:
+        where = f"group={self.group_id}" if self.group_id else f"peer={self.peer!r}"
+        return (f"IncomingMessage(id={self.id}, sender={self.sender!r}, {where},"
+                f" payload={len(self.payload)}B)")
+
+
+class OutgoingMessage:
+    """A message this device sent; `status` follows the server's reports.
+
+    ``await message.sent()`` returns once the server stored it (SENT) and
+    raises the matching `SendError` if it ended in an error instead;
+    ``await message.reached(Status.DELIVERED)`` waits further.
+    """
+
+    __slots__ = ("__weakref__", "_client", "_waiters", "expiry_s", "flags", "group_id", "id",
+                 "payload", "peer", "priority", "refid", "status", "timestamp_ms", "type")
+
+    def __init__(self, client: Client | None, *, id: int, peer: str, group_id: int,
+                 payload: bytes, refid: int = 0, expiry_s: int = 0, type: int = 0,
+                 flags: int = 0, priority: int = 0, status: int = Status.OUTBOX,
+                 timestamp_ms: int = 0) -> None:
+        self._client = client
+        self.id = id
+        self.peer = peer
+        self.group_id = group_id
+        self.payload = payload
+        self.refid = refid
+        self.expiry_s = expiry_s
+        self.type = type
+        self.flags = flags
+        self.priority = priority
+        self.status = status
+        self.timestamp_ms = timestamp_ms
+        self._waiters: list[tuple[int, asyncio.Future[None]]] | None = None
+
+    @property
+    def text(self) -> str:
+        """The payload as UTF-8 text."""
+        return self.payload.decode("utf-8", "replace")
+
+    def _update(self, status: int, timestamp_ms: int) -> None:
+        self.status = status
+        if timestamp_ms and status == _SENT:
+            self.timestamp_ms = timestamp_ms
+        waiters = self._waiters
+        if not waiters:
+            return
+        keep = []
+        for target, fut in waiters:
+            if fut.done():
+                continue
+            if status in _RETRIED:
+                keep.append((target, fut))  # resent by the SDK: keep waiting
+            elif is_error(status):
+                fut.set_exception(send_error(status, self.id))
+            elif status >= target:
+                fut.set_result(None)
+            else:
+                keep.append((target, fut))
+        self._waiters = keep
+
+    async def reached(self, status: int = Status.SENT) -> None:
+        """Wait until the message reaches `status` (SENT, DELIVERED or READ).
+
+        Raises:
+            SendError: the message ended in an error status instead.
+        """
+        current = self.status
+        if is_error(current) and current not in _RETRIED:
+            raise send_error(current, self.id)
+        if current != Status.OUTBOX and current not in _RETRIED and current >= status:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append((status, fut))
+        await fut
+
+    async def sent(self) -> None:
+        """Wait for SENT (stored by the server); see `reached`."""
+        await self.reached(Status.SENT)
+
+    def __repr__(self) -> str:
+        where = f"group={self.group_id}" if self.group_id else f"to={self.peer!r}"
+        try:
+            status = Status(self.status).name
+        except ValueError:
+            status = hex(self.status)
+        return f"OutgoingMessage(id={self.id}, {where}, status={status})"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """A status report for a message this user sent (from any of its devices).
+
+    `peer` names who delivered or read it (the member, for a group message);
+    `message` is the live `OutgoingMessage` when this client still holds it.
+    """
+
+    message_id: int
+    status: int
+    peer: str
+    group_id: int
+    timestamp_ms: int
+    message: OutgoingMessage | None
+
+    @property
+    def error(self) -> SendError | None:
+        """The typed error for an error status, else None."""
+        return send_error(self.status, self.message_id) if is_error(self.status) else None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One message of a conversation's history, from the local store."""
+
+    id: int
+    outgoing: bool
+    sender: str
+    peer: str
+    group_id: int
+    refid: int
+    timestamp_ms: int
+    type: int
+    flags: int
+    priority: int
+    status: int
+    read: bool
+    payload: bytes
+
+    @property
+    def text(self) -> str:
+        """The payload as UTF-8 text."""
+        return self.payload.decode("utf-8", "replace")

@@ -1,0 +1,256 @@
+"""The device's local store: outbox, history, statuses, duplicate suppression (SPEC M7, M17).
+
+SQLite in WAL mode.  Calls run on the event loop thread: each is a few
+indexed statements, and the client batches a loop turn's worth of work into
+one transaction, so a commit costs well under a millisecond; a thread hop per
+commit would cost more than it saves.  ``synchronous=NORMAL`` (the default)
+survives the app crashing or being killed; ``FULL`` also survives a power
+cut, at one fsync per commit.
+
+Message ids are unsigned 64-bit on the wire and signed in SQLite (values
+from 2**63 stored minus 2**64); id 0 is stored as NULL, so it never collides
+in the (sender, id) key.  The sender of our own messages is stored as ``b""``
+(our address is not known before the first WELCOME).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from appliance.errors import StorageError
+from appliance.protocol.wire import Flag, Message, Status
+from appliance.sdk.models import OutgoingMessage, StoredMessage
+
+_SIGN = 1 << 63
+_WRAP = 1 << 64
+_SCHEMA_VERSION = 1
+_RETRIED = (Status.OUTBOX, Status.FAILED, Status.RATE_LIMITED)
+NEW, READ_UNREPORTED, READ_REPORTED = 0, 1, 2
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (
+  rowid INTEGER PRIMARY KEY,
+  outgoing INTEGER NOT NULL,
+  sender BLOB NOT NULL,
+  peer BLOB NOT NULL,
+  group_id INTEGER NOT NULL,
+  msg_id INTEGER,
+  refid INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  created_ms INTEGER NOT NULL,
+  ts_ms INTEGER NOT NULL,
+  expiry_s INTEGER NOT NULL,
+  type INTEGER NOT NULL,
+  flags INTEGER NOT NULL,
+  priority INTEGER NOT NULL,
+  status INTEGER NOT NULL,
+  read INTEGER NOT NULL,
+  payload BLOB NOT NULL,
+  UNIQUE (sender, msg_id)
+);
+CREATE INDEX IF NOT EXISTS messages_conversation ON messages (group_id, peer, rowid);
+CREATE INDEX IF NOT EXISTS messages_outbox ON messages (rowid)
+  WHERE outgoing = 1 AND status IN ({",".join(str(int(s)) for s in _RETRIED)});
+CREATE INDEX IF NOT EXISTS messages_unreported ON messages (rowid) WHERE read = {READ_UNREPORTED};
+CREATE UNIQUE INDEX IF NOT EXISTS messages_seq ON messages (seq)
+  WHERE msg_id IS NULL AND seq != 0;
+PRAGMA user_version = {_SCHEMA_VERSION};
+"""
+
+# Statuses only move forward (SPEC M3; models.moves_forward, in SQL).
+_FORWARD = (f"(status IN ({','.join(str(int(s)) for s in _RETRIED)}) AND status != :new)"
+            " OR (status < 128 AND ((:new < 128 AND :new > status)"
+            f" OR (:new = {int(Status.EXPIRED)} AND status = {int(Status.SENT)})))")
+
+_COLUMNS = ("msg_id, outgoing, sender, peer, group_id, refid, ts_ms, type, flags, priority,"
+            " status, read, payload")
+
+
+def to_db_id(msg_id: int) -> int | None:
+    """A u64 message id as SQLite stores it (0 -> NULL)."""
+    if msg_id == 0:
+        return None
+    return msg_id - _WRAP if msg_id >= _SIGN else msg_id
+
+
+def from_db_id(value: int | None) -> int:
+    """Inverse of `to_db_id`."""
+    if value is None:
+        return 0
+    return value + _WRAP if value < 0 else value
+
+
+class LocalStore:
+    """One device's SQLite database.
+
+    Raises `StorageError` (never a sqlite3 exception) when the file cannot be
+    used.
+    """
+
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+        if synchronous.upper() not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
+        try:
+            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > _SCHEMA_VERSION:
+                raise StorageError(f"{path}: local store version {version} is newer than this"
+                                   " SDK; upgrade the SDK")
+            self.conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the local store {path}: {exc}") from None
+        self.path = path
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- identity ------------------------------------------------------------
+
+    def meta(self, key: str) -> bytes | None:
+        row = self._run("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        self._run("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
+                  " SET value = excluded.value", (key, value))
+
+    def device_id(self) -> bytes:
+        """This installation's device id, created once and kept (PROTOCOL.md §3.1)."""
+        device = self.meta("device_id")
+        if device is None:
+            device = os.urandom(16).hex().encode()
+            self.set_meta("device_id", device)
+        return device
+
+    def highest_own_id(self) -> int:
+        """The highest id this user's messages stored here have (0 when none)."""
+        row = self._run("SELECT max(msg_id) FROM messages WHERE sender = x''"
+                        " AND msg_id >= 0").fetchone()
+        return int(row[0] or 0)
+
+    # --- the per-turn transaction --------------------------------------------
+
+    def commit(self, outgoing: list[OutgoingMessage], incoming: list[Message],
+               statuses: list[tuple[int, int, int]], now_ms: int) -> list[bool]:
+        """Store new outgoing messages, received messages and status changes at once.
+
+        `incoming` holds received MESSAGE frames; `statuses` holds (id,
+        status, timestamp) of our own messages.
+        Returns, for each status, whether it moved the stored status forward,
+        followed by, for each incoming message, whether it was new (False: a
+        duplicate by (sender, id), to be acknowledged again and dropped).
+        """
+        conn = self.conn
+        try:
+            conn.execute("BEGIN")
+            if outgoing:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO messages (outgoing, sender, peer, group_id, msg_id,"
+                    " refid, seq, created_ms, ts_ms, expiry_s, type, flags, priority, status,"
+                    " read, payload) VALUES (1, x'', ?, ?, ?, ?, 0, ?, 0, ?, ?, ?, ?, ?, 2, ?)",
+                    [(m.peer.encode(), m.group_id, to_db_id(m.id), to_db_id(m.refid) or 0,
+                      now_ms, m.expiry_s, m.type, m.flags, m.priority, m.status, m.payload)
+                     for m in outgoing])
+            changed = [conn.execute(
+                f"UPDATE messages SET status = :new, ts_ms = CASE WHEN :new = 1 THEN :ts"
+                f" ELSE ts_ms END WHERE sender = x'' AND msg_id = :id AND ({_FORWARD})",
+                {"new": status, "ts": ts, "id": to_db_id(msg_id)}).rowcount > 0
+                for msg_id, status, ts in statuses]
+            fresh = [self._insert_incoming(m, now_ms) for m in incoming]
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StorageError(f"local store: {exc}") from None
+        return changed + fresh
+
+    def _insert_incoming(self, m: Message, now_ms: int) -> bool:
+        if m.flags & Flag.OUTGOING_COPY:  # what another device of ours sent
+            outgoing, sender, peer, status, read = 1, b"", m.peer, Status.SENT, READ_REPORTED
+        else:
+            outgoing, sender, status, read = 0, m.peer, Status.OUTBOX, NEW
+            peer = b"" if m.group_id else m.peer
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO messages (outgoing, sender, peer, group_id, msg_id, refid,"
+            " seq, created_ms, ts_ms, expiry_s, type, flags, priority, status, read, payload)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (outgoing, sender, peer, m.group_id, to_db_id(m.id), to_db_id(m.refid) or 0,
+             m.seq, now_ms, m.timestamp_ms, m.expiry_s, m.type, m.flags, m.priority, status,
+             read, m.payload))
+        return cur.rowcount > 0
+
+    # --- reads -----------------------------------------------------------------
+
+    def outbox(self, now_ms: int) -> tuple[list[OutgoingMessage], list[int]]:
+        """Messages to (re)send, oldest first, and the ids of those that expired waiting.
+
+        Real-time messages and those with id 0 never wait in the outbox: they
+        are sent once, if the client is online.
+        """
+        send: list[OutgoingMessage] = []
+        expired: list[int] = []
+        rows = self._run(
+            "SELECT msg_id, peer, group_id, refid, created_ms, expiry_s, type, flags, priority,"
+            " status, payload FROM messages INDEXED BY messages_outbox WHERE outgoing = 1 AND"
+            f" status IN ({','.join(str(int(s)) for s in _RETRIED)}) AND msg_id IS NOT NULL"
+            f" AND expiry_s > 0 AND flags & {Flag.TRANSIENT} = 0 ORDER BY rowid").fetchall()
+        for (db_id, peer, group_id, refid, created, expiry_s, type_, flags, priority, status,
+             payload) in rows:
+            msg_id = from_db_id(db_id)
+            if created + expiry_s * 1000 <= now_ms:
+                expired.append(msg_id)
+                continue
+            send.append(OutgoingMessage(None, id=msg_id, peer=bytes(peer).decode(),
+                                        group_id=group_id, payload=bytes(payload),
+                                        refid=from_db_id(refid), expiry_s=expiry_s,
+                                        type=type_, flags=flags, priority=priority,
+                                        status=status))
+        return send, expired
+
+    def history(self, peer: bytes, group_id: int, limit: int, before: int | None
+                ) -> list[tuple[int, StoredMessage]]:
+        """(cursor, message) of a conversation, newest first, older than `before`."""
+        rows = self._run(
+            f"SELECT rowid, {_COLUMNS} FROM messages WHERE group_id = ? AND peer = ?"
+            " AND rowid < ? ORDER BY rowid DESC LIMIT ?",
+            (group_id, peer if not group_id else b"", before or _SIGN - 1, limit)).fetchall()
+        return [(r[0], StoredMessage(
+            id=from_db_id(r[1]), outgoing=bool(r[2]), sender=bytes(r[3]).decode(),
+            peer=bytes(r[4]).decode(), group_id=r[5], refid=from_db_id(r[6]),
+            timestamp_ms=r[7], type=r[8], flags=r[9], priority=r[10], status=r[11],
+            read=r[12] != NEW, payload=bytes(r[13]))) for r in rows]
+
+    def mark_read(self, peer: bytes, group_id: int, ids: Iterable[int] | None) -> int:
+        """Mark received messages of a conversation read; returns how many changed."""
+        where = "group_id = ? AND peer = ? AND outgoing = 0 AND read = 0"
+        args: list[object] = [group_id, peer if not group_id else b""]
+        if ids is not None:
+            wanted = [to_db_id(i) for i in ids]
+            where += f" AND msg_id IN ({','.join('?' * len(wanted))})"
+            args += wanted
+        return self._run(f"UPDATE messages SET read = {READ_UNREPORTED} WHERE {where}",
+                         args).rowcount
+
+    def unreported_reads(self) -> list[tuple[bytes, int, list[int]]]:
+        """(sender, group id, ids) of read messages whose READ report is not yet sent."""
+        rows = self._run("SELECT sender, group_id, msg_id FROM messages INDEXED BY"
+                         f" messages_unreported WHERE read = {READ_UNREPORTED}"
+                         " ORDER BY rowid").fetchall()
+        out: dict[tuple[bytes, int], list[int]] = {}
+        for sender, group_id, db_id in rows:
+            if db_id is not None:
+                out.setdefault((bytes(sender), group_id), []).append(from_db_id(db_id))
+        self._run(f"UPDATE messages SET read = {READ_REPORTED} WHERE read = {READ_UNREPORTED}")
+        return [(sender, group, ids) for (sender, group), ids in out.items()]
+
+    def _run(self, sql: str, args: Iterable[object] = ()) -> sqlite3.Cursor:
+        try:
+            return self.conn.execute(sql, tuple(args) if not isinstance(args, dict) else args)
+        except sqlite3.Error as exc:
+            raise StorageError(f"local store: {exc}") from None
