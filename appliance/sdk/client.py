@@ -471,7 +471,7 @@ class Client:
                                  ("group", group_id, 2**64 - 1)):
             if not 0 <= value <= top:
                 raise ValueError(f"{name} must be 0..{top}, got {value}")
-        message = OutgoingMessage(self, id=msg_id, peer=peer, group_id=group_id, payload=data,
+        message = OutgoingMessage(id=msg_id, peer=peer, group_id=group_id, payload=data,
                                   refid=refid, expiry_s=expiry, type=type, flags=flags,
                                   priority=priority)
         if msg_id:
@@ -528,6 +528,24 @@ class Client:
             for start in range(0, len(ids), _MAX_IDS_PER_FRAME):
                 wire.write(wire.codec.send(ReadReport(
                     sender, group_id, tuple(ids[start:start + _MAX_IDS_PER_FRAME]))))
+
+    def outbox(self) -> list[OutgoingMessage]:
+        """Messages waiting for the server's answer, oldest first (also from earlier runs).
+
+        Each is the live object that follows its reports: ``await m.sent()``.
+        """
+        return self._outbox(self._store_or_raise())[0]
+
+    def _outbox(self, store: LocalStore) -> tuple[list[OutgoingMessage], list[int]]:
+        rows, expired = store.outbox(int(time.time() * 1000))
+        live = self._live
+        waiting = []
+        for row in rows:
+            m = live.get(row.id)
+            if m is None:
+                m = live[row.id] = row
+            waiting.append(m)
+        return waiting, expired
 
     def _store_or_raise(self) -> LocalStore:
         if self._closing:
@@ -633,7 +651,7 @@ class Client:
         wire, store = self._wire, self._store
         if wire is None or store is None or not wire.online:
             return  # the outbox goes out again on the next WELCOME
-        waiting, _ = store.outbox(int(time.time() * 1000))
+        waiting, _ = self._outbox(store)
         for m in waiting:
             if m.id == msg_id:
                 self._write_message(wire, m)
@@ -725,10 +743,9 @@ class Client:
         assert store is not None
         # What the store holds unanswered goes first, in order, with its ids
         # (PROTOCOL.md §6.1); what this turn sends follows with its commit.
-        waiting, expired = store.outbox(int(time.time() * 1000))
+        waiting, expired = self._outbox(store)
         for m in waiting:
-            live = self._live.get(m.id)
-            self._write_message(wire, live or m)
+            self._write_message(wire, m)
         self._st_new.extend(StatusReport(i, Status.EXPIRED) for i in expired)
         if expired:
             self._queue_commit()

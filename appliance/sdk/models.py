@@ -5,13 +5,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
 
 from appliance.protocol.wire import Flag, Status
 from appliance.sdk.errors import ClientConnectionError, SendError, send_error
-
-if TYPE_CHECKING:
-    from appliance.sdk.client import Client
 
 __all__ = ["ConnectionEvent", "ConnectionState", "Group", "IncomingMessage", "OutgoingMessage",
            "Status", "StatusUpdate", "StoredMessage", "is_error", "moves_forward"]
@@ -115,14 +111,13 @@ class OutgoingMessage:
     ``await message.reached(Status.DELIVERED)`` waits further.
     """
 
-    __slots__ = ("__weakref__", "_client", "_waiters", "expiry_s", "flags", "group_id", "id",
+    __slots__ = ("__weakref__", "_waiters", "expiry_s", "flags", "group_id", "id",
                  "payload", "peer", "priority", "refid", "status", "timestamp_ms", "type")
 
-    def __init__(self, client: Client | None, *, id: int, peer: str, group_id: int,
+    def __init__(self, *, id: int, peer: str, group_id: int,
                  payload: bytes, refid: int = 0, expiry_s: int = 0, type: int = 0,
                  flags: int = 0, priority: int = 0, status: int = Status.OUTBOX,
                  timestamp_ms: int = 0) -> None:
-        self._client = client
         self.id = id
         self.peer = peer
         self.group_id = group_id

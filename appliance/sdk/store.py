@@ -206,7 +206,7 @@ class LocalStore:
             if created + expiry_s * 1000 <= now_ms:
                 expired.append(msg_id)
                 continue
-            send.append(OutgoingMessage(None, id=msg_id, peer=bytes(peer).decode(),
+            send.append(OutgoingMessage(id=msg_id, peer=bytes(peer).decode(),
                                         group_id=group_id, payload=bytes(payload),
                                         refid=from_db_id(refid), expiry_s=expiry_s,
                                         type=type_, flags=flags, priority=priority,

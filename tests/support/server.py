@@ -28,9 +28,12 @@ class ServerProcess:
         self.lines: list[str] = []
         self._reader: threading.Thread | None = None
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, *, port: int = 0) -> None:
+        """Start and wait for the listening line; `port` reuses one a previous run got."""
+        self.lines = []
         self.proc = subprocess.Popen(
-            [*self.command, "--data-dir", str(self.data_dir), "serve", "--port", "0", *self.extra],
+            [*self.command, "--data-dir", str(self.data_dir), "serve", "--port", str(port),
+             *self.extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env)
         assert self.proc.stdout is not None
         # Readiness is the line the server prints once it listens: no sleeps.
