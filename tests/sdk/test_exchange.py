@@ -7,6 +7,8 @@ import asyncio
 import pytest
 
 from appliance.sdk import (
+    AuthenticationError,
+    Client,
     ConnectionState,
     Group,
     IncomingMessage,
@@ -106,5 +108,17 @@ def test_paging_newest_first_and_typed_errors(world: World) -> None:
             with pytest.raises(ValueError, match="priority"):
                 alice.send("bob", "x", priority=16)
         assert alice.state is ConnectionState.STOPPED
+
+    asyncio.run(main())
+
+
+def test_a_wrong_token_is_refused_for_good(world: World) -> None:
+    async def main() -> None:
+        client = Client(world.server.host, world.server.port, "tdg_not-a-token")
+        async with client:
+            with pytest.raises(AuthenticationError, match="AUTH_FAILED"):
+                async with asyncio.timeout(10):
+                    await client.wait_online()
+            assert client.state is ConnectionState.STOPPED
 
     asyncio.run(main())
