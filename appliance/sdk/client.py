@@ -180,8 +180,8 @@ class _Wire(asyncio.Protocol):
         self._out: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance.
+        self.transport = transport  # type: ignore[assignment]
 
     def write(self, data: bytes) -> None:
         # Frames of one loop turn leave in one write (one syscall).
@@ -705,16 +705,17 @@ class Client:
         """One connection, from TCP connect to its end; returns why it ended."""
         loop = asyncio.get_running_loop()
         try:
-            _, wire = await asyncio.wait_for(
+            transport, wire = await asyncio.wait_for(
                 loop.create_connection(lambda: _Wire(self), self.host, self.port),
                 self.connect_timeout_s)
         except (OSError, TimeoutError) as exc:
             return ConnectFailedError(f"cannot connect to {self.host}:{self.port}: "
                                       f"{str(exc) or 'timed out'}"), False
+        # uvloop may call connection_made only after create_connection returned.
+        wire.transport = transport
         self._wire = wire
         try:
-            assert wire.transport is not None
-            wire.transport.write(wire.codec.send(Hello(self._token, self.device_id.encode(),
+            transport.write(wire.codec.send(Hello(self._token, self.device_id.encode(),
                                                        self.keepalive_s)))
             try:
                 welcome = await asyncio.wait_for(asyncio.shield(wire.welcome),
