@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1] / "appliance"
 # package prefix -> module prefixes it must never import
 FORBIDDEN = {
     "appliance.protocol": ("asyncio", "socket", "ssl", "appliance.engine", "appliance.storage",
+                           "appliance.sdk",
                            "appliance.transport", "appliance.cli", "appliance.service",
                            "click", "sqlite3"),
     "appliance.engine": ("appliance.transport", "appliance.storage.sqlite", "appliance.cli",
@@ -20,6 +21,10 @@ FORBIDDEN = {
                           "appliance.service", "click"),
     "appliance.service": ("appliance.transport", "appliance.cli", "appliance.storage.sqlite",
                           "click", "asyncio"),
+    # The SDK ships alone (packaging/sdk): the codec and the error root, nothing else.
+    "appliance.sdk": ("appliance.engine", "appliance.storage", "appliance.transport",
+                      "appliance.cli", "appliance.service", "appliance.config", "appliance.app",
+                      "click", "uvloop"),
     "appliance.config": ("appliance.transport", "appliance.cli", "appliance.storage", "click"),
 }
 
