@@ -126,7 +126,10 @@ class Scenario(Protocol):
 
 def run_pairs(s: Settings, kind: str, mode: str, *, window: int = 200, rate: int = 0,
               gens: int = 1, rcvlowat: int = 0) -> dict[str, float]:
-    """50 sender -> receiver pairs; figures of the measuring interval."""
+    """50 sender -> receiver pairs; figures of the measuring interval.
+
+    `kind` "sdk" runs the pairs through the SDK (tests/bench/sdkgen.py).
+    """
     users = s.template()
     pairs = [[users.tokens[2 * i], users.tokens[2 * i + 1], users.addresses[2 * i + 1]]
              for i in range(PAIRS)]
@@ -138,7 +141,7 @@ def run_pairs(s: Settings, kind: str, mode: str, *, window: int = 200, rate: int
         specs = [{"kind": kind, "mode": mode, "host": srv.host, "port": srv.port,
                   "pairs": pairs[g::gens], "payload": PAYLOAD_BYTES, "window": window,
                   "rate": rate // gens, "rcvlowat": rcvlowat, "warmup_s": warm,
-                  "measure_s": measure}
+                  "measure_s": measure, "store_dir": str(run_dir / f"sdk-stores-{g}")}
                  for g in range(gens)]
         with generators(specs, run_dir, s.gen_cpu) as gs:
             for g in gs:
@@ -436,5 +439,36 @@ class Connect:
         return out
 
 
+class Sdk:
+    """The reliable 1:1 run through the SDK next to the raw generator (issue #3)."""
+
+    name = "sdk"
+    rows: ClassVar[list[Row]] = [
+        Row("raw.received", "raw generator: received msg/s"),
+        *_cpu_rows("raw", "raw"),
+        Row("sdk.received", "SDK: received msg/s"),
+        Row("sdk.sent", "SDK: SENT/s"),
+        Row("sdk.delivered", "SDK: DELIVERED/s"),
+        Row("sdk.failed", "SDK: failure statuses"),
+        *_cpu_rows("sdk", "SDK"),
+        Row("ratio", "SDK / raw generator, %", "{:.0f}", ">= 50", at_least(50)),
+    ]
+
+    def title(self, s: Settings) -> str:
+        return (f"sdk: {PAIRS} sender->receiver pairs, reliable, {PAYLOAD_BYTES}-byte payloads,"
+                f" 200 un-SENT per sender, through 100 SDK clients (each with its own local"
+                f" store) in ONE process, next to the raw generator; {s.warmup_s:g} s warm-up"
+                f" + {s.measure_s:g} s measured")
+
+    def users_needed(self, quick: bool) -> int:
+        return 2 * PAIRS
+
+    def run(self, s: Settings) -> dict[str, float]:
+        out = _prefixed("raw", run_pairs(s, "throughput", "reliable", window=200))
+        out.update(_prefixed("sdk", run_pairs(s, "sdk", "reliable", window=200)))
+        out["ratio"] = 100 * out["sdk.received"] / max(1.0, out["raw.received"])
+        return out
+
+
 SCENARIOS: dict[str, Scenario] = {
-    sc.name: sc for sc in (Throughput(), Latency(), Memory(), Connect())}
+    sc.name: sc for sc in (Throughput(), Latency(), Memory(), Connect(), Sdk())}
