@@ -66,7 +66,7 @@ from appliance.sdk.models import (
     StatusUpdate,
     StoredMessage,
 )
-from appliance.sdk.store import LocalStore
+from appliance.sdk.store import LocalStore, queued
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class _Events(Generic[T]):
             except Exception:  # an app's listener must not break the client
                 log.exception("%s listener %r failed", self.what, listener)
                 continue
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 task = asyncio.ensure_future(result)
                 self.tasks.add(task)
                 task.add_done_callback(self._done)
@@ -579,9 +579,9 @@ class Client:
             return
         self._out_new, self._in_new, self._st_new = [], [], []
         try:
-            flags = store.commit(out, incoming,
-                                 [(s.id, s.status, s.timestamp_ms) for s in reports],
-                                 int(time.time() * 1000))
+            changed, fresh = store.commit(out, incoming,
+                                          [(s.id, s.status, s.timestamp_ms) for s in reports],
+                                          int(time.time() * 1000))
         except StorageError as exc:
             # Nothing of it was stored: no ACK, no REPORT_ACK (the server
             # repeats both), and the outgoing ones wait for the next try.
@@ -591,14 +591,14 @@ class Client:
             asyncio.get_running_loop().call_later(1.0, self._queue_commit)
             return
         wire = self._wire if self._wire is not None and self._wire.online else None
-        self._apply_reports(reports, flags[:len(reports)], wire)
-        self._deliver(incoming, flags[len(reports):], wire)
+        self._apply_reports(reports, changed, wire)
+        self._deliver(incoming, fresh, wire)
         for m in out:
             if wire is not None:
                 self._write_message(wire, m)
-                if m.id and _is_realtime(m):
+                if m.id and not queued(m):
                     self._realtime[m.id] = m
-            elif _is_realtime(m):
+            elif not queued(m):
                 # Never queued: real-time messages go to who is online now.
                 self._realtime[m.id] = m
                 self._fail_realtime()
@@ -770,6 +770,3 @@ class Client:
                 nonce += 1
                 wire.write(wire.codec.send(Ping(nonce)))
 
-
-def _is_realtime(m: OutgoingMessage) -> bool:
-    return m.expiry_s == 0 or bool(m.flags & Flag.TRANSIENT) or m.id == 0

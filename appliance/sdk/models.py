@@ -187,7 +187,7 @@ class OutgoingMessage:
         return f"OutgoingMessage(id={self.id}, {where}, status={status})"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per report, frozen costs a setattr per field
 class StatusUpdate:
     """A status report for a message this user sent (from any of its devices).
 

@@ -19,10 +19,11 @@ import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from appliance.errors import StorageError
 from appliance.protocol.wire import Flag, Message, Status
-from appliance.sdk.models import OutgoingMessage, StoredMessage
+from appliance.sdk.models import OutgoingMessage, StoredMessage, moves_forward
 
 _SIGN = 1 << 63
 _WRAP = 1 << 64
@@ -53,21 +54,46 @@ CREATE TABLE IF NOT EXISTS messages (
   UNIQUE (sender, msg_id)
 );
 CREATE INDEX IF NOT EXISTS messages_conversation ON messages (group_id, peer, rowid);
-CREATE INDEX IF NOT EXISTS messages_outbox ON messages (rowid)
-  WHERE outgoing = 1 AND status IN ({",".join(str(int(s)) for s in _RETRIED)});
+-- Own messages waiting for the server's first answer (a table, not a partial
+-- index on status: updating an indexed status cost 5x more per report).
+CREATE TABLE IF NOT EXISTS outbox (msg_id INTEGER PRIMARY KEY);
 CREATE INDEX IF NOT EXISTS messages_unreported ON messages (rowid) WHERE read = {READ_UNREPORTED};
 CREATE UNIQUE INDEX IF NOT EXISTS messages_seq ON messages (seq)
   WHERE msg_id IS NULL AND seq != 0;
 PRAGMA user_version = {_SCHEMA_VERSION};
 """
 
-# Statuses only move forward (SPEC M3; models.moves_forward, in SQL).
-_FORWARD = (f"(status IN ({','.join(str(int(s)) for s in _RETRIED)}) AND status != :new)"
-            " OR (status < 128 AND ((:new < 128 AND :new > status)"
-            f" OR (:new = {int(Status.EXPIRED)} AND status = {int(Status.SENT)})))")
-
 _COLUMNS = ("msg_id, outgoing, sender, peer, group_id, refid, ts_ms, type, flags, priority,"
             " status, read, payload")
+
+
+_IN_CHUNK = 500
+_CACHE_MAX = 100_000
+_INSERT_INCOMING = (
+    "INSERT OR IGNORE INTO messages (outgoing, sender, peer, group_id, msg_id, refid, seq,"
+    " created_ms, ts_ms, expiry_s, type, flags, priority, status, read, payload)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def queued(m: OutgoingMessage) -> bool:
+    """Whether `m` waits in the outbox until answered (PROTOCOL.md §6.1).
+
+    Real-time messages (expiry 0 or TRANSIENT) and id 0 ("no status") are sent
+    once, if the client is online: they are neither stored by the server nor
+    deduplicated, so resending them could deliver them twice.
+    """
+    return bool(m.id) and m.expiry_s > 0 and not m.flags & Flag.TRANSIENT
+
+
+def _incoming_row(m: Message, now_ms: int) -> tuple[Any, ...]:
+    if m.flags & Flag.OUTGOING_COPY:  # what another device of ours sent
+        outgoing, sender, peer, status, read = 1, b"", m.peer, Status.SENT, READ_REPORTED
+    else:
+        outgoing, sender, status, read = 0, m.peer, Status.OUTBOX, NEW
+        peer = b"" if m.group_id else m.peer
+    return (outgoing, sender, peer, m.group_id, to_db_id(m.id), to_db_id(m.refid) or 0, m.seq,
+            now_ms, m.timestamp_ms, m.expiry_s, m.type, m.flags, m.priority, status, read,
+            m.payload)
 
 
 def to_db_id(msg_id: int) -> int | None:
@@ -97,6 +123,7 @@ class LocalStore:
         try:
             self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA cache_size = -16384")  # 16 MiB
             self.conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
             if version > _SCHEMA_VERSION:
@@ -106,6 +133,11 @@ class LocalStore:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the local store {path}: {exc}") from None
         self.path = path
+        # Caches of what this connection alone writes (one client per store
+        # file), to save a lookup per status report and per received message:
+        # our own messages' statuses, and the highest id stored per sender.
+        self._status: dict[int | None, int] = {}
+        self._highest: dict[bytes, int] = {}
 
     def close(self) -> None:
         self.conn.close()
@@ -137,14 +169,16 @@ class LocalStore:
     # --- the per-turn transaction --------------------------------------------
 
     def commit(self, outgoing: list[OutgoingMessage], incoming: list[Message],
-               statuses: list[tuple[int, int, int]], now_ms: int) -> list[bool]:
+               statuses: list[tuple[int, int, int]], now_ms: int
+               ) -> tuple[list[bool], list[bool]]:
         """Store new outgoing messages, received messages and status changes at once.
 
-        `incoming` holds received MESSAGE frames; `statuses` holds (id,
-        status, timestamp) of our own messages.
-        Returns, for each status, whether it moved the stored status forward,
-        followed by, for each incoming message, whether it was new (False: a
-        duplicate by (sender, id), to be acknowledged again and dropped).
+        `statuses` holds (id, status, timestamp) of our own messages.  Returns
+        whether each status moved the stored one forward, and whether each
+        incoming message was new (False: a duplicate by (sender, id), to be
+        acknowledged again and dropped).  Rows are written with executemany
+        and looked up with one query per kind: a statement per row would cost
+        the client several times more per message.
         """
         conn = self.conn
         try:
@@ -157,33 +191,96 @@ class LocalStore:
                     [(m.peer.encode(), m.group_id, to_db_id(m.id), to_db_id(m.refid) or 0,
                       now_ms, m.expiry_s, m.type, m.flags, m.priority, m.status, m.payload)
                      for m in outgoing])
-            changed = [conn.execute(
-                f"UPDATE messages SET status = :new, ts_ms = CASE WHEN :new = 1 THEN :ts"
-                f" ELSE ts_ms END WHERE sender = x'' AND msg_id = :id AND ({_FORWARD})",
-                {"new": status, "ts": ts, "id": to_db_id(msg_id)}).rowcount > 0
-                for msg_id, status, ts in statuses]
-            fresh = [self._insert_incoming(m, now_ms) for m in incoming]
+                conn.executemany("INSERT OR IGNORE INTO outbox VALUES (?)",
+                                 [(to_db_id(m.id),) for m in outgoing if queued(m)])
+                cache = self._status
+                for m in outgoing:
+                    if m.id:
+                        cache.setdefault(to_db_id(m.id), m.status)
+            changed = self._apply_statuses(statuses) if statuses else []
+            fresh = self._store_incoming(incoming, now_ms) if incoming else []
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            self._status.clear()
+            self._highest.clear()
             raise StorageError(f"local store: {exc}") from None
-        return changed + fresh
+        if len(self._status) > _CACHE_MAX:
+            self._status.clear()
+        return changed, fresh
 
-    def _insert_incoming(self, m: Message, now_ms: int) -> bool:
-        if m.flags & Flag.OUTGOING_COPY:  # what another device of ours sent
-            outgoing, sender, peer, status, read = 1, b"", m.peer, Status.SENT, READ_REPORTED
-        else:
-            outgoing, sender, status, read = 0, m.peer, Status.OUTBOX, NEW
-            peer = b"" if m.group_id else m.peer
-        cur = self.conn.execute(
-            "INSERT OR IGNORE INTO messages (outgoing, sender, peer, group_id, msg_id, refid,"
-            " seq, created_ms, ts_ms, expiry_s, type, flags, priority, status, read, payload)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (outgoing, sender, peer, m.group_id, to_db_id(m.id), to_db_id(m.refid) or 0,
-             m.seq, now_ms, m.timestamp_ms, m.expiry_s, m.type, m.flags, m.priority, status,
-             read, m.payload))
-        return cur.rowcount > 0
+    def _apply_statuses(self, statuses: list[tuple[int, int, int]]) -> list[bool]:
+        current = self._own_statuses([to_db_id(i) for i, _, _ in statuses])
+        changed: list[bool] = []
+        updates: list[tuple[int, int | None, int | None]] = []
+        answered: list[tuple[int | None]] = []
+        for msg_id, status, ts in statuses:
+            key = to_db_id(msg_id)
+            was = current.get(key)
+            if was is None or not moves_forward(was, status):
+                changed.append(False)
+                continue
+            current[key] = status
+            changed.append(True)
+            updates.append((status, ts if status == Status.SENT else None, key))
+            if status not in _RETRIED:
+                answered.append((key,))
+        self.conn.executemany("UPDATE messages SET status = ?, ts_ms = coalesce(?, ts_ms)"
+                              " WHERE sender = x'' AND msg_id = ?", updates)
+        self.conn.executemany("DELETE FROM outbox WHERE msg_id = ?", answered)
+        return changed
+
+    def _own_statuses(self, keys: list[int | None]) -> dict[int | None, int]:
+        found = self._status
+        unique = list(dict.fromkeys(k for k in keys if k is not None and k not in found))
+        for start in range(0, len(unique), _IN_CHUNK):
+            chunk = unique[start:start + _IN_CHUNK]
+            found.update(self.conn.execute(
+                f"SELECT msg_id, status FROM messages WHERE sender = x'' AND msg_id IN"
+                f" ({','.join('?' * len(chunk))})", chunk).fetchall())
+        return found
+
+    def _store_incoming(self, incoming: list[Message], now_ms: int) -> list[bool]:
+        rows = [_incoming_row(m, now_ms) for m in incoming]
+        by_sender: dict[bytes, list[int]] = {}
+        for row in rows:
+            if row[4] is not None:
+                by_sender.setdefault(row[1], []).append(row[4])
+        seen: set[tuple[bytes, int | None]] = set()
+        for sender, all_ids in by_sender.items():
+            # Ids above the highest stored for this sender are new: no lookup.
+            high = self._highest_id(sender)
+            ids = [i for i in all_ids if i <= high]
+            self._highest[sender] = max(high, *all_ids)
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start:start + _IN_CHUNK]
+                seen.update((sender, i) for (i,) in self.conn.execute(
+                    f"SELECT msg_id FROM messages WHERE sender = ? AND msg_id IN"
+                    f" ({','.join('?' * len(chunk))})", [sender, *chunk]))
+        fresh: list[bool] = []
+        new_rows = []
+        for row in rows:
+            if row[4] is None:  # id 0: deduplicated by seq, row by row (rare)
+                fresh.append(self.conn.execute(_INSERT_INCOMING, row).rowcount > 0)
+                continue
+            key = (row[1], row[4])
+            if key in seen:
+                fresh.append(False)
+                continue
+            seen.add(key)
+            fresh.append(True)
+            new_rows.append(row)
+        self.conn.executemany(_INSERT_INCOMING, new_rows)
+        return fresh
+
+    def _highest_id(self, sender: bytes) -> int:
+        high = self._highest.get(sender)
+        if high is None:
+            row = self.conn.execute("SELECT max(msg_id) FROM messages WHERE sender = ?",
+                                    (sender,)).fetchone()
+            high = self._highest[sender] = -_SIGN if row[0] is None else row[0]
+        return high
 
     # --- reads -----------------------------------------------------------------
 
@@ -196,10 +293,9 @@ class LocalStore:
         send: list[OutgoingMessage] = []
         expired: list[int] = []
         rows = self._run(
-            "SELECT msg_id, peer, group_id, refid, created_ms, expiry_s, type, flags, priority,"
-            " status, payload FROM messages INDEXED BY messages_outbox WHERE outgoing = 1 AND"
-            f" status IN ({','.join(str(int(s)) for s in _RETRIED)}) AND msg_id IS NOT NULL"
-            f" AND expiry_s > 0 AND flags & {Flag.TRANSIENT} = 0 ORDER BY rowid").fetchall()
+            "SELECT m.msg_id, m.peer, m.group_id, m.refid, m.created_ms, m.expiry_s, m.type,"
+            " m.flags, m.priority, m.status, m.payload FROM outbox AS o JOIN messages AS m"
+            " ON m.sender = x'' AND m.msg_id = o.msg_id ORDER BY m.rowid").fetchall()
         for (db_id, peer, group_id, refid, created, expiry_s, type_, flags, priority, status,
              payload) in rows:
             msg_id = from_db_id(db_id)
