@@ -210,7 +210,11 @@ class StatusUpdate:
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
-    """One message of a conversation's history, from the local store."""
+    """One message of a conversation's history, from the local store.
+
+    `status` of a message we sent is its latest report (OUTBOX until the
+    server answers); of a received one, DELIVERED, or READ once marked read.
+    """
 
     id: int
     outgoing: bool
