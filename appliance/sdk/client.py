@@ -82,6 +82,15 @@ _RETRIED = (Status.FAILED, Status.RATE_LIMITED)
 _END = object()
 
 
+_U32, _U64 = 2**32 - 1, 2**64 - 1
+
+
+def _check_ranges(**fields: tuple[int, int]) -> None:
+    for name, (value, top) in fields.items():
+        if not 0 <= value <= top:
+            raise ValueError(f"{name} must be 0..{top}, got {value}")
+
+
 class Backoff:
     """Exponential backoff with full jitter (AWS architecture blog, 2015).
 
@@ -469,13 +478,12 @@ class Client:
             raise TooLargeError(f"payload of {len(data)} bytes exceeds the server's limit",
                                 status=Status.TOO_LARGE, message_id=msg_id)
         expiry = self.default_expiry_s if expiry_s is None else expiry_s
-        for name, value, top in (("priority", priority, 15), ("type", type, 2**32 - 1),
-                                 ("flags", flags, Flag.CLIENT_MASK), ("expiry_s", expiry,
-                                                                      2**32 - 1),
-                                 ("id", msg_id, 2**64 - 1), ("refid", refid, 2**64 - 1),
-                                 ("group", group_id, 2**64 - 1)):
-            if not 0 <= value <= top:
-                raise ValueError(f"{name} must be 0..{top}, got {value}")
+        if not (0 <= priority <= 15 and 0 <= type <= _U32 and 0 <= flags <= Flag.CLIENT_MASK
+                and 0 <= expiry <= _U32 and 0 <= msg_id <= _U64 and 0 <= refid <= _U64
+                and 0 <= group_id <= _U64):
+            _check_ranges(priority=(priority, 15), type=(type, _U32),
+                          flags=(flags, Flag.CLIENT_MASK), expiry_s=(expiry, _U32),
+                          id=(msg_id, _U64), refid=(refid, _U64), group=(group_id, _U64))
         message = OutgoingMessage(id=msg_id, peer=peer, group_id=group_id, payload=data,
                                   refid=refid, expiry_s=expiry, type=type, flags=flags,
                                   priority=priority)

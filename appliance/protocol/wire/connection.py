@@ -33,6 +33,7 @@ from appliance.protocol.wire.frames import (
     Message,
     decode_body,
     decode_message,
+    decode_status,
     encode,
     encode_message,
 )
@@ -90,6 +91,7 @@ _EVENT_TYPES: dict[str, int] = {
 }
 
 _MESSAGE = int(_F.MESSAGE)
+_STATUS = int(_F.STATUS)
 _unpack_header = HEADER.unpack_from
 _DEFAULT_MAX_FRAME = 1 << 20
 
@@ -163,6 +165,8 @@ class WireConnection:
             state = self.state
             if ftype == _MESSAGE and state is State.OPEN:
                 events.append(decode_message(buf, pos + HEADER_SIZE, body_end))
+            elif ftype == _STATUS and state is State.OPEN and role is Role.CLIENT:
+                events.append(decode_status(buf, pos + HEADER_SIZE, body_end))
             else:
                 nxt = _RECV.get((role, state, ftype))
                 if nxt is None:

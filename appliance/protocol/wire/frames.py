@@ -412,6 +412,28 @@ def decode_message(buf: bytes | bytearray | memoryview, start: int, end: int) ->
     return m
 
 
+def decode_status(buf: bytes | bytearray | memoryview, start: int, end: int) -> StatusReport:
+    """Decode a STATUS body occupying ``buf[start:end]`` (the client's hot path).
+
+    Raises:
+        RemoteWireError: the body does not match the STATUS layout.
+    """
+    if end - start < _STATUS_SIZE:
+        raise RemoteWireError("STATUS body too short", close_code=CloseCode.PROTOCOL_ERROR)
+    mid, status, rseq, ts, group, alen = _STATUS.unpack_from(buf, start)
+    if start + _STATUS_SIZE + alen != end:
+        raise RemoteWireError("malformed STATUS frame: address length does not match",
+                              close_code=CloseCode.PROTOCOL_ERROR)
+    s = StatusReport.__new__(StatusReport)
+    s.id = mid
+    s.status = status
+    s.report_seq = rseq
+    s.timestamp_ms = ts
+    s.group_id = group
+    s.peer = bytes(buf[start + _STATUS_SIZE:end])
+    return s
+
+
 def decode_body(ftype: int, body: bytes) -> Event:
     """Decode the body of a non-MESSAGE frame of type `ftype`.
 
