@@ -130,6 +130,9 @@ class LocalStore:
             raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
         try:
             self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the local store {path}: {exc}") from None
+        try:
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA cache_size = -16384")  # 16 MiB
             self.conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
@@ -139,7 +142,11 @@ class LocalStore:
                                    " SDK; upgrade the SDK")
             self.conn.executescript(_SCHEMA)
         except sqlite3.Error as exc:
+            self.conn.close()
             raise StorageError(f"cannot open the local store {path}: {exc}") from None
+        except StorageError:
+            self.conn.close()
+            raise
         self.path = path
         # Caches of what this connection alone writes (one client per store
         # file), to save a lookup per status report and per received message:

@@ -29,7 +29,7 @@ async def run_sdk_pairs(spec: dict[str, Any], control: Any, emit: Any, cpu_secon
                         slope: Any, sleep_until: Any) -> None:
     host, port, window = spec["host"], spec["port"], spec.get("window", 200)
     stores = Path(spec["store_dir"])
-    stores.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(stores.mkdir, parents=True, exist_ok=True)
     payload = bytes(spec["payload"])
     counts = _Counters()
     running = False
