@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -146,6 +147,26 @@ def test_retryable_failures_are_typed_and_retried(behaviour: Behaviour,
     assert connections >= 3  # it kept trying, with backoff
     assert [e.retry_in_s is not None for e in events if e.state is ConnectionState.OFFLINE]
     assert problems == []  # no unhandled exception anywhere
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_bytes_after_welcome_never_escape_as_anything_untyped(seed: int) -> None:
+    noise = random.Random(seed).randbytes(random.Random(seed).randint(1, 300))
+
+    async def behave(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(WELCOME)
+        await reader.read(100)  # the client's outbox
+        writer.write(noise)
+        await writer.drain()
+        writer.close()  # whatever the bytes were, the server then hangs up
+
+    events, connections, problems = _run(behave, _offline(2))
+    errors = _errors(events)
+    assert errors
+    assert all(isinstance(e, ServerProtocolError | ConnectFailedError) for e in errors), errors
+    assert connections >= 2
+    assert problems == []
 
 
 def test_garbage_after_welcome_drops_back_offline_and_reconnects() -> None:
