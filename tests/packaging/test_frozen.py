@@ -115,3 +115,30 @@ def test_frozen_server_runs_on_uvloop(tmp_path: Path) -> None:
     server.start()
     assert server.stop() == 0, server.output
     assert "Using selector" not in server.output, "frozen server fell back to asyncio"
+
+
+@pytest.mark.slow
+def test_frozen_client_commands_exchange_a_message(tmp_path: Path) -> None:
+    frozen_bin = frozen_binary()
+    data = tmp_path / "data"
+    data.mkdir()
+    tokens = {user: (frozen(frozen_bin, data, "user", "add", user),
+                     frozen(frozen_bin, data, "user", "token", user))[1].stdout.strip()
+              for user in ("alice", "bob")}
+    server = ServerProcess(data, command=[str(frozen_bin)])
+    server.start()
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"),
+           "TIDINGS_SERVER": f"{server.host}:{server.port}"}
+    try:
+        sent = subprocess.run([str(frozen_bin), "client", "send", "bob", "via the frozen SDK",
+                               "--token", tokens["alice"]], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert sent.returncode == 0, sent.stderr
+        assert sent.stdout.startswith("sent ")
+        got = subprocess.run([str(frozen_bin), "client", "listen", "--count", "1", "--token",
+                              tokens["bob"]], env=env, capture_output=True, text=True,
+                             timeout=60)
+        assert got.returncode == 0, got.stderr
+        assert got.stdout == "alice: via the frozen SDK\n"
+    finally:
+        server.stop()
