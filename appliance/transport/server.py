@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+from typing import Protocol
 
 from appliance.engine.clock import Clock
 from appliance.engine.delivery import Engine
 from appliance.engine.ports import EngineLimits
 from appliance.errors import ConfigError
+from appliance.protocol.sniff import Detected
 from appliance.protocol.wire import CloseCode
+from appliance.transport.http1 import HttpProtocol
 from appliance.transport.tasks import spawn
 from appliance.transport.wire import WireProtocol
 
@@ -25,6 +28,19 @@ HANDSHAKE_TIMEOUT_S = 10.0
 _SCAN_INTERVAL_S = 1.0
 
 
+class Connection(Protocol):
+    """What the timeout scan and the shutdown need of any connection."""
+
+    @property
+    def authenticated(self) -> bool: ...
+
+    hello_seen: bool
+    opened_at: float
+    last_seen: float
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
 class Server:
     """Accepts native-protocol connections and hands them to the engine."""
 
@@ -32,12 +48,21 @@ class Server:
         self.engine = engine
         self.limits = limits
         self.clock = clock
-        self.connections: set[WireProtocol] = set()
+        self.connections: set[Connection] = set()
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.address: tuple[str, int] = ("", 0)
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
         self._dirty: list[WireProtocol] = []
+
+    def hand_over(self, transport: asyncio.Transport, kind: Detected, first_bytes: bytes) -> None:
+        """A connection turned out not to speak the native protocol: give it its handler."""
+        if kind is Detected.HTTP1:
+            http = HttpProtocol(self, transport)
+            transport.set_protocol(http)
+            http.data_received(first_bytes)
+        else:  # TLS and HTTP/2 prior knowledge: not served on this port yet
+            transport.close()
 
     def mark_dirty(self, conn: WireProtocol) -> None:
         """`conn` has queued output: flush it after this read, or this loop turn."""

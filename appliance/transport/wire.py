@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from appliance.engine.session import Session
 from appliance.errors import AuthError, StorageError
+from appliance.protocol.sniff import Detected, detect
 from appliance.protocol.wire import (
     Ack,
     Close,
@@ -49,8 +50,8 @@ _FLUSH_FRAMES = 256
 class WireProtocol(asyncio.Protocol):
     """Drives one connection; implements the engine's `Link` port."""
 
-    __slots__ = ("_codec", "_out", "_server", "_transport", "hello_seen", "last_seen", "opened_at",
-                 "session")
+    __slots__ = ("_codec", "_out", "_server", "_sniff", "_transport", "hello_seen", "last_seen",
+                 "opened_at", "session")
 
     def __init__(self, server: Server) -> None:
         self._server = server
@@ -58,6 +59,8 @@ class WireProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._out: list[bytes] | None = None
         self.session: Session | None = None
+        #: The first bytes while the protocol is not yet known; None once it is.
+        self._sniff: bytes | None = b""
         self.hello_seen = False
         self.opened_at = self.last_seen = server.clock.monotonic()
 
@@ -75,6 +78,21 @@ class WireProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_seen = self._server.clock.monotonic()
+        if self._sniff is not None:
+            # The port is shared (SPEC M12): decide once, from the first bytes.
+            data = self._sniff + data
+            detected = detect(data)
+            if detected is None:
+                self._sniff = data
+                return
+            self._sniff = None
+            if detected is not Detected.NATIVE and detected is not Detected.UNKNOWN:
+                transport, self._transport = self._transport, None
+                self._server.connections.discard(self)
+                if transport is not None:
+                    self._server.hand_over(transport, detected, data)
+                return
+            # NATIVE, or garbage: the codec checks the preface and says why not.
         try:
             events = self._codec.receive_data(data)
         except RemoteWireError as exc:

@@ -69,7 +69,7 @@ def test_each_kind_of_bad_input_closes_only_its_connection(
         alice = await Client.connect(server.host, server.port, tokens["alice"], "steady")
         bob = await Client.connect(server.host, server.port, tokens["bob"], "steady")
         cases = [
-            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", CloseCode.HELLO_REQUIRED, "preface"),
+            (b"hello\r\n", CloseCode.HELLO_REQUIRED, "preface"),  # HTTP: tests/transport
             (b"\x00\xff" * 40, CloseCode.HELLO_REQUIRED, "preface"),
             (PREFACE + struct.pack(">IB", 2**31, FrameType.MESSAGE), CloseCode.FRAME_TOO_LARGE,
              "exceeds"),

@@ -1,0 +1,215 @@
+"""HTTP/1.1 on the shared port (h11), and the upgrade to WebSocket (SPEC M12).
+
+A connection whose first bytes look like an HTTP/1 request is handed here by
+`WireProtocol`.  Every request is bounded: headers by `MAX_HEADER_BYTES`,
+bodies by `MAX_BODY_BYTES`, a whole request by the server's handshake timeout
+(slowloris), the number of requests per connection by `MAX_REQUESTS`.
+Errors are RFC 9457 problem+json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+import h11
+
+from appliance.transport.websocket import WebSocketCarrier
+
+if TYPE_CHECKING:
+    from appliance.transport.server import Server
+
+log = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 16 * 1024
+MAX_BODY_BYTES = 1024 * 1024
+#: Requests served on one connection before it is closed (keeps one client
+#: from monopolising a connection slot forever).
+MAX_REQUESTS = 10_000
+SERVER_HEADER = b"tidings"
+
+
+def problem(status: int, title: str, detail: str = "") -> tuple[int, bytes]:
+    """An RFC 9457 problem document."""
+    doc: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        doc["detail"] = detail
+    return status, json.dumps(doc).encode()
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One HTTP/1.1 connection; becomes a WebSocket carrier on upgrade."""
+
+    __slots__ = ("_body", "_carrier", "_h11", "_raw", "_request", "_requests", "_server",
+                 "_transport", "hello_seen", "last_seen", "opened_at")
+
+    authenticated = False  # for the server's timeout scan: never a native session
+
+    def __init__(self, server: Server, transport: asyncio.Transport) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = transport
+        self._h11: h11.Connection | None = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self._raw = bytearray()
+        self._body = bytearray()
+        self._request: h11.Request | None = None
+        self._requests = 0
+        self._carrier: WebSocketCarrier | None = None
+        # The server's scan closes a connection with no complete request
+        # within the handshake timeout; `opened_at` restarts per request.
+        self.hello_seen = False
+        self.opened_at = self.last_seen = server.clock.monotonic()
+        server.connections.add(self)
+
+    # --- asyncio callbacks (forwarded by WireProtocol's hand-over) -------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._carrier is not None:
+            self._carrier.data_received(data)
+            return
+        conn = self._h11
+        if conn is None:
+            return
+        self.last_seen = self._server.clock.monotonic()
+        if self._request is None:
+            self._raw += data  # an upgrade hands the raw request to wsproto
+        conn.receive_data(data)
+        while self._h11 is not None and self._transport is not None:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                status = exc.error_status_hint
+                title = "request header fields too large" if status == 431 else "bad request"
+                self._fail(*problem(431 if "too large" in str(exc).lower() else status, title,
+                                    str(exc)))
+                return
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Request):
+                if not self._on_request(event):
+                    return
+            elif isinstance(event, h11.Data):
+                self._body += event.data
+                if len(self._body) > MAX_BODY_BYTES:
+                    self._fail(*problem(413, "content too large",
+                                        f"bodies are limited to {MAX_BODY_BYTES} bytes"))
+                    return
+            elif isinstance(event, h11.EndOfMessage):
+                self._respond()
+            elif isinstance(event, h11.ConnectionClosed):
+                self.close(0, "")
+                return
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._server.connections.discard(self)
+        if self._carrier is not None:
+            self._carrier.connection_lost(exc)
+
+    # --- requests ---------------------------------------------------------------------
+
+    def _on_request(self, request: h11.Request) -> bool:
+        self._request = request
+        self._requests += 1
+        # h11 bounds only what it must buffer; a header block that arrives
+        # whole in one read is measured here.
+        size = len(request.target) + sum(len(k) + len(v) + 4 for k, v in request.headers)
+        if size > MAX_HEADER_BYTES:
+            self._fail(*problem(431, "request header fields too large",
+                                f"headers are limited to {MAX_HEADER_BYTES} bytes"))
+            return False
+        headers = {k.lower(): v for k, v in request.headers}
+        if headers.get(b"upgrade", b"").lower() == b"websocket":
+            return self._upgrade()
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            self._fail(*problem(413, "content too large",
+                                f"bodies are limited to {MAX_BODY_BYTES} bytes"))
+            return False
+        return True
+
+    def _upgrade(self) -> bool:
+        assert self._transport is not None
+        raw = bytes(self._raw)
+        self._h11 = None
+        self._raw = bytearray()
+        self._server.connections.discard(self)
+        self._carrier = WebSocketCarrier(self._server, self._transport,
+                                         self._server.limits.max_frame_bytes * 16)
+        return self._carrier.start(raw)
+
+    def _respond(self) -> None:
+        request = self._request
+        assert request is not None
+        method, target = request.method.decode(), request.target.decode("latin-1")
+        path = target.split("?", 1)[0]
+        if path == "/v1/health" and method in ("GET", "HEAD"):
+            self._send(200, json.dumps({"status": "ok"}).encode(), b"application/json",
+                       head=method == "HEAD")
+        else:
+            self._send(*problem(404, "not found", f"no resource at {path}"),
+                       content_type=b"application/problem+json")
+        self._next_request()
+
+    def _next_request(self) -> None:
+        conn = self._h11
+        self._request = None
+        self._raw = bytearray()
+        self._body = bytearray()
+        self.opened_at = self._server.clock.monotonic()
+        if conn is None or self._transport is None:
+            return
+        if conn.our_state is h11.MUST_CLOSE or self._requests >= MAX_REQUESTS:
+            self.close(0, "")
+            return
+        try:
+            conn.start_next_cycle()
+        except h11.LocalProtocolError:
+            self.close(0, "")
+
+    def _send(self, status: int, body: bytes, content_type: bytes = b"application/json", *,
+              head: bool = False, close: bool = False) -> None:
+        conn, transport = self._h11, self._transport
+        if conn is None or transport is None:
+            return
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
+                   (b"server", SERVER_HEADER)]
+        if close:
+            headers.append((b"connection", b"close"))
+        try:
+            data = conn.send(h11.Response(status_code=status, headers=headers,
+                                          reason=HTTPStatus(status).phrase.encode()))
+            if body and not head:
+                data += conn.send(h11.Data(data=body)) or b""
+            data += conn.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError:
+            self.close(0, "")
+            return
+        transport.write(data or b"")
+
+    def _fail(self, status: int, body: bytes) -> None:
+        """Answer an error that ends the connection, then close it."""
+        conn = self._h11
+        if conn is not None and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            self._send(status, body, b"application/problem+json", close=True)
+        self.close(0, "")
+
+    # --- what the server's timeout scan and shutdown call ---------------------------------
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the connection (`code` and `reason` are the native protocol's; unused)."""
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            if self._h11 is not None and self._h11.our_state is h11.IDLE and reason:
+                # The timeout scan: tell the client why, as HTTP does (408).
+                status, body = problem(408, "request timeout", reason)
+                self._transport = transport
+                self._send(status, body, b"application/problem+json", close=True)
+                self._transport = None
+            transport.close()

@@ -1,0 +1,96 @@
+"""HTTP/1.1 on the shared port, with curl (a client we did not write)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+
+import pytest
+
+from appliance.protocol.wire import Message, Status
+from tests.support.client import Client
+from tests.support.provision import provision
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+
+def curl(*args: str) -> tuple[int, dict[str, str], str]:
+    """(status, headers, body) of one curl request."""
+    out = subprocess.run(["curl", "-sS", "--max-time", "20", "-i", *args],
+                         capture_output=True, timeout=30, check=True).stdout.decode()
+    head, _, body = out.partition("\r\n\r\n")
+    lines = head.split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_curl_speaks_http1_on_the_native_port(server: ServerProcess) -> None:
+    base = f"http://{server.host}:{server.port}"
+    status, headers, body = curl(f"{base}/v1/health")
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    assert headers["content-type"] == "application/json"
+    status, headers, body = curl(f"{base}/nowhere")
+    assert status == 404
+    assert headers["content-type"] == "application/problem+json"
+    assert json.loads(body) == {"type": "about:blank", "title": "not found", "status": 404,
+                                "detail": "no resource at /nowhere"}
+    # Keep-alive: two requests on one connection.
+    out = subprocess.run(["curl", "-sS", "-v", f"{base}/v1/health", f"{base}/v1/health"],
+                         capture_output=True, text=True, timeout=30, check=True)
+    assert "Re-using existing connection" in out.stderr or "Reusing" in out.stderr
+
+
+async def raw(server: ServerProcess, request: bytes) -> bytes:
+    """Send `request` bytes as they are; return everything until the server closes."""
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(request)
+    await writer.drain()
+    async with asyncio.timeout(30):
+        answer = await reader.read()
+    writer.close()
+    return answer
+
+
+def test_oversize_and_malformed_requests_get_4xx_and_native_clients_carry_on(
+        data_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    tokens, _ = provision(data_dir, ["alice", "bob"])
+    server = ServerProcess(data_dir)
+    server.start()
+    base = f"http://{server.host}:{server.port}"
+    try:
+        status, _, body = curl("-H", "X-Big: " + "a" * 20_000, f"{base}/v1/health")
+        assert status == 431
+        assert json.loads(body)["status"] == 431
+        big = tmp_path / "big"
+        big.write_bytes(b"x" * (1024 * 1024 + 1))
+        status, _, body = curl("--data-binary", f"@{big}", f"{base}/v1/health")
+        assert status == 413
+        assert asyncio.run(raw(server, b"GET / HTTP/1.1\r\nno colon here\r\n\r\n")
+                           ).startswith(b"HTTP/1.1 400 ")
+
+        async def native() -> None:
+            alice = await Client.connect(server.host, server.port, tokens["alice"], "a")
+            bob = await Client.connect(server.host, server.port, tokens["bob"], "b")
+            alice.send(Message(1, b"bob", b"still fine"))
+            assert (await alice.status()).status == Status.SENT
+            assert (await bob.message()).payload == b"still fine"
+            await alice.close()
+            await bob.close()
+        asyncio.run(native())
+    finally:
+        server.stop()
+
+
+def test_a_request_that_never_finishes_is_cut_off(server: ServerProcess) -> None:
+    async def slowloris() -> bytes:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        await writer.drain()
+        async with asyncio.timeout(30):  # the server's handshake timeout is 10 s
+            answer = await reader.read()
+        writer.close()
+        return answer
+    answer = asyncio.run(slowloris())
+    assert answer.startswith(b"HTTP/1.1 408 ")
