@@ -141,7 +141,7 @@ class HttpProtocol(asyncio.Protocol):
         self._raw = bytearray()
         self._server.connections.discard(self)
         self._carrier = WebSocketCarrier(self._server, self._transport,
-                                         self._server.limits.max_frame_bytes * 16)
+                                         self._server.limits.max_frame_bytes * 4)
         return self._carrier.start(raw)
 
     def _respond(self) -> None:

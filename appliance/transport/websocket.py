@@ -48,13 +48,13 @@ class WebSocketCarrier:
     Implements the few transport methods `WireProtocol` uses.
     """
 
-    __slots__ = ("_message_bytes", "_transport", "_ws", "inner", "max_message_bytes")
+    __slots__ = ("_partial", "_transport", "_ws", "inner", "max_message_bytes")
 
     def __init__(self, server: Server, transport: asyncio.Transport, max_message_bytes: int
                  ) -> None:
         self._transport: asyncio.Transport | None = transport
         self._ws = WSConnection(ConnectionType.SERVER)
-        self._message_bytes = 0
+        self._partial: bytearray | None = None
         self.max_message_bytes = max_message_bytes
         self.inner = WireProtocol(server)
 
@@ -70,13 +70,21 @@ class WebSocketCarrier:
             ws.receive_data(data)
             for event in ws.events():
                 if isinstance(event, BytesMessage):
-                    self._message_bytes += len(event.data)
-                    if self._message_bytes > self.max_message_bytes:
+                    # A message is passed on whole, so the size limit is applied
+                    # before the codec acts on any of it.
+                    if self._partial is None:
+                        if event.message_finished:
+                            self.inner.data_received(bytes(event.data))
+                            continue
+                        self._partial = bytearray()
+                    self._partial += event.data
+                    if len(self._partial) > self.max_message_bytes:
+                        self._partial = None
                         self._fail(_TOO_BIG, f"message above {self.max_message_bytes} bytes")
                         return False
                     if event.message_finished:
-                        self._message_bytes = 0
-                    self.inner.data_received(bytes(event.data))
+                        data, self._partial = bytes(self._partial), None
+                        self.inner.data_received(data)
                 elif isinstance(event, Request):
                     if not self._accept(event):
                         return False
