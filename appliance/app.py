@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,10 +17,14 @@ from appliance import __version__
 from appliance.config import ApplianceConfig
 from appliance.engine.clock import SystemClock
 from appliance.engine.delivery import Engine
+from appliance.errors import ConfigError
 from appliance.service.admin import AdminService
 from appliance.storage import Storage, open_storage
 from appliance.transport.server import Server
 from appliance.transport.tasks import LoopScheduler
+from appliance.transport.tls import TlsContexts
+
+log = logging.getLogger(__name__)
 
 
 async def serve(config: ApplianceConfig, ready: Callable[[str, int], None]) -> None:
@@ -35,17 +40,29 @@ async def serve(config: ApplianceConfig, ready: Callable[[str, int], None]) -> N
     try:
         engine = Engine(store, clock, config.limits, LoopScheduler(loop),
                         server_version=f"tidings/{__version__}".encode())
-        server = Server(engine, config.limits, clock)
+        tls = TlsContexts(config.tls.cert, config.tls.key, config.storage.data_dir)
+        server = Server(engine, config.limits, clock, tls)
         host, port = await server.start(config.server.host, config.server.port)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, _reload_tls, tls)
         _tune_gc()
         ready(host, port)
         await stop.wait()
         await server.stop(config.server.shutdown_timeout_s)
     finally:
         await store.close()
+
+
+def _reload_tls(tls: TlsContexts) -> None:
+    """SIGHUP: new connections get the certificate now on disk; open ones stay up."""
+    try:
+        tls.reload()
+    except ConfigError as exc:
+        log.error("TLS reload failed, keeping the previous certificate: %s", exc)
+        return
+    log.info("TLS certificate reloaded from %s", tls.cert)
 
 
 def _tune_gc() -> None:

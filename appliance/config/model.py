@@ -41,9 +41,22 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """``[tls]``: certificate and key files (PEM) for TLS on the server's port.
+
+    Both empty: a self-signed certificate is generated once in
+    ``<data_dir>/tls/``.
+    """
+
+    cert: str = ""
+    key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ApplianceConfig:
     """The whole configuration."""
 
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     limits: EngineLimits = field(default_factory=EngineLimits)
+    tls: TlsConfig = field(default_factory=TlsConfig)

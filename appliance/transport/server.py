@@ -19,6 +19,7 @@ from appliance.protocol.sniff import Detected
 from appliance.protocol.wire import CloseCode
 from appliance.transport.http1 import HttpProtocol
 from appliance.transport.tasks import spawn
+from appliance.transport.tls import TlsCarrier, TlsContexts
 from appliance.transport.wire import WireProtocol
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,10 @@ class Connection(Protocol):
 class Server:
     """Accepts native-protocol connections and hands them to the engine."""
 
-    def __init__(self, engine: Engine, limits: EngineLimits, clock: Clock) -> None:
+    def __init__(self, engine: Engine, limits: EngineLimits, clock: Clock,
+                 tls: TlsContexts | None = None) -> None:
         self.engine = engine
+        self.tls = tls
         self.limits = limits
         self.clock = clock
         self.connections: set[Connection] = set()
@@ -61,8 +64,19 @@ class Server:
             http = HttpProtocol(self, transport)
             transport.set_protocol(http)
             http.data_received(first_bytes)
-        else:  # TLS and HTTP/2 prior knowledge: not served on this port yet
+        elif (kind is Detected.TLS and self.tls is not None
+              and transport.get_extra_info("ssl_object") is None):  # no TLS inside TLS
+            carrier = TlsCarrier(transport, self.tls.current, self._inside_tls,
+                                 self.connections.discard, self.clock.monotonic())
+            self.connections.add(carrier)  # the handshake timeout applies to TLS too
+            transport.set_protocol(carrier)
+            carrier.data_received(first_bytes)
+        else:  # HTTP/2 prior knowledge: not served yet; TLS inside TLS: never
             transport.close()
+
+    def _inside_tls(self, carrier: TlsCarrier, alpn: str | None) -> asyncio.Protocol:
+        # Inside TLS the first plaintext bytes decide again: native or HTTP/1.1.
+        return WireProtocol(self)
 
     def mark_dirty(self, conn: WireProtocol) -> None:
         """`conn` has queued output: flush it after this read, or this loop turn."""

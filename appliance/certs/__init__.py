@@ -1,0 +1,1 @@
+"""Certificates: the self-signed fallback (and, later, ACME)."""
