@@ -20,6 +20,7 @@ import contextlib
 import inspect
 import logging
 import random
+import ssl as ssl_module
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -50,6 +51,7 @@ from appliance.protocol.wire import (
 from appliance.sdk.errors import (
     ClientClosedError,
     ClientConnectionError,
+    ClientError,
     ConnectFailedError,
     HandshakeTimeoutError,
     InvalidDestinationError,
@@ -173,7 +175,7 @@ class _Events(Generic[T]):
             sub.end()
 
 
-class _Wire(asyncio.Protocol):
+class NativeWire(asyncio.Protocol):
     """One TCP connection: bytes to the codec, events to the client."""
 
     def __init__(self, client: Client) -> None:
@@ -200,9 +202,18 @@ class _Wire(asyncio.Protocol):
 
     def flush(self) -> None:
         if self._out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(self._out))
+            self.send_bytes(b"".join(self._out))
             self.last_tx = time.monotonic()
         self._out.clear()
+
+    def start(self, hello: bytes) -> None:
+        """Open the conversation: the preface and HELLO."""
+        self.send_bytes(hello)
+
+    def send_bytes(self, data: bytes) -> None:
+        """Put native-protocol bytes on the wire (the WebSocket carrier wraps them)."""
+        if self.transport is not None:
+            self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
@@ -243,7 +254,7 @@ class _Wire(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.flush()
             # Encoded directly: the codec may already be in ERROR.
-            self.transport.write(encode(Close(code, str(error)[:200])))
+            self.send_bytes(encode(Close(code, str(error)[:200])))
             self.transport.close()
 
     def abort(self) -> None:
@@ -305,13 +316,18 @@ class Client:
         default_expiry_s: expiry of messages sent without one.
         commit_interval_s: the shortest time between two local commits (the
             added latency under load; an idle client commits at once).
+        websocket: speak the protocol inside WebSocket (``/v1/ws``), as a browser
+            does, e.g. through an HTTP proxy (needs the ``websocket`` extra: wsproto).
+        ssl: a client TLS context (for example ``ssl.create_default_context()``,
+            or one trusting the appliance's self-signed certificate).
     """
 
     def __init__(self, host: str, port: int, token: str, *, store: str | Path = ":memory:",
                  device_id: str | None = None, synchronous: str = "NORMAL",
                  backoff: Backoff | None = None, connect_timeout_s: float = 10.0,
                  keepalive_s: int = 30, default_expiry_s: int = _DEFAULT_EXPIRY_S,
-                 commit_interval_s: float = 0.002) -> None:
+                 commit_interval_s: float = 0.002, websocket: bool = False,
+                 ssl: ssl_module.SSLContext | None = None) -> None:
         self.host, self.port = host, port
         self._token = token.encode()
         self._store_path = store
@@ -321,13 +337,15 @@ class Client:
         self.connect_timeout_s = connect_timeout_s
         self.keepalive_s = keepalive_s
         self.default_expiry_s = default_expiry_s
+        self.websocket = websocket
+        self.ssl = ssl
         self.state = ConnectionState.STOPPED
         self.last_error: ClientConnectionError | None = None
         self.address = ""
         self.device_id = ""
         self.max_frame_bytes = 64 * 1024 + 512
         self._store: LocalStore | None = None
-        self._wire: _Wire | None = None
+        self._wire: NativeWire | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._last_id = 0
@@ -504,7 +522,7 @@ class Client:
         self._last_id = candidate
         return candidate
 
-    def _write_message(self, wire: _Wire, m: OutgoingMessage) -> None:
+    def _write_message(self, wire: NativeWire, m: OutgoingMessage) -> None:
         wire.write(encode_message(Message(
             m.id, m.peer.encode(), m.payload, group_id=m.group_id, refid=m.refid,
             expiry_s=m.expiry_s, type=m.type, flags=m.flags, priority=m.priority)))
@@ -626,7 +644,7 @@ class Client:
                 self._fail_realtime()
 
     def _apply_reports(self, reports: list[StatusReport], changed: list[bool],
-                       wire: _Wire | None) -> None:
+                       wire: NativeWire | None) -> None:
         top = 0
         for s, moved in zip(reports, changed, strict=True):
             if s.report_seq > top:
@@ -646,7 +664,7 @@ class Client:
         if top and wire is not None:
             wire.write(wire.codec.send(ReportAck(top)))
 
-    def _deliver(self, incoming: list[Message], fresh: list[bool], wire: _Wire | None) -> None:
+    def _deliver(self, incoming: list[Message], fresh: list[bool], wire: NativeWire | None) -> None:
         seqs = [m.seq for m in incoming if m.seq]
         if seqs and wire is not None:
             for start in range(0, len(seqs), _MAX_IDS_PER_FRAME):
@@ -728,7 +746,8 @@ class Client:
         loop = asyncio.get_running_loop()
         try:
             transport, wire = await asyncio.wait_for(
-                loop.create_connection(lambda: _Wire(self), self.host, self.port),
+                loop.create_connection(self._new_wire, self.host, self.port, ssl=self.ssl,
+                                       server_hostname=self.host if self.ssl else None),
                 self.connect_timeout_s)
         except (OSError, TimeoutError) as exc:
             return ConnectFailedError(f"cannot connect to {self.host}:{self.port}: "
@@ -737,8 +756,8 @@ class Client:
         wire.transport = transport
         self._wire = wire
         try:
-            transport.write(wire.codec.send(Hello(self._token, self.device_id.encode(),
-                                                       self.keepalive_s)))
+            wire.start(wire.codec.send(Hello(self._token, self.device_id.encode(),
+                                             self.keepalive_s)))
             try:
                 welcome = await asyncio.wait_for(asyncio.shield(wire.welcome),
                                                  self.connect_timeout_s)
@@ -758,7 +777,17 @@ class Client:
                 wire.transport.abort()
             self._fail_realtime()
 
-    def _online_with(self, wire: _Wire, welcome: Welcome) -> None:
+    def _new_wire(self) -> NativeWire:
+        if not self.websocket:
+            return NativeWire(self)
+        try:
+            from appliance.sdk.websocket import WebSocketWire
+        except ImportError:
+            raise ClientError("WebSocket needs wsproto: pip install 'tidings-sdk[websocket]'"
+                              ) from None
+        return WebSocketWire(self, f"{self.host}:{self.port}")
+
+    def _online_with(self, wire: NativeWire, welcome: Welcome) -> None:
         self.address = welcome.address.decode("utf-8", "replace")
         self.max_frame_bytes = welcome.max_frame_bytes
         wire.online = True
@@ -775,7 +804,7 @@ class Client:
         self._send_reads()
         self._set_state(ConnectionState.ONLINE)
 
-    async def _keepalive(self, wire: _Wire, keepalive_s: int) -> None:
+    async def _keepalive(self, wire: NativeWire, keepalive_s: int) -> None:
         """PING when idle; give up on a server silent for two keepalive periods."""
         nonce = 0
         while not wire.closed.done():
