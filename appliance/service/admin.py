@@ -13,9 +13,10 @@ from appliance.engine.clock import Clock
 from appliance.engine.delivery import token_hash
 from appliance.errors import NotFoundError, UsageError
 from appliance.storage.interface import Storage
-from appliance.storage.models import GroupInfo, IssuedToken, Perm, UserInfo
+from appliance.storage.models import AppInfo, GroupInfo, IssuedToken, Perm, UserInfo
 
 TOKEN_PREFIX = "tdg_"
+APP_SECRET_PREFIX = "tds_"
 DEFAULT_APP = "default"
 _PERM_NAMES = {"send": Perm.SEND, "receive": Perm.RECEIVE, "admin": Perm.ADMIN}
 
@@ -53,6 +54,24 @@ def perm_names(bits: int) -> str:
     return ",".join(n for n, b in _PERM_NAMES.items() if bits & b) or "-"
 
 
+def check_app_name(name: str) -> str:
+    """Validate an app name: 1-64 characters of letters, digits, '-', '_' and '.'.
+
+    Raises:
+        UsageError: anything else.
+    """
+    if not 1 <= len(name) <= 64 or not all(c.isalnum() or c in "-_." for c in name):
+        raise UsageError("app name must be 1-64 letters, digits, '-', '_' or '.'")
+    return name
+
+
+async def app_for_secret(store: Storage, secret: str) -> AppInfo | None:
+    """The app an app secret belongs to (the REST API's Bearer credential), or None."""
+    if not secret.startswith(APP_SECRET_PREFIX):
+        return None
+    return await store.app_for_secret(token_hash(secret.encode()))
+
+
 class AdminService:
     """Administrative operations on one app."""
 
@@ -63,6 +82,33 @@ class AdminService:
 
     async def _app(self) -> int:
         return await self.store.app_id(self.app)
+
+    async def add_app(self, name: str) -> tuple[AppInfo, str]:
+        """Create an app and its first secret (shown once).
+
+        Raises:
+            UsageError: a bad name.
+            ConflictError: the name is taken.
+        """
+        app = await self.store.create_app(check_app_name(name), self.clock.wall_ms())
+        secret = await AdminService(self.store, self.clock, app.name).issue_app_secret(
+            replace=True)
+        return app, secret
+
+    async def list_apps(self) -> list[AppInfo]:
+        """Every app."""
+        return await self.store.list_apps()
+
+    async def issue_app_secret(self, *, replace: bool) -> str:
+        """A new secret for this app (shown once); `replace` revokes the old ones.
+
+        Raises:
+            NotFoundError: no such app.
+        """
+        secret = APP_SECRET_PREFIX + secrets.token_urlsafe(24)
+        await self.store.store_app_secret(await self._app(), token_hash(secret.encode()),
+                                          self.clock.wall_ms(), replace)
+        return secret
 
     async def _user_id(self, app_id: int, address: str) -> int:
         user = await self.store.find_user(app_id, check_address(address).encode())

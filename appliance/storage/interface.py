@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from appliance.storage.models import (
+    AppInfo,
     DeviceRecord,
     GroupInfo,
     GroupMember,
@@ -124,6 +125,27 @@ class AdminStore(Protocol):
         Raises:
             NotFoundError: no such app.
         """
+        ...
+
+    async def create_app(self, name: str, now_ms: int) -> AppInfo:
+        """Create an app (tenant).
+
+        Raises:
+            ConflictError: the name is taken.
+        """
+        ...
+
+    async def list_apps(self) -> list[AppInfo]:
+        """Every app, oldest first."""
+        ...
+
+    async def store_app_secret(self, app_id: int, secret_hash: bytes, now_ms: int,
+                               replace: bool) -> None:
+        """Keep the hash of a new app secret; `replace` revokes the app's others."""
+        ...
+
+    async def app_for_secret(self, secret_hash: bytes) -> AppInfo | None:
+        """The app a secret (by its hash) belongs to, or None."""
         ...
 
     async def create_user(self, app_id: int, address: str, now_ms: int) -> UserInfo:

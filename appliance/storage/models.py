@@ -188,6 +188,15 @@ class Perm:
 
 
 @dataclass(frozen=True, slots=True)
+class AppInfo:
+    """An app (tenant)."""
+
+    app_id: int
+    name: str
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class UserInfo:
     """A user as the admin commands list it."""
 

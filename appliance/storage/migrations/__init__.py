@@ -7,6 +7,7 @@ stops start-up instead of running on a schema we do not understand.
 
 Schema history:
   1  apps, users, tokens, devices, groups, messages, deliveries, receipts.
+  2  app secrets (hashed) for the backend REST API.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 
 from appliance.errors import ConflictError, NotFoundError
-from appliance.storage.models import GroupInfo, GroupMember, UserInfo
+from appliance.storage.models import AppInfo, GroupInfo, GroupMember, UserInfo
 
 
 def app_id(conn: sqlite3.Connection, name: str) -> int:
@@ -18,6 +18,38 @@ def app_id(conn: sqlite3.Connection, name: str) -> int:
     if row is None:
         raise NotFoundError(f"no app named {name!r}")
     return int(row[0])
+
+
+def create_app(conn: sqlite3.Connection, name: str, now_ms: int) -> AppInfo:
+    """See `AdminStore.create_app`."""
+    try:
+        cur = conn.execute("INSERT INTO apps (name, created_ms) VALUES (?, ?)", (name, now_ms))
+    except sqlite3.IntegrityError:
+        raise ConflictError(f"app {name!r} already exists") from None
+    assert cur.lastrowid is not None
+    return AppInfo(cur.lastrowid, name, now_ms)
+
+
+def list_apps(conn: sqlite3.Connection) -> list[AppInfo]:
+    """See `AdminStore.list_apps`."""
+    return [AppInfo(*row) for row in
+            conn.execute("SELECT id, name, created_ms FROM apps ORDER BY id")]
+
+
+def store_app_secret(conn: sqlite3.Connection, app: int, secret_hash: bytes,
+                     now_ms: int, replace: bool) -> None:
+    """See `AdminStore.store_app_secret`."""
+    if replace:
+        conn.execute("DELETE FROM app_secrets WHERE app_id = ?", (app,))
+    conn.execute("INSERT INTO app_secrets VALUES (?, ?, ?)", (secret_hash, app, now_ms))
+
+
+def app_for_secret(conn: sqlite3.Connection, secret_hash: bytes) -> AppInfo | None:
+    """See `AdminStore.app_for_secret`."""
+    row = conn.execute("SELECT a.id, a.name, a.created_ms FROM app_secrets AS s"
+                       " JOIN apps AS a ON a.id = s.app_id WHERE s.hash = ?",
+                       (secret_hash,)).fetchone()
+    return None if row is None else AppInfo(*row)
 
 
 def create_user(conn: sqlite3.Connection, app: int, address: str, now_ms: int) -> UserInfo:

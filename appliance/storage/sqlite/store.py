@@ -20,6 +20,7 @@ from typing import Generic, TypeVar
 
 from appliance.errors import StorageError, StorageUnavailableError
 from appliance.storage.models import (
+    AppInfo,
     DeviceRecord,
     GroupInfo,
     GroupMember,
@@ -249,6 +250,23 @@ class SqliteStorage:
     async def app_id(self, name: str) -> int:
         """See `AdminStore.app_id`."""
         return await self._read(admin.app_id, name)
+
+    async def create_app(self, name: str, now_ms: int) -> AppInfo:
+        """See `AdminStore.create_app`."""
+        return await self._admin(admin.create_app, name, now_ms)
+
+    async def list_apps(self) -> list[AppInfo]:
+        """See `AdminStore.list_apps`."""
+        return await self._read(admin.list_apps)
+
+    async def store_app_secret(self, app_id: int, secret_hash: bytes, now_ms: int,
+                               replace: bool) -> None:
+        """See `AdminStore.store_app_secret`."""
+        await self._admin(admin.store_app_secret, app_id, secret_hash, now_ms, replace)
+
+    async def app_for_secret(self, secret_hash: bytes) -> AppInfo | None:
+        """See `AdminStore.app_for_secret`."""
+        return await self._read(admin.app_for_secret, secret_hash)
 
     async def create_user(self, app_id: int, address: str, now_ms: int) -> UserInfo:
         """See `AdminStore.create_user`."""
