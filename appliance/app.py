@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from appliance import __version__
+from appliance.api.messages import BackendSender
+from appliance.api.v1 import RestApi, Stats
 from appliance.config import ApplianceConfig
 from appliance.engine.clock import SystemClock
 from appliance.engine.delivery import Engine
@@ -42,6 +44,9 @@ async def serve(config: ApplianceConfig, ready: Callable[[str, int], None]) -> N
                         server_version=f"tidings/{__version__}".encode())
         tls = TlsContexts(config.tls.cert, config.tls.key, config.storage.data_dir)
         server = Server(engine, config.limits, clock, tls)
+        server.api = RestApi(store, clock, BackendSender(engine, store), lambda: Stats(
+            connections=len(server.connections), sessions=len(engine.by_device),
+            commits=engine.commits, failed_commits=engine.stats_failed_batches))
         host, port = await server.start(config.server.host, config.server.port)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -14,9 +14,12 @@ import json
 import logging
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 import h11
 
+from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse
+from appliance.transport.tasks import spawn
 from appliance.transport.websocket import WebSocketCarrier
 
 if TYPE_CHECKING:
@@ -43,8 +46,8 @@ def problem(status: int, title: str, detail: str = "") -> tuple[int, bytes]:
 class HttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection; becomes a WebSocket carrier on upgrade."""
 
-    __slots__ = ("_body", "_carrier", "_h11", "_raw", "_request", "_requests", "_server",
-                 "_transport", "hello_seen", "last_seen", "opened_at")
+    __slots__ = ("_body", "_busy", "_carrier", "_h11", "_raw", "_request", "_requests",
+                 "_server", "_transport", "hello_seen", "last_seen", "opened_at")
 
     authenticated = False  # for the server's timeout scan: never a native session
 
@@ -58,6 +61,7 @@ class HttpProtocol(asyncio.Protocol):
         self._request: h11.Request | None = None
         self._requests = 0
         self._carrier: WebSocketCarrier | None = None
+        self._busy = False  # a request is being answered
         # The server's scan closes a connection with no complete request
         # within the handshake timeout; `opened_at` restarts per request.
         self.hello_seen = False
@@ -77,9 +81,13 @@ class HttpProtocol(asyncio.Protocol):
         if self._request is None:
             self._raw += data  # an upgrade hands the raw request to wsproto
         conn.receive_data(data)
-        while self._h11 is not None and self._transport is not None:
+        self._process()
+
+    def _process(self) -> None:
+        """Handle what h11 has buffered, up to a complete request (then answer it)."""
+        while self._h11 is not None and self._transport is not None and not self._busy:
             try:
-                event = conn.next_event()
+                event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
                 status = exc.error_status_hint
                 title = "request header fields too large" if status == 431 else "bad request"
@@ -98,7 +106,11 @@ class HttpProtocol(asyncio.Protocol):
                                         f"bodies are limited to {MAX_BODY_BYTES} bytes"))
                     return
             elif isinstance(event, h11.EndOfMessage):
-                self._respond()
+                self._busy = True
+                if self._transport is not None:
+                    self._transport.pause_reading()  # one request at a time (HTTP/1.1)
+                spawn(self._respond(), name="http-request")
+                return
             elif isinstance(event, h11.ConnectionClosed):
                 self.close(0, "")
                 return
@@ -144,18 +156,27 @@ class HttpProtocol(asyncio.Protocol):
                                          self._server.limits.max_frame_bytes * 4)
         return self._carrier.start(raw)
 
-    def _respond(self) -> None:
+    async def _respond(self) -> None:
         request = self._request
         assert request is not None
-        method, target = request.method.decode(), request.target.decode("latin-1")
-        path = target.split("?", 1)[0]
-        if path == "/v1/health" and method in ("GET", "HEAD"):
-            self._send(200, json.dumps({"status": "ok"}).encode(), b"application/json",
-                       head=method == "HEAD")
+        target = request.target.decode("latin-1")
+        path, _, query = target.partition("?")
+        api_request = ApiRequest(
+            request.method.decode("latin-1"), path,
+            {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()},
+            {k.lower(): v for k, v in request.headers}, bytes(self._body))
+        api = self._server.api
+        if api is None:
+            response = ApiResponse(503, b'{"title": "no API"}', PROBLEM_JSON)
         else:
-            self._send(*problem(404, "not found", f"no resource at {path}"),
-                       content_type=b"application/problem+json")
+            response = await api.handle(api_request)
+        self._send(response.status, response.body, response.content_type,
+                   head=api_request.method == "HEAD", extra=response.headers)
+        self._busy = False
         self._next_request()
+        if self._transport is not None:
+            self._transport.resume_reading()
+            self._process()  # a pipelined request may be buffered already
 
     def _next_request(self) -> None:
         conn = self._h11
@@ -174,7 +195,8 @@ class HttpProtocol(asyncio.Protocol):
             self.close(0, "")
 
     def _send(self, status: int, body: bytes, content_type: bytes = b"application/json", *,
-              head: bool = False, close: bool = False) -> None:
+              head: bool = False, close: bool = False,
+              extra: list[tuple[bytes, bytes]] | None = None) -> None:
         conn, transport = self._h11, self._transport
         if conn is None or transport is None:
             return
@@ -182,7 +204,11 @@ class HttpProtocol(asyncio.Protocol):
                    (b"server", SERVER_HEADER)]
         if close:
             headers.append((b"connection", b"close"))
+        headers.extend(extra or ())
         try:
+            if status == 204:
+                headers = [h for h in headers if h[0] != b"content-length"]
+                body = b""
             data = conn.send(h11.Response(status_code=status, headers=headers,
                                           reason=HTTPStatus(status).phrase.encode()))
             if body and not head:

@@ -11,6 +11,7 @@ import errno
 import logging
 from typing import Protocol
 
+from appliance.api.v1 import RestApi
 from appliance.engine.clock import Clock
 from appliance.engine.delivery import Engine
 from appliance.engine.ports import EngineLimits
@@ -46,9 +47,10 @@ class Server:
     """Accepts native-protocol connections and hands them to the engine."""
 
     def __init__(self, engine: Engine, limits: EngineLimits, clock: Clock,
-                 tls: TlsContexts | None = None) -> None:
+                 tls: TlsContexts | None = None, api: RestApi | None = None) -> None:
         self.engine = engine
         self.tls = tls
+        self.api = api
         self.limits = limits
         self.clock = clock
         self.connections: set[Connection] = set()

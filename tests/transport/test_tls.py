@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import json
 import os
 import signal
 import ssl
@@ -69,7 +70,7 @@ def test_curl_native_and_websocket_clients_over_tls(tls_world) -> None:  # type:
                           f"https://localhost:{server.port}/v1/health"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
-    assert out.stdout == '{"status": "ok"}'
+    assert json.loads(out.stdout) == {"status": "ok"}
 
     async def go() -> None:
         ctx = ssl.create_default_context(cafile=str(cert))

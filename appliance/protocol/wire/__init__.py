@@ -22,6 +22,7 @@ from appliance.protocol.wire.frames import (
     Status,
     StatusReport,
     Welcome,
+    decode_status,
     encode,
     encode_message,
     encode_status,
@@ -31,5 +32,5 @@ __all__ = [
     "PREFACE", "PROTOCOL_VERSION", "Ack", "Close", "CloseCode", "Event", "Flag", "FrameType",
     "Hello", "LocalWireError", "Message", "Ping", "Pong", "ReadReport", "RemoteWireError",
     "ReportAck", "Role", "State", "Status", "StatusReport", "Welcome", "WireConnection",
-    "encode", "encode_message", "encode_status",
+    "decode_status", "encode", "encode_message", "encode_status",
 ]

@@ -1,0 +1,1 @@
+"""The backend REST API (SPEC M8): requests in, responses out, no sockets here."""

@@ -1,0 +1,85 @@
+"""Requests and responses as the REST API sees them, and its one error table.
+
+HTTP/1.1 and HTTP/2 handlers (transport) build an `ApiRequest` and write the
+`ApiResponse` back; every error leaves as RFC 9457 problem+json from
+`PROBLEMS`, which also feeds the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.errors import (
+    ApplianceError,
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    StorageUnavailableError,
+    UsageError,
+)
+
+PROBLEM_JSON = b"application/problem+json"
+JSON = b"application/json"
+
+
+@dataclass(slots=True)
+class ApiRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[bytes, bytes]
+    body: bytes
+
+
+@dataclass(slots=True)
+class ApiResponse:
+    status: int
+    body: bytes = b""
+    content_type: bytes = JSON
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+class ApiError(ApplianceError):
+    """An answer other than success: a status, a title, a detail."""
+
+    def __init__(self, status: int, title: str, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.extra = extra
+
+
+#: appliance error type -> (HTTP status, title).  The first match wins.
+PROBLEMS: list[tuple[type[ApplianceError], int, str]] = [
+    (AuthError, 401, "unauthorized"),
+    (NotFoundError, 404, "not found"),
+    (ConflictError, 409, "conflict"),
+    (UsageError, 422, "invalid request"),
+    (StorageUnavailableError, 503, "storage unavailable"),
+]
+
+
+def ok(status: int, doc: Any) -> ApiResponse:
+    return ApiResponse(status, json.dumps(doc, separators=(",", ":")).encode())
+
+
+def problem(status: int, title: str, detail: str = "", **extra: Any) -> ApiResponse:
+    doc: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        doc["detail"] = detail
+    doc.update(extra)
+    headers = [(b"www-authenticate", b'Bearer realm="tidings"')] if status == 401 else []
+    return ApiResponse(status, json.dumps(doc).encode(), PROBLEM_JSON, headers)
+
+
+def from_error(exc: ApplianceError) -> ApiResponse:
+    """The problem+json answer for an appliance error."""
+    if isinstance(exc, ApiError):
+        return problem(exc.status, exc.title, exc.detail, **exc.extra)
+    for kind, status, title in PROBLEMS:
+        if isinstance(exc, kind):
+            return problem(status, title, str(exc))
+    return problem(500, "internal error", "the server could not complete the request")

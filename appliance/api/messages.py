@@ -1,0 +1,155 @@
+"""Sending from the app's backend: ``POST /v1/messages`` (SPEC M8).
+
+The message enters the engine exactly as if the user's device had sent it
+(same validation, dedupe by (sender, id), group commit, fan-out, receipts),
+through a session with no device of its own; the engine's answer (SENT or an
+error status) is the HTTP answer.  Receipts (DELIVERED, READ) go to the
+sender's devices as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import random
+import struct
+from typing import Any
+
+from appliance.api.http import ApiError
+from appliance.engine.delivery import Engine
+from appliance.engine.session import Session
+from appliance.protocol.wire import Flag, Message, Status, Welcome, decode_status
+from appliance.storage.interface import Storage
+from appliance.storage.models import AppInfo
+
+_HEADER = struct.Struct(">IB")
+_TIMEOUT_S = 30.0
+_DEFAULT_EXPIRY_S = 7 * 86400
+#: status -> (HTTP status, title) for a message the engine refused.
+_REFUSED = {
+    Status.INVALID_DEST: (422, "invalid destination"),
+    Status.NOT_MEMBER: (403, "not a member"),
+    Status.TOO_LARGE: (413, "content too large"),
+    Status.FAILED: (503, "storage unavailable"),
+    Status.RATE_LIMITED: (429, "too many requests"),
+    Status.BLOCKED: (403, "blocked"),
+    Status.INBOX_FULL: (507, "inbox full"),
+}
+
+
+class _StatusLink:
+    """The engine's `Link` for one backend send: it only listens for the STATUS."""
+
+    open = True
+
+    def __init__(self) -> None:
+        self.answer: asyncio.Future[tuple[int, int]] = (
+            asyncio.get_running_loop().create_future())
+
+    def write(self, data: bytes) -> None:
+        pos = 0
+        while pos + _HEADER.size <= len(data):
+            length, ftype = _HEADER.unpack_from(data, pos)
+            end = pos + _HEADER.size + length
+            if ftype == 0x12 and not self.answer.done():  # STATUS (PROTOCOL.md §3.5)
+                status = decode_status(data, pos + _HEADER.size, end)
+                self.answer.set_result((status.status, status.timestamp_ms))
+            pos = end
+
+    def welcome(self, welcome: Welcome) -> None:
+        """Never called: the session is not opened with a HELLO."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Nothing to close."""
+
+    def pause_reading(self) -> None:
+        """Nothing to pause."""
+
+    def resume_reading(self) -> None:
+        """Nothing to resume."""
+
+
+def _int(doc: dict[str, Any], name: str, default: int, top: int) -> int:
+    value = doc.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
+        raise ApiError(422, "invalid request", f"{name!r} must be an integer 0..{top}",
+                       field=name)
+    return value
+
+
+class BackendSender:
+    """Turns ``POST /v1/messages`` bodies into engine messages."""
+
+    def __init__(self, engine: Engine, store: Storage) -> None:
+        self.engine = engine
+        self.store = store
+        self._last_id = 0
+
+    def _next_id(self) -> int:
+        # As the SDK does: time-ordered, increasing, random low bits.
+        candidate = (self.engine.clock.wall_ms() << 20) | random.getrandbits(20)
+        self._last_id = max(candidate, self._last_id + 1)
+        return self._last_id
+
+    async def send(self, app: AppInfo, doc: dict[str, Any]) -> dict[str, Any]:
+        """Send; return {"id", "status", "timestamp_ms"}.
+
+        Raises:
+            ApiError: a malformed body, an unknown sender, or a refused message.
+        """
+        sender = doc.get("from")
+        if not isinstance(sender, str) or not sender:
+            raise ApiError(422, "invalid request", "'from' (the sending user) is required",
+                           field="from")
+        to, group = doc.get("to"), doc.get("group")
+        if (to is None) == (group is None):
+            raise ApiError(422, "invalid request", "give exactly one of 'to' and 'group'")
+        if to is not None and (not isinstance(to, str) or not to):
+            raise ApiError(422, "invalid request", "'to' must be a user address", field="to")
+        group_id = 0 if group is None else _int(doc, "group", 0, 2**63)
+        payload = self._payload(doc)
+        msg_id = _int(doc, "id", 0, 2**64 - 1) or self._next_id()
+        user_id = await self.store.find_user(app.app_id, sender.encode())
+        if user_id is None:
+            raise ApiError(422, "invalid request", f"no user {sender!r} in this app",
+                           field="from")
+        link = _StatusLink()
+        session = Session(link, app.app_id, user_id, sender.encode(), b"", 0, 0)
+        self.engine.on_message(session, Message(
+            msg_id, (to or "").encode(), payload, group_id=group_id,
+            refid=_int(doc, "refid", 0, 2**64 - 1),
+            expiry_s=_int(doc, "expiry_s", _DEFAULT_EXPIRY_S, 2**32 - 1),
+            type=_int(doc, "type", 0, 2**32 - 1), flags=_int(doc, "flags", Flag.DEFAULT, 0xFFFF),
+            priority=_int(doc, "priority", 0, 15)))
+        try:
+            async with asyncio.timeout(_TIMEOUT_S):
+                status, ts = await link.answer
+        except TimeoutError:
+            raise ApiError(503, "storage unavailable", "the message was not answered in time;"
+                           " resend it with the same id") from None
+        name = Status(status).name
+        if status in _REFUSED:
+            http, title = _REFUSED[Status(status)]
+            raise ApiError(http, title, f"message {msg_id}: {name}", id=msg_id,
+                           message_status=name)
+        return {"id": msg_id, "status": name, "timestamp_ms": ts}
+
+    @staticmethod
+    def _payload(doc: dict[str, Any]) -> bytes:
+        text, b64 = doc.get("text"), doc.get("payload_base64")
+        if (text is None) == (b64 is None):
+            raise ApiError(422, "invalid request", "give exactly one of 'text' and"
+                           " 'payload_base64'")
+        if text is not None:
+            if not isinstance(text, str):
+                raise ApiError(422, "invalid request", "'text' must be a string", field="text")
+            return text.encode()
+        if not isinstance(b64, str):
+            raise ApiError(422, "invalid request", "'payload_base64' must be a string",
+                           field="payload_base64")
+        try:
+            return base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(422, "invalid request", "'payload_base64' is not base64",
+                           field="payload_base64") from None

@@ -1,0 +1,315 @@
+"""The ``/v1`` routes: users, tokens, groups, messages, statistics (SPEC M8).
+
+Every route but health and the OpenAPI document needs ``Authorization:
+Bearer <app secret>`` and acts on that secret's app.  The route table below is
+also what `openapi.document` describes, so the document cannot drift from
+what the server does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.api.http import ApiError, ApiRequest, ApiResponse, from_error, ok
+from appliance.api.messages import BackendSender
+from appliance.engine.clock import Clock
+from appliance.errors import ApplianceError
+from appliance.service.admin import AdminService, app_for_secret, parse_perms, perm_names
+from appliance.storage.interface import Storage
+from appliance.storage.models import AppInfo, GroupInfo, Perm
+
+MAX_PAGE = 1000
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """What `/v1/stats` reports, read from the running server."""
+
+    connections: int
+    sessions: int
+    commits: int
+    failed_commits: int
+
+
+Handler = Callable[["Call"], Awaitable[ApiResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    pattern: str  # "/v1/users/{address}"
+    handler: Handler
+    summary: str
+    auth: bool = True
+    body: dict[str, Any] | None = None  # JSON schema of the request body
+    response: dict[str, Any] | None = None  # JSON schema of the success body
+    status: int = 200
+    query: tuple[str, ...] = ()
+
+    def regex(self) -> re.Pattern[str]:
+        return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.pattern) + "$")
+
+
+@dataclass(slots=True)
+class Call:
+    """One authenticated request on its way through a handler."""
+
+    request: ApiRequest
+    params: dict[str, str]
+    app: AppInfo | None
+    api: RestApi
+
+    def json(self) -> dict[str, Any]:
+        try:
+            doc = json.loads(self.request.body or b"{}")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "malformed JSON", str(exc)) from None
+        if not isinstance(doc, dict):
+            raise ApiError(400, "malformed JSON", "the body must be a JSON object")
+        return doc
+
+    def admin(self) -> AdminService:
+        assert self.app is not None
+        return AdminService(self.api.store, self.api.clock, self.app.name)
+
+
+def _field(doc: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...
+           ) -> Any:
+    value = doc.get(name, default)
+    if value is ...:
+        raise ApiError(422, "invalid request", f"{name!r} is required", field=name)
+    if value is default and default is not ...:
+        return value
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ApiError(422, "invalid request", f"{name!r} must be {names}", field=name)
+    return value
+
+
+def _int_param(call: Call, name: str) -> int:
+    value = call.params[name]
+    if not value.isdigit():
+        raise ApiError(404, "not found", f"no {name} {value!r}")
+    return int(value)
+
+
+def _group_doc(g: GroupInfo) -> dict[str, Any]:
+    return {"id": g.group_id, "name": g.name,
+            "members": [{"address": m.address.decode("utf-8", "replace"),
+                         "perms": perm_names(m.perms)}
+                        for m in g.members]}
+
+
+# --- handlers ---------------------------------------------------------------------------
+
+
+async def health(call: Call) -> ApiResponse:
+    return ok(200, {"status": "ok"})
+
+
+async def openapi_json(call: Call) -> ApiResponse:
+    from appliance.api.openapi import document
+    return ok(200, document(ROUTES))
+
+
+async def list_users(call: Call) -> ApiResponse:
+    query = call.request.query
+    limit = query.get("limit", "100")
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE:
+        raise ApiError(422, "invalid request", f"limit must be 1..{MAX_PAGE}", field="limit")
+    users = await call.admin().list_users(query.get("after", ""), int(limit) + 1)
+    more = len(users) > int(limit)
+    users = users[:int(limit)]
+    return ok(200, {"users": [{"address": u.address, "created_ms": u.created_ms} for u in users],
+                    "next": users[-1].address if more and users else None})
+
+
+async def create_user(call: Call) -> ApiResponse:
+    user = await call.admin().add_user(_field(call.json(), "address", str))
+    return ok(201, {"address": user.address, "created_ms": user.created_ms})
+
+
+async def delete_user(call: Call) -> ApiResponse:
+    await call.admin().delete_user(call.params["address"])
+    return ApiResponse(204)
+
+
+async def issue_token(call: Call) -> ApiResponse:
+    ttl = _field(call.json(), "ttl_s", int, 30 * 86400)
+    issued = await call.admin().issue_token(call.params["address"], ttl)
+    return ok(201, {"token": issued.token, "expires_ms": issued.expires_ms})
+
+
+async def revoke_tokens(call: Call) -> ApiResponse:
+    return ok(200, {"revoked": await call.admin().revoke_tokens(call.params["address"])})
+
+
+async def list_groups(call: Call) -> ApiResponse:
+    return ok(200, {"groups": [_group_doc(g) for g in await call.admin().list_groups()]})
+
+
+async def create_group(call: Call) -> ApiResponse:
+    doc = call.json()
+    members = _field(doc, "members", list, [])
+    if not all(isinstance(m, str) for m in members):
+        raise ApiError(422, "invalid request", "'members' must be a list of addresses",
+                       field="members")
+    perms = parse_perms(_field(doc, "perms", str, perm_names(Perm.DEFAULT)))
+    group = await call.admin().add_group(_field(doc, "name", str), members, perms)
+    return ok(201, _group_doc(group))
+
+
+async def get_group(call: Call) -> ApiResponse:
+    return ok(200, _group_doc(await call.admin().get_group(_int_param(call, "group_id"))))
+
+
+async def delete_group(call: Call) -> ApiResponse:
+    await call.admin().delete_group(_int_param(call, "group_id"))
+    return ApiResponse(204)
+
+
+async def change_members(call: Call) -> ApiResponse:
+    doc = call.json()
+    add, remove = _field(doc, "add", list, []), _field(doc, "remove", list, [])
+    if not all(isinstance(m, str) for m in add + remove):
+        raise ApiError(422, "invalid request", "'add' and 'remove' must list addresses")
+    perms = parse_perms(_field(doc, "perms", str, perm_names(Perm.DEFAULT)))
+    group = await call.admin().set_members(_int_param(call, "group_id"), add, remove, perms)
+    return ok(200, _group_doc(group))
+
+
+async def send_message(call: Call) -> ApiResponse:
+    assert call.app is not None
+    result = await call.api.sender.send(call.app, call.json())
+    return ok(201 if result["status"] == "SENT" else 200, result)
+
+
+async def stats(call: Call) -> ApiResponse:
+    s = call.api.stats()
+    return ok(200, {"connections": s.connections, "sessions": s.sessions,
+                    "commits": s.commits, "failed_commits": s.failed_commits})
+
+
+# --- the table ----------------------------------------------------------------------------
+
+_ADDRESS = {"type": "string", "minLength": 1, "maxLength": 64}
+_USER = {"type": "object", "properties": {"address": _ADDRESS, "created_ms": {"type": "integer"}},
+         "required": ["address", "created_ms"]}
+_GROUP = {"type": "object", "required": ["id", "name", "members"], "properties": {
+    "id": {"type": "integer"}, "name": {"type": "string"},
+    "members": {"type": "array", "items": {"type": "object", "properties": {
+        "address": _ADDRESS, "perms": {"type": "string"}}}}}}
+_PERMS = {"type": "string", "description": "comma-separated: send, receive, admin"}
+_MESSAGE_IN = {"type": "object", "required": ["from"], "properties": {
+    "from": _ADDRESS, "to": _ADDRESS, "group": {"type": "integer", "minimum": 1},
+    "text": {"type": "string"}, "payload_base64": {"type": "string"},
+    "id": {"type": "integer", "minimum": 0}, "refid": {"type": "integer", "minimum": 0},
+    "expiry_s": {"type": "integer", "minimum": 0}, "type": {"type": "integer", "minimum": 0},
+    "priority": {"type": "integer", "minimum": 0, "maximum": 15},
+    "flags": {"type": "integer", "minimum": 0, "maximum": 65535}}}
+_MESSAGE_OUT = {"type": "object", "required": ["id", "status"], "properties": {
+    "id": {"type": "integer"}, "status": {"type": "string"},
+    "timestamp_ms": {"type": "integer"}}}
+
+ROUTES: list[Route] = [
+    Route("GET", "/v1/health", health, "Liveness", auth=False,
+          response={"type": "object", "properties": {"status": {"type": "string"}}}),
+    Route("GET", "/v1/openapi.json", openapi_json, "This document", auth=False,
+          response={"type": "object"}),
+    Route("GET", "/v1/users", list_users, "List users in address order, paged",
+          query=("after", "limit"),
+          response={"type": "object", "properties": {
+              "users": {"type": "array", "items": _USER},
+              "next": {"type": ["string", "null"]}}}),
+    Route("POST", "/v1/users", create_user, "Create a user", status=201,
+          body={"type": "object", "required": ["address"], "properties": {"address": _ADDRESS}},
+          response=_USER),
+    Route("DELETE", "/v1/users/{address}", delete_user,
+          "Delete a user, its tokens, devices and queued messages", status=204),
+    Route("POST", "/v1/users/{address}/tokens", issue_token, "Issue an access token", status=201,
+          body={"type": "object", "properties": {"ttl_s": {"type": "integer", "minimum": 1}}},
+          response={"type": "object", "properties": {"token": {"type": "string"},
+                                                     "expires_ms": {"type": "integer"}}}),
+    Route("DELETE", "/v1/users/{address}/tokens", revoke_tokens,
+          "Revoke every access token of a user",
+          response={"type": "object", "properties": {"revoked": {"type": "integer"}}}),
+    Route("GET", "/v1/groups", list_groups, "List groups",
+          response={"type": "object", "properties": {"groups": {"type": "array",
+                                                                "items": _GROUP}}}),
+    Route("POST", "/v1/groups", create_group, "Create a group", status=201,
+          body={"type": "object", "required": ["name"], "properties": {
+              "name": {"type": "string"}, "members": {"type": "array", "items": _ADDRESS},
+              "perms": _PERMS}},
+          response=_GROUP),
+    Route("GET", "/v1/groups/{group_id}", get_group, "A group and its members",
+          response=_GROUP),
+    Route("DELETE", "/v1/groups/{group_id}", delete_group, "Delete a group", status=204),
+    Route("POST", "/v1/groups/{group_id}/members", change_members,
+          "Add, re-permission and remove members",
+          body={"type": "object", "properties": {
+              "add": {"type": "array", "items": _ADDRESS},
+              "remove": {"type": "array", "items": _ADDRESS}, "perms": _PERMS}},
+          response=_GROUP),
+    Route("POST", "/v1/messages", send_message,
+          "Send a message as a user of the app (stored and delivered like any other)",
+          status=201, body=_MESSAGE_IN, response=_MESSAGE_OUT),
+    Route("GET", "/v1/stats", stats, "Server statistics",
+          response={"type": "object", "properties": {
+              k: {"type": "integer"} for k in ("connections", "sessions", "commits",
+                                               "failed_commits")}}),
+]
+
+
+class RestApi:
+    """Dispatches `ApiRequest`s to the route table."""
+
+    def __init__(self, store: Storage, clock: Clock, sender: BackendSender,
+                 stats: Callable[[], Stats]) -> None:
+        self.store = store
+        self.clock = clock
+        self.sender = sender
+        self.stats = stats
+        self._routes = [(r, r.regex()) for r in ROUTES]
+
+    async def handle(self, request: ApiRequest) -> ApiResponse:
+        """The response to `request`; never raises."""
+        try:
+            return await self._dispatch(request)
+        except ApplianceError as exc:
+            return from_error(exc)
+        except Exception:  # a bug must cost one request a 500, not the connection
+            log.exception("%s %s failed", request.method, request.path)
+            return from_error(ApplianceError("internal error"))
+
+    async def _dispatch(self, request: ApiRequest) -> ApiResponse:
+        allowed = []
+        for route, pattern in self._routes:
+            match = pattern.match(request.path)
+            if match is None:
+                continue
+            if route.method != request.method and not (route.method == "GET"
+                                                        and request.method == "HEAD"):
+                allowed.append(route.method)
+                continue
+            app = await self._authenticate(request) if route.auth else None
+            return await route.handler(Call(request, match.groupdict(), app, self))
+        if allowed:
+            raise ApiError(405, "method not allowed",
+                           f"{request.path} allows {', '.join(sorted(set(allowed)))}")
+        raise ApiError(404, "not found", f"no resource at {request.path}")
+
+    async def _authenticate(self, request: ApiRequest) -> AppInfo:
+        header = request.headers.get(b"authorization", b"").decode("latin-1")
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret:
+            raise ApiError(401, "unauthorized", "send Authorization: Bearer <app secret>")
+        app = await app_for_secret(self.store, secret.strip())
+        if app is None:
+            raise ApiError(401, "unauthorized", "unknown or revoked app secret")
+        return app
