@@ -25,6 +25,11 @@ FORBIDDEN = {
     "appliance.sdk": ("appliance.engine", "appliance.storage", "appliance.transport",
                       "appliance.cli", "appliance.service", "appliance.config", "appliance.app",
                       "click", "uvloop"),
+    # The REST API: requests in, responses out; no sockets, no backend choice.
+    "appliance.api": ("appliance.transport", "appliance.cli", "appliance.storage.sqlite",
+                      "socket", "ssl", "click", "h11", "h2", "wsproto"),
+    "appliance.certs": ("appliance.transport", "appliance.cli", "appliance.storage",
+                        "appliance.engine", "asyncio", "click"),
     "appliance.config": ("appliance.transport", "appliance.cli", "appliance.storage", "click"),
 }
 

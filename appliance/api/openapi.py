@@ -26,7 +26,8 @@ def document(routes: list[Route]) -> dict[str, Any]:
             "responses": _responses(route),
         }
         params = [{"name": name, "in": "path", "required": True,
-                   "schema": {"type": "integer", "minimum": 0} if name.endswith("_id")
+                   "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+                   if name.endswith("_id")
                    else {"type": "string", "minLength": 1, "maxLength": 64}}
                   for name in re.findall(r"\{(\w+)\}", route.pattern)]
         params += [{"name": "after", "in": "query", "schema": {"type": "string"}}

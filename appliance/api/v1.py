@@ -94,7 +94,7 @@ def _field(doc: dict[str, Any], name: str, kind: type | tuple[type, ...], defaul
 
 def _int_param(call: Call, name: str) -> int:
     value = call.params[name]
-    if not value.isdigit():
+    if not value.isascii() or not value.isdigit() or int(value) >= 2**63:
         raise ApiError(404, "not found", f"no {name} {value!r}")
     return int(value)
 
@@ -121,7 +121,7 @@ async def openapi_json(call: Call) -> ApiResponse:
 async def list_users(call: Call) -> ApiResponse:
     query = call.request.query
     limit = query.get("limit", "100")
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE:
+    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_PAGE:
         raise ApiError(422, "invalid request", f"limit must be 1..{MAX_PAGE}", field="limit")
     users = await call.admin().list_users(query.get("after", ""), int(limit) + 1)
     more = len(users) > int(limit)
