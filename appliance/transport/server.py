@@ -19,6 +19,7 @@ from appliance.errors import ConfigError
 from appliance.protocol.sniff import Detected
 from appliance.protocol.wire import CloseCode
 from appliance.transport.http1 import HttpProtocol
+from appliance.transport.http2 import Http2Protocol
 from appliance.transport.tasks import spawn
 from appliance.transport.tls import TlsCarrier, TlsContexts
 from appliance.transport.wire import WireProtocol
@@ -73,11 +74,18 @@ class Server:
             self.connections.add(carrier)  # the handshake timeout applies to TLS too
             transport.set_protocol(carrier)
             carrier.data_received(first_bytes)
-        else:  # HTTP/2 prior knowledge: not served yet; TLS inside TLS: never
+        elif kind is Detected.HTTP2:  # prior knowledge, in clear or inside TLS
+            h2 = Http2Protocol(self)
+            transport.set_protocol(h2)
+            h2.connection_made(transport)
+            h2.data_received(first_bytes)
+        else:  # TLS inside TLS: never
             transport.close()
 
     def _inside_tls(self, carrier: TlsCarrier, alpn: str | None) -> asyncio.Protocol:
-        # Inside TLS the first plaintext bytes decide again: native or HTTP/1.1.
+        if alpn == "h2":
+            return Http2Protocol(self)
+        # Otherwise the first plaintext bytes decide again: native or HTTP/1.1.
         return WireProtocol(self)
 
     def mark_dirty(self, conn: WireProtocol) -> None:

@@ -28,7 +28,7 @@ from appliance.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-ALPN = ["http/1.1"]  # "h2" joins when the HTTP/2 handler does
+ALPN = ["h2", "http/1.1"]
 _TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 _READ_CHUNK = 256 * 1024
 

@@ -1,0 +1,124 @@
+"""HTTP/2 on the shared port: curl, nghttp, and abusive clients built on h2."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+
+def test_curl_and_nghttp_speak_http2(server: ServerProcess) -> None:
+    base = f"{server.host}:{server.port}"
+    out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-w", "%{http_version}",
+                          f"http://{base}/v1/health"], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    assert out == '{"status":"ok"}2'
+    cert = server.data_dir / "tls" / "self-signed.crt"
+    out = subprocess.run(["curl", "-sS", "--http2", "--cacert", str(cert), "-w",
+                          "%{http_version}", f"https://localhost:{server.port}/v1/nowhere"],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    assert out.endswith("}2")  # ALPN chose h2
+    assert json.loads(out[:-1])["status"] == 404
+    nghttp = subprocess.run(["nghttp", "-nv", f"http://{base}/v1/health"], capture_output=True,
+                            text=True, timeout=30)
+    assert nghttp.returncode == 0, nghttp.stderr
+    assert ":status: 200" in nghttp.stdout
+
+
+def _h2_client(server: ServerProcess) -> tuple[socket.socket, h2.connection.H2Connection]:
+    sock = socket.create_connection((server.host, server.port), timeout=20)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    return sock, conn
+
+
+def _events_until_closed(sock: socket.socket, conn: h2.connection.H2Connection) -> list[object]:
+    events: list[object] = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            return events
+        if not data:
+            return events
+        try:
+            events.extend(conn.receive_data(data))
+        except h2.exceptions.ProtocolError:
+            return events
+        sock.sendall(conn.data_to_send())
+
+
+def _still_serving(server: ServerProcess) -> bool:
+    out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge",
+                          f"http://{server.host}:{server.port}/v1/health"],
+                         capture_output=True, text=True, timeout=30)
+    return out.stdout == '{"status":"ok"}'
+
+
+def test_rapid_reset_is_cut_off(server: ServerProcess) -> None:
+    sock, conn = _h2_client(server)
+    headers = [(":method", "GET"), (":path", "/v1/health"), (":scheme", "http"),
+               (":authority", "x")]
+    for _ in range(300):
+        stream = conn.get_next_available_stream_id()
+        conn.send_headers(stream, headers, end_stream=True)
+        conn.reset_stream(stream)
+    sock.sendall(conn.data_to_send())
+    events = _events_until_closed(sock, conn)
+    sock.close()
+    ends = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert ends
+    assert ends[0].error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert _still_serving(server)
+
+
+def test_continuation_flood_is_cut_off(server: ServerProcess) -> None:
+    sock, conn = _h2_client(server)
+    # HEADERS without END_HEADERS, then CONTINUATION frames that never end the block.
+    def raw(ftype: int, payload: bytes) -> bytes:  # RFC 9113 §4.1 frame, stream 1, no flags
+        return len(payload).to_bytes(3, "big") + bytes([ftype, 0]) + (1).to_bytes(4, "big") \
+            + payload
+
+    flood = raw(0x1, b"\x82") + b"".join(raw(0x9, b"\x00" * 1000) for _ in range(500))
+    # Closed before the whole flood was written: that is the point.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        sock.sendall(flood)
+    events = _events_until_closed(sock, conn)
+    sock.close()
+    ends = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert ends
+    assert ends[0].error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    assert _still_serving(server)
+
+
+def test_streams_beyond_the_limit_are_refused(server: ServerProcess) -> None:
+    sock, conn = _h2_client(server)
+    # Ignore the advertised limit of 100 (a hostile client would): 120 open streams,
+    # none of them ever finished.
+    conn.remote_settings.max_concurrent_streams = 1000
+    for _ in range(120):
+        conn.send_headers(conn.get_next_available_stream_id(),
+                          [(":method", "POST"), (":path", "/v1/users"), (":scheme", "http"),
+                           (":authority", "x")])
+    sock.sendall(conn.data_to_send())
+    events = _events_until_closed(sock, conn)
+    sock.close()
+    refused = [e for e in events if isinstance(e, h2.events.StreamReset)
+               and e.error_code == h2.errors.ErrorCodes.REFUSED_STREAM]
+    ended = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    # Either way no stream beyond the limit is served: refused one by one, or the
+    # connection ended (h2 treats exceeding an acknowledged limit as a protocol error).
+    assert refused or (ended and ended[0].error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR)
+    assert not [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+    assert _still_serving(server)
