@@ -29,8 +29,8 @@ from appliance.transport.tls import TlsContexts
 log = logging.getLogger(__name__)
 
 
-async def serve(config: ApplianceConfig, ready: Callable[[str, int], None]) -> None:
-    """Run the server until SIGTERM/SIGINT; `ready(host, port)` once listening.
+async def serve(config: ApplianceConfig, ready: Callable[[str, int, int | None], None]) -> None:
+    """Run the server until SIGTERM/SIGINT; `ready(host, port, redirect_port)` once listening.
 
     Raises:
         ConfigError: the listen address cannot be bound.
@@ -48,12 +48,16 @@ async def serve(config: ApplianceConfig, ready: Callable[[str, int], None]) -> N
             connections=len(server.connections), sessions=len(engine.by_device),
             commits=engine.commits, failed_commits=engine.stats_failed_batches))
         host, port = await server.start(config.server.host, config.server.port)
+        redirect_port = None
+        if config.server.redirect_port >= 0:
+            _, redirect_port = await server.start_redirect(config.server.host,
+                                                           config.server.redirect_port)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, _reload_tls, tls)
         _tune_gc()
-        ready(host, port)
+        ready(host, port, redirect_port)
         await stop.wait()
         await server.stop(config.server.shutdown_timeout_s)
     finally:

@@ -36,8 +36,8 @@ case "$cmd" in
         ;;
     test)
         # binutils: PyInstaller needs objdump to build the frozen executable.
-        # curl, openssl: real clients the transport tests drive (HTTP, TLS).
-        apt_install python3 python3-venv python3-dev gcc binutils procps curl openssl
+        # curl, openssl, nghttp: real clients the transport tests drive (HTTP, TLS, h2).
+        apt_install python3 python3-venv python3-dev gcc binutils procps curl openssl nghttp2-client
         venv "[test,lint,freeze]"
         .venv/bin/python -m ruff check appliance tests
         .venv/bin/python -m mypy

@@ -31,6 +31,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     shutdown_timeout_s: float = 10.0
+    #: A second, plain-HTTP port that redirects to HTTPS on `port` (usually 80;
+    #: -1 = none, 0 = any free port).
+    redirect_port: int = -1
 
 
 @dataclass(frozen=True, slots=True)

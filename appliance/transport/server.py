@@ -20,6 +20,7 @@ from appliance.protocol.sniff import Detected
 from appliance.protocol.wire import CloseCode
 from appliance.transport.http1 import HttpProtocol
 from appliance.transport.http2 import Http2Protocol
+from appliance.transport.redirect import RedirectProtocol
 from appliance.transport.tasks import spawn
 from appliance.transport.tls import TlsCarrier, TlsContexts
 from appliance.transport.wire import WireProtocol
@@ -56,6 +57,7 @@ class Server:
         self.clock = clock
         self.connections: set[Connection] = set()
         self._server: asyncio.Server | None = None
+        self._redirect: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.address: tuple[str, int] = ("", 0)
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
@@ -120,6 +122,23 @@ class Server:
         self._tasks.append(spawn(self._sweep(), name="expiry-sweep"))
         return self.address
 
+    async def start_redirect(self, host: str, port: int) -> tuple[str, int]:
+        """Listen on host:port for plain HTTP that is redirected to HTTPS on our port.
+
+        Raises:
+            ConfigError: the address cannot be bound (key ``server.redirect_port``).
+        """
+        loop = asyncio.get_running_loop()
+        tls_port = self.address[1]
+        try:
+            self._redirect = await loop.create_server(lambda: RedirectProtocol(tls_port), host,
+                                                      port, reuse_address=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                              key_path="server.redirect_port") from None
+        bound: tuple[str, int] = self._redirect.sockets[0].getsockname()[:2]
+        return bound
+
     async def _scan_idle(self) -> None:
         keepalive = self.limits.keepalive_s
         while True:
@@ -144,6 +163,8 @@ class Server:
         """Stop accepting, commit what is queued, say GOING_AWAY, close everything."""
         if self._server is not None:
             self._server.close()
+        if self._redirect is not None:
+            self._redirect.close()
         for task in self._tasks:
             task.cancel()
         try:

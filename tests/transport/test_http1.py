@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 
 import pytest
@@ -94,3 +95,22 @@ def test_a_request_that_never_finishes_is_cut_off(server: ServerProcess) -> None
         return answer
     answer = asyncio.run(slowloris())
     assert answer.startswith(b"HTTP/1.1 408 ")
+
+
+def test_the_redirect_port_sends_browsers_to_https(data_dir) -> None:  # type: ignore[no-untyped-def]
+    server = ServerProcess(data_dir, "--redirect-port", "0")
+    server.start()
+    try:
+        found = re.search(r"redirecting http on port (\d+)", server.output)
+        assert found, server.output
+        port = int(found[1])
+        status, headers, _ = curl(f"http://127.0.0.1:{port}/v1/users?after=a")
+        assert status == 308
+        assert headers["location"] == f"https://127.0.0.1:{server.port}/v1/users?after=a"
+        cert = data_dir / "tls" / "self-signed.crt"
+        out = subprocess.run(["curl", "-sS", "-L", "--cacert", str(cert),
+                              f"http://localhost:{port}/v1/health"], capture_output=True,
+                             text=True, timeout=30, check=True)
+        assert json.loads(out.stdout) == {"status": "ok"}
+    finally:
+        server.stop()

@@ -1,0 +1,78 @@
+"""The optional plain-HTTP listener (usually port 80) that sends browsers to HTTPS.
+
+Every request is answered ``308 Permanent Redirect`` to the same host and
+path on the TLS port (RFC 9110 §15.4.9: the method and body are kept).  The
+ACME manager will serve its ``/.well-known/acme-challenge/`` answers here.
+Bounded like the main port's HTTP: 16 KiB of headers, one request at a time,
+closed after the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import h11
+
+from appliance.transport.http1 import MAX_HEADER_BYTES, SERVER_HEADER
+
+_IDLE_S = 10.0
+
+
+class RedirectProtocol(asyncio.Protocol):
+    """Answers one request with a redirect to ``https://<host>:<tls_port><target>``."""
+
+    def __init__(self, tls_port: int) -> None:
+        self._tls_port = tls_port
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._timer = asyncio.get_running_loop().call_later(_IDLE_S, self._close)
+
+    def data_received(self, data: bytes) -> None:
+        self._h11.receive_data(data)
+        try:
+            event = self._h11.next_event()
+        except h11.RemoteProtocolError:
+            self._answer(400, b"")
+            return
+        if isinstance(event, h11.Request):
+            headers = dict(event.headers)
+            host = headers.get(b"host", b"").decode("latin-1").strip()
+            if not host or any(c in host for c in "/\\@ "):
+                self._answer(400, b"")
+                return
+            if host.startswith("["):  # [v6]:port
+                name = host[:host.index("]") + 1] if "]" in host else host
+            else:
+                name = host.rsplit(":", 1)[0]
+            port = "" if self._tls_port == 443 else f":{self._tls_port}"
+            self._answer(308, f"https://{name}{port}".encode() + event.target)
+
+    def _answer(self, status: int, location: bytes) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        headers = [(b"server", SERVER_HEADER), (b"content-length", b"0"),
+                   (b"connection", b"close")]
+        if location:
+            headers.append((b"location", location))
+        try:
+            data = self._h11.send(h11.Response(status_code=status, headers=headers))
+            data += self._h11.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError:
+            data = b""
+        transport.write(data or b"")
+        self._close()
+
+    def _close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._close()
