@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 import h11
 
 from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse
+from appliance.transport.ratelimit import RATE_PER_S, TokenBucket
 from appliance.transport.tasks import spawn
 from appliance.transport.websocket import WebSocketCarrier
 
@@ -33,6 +34,7 @@ MAX_BODY_BYTES = 1024 * 1024
 #: from monopolising a connection slot forever).
 MAX_REQUESTS = 10_000
 SERVER_HEADER = b"tidings"
+_GRACE_S = 2.0
 
 
 def problem(status: int, title: str, detail: str = "") -> tuple[int, bytes]:
@@ -46,7 +48,7 @@ def problem(status: int, title: str, detail: str = "") -> tuple[int, bytes]:
 class HttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection; becomes a WebSocket carrier on upgrade."""
 
-    __slots__ = ("_body", "_busy", "_carrier", "_h11", "_raw", "_request", "_requests",
+    __slots__ = ("_body", "_bucket", "_busy", "_carrier", "_h11", "_raw", "_request", "_requests",
                  "_server", "_transport", "hello_seen", "last_seen", "opened_at")
 
     authenticated = False  # for the server's timeout scan: never a native session
@@ -62,6 +64,7 @@ class HttpProtocol(asyncio.Protocol):
         self._requests = 0
         self._carrier: WebSocketCarrier | None = None
         self._busy = False  # a request is being answered
+        self._bucket = TokenBucket(server.clock.monotonic())
         # The server's scan closes a connection with no complete request
         # within the handshake timeout; `opened_at` restarts per request.
         self.hello_seen = False
@@ -129,6 +132,10 @@ class HttpProtocol(asyncio.Protocol):
     def _on_request(self, request: h11.Request) -> bool:
         self._request = request
         self._requests += 1
+        if not self._bucket.take(self._server.clock.monotonic()):
+            self._fail(*problem(429, "too many requests",
+                                f"at most {RATE_PER_S:.0f} requests/s per connection"))
+            return False
         # h11 bounds only what it must buffer; a header block that arrives
         # whole in one read is measured here.
         size = len(request.target) + sum(len(k) + len(v) + 4 for k, v in request.headers)
@@ -224,6 +231,15 @@ class HttpProtocol(asyncio.Protocol):
         conn = self._h11
         if conn is not None and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             self._send(status, body, b"application/problem+json", close=True)
+        transport = self._transport
+        if transport is not None and transport.can_write_eof():
+            # Close gently: a client still sending would otherwise get a TCP
+            # reset that can destroy this answer in flight.  Half-close, drop
+            # what still arrives, and cut off after a grace period.
+            self._h11 = None
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(_GRACE_S, self.close, 0, "")
+            return
         self.close(0, "")
 
     # --- what the server's timeout scan and shutdown call ---------------------------------

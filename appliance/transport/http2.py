@@ -38,6 +38,7 @@ from h2.settings import SettingCodes
 
 from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse
 from appliance.transport.http1 import MAX_BODY_BYTES, MAX_HEADER_BYTES, SERVER_HEADER, problem
+from appliance.transport.ratelimit import RATE_PER_S, TokenBucket
 from appliance.transport.tasks import spawn
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class Http2Protocol(asyncio.Protocol):
         self._resets: collections.deque[float] = collections.deque()
         self._pending: dict[int, bytes] = {}  # response bodies waiting for flow control
         self._closing = False
+        self._bucket = TokenBucket(server.clock.monotonic())
         self.opened_at = self.last_seen = server.clock.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -119,6 +121,11 @@ class Http2Protocol(asyncio.Protocol):
     def _on_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
         if len(self._streams) >= MAX_STREAMS:
             self._h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        if not self._bucket.take(self._server.clock.monotonic()):
+            self._respond(stream_id, ApiResponse(*_problem(
+                429, "too many requests", f"at most {RATE_PER_S:.0f} requests/s per"
+                " connection")))
             return
         self._streams[stream_id] = _Stream(headers)
 

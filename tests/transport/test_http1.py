@@ -114,3 +114,11 @@ def test_the_redirect_port_sends_browsers_to_https(data_dir) -> None:  # type: i
         assert json.loads(out.stdout) == {"status": "ok"}
     finally:
         server.stop()
+
+
+def test_a_connection_over_its_request_rate_gets_429(server: ServerProcess) -> None:
+    burst = b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n" * 3000  # pipelined, one connection
+    answer = asyncio.run(raw(server, burst))
+    assert answer.count(b"HTTP/1.1 200 ") >= 1000  # the burst allowance
+    assert b"HTTP/1.1 429 Too Many Requests" in answer
+    assert answer.count(b"HTTP/1.1 ") < 3000  # and then the connection was closed
