@@ -25,6 +25,8 @@ from appliance.storage.models import AppInfo
 
 _HEADER = struct.Struct(">IB")
 _TIMEOUT_S = 30.0
+#: How long a sender's user id is reused without a store read.
+USER_CACHE_S = 2.0
 _DEFAULT_EXPIRY_S = 7 * 86400
 #: status -> (HTTP status, title) for a message the engine refused.
 _REFUSED = {
@@ -85,6 +87,7 @@ class BackendSender:
         self.engine = engine
         self.store = store
         self._last_id = 0
+        self._users: dict[tuple[int, bytes], tuple[int, float]] = {}
 
     def _next_id(self) -> int:
         # As the SDK does: time-ordered, increasing, random low bits.
@@ -110,7 +113,7 @@ class BackendSender:
         group_id = 0 if group is None else _int(doc, "group", 0, 2**63)
         payload = self._payload(doc)
         msg_id = _int(doc, "id", 0, 2**64 - 1) or self._next_id()
-        user_id = await self.store.find_user(app.app_id, sender.encode())
+        user_id = await self._user_id(app.app_id, sender.encode())
         if user_id is None:
             raise ApiError(422, "invalid request", f"no user {sender!r} in this app",
                            field="from")
@@ -134,6 +137,20 @@ class BackendSender:
             raise ApiError(http, title, f"message {msg_id}: {name}", id=msg_id,
                            message_status=name)
         return {"id": msg_id, "status": name, "timestamp_ms": ts}
+
+    async def _user_id(self, app_id: int, address: bytes) -> int | None:
+        # Cached briefly: a store read per request cost as much as the rest of it.
+        now = self.engine.clock.monotonic()
+        key = (app_id, address)
+        cached = self._users.get(key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        user_id = await self.store.find_user(app_id, address)
+        if user_id is not None:
+            if len(self._users) > 100_000:
+                self._users.clear()
+            self._users[key] = (user_id, now + USER_CACHE_S)
+        return user_id
 
     @staticmethod
     def _payload(doc: dict[str, Any]) -> bytes:

@@ -24,6 +24,7 @@ from appliance.storage.interface import Storage
 from appliance.storage.models import AppInfo, GroupInfo, Perm
 
 MAX_PAGE = 1000
+SECRET_CACHE_S = 5.0
 log = logging.getLogger(__name__)
 
 
@@ -276,6 +277,7 @@ class RestApi:
         self.sender = sender
         self.stats = stats
         self._routes = [(r, r.regex()) for r in ROUTES]
+        self._secrets: dict[str, tuple[AppInfo, float]] = {}
 
     async def handle(self, request: ApiRequest) -> ApiResponse:
         """The response to `request`; never raises."""
@@ -309,7 +311,17 @@ class RestApi:
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret:
             raise ApiError(401, "unauthorized", "send Authorization: Bearer <app secret>")
-        app = await app_for_secret(self.store, secret.strip())
+        secret = secret.strip()
+        now = self.clock.monotonic()
+        cached = self._secrets.get(secret)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        app = await app_for_secret(self.store, secret)
         if app is None:
             raise ApiError(401, "unauthorized", "unknown or revoked app secret")
+        # A store read per request cost more than the rest of a small request;
+        # a revoked secret keeps working for at most `SECRET_CACHE_S`.
+        if len(self._secrets) > 10_000:
+            self._secrets.clear()
+        self._secrets[secret] = (app, now + SECRET_CACHE_S)
         return app

@@ -273,6 +273,10 @@ class Users:
         self.addresses = [f"u{i:05d}" for i in range(count)]
         tokens, _ = provision(self.dir, self.addresses, token_ttl_s=86_400)
         self.tokens = [tokens[a] for a in self.addresses]
+        self.app_secret = subprocess.run(
+            [sys.executable, "-m", "appliance", "--data-dir", str(self.dir), "app", "secret"],
+            capture_output=True, text=True, check=True, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.strip()
 
     @contextlib.contextmanager
     def fresh_copy(self, root: Path) -> Iterator[Path]:

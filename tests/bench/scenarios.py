@@ -7,7 +7,10 @@ keyed by `Row.key`.
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -470,5 +473,67 @@ class Sdk:
         return out
 
 
+class Rest:
+    """``POST /v1/messages`` from a backend, with h2load, over HTTP/1.1 and HTTP/2 (issue #4)."""
+
+    name = "rest"
+    rows: ClassVar[list[Row]] = [
+        Row("h1.rate", "HTTP/1.1 keep-alive: POST /v1/messages per s", target=">= 5,000",
+            ok=at_least(5_000)),
+        Row("h1.failed", "HTTP/1.1: failed requests"),
+        Row("h1.server_cpu", "HTTP/1.1: server CPU %"),
+        Row("h2.rate", "HTTP/2: POST /v1/messages per s", target=">= 5,000",
+            ok=at_least(5_000)),
+        Row("h2.failed", "HTTP/2: failed requests"),
+        Row("h2.server_cpu", "HTTP/2: server CPU %"),
+    ]
+
+    def title(self, s: Settings) -> str:
+        return (f"rest: {self.requests(s.quick):,} POST /v1/messages (100-byte text, stored for an"
+                " offline user) with h2load on the generator CPU: HTTP/1.1 with 50 keep-alive"
+                " connections; HTTP/2 with 10 connections x 10 streams")
+
+    @staticmethod
+    def requests(quick: bool) -> int:
+        return 10_000 if quick else 40_000
+
+    def users_needed(self, quick: bool) -> int:
+        return 2
+
+    def run(self, s: Settings) -> dict[str, float]:
+        users = s.template()
+        out: dict[str, float] = {}
+        for label, flags in (("h1", ["--h1", "-c", "50", "-m", "1"]),
+                             ("h2", ["-c", "10", "-m", "10"])):
+            s.settle()
+            with users.fresh_copy(s.root) as run_dir, \
+                    server(run_dir / "data", s.server_cpu) as srv:
+                assert srv.proc is not None
+                body = run_dir / "body.json"
+                body.write_text(json.dumps({"from": users.addresses[0],
+                                            "to": users.addresses[1], "text": "x" * 100}))
+                usage = Usage(srv.proc.pid, s.cpus)
+                result = subprocess.run(
+                    ["taskset", "-c", str(s.gen_cpu), "h2load", *flags,
+                     "-n", str(self.requests(s.quick)), "-d", str(body),
+                     "-H", f"authorization: Bearer {users.app_secret}",
+                     "-H", "content-type: application/json",
+                     f"http://{srv.host}:{srv.port}/v1/messages"],
+                    capture_output=True, text=True, timeout=600)
+                usage.stop()
+            if result.returncode != 0:
+                raise BenchError(f"h2load failed: {result.stderr[-2000:]}")
+            rate = re.search(r"finished in [0-9.]+m?s, ([0-9.]+) req/s", result.stdout)
+            status = re.search(r"status codes: (\d+) 2xx", result.stdout)
+            failed = re.search(r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded,"
+                               r" (\d+) failed", result.stdout)
+            if rate is None or status is None or failed is None:
+                raise BenchError(f"cannot read h2load's output:\n{result.stdout[-2000:]}")
+            out[f"{label}.rate"] = float(rate[1])
+            out[f"{label}.failed"] = float(failed[1])
+            out[f"{label}.server_cpu"] = usage.server_pct
+        return out
+
+
 SCENARIOS: dict[str, Scenario] = {
-    sc.name: sc for sc in (Throughput(), Latency(), Memory(), Connect(), Sdk())}
+    sc.name: sc for sc in (Throughput(), Latency(), Memory(), Connect(), Sdk(), Rest())}
