@@ -197,6 +197,87 @@ class Conn(asyncio.Protocol):
             self.transport.close()
 
 
+class WsShim(asyncio.Protocol):
+    """A WebSocket layer under a `Conn`: the same native bytes in binary messages (/v1/ws).
+
+    Client frames are masked with an all-zero key: legal on the wire (RFC 6455
+    §5.3 wants it unpredictable, which no server can check) and free to apply,
+    so the generator pays only for the framing, as a C client would.
+    """
+
+    UPGRADE = (b"GET /v1/ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: tidings.v1\r\n\r\n")
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+        self.tcp: asyncio.Transport | None = None
+        self.upgraded = False
+        self.buf = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.tcp = cast(asyncio.Transport, transport)
+        self.tcp.write(self.UPGRADE)
+
+    def data_received(self, data: bytes) -> None:
+        data = self.buf + data if self.buf else data
+        self.buf = b""
+        if not self.upgraded:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = data
+                return
+            if not data.startswith(b"HTTP/1.1 101"):
+                raise ConnectionError(f"WebSocket refused: {data[:40]!r}")
+            self.upgraded = True
+            data = data[end + 4:]
+            self.conn.connection_made(self)  # type: ignore[arg-type]  # duck-typed transport
+        pos, n = 0, len(data)
+        payloads = []
+        while n - pos >= 2:
+            b1 = data[pos + 1] & 0x7F
+            head = 2
+            if b1 == 126:
+                if n - pos < 4:
+                    break
+                b1, head = int.from_bytes(data[pos + 2:pos + 4], "big"), 4
+            elif b1 == 127:
+                if n - pos < 10:
+                    break
+                b1, head = int.from_bytes(data[pos + 2:pos + 10], "big"), 10
+            if n - pos < head + b1:
+                break
+            if data[pos] & 0x0F == 0x2:  # binary; the server sends nothing else but close
+                payloads.append(data[pos + head:pos + head + b1])
+            pos += head + b1
+        self.buf = data[pos:]
+        if payloads:
+            self.conn.data_received(b"".join(payloads))
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.tcp is None:
+            return
+        n = len(data)
+        if n < 126:
+            head = bytes((0x82, 0x80 | n))
+        elif n < 65536:
+            head = bytes((0x82, 0x80 | 126)) + n.to_bytes(2, "big")
+        else:
+            head = bytes((0x82, 0x80 | 127)) + n.to_bytes(8, "big")
+        self.tcp.write(head + b"\x00\x00\x00\x00" + bytes(data))
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return None if self.tcp is None else self.tcp.get_extra_info(name, default)
+
+    def close(self) -> None:
+        if self.tcp is not None:
+            self.tcp.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.tcp = None
+        self.conn.connection_lost(exc)
+
+
 class Stats:
     """What every connection of this generator shares."""
 
@@ -441,9 +522,9 @@ def slope(samples: list[dict[str, float]], key: str) -> float:
 # --- pairs: throughput and latency ------------------------------------------------
 
 
-async def connect(host: str, port: int, conn: Conn) -> Conn:
+async def connect(host: str, port: int, conn: Conn, ws: bool = False) -> Conn:
     loop = asyncio.get_running_loop()
-    await loop.create_connection(lambda: conn, host, port)
+    await loop.create_connection((lambda: WsShim(conn)) if ws else (lambda: conn), host, port)
     async with asyncio.timeout(30):
         await conn.ready
     return conn
@@ -476,7 +557,8 @@ async def run_pairs(spec: dict[str, Any], control: Control) -> None:
         senders.append(Sender(hello_bytes(s_token, "s"), loop.create_future(), template,
                               payload_off, reliable, window, max(1, window // 4)))
     # Receivers first: a transient message to an offline user is not relayed.
-    await asyncio.gather(*(connect(host, port, r) for r in receivers))
+    ws = bool(spec.get("ws"))
+    await asyncio.gather(*(connect(host, port, r, ws) for r in receivers))
     if spec.get("rcvlowat"):
         # Wake a receiver only once this much is queued: the server writes every
         # frame with its own send(), and a wakeup plus a window-update ACK per
@@ -486,7 +568,7 @@ async def run_pairs(spec: dict[str, Any], control: Control) -> None:
             assert r.transport is not None
             sock = r.transport.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, spec["rcvlowat"])
-    await asyncio.gather(*(connect(host, port, s) for s in senders))
+    await asyncio.gather(*(connect(host, port, s, ws) for s in senders))
     for s, r in zip(senders, receivers, strict=True):
         s.receiver = r
         if not reliable:

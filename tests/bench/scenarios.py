@@ -128,7 +128,7 @@ class Scenario(Protocol):
 
 
 def run_pairs(s: Settings, kind: str, mode: str, *, window: int = 200, rate: int = 0,
-              gens: int = 1, rcvlowat: int = 0) -> dict[str, float]:
+              gens: int = 1, rcvlowat: int = 0, ws: bool = False) -> dict[str, float]:
     """50 sender -> receiver pairs; figures of the measuring interval.
 
     `kind` "sdk" runs the pairs through the SDK (tests/bench/sdkgen.py).
@@ -144,7 +144,8 @@ def run_pairs(s: Settings, kind: str, mode: str, *, window: int = 200, rate: int
         specs = [{"kind": kind, "mode": mode, "host": srv.host, "port": srv.port,
                   "pairs": pairs[g::gens], "payload": PAYLOAD_BYTES, "window": window,
                   "rate": rate // gens, "rcvlowat": rcvlowat, "warmup_s": warm,
-                  "measure_s": measure, "store_dir": str(run_dir / f"sdk-stores-{g}")}
+                  "measure_s": measure, "store_dir": str(run_dir / f"sdk-stores-{g}"),
+                  "ws": ws}
                  for g in range(gens)]
         with generators(specs, run_dir, s.gen_cpu) as gs:
             for g in gs:
@@ -473,6 +474,43 @@ class Sdk:
         return out
 
 
+class WebSocket:
+    """1:1 throughput through /v1/ws next to native, same generator (issue #4)."""
+
+    name = "websocket"
+    rows: ClassVar[list[Row]] = [
+        Row("native.transient.received", "native transient: received msg/s"),
+        Row("ws.transient.received", "WebSocket transient: received msg/s"),
+        Row("ratio.transient", "WebSocket / native, transient, %", "{:.0f}", ">= 70",
+            at_least(70)),
+        Row("native.reliable.received", "native reliable: received msg/s"),
+        Row("ws.reliable.received", "WebSocket reliable: received msg/s"),
+        Row("ratio.reliable", "WebSocket / native, reliable, %", "{:.0f}", ">= 70",
+            at_least(70)),
+        Row("ws.transient.server_cpu", "WebSocket transient: server CPU %"),
+        Row("ws.reliable.server_cpu", "WebSocket reliable: server CPU %"),
+    ]
+
+    def title(self, s: Settings) -> str:
+        return (f"websocket: the throughput scenario ({PAIRS} pairs, {PAYLOAD_BYTES}-byte"
+                " payloads) natively and through /v1/ws (one binary message per write),"
+                f" {s.warmup_s:g} s warm-up + {s.measure_s:g} s measured")
+
+    def users_needed(self, quick: bool) -> int:
+        return 2 * PAIRS
+
+    def run(self, s: Settings) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for mode, window in (("transient", 500), ("reliable", 200)):
+            for label, ws in (("native", False), ("ws", True)):
+                out.update(_prefixed(f"{label}.{mode}", run_pairs(
+                    s, "throughput", mode, window=window, ws=ws,
+                    rcvlowat=s.rcvlowat if mode == "transient" else 0)))
+            out[f"ratio.{mode}"] = 100 * out[f"ws.{mode}.received"] / max(
+                1.0, out[f"native.{mode}.received"])
+        return out
+
+
 class Rest:
     """``POST /v1/messages`` from a backend, with h2load, over HTTP/1.1 and HTTP/2 (issue #4)."""
 
@@ -536,4 +574,5 @@ class Rest:
 
 
 SCENARIOS: dict[str, Scenario] = {
-    sc.name: sc for sc in (Throughput(), Latency(), Memory(), Connect(), Sdk(), Rest())}
+    sc.name: sc for sc in (Throughput(), Latency(), Memory(), Connect(), Sdk(), WebSocket(),
+                           Rest())}
