@@ -48,7 +48,7 @@ def problem(status: int, title: str, detail: str = "") -> tuple[int, bytes]:
 class HttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection; becomes a WebSocket carrier on upgrade."""
 
-    __slots__ = ("_body", "_bucket", "_busy", "_carrier", "_h11", "_raw", "_request", "_requests",
+    __slots__ = ("_body", "_bucket", "_busy", "_h11", "_raw", "_request", "_requests",
                  "_server", "_transport", "hello_seen", "last_seen", "opened_at")
 
     authenticated = False  # for the server's timeout scan: never a native session
@@ -62,7 +62,6 @@ class HttpProtocol(asyncio.Protocol):
         self._body = bytearray()
         self._request: h11.Request | None = None
         self._requests = 0
-        self._carrier: WebSocketCarrier | None = None
         self._busy = False  # a request is being answered
         self._bucket = TokenBucket(server.clock.monotonic())
         # The server's scan closes a connection with no complete request
@@ -74,9 +73,6 @@ class HttpProtocol(asyncio.Protocol):
     # --- asyncio callbacks (forwarded by WireProtocol's hand-over) -------------------
 
     def data_received(self, data: bytes) -> None:
-        if self._carrier is not None:
-            self._carrier.data_received(data)
-            return
         conn = self._h11
         if conn is None:
             return
@@ -124,8 +120,6 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._server.connections.discard(self)
-        if self._carrier is not None:
-            self._carrier.connection_lost(exc)
 
     # --- requests ---------------------------------------------------------------------
 
@@ -159,9 +153,12 @@ class HttpProtocol(asyncio.Protocol):
         self._h11 = None
         self._raw = bytearray()
         self._server.connections.discard(self)
-        self._carrier = WebSocketCarrier(self._server, self._transport,
-                                         self._server.limits.max_frame_bytes * 4)
-        return self._carrier.start(raw)
+        carrier = WebSocketCarrier(self._server, self._transport,
+                                   self._server.limits.max_frame_bytes * 4)
+        # The carrier takes the connection over; this object is then dropped.
+        self._transport.set_protocol(carrier)
+        self._transport = None
+        return carrier.start(raw)
 
     async def _respond(self) -> None:
         request = self._request

@@ -660,7 +660,7 @@ async def run_pairs(spec: dict[str, Any], control: Control) -> None:
 
 
 async def open_tcp(host: str, port: int, src: str, hello: bytes,
-                   deferred: bool = False) -> HelloConn:
+                   deferred: bool = False, ws: bool = False) -> HelloConn:
     """A TCP connection from source address `src`; HELLO is sent unless `deferred`."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -673,7 +673,7 @@ async def open_tcp(host: str, port: int, src: str, hello: bytes,
         sock.close()
         raise
     conn = HelloConn(hello, loop.create_future(), deferred)
-    await loop.create_connection(lambda: conn, sock=sock)
+    await loop.create_connection((lambda: WsShim(conn)) if ws else (lambda: conn), sock=sock)
     return conn
 
 
@@ -722,7 +722,8 @@ async def run_conns(spec: dict[str, Any], control: Control) -> None:
             t = time.monotonic_ns()
             try:
                 async with asyncio.timeout(timeout):
-                    conn = await open_tcp(host, port, src, hello_bytes(token, device))
+                    conn = await open_tcp(host, port, src, hello_bytes(token, device),
+                                          ws=bool(spec.get("ws")))
                     await conn.ready
             except (OSError, TimeoutError) as exc:
                 failures[_failure(exc)] += 1

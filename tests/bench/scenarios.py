@@ -347,7 +347,7 @@ class Memory:
     def users_needed(self, quick: bool) -> int:
         return math.ceil(self.count(quick) / DEVICES_PER_USER)
 
-    def run(self, s: Settings) -> dict[str, float]:
+    def run(self, s: Settings, ws: bool = False) -> dict[str, float]:
         n = self.count(s.quick)
         s.settle()
         with s.template().fresh_copy(s.root) as run_dir, \
@@ -357,6 +357,8 @@ class Memory:
             time.sleep(0.5)
             before = rss_bytes(pid)
             specs = conn_specs(s, srv.host, srv.port, n, 256, max(2, s.generators))
+            for spec in specs:
+                spec["ws"] = ws
             fill = open_conns(s, specs, run_dir, pid, idle_s=2.0, timed=False)
             server_cpu = cpu_seconds(pid)
         return {"per_conn": (fill["rss"] - before) / fill["welcomed"],
@@ -511,6 +513,28 @@ class WebSocket:
         return out
 
 
+class WsMemory(Memory):
+    """Idle connections through /v1/ws next to native ones (issue #4)."""
+
+    name = "wsmemory"
+    rows: ClassVar[list[Row]] = [
+        Row("native.per_conn", "native: bytes per idle authenticated connection"),
+        Row("ws.per_conn", "WebSocket: bytes per idle authenticated connection"),
+        Row("extra", "WebSocket extra bytes per connection", target="<= 1,500",
+            ok=at_most(1500)),
+        Row("ws.welcomed", "WebSocket connections authenticated"),
+    ]
+
+    def title(self, s: Settings) -> str:
+        return super().title(s).replace("memory:", "wsmemory: native, then WebSocket;", 1)
+
+    def run(self, s: Settings, ws: bool = False) -> dict[str, float]:
+        out = _prefixed("native", super().run(s))
+        out.update(_prefixed("ws", super().run(s, ws=True)))
+        out["extra"] = out["ws.per_conn"] - out["native.per_conn"]
+        return out
+
+
 class Rest:
     """``POST /v1/messages`` from a backend, with h2load, over HTTP/1.1 and HTTP/2 (issue #4)."""
 
@@ -575,4 +599,4 @@ class Rest:
 
 SCENARIOS: dict[str, Scenario] = {
     sc.name: sc for sc in (Throughput(), Latency(), Memory(), Connect(), Sdk(), WebSocket(),
-                           Rest())}
+                           WsMemory(), Rest())}
