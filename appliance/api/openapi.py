@@ -42,6 +42,8 @@ def document(routes: list[Route]) -> dict[str, Any]:
                 "application/json": {"schema": route.body}}}
         if not route.auth:
             op["security"] = []
+        elif route.operator:
+            op["security"] = [{"operatorKey": []}]
         paths.setdefault(route.pattern, {})[route.method.lower()] = op
     return {
         "openapi": "3.1.0",
@@ -50,8 +52,11 @@ def document(routes: list[Route]) -> dict[str, Any]:
                                 " from its backend. Errors are RFC 9457 problem+json."},
         "paths": paths,
         "components": {
-            "securitySchemes": {"appSecret": {"type": "http", "scheme": "bearer",
-                                              "description": "the app secret (tds_...)"}},
+            "securitySchemes": {
+                "appSecret": {"type": "http", "scheme": "bearer",
+                              "description": "the app secret (tds_...)"},
+                "operatorKey": {"type": "http", "scheme": "bearer",
+                                "description": "the operator key (tdo_...)"}},
             "schemas": {"Problem": _PROBLEM},
         },
         "security": [{"appSecret": []}],
@@ -69,7 +74,7 @@ def _responses(route: Route) -> dict[str, Any]:
     codes.update(status for _, status, _ in PROBLEMS)
     if route.handler.__name__ == "send_message":
         codes.update({403, 429, 507})
-    if route.method == "POST" and route.pattern in ("/v1/users", "/v1/groups"):
+    if route.pattern in ("/v1/users", "/v1/groups", "/v1/apps", "/v1/users/{address}"):
         codes.add(409)
     problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for code in sorted(codes):

@@ -19,7 +19,13 @@ from appliance.api.http import ApiError, ApiRequest, ApiResponse, from_error, ok
 from appliance.api.messages import BackendSender
 from appliance.engine.clock import Clock
 from appliance.errors import ApplianceError
-from appliance.service.admin import AdminService, app_for_secret, parse_perms, perm_names
+from appliance.service.admin import (
+    AdminService,
+    app_for_secret,
+    is_operator_key,
+    parse_perms,
+    perm_names,
+)
 from appliance.storage.interface import Storage
 from appliance.storage.models import AppInfo, GroupInfo, Perm
 
@@ -48,6 +54,7 @@ class Route:
     handler: Handler
     summary: str
     auth: bool = True
+    operator: bool = False  # needs the operator key instead of an app secret
     body: dict[str, Any] | None = None  # JSON schema of the request body
     response: dict[str, Any] | None = None  # JSON schema of the success body
     status: int = 200
@@ -191,6 +198,31 @@ async def send_message(call: Call) -> ApiResponse:
     return ok(201 if result["status"] == "SENT" else 200, result)
 
 
+async def rename_user(call: Call) -> ApiResponse:
+    user = await call.admin().rename_user(call.params["address"],
+                                          _field(call.json(), "address", str))
+    return ok(200, {"address": user.address, "created_ms": user.created_ms})
+
+
+async def list_apps(call: Call) -> ApiResponse:
+    apps = await AdminService(call.api.store, call.api.clock).list_apps()
+    return ok(200, {"apps": [{"name": a.name, "created_ms": a.created_ms} for a in apps]})
+
+
+async def create_app(call: Call) -> ApiResponse:
+    app, secret = await AdminService(call.api.store, call.api.clock).add_app(
+        _field(call.json(), "name", str))
+    return ok(201, {"name": app.name, "created_ms": app.created_ms, "secret": secret})
+
+
+async def new_app_secret(call: Call) -> ApiResponse:
+    keep = _field(call.json(), "keep_old", bool, False)
+    secret = await AdminService(call.api.store, call.api.clock,
+                                call.params["name"]).issue_app_secret(replace=not keep)
+    call.api.forget_secrets()
+    return ok(201, {"secret": secret})
+
+
 async def stats(call: Call) -> ApiResponse:
     s = call.api.stats()
     return ok(200, {"connections": s.connections, "sessions": s.sessions,
@@ -231,6 +263,9 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/users", create_user, "Create a user", status=201,
           body={"type": "object", "required": ["address"], "properties": {"address": _ADDRESS}},
           response=_USER),
+    Route("PATCH", "/v1/users/{address}", rename_user, "Give a user a new address",
+          body={"type": "object", "required": ["address"], "properties": {"address": _ADDRESS}},
+          response=_USER),
     Route("DELETE", "/v1/users/{address}", delete_user,
           "Delete a user, its tokens, devices and queued messages", status=204),
     Route("POST", "/v1/users/{address}/tokens", issue_token, "Issue an access token", status=201,
@@ -260,6 +295,22 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/messages", send_message,
           "Send a message as a user of the app (stored and delivered like any other)",
           status=201, body=_MESSAGE_IN, response=_MESSAGE_OUT),
+    Route("GET", "/v1/apps", list_apps, "List apps (operator key)", operator=True,
+          response={"type": "object", "properties": {"apps": {"type": "array", "items": {
+              "type": "object", "properties": {"name": {"type": "string"},
+                                               "created_ms": {"type": "integer"}}}}}}),
+    Route("POST", "/v1/apps", create_app, "Create an app and its first secret (operator key)",
+          operator=True, status=201,
+          body={"type": "object", "required": ["name"], "properties": {
+              "name": {"type": "string", "minLength": 1, "maxLength": 64,
+                       "pattern": "^[A-Za-z0-9._-]+$"}}},
+          response={"type": "object", "properties": {"name": {"type": "string"},
+                                                     "secret": {"type": "string"}}}),
+    Route("POST", "/v1/apps/{name}/secrets", new_app_secret,
+          "Issue a new app secret, revoking the old ones unless keep_old (operator key)",
+          operator=True, status=201,
+          body={"type": "object", "properties": {"keep_old": {"type": "boolean"}}},
+          response={"type": "object", "properties": {"secret": {"type": "string"}}}),
     Route("GET", "/v1/stats", stats, "Server statistics",
           response={"type": "object", "properties": {
               k: {"type": "integer"} for k in ("connections", "sessions", "commits",
@@ -299,12 +350,27 @@ class RestApi:
                                                         and request.method == "HEAD"):
                 allowed.append(route.method)
                 continue
-            app = await self._authenticate(request) if route.auth else None
+            if route.operator:
+                await self._authenticate_operator(request)
+                app = None
+            else:
+                app = await self._authenticate(request) if route.auth else None
             return await route.handler(Call(request, match.groupdict(), app, self))
         if allowed:
             raise ApiError(405, "method not allowed",
                            f"{request.path} allows {', '.join(sorted(set(allowed)))}")
         raise ApiError(404, "not found", f"no resource at {request.path}")
+
+    def forget_secrets(self) -> None:
+        """Drop cached app secrets (after a rotation through this API)."""
+        self._secrets.clear()
+
+    async def _authenticate_operator(self, request: ApiRequest) -> None:
+        scheme, _, key = request.headers.get(b"authorization", b"").decode(
+            "latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not await is_operator_key(self.store, key.strip()):
+            raise ApiError(401, "unauthorized",
+                           "this route needs the operator key (tidings operator key)")
 
     async def _authenticate(self, request: ApiRequest) -> AppInfo:
         header = request.headers.get(b"authorization", b"").decode("latin-1")

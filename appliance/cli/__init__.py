@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from appliance import __version__
-from appliance.cli.apps import app_group
+from appliance.cli.apps import app_group, operator_group
 from appliance.cli.client import client
 from appliance.cli.context import CliContext
 from appliance.cli.groups import group
@@ -60,6 +60,7 @@ def main(ctx: click.Context, config_path: Path | None, data_dir: Path | None,
 
 main.add_command(serve)
 main.add_command(app_group)
+main.add_command(operator_group)
 main.add_command(client)
 main.add_command(user)
 main.add_command(group)

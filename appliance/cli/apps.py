@@ -6,6 +6,7 @@ import click
 
 from appliance import app
 from appliance.cli.context import CliContext
+from appliance.service.admin import issue_operator_key
 from appliance.transport.loop import run
 
 
@@ -47,4 +48,19 @@ def secret(ctx: CliContext, name: str, keep_old: bool) -> None:
     async def go() -> None:
         async with app.admin(ctx.config(), name) as svc:
             click.echo(await svc.issue_app_secret(replace=not keep_old))
+    run(go())
+
+
+@click.group("operator")
+def operator_group() -> None:
+    """The operator's own credential."""
+
+
+@operator_group.command("key")
+@click.pass_obj
+def operator_key(ctx: CliContext) -> None:
+    """Issue the operator key for /v1/apps (shown once; the previous one stops working)."""
+    async def go() -> None:
+        async with app.admin(ctx.config(), "default") as svc:
+            click.echo(await issue_operator_key(svc.store, svc.clock))
     run(go())

@@ -17,6 +17,7 @@ from appliance.storage.models import AppInfo, GroupInfo, IssuedToken, Perm, User
 
 TOKEN_PREFIX = "tdg_"
 APP_SECRET_PREFIX = "tds_"
+OPERATOR_KEY_PREFIX = "tdo_"
 DEFAULT_APP = "default"
 _PERM_NAMES = {"send": Perm.SEND, "receive": Perm.RECEIVE, "admin": Perm.ADMIN}
 
@@ -70,6 +71,19 @@ async def app_for_secret(store: Storage, secret: str) -> AppInfo | None:
     if not secret.startswith(APP_SECRET_PREFIX):
         return None
     return await store.app_for_secret(token_hash(secret.encode()))
+
+
+async def issue_operator_key(store: Storage, clock: Clock) -> str:
+    """A new operator key (shown once); the previous one stops working."""
+    key = OPERATOR_KEY_PREFIX + secrets.token_urlsafe(24)
+    await store.store_operator_key(token_hash(key.encode()), clock.wall_ms())
+    return key
+
+
+async def is_operator_key(store: Storage, key: str) -> bool:
+    """Whether `key` is the current operator key."""
+    return key.startswith(OPERATOR_KEY_PREFIX) and await store.is_operator_key(
+        token_hash(key.encode()))
 
 
 class AdminService:
@@ -133,6 +147,17 @@ class AdminService:
             NotFoundError: no such user.
         """
         await self.store.delete_user(await self._app(), check_address(address))
+
+    async def rename_user(self, address: str, new_address: str) -> UserInfo:
+        """Give a user a new address.
+
+        Raises:
+            UsageError: a bad address.
+            NotFoundError: no such user.
+            ConflictError: the new address is taken.
+        """
+        return await self.store.rename_user(await self._app(), check_address(address),
+                                            check_address(new_address))
 
     async def list_users(self, after: str = "", limit: int = 100) -> list[UserInfo]:
         """Users in address order, `limit` at a time after `after`."""

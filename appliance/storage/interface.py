@@ -148,6 +148,23 @@ class AdminStore(Protocol):
         """The app a secret (by its hash) belongs to, or None."""
         ...
 
+    async def store_operator_key(self, key_hash: bytes, now_ms: int) -> None:
+        """Keep the hash of the new operator key; the old one stops working."""
+        ...
+
+    async def is_operator_key(self, key_hash: bytes) -> bool:
+        """Whether a key (by its hash) is the operator key."""
+        ...
+
+    async def rename_user(self, app_id: int, address: str, new_address: str) -> UserInfo:
+        """Give a user a new address (its id, devices and queues stay).
+
+        Raises:
+            NotFoundError: no such user.
+            ConflictError: the new address is taken.
+        """
+        ...
+
     async def create_user(self, app_id: int, address: str, now_ms: int) -> UserInfo:
         """Create a user.
 

@@ -162,3 +162,31 @@ def test_the_openapi_document_is_valid_and_schemathesis_finds_no_5xx(api: Api) -
         capture_output=True, text=True, timeout=600,
         env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"})
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_apps_need_the_operator_key_and_users_can_be_renamed(api: Api) -> None:
+    assert api.call("GET", "/v1/apps")[0] == 401  # an app secret is not enough
+    key = subprocess.run([sys.executable, "-m", "appliance", "--data-dir",
+                          str(api.server.data_dir), "operator", "key"], capture_output=True,
+                         text=True, check=True, timeout=60).stdout.strip()
+    assert key.startswith("tdo_")
+    status, _, created = api.call("POST", "/v1/apps", {"name": "shop"}, secret=key)
+    assert (status, created["name"]) == (201, "shop")
+    assert api.call("POST", "/v1/apps", {"name": "shop"}, secret=key)[0] == 409
+    assert api.call("POST", "/v1/apps", {"name": "no spaces"}, secret=key)[0] == 422
+    _, _, apps = api.call("GET", "/v1/apps", secret=key)
+    assert [a["name"] for a in apps["apps"]] == ["default", "shop"]
+    # The new app's secret works, on its own users only.
+    shop = created["secret"]
+    assert api.call("POST", "/v1/users", {"address": "alice"}, secret=shop)[0] == 201
+    assert api.call("GET", "/v1/users", secret=shop)[2]["users"][0]["address"] == "alice"
+    assert api.call("GET", "/v1/users")[2]["users"] == []  # the default app has none
+    status, _, rotated = api.call("POST", "/v1/apps/shop/secrets", {}, secret=key)
+    assert status == 201
+    assert api.call("GET", "/v1/users", secret=shop)[0] == 401  # revoked
+    assert api.call("GET", "/v1/users", secret=rotated["secret"])[0] == 200
+    status, _, renamed = api.call("PATCH", "/v1/users/alice", {"address": "alicia"},
+                                  secret=rotated["secret"])
+    assert (status, renamed["address"]) == (200, "alicia")
+    assert api.call("PATCH", "/v1/users/nobody", {"address": "x"},
+                    secret=rotated["secret"])[0] == 404

@@ -8,6 +8,7 @@ stops start-up instead of running on a schema we do not understand.
 Schema history:
   1  apps, users, tokens, devices, groups, messages, deliveries, receipts.
   2  app secrets (hashed) for the backend REST API.
+  3  operator keys (hashed) for managing apps over the REST API.
 """
 
 from __future__ import annotations

@@ -52,6 +52,29 @@ def app_for_secret(conn: sqlite3.Connection, secret_hash: bytes) -> AppInfo | No
     return None if row is None else AppInfo(*row)
 
 
+def store_operator_key(conn: sqlite3.Connection, key_hash: bytes, now_ms: int) -> None:
+    """See `AdminStore.store_operator_key`."""
+    conn.execute("DELETE FROM operator_keys")
+    conn.execute("INSERT INTO operator_keys VALUES (?, ?)", (key_hash, now_ms))
+
+
+def is_operator_key(conn: sqlite3.Connection, key_hash: bytes) -> bool:
+    """See `AdminStore.is_operator_key`."""
+    return conn.execute("SELECT 1 FROM operator_keys WHERE hash = ?",
+                        (key_hash,)).fetchone() is not None
+
+
+def rename_user(conn: sqlite3.Connection, app: int, address: str, new_address: str) -> UserInfo:
+    """See `AdminStore.rename_user`."""
+    user = _user(conn, app, address)
+    try:
+        conn.execute("UPDATE users SET address = ? WHERE id = ?", (new_address.encode(), user))
+    except sqlite3.IntegrityError:
+        raise ConflictError(f"user {new_address!r} already exists") from None
+    created = conn.execute("SELECT created_ms FROM users WHERE id = ?", (user,)).fetchone()[0]
+    return UserInfo(user, app, new_address, created)
+
+
 def create_user(conn: sqlite3.Connection, app: int, address: str, now_ms: int) -> UserInfo:
     """See `AdminStore.create_user`."""
     try:

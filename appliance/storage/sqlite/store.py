@@ -268,6 +268,18 @@ class SqliteStorage:
         """See `AdminStore.app_for_secret`."""
         return await self._read(admin.app_for_secret, secret_hash)
 
+    async def store_operator_key(self, key_hash: bytes, now_ms: int) -> None:
+        """See `AdminStore.store_operator_key`."""
+        await self._admin(admin.store_operator_key, key_hash, now_ms)
+
+    async def is_operator_key(self, key_hash: bytes) -> bool:
+        """See `AdminStore.is_operator_key`."""
+        return await self._read(admin.is_operator_key, key_hash)
+
+    async def rename_user(self, app_id: int, address: str, new_address: str) -> UserInfo:
+        """See `AdminStore.rename_user`."""
+        return await self._admin(admin.rename_user, app_id, address, new_address)
+
     async def create_user(self, app_id: int, address: str, now_ms: int) -> UserInfo:
         """See `AdminStore.create_user`."""
         return await self._admin(admin.create_user, app_id, address, now_ms)
