@@ -48,7 +48,7 @@ def problem(status: int, title: str, detail: str = "") -> tuple[int, bytes]:
 class HttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection; becomes a WebSocket carrier on upgrade."""
 
-    __slots__ = ("_body", "_bucket", "_busy", "_h11", "_raw", "_request", "_requests",
+    __slots__ = ("_body", "_bucket", "_busy", "_h11", "_paused", "_raw", "_request", "_requests",
                  "_server", "_transport", "hello_seen", "last_seen", "opened_at")
 
     authenticated = False  # for the server's timeout scan: never a native session
@@ -63,6 +63,7 @@ class HttpProtocol(asyncio.Protocol):
         self._request: h11.Request | None = None
         self._requests = 0
         self._busy = False  # a request is being answered
+        self._paused = False
         self._bucket = TokenBucket(server.clock.monotonic())
         # The server's scan closes a connection with no complete request
         # within the handshake timeout; `opened_at` restarts per request.
@@ -80,6 +81,13 @@ class HttpProtocol(asyncio.Protocol):
         if self._request is None:
             self._raw += data  # an upgrade hands the raw request to wsproto
         conn.receive_data(data)
+        if self._busy:
+            # A pipelining client: stop reading until the current answer is out
+            # (two epoll changes, so only when it happens, not per request).
+            if self._transport is not None and not self._paused:
+                self._paused = True
+                self._transport.pause_reading()
+            return
         self._process()
 
     def _process(self) -> None:
@@ -105,9 +113,7 @@ class HttpProtocol(asyncio.Protocol):
                                         f"bodies are limited to {MAX_BODY_BYTES} bytes"))
                     return
             elif isinstance(event, h11.EndOfMessage):
-                self._busy = True
-                if self._transport is not None:
-                    self._transport.pause_reading()  # one request at a time (HTTP/1.1)
+                self._busy = True  # one request at a time (HTTP/1.1)
                 spawn(self._respond(), name="http-request")
                 return
             elif isinstance(event, h11.ConnectionClosed):
@@ -179,7 +185,9 @@ class HttpProtocol(asyncio.Protocol):
         self._busy = False
         self._next_request()
         if self._transport is not None:
-            self._transport.resume_reading()
+            if self._paused:
+                self._paused = False
+                self._transport.resume_reading()
             self._process()  # a pipelined request may be buffered already
 
     def _next_request(self) -> None:
