@@ -1,6 +1,8 @@
 """Sending from the app's backend: ``POST /v1/messages`` (SPEC M8).
 
-The message enters the engine exactly as if the user's device had sent it
+Sent as a user (``from``) or, without ``from``, as the app itself (the
+reserved user ``@app``).  The message enters the engine exactly as if the
+sender's device had sent it
 (same validation, dedupe by (sender, id), group commit, fan-out, receipts),
 through a session with no device of its own; the engine's answer (SENT or an
 error status) is the HTTP answer.  Receipts (DELIVERED, READ) go to the
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import random
 import struct
 from typing import Any
@@ -19,7 +22,9 @@ from typing import Any
 from appliance.api.http import ApiError
 from appliance.engine.delivery import Engine
 from appliance.engine.session import Session
+from appliance.errors import ConflictError
 from appliance.protocol.wire import Flag, Message, Status, Welcome, decode_status
+from appliance.service.admin import APP_SENDER
 from appliance.storage.interface import Storage
 from appliance.storage.models import AppInfo
 
@@ -101,10 +106,10 @@ class BackendSender:
         Raises:
             ApiError: a malformed body, an unknown sender, or a refused message.
         """
-        sender = doc.get("from")
+        sender = doc.get("from", APP_SENDER)
         if not isinstance(sender, str) or not sender:
-            raise ApiError(422, "invalid request", "'from' (the sending user) is required",
-                           field="from")
+            raise ApiError(422, "invalid request", "'from' must be a user address (or absent:"
+                           " the app itself)", field="from")
         to, group = doc.get("to"), doc.get("group")
         if (to is None) == (group is None):
             raise ApiError(422, "invalid request", "give exactly one of 'to' and 'group'")
@@ -114,6 +119,8 @@ class BackendSender:
         payload = self._payload(doc)
         msg_id = _int(doc, "id", 0, 2**64 - 1) or self._next_id()
         user_id = await self._user_id(app.app_id, sender.encode())
+        if user_id is None and sender == APP_SENDER:
+            user_id = await self._create_app_sender(app.app_id)
         if user_id is None:
             raise ApiError(422, "invalid request", f"no user {sender!r} in this app",
                            field="from")
@@ -137,6 +144,11 @@ class BackendSender:
             raise ApiError(http, title, f"message {msg_id}: {name}", id=msg_id,
                            message_status=name)
         return {"id": msg_id, "status": name, "timestamp_ms": ts}
+
+    async def _create_app_sender(self, app_id: int) -> int | None:
+        with contextlib.suppress(ConflictError):  # a concurrent request created it
+            await self.store.create_user(app_id, APP_SENDER, self.engine.clock.wall_ms())
+        return await self.store.find_user(app_id, APP_SENDER.encode())
 
     async def _user_id(self, app_id: int, address: bytes) -> int | None:
         # Cached briefly: a store read per request cost as much as the rest of it.

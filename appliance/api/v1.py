@@ -239,8 +239,9 @@ _GROUP = {"type": "object", "required": ["id", "name", "members"], "properties":
     "members": {"type": "array", "items": {"type": "object", "properties": {
         "address": _ADDRESS, "perms": {"type": "string"}}}}}}
 _PERMS = {"type": "string", "description": "comma-separated: send, receive, admin"}
-_MESSAGE_IN = {"type": "object", "required": ["from"], "properties": {
-    "from": _ADDRESS, "to": _ADDRESS, "group": {"type": "integer", "minimum": 1},
+_MESSAGE_IN = {"type": "object", "properties": {
+    "from": {**_ADDRESS, "description": "the sending user; absent: the app itself (@app)"},
+    "to": _ADDRESS, "group": {"type": "integer", "minimum": 1},
     "text": {"type": "string"}, "payload_base64": {"type": "string"},
     "id": {"type": "integer", "minimum": 0}, "refid": {"type": "integer", "minimum": 0},
     "expiry_s": {"type": "integer", "minimum": 0}, "type": {"type": "integer", "minimum": 0},
@@ -293,7 +294,8 @@ ROUTES: list[Route] = [
               "remove": {"type": "array", "items": _ADDRESS}, "perms": _PERMS}},
           response=_GROUP),
     Route("POST", "/v1/messages", send_message,
-          "Send a message as a user of the app (stored and delivered like any other)",
+          "Send a message as a user of the app, or as the app (stored and delivered like"
+          " any other)",
           status=201, body=_MESSAGE_IN, response=_MESSAGE_OUT),
     Route("GET", "/v1/apps", list_apps, "List apps (operator key)", operator=True,
           response={"type": "object", "properties": {"apps": {"type": "array", "items": {

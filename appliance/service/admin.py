@@ -18,6 +18,10 @@ from appliance.storage.models import AppInfo, GroupInfo, IssuedToken, Perm, User
 TOKEN_PREFIX = "tdg_"
 APP_SECRET_PREFIX = "tds_"
 OPERATOR_KEY_PREFIX = "tdo_"
+RESERVED_PREFIX = "@"
+#: The sender of what the app's backend sends as the app (``POST /v1/messages``
+#: without ``from``); created on first use, never a device's user.
+APP_SENDER = "@app"
 DEFAULT_APP = "default"
 _PERM_NAMES = {"send": Perm.SEND, "receive": Perm.RECEIVE, "admin": Perm.ADMIN}
 
@@ -33,6 +37,9 @@ def check_address(address: str) -> str:
         raise UsageError(f"address must be 1-64 bytes of UTF-8, got {len(raw)}")
     if any(ord(c) < 32 for c in address):
         raise UsageError("address must not contain control characters")
+    if address.startswith(RESERVED_PREFIX):
+        raise UsageError(f"addresses starting with {RESERVED_PREFIX!r} are reserved"
+                         f" ({APP_SENDER!r} is the app itself)")
     return address
 
 

@@ -136,6 +136,14 @@ def test_groups_and_backend_messages_reach_devices(api: Api) -> None:
         assert status == 201
         got = await c.message()
         assert (got.group_id, got.payload) == (group["id"], b"\x00\x01")
+        # As the app itself (no "from"): the reserved sender @app.
+        status, _, sent = await asyncio.to_thread(
+            api.call, "POST", "/v1/messages", {"to": "bob", "text": "from the app"})
+        assert (status, sent["status"]) == (201, "SENT")
+        got = await bob.message()
+        assert (got.peer, got.payload) == (b"@app", b"from the app")
+        reserved = await asyncio.to_thread(api.call, "POST", "/v1/users", {"address": "@x"})
+        assert reserved[0] == 422
         bob.send(Message(7, b"carol", b"and a native one"))
         assert (await bob.status()).status == Status.SENT
         stats = (await asyncio.to_thread(api.call, "GET", "/v1/stats"))[2]
