@@ -23,7 +23,7 @@ from appliance.api.http import ApiError
 from appliance.engine.delivery import Engine
 from appliance.engine.session import Session
 from appliance.errors import ConflictError
-from appliance.protocol.wire import Flag, Message, Status, Welcome, decode_status
+from appliance.protocol.wire import Flag, FrameType, Message, Status, Welcome, decode_status
 from appliance.service.admin import APP_SENDER
 from appliance.storage.interface import Storage
 from appliance.storage.models import AppInfo
@@ -59,7 +59,7 @@ class _StatusLink:
         while pos + _HEADER.size <= len(data):
             length, ftype = _HEADER.unpack_from(data, pos)
             end = pos + _HEADER.size + length
-            if ftype == 0x12 and not self.answer.done():  # STATUS (PROTOCOL.md §3.5)
+            if ftype == FrameType.STATUS and not self.answer.done():
                 status = decode_status(data, pos + _HEADER.size, end)
                 self.answer.set_result((status.status, status.timestamp_ms))
             pos = end

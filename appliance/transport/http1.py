@@ -10,15 +10,14 @@ Errors are RFC 9457 problem+json.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 import h11
 
-from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse
+from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse, problem
 from appliance.transport.ratelimit import RATE_PER_S, TokenBucket
 from appliance.transport.tasks import spawn
 from appliance.transport.websocket import WebSocketCarrier
@@ -35,14 +34,6 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_REQUESTS = 10_000
 SERVER_HEADER = b"tidings"
 _GRACE_S = 2.0
-
-
-def problem(status: int, title: str, detail: str = "") -> tuple[int, bytes]:
-    """An RFC 9457 problem document."""
-    doc: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
-    if detail:
-        doc["detail"] = detail
-    return status, json.dumps(doc).encode()
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -98,7 +89,7 @@ class HttpProtocol(asyncio.Protocol):
             except h11.RemoteProtocolError as exc:
                 status = exc.error_status_hint
                 title = "request header fields too large" if status == 431 else "bad request"
-                self._fail(*problem(431 if "too large" in str(exc).lower() else status, title,
+                self._fail(problem(431 if "too large" in str(exc).lower() else status, title,
                                     str(exc)))
                 return
             if event is h11.NEED_DATA or event is h11.PAUSED:
@@ -109,7 +100,7 @@ class HttpProtocol(asyncio.Protocol):
             elif isinstance(event, h11.Data):
                 self._body += event.data
                 if len(self._body) > MAX_BODY_BYTES:
-                    self._fail(*problem(413, "content too large",
+                    self._fail(problem(413, "content too large",
                                         f"bodies are limited to {MAX_BODY_BYTES} bytes"))
                     return
             elif isinstance(event, h11.EndOfMessage):
@@ -133,14 +124,14 @@ class HttpProtocol(asyncio.Protocol):
         self._request = request
         self._requests += 1
         if not self._bucket.take(self._server.clock.monotonic()):
-            self._fail(*problem(429, "too many requests",
+            self._fail(problem(429, "too many requests",
                                 f"at most {RATE_PER_S:.0f} requests/s per connection"))
             return False
         # h11 bounds only what it must buffer; a header block that arrives
         # whole in one read is measured here.
         size = len(request.target) + sum(len(k) + len(v) + 4 for k, v in request.headers)
         if size > MAX_HEADER_BYTES:
-            self._fail(*problem(431, "request header fields too large",
+            self._fail(problem(431, "request header fields too large",
                                 f"headers are limited to {MAX_HEADER_BYTES} bytes"))
             return False
         headers = {k.lower(): v for k, v in request.headers}
@@ -148,7 +139,7 @@ class HttpProtocol(asyncio.Protocol):
             return self._upgrade()
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            self._fail(*problem(413, "content too large",
+            self._fail(problem(413, "content too large",
                                 f"bodies are limited to {MAX_BODY_BYTES} bytes"))
             return False
         return True
@@ -231,11 +222,11 @@ class HttpProtocol(asyncio.Protocol):
             return
         transport.write(data or b"")
 
-    def _fail(self, status: int, body: bytes) -> None:
+    def _fail(self, response: ApiResponse) -> None:
         """Answer an error that ends the connection, then close it."""
         conn = self._h11
         if conn is not None and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            self._send(status, body, b"application/problem+json", close=True)
+            self._send(response.status, response.body, response.content_type, close=True)
         transport = self._transport
         if transport is not None and transport.can_write_eof():
             # Close gently: a client still sending would otherwise get a TCP
@@ -255,8 +246,8 @@ class HttpProtocol(asyncio.Protocol):
         if transport is not None:
             if self._h11 is not None and self._h11.our_state is h11.IDLE and reason:
                 # The timeout scan: tell the client why, as HTTP does (408).
-                status, body = problem(408, "request timeout", reason)
+                timeout = problem(408, "request timeout", reason)
                 self._transport = transport
-                self._send(status, body, b"application/problem+json", close=True)
+                self._send(timeout.status, timeout.body, timeout.content_type, close=True)
                 self._transport = None
             transport.close()

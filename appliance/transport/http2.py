@@ -36,8 +36,8 @@ from h2.events import (
 from h2.exceptions import H2Error, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes
 
-from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse
-from appliance.transport.http1 import MAX_BODY_BYTES, MAX_HEADER_BYTES, SERVER_HEADER, problem
+from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse, problem
+from appliance.transport.http1 import MAX_BODY_BYTES, MAX_HEADER_BYTES, SERVER_HEADER
 from appliance.transport.ratelimit import RATE_PER_S, TokenBucket
 from appliance.transport.tasks import spawn
 
@@ -123,9 +123,9 @@ class Http2Protocol(asyncio.Protocol):
             self._h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             return
         if not self._bucket.take(self._server.clock.monotonic()):
-            self._respond(stream_id, ApiResponse(*_problem(
+            self._respond(stream_id, problem(
                 429, "too many requests", f"at most {RATE_PER_S:.0f} requests/s per"
-                " connection")))
+                " connection"))
             return
         self._streams[stream_id] = _Stream(headers)
 
@@ -137,8 +137,8 @@ class Http2Protocol(asyncio.Protocol):
         stream.body += event.data
         if len(stream.body) > MAX_BODY_BYTES:
             del self._streams[event.stream_id]
-            self._respond(event.stream_id, ApiResponse(*_problem(
-                413, "content too large", f"bodies are limited to {MAX_BODY_BYTES} bytes")))
+            self._respond(event.stream_id, problem(
+                413, "content too large", f"bodies are limited to {MAX_BODY_BYTES} bytes"))
 
     def _on_end(self, stream_id: int) -> None:
         stream = self._streams.get(stream_id)
@@ -257,7 +257,3 @@ class Http2Protocol(asyncio.Protocol):
                 return
             transport.close()
 
-
-def _problem(status: int, title: str, detail: str) -> tuple[int, bytes, bytes]:
-    code, body = problem(status, title, detail)
-    return code, body, PROBLEM_JSON

@@ -485,10 +485,7 @@ def _dec_ack(body: bytes) -> Ack:
 
 
 def _dec_status(body: bytes) -> StatusReport:
-    mid, status, rseq, ts, group, alen = _STATUS.unpack_from(body, 0)
-    _exact(body, _STATUS_SIZE + alen, "STATUS")
-    return StatusReport(mid, status, report_seq=rseq, timestamp_ms=ts, group_id=group,
-                        peer=body[_STATUS_SIZE:])
+    return decode_status(body, 0, len(body))
 
 
 def _dec_read(body: bytes) -> ReadReport:
