@@ -38,7 +38,7 @@ async def serve(config: ApplianceConfig, ready: Callable[[str, int, int | None],
     """
     clock = SystemClock()
     loop = asyncio.get_running_loop()
-    store = await open_storage(config.storage.data_dir, clock.wall_ms())
+    store = await open_storage(config.storage, clock.wall_ms(), server=True)
     try:
         engine = Engine(store, clock, config.limits, LoopScheduler(loop),
                         server_version=f"tidings/{__version__}".encode())
@@ -93,7 +93,7 @@ def _tune_gc() -> None:
 async def admin(config: ApplianceConfig, app: str) -> AsyncIterator[AdminService]:
     """An `AdminService` on the configured store, closed afterwards."""
     clock = SystemClock()
-    store: Storage = await open_storage(config.storage.data_dir, clock.wall_ms())
+    store: Storage = await open_storage(config.storage, clock.wall_ms())
     try:
         yield AdminService(store, clock, app)
     finally:

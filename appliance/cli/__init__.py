@@ -48,14 +48,17 @@ class _Main(click.Group):
 @click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False),
               help="Data directory (default: /var/lib/tidings as root,"
                    " else ~/.local/share/tidings).")
+@click.option("--database", envvar="TIDINGS_DATABASE",
+              help="Database: sqlite, private, a MariaDB socket path or a mariadb:// URL"
+                   " (default: what 'tidings db bootstrap' recorded, else sqlite).")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None, data_dir: Path | None,
-         debug: bool) -> None:
+         database: str | None, debug: bool) -> None:
     """Tidings: a self-hosted real-time messaging appliance."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.obj = CliContext(config_path, data_dir, debug)
+    ctx.obj = CliContext(config_path, data_dir, database, debug)
 
 
 main.add_command(serve)

@@ -15,10 +15,12 @@ class CliContext:
 
     config_path: Path | None
     data_dir: Path | None
+    database: str | None
     debug: bool
 
     def config(self, **overrides: Any) -> ApplianceConfig:
         """Load the configuration with these ``section.key`` overrides applied."""
-        merged = {"storage.data_dir": self.data_dir}
+        merged: dict[str, Any] = {"storage.data_dir": self.data_dir,
+                                  "storage.database": self.database}
         merged.update({k.replace("__", "."): v for k, v in overrides.items()})
         return load_config(self.config_path, merged)

@@ -11,13 +11,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from appliance.config.database import parse_database
 from appliance.config.model import ApplianceConfig
 from appliance.errors import ConfigError
 
 _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
              "max_expiry_s": 1, "keepalive_s": 1,
              "max_frame_bytes": 64, "sweep_interval_s": 0.01, "shutdown_timeout_s": 0,
-             "max_unconfirmed": 2}
+             "max_unconfirmed": 2, "timeout_s": 0.1}
 
 
 def load_config(path: Path | None = None,
@@ -56,7 +57,11 @@ def _build(tree: dict[str, Any]) -> ApplianceConfig:
         if not isinstance(values, dict):
             raise ConfigError("must be a table", key_path=section)
         sections[section] = _section(getattr(base, section), section, values)
-    return dataclasses.replace(base, **sections)
+    config = dataclasses.replace(base, **sections)
+    if config.storage.database:
+        # Checked now, so that a wrong value stops start-up naming the key.
+        parse_database(config.storage.database, config.storage.data_dir)
+    return config
 
 
 def _section(default: Any, section: str, values: dict[str, Any]) -> Any:

@@ -38,9 +38,13 @@ class ServerConfig:
 
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
-    """``[storage]``: the data directory holding the embedded SQLite file."""
+    """``[storage]``: the data directory and the database (`appliance.config.database`)."""
 
     data_dir: Path = field(default_factory=default_data_dir)
+    #: "" = what the data directory records, else SQLite; see `parse_database`.
+    database: str = ""
+    #: Bound on every call to a MariaDB server (connect, read, write).
+    timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

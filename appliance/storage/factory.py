@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from appliance.config.database import DatabaseLocation, resolve_database
+from appliance.config.model import StorageConfig
 from appliance.storage.interface import Storage
 
-#: File name of the embedded database inside the data directory.
-SQLITE_FILE = "tidings.sqlite3"
 
+async def open_storage(config: StorageConfig, now_ms: int, *, migrate: bool = True,
+                       server: bool = False) -> Storage:
+    """Open the configured store (`appliance.config.database` says which).
 
-async def open_storage(data_dir: Path, now_ms: int) -> Storage:
-    """Open the configured store (for now: the embedded SQLite file).
+    `server`: this process runs the delivery engine on it (MariaDB then
+    refuses a second server on the same database).
 
     Raises:
-        StorageUnavailableError: the database cannot be opened.
+        ConfigError: the database setting is wrong.
+        StorageUnavailableError: the database cannot be opened or reached.
         StorageError: its schema cannot be migrated.
     """
-    from appliance.storage.sqlite import SqliteStorage
+    location = resolve_database(config.database, config.data_dir)
+    return await open_location(location, config.timeout_s, now_ms, migrate=migrate,
+                               server=server)
 
-    return await SqliteStorage.open(data_dir / SQLITE_FILE, now_ms)
+
+async def open_location(location: DatabaseLocation, timeout_s: float, now_ms: int, *,
+                        migrate: bool = True, server: bool = False) -> Storage:
+    """Open the store at `location` (see `open_storage`)."""
+    if location.kind == "sqlite":
+        from appliance.storage.sqlite import SqliteStorage
+
+        assert location.sqlite_path is not None
+        return await SqliteStorage.open(location.sqlite_path, now_ms, migrate_schema=migrate)
+    # Imported only when chosen: the SQLite default never loads the driver.
+    from appliance.storage.mariadb import MariaDBStorage
+
+    return await MariaDBStorage.open(location, timeout_s, now_ms, migrate_schema=migrate,
+                                     server=server)

@@ -104,7 +104,7 @@ class FlakyStore(SqliteStorage):
 async def _setup(tmp: Path) -> tuple[Engine, FlakyStore, Scheduler, dict[str, bytes]]:
     clock = FakeClock()
     base = await SqliteStorage.open(tmp / "e.sqlite3", clock.wall_ms())
-    store = FlakyStore(base._writer, base._reader, base._wpool, base._rpool)
+    store = FlakyStore(base._writer, base._wpool, base._readers)
     tokens = {}
     for name in ("alice", "bob"):
         user = await store.create_user(1, name, clock.wall_ms())

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
+from appliance.config import load_config
 from appliance.engine.clock import SystemClock
 from appliance.service.admin import AdminService
 from appliance.storage import open_storage
@@ -17,7 +19,10 @@ def provision(data_dir: Path, users: list[str], groups: dict[str, list[str]] | N
 
     async def go() -> tuple[dict[str, str], dict[str, int]]:
         clock = SystemClock()
-        store = await open_storage(data_dir, clock.wall_ms())
+        store = await open_storage(load_config(None, {
+            "storage.data_dir": data_dir,
+            "storage.database": os.environ.get("TIDINGS_DATABASE")}).storage,
+                                   clock.wall_ms())
         try:
             svc = AdminService(store, clock)
             tokens = {}

@@ -9,6 +9,7 @@ Schema history:
   1  apps, users, tokens, devices, groups, messages, deliveries, receipts.
   2  app secrets (hashed) for the backend REST API.
   3  operator keys (hashed) for managing apps over the REST API.
+  4  directory_version: raised by every admin change (cache invalidation).
 """
 
 from __future__ import annotations

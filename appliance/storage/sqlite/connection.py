@@ -1,4 +1,4 @@
-"""Opening SQLite connections, running migrations, translating errors.
+"""Opening SQLite connections and translating their errors.
 
 Durability settings (SPEC M14): WAL journal with ``synchronous=FULL``, so a
 COMMIT returns only after the WAL is fsynced; the engine tells a sender SENT
@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 
 from appliance.errors import ConflictError, StorageError, StorageUnavailableError
-from appliance.storage import migrations
+from appliance.storage.sql.dialect import SQLITE, Dialect
 
 _BUSY_TIMEOUT_MS = 10_000
 
@@ -48,57 +48,57 @@ def translate(exc: sqlite3.Error) -> StorageError:
     return StorageError(f"SQLite: {exc}")
 
 
-def migrate(conn: sqlite3.Connection, now_ms: int) -> list[int]:
-    """Apply every migration this binary knows that the database lacks.
+class SqliteConnection:
+    """A sqlite3 connection as the shared SQL code's `Connection`.
 
-    Returns the versions applied.
-
-    Raises:
-        StorageError: an applied migration changed, or the database is newer
-            than this binary.
+    `execute` and `executemany` are the driver's own bound methods, not
+    wrappers: the writer calls them per batch on the reliable message path.
     """
-    known = migrations.load("sqlite")
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
-                     " name TEXT NOT NULL, checksum TEXT NOT NULL, applied_ms INTEGER NOT NULL)")
-        applied = dict(conn.execute("SELECT version, checksum FROM schema_migrations"))
-        _check_applied(applied, known)
-        done = []
-        for mig in known:
-            if mig.version in applied:
-                continue
-            for statement in mig.statements():
-                conn.execute(statement)
-            conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?, ?)",
-                         (mig.version, mig.name, mig.checksum, now_ms))
-            done.append(mig.version)
-        conn.execute("COMMIT")
-        return done
-    except sqlite3.Error as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise translate(exc) from None
-    except StorageError:
-        conn.execute("ROLLBACK")
-        raise
+
+    dialect: Dialect = SQLITE
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+
+    def __init__(self, raw: sqlite3.Connection) -> None:
+        self.raw = raw
+        self.execute = raw.execute
+        self.executemany = raw.executemany
+        self._version = -1
+
+    def begin(self) -> bool:
+        """BEGIN IMMEDIATE; stale when another connection committed since the last one.
+
+        ``PRAGMA data_version`` changes whenever another connection (the CLI,
+        another process) commits.
+        """
+        version: int = self.raw.execute("PRAGMA data_version").fetchone()[0]
+        stale = version != self._version
+        self._version = version
+        self.raw.execute("BEGIN IMMEDIATE")
+        return stale
+
+    def commit(self) -> None:
+        self.raw.execute("COMMIT")
+
+    def rollback(self) -> None:
+        try:
+            if self.raw.in_transaction:
+                self.raw.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the transaction is gone either way
+
+    def translate(self, exc: BaseException) -> StorageError:
+        return translate(exc) if isinstance(exc, sqlite3.Error) else StorageError(str(exc))
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def advisory_lock(self, name: str, timeout_s: float) -> None:
+        """Nothing to take: BEGIN IMMEDIATE already admits one writer at a time."""
+
+    def advisory_unlock(self, name: str) -> None:
+        """See `advisory_lock`."""
 
 
-def _check_applied(applied: dict[int, str], known: list[migrations.Migration]) -> None:
-    by_version = {m.version: m for m in known}
-    for version, checksum in applied.items():
-        mig = by_version.get(version)
-        if mig is None:
-            raise StorageError(f"database schema version {version} is newer than this binary;"
-                               " upgrade tidings")
-        if mig.checksum != checksum:
-            raise StorageError(f"migration {version} ({mig.name}) differs from the one applied")
-
-
-def schema_status(conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
-    """(version, name, checksum) of every applied migration."""
-    try:
-        return list(conn.execute("SELECT version, name, checksum FROM schema_migrations"
-                                 " ORDER BY version"))
-    except sqlite3.Error as exc:
-        raise translate(exc) from None
+def connect(path: Path) -> SqliteConnection:
+    """`open_connection` wrapped for the shared SQL code."""
+    return SqliteConnection(open_connection(path))

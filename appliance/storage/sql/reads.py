@@ -1,12 +1,11 @@
-"""Read-only queries, run on the reader thread's own connection.
+"""Read-only queries, run on reader threads' own connections.
 
-WAL mode lets this connection read the last committed state while the
-writer thread commits the next batch.
+Each reader sees the last committed state while the writer thread commits
+the next batch (SQLite: WAL mode; MariaDB: autocommit reads under InnoDB's
+multiversioning).
 """
 
 from __future__ import annotations
-
-import sqlite3
 
 from appliance.storage.models import (
     DeviceRecord,
@@ -16,7 +15,8 @@ from appliance.storage.models import (
     Principal,
     Receipt,
 )
-from appliance.storage.sqlite.writes import from_db_id
+from appliance.storage.sql.dialect import Connection
+from appliance.storage.sql.writes import from_db_id
 
 _PENDING = (
     "SELECT d.seq, m.msg_id, m.sender_id, su.address, du.address, m.dest_group, m.refid,"
@@ -27,7 +27,7 @@ _PENDING = (
 )
 
 
-def pending(conn: sqlite3.Connection, device_rowid: int, user_id: int, now_ms: int, limit: int,
+def pending(conn: Connection, device_rowid: int, user_id: int, now_ms: int, limit: int,
             exclude: frozenset[int]) -> list[Pending]:
     """See `MessageStore.pending`."""
     out = []
@@ -44,7 +44,7 @@ def pending(conn: sqlite3.Connection, device_rowid: int, user_id: int, now_ms: i
     return out
 
 
-def pending_receipts(conn: sqlite3.Connection, user_id: int, after_seq: int,
+def pending_receipts(conn: Connection, user_id: int, after_seq: int,
                      limit: int) -> list[Receipt]:
     """See `MessageStore.pending_receipts`."""
     rows = conn.execute(
@@ -65,7 +65,7 @@ _LOGIN = (
 )
 
 
-def authenticate(conn: sqlite3.Connection, token_hash: bytes, device_id: bytes) -> Login | None:
+def authenticate(conn: Connection, token_hash: bytes, device_id: bytes) -> Login | None:
     """See `DirectoryStore.authenticate`: one statement per HELLO."""
     row = conn.execute(_LOGIN, (device_id, token_hash)).fetchone()
     if row is None:
@@ -77,20 +77,20 @@ def authenticate(conn: sqlite3.Connection, token_hash: bytes, device_id: bytes) 
     return Login(principal, DeviceRecord(dev_id, cursor), bool(pending), bool(receipts))
 
 
-def find_user(conn: sqlite3.Connection, app_id: int, address: bytes) -> int | None:
+def find_user(conn: Connection, app_id: int, address: bytes) -> int | None:
     """See `DirectoryStore.find_user`."""
     row = conn.execute("SELECT id FROM users WHERE app_id = ? AND address = ?",
                        (app_id, address)).fetchone()
     return None if row is None else int(row[0])
 
 
-def user_address(conn: sqlite3.Connection, user_id: int) -> bytes | None:
+def user_address(conn: Connection, user_id: int) -> bytes | None:
     """See `DirectoryStore.user_address`."""
     row = conn.execute("SELECT address FROM users WHERE id = ?", (user_id,)).fetchone()
     return None if row is None else bytes(row[0])
 
 
-def group_members(conn: sqlite3.Connection, app_id: int, group_id: int) -> list[GroupMember] | None:
+def group_members(conn: Connection, app_id: int, group_id: int) -> list[GroupMember] | None:
     """See `DirectoryStore.group_members`."""
     row = conn.execute("SELECT 1 FROM groups WHERE id = ? AND app_id = ?",
                        (group_id, app_id)).fetchone()

@@ -1,10 +1,13 @@
-"""Everything that writes to the SQLite database, run on one writer thread.
+"""Everything that writes to the database, run on one writer thread.
 
-There is exactly one writer thread per database, so the sequence counters for
-messages and receipts live here in Python (no `AUTOINCREMENT` round trip) and
-the directory caches need no locks.  The caches are dropped whenever another
-connection (the CLI, or another process) commits, which SQLite reports through
-``PRAGMA data_version``.
+One implementation for every SQL backend (`dialect` holds what differs).
+There is exactly one writer thread per database (on MariaDB a server holds a
+lock that says so, see `appliance.storage.mariadb`), so the sequence counters
+for messages and receipts live here in Python (no `AUTOINCREMENT` round trip)
+and the directory caches need no locks.  The caches are dropped whenever
+another connection (the CLI, or another process) changed the directory, which
+`Connection.begin` reports, and after any failed transaction; the counters
+are then read again (a lost connection may have committed after all).
 
 Invariants (SPEC M4):
   * a message row, its (sender, id) dedupe key and one delivery row per
@@ -16,8 +19,9 @@ Invariants (SPEC M4):
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from appliance.errors import StorageError
 from appliance.storage.models import (
@@ -30,10 +34,11 @@ from appliance.storage.models import (
     WriteBatch,
     WriteResult,
 )
-from appliance.storage.sqlite.connection import translate
+from appliance.storage.sql.dialect import Connection
 
 # Status and flag values are part of the wire protocol (PROTOCOL.md §4); the
 # storage layer repeats the few it needs rather than import the codec.
+T = TypeVar("T")
 SENT, DELIVERED, READ = 1, 2, 3
 EXPIRED, INVALID_DEST, NOT_MEMBER = 0x83, 0x82, 0x85
 DELIVERY_RECEIPT, READ_RECEIPT = 1, 2
@@ -46,7 +51,7 @@ _WRAP = 1 << 64
 
 
 def to_db_id(msg_id: int) -> int | None:
-    """Store an unsigned 64-bit wire id in SQLite's signed INTEGER; 0 -> NULL."""
+    """Store an unsigned 64-bit wire id in a signed 64-bit column; 0 -> NULL."""
     if msg_id == 0:
         return None
     return msg_id - _WRAP if msg_id >= _SIGN else msg_id
@@ -68,14 +73,30 @@ class _Group:
 class Writer:
     """The writer thread's state: one connection, counters and caches."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self._version = -1
+        self._errors = conn.errors
+        d = conn.dialect
+        self._sql_deliver = f"{d.insert_ignore} INTO deliveries VALUES (?, ?, ?, ?)"
+        self._sql_first_status = f"{d.insert_ignore} INTO group_status VALUES (?, ?, ?)"
+        self._sql_raise_status = d.raise_group_status
+        self._sql_cursor = (f"UPDATE devices SET report_cursor = {d.greatest}(report_cursor, ?)"
+                            " WHERE id = ?")
+        self._sql_inherit = (f"{d.insert_ignore} INTO deliveries SELECT ?, priority, seq,"
+                             " expires_ms FROM deliveries WHERE device_id IN (SELECT id FROM"
+                             " devices WHERE user_id = ? AND id != ?)")
+        self._sql_existing: dict[int, str] = {}
+        self._existing_for = d.existing
         self._sweeps = 0
-        self._next_seq = 1 + (conn.execute("SELECT coalesce(max(seq), 0) FROM messages")
-                              .fetchone()[0])
-        self._receipt_seq = conn.execute("SELECT coalesce(max(seq), 0) FROM receipts").fetchone()[0]
+        self._stale = True
+        self._next_seq = self._receipt_seq = 0
         self._clear_caches()
+
+    def _load_counters(self) -> None:
+        self._next_seq = 1 + (self.conn.execute("SELECT coalesce(max(seq), 0) FROM messages")
+                              .fetchone()[0])
+        self._receipt_seq = self.conn.execute(
+            "SELECT coalesce(max(seq), 0) FROM receipts").fetchone()[0]
 
     def _clear_caches(self) -> None:
         self._users: dict[tuple[int, bytes], int] = {}
@@ -89,17 +110,33 @@ class Writer:
         self._receipt_rows: list[tuple[int, ...]] = []
 
     def _begin(self) -> None:
-        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._version:
-            self._version = version
+        if self.conn.begin() or self._stale:
             self._clear_caches()
-        self.conn.execute("BEGIN IMMEDIATE")
+            self._load_counters()
+            self._stale = False
 
-    def _fail(self, exc: sqlite3.Error) -> StorageError:
-        if self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")
+    def _fail(self, exc: BaseException) -> StorageError:
+        self.conn.rollback()
         self._clear_caches()
-        return translate(exc)
+        self._stale = True
+        return self.conn.translate(exc)
+
+    def run_admin(self, fn: Callable[..., T], *args: object) -> T:
+        """Run an administrative change in a transaction of its own."""
+        try:
+            self._begin()
+            result = fn(self.conn, *args)
+            # Tells every other process's writer that its caches are stale.
+            self.conn.execute("UPDATE directory_version SET version = version + 1")
+            self.conn.commit()
+            return result
+        except self._errors as exc:
+            raise self._fail(exc) from None
+        except StorageError:
+            self.conn.rollback()
+            raise
+        finally:
+            self._clear_caches()
 
     # --- the group-commit transaction -------------------------------------
 
@@ -119,8 +156,8 @@ class Writer:
             if batch.seen:
                 self.conn.executemany("UPDATE devices SET last_seen_ms = ? WHERE id = ?",
                                       [(ms, dev) for dev, ms in batch.seen.items()])
-            self.conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+            self.conn.commit()
+        except self._errors as exc:
             raise self._fail(exc) from None
         return WriteResult(accepted, receipts)
 
@@ -174,7 +211,7 @@ class Writer:
             "INSERT INTO messages (seq, sender_id, msg_id, dest_user, dest_group, refid,"
             " accepted_ms, expires_ms, type, flags, priority, status, payload)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-        self.conn.executemany("INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?, ?)", deliveries)
+        self.conn.executemany(self._sql_deliver, deliveries)
         return results  # type: ignore[return-value]  # every slot was filled above
 
     def _route(self, m: NewMessage) -> list[int] | int:
@@ -215,14 +252,11 @@ class Writer:
             size = 8
             while size < len(chunk):
                 size *= 2
-            values = ",".join("(?,?)" for _ in range(size))
+            sql = self._sql_existing.get(size)
+            if sql is None:
+                sql = self._sql_existing[size] = self._existing_for(size)
             flat = [v for key in chunk for v in key] + [-1, -1] * (size - len(chunk))
-            # A join, not "(a, b) IN (VALUES ...)": SQLite scans the whole
-            # index for the IN form and searches it for the join.
-            for sender, db_id, seq, status, accepted in self.conn.execute(
-                    f"SELECT m.sender_id, m.msg_id, m.seq, m.status, m.accepted_ms"
-                    f" FROM (VALUES {values}) AS v JOIN messages AS m"
-                    f" ON m.sender_id = v.column1 AND m.msg_id = v.column2", flat):
+            for sender, db_id, seq, status, accepted in self.conn.execute(sql, flat):
                 found[(sender, db_id)] = (seq, status, accepted)
         return found
 
@@ -269,8 +303,7 @@ class Writer:
             return  # swept, or our own sent copy: no receipt
         sender, db_id, flags, status, group = row
         if group:
-            cur = conn.execute("INSERT INTO group_status VALUES (?, ?, ?)"
-                               " ON CONFLICT (seq, member_id) DO NOTHING", (seq, user, DELIVERED))
+            cur = conn.execute(self._sql_first_status, (seq, user, DELIVERED))
             changed = cur.rowcount > 0
         else:
             changed = status == SENT
@@ -300,10 +333,7 @@ class Writer:
             if dest_group != group_id or (not group_id and dest_user != reader):
                 continue  # only a recipient may report a message read
             if group_id:
-                cur = self.conn.execute(
-                    "INSERT INTO group_status VALUES (?, ?, ?) ON CONFLICT (seq, member_id)"
-                    " DO UPDATE SET status = excluded.status WHERE status < excluded.status",
-                    (seq, reader, READ))
+                cur = self.conn.execute(self._sql_raise_status, (seq, reader, READ))
                 changed = cur.rowcount > 0
             else:
                 changed = status in (SENT, DELIVERED)
@@ -315,8 +345,7 @@ class Writer:
 
     def _report_acks(self, acks: dict[int, int]) -> None:
         conn = self.conn
-        conn.executemany("UPDATE devices SET report_cursor = max(report_cursor, ?) WHERE id = ?",
-                         [(seq, dev) for dev, seq in acks.items()])
+        conn.executemany(self._sql_cursor, [(seq, dev) for dev, seq in acks.items()])
         # Once every device of a user has a report, nobody needs it again.
         users = {self._owner(dev) for dev in acks}
         conn.executemany("DELETE FROM receipts WHERE user_id = ? AND seq <= (SELECT"
@@ -383,8 +412,8 @@ class Writer:
             if self._sweeps % _RECEIPT_SWEEP_EVERY == 1:
                 # Reports no device ever confirmed; a full scan, so only now and then.
                 conn.execute("DELETE FROM receipts WHERE ts_ms <= ?", (now_ms - retention_ms,))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+            conn.commit()
+        except self._errors as exc:
             raise self._fail(exc) from None
         return out
 
@@ -396,9 +425,7 @@ class Writer:
             return
         sender, db_id, flags, status, group = row
         if group and user is not None:
-            cur = self.conn.execute("INSERT INTO group_status VALUES (?, ?, ?)"
-                                    " ON CONFLICT (seq, member_id) DO NOTHING",
-                                    (seq, user, EXPIRED))
+            cur = self.conn.execute(self._sql_first_status, (seq, user, EXPIRED))
             changed = cur.rowcount > 0
             peer = user
         else:
@@ -418,8 +445,8 @@ class Writer:
         try:
             self._begin()
             records = [self._register(*req) for req in requests]
-            self.conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+            self.conn.commit()
+        except self._errors as exc:
             raise self._fail(exc) from None
         return records
 
@@ -439,9 +466,7 @@ class Writer:
         # A new device gets everything still queued for its user (SPEC M1:
         # each device receives every message), including what waited on the
         # placeholder while the user had no device at all.
-        conn.execute("INSERT OR IGNORE INTO deliveries SELECT ?, priority, seq, expires_ms"
-                     " FROM deliveries WHERE device_id IN (SELECT id FROM devices"
-                     " WHERE user_id = ? AND id != ?)", (new_id, user_id, new_id))
+        conn.execute(self._sql_inherit, (new_id, user_id, new_id))
         conn.execute("DELETE FROM deliveries WHERE device_id IN (SELECT id FROM devices"
                      " WHERE user_id = ? AND device = x'')", (user_id,))
         conn.execute("DELETE FROM devices WHERE user_id = ? AND device = x''", (user_id,))

@@ -1,0 +1,185 @@
+"""MariaDB connections for the shared SQL code, through the `mariadb` connector.
+
+Every call is bounded (``connect_timeout``, ``read_timeout``,
+``write_timeout``): a database that hangs fails the call instead of a thread.
+A connection that failed is closed and opened again by the next call, so the
+service recovers by itself when the database returns.  Durability (SPEC M14):
+the server runs with ``innodb_flush_log_at_trx_commit=1`` (its default, and
+``db status`` warns otherwise), so COMMIT returns after the redo log is
+fsynced; the engine says SENT only after that.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import mariadb
+
+from appliance.config.database import DatabaseLocation
+from appliance.errors import (
+    ConflictError,
+    StorageError,
+    StorageUnavailableError,
+)
+from appliance.storage.sql.dialect import MARIADB, Cursor, Dialect
+
+log = logging.getLogger(__name__)
+
+# Server error numbers (include/mysqld_error.h) that mean "not now" rather
+# than "never": lock waits, deadlocks, a full disk or table, read-only.
+_TRANSIENT_ERRNOS = {1205, 1213, 1114, 1021, 3, 28, 1290, 1836, 2006, 2013, 1927, 1053}
+
+
+def translate(exc: BaseException, what: str = "MariaDB") -> StorageError:
+    """Turn a driver exception into our storage error (never leak mariadb types)."""
+    if isinstance(exc, mariadb.IntegrityError):
+        return ConflictError(f"{what}: {exc}")
+    errno = getattr(exc, "errno", None)
+    if isinstance(exc, mariadb.OperationalError | mariadb.InterfaceError) \
+            or errno in _TRANSIENT_ERRNOS:
+        return StorageUnavailableError(f"{what}: {exc}")
+    return StorageError(f"{what}: {exc}")
+
+
+def open_raw(location: DatabaseLocation, timeout_s: float, *, database: bool = True,
+             autocommit: bool = True) -> mariadb.Connection:
+    """A driver connection to `location`.
+
+    Raises:
+        StorageUnavailableError: the server cannot be reached or refused us.
+    """
+    timeout = max(1, round(timeout_s))
+    args: dict[str, Any] = {
+        "user": location.user, "connect_timeout": timeout, "read_timeout": timeout,
+        "write_timeout": timeout, "autocommit": autocommit,
+        # READ COMMITTED: each statement sees the latest commits and InnoDB
+        # takes no gap locks, so the CLI's changes never deadlock the writer.
+        "init_command": "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED,"
+                        " SESSION sql_mode = 'STRICT_TRANS_TABLES,NO_ZERO_DATE,"
+                        "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'",
+    }
+    if database:
+        args["database"] = location.database
+    if location.socket:
+        args["unix_socket"] = location.socket
+    else:
+        args["host"] = location.host
+        args["port"] = location.port
+    if location.password:
+        args["password"] = location.password
+    try:
+        return mariadb.connect(**args)
+    except mariadb.Error as exc:
+        raise translate(exc, f"cannot connect to {location.describe()}") from None
+
+
+class MariaConnection:
+    """One MariaDB connection as the shared SQL code's `Connection`.
+
+    The writer's connection runs with autocommit off, so the first statement
+    after a COMMIT opens the next transaction; readers and migrations run
+    with autocommit on.
+    """
+
+    dialect: Dialect = MARIADB
+    errors: tuple[type[BaseException], ...] = (mariadb.Error,)
+
+    def __init__(self, location: DatabaseLocation, timeout_s: float, *,
+                 autocommit: bool = True, server_lock: bool = False) -> None:
+        self.location = location
+        self.timeout_s = timeout_s
+        self.autocommit = autocommit
+        self.server_lock = server_lock
+        self._raw: mariadb.Connection | None = None
+        self._version = -1
+        self._fresh = False
+
+    def _connection(self) -> mariadb.Connection:
+        raw = self._raw
+        if raw is None:
+            raw = open_raw(self.location, self.timeout_s, autocommit=self.autocommit)
+            if self.server_lock:
+                self._take_server_lock(raw)
+            self._raw = raw
+            self._fresh = True
+        return raw
+
+    def _take_server_lock(self, raw: mariadb.Connection) -> None:
+        # One writer per database: the message and receipt counters live in
+        # the server's memory (see storage.sql.writes).  The lock belongs to
+        # this connection and goes with it, also when the server is killed.
+        cur = raw.cursor()
+        cur.execute("SELECT GET_LOCK(CONCAT('tidings.server.', DATABASE()), 0)")
+        if cur.fetchone()[0] != 1:
+            raw.close()
+            raise StorageError(f"another tidings server is using {self.location.describe()}")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        cur = self._connection().cursor()
+        cur.execute(sql, tuple(params))
+        return cur  # type: ignore[no-any-return]
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
+        batch = rows if isinstance(rows, list) else list(rows)
+        if not batch:
+            return None  # the connector refuses an empty batch; SQLite does nothing
+        cur = self._connection().cursor()
+        cur.executemany(sql, batch)
+        return cur
+
+    def begin(self) -> bool:
+        """Open the transaction with a read of the directory version.
+
+        Stale when the version changed (an admin change from another process)
+        or the connection is new (what was cached may predate an outage).
+        """
+        cur = self.execute("SELECT version FROM directory_version")
+        row = cur.fetchone()
+        version = -1 if row is None else int(row[0])
+        stale = self._fresh or version != self._version
+        self._version = version
+        self._fresh = False
+        return stale
+
+    def commit(self) -> None:
+        if self._raw is None:
+            raise StorageUnavailableError("MariaDB: the connection was lost before COMMIT")
+        self._raw.commit()
+
+    def rollback(self) -> None:
+        raw = self._raw
+        if raw is None:
+            return
+        try:
+            raw.rollback()
+        except mariadb.Error:
+            # The connection is gone (or broken): drop it; the next call
+            # connects again.
+            self.close()
+
+    def translate(self, exc: BaseException) -> StorageError:
+        error = translate(exc)
+        if isinstance(error, StorageUnavailableError):
+            self.close()
+        return error
+
+    def close(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            try:
+                raw.close()
+            except mariadb.Error:
+                pass  # already gone
+
+    def advisory_lock(self, name: str, timeout_s: float) -> None:
+        cur = self.execute("SELECT GET_LOCK(?, ?)", (name, timeout_s))
+        if cur.fetchone()[0] != 1:
+            raise StorageUnavailableError(f"MariaDB: lock {name!r} is held by another process")
+
+    def advisory_unlock(self, name: str) -> None:
+        try:
+            self.execute("SELECT RELEASE_LOCK(?)", (name,)).fetchall()
+        except mariadb.Error as exc:
+            log.warning("cannot release lock %r: %s", name, exc)

@@ -1,0 +1,290 @@
+"""`SqlStorage`: the `Storage` interface over the shared SQL code, for every backend.
+
+One writer thread with its own connection (every write, in group-commit
+batches that the engine assembles) and reader threads with a connection
+each (queue and directory reads).  The event loop never waits on the
+database; it awaits futures that the threads complete.  Backends
+(`appliance.storage.sqlite`, `appliance.storage.mariadb`) open the
+connections and hand them over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Generic, TypeVar
+
+from appliance.errors import StorageUnavailableError
+from appliance.storage.models import (
+    AppInfo,
+    DeviceRecord,
+    GroupInfo,
+    GroupMember,
+    Login,
+    Pending,
+    Receipt,
+    UserInfo,
+    WriteBatch,
+    WriteResult,
+)
+from appliance.storage.sql import admin, reads
+from appliance.storage.sql.dialect import Connection
+from appliance.storage.sql.writes import Writer
+
+T = TypeVar("T")
+A = TypeVar("A")
+R = TypeVar("R")
+
+
+class Coalesced(Generic[A, R]):
+    """Calls that arrive in one loop turn run as one job on a store thread.
+
+    `fn` takes the list of every queued argument and returns the results in
+    the same order; an exception fails every call of that job.
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor, fn: Callable[[list[A]], list[R]]) -> None:
+        self._pool = pool
+        self._fn = fn
+        self._queued: list[tuple[A, asyncio.Future[R]]] = []
+
+    async def call(self, arg: A) -> R:
+        """Queue one call; its result comes from the next job."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._queued.append((arg, future))
+        if len(self._queued) == 1:
+            loop.call_soon(self._start, loop)
+        return await future
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._queued = self._queued, []
+        job = loop.run_in_executor(self._pool, self._fn, [arg for arg, _ in batch])
+
+        def settle(done: asyncio.Future[list[R]]) -> None:
+            exc = done.exception()
+            results = None if exc is not None else done.result()
+            for i, (_, future) in enumerate(batch):
+                if future.done():
+                    continue  # its caller went away
+                if results is None:
+                    future.set_exception(exc)  # type: ignore[arg-type]
+                else:
+                    future.set_result(results[i])
+
+        job.add_done_callback(settle)
+
+
+class Readers:
+    """Reader threads, each with a connection of its own, opened on first use.
+
+    A connection whose call failed because the database went away is closed
+    and opened afresh by the next call on that thread: reads recover by
+    themselves when the database returns.
+    """
+
+    def __init__(self, connect: Callable[[], Connection], threads: int, name: str) -> None:
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix=name)
+        self._connect = connect
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[Connection] = []
+
+    def run_here(self, fn: Callable[..., T], *args: object) -> T:
+        """Run `fn(conn, *args)` on the calling reader thread."""
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+            with self._lock:
+                self._open.append(conn)
+        try:
+            return fn(conn, *args)
+        except conn.errors as exc:
+            error = conn.translate(exc)
+            if isinstance(error, StorageUnavailableError):
+                self._local.conn = None
+                with self._lock:
+                    self._open.remove(conn)
+                conn.close()
+            raise error from None
+
+    async def call(self, fn: Callable[..., T], *args: object) -> T:
+        """Run `fn(conn, *args)` on a reader thread."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.pool, partial(self.run_here, fn, *args))
+
+    def close(self) -> None:
+        """Close every connection (the threads must be idle) and the pool."""
+        self.pool.shutdown()
+        with self._lock:
+            conns, self._open = self._open, []
+        for conn in conns:
+            conn.close()
+
+
+class SqlStorage:
+    """The `Storage` interface on one SQL database."""
+
+    def __init__(self, writer: Writer, wpool: ThreadPoolExecutor, readers: Readers) -> None:
+        self._writer = writer
+        self._wpool = wpool
+        self._readers = readers
+
+        def logins(requests: list[tuple[bytes, bytes]]) -> list[Login | None]:
+            return readers.run_here(
+                lambda conn: [reads.authenticate(conn, *req) for req in requests])
+
+        self._logins: Coalesced[tuple[bytes, bytes], Login | None] = Coalesced(
+            readers.pool, logins)
+        self._registrations: Coalesced[tuple[int, bytes, int, int], DeviceRecord] = Coalesced(
+            wpool, writer.register_devices)
+
+    async def _write(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._wpool, fn)
+
+    async def _read(self, fn: Callable[..., T], *args: object) -> T:
+        return await self._readers.call(fn, *args)
+
+    async def _admin(self, fn: Callable[..., T], *args: object) -> T:
+        return await self._write(partial(self._writer.run_admin, fn, *args))
+
+    # --- MessageStore -----------------------------------------------------
+
+    async def write(self, batch: WriteBatch, now_ms: int) -> WriteResult:
+        """See `MessageStore.write`."""
+        return await self._write(partial(self._writer.apply, batch, now_ms))
+
+    async def pending(self, device_rowid: int, user_id: int, now_ms: int, limit: int,
+                      exclude: frozenset[int] = frozenset()) -> list[Pending]:
+        """See `MessageStore.pending`."""
+        return await self._read(reads.pending, device_rowid, user_id, now_ms, limit, exclude)
+
+    async def pending_receipts(self, user_id: int, after_seq: int, limit: int) -> list[Receipt]:
+        """See `MessageStore.pending_receipts`."""
+        return await self._read(reads.pending_receipts, user_id, after_seq, limit)
+
+    async def sweep(self, now_ms: int, retention_ms: int) -> list[Receipt]:
+        """See `MessageStore.sweep`."""
+        return await self._write(partial(self._writer.sweep, now_ms, retention_ms))
+
+    # --- DirectoryStore ---------------------------------------------------
+
+    async def authenticate(self, token_hash: bytes, device_id: bytes) -> Login | None:
+        """See `DirectoryStore.authenticate`.
+
+        HELLOs that arrive in the same loop turn are looked up in one trip to
+        the reader thread: a thread hop per HELLO costs more in GIL hand-offs
+        than the queries themselves.
+        """
+        return await self._logins.call((token_hash, device_id))
+
+    async def register_device(self, user_id: int, device_id: bytes, now_ms: int,
+                              stale_before_ms: int) -> DeviceRecord:
+        """See `DirectoryStore.register_device`.
+
+        Registrations that arrive together share one transaction (a connect
+        storm of new devices would otherwise pay one fsync each).
+        """
+        return await self._registrations.call((user_id, device_id, now_ms, stale_before_ms))
+
+    async def find_user(self, app_id: int, address: bytes) -> int | None:
+        """See `DirectoryStore.find_user`."""
+        return await self._read(reads.find_user, app_id, address)
+
+    async def group_members(self, app_id: int, group_id: int) -> list[GroupMember] | None:
+        """See `DirectoryStore.group_members`."""
+        return await self._read(reads.group_members, app_id, group_id)
+
+    async def user_address(self, user_id: int) -> bytes | None:
+        """See `DirectoryStore.user_address`."""
+        return await self._read(reads.user_address, user_id)
+
+    # --- AdminStore -------------------------------------------------------
+
+    async def app_id(self, name: str) -> int:
+        """See `AdminStore.app_id`."""
+        return await self._read(admin.app_id, name)
+
+    async def create_app(self, name: str, now_ms: int) -> AppInfo:
+        """See `AdminStore.create_app`."""
+        return await self._admin(admin.create_app, name, now_ms)
+
+    async def list_apps(self) -> list[AppInfo]:
+        """See `AdminStore.list_apps`."""
+        return await self._read(admin.list_apps)
+
+    async def store_app_secret(self, app_id: int, secret_hash: bytes, now_ms: int,
+                               replace: bool) -> None:
+        """See `AdminStore.store_app_secret`."""
+        await self._admin(admin.store_app_secret, app_id, secret_hash, now_ms, replace)
+
+    async def app_for_secret(self, secret_hash: bytes) -> AppInfo | None:
+        """See `AdminStore.app_for_secret`."""
+        return await self._read(admin.app_for_secret, secret_hash)
+
+    async def store_operator_key(self, key_hash: bytes, now_ms: int) -> None:
+        """See `AdminStore.store_operator_key`."""
+        await self._admin(admin.store_operator_key, key_hash, now_ms)
+
+    async def is_operator_key(self, key_hash: bytes) -> bool:
+        """See `AdminStore.is_operator_key`."""
+        return await self._read(admin.is_operator_key, key_hash)
+
+    async def rename_user(self, app_id: int, address: str, new_address: str) -> UserInfo:
+        """See `AdminStore.rename_user`."""
+        return await self._admin(admin.rename_user, app_id, address, new_address)
+
+    async def create_user(self, app_id: int, address: str, now_ms: int) -> UserInfo:
+        """See `AdminStore.create_user`."""
+        return await self._admin(admin.create_user, app_id, address, now_ms)
+
+    async def delete_user(self, app_id: int, address: str) -> None:
+        """See `AdminStore.delete_user`."""
+        await self._admin(admin.delete_user, app_id, address)
+
+    async def list_users(self, app_id: int, after: str, limit: int) -> list[UserInfo]:
+        """See `AdminStore.list_users`."""
+        return await self._read(admin.list_users, app_id, after, limit)
+
+    async def store_token(self, user_id: int, token_hash: bytes, expires_ms: int,
+                          now_ms: int) -> None:
+        """See `AdminStore.store_token`."""
+        await self._admin(admin.store_token, user_id, token_hash, expires_ms, now_ms)
+
+    async def revoke_tokens(self, user_id: int) -> int:
+        """See `AdminStore.revoke_tokens`."""
+        return await self._admin(admin.revoke_tokens, user_id)
+
+    async def create_group(self, app_id: int, name: str, now_ms: int) -> GroupInfo:
+        """See `AdminStore.create_group`."""
+        return await self._admin(admin.create_group, app_id, name, now_ms)
+
+    async def delete_group(self, app_id: int, group_id: int) -> None:
+        """See `AdminStore.delete_group`."""
+        await self._admin(admin.delete_group, app_id, group_id)
+
+    async def set_member(self, app_id: int, group_id: int, user_id: int, perms: int) -> None:
+        """See `AdminStore.set_member`."""
+        await self._admin(admin.set_member, app_id, group_id, user_id, perms)
+
+    async def remove_member(self, app_id: int, group_id: int, user_id: int) -> None:
+        """See `AdminStore.remove_member`."""
+        await self._admin(admin.remove_member, app_id, group_id, user_id)
+
+    async def get_group(self, app_id: int, group_id: int) -> GroupInfo:
+        """See `AdminStore.get_group`."""
+        return await self._read(admin.get_group, app_id, group_id)
+
+    async def list_groups(self, app_id: int) -> list[GroupInfo]:
+        """See `AdminStore.list_groups`."""
+        return await self._read(admin.list_groups, app_id)
+
+    async def close(self) -> None:
+        """Close every connection after the work already queued has run."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._wpool, self._writer.conn.close)
+        self._wpool.shutdown()
+        await loop.run_in_executor(None, self._readers.close)
