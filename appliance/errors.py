@@ -66,3 +66,15 @@ class AuthError(ApplianceError):
 
 class UsageError(ApplianceError):
     """An administrative request is invalid (bad address, unknown group...)."""
+
+
+class DbServerError(ApplianceError):
+    """The MariaDB server the appliance manages could not be set up or run."""
+
+
+class DbServerMissingError(DbServerError):
+    """MariaDB's programs are not installed; `package` is what provides them."""
+
+    def __init__(self, message: str, *, package: str) -> None:
+        super().__init__(message)
+        self.package = package

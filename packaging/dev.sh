@@ -30,14 +30,17 @@ cmd="${1:-}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
     serve)
-        apt_install python3 python3-venv
+        # gcc, python3-dev, libmariadb-dev: the mariadb connector builds from source.
+        apt_install python3 python3-venv python3-dev gcc libmariadb-dev
         venv ""
         exec .venv/bin/tidings serve "$@"
         ;;
     test)
         # binutils: PyInstaller needs objdump to build the frozen executable.
         # curl, openssl, nghttp: real clients the transport tests drive (HTTP, TLS, h2).
-        apt_install python3 python3-venv python3-dev gcc binutils procps curl openssl nghttp2-client
+        # mariadb-server: the real MariaDB the storage tests start (never skipped).
+        apt_install python3 python3-venv python3-dev gcc binutils procps curl openssl \
+            nghttp2-client libmariadb-dev mariadb-server
         venv "[test,lint,freeze]"
         .venv/bin/python -m ruff check appliance tests
         .venv/bin/python -m mypy

@@ -31,7 +31,8 @@ async def open_location(location: DatabaseLocation, timeout_s: float, now_ms: in
         from appliance.storage.sqlite import SqliteStorage
 
         assert location.sqlite_path is not None
-        return await SqliteStorage.open(location.sqlite_path, now_ms, migrate_schema=migrate)
+        return await SqliteStorage.open(location.sqlite_path, now_ms, migrate_schema=migrate,
+                                        server=server)
     # Imported only when chosen: the SQLite default never loads the driver.
     from appliance.storage.mariadb import MariaDBStorage
 

@@ -108,12 +108,15 @@ def test_websocket_refusals(world) -> None:  # type: ignore[no-untyped-def]
 
         # A message above the limit closes that WebSocket with 1009 ...
         big = await connect(f"{base}/v1/ws", max_size=None)
-        with pytest.raises(ConnectionClosed) as closed:
+        async def send_big() -> None:
             async with asyncio.timeout(10):
                 # The close can arrive while the 2 MiB are still going out:
                 # then send() is what reports it.
                 await big.send(b"\x89" + bytes(2 * 1024 * 1024))
                 await big.recv()
+
+        with pytest.raises(ConnectionClosed) as closed:
+            await send_big()
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 1009
         # ... text is refused with 1003, and a native client carries on.

@@ -11,6 +11,7 @@ fsynced; the engine says SENT only after that.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -168,10 +169,8 @@ class MariaConnection:
     def close(self) -> None:
         raw, self._raw = self._raw, None
         if raw is not None:
-            try:
+            with contextlib.suppress(mariadb.Error):  # already gone
                 raw.close()
-            except mariadb.Error:
-                pass  # already gone
 
     def advisory_lock(self, name: str, timeout_s: float) -> None:
         cur = self.execute("SELECT GET_LOCK(?, ?)", (name, timeout_s))

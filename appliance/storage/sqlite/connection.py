@@ -8,6 +8,8 @@ file.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from pathlib import Path
 
@@ -102,3 +104,33 @@ class SqliteConnection:
 def connect(path: Path) -> SqliteConnection:
     """`open_connection` wrapped for the shared SQL code."""
     return SqliteConnection(open_connection(path))
+
+
+class ServerLock:
+    """An exclusive lock on ``<database>.lock``: one server per SQLite file.
+
+    The message and receipt counters live in the server's memory (see
+    storage.sql.writes), so a second server on the same file would reuse
+    them; `flock` is released by the kernel when the process dies, even by
+    SIGKILL.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.with_name(path.name + ".lock")
+        self._fd = -1
+
+    def acquire(self) -> None:
+        """Raises `StorageError` if another process holds it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StorageError(f"another tidings server is using {self.path.with_suffix('')}"
+                               ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -18,7 +18,7 @@ from appliance.errors import StorageUnavailableError
 from appliance.storage.sql.migrate import migrate
 from appliance.storage.sql.store import Readers, SqlStorage
 from appliance.storage.sql.writes import Writer
-from appliance.storage.sqlite.connection import connect, open_connection
+from appliance.storage.sqlite.connection import ServerLock, connect, open_connection
 
 log = logging.getLogger(__name__)
 _CHECKPOINT_INTERVAL_S = 0.5
@@ -29,10 +29,14 @@ class SqliteStorage(SqlStorage):
 
     _checkpointer: threading.Thread | None = None
 
+    _lock: ServerLock | None = None
+
     @classmethod
-    async def open(cls, path: Path, now_ms: int, *, migrate_schema: bool = True
-                   ) -> SqliteStorage:
+    async def open(cls, path: Path, now_ms: int, *, migrate_schema: bool = True,
+                   server: bool = False) -> SqliteStorage:
         """Open (creating and migrating as needed) the database at `path`.
+
+        `server` takes the file's server lock: a second server is refused.
 
         Raises:
             StorageUnavailableError: the file cannot be opened.
@@ -47,6 +51,8 @@ class SqliteStorage(SqlStorage):
             except OSError as exc:
                 raise StorageUnavailableError(
                     f"cannot create data directory {path.parent}: {exc.strerror}") from None
+            if lock is not None:
+                lock.acquire()
             conn = connect(path)
             try:
                 if migrate_schema:
@@ -56,12 +62,16 @@ class SqliteStorage(SqlStorage):
                 raise
             return Writer(conn)
 
+        lock = ServerLock(path) if server else None
         try:
             writer = await loop.run_in_executor(wpool, setup)
         except BaseException:
             wpool.shutdown()
+            if lock is not None:
+                lock.release()
             raise
         store = cls(writer, wpool, Readers(partial(connect, path), 1, "sqlite-reader"))
+        store._lock = lock
         store.start_checkpoints(path, writer)
         return store
 
@@ -97,3 +107,5 @@ class SqliteStorage(SqlStorage):
             await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
             self._checkpointer = None
         await super().close()
+        if self._lock is not None:
+            self._lock.release()
