@@ -12,15 +12,19 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from appliance import __version__
 from appliance.api.messages import BackendSender
 from appliance.api.v1 import RestApi, Stats
 from appliance.config import ApplianceConfig
+from appliance.config.database import resolve_database
+from appliance.dbserver.private import PrivateLayout, PrivateServer, socket_live
 from appliance.engine.clock import SystemClock
 from appliance.engine.delivery import Engine
 from appliance.errors import ConfigError
 from appliance.service.admin import AdminService
+from appliance.service.database import running
 from appliance.storage import Storage, open_storage
 from appliance.transport.server import Server
 from appliance.transport.tasks import LoopScheduler
@@ -38,6 +42,31 @@ async def serve(config: ApplianceConfig, ready: Callable[[str, int, int | None],
     """
     clock = SystemClock()
     loop = asyncio.get_running_loop()
+    private = await loop.run_in_executor(None, _start_private_server, config)
+    try:
+        await _serve(config, ready, clock, loop)
+    finally:
+        if private is not None:
+            await loop.run_in_executor(None, private.stop)
+
+
+def _start_private_server(config: ApplianceConfig) -> PrivateServer | None:
+    """Run the private MariaDB server as a supervised child, if it is the store.
+
+    Not when it already answers: under systemd its own unit runs it.
+    """
+    location = resolve_database(config.storage.database, config.storage.data_dir)
+    if not location.private or socket_live(Path(location.socket)):
+        return None
+    server = PrivateServer(PrivateLayout(config.storage.data_dir))
+    server.start()
+    server.supervise()
+    log.info("started the private MariaDB server (pid %s)", server.proc and server.proc.pid)
+    return server
+
+
+async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None], None],
+                 clock: SystemClock, loop: asyncio.AbstractEventLoop) -> None:
     store = await open_storage(config.storage, clock.wall_ms(), server=True)
     try:
         engine = Engine(store, clock, config.limits, LoopScheduler(loop),
@@ -93,8 +122,10 @@ def _tune_gc() -> None:
 async def admin(config: ApplianceConfig, app: str) -> AsyncIterator[AdminService]:
     """An `AdminService` on the configured store, closed afterwards."""
     clock = SystemClock()
-    store: Storage = await open_storage(config.storage, clock.wall_ms())
-    try:
-        yield AdminService(store, clock, app)
-    finally:
-        await store.close()
+    location = resolve_database(config.storage.database, config.storage.data_dir)
+    with running(location, config.storage.data_dir):
+        store: Storage = await open_storage(config.storage, clock.wall_ms())
+        try:
+            yield AdminService(store, clock, app)
+        finally:
+            await store.close()

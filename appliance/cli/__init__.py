@@ -19,6 +19,7 @@ from appliance import __version__
 from appliance.cli.apps import app_group, operator_group
 from appliance.cli.client import client
 from appliance.cli.context import CliContext
+from appliance.cli.db import db
 from appliance.cli.groups import group
 from appliance.cli.serve import serve
 from appliance.cli.users import user
@@ -67,3 +68,4 @@ main.add_command(operator_group)
 main.add_command(client)
 main.add_command(user)
 main.add_command(group)
+main.add_command(db)

@@ -57,7 +57,7 @@ def open_raw(location: DatabaseLocation, timeout_s: float, *, database: bool = T
         "write_timeout": timeout, "autocommit": autocommit,
         # READ COMMITTED: each statement sees the latest commits and InnoDB
         # takes no gap locks, so the CLI's changes never deadlock the writer.
-        "init_command": "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED,"
+        "init_command": "SET SESSION tx_isolation = 'READ-COMMITTED',"
                         " SESSION sql_mode = 'STRICT_TRANS_TABLES,NO_ZERO_DATE,"
                         "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'",
     }
