@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.mariadb import MariaDBServer
 from tests.support.server import ServerProcess
 
 
@@ -35,3 +36,14 @@ def tidings(data_dir: Path, *args: str, check: bool = True) -> subprocess.Comple
     return subprocess.run(
         [sys.executable, "-m", "appliance", "--data-dir", str(data_dir), *args],
         capture_output=True, text=True, check=check, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDBServer]:
+    """One real MariaDB server for the session (fails under CI=true if not installed)."""
+    server = MariaDBServer(tmp_path_factory.mktemp("mariadb"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
