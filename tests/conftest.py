@@ -47,3 +47,22 @@ def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDBServer]
         yield server
     finally:
         server.stop()
+
+
+class StoreBackend:
+    """Which store a test's data directory uses; `prepare` points one at it."""
+
+    def __init__(self, name: str, request: pytest.FixtureRequest) -> None:
+        self.name = name
+        self._request = request
+
+    def prepare(self, data_dir: Path) -> None:
+        """SQLite needs nothing; MariaDB gets a fresh database on the session's server."""
+        if self.name == "mariadb":
+            self._request.getfixturevalue("mariadb").use_in(data_dir, "e2e")
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def store_backend(request: pytest.FixtureRequest) -> StoreBackend:
+    """Runs a test once on each storage backend (SPEC M14)."""
+    return StoreBackend(request.param, request)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from appliance.protocol.wire import Message, Status, StatusReport
+from tests.conftest import StoreBackend
 from tests.support.client import Client, ServerClosedError
 from tests.support.provision import provision
 from tests.support.server import ServerProcess
@@ -130,9 +131,11 @@ async def _epoch(server: ServerProcess, senders: list[Sender], receiver: Receive
             raise result
 
 
-def test_sigkill_loses_nothing_acknowledged_and_duplicates_nothing(tmp_path: Path) -> None:
+def test_sigkill_loses_nothing_acknowledged_and_duplicates_nothing(
+        tmp_path: Path, store_backend: StoreBackend) -> None:
     data = tmp_path / "data"
     data.mkdir()
+    store_backend.prepare(data)
     tokens, _ = provision(data, ["s1", "s2", "receiver"])
     senders = [Sender("s1", tokens["s1"]), Sender("s2", tokens["s2"])]
     receiver = Receiver(tokens["receiver"])
@@ -155,7 +158,7 @@ def test_sigkill_loses_nothing_acknowledged_and_duplicates_nothing(tmp_path: Pat
             if (s.name.encode(), i) not in receiver.seen]
     stored_twice = {k: v for k, v in receiver.handles.items() if len(v) > 1}
     app_dupes = len(receiver.app) - len(set(receiver.app))
-    print(f"\ncrash test: {KILLS} SIGKILLs, {sum(len(s.acked) for s in senders)} acknowledged, "
+    print(f"\ncrash test on {store_backend.name}: {KILLS} SIGKILLs, {sum(len(s.acked) for s in senders)} acknowledged, "
           f"lost {len(lost)}, stored twice {len(stored_twice)}, app duplicates {app_dupes}, "
           f"redelivered after a crash {receiver.redelivered_after_crash} (ack lost with it), "
           f"resent after reconnect {sum(s.resent for s in senders)}")

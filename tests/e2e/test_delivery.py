@@ -1,4 +1,7 @@
-"""Every M4 rule of issue #2, end to end through a real `tidings serve` process."""
+"""Every M4 rule of issue #2, end to end through a real `tidings serve` process.
+
+Each test runs on SQLite and on MariaDB.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import Any
 import pytest
 
 from appliance.protocol.wire import CloseCode, Flag, Message, Status
+from tests.conftest import StoreBackend
 from tests.support.client import Client, ServerClosedError
 from tests.support.provision import provision, write_config
 from tests.support.server import ServerProcess
@@ -41,9 +45,10 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+def world(tmp_path: Path, store_backend: StoreBackend) -> Iterator[World]:
     data = tmp_path / "data"
     data.mkdir()
+    store_backend.prepare(data)
     tokens, groups = provision(data, USERS, {"team": ["alice", "bob", "carol"]})
     config = write_config(tmp_path / "tidings.toml", sweep_interval_s=0.2, max_devices=3)
     server = ServerProcess(data, env={"TIDINGS_CONFIG": str(config)})
