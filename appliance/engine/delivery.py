@@ -90,6 +90,11 @@ class Engine:
         self._flush_queued = False
         self.stats_failed_batches = 0
         self.store_failing = False
+        #: A write or a queue read failed since the last successful commit: a
+        #: failed COMMIT may still have landed (the connection broke after the
+        #: server committed), and a failed read left a queue unsent.  The next
+        #: successful commit re-reads every online device's queue (`_recovered`).
+        self._unsure = False
         #: device -> handles it acknowledged whose deletion is not committed yet,
         #: and -> the report_seq it confirmed, not committed yet: a device that
         #: reconnects before the commit must not get those again.
@@ -275,6 +280,8 @@ class Engine:
                 self.commits += 1
                 self._acks_committed(batch)
                 self._committed(senders, result)
+                if self._unsure:
+                    self._recovered()
         finally:
             self._flushing = False
 
@@ -301,6 +308,7 @@ class Engine:
         # sender hears SENT.  Acknowledgements, reads and report confirmations
         # are idempotent: they are retried with the next batch.
         self.stats_failed_batches += 1
+        self._unsure = True
         log.error("group commit failed, %d messages refused: %s", len(senders), exc)
         for session, m in senders:
             self._confirmed(session)
@@ -314,6 +322,25 @@ class Engine:
         if len(retry) and not self.store_failing:
             self.store_failing = True
             self.scheduler.spawn(self._retry_later(), name="retry-commit")
+
+    def _recovered(self) -> None:
+        """The store commits again: send every online device what it may have missed.
+
+        What a failed commit stored after all, and what a failed queue read
+        left behind, is in the store but was pushed to nobody (SPEC M4:
+        delivery resumes by itself when the database returns).
+        """
+        self._unsure = False
+        log.info("store is back: re-reading the queues of %d online devices",
+                 len(self.by_device))
+        for session in list(self.by_device.values()):
+            session.backlog = True
+            session.skipped += 1
+            if not session.draining:
+                self.scheduler.spawn(self._drain(session), name="drain-messages")
+            session.report_backlog = True
+            session.report_skipped += 1
+            self.scheduler.spawn(self._drain_receipts(session), name="drain-receipts")
 
     async def _retry_later(self) -> None:
         await self.scheduler.sleep(0.5)
@@ -420,6 +447,7 @@ class Engine:
                                                 frozenset(session.inflight).union(session.acked))
             except StorageError as exc:
                 log.warning("cannot read queue of %r: %s", session, exc)
+                self._unsure = True  # re-read once the store commits again
                 return
             if _gone(session):  # it may have closed while we waited
                 return
@@ -452,6 +480,7 @@ class Engine:
                 rows = await self.store.pending_receipts(session.user_id, cursor, 1000)
             except StorageError as exc:
                 log.warning("cannot read receipts of %r: %s", session, exc)
+                self._unsure = True
                 return
             if _gone(session):
                 return
@@ -513,6 +542,8 @@ class Engine:
         """Expire what is due; push the EXPIRED reports.  Returns how many."""
         receipts = await self.store.sweep(self.clock.wall_ms(), self.limits.max_expiry_s * 1000)
         self.commits += 1
+        if self._unsure:  # nothing else may write for a while: the sweep proves it works
+            self._recovered()
         if receipts:
             self._push_receipts(receipts)
         return len(receipts)

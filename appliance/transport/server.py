@@ -15,7 +15,7 @@ from appliance.api.v1 import RestApi
 from appliance.engine.clock import Clock
 from appliance.engine.delivery import Engine
 from appliance.engine.ports import EngineLimits
-from appliance.errors import ConfigError
+from appliance.errors import ConfigError, StorageError
 from appliance.protocol.sniff import Detected
 from appliance.protocol.wire import CloseCode
 from appliance.transport.http1 import HttpProtocol
@@ -156,6 +156,9 @@ class Server:
             await asyncio.sleep(self.limits.sweep_interval_s)
             try:
                 await self.engine.sweep_once()
+            except StorageError as exc:
+                # The database is away (SPEC M14): the next sweep catches up.
+                log.warning("expiry sweep skipped: %s", exc)
             except Exception:
                 log.exception("expiry sweep failed")
 

@@ -24,7 +24,7 @@ from appliance.protocol.wire import (
     Welcome,
     WireConnection,
 )
-from appliance.storage.models import WriteBatch, WriteResult
+from appliance.storage.models import Pending, WriteBatch, WriteResult
 from appliance.storage.sqlite import SqliteStorage
 
 
@@ -91,14 +91,29 @@ class Scheduler:
 
 
 class FlakyStore(SqliteStorage):
-    """A real store whose writes can be made to fail, like a full disk."""
+    """A real store whose writes can be made to fail, like a full disk.
+
+    `lost_after_commit`: the write commits, then fails as a connection that
+    broke before COMMIT's answer arrived would.  `reads_failing`: queue reads fail.
+    """
 
     failing = False
+    lost_after_commit = False
+    reads_failing = False
 
     async def write(self, batch: WriteBatch, now_ms: int) -> WriteResult:
         if self.failing:
             raise StorageUnavailableError("SQLite: database or disk is full")
-        return await super().write(batch, now_ms)
+        result = await super().write(batch, now_ms)
+        if self.lost_after_commit:
+            raise StorageUnavailableError("MariaDB: Lost connection to server during query")
+        return result
+
+    async def pending(self, device_rowid: int, user_id: int, now_ms: int, limit: int,
+                      exclude: frozenset[int] = frozenset()) -> list[Pending]:
+        if self.reads_failing:
+            raise StorageUnavailableError("MariaDB: Can't connect to server")
+        return await super().pending(device_rowid, user_id, now_ms, limit, exclude)
 
 
 async def _setup(tmp: Path) -> tuple[Engine, FlakyStore, Scheduler, dict[str, bytes]]:
@@ -158,6 +173,34 @@ def test_store_failure_answers_failed_never_sent_and_recovers(tmp_path: Path) ->
         await sched.settle()  # the retry commits the acknowledgement
         assert (1, Status.DELIVERED) in alice_link.statuses()
         assert bob.acked == set()
+
+    run(tmp_path, body)
+
+
+def test_what_a_failed_commit_stored_after_all_reaches_online_devices(tmp_path: Path) -> None:
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        alice_link, bob_link = FakeLink(), FakeLink()
+        alice = await engine.open_session(alice_link, Hello(tokens["alice"], b"a"))
+        await engine.open_session(bob_link, Hello(tokens["bob"], b"b"))
+        await sched.settle()
+        store.lost_after_commit = True  # committed, but the answer never came
+        engine.on_message(alice, Message(1, b"bob", b"landed"))
+        await sched.settle()
+        assert alice_link.statuses() == [(1, Status.FAILED)]
+        assert bob_link.messages() == []
+        store.lost_after_commit = False
+        store.reads_failing = True  # and the store is not fully back yet
+        engine.on_message(alice, Message(2, b"bob", b"second"))
+        await sched.settle()
+        assert [m.payload for m in bob_link.messages()] == [b"second"]
+        store.reads_failing = False
+        engine.on_message(alice, Message(1, b"bob", b"landed"))  # the app's resend
+        await sched.settle()
+        assert alice_link.statuses()[-1] == (1, Status.SENT)  # the stored status
+        # The first commit's message was pushed to no one: the re-read after
+        # recovery finds it, once.
+        assert sorted(m.payload for m in bob_link.messages()) == [b"landed", b"second"]
 
     run(tmp_path, body)
 
