@@ -158,7 +158,8 @@ def test_sigkill_loses_nothing_acknowledged_and_duplicates_nothing(
             if (s.name.encode(), i) not in receiver.seen]
     stored_twice = {k: v for k, v in receiver.handles.items() if len(v) > 1}
     app_dupes = len(receiver.app) - len(set(receiver.app))
-    print(f"\ncrash test on {store_backend.name}: {KILLS} SIGKILLs, {sum(len(s.acked) for s in senders)} acknowledged, "
+    print(f"\ncrash test on {store_backend.name}: {KILLS} SIGKILLs,"
+          f" {sum(len(s.acked) for s in senders)} acknowledged, "
           f"lost {len(lost)}, stored twice {len(stored_twice)}, app duplicates {app_dupes}, "
           f"redelivered after a crash {receiver.redelivered_after_crash} (ack lost with it), "
           f"resent after reconnect {sum(s.resent for s in senders)}")

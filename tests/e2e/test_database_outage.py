@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class Sender:
     """Streams numbered reliable messages, resending what was refused."""
 
     client: Client
+    progress: Progress
     next_id: int = 1
     sending: bool = True
     inflight: dict[int, float] = field(default_factory=dict)  # id -> when last sent
@@ -76,6 +78,7 @@ class Sender:
             if event.report_seq:  # a DELIVERED report: confirm it
                 self.client.report_ack(event.report_seq)
                 continue
+            self.progress.poke()
             sent_at = self.inflight.pop(event.id, None)
             if sent_at is None:
                 continue
@@ -93,6 +96,7 @@ class Sender:
 @dataclass
 class Receiver:
     client: Client
+    progress: Progress
     got: dict[int, float] = field(default_factory=dict)  # id -> first arrival
     passed_twice: int = 0
 
@@ -102,6 +106,7 @@ class Receiver:
                 m = await self.client.message(timeout=0.1)
             except TimeoutError:
                 continue
+            self.progress.poke()
             msg_id = int(m.payload[1:])
             if msg_id in self.got:
                 self.passed_twice += 1  # an app dedupes by (sender, id); the server must too
@@ -109,10 +114,20 @@ class Receiver:
                 self.got[msg_id] = time.monotonic()
 
 
-async def _until(predicate: object, timeout: float) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]
-            await asyncio.sleep(0.02)
+class Progress:
+    """Woken by the sender and the receiver whenever something arrives: no polling."""
+
+    def __init__(self) -> None:
+        self._changed = asyncio.Event()
+
+    def poke(self) -> None:
+        self._changed.set()
+
+    async def until(self, predicate: Callable[[], bool], timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
 
 
 def test_database_down_30s_errors_reported_nothing_lost_resumes(tmp_path: Path) -> None:
@@ -126,13 +141,16 @@ def test_database_down_30s_errors_reported_nothing_lost_resumes(tmp_path: Path) 
     server.start()
 
     async def go() -> tuple[Sender, Receiver, float, float]:
-        sender = Sender(await Client.connect(server.host, server.port, tokens["sender"]))
-        receiver = Receiver(await Client.connect(server.host, server.port, tokens["receiver"]))
+        progress = Progress()
+        sender = Sender(await Client.connect(server.host, server.port, tokens["sender"]),
+                        progress)
+        receiver = Receiver(await Client.connect(server.host, server.port, tokens["receiver"]),
+                            progress)
         finished = asyncio.Event()
         tasks = [asyncio.ensure_future(sender.run()),  # noqa: TID251
                  asyncio.ensure_future(receiver.run(finished))]  # noqa: TID251
         try:
-            await _until(lambda: len(sender.acked) >= 200, 30)
+            await progress.until(lambda: len(sender.acked) >= 200, 30)
             await asyncio.get_running_loop().run_in_executor(None, db.stop)
             stopped = time.monotonic()
             sender.down = (stopped, float("inf"))
@@ -140,11 +158,11 @@ def test_database_down_30s_errors_reported_nothing_lost_resumes(tmp_path: Path) 
             await asyncio.get_running_loop().run_in_executor(None, db.start)  # READY=1
             started = time.monotonic()
             sender.down = (stopped, started)
-            await _until(lambda: any(t > started for t in sender.acked.values())
+            await progress.until(lambda: any(t > started for t in sender.acked.values())
                          and any(t > started for t in receiver.got.values()), 30)
             sender.sending = False
-            await _until(lambda: sender.done, 60)
-            await _until(lambda: set(sender.acked) <= set(receiver.got), 60)
+            await progress.until(lambda: sender.done, 60)
+            await progress.until(lambda: set(sender.acked) <= set(receiver.got), 60)
         finally:
             finished.set()
             sender.sending = False
