@@ -17,24 +17,10 @@ import pytest
 from appliance import __version__
 from appliance.protocol.wire import CloseCode, Message, Status
 from tests.support.client import Client
+from tests.support.components import frozen_binary
 from tests.support.server import ServerProcess
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def frozen_binary() -> Path:
-    """The executable under test; fails (CI) or skips (elsewhere) when it is missing.
-
-    A plain function, not a fixture, so a missing build is reported as FAILED, not ERROR.
-    """
-    binary = Path(os.environ.get("TIDINGS_FROZEN_BIN") or REPO / "dist" / "tidings")
-    if binary.is_file() and os.access(binary, os.X_OK):
-        return binary
-    message = (f"frozen executable {binary} not found: run `sh packaging/build.sh` first"
-               " (or set TIDINGS_FROZEN_BIN)")
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def frozen(binary: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -18,3 +19,18 @@ def missing(message: str) -> NoReturn:
     if in_ci():
         pytest.fail(message)
     pytest.skip(message)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def frozen_binary() -> Path:
+    """The executable under test; fails (CI) or skips (elsewhere) when it is missing.
+
+    A plain function, not a fixture, so a missing build is reported as FAILED, not ERROR.
+    """
+    binary = Path(os.environ.get("TIDINGS_FROZEN_BIN") or REPO / "dist" / "tidings")
+    if binary.is_file() and os.access(binary, os.X_OK):
+        return binary
+    missing(f"frozen executable {binary} not found: run `sh packaging/build.sh` first"
+            " (or set TIDINGS_FROZEN_BIN)")
