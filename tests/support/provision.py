@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 
 from appliance.config import load_config
+from appliance.config.database import resolve_database
 from appliance.engine.clock import SystemClock
 from appliance.service.admin import AdminService
+from appliance.service.database import running
 from appliance.storage import open_storage
 from appliance.storage.models import Perm
 
@@ -36,7 +38,11 @@ def provision(data_dir: Path, users: list[str], groups: dict[str, list[str]] | N
         finally:
             await store.close()
 
-    return asyncio.run(go())
+    config = load_config(None, {"storage.data_dir": data_dir,
+                                "storage.database": os.environ.get("TIDINGS_DATABASE")})
+    location = resolve_database(config.storage.database, data_dir)
+    with running(location, data_dir):  # a private MariaDB server runs while we work
+        return asyncio.run(go())
 
 
 def write_config(path: Path, **limits: object) -> Path:
