@@ -26,6 +26,7 @@ from appliance.errors import ConfigError
 from appliance.service.admin import AdminService
 from appliance.service.database import running
 from appliance.storage import Storage, open_storage
+from appliance.transport.notify import sd_notify
 from appliance.transport.server import Server
 from appliance.transport.tasks import LoopScheduler
 from appliance.transport.tls import TlsContexts
@@ -87,7 +88,9 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         loop.add_signal_handler(signal.SIGHUP, _reload_tls, tls)
         _tune_gc()
         ready(host, port, redirect_port)
+        sd_notify("READY=1", f"STATUS=listening on {host}:{port}")
         await stop.wait()
+        sd_notify("STOPPING=1")
         await server.stop(config.server.shutdown_timeout_s)
     finally:
         await store.close()

@@ -39,8 +39,9 @@ case "$cmd" in
         # binutils: PyInstaller needs objdump to build the frozen executable.
         # curl, openssl, nghttp: real clients the transport tests drive (HTTP, TLS, h2).
         # mariadb-server: the real MariaDB the storage tests start (never skipped).
+        # systemd: systemd-analyze verifies the units in systemd/.
         apt_install python3 python3-venv python3-dev gcc binutils procps curl openssl \
-            nghttp2-client libmariadb-dev mariadb-server
+            nghttp2-client libmariadb-dev mariadb-server systemd
         venv "[test,lint,freeze]"
         # The machine's MariaDB server: `tidings db bootstrap` is tested on it.
         # (The other MariaDB tests start private servers of their own.)

@@ -15,7 +15,8 @@ FORBIDDEN = {
                            "appliance.sdk",
                            "appliance.transport", "appliance.cli", "appliance.service",
                            "click", "sqlite3"),
-    "appliance.engine": ("appliance.transport", "appliance.storage.sqlite", "appliance.cli",
+    "appliance.engine": ("appliance.transport", "appliance.storage.sqlite",
+                         "appliance.storage.mariadb", "mariadb", "appliance.cli",
                          "socket", "ssl", "sqlite3", "click", "asyncio"),
     "appliance.storage": ("appliance.engine", "appliance.transport", "appliance.cli",
                           "appliance.service", "click"),
@@ -27,9 +28,14 @@ FORBIDDEN = {
                       "click", "uvloop"),
     # The REST API: requests in, responses out; no sockets, no backend choice.
     "appliance.api": ("appliance.transport", "appliance.cli", "appliance.storage.sqlite",
+                      "appliance.storage.mariadb", "mariadb", "appliance.dbserver",
                       "socket", "ssl", "click", "h11", "h2", "wsproto"),
     "appliance.certs": ("appliance.transport", "appliance.cli", "appliance.storage",
                         "appliance.engine", "asyncio", "click"),
+    # The private MariaDB server's processes: no SQL, no event loop.
+    "appliance.dbserver": ("appliance.transport", "appliance.cli", "appliance.storage",
+                           "appliance.engine", "appliance.service", "appliance.api",
+                           "asyncio", "click", "mariadb"),
     "appliance.config": ("appliance.transport", "appliance.cli", "appliance.storage", "click"),
 }
 

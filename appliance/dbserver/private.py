@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from appliance.config.database import private_socket
-from appliance.dbserver.binaries import mariadb_binary
+from appliance.dbserver.binaries import host_env, mariadb_binary
 from appliance.errors import DbServerError
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def initialise(layout: PrivateLayout) -> bool:
            f"--datadir={layout.datadir}", "--auth-root-authentication-method=socket",
            f"--auth-root-socket-user={user}", "--skip-test-db",
            "--skip-name-resolve"]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=host_env())
     if done.returncode != 0:
         raise DbServerError(f"mariadb-install-db failed ({done.returncode}):"
                             f" {(done.stderr or done.stdout).strip()[-2000:]}")
@@ -157,7 +157,7 @@ class PrivateServer:
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             try:
                 listener.bind(path)
-                env = {**os.environ, "NOTIFY_SOCKET": path}
+                env = host_env(NOTIFY_SOCKET=path)
                 proc = subprocess.Popen(self.layout.server_args(), env=env,
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
@@ -242,4 +242,4 @@ def exec_foreground(layout: PrivateLayout) -> None:
         raise DbServerError(f"no private MariaDB server in {layout.root};"
                             " run 'tidings db bootstrap --private' first")
     args = layout.server_args()
-    os.execv(args[0], args)
+    os.execve(args[0], args, host_env())
