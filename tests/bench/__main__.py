@@ -7,6 +7,7 @@ target from the issue.  Never asserts on timing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -33,6 +34,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              " connect use at least 2)")
     parser.add_argument("--server-cpu", type=int, default=0, help="CPU the server is pinned to")
     parser.add_argument("--gen-cpu", type=int, default=1, help="CPU the generators are pinned to")
+    parser.add_argument("--db-cpu", type=int, default=None,
+                        help="CPU to pin mariadbd to in the mariadb scenario (default: none)")
     parser.add_argument("--rate", type=int, default=10_000,
                         help="msg/s of the latency scenario (the issue's figure: 10,000)")
     parser.add_argument("--rcvlowat", type=int, default=16_384, metavar="BYTES",
@@ -104,9 +107,11 @@ def run_all(args: argparse.Namespace, scenarios: list[Scenario]) -> int:
     failed = False
     tables: list[str] = []
     disturbed: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp, \
+            contextlib.ExitStack() as cleanup:
         settings = Settings(args.quick, args.generators, args.server_cpu, args.gen_cpu, Path(tmp),
-                            args.quiet_wait, args.rate, args.rcvlowat)
+                            args.quiet_wait, args.rate, args.rcvlowat, db_cpu=args.db_cpu)
+        cleanup.callback(lambda: settings.mariadb and settings.mariadb.stop())
         version = code_version()
         print(f"server code: {version}; server on CPU {args.server_cpu},"
               f" generators on CPU {args.gen_cpu}", flush=True)

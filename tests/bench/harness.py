@@ -89,17 +89,22 @@ class Usage:
     large, the figures of that run are disturbed.
     """
 
-    def __init__(self, pid: int, cpus: tuple[int, ...]) -> None:
+    def __init__(self, pid: int, cpus: tuple[int, ...], database_pid: int | None = None) -> None:
         self.pid = pid
         self.cpus = cpus
+        #: The database server's process (MariaDB runs): part of the system under test.
+        self.database_pid = database_pid
         self.t0 = time.monotonic_ns()
         self.server0 = cpu_seconds(pid)
+        self.database0 = cpu_seconds(database_pid) if database_pid else 0.0
         self.busy0, self.steal0 = cpu_busy(cpus)
-        self.seconds = self.server_s = self.busy_s = self.steal_s = 0.0
+        self.seconds = self.server_s = self.database_s = self.busy_s = self.steal_s = 0.0
 
     def stop(self) -> Usage:
         self.seconds = (time.monotonic_ns() - self.t0) / _NS
         self.server_s = cpu_seconds(self.pid) - self.server0
+        if self.database_pid:
+            self.database_s = cpu_seconds(self.database_pid) - self.database0
         busy, steal = cpu_busy(self.cpus)
         self.busy_s = busy - self.busy0
         self.steal_s = steal - self.steal0
@@ -109,9 +114,14 @@ class Usage:
     def server_pct(self) -> float:
         return 100 * self.server_s / self.seconds
 
+    @property
+    def database_pct(self) -> float:
+        return 100 * self.database_s / self.seconds
+
     def other_pct(self, generator_cpu_s: float) -> float:
-        """Busy % of the benchmark CPUs not spent by the server or the generators."""
-        return max(0.0, 100 * (self.busy_s - self.server_s - generator_cpu_s) / self.seconds)
+        """Busy % of the benchmark CPUs not spent by the server, its database or the generators."""
+        return max(0.0, 100 * (self.busy_s - self.server_s - self.database_s - generator_cpu_s)
+                   / self.seconds)
 
 
 def sleep_until(t_ns: int) -> None:
@@ -257,6 +267,49 @@ def start_together(gens: list[Generator], delay_s: float = 0.3) -> int:
     for g in gens:
         g.send(f"go {t0}")
     return t0
+
+
+# --- MariaDB ----------------------------------------------------------------------
+
+
+class BenchMariaDB:
+    """A private MariaDB server for the benchmark (the appliance's own code starts it).
+
+    Each run gets a new database, filled from the template data directory by
+    `tidings db copy`, the operator's way from SQLite to MariaDB.
+    """
+
+    def __init__(self, root: Path, cpu: int | None) -> None:
+        from appliance.dbserver.private import PrivateLayout, PrivateServer, initialise
+
+        self.layout = PrivateLayout(root)
+        initialise(self.layout)
+        self.server = PrivateServer(self.layout)
+        self.server.start()
+        assert self.server.proc is not None
+        self.pid = self.server.proc.pid
+        if cpu is not None:
+            os.sched_setaffinity(self.pid, {cpu})
+        self._runs = 0
+
+    def prepare(self, data_dir: Path) -> None:
+        """Copy `data_dir`'s SQLite store into a new database and switch it there."""
+        from appliance.config.database import parse_database
+        from appliance.storage.mariadb.connection import open_raw
+
+        self._runs += 1
+        url = f"mariadb://root@/bench_{self._runs}?socket={self.layout.socket}"
+        conn = open_raw(parse_database(url, data_dir), 10, database=False)
+        try:
+            conn.cursor().execute(f"CREATE DATABASE bench_{self._runs}")
+        finally:
+            conn.close()
+        subprocess.run([sys.executable, "-m", "appliance", "--data-dir", str(data_dir), "db",
+                        "copy", "--to", url], capture_output=True, text=True, check=True,
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    def stop(self) -> None:
+        self.server.stop()
 
 
 # --- data directories -------------------------------------------------------------

@@ -7,6 +7,7 @@ keyed by `Row.key`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -19,6 +20,7 @@ from typing import Any, ClassVar, Protocol
 
 from tests.bench.harness import (
     BenchError,
+    BenchMariaDB,
     Usage,
     Users,
     cpu_seconds,
@@ -51,6 +53,10 @@ class Settings:
     latency_rate: int = 10_000
     rcvlowat: int = 16_384
     users: Users | None = None
+    #: The MariaDB server of the `mariadb` scenario, started when first needed.
+    mariadb: BenchMariaDB | None = None
+    #: CPU for mariadbd (None: not pinned; it is its own service).
+    db_cpu: int | None = None
     #: Why the current run's timing is not trustworthy ("" if it is).
     disturbed: str = ""
 
@@ -69,6 +75,11 @@ class Settings:
     def template(self) -> Users:
         assert self.users is not None
         return self.users
+
+    def database_server(self) -> BenchMariaDB:
+        if self.mariadb is None:
+            self.mariadb = BenchMariaDB(self.root / "mariadb-server", self.db_cpu)
+        return self.mariadb
 
     def settle(self) -> None:
         """Before a run: wait a while for other processes to leave the two CPUs alone."""
@@ -128,17 +139,24 @@ class Scenario(Protocol):
 
 
 def run_pairs(s: Settings, kind: str, mode: str, *, window: int = 200, rate: int = 0,
-              gens: int = 1, rcvlowat: int = 0, ws: bool = False) -> dict[str, float]:
+              gens: int = 1, rcvlowat: int = 0, ws: bool = False,
+              mariadb: bool = False) -> dict[str, float]:
     """50 sender -> receiver pairs; figures of the measuring interval.
 
-    `kind` "sdk" runs the pairs through the SDK (tests/bench/sdkgen.py).
+    `kind` "sdk" runs the pairs through the SDK (tests/bench/sdkgen.py);
+    `mariadb` runs the server on a MariaDB copy of the template.
     """
     users = s.template()
     pairs = [[users.tokens[2 * i], users.tokens[2 * i + 1], users.addresses[2 * i + 1]]
              for i in range(PAIRS)]
     warm, measure = s.warmup_s, s.measure_s
-    s.settle()
-    with users.fresh_copy(s.root) as run_dir, server(run_dir / "data", s.server_cpu) as srv:
+    database = s.database_server() if mariadb else None
+    with contextlib.ExitStack() as stack:
+        run_dir = stack.enter_context(users.fresh_copy(s.root))
+        if database is not None:
+            database.prepare(run_dir / "data")
+        s.settle()
+        srv = stack.enter_context(server(run_dir / "data", s.server_cpu))
         assert srv.proc is not None
         pid = srv.proc.pid
         specs = [{"kind": kind, "mode": mode, "host": srv.host, "port": srv.port,
@@ -152,7 +170,7 @@ def run_pairs(s: Settings, kind: str, mode: str, *, window: int = 200, rate: int
                 g.expect("ready", 60)
             t0 = start_together(gs)
             sleep_until(t0 + int(warm * _NS))
-            usage = Usage(pid, s.cpus)
+            usage = Usage(pid, s.cpus, database.pid if database else None)
             sleep_until(t0 + int((warm + measure) * _NS))
             usage.stop()
             results = [g.expect("result", 60) for g in gs]
@@ -175,6 +193,7 @@ def run_pairs(s: Settings, kind: str, mode: str, *, window: int = 200, rate: int
     out.update({
         "failed": float(sum(r["failed_status"] for r in results)),
         "server_cpu": usage.server_pct,
+        "db_cpu": usage.database_pct,
         "gen_cpu": 100 * gen_cpu_s / seconds,
         "other_cpu": other,
         "steal_ms": 1000 * usage.steal_s,
@@ -597,6 +616,56 @@ class Rest:
         return out
 
 
+# --- MariaDB beside SQLite (issue #5) ------------------------------------------------
+
+
+class MariaDB:
+    """Reliable throughput and latency on SQLite and on MariaDB, in the same run."""
+
+    name = "mariadb"
+    rows: ClassVar[list[Row]] = [
+        Row("sqlite.received", "SQLite reliable: received msg/s"),
+        Row("sqlite.delivered", "SQLite reliable: DELIVERED/s"),
+        Row("sqlite.server_cpu", "SQLite reliable: server CPU %"),
+        Row("mariadb.received", "MariaDB reliable: received msg/s", target=">= 15,000",
+            ok=at_least(15_000)),
+        Row("mariadb.delivered", "MariaDB reliable: DELIVERED/s", target=">= 15,000",
+            ok=at_least(15_000)),
+        Row("mariadb.failed", "MariaDB reliable: failure statuses"),
+        Row("mariadb.server_cpu", "MariaDB reliable: server CPU %"),
+        Row("mariadb.db_cpu", "MariaDB reliable: mariadbd CPU %"),
+        Row("mariadb.other_cpu", "MariaDB reliable: other load on the 2 CPUs, %"),
+        Row("sqlite_lat.p50", "SQLite reliable at the rate: p50 ms", "{:.2f}"),
+        Row("sqlite_lat.p99", "SQLite reliable at the rate: p99 ms", "{:.2f}"),
+        Row("mariadb_lat.p50", "MariaDB reliable at the rate: p50 ms", "{:.2f}"),
+        Row("mariadb_lat.p99", "MariaDB reliable at the rate: p99 ms", "{:.2f}"),
+        Row("mariadb_lat.p999", "MariaDB reliable at the rate: p99.9 ms", "{:.2f}"),
+        Row("mariadb_lat.received", "MariaDB reliable at the rate: received msg/s"),
+        Row("mariadb_lat.server_cpu", "MariaDB reliable at the rate: server CPU %"),
+        Row("mariadb_lat.db_cpu", "MariaDB reliable at the rate: mariadbd CPU %"),
+    ]
+
+    def title(self, s: Settings) -> str:
+        pinned = "not pinned" if s.db_cpu is None else f"on CPU {s.db_cpu}"
+        return (f"mariadb: reliable throughput ({PAIRS} pairs, 200 un-SENT per sender) and"
+                f" latency at {s.latency_rate:,} msg/s, SQLite then MariaDB (private server,"
+                f" innodb_flush_log_at_trx_commit=1, mariadbd {pinned}); {s.warmup_s:g} s"
+                f" warm-up + {s.measure_s:g} s measured")
+
+    def users_needed(self, quick: bool) -> int:
+        return 2 * PAIRS
+
+    def run(self, s: Settings) -> dict[str, float]:
+        out = _prefixed("sqlite", run_pairs(s, "throughput", "reliable", window=200))
+        out.update(_prefixed("mariadb", run_pairs(s, "throughput", "reliable", window=200,
+                                                  mariadb=True)))
+        rate = s.latency_rate
+        out.update(_prefixed("sqlite_lat", run_pairs(s, "latency", "reliable", rate=rate)))
+        out.update(_prefixed("mariadb_lat", run_pairs(s, "latency", "reliable", rate=rate,
+                                                      mariadb=True)))
+        return out
+
+
 SCENARIOS: dict[str, Scenario] = {
     sc.name: sc for sc in (Throughput(), Latency(), Memory(), Connect(), Sdk(), WebSocket(),
-                           WsMemory(), Rest())}
+                           WsMemory(), Rest(), MariaDB())}
