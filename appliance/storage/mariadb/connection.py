@@ -24,6 +24,7 @@ from appliance.errors import (
     StorageError,
     StorageUnavailableError,
 )
+from appliance.storage.mariadb.batch import rewrite
 from appliance.storage.sql.dialect import MARIADB, Cursor, Dialect
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,12 @@ class MariaConnection:
         if not batch:
             return None  # the connector refuses an empty batch; SQLite does nothing
         cur = self._connection().cursor()
-        cur.executemany(sql, batch)
+        statements = rewrite(sql, batch) if len(batch) > 1 else None
+        if statements is None:
+            cur.executemany(sql, batch)
+        else:  # the group commit's hot path: see storage.mariadb.batch
+            for statement in statements:
+                cur.execute(statement)
         return cur
 
     def begin(self) -> bool:

