@@ -42,14 +42,24 @@ def os_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
+def _owner(path: Path) -> str | None:
+    try:
+        return pwd.getpwuid(path.stat().st_uid).pw_name
+    except (FileNotFoundError, KeyError):
+        return None
+
+
 class PrivateLayout:
     """Where the private server keeps its files, under ``<data_dir>/mariadb``."""
 
     def __init__(self, data_dir: Path, user: str | None = None) -> None:
-        #: The OS user the server runs as and whose unix_socket account administers it.
-        self.user = user or os_user()
         self.socket = private_socket(data_dir)
         self.root = self.socket.parent
+        #: The OS user the server runs as and whose unix_socket account
+        #: administers it: once initialised, the owner of its files (root
+        #: running a CLI command must not start it as root: files it then
+        #: created would be root's, out of the service's reach).
+        self.user = user or _owner(self.root) or os_user()
         self.datadir = self.root / "data"
         self.pid_file = self.root / "mysqld.pid"
         self.error_log = self.root / "mariadb.log"
@@ -98,6 +108,12 @@ def initialise(layout: PrivateLayout) -> bool:
     if done.returncode != 0:
         raise DbServerError(f"mariadb-install-db failed ({done.returncode}):"
                             f" {(done.stderr or done.stdout).strip()[-2000:]}")
+    if os.geteuid() == 0 and user != "root":
+        # mariadb-install-db leaves a few files (mysql_upgrade_info) to its
+        # caller: everything here is the service user's.
+        entry = pwd.getpwnam(user)
+        for path in [layout.root, *layout.root.rglob("*")]:
+            os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
     return True
 
 
@@ -157,6 +173,11 @@ class PrivateServer:
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             try:
                 listener.bind(path)
+                if os.geteuid() == 0 and self.layout.user != "root":
+                    # mariadbd drops to the service user before it says READY=1.
+                    entry = pwd.getpwnam(self.layout.user)
+                    for owned in (tmp, path):
+                        os.chown(owned, entry.pw_uid, entry.pw_gid)
                 env = host_env(NOTIFY_SOCKET=path)
                 proc = subprocess.Popen(self.layout.server_args(), env=env,
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

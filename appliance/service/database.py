@@ -129,6 +129,9 @@ def bootstrap_private(data_dir: Path, *, database: str = DEFAULT_DATABASE,
     account = _service_account(service_user)
     installed = ensure_server_installed(confirm_install)
     data_dir.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0 and account.pw_uid != 0:
+        # The data directory is the service's: its server must reach its files.
+        os.chown(data_dir, account.pw_uid, account.pw_gid)
     layout = PrivateLayout(data_dir, account.pw_name)
     created = initialise(layout)
     server = None

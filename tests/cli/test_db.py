@@ -276,6 +276,24 @@ def test_private_server_bootstrap_twice_then_supervised_by_serve(tmp_path: Path)
     assert not socket_live(socket)  # stopped with the server
 
 
+def test_private_server_for_a_service_user_stays_that_users(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        missing("bootstrapping for a service user needs root")
+    if not binaries.server_installed():
+        missing("MariaDB is not installed (apt-get install mariadb-server)")
+    user = _service_user()
+    data = Path(tempfile.mkdtemp(prefix="tidings-private-", dir="/tmp"))
+    tidings(data, "db", "bootstrap", "--private", "--service-user", user,
+            "--no-install-server")
+    # Root's later commands start the server as its owner, never as root.
+    tidings(data, "user", "add", "alice")
+    tidings(data, "user", "add", "bob", user=user, binary=frozen_binary())
+    assert tidings(data, "user", "list").stdout.split() == ["alice", "bob"]
+    owners = {p.owner() for p in (data / "mariadb").rglob("*")}
+    assert owners == {user}, owners
+    assert not socket_live(data / "mariadb" / "mysqld.sock")
+
+
 async def _crash_then_resend_until_sent(server: ServerProcess, token: str,
                                         mariadbd: int) -> None:
     """SIGKILL mariadbd under a connected app, which resends after FAILED until SENT."""
