@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -180,11 +181,21 @@ def system_database() -> Iterator[str]:
     _as_system_admin(f"DROP DATABASE IF EXISTS `{name}`")
 
 
-def test_bootstrap_on_the_system_server_with_socket_auth_twice(system_database: str) -> None:
+@pytest.fixture
+def service_data_dir() -> Iterator[Path]:
+    """A data directory outside pytest's private tmp: the service user must reach it."""
+    data = Path(tempfile.mkdtemp(prefix="tidings-test-", dir="/tmp"))
+    try:
+        yield data
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_bootstrap_on_the_system_server_with_socket_auth_twice(
+        system_database: str, service_data_dir: Path) -> None:
     binary = frozen_binary()
     user = _service_user()
-    # Not under pytest's private tmp: the service user must reach its data directory.
-    data = Path(tempfile.mkdtemp(prefix="tidings-bootstrap-", dir="/tmp"))
+    data = service_data_dir
     args = ("db", "bootstrap", "--service-user", user, "--name", system_database,
             "--no-install-server")
     first = tidings(data, *args, binary=binary).stdout
@@ -276,13 +287,13 @@ def test_private_server_bootstrap_twice_then_supervised_by_serve(tmp_path: Path)
     assert not socket_live(socket)  # stopped with the server
 
 
-def test_private_server_for_a_service_user_stays_that_users(tmp_path: Path) -> None:
+def test_private_server_for_a_service_user_stays_that_users(service_data_dir: Path) -> None:
     if os.geteuid() != 0:
         missing("bootstrapping for a service user needs root")
     if not binaries.server_installed():
         missing("MariaDB is not installed (apt-get install mariadb-server)")
     user = _service_user()
-    data = Path(tempfile.mkdtemp(prefix="tidings-private-", dir="/tmp"))
+    data = service_data_dir
     tidings(data, "db", "bootstrap", "--private", "--service-user", user,
             "--no-install-server")
     # Root's later commands start the server as its owner, never as root.
