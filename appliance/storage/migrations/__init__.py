@@ -10,6 +10,7 @@ Schema history:
   2  app secrets (hashed) for the backend REST API.
   3  operator keys (hashed) for managing apps over the REST API.
   4  directory_version: raised by every admin change (cache invalidation).
+  5  MariaDB: no automatic statistics on the queue tables (deliveries, receipts).
 """
 
 from __future__ import annotations
