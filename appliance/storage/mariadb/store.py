@@ -17,6 +17,7 @@ from functools import partial
 
 from appliance.config.database import DatabaseLocation
 from appliance.storage.mariadb.connection import MariaConnection
+from appliance.storage.mariadb.trimmer import ReceiptTrimmer
 from appliance.storage.sql.migrate import migrate
 from appliance.storage.sql.store import Readers, SqlStorage
 from appliance.storage.sql.writes import Writer
@@ -30,6 +31,8 @@ MIGRATION_TIMEOUT_S = 3600.0
 
 class MariaDBStorage(SqlStorage):
     """The `Storage` interface on one MariaDB database."""
+
+    _trimmer: ReceiptTrimmer | None = None
 
     @classmethod
     async def open(cls, location: DatabaseLocation, timeout_s: float, now_ms: int, *,
@@ -71,4 +74,13 @@ class MariaDBStorage(SqlStorage):
             raise
         readers = Readers(partial(MariaConnection, location, timeout_s), READERS,
                           "mariadb-reader")
-        return cls(writer, wpool, readers)
+        store = cls(writer, wpool, readers)
+        store._trimmer = ReceiptTrimmer(location, timeout_s)
+        writer.trimmer = store._trimmer.submit
+        return store
+
+    async def close(self) -> None:
+        """Close the writer and readers, then the receipt trimmer."""
+        await super().close()
+        if self._trimmer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._trimmer.close)
