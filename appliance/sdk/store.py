@@ -104,7 +104,7 @@ def _incoming_row(m: Message, now_ms: int) -> tuple[Any, ...]:
             now_ms, m.timestamp_ms, m.expiry_s, m.type, m.flags, m.priority, read, m.payload)
 
 
-# The server's SQLite backend maps ids the same way (storage/sqlite/writes.py);
+# The server's SQL backends map ids the same way (storage/sql/writes.py);
 # repeated here because the SDK ships without the server's packages.
 def to_db_id(msg_id: int) -> int | None:
     """A u64 message id as SQLite stores it (0 -> NULL)."""

@@ -424,3 +424,24 @@ async def _after_copy(server: ServerProcess, tokens: dict[str, str]) -> None:
     finally:
         await alice.close()
         await bob.close()
+
+
+def test_bootstrap_without_mariadb_installed_asks_and_says_how(tmp_path: Path) -> None:
+    env = {**os.environ, "TIDINGS_MARIADB_PATH": str(tmp_path / "no-binaries-here")}
+    for private in ([], ["--private"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "appliance", "--data-dir", str(tmp_path / "data"), "db",
+             "bootstrap", *private, "--no-install-server"],
+            capture_output=True, text=True, check=False, env=env, stdin=subprocess.DEVNULL)
+        assert done.returncode != 0
+        assert "MariaDB is not installed; install mariadb-server" in done.stderr
+        assert "--install-server" in done.stderr
+        assert "Traceback" not in done.stderr
+    # Not a terminal and no flag: the operator was not asked, so nothing is installed.
+    done = subprocess.run(
+        [sys.executable, "-m", "appliance", "--data-dir", str(tmp_path / "data"), "db",
+         "bootstrap", "--private"], capture_output=True, text=True, check=False, env=env,
+        stdin=subprocess.DEVNULL)
+    assert done.returncode != 0
+    assert "MariaDB is not installed" in done.stderr
+    assert not (tmp_path / "data" / "database").exists()  # nothing recorded
