@@ -103,6 +103,9 @@ class Engine:
         #: Counts group commits, so a HELLO can tell whether one landed while
         #: it was reading (see open_session).
         self.commits = 0
+        #: Counts the commits that pushed stored messages or reports to online
+        #: devices: only those can miss a device whose HELLO is being read.
+        self.fanouts = 0
         self._last_commit = -1e9
 
     # --- connection lifecycle -----------------------------------------------
@@ -117,7 +120,7 @@ class Engine:
         """
         if not 1 <= len(hello.device_id) <= _MAX_ADDRESS:
             raise AuthError("device id must be 1-64 bytes", close_code=CloseCode.AUTH_FAILED)
-        commits = self.commits
+        fanouts = self.fanouts
         login = await self.store.authenticate(token_hash(hello.token), hello.device_id)
         now = self.clock.wall_ms()
         if login is None:
@@ -157,9 +160,11 @@ class Engine:
                              keepalive_s=self.limits.keepalive_s,
                              max_frame_bytes=self.limits.max_frame_bytes,
                              server_version=self.server_version))
-        # An idle reconnect costs no further read, unless a commit landed while
-        # we were reading (its cut-through could not find this session yet).
-        raced = self.commits != commits
+        # An idle reconnect costs no further read, unless a commit pushed
+        # messages or reports while we were reading (its cut-through could not
+        # find this session yet).  Other commits (the devices' last-seen times
+        # of a connect storm) cannot have missed it.
+        raced = self.fanouts != fanouts
         if login.has_pending or raced:
             self.scheduler.spawn(self._drain(session), name="drain-messages")
         else:
@@ -331,6 +336,7 @@ class Engine:
         delivery resumes by itself when the database returns).
         """
         self._unsure = False
+        self.fanouts += 1
         log.info("store is back: re-reading the queues of %d online devices",
                  len(self.by_device))
         for session in list(self.by_device.values()):
@@ -362,13 +368,17 @@ class Engine:
 
     def _committed(self, senders: list[tuple[Session, Message]], result: WriteResult) -> None:
         now = self.clock.wall_ms()
+        stored = False
         for (session, m), acc in zip(senders, result.accepted, strict=True):
             self._confirmed(session)
             if acc.outcome is _STORED:
+                stored = True
                 self._status(session, m.id, _SENT, acc.timestamp_ms)
                 self._fan_out(session, m, acc, now)
             else:
                 self._status(session, m.id, acc.status, acc.timestamp_ms)
+        if stored or result.receipts:
+            self.fanouts += 1
         if result.receipts:
             self._push_receipts(result.receipts)
 
@@ -545,6 +555,7 @@ class Engine:
         if self._unsure:  # nothing else may write for a while: the sweep proves it works
             self._recovered()
         if receipts:
+            self.fanouts += 1
             self._push_receipts(receipts)
         return len(receipts)
 

@@ -24,7 +24,7 @@ from appliance.protocol.wire import (
     Welcome,
     WireConnection,
 )
-from appliance.storage.models import Pending, WriteBatch, WriteResult
+from appliance.storage.models import Login, Pending, WriteBatch, WriteResult
 from appliance.storage.sqlite import SqliteStorage
 
 
@@ -100,6 +100,15 @@ class FlakyStore(SqliteStorage):
     failing = False
     lost_after_commit = False
     reads_failing = False
+    #: Set: authenticate waits for it (a HELLO read still in flight).
+    hold_logins: asyncio.Event | None = None
+    pending_reads = 0
+
+    async def authenticate(self, token_hash: bytes, device_id: bytes) -> Login | None:
+        login = await super().authenticate(token_hash, device_id)
+        if self.hold_logins is not None:
+            await self.hold_logins.wait()
+        return login
 
     async def write(self, batch: WriteBatch, now_ms: int) -> WriteResult:
         if self.failing:
@@ -113,6 +122,7 @@ class FlakyStore(SqliteStorage):
                       exclude: frozenset[int] = frozenset()) -> list[Pending]:
         if self.reads_failing:
             raise StorageUnavailableError("MariaDB: Can't connect to server")
+        self.pending_reads += 1
         return await super().pending(device_rowid, user_id, now_ms, limit, exclude)
 
 
@@ -201,6 +211,51 @@ def test_what_a_failed_commit_stored_after_all_reaches_online_devices(tmp_path: 
         # The first commit's message was pushed to no one: the re-read after
         # recovery finds it, once.
         assert sorted(m.payload for m in bob_link.messages()) == [b"landed", b"second"]
+
+    run(tmp_path, body)
+
+
+def test_a_message_committed_while_a_hello_is_read_still_reaches_that_device(
+        tmp_path: Path) -> None:
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        alice_link, bob_link = FakeLink(), FakeLink()
+        alice = await engine.open_session(alice_link, Hello(tokens["alice"], b"a"))
+        await engine.open_session(bob_link, Hello(tokens["bob"], b"b"))
+        await sched.settle()
+        engine.close_session(next(s for s in engine.by_device.values() if s.address == b"bob"))
+        # bob's device reconnects; its HELLO read sees an empty queue...
+        store.hold_logins = asyncio.Event()
+        bob_again = FakeLink()
+        again = asyncio.get_running_loop().create_task(
+            engine.open_session(bob_again, Hello(tokens["bob"], b"b")))
+        await asyncio.sleep(0)
+        # ...while a message for bob commits and finds no session to push to.
+        engine.on_message(alice, Message(1, b"bob", b"in between"))
+        await sched.settle()
+        assert alice_link.statuses() == [(1, Status.SENT)]
+        store.hold_logins.set()
+        await again
+        await sched.settle()
+        assert [m.payload for m in bob_again.messages()] == [b"in between"]
+
+    run(tmp_path, body)
+
+
+def test_reconnects_read_no_queue_when_nothing_was_pushed_meanwhile(tmp_path: Path) -> None:
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        for round_ in range(3):  # each reconnect commits its last-seen time
+            sessions = []
+            for i in range(6):  # one after another: each read overlaps a commit
+                sessions.append(await engine.open_session(
+                    FakeLink(), Hello(tokens["alice" if i % 2 else "bob"], f"d{i}".encode())))
+            await sched.settle()
+            for session in sessions:
+                engine.close_session(session)
+            if round_ == 0:
+                reads = store.pending_reads  # new devices: their inherited queue is read
+        assert store.pending_reads == reads  # known, idle devices: no queue reads
 
     run(tmp_path, body)
 
