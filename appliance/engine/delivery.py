@@ -134,10 +134,15 @@ class Engine:
             raise AuthError(f"more than {self.limits.max_devices} devices connected",
                             close_code=CloseCode.TOO_MANY_DEVICES)
         device = login.device
+        has_pending, has_receipts = login.has_pending, login.has_receipts
         if device is None:
             stale_before = now - self.limits.max_expiry_s * 1000
             device = await self.store.register_device(principal.user_id, hello.device_id, now,
                                                       stale_before)
+            # A new device starts after every report that exists (its cursor)
+            # and has a queue only if it inherited its user's ("maybe" for a
+            # device another HELLO registered meanwhile).
+            has_pending = has_receipts = device.inherited
         else:
             self._batch.seen[device.device_rowid] = now  # bookkeeping: no need to wait
             self._queue_flush()
@@ -165,11 +170,11 @@ class Engine:
         # find this session yet).  Other commits (the devices' last-seen times
         # of a connect storm) cannot have missed it.
         raced = self.fanouts != fanouts
-        if login.has_pending or raced:
+        if has_pending or raced:
             self.scheduler.spawn(self._drain(session), name="drain-messages")
         else:
             session.backlog = False
-        if login.has_receipts or raced:
+        if has_receipts or raced:
             self.scheduler.spawn(self._drain_receipts(session), name="drain-receipts")
         else:
             session.report_backlog = False

@@ -84,7 +84,9 @@ class DirectoryStore(Protocol):
                               stale_before_ms: int) -> DeviceRecord:
         """Record that a device connected; a new device gets the user's queue.
 
-        Devices not seen since `stale_before_ms` are forgotten first.
+        Devices not seen since `stale_before_ms` are forgotten first.  The
+        record says whether a device created here inherited any queued message
+        (`DeviceRecord.inherited`; True when the device already existed).
 
         Raises:
             StorageUnavailableError: nothing was changed.

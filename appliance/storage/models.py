@@ -163,10 +163,15 @@ class Login:
 
 @dataclass(frozen=True, slots=True)
 class DeviceRecord:
-    """A registered device: its row id and how far it has confirmed reports."""
+    """A registered device: its row id and how far it has confirmed reports.
+
+    `inherited`: from `register_device`, whether a new device got queued
+    messages of its user (False: nothing to read for it).
+    """
 
     device_rowid: int
     report_cursor: int
+    inherited: bool = field(default=True, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

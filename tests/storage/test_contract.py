@@ -159,8 +159,12 @@ def test_new_devices_inherit_the_queue_and_copies_go_to_sender_devices(backend) 
         assert a1 not in acc.targets
         copy = await store.pending(a2, alice, NOW, 10)
         assert [(p.peer, p.outgoing) for p in copy] == [(b"bob", True)]
-        b1 = (await store.register_device(bob, b"b1", NOW, 0)).device_rowid
+        first = await store.register_device(bob, b"b1", NOW, 0)
+        b1 = first.device_rowid
+        assert first.inherited  # what waited for bob before he had a device
         b2 = (await store.register_device(bob, b"b2", NOW, 0)).device_rowid
+        carol = (await store.create_user(1, "carol", NOW)).user_id
+        assert not (await store.register_device(carol, b"c1", NOW, 0)).inherited
         assert [p.msg_id for p in await store.pending(b1, bob, NOW, 10)] == [1]
         assert [p.msg_id for p in await store.pending(b2, bob, NOW, 10)] == [1]
     run(backend, go)

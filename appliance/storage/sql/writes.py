@@ -493,14 +493,14 @@ class Writer:
         # A new device gets everything still queued for its user (SPEC M1:
         # each device receives every message), including what waited on the
         # placeholder while the user had no device at all.
-        conn.execute(self._sql_inherit, (new_id, user_id, new_id))
+        inherited = conn.execute(self._sql_inherit, (new_id, user_id, new_id)).rowcount
         conn.execute("DELETE FROM deliveries WHERE device_id IN (SELECT id FROM devices"
                      " WHERE user_id = ? AND device = x'')", (user_id,))
         conn.execute("DELETE FROM devices WHERE user_id = ? AND device = x''", (user_id,))
         self._devices.pop(user_id, None)
         self._placeholders.pop(user_id, None)
         self._device_user[new_id] = user_id
-        return DeviceRecord(new_id, self._receipt_seq)
+        return DeviceRecord(new_id, self._receipt_seq, inherited != 0)
 
     def _forget_stale(self, user_id: int, stale_before_ms: int) -> None:
         stale = self.conn.execute("SELECT id FROM devices WHERE user_id = ? AND device != x''"
