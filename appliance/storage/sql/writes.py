@@ -479,34 +479,46 @@ class Writer:
 
     def _register(self, user_id: int, device_id: bytes, now_ms: int,
                   stale_before_ms: int) -> DeviceRecord:
+        # One read of the user's devices decides what else is needed: a first
+        # device of a user with nothing queued costs one SELECT and one INSERT
+        # (a connect storm of new devices is bounded by this transaction).
         conn = self.conn
-        row = conn.execute("SELECT id, report_cursor FROM devices WHERE user_id = ?"
-                           " AND device = ?", (user_id, device_id)).fetchone()
-        if row is not None:
-            conn.execute("UPDATE devices SET last_seen_ms = ? WHERE id = ?", (now_ms, row[0]))
-            return DeviceRecord(row[0], row[1])
-        self._forget_stale(user_id, stale_before_ms)
+        rows = conn.execute("SELECT id, device, report_cursor, last_seen_ms FROM devices"
+                            " WHERE user_id = ?", (user_id,)).fetchall()
+        stale: list[tuple[int]] = []
+        placeholders: list[tuple[int]] = []
+        others = 0
+        for row_id, device, cursor, seen in rows:
+            device = bytes(device)
+            if device == device_id:
+                conn.execute("UPDATE devices SET last_seen_ms = ? WHERE id = ?", (now_ms, row_id))
+                return DeviceRecord(row_id, cursor)
+            if not device:
+                placeholders.append((row_id,))
+            elif seen < stale_before_ms:
+                stale.append((row_id,))
+            else:
+                others += 1
+        if stale:
+            conn.executemany("DELETE FROM deliveries WHERE device_id = ?", stale)
+            conn.executemany("DELETE FROM devices WHERE id = ?", stale)
         cur = conn.execute("INSERT INTO devices (user_id, device, last_seen_ms, report_cursor)"
                            " VALUES (?, ?, ?, ?)", (user_id, device_id, now_ms, self._receipt_seq))
         new_id = cur.lastrowid
         assert new_id is not None
-        # A new device gets everything still queued for its user (SPEC M1:
-        # each device receives every message), including what waited on the
-        # placeholder while the user had no device at all.
-        inherited = conn.execute(self._sql_inherit, (new_id, user_id, new_id)).rowcount
-        conn.execute("DELETE FROM deliveries WHERE device_id IN (SELECT id FROM devices"
-                     " WHERE user_id = ? AND device = x'')", (user_id,))
-        conn.execute("DELETE FROM devices WHERE user_id = ? AND device = x''", (user_id,))
+        inherited = 0
+        if others or placeholders:
+            # A new device gets everything still queued for its user (SPEC M1:
+            # each device receives every message), including what waited on the
+            # placeholder while the user had no device at all.
+            inherited = conn.execute(self._sql_inherit, (new_id, user_id, new_id)).rowcount
+        if placeholders:
+            conn.executemany("DELETE FROM deliveries WHERE device_id = ?", placeholders)
+            conn.executemany("DELETE FROM devices WHERE id = ?", placeholders)
         self._devices.pop(user_id, None)
         self._placeholders.pop(user_id, None)
         self._device_user[new_id] = user_id
         return DeviceRecord(new_id, self._receipt_seq, inherited != 0)
-
-    def _forget_stale(self, user_id: int, stale_before_ms: int) -> None:
-        stale = self.conn.execute("SELECT id FROM devices WHERE user_id = ? AND device != x''"
-                                  " AND last_seen_ms < ?", (user_id, stale_before_ms)).fetchall()
-        self.conn.executemany("DELETE FROM deliveries WHERE device_id = ?", stale)
-        self.conn.executemany("DELETE FROM devices WHERE id = ?", stale)
 
     def _user_devices(self, user_id: int) -> list[int]:
         """The user's real devices (never the placeholder); cached."""
