@@ -191,9 +191,22 @@ def service_data_dir() -> Iterator[Path]:
         shutil.rmtree(data, ignore_errors=True)
 
 
+@pytest.fixture
+def service_binary() -> Iterator[Path]:
+    """The frozen executable where any user may run it (the checkout may be in /root)."""
+    built = frozen_binary()
+    where = Path(tempfile.mkdtemp(prefix="tidings-bin-", dir="/tmp"))
+    try:
+        where.chmod(0o755)
+        shutil.copy2(built, where / "tidings")
+        yield where / "tidings"
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
 def test_bootstrap_on_the_system_server_with_socket_auth_twice(
-        system_database: str, service_data_dir: Path) -> None:
-    binary = frozen_binary()
+        system_database: str, service_data_dir: Path, service_binary: Path) -> None:
+    binary = service_binary
     user = _service_user()
     data = service_data_dir
     args = ("db", "bootstrap", "--service-user", user, "--name", system_database,
@@ -287,7 +300,8 @@ def test_private_server_bootstrap_twice_then_supervised_by_serve(tmp_path: Path)
     assert not socket_live(socket)  # stopped with the server
 
 
-def test_private_server_for_a_service_user_stays_that_users(service_data_dir: Path) -> None:
+def test_private_server_for_a_service_user_stays_that_users(service_data_dir: Path,
+                                                           service_binary: Path) -> None:
     if os.geteuid() != 0:
         missing("bootstrapping for a service user needs root")
     if not binaries.server_installed():
@@ -298,7 +312,7 @@ def test_private_server_for_a_service_user_stays_that_users(service_data_dir: Pa
             "--no-install-server")
     # Root's later commands start the server as its owner, never as root.
     tidings(data, "user", "add", "alice")
-    tidings(data, "user", "add", "bob", user=user, binary=frozen_binary())
+    tidings(data, "user", "add", "bob", user=user, binary=service_binary)
     assert tidings(data, "user", "list").stdout.split() == ["alice", "bob"]
     owners = {p.owner() for p in (data / "mariadb").rglob("*")}
     assert owners == {user}, owners
