@@ -136,8 +136,11 @@ class MariaConnection:
                 cur.execute(statement)
         return cur
 
-    def begin(self) -> bool:
+    def begin(self, *, durable: bool = True) -> bool:
         """Open the transaction with a read of the directory version.
+
+        Every COMMIT is durable here (`durable` is ignored):
+        innodb_flush_log_at_trx_commit is a server-wide setting.
 
         Stale when the version changed (an admin change from another process)
         or the connection is new (what was cached may predate an outage).

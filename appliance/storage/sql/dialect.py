@@ -45,11 +45,15 @@ class Connection(Protocol):
     @property
     def executemany(self) -> Callable[..., Any]: ...
 
-    def begin(self) -> bool:
+    def begin(self, *, durable: bool = True) -> bool:
         """Open a write transaction; True when cached directory data may be stale.
 
         Stale means another connection committed directory changes, or the
         connection was re-established (what was cached may predate an outage).
+        `durable=False` lets the COMMIT skip its fsync where the backend can:
+        only for changes that nothing acknowledged depends on until a later,
+        durable commit persists them too (in commit order); a crash then
+        loses them whole, never in part.
         """
         ...
 

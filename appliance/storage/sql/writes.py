@@ -132,8 +132,8 @@ class Writer:
         self._highest: dict[int, int] = {}
         self._receipt_rows: list[tuple[int, ...]] = []
 
-    def _begin(self) -> None:
-        if self.conn.begin() or self._stale:
+    def _begin(self, *, durable: bool = True) -> None:
+        if self.conn.begin(durable=durable) or self._stale:
             self._clear_caches()
             self._load_counters()
             self._stale = False
@@ -470,7 +470,11 @@ class Writer:
                          ) -> list[DeviceRecord]:
         """See `DirectoryStore.register_device`; many in one transaction."""
         try:
-            self._begin()
+            # No fsync of its own (a connect storm of new devices would pay one
+            # per batch): a registration matters only once something is queued
+            # for or acknowledged by the device, and that commit is durable
+            # and persists this one with it.
+            self._begin(durable=False)
             records = [self._register(*req) for req in requests]
             self.conn.commit()
         except self._errors as exc:

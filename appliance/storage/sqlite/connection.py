@@ -8,6 +8,7 @@ file.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -65,8 +66,9 @@ class SqliteConnection:
         self.execute = raw.execute
         self.executemany = raw.executemany
         self._version = -1
+        self._relaxed = False
 
-    def begin(self) -> bool:
+    def begin(self, *, durable: bool = True) -> bool:
         """BEGIN IMMEDIATE; stale when another connection committed since the last one.
 
         ``PRAGMA data_version`` changes whenever another connection (the CLI,
@@ -75,11 +77,20 @@ class SqliteConnection:
         version: int = self.raw.execute("PRAGMA data_version").fetchone()[0]
         stale = version != self._version
         self._version = version
+        if not durable:
+            # WAL with synchronous=NORMAL: the commit is atomic and survives a
+            # process crash; the next FULL commit's fsync covers it too.  It can
+            # only be changed outside a transaction.
+            self.raw.execute("PRAGMA synchronous = NORMAL")
+            self._relaxed = True
         self.raw.execute("BEGIN IMMEDIATE")
         return stale
 
     def commit(self) -> None:
-        self.raw.execute("COMMIT")
+        try:
+            self.raw.execute("COMMIT")
+        finally:
+            self._restore()
 
     def rollback(self) -> None:
         try:
@@ -87,6 +98,13 @@ class SqliteConnection:
                 self.raw.execute("ROLLBACK")
         except sqlite3.Error:
             pass  # the transaction is gone either way
+        with contextlib.suppress(sqlite3.Error):  # broken: it is not used again
+            self._restore()
+
+    def _restore(self) -> None:
+        if self._relaxed and not self.raw.in_transaction:
+            self.raw.execute("PRAGMA synchronous = FULL")
+            self._relaxed = False
 
     def translate(self, exc: BaseException) -> StorageError:
         return translate(exc) if isinstance(exc, sqlite3.Error) else StorageError(str(exc))
