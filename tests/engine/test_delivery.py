@@ -12,6 +12,7 @@ import pytest
 from appliance.engine.clock import FakeClock
 from appliance.engine.delivery import Engine, token_hash
 from appliance.engine.ports import EngineLimits
+from appliance.engine.session import Session
 from appliance.errors import StorageUnavailableError
 from appliance.protocol.wire import (
     Ack,
@@ -152,13 +153,20 @@ def run(tmp: Path, body: Callable[..., Coroutine[Any, Any, None]]) -> None:
     asyncio.run(main())
 
 
+async def _alice_and_bob(engine: Engine, sched: Scheduler, tokens: dict[str, bytes]
+                         ) -> tuple[Session, FakeLink, Session, FakeLink]:
+    """alice and bob online, one device each, with their links."""
+    alice_link, bob_link = FakeLink(), FakeLink()
+    alice = await engine.open_session(alice_link, Hello(tokens["alice"], b"a"))
+    bob = await engine.open_session(bob_link, Hello(tokens["bob"], b"b"))
+    await sched.settle()
+    return alice, alice_link, bob, bob_link
+
+
 def test_store_failure_answers_failed_never_sent_and_recovers(tmp_path: Path) -> None:
     async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
                    tokens: dict[str, bytes]) -> None:
-        alice_link, bob_link = FakeLink(), FakeLink()
-        alice = await engine.open_session(alice_link, Hello(tokens["alice"], b"a"))
-        bob = await engine.open_session(bob_link, Hello(tokens["bob"], b"b"))
-        await sched.settle()
+        alice, alice_link, bob, bob_link = await _alice_and_bob(engine, sched, tokens)
         store.failing = True
         engine.on_message(alice, Message(1, b"bob", b"lost?"))
         await sched.settle()
@@ -190,10 +198,7 @@ def test_store_failure_answers_failed_never_sent_and_recovers(tmp_path: Path) ->
 def test_what_a_failed_commit_stored_after_all_reaches_online_devices(tmp_path: Path) -> None:
     async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
                    tokens: dict[str, bytes]) -> None:
-        alice_link, bob_link = FakeLink(), FakeLink()
-        alice = await engine.open_session(alice_link, Hello(tokens["alice"], b"a"))
-        await engine.open_session(bob_link, Hello(tokens["bob"], b"b"))
-        await sched.settle()
+        alice, alice_link, _, bob_link = await _alice_and_bob(engine, sched, tokens)
         store.lost_after_commit = True  # committed, but the answer never came
         engine.on_message(alice, Message(1, b"bob", b"landed"))
         await sched.settle()
@@ -219,11 +224,8 @@ def test_a_message_committed_while_a_hello_is_read_still_reaches_that_device(
         tmp_path: Path) -> None:
     async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
                    tokens: dict[str, bytes]) -> None:
-        alice_link, bob_link = FakeLink(), FakeLink()
-        alice = await engine.open_session(alice_link, Hello(tokens["alice"], b"a"))
-        await engine.open_session(bob_link, Hello(tokens["bob"], b"b"))
-        await sched.settle()
-        engine.close_session(next(s for s in engine.by_device.values() if s.address == b"bob"))
+        alice, alice_link, bob, _ = await _alice_and_bob(engine, sched, tokens)
+        engine.close_session(bob)
         # bob's device reconnects; its HELLO read sees an empty queue...
         store.hold_logins = asyncio.Event()
         bob_again = FakeLink()
