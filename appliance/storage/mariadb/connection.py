@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 # Server error numbers (include/mysqld_error.h) that mean "not now" rather
 # than "never": lock waits, deadlocks, a full disk or table, read-only.
+_DEADLOCK = 1213
 _TRANSIENT_ERRNOS = {1205, 1213, 1114, 1021, 3, 28, 1290, 1836, 2006, 2013, 1927, 1053}
 
 
@@ -174,6 +175,10 @@ class MariaConnection:
         if isinstance(error, StorageUnavailableError):
             self.close()
         return error
+
+    def retryable(self, exc: BaseException) -> bool:
+        """ER_LOCK_DEADLOCK: InnoDB rolled the transaction back; run it again."""
+        return getattr(exc, "errno", None) == _DEADLOCK
 
     def close(self) -> None:
         raw, self._raw = self._raw, None

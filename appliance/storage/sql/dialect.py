@@ -66,6 +66,10 @@ class Connection(Protocol):
         """The storage error for a driver exception (never leak driver types)."""
         ...
 
+    def retryable(self, exc: BaseException) -> bool:
+        """Whether the transaction that raised `exc` may simply run again (a deadlock)."""
+        ...
+
     def close(self) -> None: ...
 
     def advisory_lock(self, name: str, timeout_s: float) -> None:

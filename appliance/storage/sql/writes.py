@@ -82,6 +82,10 @@ def from_db_id(value: int | None) -> int:
     return value + _WRAP if value < 0 else value
 
 
+class _DeadlockError(Exception):
+    """Internal: the batch was rolled back by a deadlock and may run again."""
+
+
 @dataclass(slots=True)
 class _Group:
     app_id: int
@@ -164,7 +168,18 @@ class Writer:
     # --- the group-commit transaction -------------------------------------
 
     def apply(self, batch: WriteBatch, now_ms: int) -> WriteResult:
-        """Commit one batch; see `MessageStore.write`."""
+        """Commit one batch; see `MessageStore.write`.
+
+        A batch that InnoDB chose as a deadlock's victim was rolled back whole:
+        it runs once more (with caches and counters read afresh) before its
+        senders are told FAILED.
+        """
+        try:
+            return self._apply(batch, now_ms, retry=True)
+        except _DeadlockError:
+            return self._apply(batch, now_ms, retry=False)
+
+    def _apply(self, batch: WriteBatch, now_ms: int, *, retry: bool) -> WriteResult:
         receipts: list[Receipt] = []
         try:
             self._begin()
@@ -182,7 +197,10 @@ class Writer:
             self.conn.commit()
         except self._errors as exc:
             self._trim.clear()
-            raise self._fail(exc) from None
+            error = self._fail(exc)
+            if retry and self.conn.retryable(exc):
+                raise _DeadlockError from None
+            raise error from None
         if self._trim and self.trimmer is not None:
             self.trimmer(self._trim)  # the cursors it compares with are committed now
             self._trim = set()

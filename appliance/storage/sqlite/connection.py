@@ -109,6 +109,10 @@ class SqliteConnection:
     def translate(self, exc: BaseException) -> StorageError:
         return translate(exc) if isinstance(exc, sqlite3.Error) else StorageError(str(exc))
 
+    def retryable(self, exc: BaseException) -> bool:
+        """SQLite has one writer at a time: no deadlocks (busy_timeout waits)."""
+        return False
+
     def close(self) -> None:
         self.raw.close()
 
