@@ -39,12 +39,6 @@ class MariaDBServer:
     def stop(self) -> None:
         self.server.stop()
 
-    def kill(self) -> None:
-        """SIGKILL mariadbd, as a crash or an operator's kill -9 would."""
-        self.server.kill()
-        assert self.server.proc is not None
-        self.server.proc.wait()
-
     @property
     def admin(self) -> DatabaseLocation:
         """The administrator: the OS user, by unix_socket, no database."""
