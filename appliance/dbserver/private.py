@@ -14,7 +14,6 @@ socket we hand it in ``NOTIFY_SOCKET``: no polling, no sleeps.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import pwd
@@ -233,12 +232,6 @@ class PrivateServer:
         if self._watcher is not None:
             self._watcher.join(timeout=5)
         self.proc = None
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would (tests); the supervisor restarts it."""
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
 
 
 def socket_live(path: Path) -> bool:
