@@ -273,43 +273,35 @@ def start_together(gens: list[Generator], delay_s: float = 0.3) -> int:
 
 
 class BenchMariaDB:
-    """A private MariaDB server for the benchmark (the appliance's own code starts it).
+    """The tests' MariaDB server (`tests.support.mariadb`), for the benchmark.
 
     Each run gets a new database, filled from the template data directory by
     `tidings db copy`, the operator's way from SQLite to MariaDB.
     """
 
     def __init__(self, root: Path, cpu: int | None) -> None:
-        from appliance.dbserver.private import PrivateLayout, PrivateServer, initialise
+        from tests.support.mariadb import MariaDBServer
 
-        self.layout = PrivateLayout(root)
-        initialise(self.layout)
-        self.server = PrivateServer(self.layout)
-        self.server.start()
-        assert self.server.proc is not None
-        self.pid = self.server.proc.pid
+        self.database = MariaDBServer(root)
+        self.database.start()
+        proc = self.database.server.proc
+        assert proc is not None
+        self.pid = proc.pid
         if cpu is not None:
-            os.sched_setaffinity(self.pid, {cpu})
-        self._runs = 0
+            # Every thread: mariadbd started its workers before we got here,
+            # and a thread keeps the affinity it was created with.
+            for tid in os.listdir(f"/proc/{self.pid}/task"):
+                os.sched_setaffinity(int(tid), {cpu})
 
     def prepare(self, data_dir: Path) -> None:
         """Copy `data_dir`'s SQLite store into a new database and switch it there."""
-        from appliance.config.database import parse_database
-        from appliance.storage.mariadb.connection import open_raw
-
-        self._runs += 1
-        url = f"mariadb://root@/bench_{self._runs}?socket={self.layout.socket}"
-        conn = open_raw(parse_database(url, data_dir), 10, database=False)
-        try:
-            conn.cursor().execute(f"CREATE DATABASE bench_{self._runs}")
-        finally:
-            conn.close()
+        url = self.database.database("bench").url()
         subprocess.run([sys.executable, "-m", "appliance", "--data-dir", str(data_dir), "db",
                         "copy", "--to", url], capture_output=True, text=True, check=True,
                        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
     def stop(self) -> None:
-        self.server.stop()
+        self.database.stop()
 
 
 # --- data directories -------------------------------------------------------------
