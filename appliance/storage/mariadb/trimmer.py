@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from appliance.config.database import DatabaseLocation
 from appliance.storage.mariadb.connection import MariaConnection
+from appliance.storage.sql.writes import trim_receipts
 
 log = logging.getLogger(__name__)
 
@@ -47,27 +48,11 @@ class ReceiptTrimmer:
             users, self._users = sorted(self._users), set()
             self._scheduled = False
         try:
-            self._trim(users)
+            trim_receipts(self._conn, users)
         except self._conn.errors as exc:
             # Left for the next confirmation of these users (or a later trim);
             # a receipt kept too long is never sent again (cursors say so).
             log.warning("cannot remove confirmed receipts: %s", self._conn.translate(exc))
-
-    def _trim(self, users: list[int]) -> None:
-        # The cursors first, by a plain (non-locking) read; then a DELETE that
-        # locks receipt rows only.  A DELETE with a subquery on devices would
-        # also lock those rows, which the writer updates: deadlocks (seen).
-        for start in range(0, len(users), 500):
-            chunk = users[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            bounds = self._conn.execute(
-                f"SELECT user_id, min(report_cursor) FROM devices WHERE user_id IN ({marks})"
-                " AND device != x'' GROUP BY user_id", chunk).fetchall()
-            if not bounds:
-                continue
-            ranges = " OR ".join("(user_id = ? AND seq <= ?)" for _ in bounds)
-            self._conn.execute(f"DELETE FROM receipts WHERE {ranges}",
-                               [v for row in bounds for v in row])
 
     def close(self) -> None:
         """Finish what was submitted, then close the connection."""
