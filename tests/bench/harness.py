@@ -148,15 +148,33 @@ def server(data_dir: Path, cpu: int, *, stub: bool = False) -> Iterator[ServerPr
 
     timer = threading.Timer(30.0, watchdog)
     timer.start()
+    profiler = None
     try:
         try:
             srv.start()
         finally:
             timer.cancel()
+        profiler = _profile(srv.proc.pid) if srv.proc is not None and not stub else None
         yield srv
     finally:
         if srv.proc is not None:
             srv.stop(timeout=20.0)
+        if profiler is not None:
+            profiler.wait(timeout=20.0)
+
+
+def _profile(pid: int) -> subprocess.Popen[bytes] | None:
+    """With BENCH_PROFILE=DIR, py-spy samples the server into DIR (a tool for us, not a figure)."""
+    out = os.environ.get("BENCH_PROFILE")
+    if not out:
+        return None
+    Path(out).mkdir(parents=True, exist_ok=True)
+    target = Path(out) / f"server-{pid}.txt"
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    extra = os.environ.get("BENCH_PROFILE_ARGS", "").split()  # e.g. --native
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw",
+                             "--threads", "--rate", "250", *extra, "-o", str(target)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 # --- load generators ------------------------------------------------------------------

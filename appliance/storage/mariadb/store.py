@@ -58,7 +58,7 @@ class MariaDBStorage(SqlStorage):
                 finally:
                     conn.close()
             writer_conn = MariaConnection(location, timeout_s, autocommit=False,
-                                          server_lock=server)
+                                          server_lock=server, pipelined=True)
             writer = Writer(writer_conn)
             try:
                 writer_conn.execute("SELECT 1").fetchall()  # connect (and lock) now

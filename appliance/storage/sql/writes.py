@@ -187,9 +187,12 @@ class Writer:
         receipts: list[Receipt] = []
         try:
             self._begin()
-            accepted = self._accept_all(batch.messages, now_ms) if batch.messages else []
+            # Acknowledgements first: on a pipelined connection their
+            # statements run while the accept loop's Python builds the
+            # messages' (a message of this batch cannot be acknowledged yet).
             if batch.acks:
                 self._ack_all(batch.acks, now_ms, receipts)
+            accepted = self._accept_all(batch.messages, now_ms) if batch.messages else []
             for reader, app_id, peer, group_id, ids in batch.reads:
                 self._read(reader, app_id, peer, group_id, ids, now_ms, receipts)
             self._flush_receipts()
