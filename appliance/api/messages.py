@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import random
 import struct
@@ -85,6 +86,39 @@ def _int(doc: dict[str, Any], name: str, default: int, top: int) -> int:
     return value
 
 
+class _Deadlines:
+    """Fails the sends still unanswered after `timeout_s`, with one timer for all.
+
+    `asyncio.timeout` per request (a timer handle, a heap push and a cancel)
+    cost ~4 % of a POST /v1/messages.  Every send waits the same time, so the
+    deadlines are in arrival order: answered ones are dropped from the front.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+        self._queue: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, future: asyncio.Future[Any]) -> None:
+        queue = self._queue
+        while queue and queue[0][1].done():
+            queue.popleft()
+        loop = asyncio.get_running_loop()
+        queue.append((loop.time() + self._timeout_s, future))
+        if self._timer is None:
+            self._timer = loop.call_at(queue[0][0], self._expire, loop)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        queue, now = self._queue, loop.time()
+        while queue and (queue[0][0] <= now or queue[0][1].done()):
+            _, future = queue.popleft()
+            if not future.done():
+                future.set_exception(TimeoutError())
+        if queue:
+            self._timer = loop.call_at(queue[0][0], self._expire, loop)
+
+
 class BackendSender:
     """Turns ``POST /v1/messages`` bodies into engine messages."""
 
@@ -93,6 +127,7 @@ class BackendSender:
         self.store = store
         self._last_id = 0
         self._users: dict[tuple[int, bytes], tuple[int, float]] = {}
+        self._deadlines = _Deadlines(_TIMEOUT_S)
 
     def _next_id(self) -> int:
         # As the SDK does: time-ordered, increasing, random low bits.
@@ -132,9 +167,9 @@ class BackendSender:
             expiry_s=_int(doc, "expiry_s", _DEFAULT_EXPIRY_S, 2**32 - 1),
             type=_int(doc, "type", 0, 2**32 - 1), flags=_int(doc, "flags", Flag.DEFAULT, 0xFFFF),
             priority=_int(doc, "priority", 0, 15)))
+        self._deadlines.watch(link.answer)
         try:
-            async with asyncio.timeout(_TIMEOUT_S):
-                status, ts = await link.answer
+            status, ts = await link.answer
         except TimeoutError:
             raise ApiError(503, "storage unavailable", "the message was not answered in time;"
                            " resend it with the same id") from None
