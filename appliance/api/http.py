@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 from appliance.errors import (
     ApplianceError,
@@ -31,6 +32,13 @@ class ApiRequest:
     query: dict[str, str]
     headers: dict[bytes, bytes]
     body: bytes
+
+
+def parse_query(query: str) -> dict[str, str]:
+    """A request target's query string as a dict; the last value of a repeated name wins."""
+    if not query:
+        return {}  # the usual case, and parse_qs costs a few us even on nothing
+    return {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
 
 
 @dataclass(slots=True)

@@ -13,11 +13,10 @@ import asyncio
 import logging
 from http import HTTPStatus
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs
 
 import h11
 
-from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse, problem
+from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse, parse_query, problem
 from appliance.transport.ratelimit import RATE_PER_S, TokenBucket
 from appliance.transport.tasks import spawn
 from appliance.transport.websocket import WebSocketCarrier
@@ -165,8 +164,7 @@ class HttpProtocol(asyncio.Protocol):
         path, _, query = target.partition("?")
         api_request = ApiRequest(
             request.method.decode("latin-1"), path,
-            {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()} if query
-            else {},
+            parse_query(query),
             {k.lower(): v for k, v in request.headers}, bytes(self._body))
         api = self._server.api
         if api is None:

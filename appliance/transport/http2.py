@@ -20,7 +20,6 @@ import collections
 import contextlib
 import logging
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -36,7 +35,7 @@ from h2.events import (
 from h2.exceptions import H2Error, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes
 
-from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse, problem
+from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse, parse_query, problem
 from appliance.transport.http1 import MAX_BODY_BYTES, MAX_HEADER_BYTES, SERVER_HEADER
 from appliance.transport.ratelimit import RATE_PER_S, TokenBucket
 from appliance.transport.tasks import spawn
@@ -172,8 +171,7 @@ class Http2Protocol(asyncio.Protocol):
         target = headers.get(b":path", b"/").decode("latin-1")
         path, _, query = target.partition("?")
         request = ApiRequest(headers.get(b":method", b"GET").decode("latin-1"), path,
-                             {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
-                             if query else {},
+                             parse_query(query),
                              {k.lower(): v for k, v in stream.headers if not k.startswith(b":")},
                              bytes(stream.body))
         api = self._server.api
