@@ -9,15 +9,17 @@ from pathlib import Path
 from appliance.config import load_config
 from appliance.config.database import resolve_database
 from appliance.engine.clock import SystemClock
-from appliance.service.admin import AdminService
+from appliance.service.admin import DEFAULT_APP, AdminService
 from appliance.service.database import running
 from appliance.storage import open_storage
 from appliance.storage.models import Perm
 
 
 def provision(data_dir: Path, users: list[str], groups: dict[str, list[str]] | None = None,
-              token_ttl_s: int = 3600) -> tuple[dict[str, str], dict[str, int]]:
-    """Create `users` (with one token each) and `groups`; return (tokens, group ids)."""
+              token_ttl_s: int = 3600, *, app: str = DEFAULT_APP
+              ) -> tuple[dict[str, str], dict[str, int]]:
+    """Create `users` (with one token each) and `groups` in `app` (created if it is new);
+    return (tokens, group ids)."""
 
     async def go() -> tuple[dict[str, str], dict[str, int]]:
         clock = SystemClock()
@@ -26,7 +28,10 @@ def provision(data_dir: Path, users: list[str], groups: dict[str, list[str]] | N
             "storage.database": os.environ.get("TIDINGS_DATABASE")}).storage,
                                    clock.wall_ms())
         try:
-            svc = AdminService(store, clock)
+            if app != DEFAULT_APP and app not in {a.name for a in
+                                                  await AdminService(store, clock).list_apps()}:
+                await AdminService(store, clock).add_app(app)
+            svc = AdminService(store, clock, app)
             tokens = {}
             for name in users:
                 await svc.add_user(name)
