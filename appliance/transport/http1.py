@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import h11
 
 from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse, parse_query, problem
-from appliance.transport.ratelimit import RATE_PER_S, TokenBucket
+from appliance.ratelimit import RATE_PER_S, TokenBucket
 from appliance.transport.tasks import spawn
 from appliance.transport.websocket import WebSocketCarrier
 

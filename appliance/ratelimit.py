@@ -1,4 +1,8 @@
-"""A token bucket: the request-rate bound of one HTTP connection."""
+"""A token bucket: the one rate rule (per HTTP connection, per IP, per user).
+
+Pure: the caller passes its clock's monotonic time, so the edge, the transport
+and the engine share it without importing each other.
+"""
 
 from __future__ import annotations
 
