@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from appliance.transport.ratelimit import TokenBucket
+from appliance.ratelimit import TokenBucket
 
 
 def test_burst_then_rate() -> None:
