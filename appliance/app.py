@@ -28,7 +28,7 @@ from appliance.service.database import running
 from appliance.storage import Storage, open_storage
 from appliance.transport.notify import sd_notify
 from appliance.transport.server import Server
-from appliance.transport.tasks import LoopScheduler
+from appliance.transport.tasks import LoopScheduler, spawn
 from appliance.transport.tls import TlsContexts
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,11 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         server.api = RestApi(store, clock, BackendSender(engine, store), lambda: Stats(
             connections=len(server.connections), sessions=len(engine.by_device),
             commits=engine.commits, failed_commits=engine.stats_failed_batches))
+        server.api.credentials = engine.credentials
+        engine.credentials.secrets_changed = lambda _app: server.api.forget_secrets() \
+            if server.api is not None else None
         host, port = await server.start(config.server.host, config.server.port)
+        watcher = spawn(engine.credentials.run(), name="credentials")
         redirect_port = None
         if config.server.redirect_port >= 0:
             _, redirect_port = await server.start_redirect(config.server.host,
@@ -91,6 +95,7 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         sd_notify("READY=1", f"STATUS=listening on {host}:{port}")
         await stop.wait()
         sd_notify("STOPPING=1")
+        watcher.cancel()
         await server.stop(config.server.shutdown_timeout_s)
     finally:
         await store.close()

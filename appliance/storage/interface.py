@@ -12,9 +12,8 @@ Nothing in a batch is visible to readers before that.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from collections.abc import Sequence
+from typing import Protocol
 
 from appliance.storage.models import (
     AppInfo,

@@ -359,7 +359,8 @@ def test_credential_changes_are_logged_in_commit_order(backend) -> None:  # type
         assert [(c.app_id, c.user_id) for c in changes] == [(1, alice), (1, bob), (1, carol),
                                                            (1, None)]
         versions = [c.version for c in changes]
-        assert versions == sorted(versions) and len(set(versions)) == 4
+        assert versions == sorted(versions)
+        assert len(set(versions)) == 4
         assert await store.latest_credential_change() == versions[-1]
         assert await store.credential_changes(versions[1], 2) == changes[2:]
         assert await store.credential_changes(versions[-1], 100) == []
@@ -372,10 +373,12 @@ def test_token_owners_reads_many_tokens_at_once(backend) -> None:  # type: ignor
         hashes = [i.to_bytes(32, "big") for i in range(1, 1201)]  # more than one chunk
         for i, h in enumerate(hashes):
             await store.store_token(alice if i % 2 else bob, h, NOW + i, NOW)
-        owners = await store.token_owners(hashes + [b"x" * 32])
+        owners = await store.token_owners([*hashes, b"x" * 32])
         assert len(owners) == len(hashes)
-        assert owners[hashes[1]].user_id == alice and owners[hashes[1]].address == b"alice"
-        assert owners[hashes[0]].address == b"bob" and owners[hashes[0]].token_expires_ms == NOW
+        assert owners[hashes[1]].user_id == alice
+        assert owners[hashes[1]].address == b"alice"
+        assert owners[hashes[0]].address == b"bob"
+        assert owners[hashes[0]].token_expires_ms == NOW
         await store.revoke_tokens(bob)
         await store.rename_user(1, "alice", "alicia")
         owners = await store.token_owners(hashes)
