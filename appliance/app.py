@@ -74,12 +74,13 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
                         server_version=f"tidings/{__version__}".encode())
         tls = TlsContexts(config.tls.cert, config.tls.key, config.storage.data_dir)
         server = Server(engine, config.limits, clock, tls)
-        server.api = RestApi(store, clock, BackendSender(engine, store), lambda: Stats(
+        api = server.api = RestApi(store, clock, BackendSender(engine, store), lambda: Stats(
             connections=len(server.connections), sessions=len(engine.by_device),
             commits=engine.commits, failed_commits=engine.stats_failed_batches))
-        server.api.credentials = engine.credentials
-        engine.credentials.secrets_changed = lambda _app: server.api.forget_secrets() \
-            if server.api is not None else None
+        # Credential changes made here close this process's sessions at once;
+        # secrets replaced by another process stop working at its next poll.
+        api.credentials = engine.credentials
+        engine.credentials.secrets_changed = lambda _app: api.forget_secrets()
         host, port = await server.start(config.server.host, config.server.port)
         watcher = spawn(engine.credentials.run(), name="credentials")
         redirect_port = None

@@ -392,7 +392,9 @@ class RestApi:
         if app is None:
             raise ApiError(401, "unauthorized", "unknown or revoked app secret")
         # A store read per request cost more than the rest of a small request;
-        # a revoked secret keeps working for at most `SECRET_CACHE_S`.
+        # a revoked secret keeps working for at most `SECRET_CACHE_S` (the
+        # credential watcher drops the cache within `limits.credentials_poll_s`
+        # when another process replaces a secret).
         if len(self._secrets) > 10_000:
             self._secrets.clear()
         self._secrets[secret] = (app, now + SECRET_CACHE_S)

@@ -24,7 +24,6 @@ long as the session is open (issue 12, finding 5, PROTOCOL.md §5.1):
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
@@ -51,8 +50,8 @@ class CredentialWatcher:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._expiries: list[tuple[int, int, Session]] = []
-        self._tiebreak = itertools.count()
+        #: A heap of sessions ordered by their token's expiry (`Session.__lt__`).
+        self._expiries: list[Session] = []
         #: The version of the last logged change handled; None until read.
         self._cursor: int | None = None
         #: Raised whenever sessions are re-checked: a HELLO in flight across a
@@ -69,8 +68,7 @@ class CredentialWatcher:
 
     def track(self, session: Session, generation: int) -> None:
         """A session was opened; `generation` is what it was when its HELLO was read."""
-        heapq.heappush(self._expiries,
-                       (session.token_expires_ms, next(self._tiebreak), session))
+        heapq.heappush(self._expiries, session)
         if generation != self.generation:
             # Its token was read before a re-check that could not see it yet.
             self._engine.scheduler.spawn(self._recheck((session.user_id,)),
@@ -80,19 +78,19 @@ class CredentialWatcher:
         """Close the sessions whose token expired by `now_ms`; return how many."""
         heap = self._expiries
         closed = 0
-        while heap and heap[0][0] <= now_ms:
-            session = heapq.heappop(heap)[2]
+        while heap and heap[0].token_expires_ms <= now_ms:
+            session = heapq.heappop(heap)
             if not session.closed:
                 self._end(session, CloseCode.TOKEN_EXPIRED, "access token expired")
                 closed += 1
         if len(heap) > 2 * len(self._engine.by_device) + _HEAP_SLACK:
-            self._expiries = [e for e in heap if not e[2].closed]
+            self._expiries = [s for s in heap if not s.closed]
             heapq.heapify(self._expiries)
         return closed
 
     def next_expiry_ms(self) -> int | None:
         """The earliest token expiry among tracked sessions, if any."""
-        return self._expiries[0][0] if self._expiries else None
+        return self._expiries[0].token_expires_ms if self._expiries else None
 
     # --- changes -----------------------------------------------------------------------
 
@@ -159,6 +157,8 @@ class CredentialWatcher:
             else:
                 continue
             closed += 1
+        if closed:
+            log.info("closed %d session(s) whose credentials were revoked or changed", closed)
         return closed
 
     async def _recheck(self, user_ids: Collection[int]) -> None:

@@ -60,5 +60,10 @@ class Session:
         self.token_hash = token_hash
         self.token_expires_ms = token_expires_ms
 
+    def __lt__(self, other: Session) -> bool:
+        # The expiry heap of `CredentialWatcher` holds the sessions themselves:
+        # a (time, tiebreak, session) tuple would add ~90 bytes per connection.
+        return self.token_expires_ms < other.token_expires_ms
+
     def __repr__(self) -> str:
         return f"Session({self.address!r}/{self.device_id!r}, inflight={len(self.inflight)})"
