@@ -28,7 +28,7 @@ from appliance.service.database import running
 from appliance.storage import Storage, open_storage
 from appliance.transport.notify import sd_notify
 from appliance.transport.server import Server
-from appliance.transport.tasks import LoopScheduler
+from appliance.transport.tasks import LoopScheduler, spawn
 from appliance.transport.tls import TlsContexts
 
 log = logging.getLogger(__name__)
@@ -74,10 +74,15 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
                         server_version=f"tidings/{__version__}".encode())
         tls = TlsContexts(config.tls.cert, config.tls.key, config.storage.data_dir)
         server = Server(engine, config.limits, clock, tls)
-        server.api = RestApi(store, clock, BackendSender(engine, store), lambda: Stats(
+        api = server.api = RestApi(store, clock, BackendSender(engine, store), lambda: Stats(
             connections=len(server.connections), sessions=len(engine.by_device),
             commits=engine.commits, failed_commits=engine.stats_failed_batches))
+        # Credential changes made here close this process's sessions at once;
+        # secrets replaced by another process stop working at its next poll.
+        api.credentials = engine.credentials
+        engine.credentials.secrets_changed = lambda _app: api.forget_secrets()
         host, port = await server.start(config.server.host, config.server.port)
+        watcher = spawn(engine.credentials.run(), name="credentials")
         redirect_port = None
         if config.server.redirect_port >= 0:
             _, redirect_port = await server.start_redirect(config.server.host,
@@ -91,6 +96,7 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         sd_notify("READY=1", f"STATUS=listening on {host}:{port}")
         await stop.wait()
         sd_notify("STOPPING=1")
+        watcher.cancel()
         await server.stop(config.server.shutdown_timeout_s)
     finally:
         await store.close()

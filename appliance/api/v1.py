@@ -21,6 +21,7 @@ from appliance.engine.clock import Clock
 from appliance.errors import ApplianceError
 from appliance.service.admin import (
     AdminService,
+    CredentialsListener,
     app_for_secret,
     is_operator_key,
     parse_perms,
@@ -84,7 +85,8 @@ class Call:
 
     def admin(self) -> AdminService:
         assert self.app is not None
-        return AdminService(self.api.store, self.api.clock, self.app.name)
+        return AdminService(self.api.store, self.api.clock, self.app.name,
+                            self.api.credentials)
 
 
 def _field(doc: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...
@@ -331,6 +333,8 @@ class RestApi:
         self.stats = stats
         self._routes = [(r, r.regex()) for r in ROUTES]
         self._secrets: dict[str, tuple[AppInfo, float]] = {}
+        #: This process's live sessions, told of credential changes made here.
+        self.credentials: CredentialsListener | None = None
 
     async def handle(self, request: ApiRequest) -> ApiResponse:
         """The response to `request`; never raises."""
@@ -364,7 +368,7 @@ class RestApi:
         raise ApiError(404, "not found", f"no resource at {request.path}")
 
     def forget_secrets(self) -> None:
-        """Drop cached app secrets (after a rotation through this API)."""
+        """Drop cached app secrets (after a rotation through this API or elsewhere)."""
         self._secrets.clear()
 
     async def _authenticate_operator(self, request: ApiRequest) -> None:
@@ -388,7 +392,9 @@ class RestApi:
         if app is None:
             raise ApiError(401, "unauthorized", "unknown or revoked app secret")
         # A store read per request cost more than the rest of a small request;
-        # a revoked secret keeps working for at most `SECRET_CACHE_S`.
+        # a revoked secret keeps working for at most `SECRET_CACHE_S` (the
+        # credential watcher drops the cache within `limits.credentials_poll_s`
+        # when another process replaces a secret).
         if len(self._secrets) > 10_000:
             self._secrets.clear()
         self._secrets[secret] = (app, now + SECRET_CACHE_S)

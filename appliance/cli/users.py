@@ -1,4 +1,4 @@
-"""`tidings user add|del|list|token|revoke`."""
+"""`tidings user add|del|rename|list|token|revoke`."""
 
 from __future__ import annotations
 
@@ -42,6 +42,24 @@ def delete(ctx: CliContext, address: str, app_name: str) -> None:
         async with app.admin(ctx.config(), app_name) as svc:
             await svc.delete_user(address)
             click.echo(f"deleted user {address}")
+    run(go())
+
+
+@user.command("rename")
+@click.argument("address")
+@click.argument("new_address")
+@_app_option
+@click.pass_obj
+def rename(ctx: CliContext, address: str, new_address: str, app_name: str) -> None:
+    """Give the user ADDRESS the address NEW_ADDRESS (its devices and queues stay).
+
+    A running server closes the user's open connections (ADDRESS_CHANGED);
+    they reconnect with the same token and get the new address.
+    """
+    async def go() -> None:
+        async with app.admin(ctx.config(), app_name) as svc:
+            info = await svc.rename_user(address, new_address)
+            click.echo(f"renamed user {address} to {info.address}")
     run(go())
 
 

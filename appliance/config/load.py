@@ -18,7 +18,11 @@ from appliance.errors import ConfigError
 _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
              "max_expiry_s": 1, "keepalive_s": 1,
              "max_frame_bytes": 64, "sweep_interval_s": 0.01, "shutdown_timeout_s": 0,
-             "max_unconfirmed": 2, "timeout_s": 0.1}
+             "max_unconfirmed": 2, "timeout_s": 0.1,
+             "credentials_poll_s": 0.05}
+#: Upper bounds where a larger value would quietly break a promise: live
+#: sessions learn of revoked credentials within this (PROTOCOL.md §5.1).
+_MAXIMUM = {"credentials_poll_s": 60.0}
 
 
 def load_config(path: Path | None = None,
@@ -97,6 +101,8 @@ def _coerce(current: Any, value: Any, key: str) -> Any:
         return result
     if name in _POSITIVE and result < _POSITIVE[name]:
         raise ConfigError(f"must be >= {_POSITIVE[name]}, got {result}", key_path=key)
+    if name in _MAXIMUM and result > _MAXIMUM[name]:
+        raise ConfigError(f"must be <= {_MAXIMUM[name]}, got {result}", key_path=key)
     if name == "port" and result > 65535:
         raise ConfigError(f"must be <= 65535, got {result}", key_path=key)
     return result

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Iterable
 
 from appliance.engine.clock import Clock
+from appliance.engine.credentials import CredentialWatcher
 from appliance.engine.ports import EngineLimits, Link, Scheduler
 from appliance.engine.session import NO_ACKS, Session
 from appliance.errors import AuthError, StorageError
@@ -107,6 +108,8 @@ class Engine:
         #: devices: only those can miss a device whose HELLO is being read.
         self.fanouts = 0
         self._last_commit = -1e9
+        #: Re-checks live sessions' tokens (revocation, expiry, rename).
+        self.credentials = CredentialWatcher(self)
 
     # --- connection lifecycle -----------------------------------------------
 
@@ -121,7 +124,9 @@ class Engine:
         if not 1 <= len(hello.device_id) <= _MAX_ADDRESS:
             raise AuthError("device id must be 1-64 bytes", close_code=CloseCode.AUTH_FAILED)
         fanouts = self.fanouts
-        login = await self.store.authenticate(token_hash(hello.token), hello.device_id)
+        generation = self.credentials.generation
+        hashed = token_hash(hello.token)
+        login = await self.store.authenticate(hashed, hello.device_id)
         now = self.clock.wall_ms()
         if login is None:
             raise AuthError("unknown access token", close_code=CloseCode.AUTH_FAILED)
@@ -156,11 +161,12 @@ class Engine:
         rowid = device.device_rowid
         cursor = max(device.report_cursor, self._reporting.get(rowid, 0))
         session = Session(link, principal.app_id, principal.user_id, principal.address,
-                          hello.device_id, rowid, cursor)
+                          hello.device_id, rowid, cursor, hashed, principal.token_expires_ms)
         session.acked = self._acking.get(rowid, NO_ACKS)
         self.by_user.setdefault(session.user_id, []).append(session)
         self.by_address[(session.app_id, session.address)] = session.user_id
         self.by_device[session.device_rowid] = session
+        self.credentials.track(session, generation)
         link.welcome(Welcome(address=session.address, server_time_ms=now,
                              keepalive_s=self.limits.keepalive_s,
                              max_frame_bytes=self.limits.max_frame_bytes,
@@ -184,6 +190,11 @@ class Engine:
         """The connection is gone: forget the session (its queue stays stored)."""
         self._detach(session)
 
+    def end_session(self, session: Session, code: int, reason: str) -> None:
+        """Close a session from the server's side: nothing it sends counts any more."""
+        self._detach(session)
+        session.link.close(code, reason)
+
     def _detach(self, session: Session) -> None:
         if session.closed:
             return
@@ -193,7 +204,10 @@ class Engine:
             peers[:] = [s for s in peers if s is not session]
             if not peers:
                 del self.by_user[session.user_id]
-                self.by_address.pop((session.app_id, session.address), None)
+                # After a rename the address may already name another user.
+                key = (session.app_id, session.address)
+                if self.by_address.get(key) == session.user_id:
+                    del self.by_address[key]
         if self.by_device.get(session.device_rowid) is session:
             del self.by_device[session.device_rowid]
 

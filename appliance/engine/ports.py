@@ -73,5 +73,10 @@ class EngineLimits:
     commit_window_ms: float = 2.0
     commit_batch: int = 64
     sweep_interval_s: float = 5.0
+    #: How often the server reads the credential change log and closes the
+    #: sessions whose token was revoked, whose user was deleted or renamed
+    #: (by this process or the CLI), and how late an expired token's session
+    #: may be closed at most (PROTOCOL.md §5.1 promises 1 s with 0.5).
+    credentials_poll_s: float = 0.5
     keepalive_s: int = 60
     max_frame_bytes: int = 64 * 1024 + 512

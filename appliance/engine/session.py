@@ -31,10 +31,11 @@ class Session:
     __slots__ = ("acked", "address", "app_id", "backlog", "closed", "device_id", "device_rowid",
                  "draining",
                  "inflight", "link", "report_backlog", "report_cursor", "report_skipped",
-                 "skipped", "unconfirmed", "user_id")
+                 "skipped", "token_expires_ms", "token_hash", "unconfirmed", "user_id")
 
     def __init__(self, link: Link, app_id: int, user_id: int, address: bytes,
-                 device_id: bytes, device_rowid: int, report_cursor: int) -> None:
+                 device_id: bytes, device_rowid: int, report_cursor: int,
+                 token_hash: bytes = b"", token_expires_ms: int = 2**62) -> None:
         self.link = link
         self.app_id = app_id
         self.user_id = user_id
@@ -54,6 +55,15 @@ class Session:
         self.report_skipped = 0
         self.unconfirmed = 0
         self.closed = False
+        #: The token that opened the session, re-checked while it is open
+        #: (`appliance.engine.credentials`).
+        self.token_hash = token_hash
+        self.token_expires_ms = token_expires_ms
+
+    def __lt__(self, other: Session) -> bool:
+        # The expiry heap of `CredentialWatcher` holds the sessions themselves:
+        # a (time, tiebreak, session) tuple would add ~90 bytes per connection.
+        return self.token_expires_ms < other.token_expires_ms
 
     def __repr__(self) -> str:
         return f"Session({self.address!r}/{self.device_id!r}, inflight={len(self.inflight)})"

@@ -7,11 +7,14 @@ SHA-256 is stored.
 
 from __future__ import annotations
 
+import logging
 import secrets
+from collections.abc import Collection
+from typing import Protocol
 
 from appliance.engine.clock import Clock
 from appliance.engine.delivery import token_hash
-from appliance.errors import NotFoundError, UsageError
+from appliance.errors import NotFoundError, StorageError, UsageError
 from appliance.storage.interface import Storage
 from appliance.storage.models import AppInfo, GroupInfo, IssuedToken, Perm, UserInfo
 
@@ -24,6 +27,15 @@ RESERVED_PREFIX = "@"
 APP_SENDER = "@app"
 DEFAULT_APP = "default"
 _PERM_NAMES = {"send": Perm.SEND, "receive": Perm.RECEIVE, "admin": Perm.ADMIN}
+log = logging.getLogger(__name__)
+
+
+class CredentialsListener(Protocol):
+    """Live sessions of this process (`appliance.engine.credentials.CredentialWatcher`)."""
+
+    async def users_changed(self, user_ids: Collection[int]) -> int:
+        """Re-check the live sessions of these users now; return how many closed."""
+        ...
 
 
 def check_address(address: str) -> str:
@@ -96,10 +108,23 @@ async def is_operator_key(store: Storage, key: str) -> bool:
 class AdminService:
     """Administrative operations on one app."""
 
-    def __init__(self, store: Storage, clock: Clock, app: str = DEFAULT_APP) -> None:
+    def __init__(self, store: Storage, clock: Clock, app: str = DEFAULT_APP,
+                 listener: CredentialsListener | None = None) -> None:
         self.store = store
         self.clock = clock
         self.app = app
+        #: Told of revocations, deletions and renames made here, so that this
+        #: process's sessions close before the call returns.  Other processes
+        #: (and this one, as a fallback) learn of them from the store's log.
+        self.listener = listener
+
+    async def _credentials_changed(self, user: int) -> None:
+        if self.listener is None:
+            return
+        try:
+            await self.listener.users_changed((user,))
+        except StorageError as exc:  # committed anyway: the log's next poll closes them
+            log.warning("live sessions of user %d not re-checked yet: %s", user, exc)
 
     async def _app(self) -> int:
         return await self.store.app_id(self.app)
@@ -153,7 +178,10 @@ class AdminService:
         Raises:
             NotFoundError: no such user.
         """
-        await self.store.delete_user(await self._app(), check_address(address))
+        app_id = await self._app()
+        user = await self._user_id(app_id, address)
+        await self.store.delete_user(app_id, check_address(address))
+        await self._credentials_changed(user)
 
     async def rename_user(self, address: str, new_address: str) -> UserInfo:
         """Give a user a new address.
@@ -163,8 +191,11 @@ class AdminService:
             NotFoundError: no such user.
             ConflictError: the new address is taken.
         """
-        return await self.store.rename_user(await self._app(), check_address(address),
+        info = await self.store.rename_user(await self._app(), check_address(address),
                                             check_address(new_address))
+        if new_address != address:
+            await self._credentials_changed(info.user_id)
+        return info
 
     async def list_users(self, after: str = "", limit: int = 100) -> list[UserInfo]:
         """Users in address order, `limit` at a time after `after`."""
@@ -192,7 +223,10 @@ class AdminService:
         Raises:
             NotFoundError: no such user.
         """
-        return await self.store.revoke_tokens(await self._user_id(await self._app(), address))
+        user = await self._user_id(await self._app(), address)
+        count = await self.store.revoke_tokens(user)
+        await self._credentials_changed(user)
+        return count
 
     async def add_group(self, name: str, members: list[str], perms: int) -> GroupInfo:
         """Create a group with initial members.

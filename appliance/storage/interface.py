@@ -12,15 +12,18 @@ Nothing in a batch is visible to readers before that.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from appliance.storage.models import (
     AppInfo,
+    CredentialChange,
     DeviceRecord,
     GroupInfo,
     GroupMember,
     Login,
     Pending,
+    Principal,
     Receipt,
     UserInfo,
     WriteBatch,
@@ -241,7 +244,42 @@ class AdminStore(Protocol):
         ...
 
 
-class Storage(MessageStore, DirectoryStore, AdminStore, Protocol):
+class CredentialStore(Protocol):
+    """What a running server reads to keep live sessions' credentials valid.
+
+    Revocations, deletions, renames and app-secret replacements are logged
+    in the transaction that makes them (whichever process makes them), so a
+    server polling the log learns of them without a read per session.
+    """
+
+    async def latest_credential_change(self) -> int:
+        """The version of the newest logged change (0 when none).
+
+        Raises:
+            StorageUnavailableError: the store cannot be read.
+        """
+        ...
+
+    async def credential_changes(self, after: int, limit: int) -> list[CredentialChange]:
+        """Up to `limit` logged changes with a version above `after`, oldest first.
+
+        Raises:
+            StorageUnavailableError: the store cannot be read.
+        """
+        ...
+
+    async def token_owners(self, token_hashes: Sequence[bytes]) -> dict[bytes, Principal]:
+        """The owner (app, user, address, expiry) of each token that still exists.
+
+        A hash missing from the result names a revoked token or a deleted user.
+
+        Raises:
+            StorageUnavailableError: the store cannot be read.
+        """
+        ...
+
+
+class Storage(MessageStore, DirectoryStore, AdminStore, CredentialStore, Protocol):
     """Everything a backend provides, plus its lifecycle."""
 
     async def close(self) -> None:

@@ -228,3 +228,15 @@ class IssuedToken:
     token: str
     user_id: int
     expires_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialChange:
+    """One revocation, deletion, rename or secret change (`CredentialStore`).
+
+    `user_id` is None when the app's secrets changed, not a user's.
+    """
+
+    version: int
+    app_id: int
+    user_id: int | None

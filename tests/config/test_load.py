@@ -12,6 +12,7 @@ def test_defaults_are_zero_configuration() -> None:
     config = load_config()
     assert (config.server.host, config.server.port) == ("127.0.0.1", 7447)
     assert config.limits.max_devices == 8
+    assert config.limits.credentials_poll_s == 0.5
 
 
 def test_file_and_overrides(tmp_path: Path) -> None:
@@ -31,6 +32,8 @@ def test_file_and_overrides(tmp_path: Path) -> None:
     ("[server]\nport = 70000\n", "server.port"),
     ("[limits]\nmax_devices = 0\n", "limits.max_devices"),
     ("[limits]\nwindow = true\n", "limits.window"),
+    ("[limits]\ncredentials_poll_s = 0\n", "limits.credentials_poll_s"),
+    ("[limits]\ncredentials_poll_s = 600\n", "limits.credentials_poll_s"),
     ("server = 3\n", "server"),
 ])
 def test_a_bad_key_is_named(tmp_path: Path, text: str, key: str) -> None:

@@ -339,3 +339,50 @@ def test_devices_not_seen_for_the_retention_period_are_forgotten(backend) -> Non
         assert (same.device_rowid, same.report_cursor) == (fresh.device_rowid,
                                                            fresh.report_cursor)
     run(backend, go)
+
+
+def test_credential_changes_are_logged_in_commit_order(backend) -> None:  # type: ignore[no-untyped-def]
+    async def go(store: Storage) -> None:
+        alice, bob, carol = await _users(store, "alice", "bob", "carol")
+        start = await store.latest_credential_change()
+        for user in (alice, bob, carol):
+            await store.store_token(user, f"h-{user}".encode().ljust(32, b"."), NOW + HOUR, NOW)
+        await store.create_group(1, "g", NOW)  # not a credential change
+        assert await store.credential_changes(start, 100) == []
+        assert await store.revoke_tokens(alice) == 1
+        await store.rename_user(1, "bob", "bobby")
+        await store.rename_user(1, "bobby", "bobby")  # no change: nothing logged
+        await store.delete_user(1, "carol")
+        await store.store_app_secret(1, b"s" * 32, NOW, replace=False)  # adds: nothing logged
+        await store.store_app_secret(1, b"t" * 32, NOW, replace=True)
+        changes = await store.credential_changes(start, 100)
+        assert [(c.app_id, c.user_id) for c in changes] == [(1, alice), (1, bob), (1, carol),
+                                                           (1, None)]
+        versions = [c.version for c in changes]
+        assert versions == sorted(versions)
+        assert len(set(versions)) == 4
+        assert await store.latest_credential_change() == versions[-1]
+        assert await store.credential_changes(versions[1], 2) == changes[2:]
+        assert await store.credential_changes(versions[-1], 100) == []
+    run(backend, go)
+
+
+def test_token_owners_reads_many_tokens_at_once(backend) -> None:  # type: ignore[no-untyped-def]
+    async def go(store: Storage) -> None:
+        alice, bob = await _users(store, "alice", "bob")
+        hashes = [i.to_bytes(32, "big") for i in range(1, 1201)]  # more than one chunk
+        for i, h in enumerate(hashes):
+            await store.store_token(alice if i % 2 else bob, h, NOW + i, NOW)
+        owners = await store.token_owners([*hashes, b"x" * 32])
+        assert len(owners) == len(hashes)
+        assert owners[hashes[1]].user_id == alice
+        assert owners[hashes[1]].address == b"alice"
+        assert owners[hashes[0]].address == b"bob"
+        assert owners[hashes[0]].token_expires_ms == NOW
+        await store.revoke_tokens(bob)
+        await store.rename_user(1, "alice", "alicia")
+        owners = await store.token_owners(hashes)
+        assert set(owners) == set(hashes[1::2])
+        assert {p.address for p in owners.values()} == {b"alicia"}
+        assert await store.token_owners([]) == {}
+    run(backend, go)

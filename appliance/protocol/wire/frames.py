@@ -81,6 +81,7 @@ class CloseCode(IntEnum):
     IDLE_TIMEOUT = 10
     INTERNAL_ERROR = 11
     SLOW_CONSUMER = 12
+    ADDRESS_CHANGED = 13
 
 
 class Flag:

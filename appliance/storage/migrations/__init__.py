@@ -11,6 +11,7 @@ Schema history:
   3  operator keys (hashed) for managing apps over the REST API.
   4  directory_version: raised by every admin change (cache invalidation).
   5  MariaDB: no automatic statistics on the queue tables (deliveries, receipts).
+  6  credential_changes: revocations, deletions, renames seen by live servers.
 """
 
 from __future__ import annotations

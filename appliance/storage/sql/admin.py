@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from appliance.errors import ConflictError, NotFoundError
 from appliance.storage.models import AppInfo, GroupInfo, GroupMember, UserInfo
+from appliance.storage.sql.credentials import record_change
 from appliance.storage.sql.dialect import Connection
 
 
@@ -42,6 +43,7 @@ def store_app_secret(conn: Connection, app: int, secret_hash: bytes,
     """See `AdminStore.store_app_secret`."""
     if replace:
         conn.execute("DELETE FROM app_secrets WHERE app_id = ?", (app,))
+        record_change(conn, app, None)  # running servers drop their cached secrets
     conn.execute("INSERT INTO app_secrets VALUES (?, ?, ?)", (secret_hash, app, now_ms))
 
 
@@ -71,6 +73,8 @@ def rename_user(conn: Connection, app: int, address: str, new_address: str) -> U
     if new_address != address:
         _check_free(conn, app, new_address)
     conn.execute("UPDATE users SET address = ? WHERE id = ?", (new_address.encode(), user))
+    if new_address != address:
+        record_change(conn, app, user)  # live sessions carry the old address
     created = conn.execute("SELECT created_ms FROM users WHERE id = ?", (user,)).fetchone()[0]
     return UserInfo(user, app, new_address, created)
 
@@ -106,6 +110,7 @@ def delete_user(conn: Connection, app: int, address: str) -> None:
     for table, column in (("devices", "user_id"), ("tokens", "user_id"), ("members", "user_id"),
                           ("receipts", "user_id"), ("users", "id")):
         conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (user,))
+    record_change(conn, app, user)
 
 
 def list_users(conn: Connection, app: int, after: str, limit: int) -> list[UserInfo]:
@@ -127,7 +132,11 @@ def store_token(conn: Connection, user: int, token_hash: bytes, expires_ms: int,
 
 def revoke_tokens(conn: Connection, user: int) -> int:
     """See `AdminStore.revoke_tokens`."""
-    return conn.execute("DELETE FROM tokens WHERE user_id = ?", (user,)).rowcount
+    count = conn.execute("DELETE FROM tokens WHERE user_id = ?", (user,)).rowcount
+    row = conn.execute("SELECT app_id FROM users WHERE id = ?", (user,)).fetchone()
+    if row is not None:
+        record_change(conn, int(row[0]), user)
+    return count
 
 
 def create_group(conn: Connection, app: int, name: str, now_ms: int) -> GroupInfo:

@@ -29,6 +29,8 @@ class Table:
     key: tuple[str, ...]
 
 
+#: Not copied: credential_changes (a log only a server running on this very
+#: database reads; a server on the copy starts from its newest entry).
 TABLES = (
     Table("apps", ("id", "name", "created_ms"), ("id",)),
     Table("users", ("id", "app_id", "address", "created_ms"), ("id",)),

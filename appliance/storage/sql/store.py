@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Generic, TypeVar
@@ -20,17 +20,19 @@ from typing import Generic, TypeVar
 from appliance.errors import StorageUnavailableError
 from appliance.storage.models import (
     AppInfo,
+    CredentialChange,
     DeviceRecord,
     GroupInfo,
     GroupMember,
     Login,
     Pending,
+    Principal,
     Receipt,
     UserInfo,
     WriteBatch,
     WriteResult,
 )
-from appliance.storage.sql import admin, reads
+from appliance.storage.sql import admin, credentials, reads
 from appliance.storage.sql.dialect import Connection
 from appliance.storage.sql.writes import Writer
 
@@ -299,6 +301,20 @@ class SqlStorage:
     async def list_groups(self, app_id: int) -> list[GroupInfo]:
         """See `AdminStore.list_groups`."""
         return await self._read(admin.list_groups, app_id)
+
+    # --- CredentialStore --------------------------------------------------
+
+    async def latest_credential_change(self) -> int:
+        """See `CredentialStore.latest_credential_change`."""
+        return await self._read(credentials.latest_change)
+
+    async def credential_changes(self, after: int, limit: int) -> list[CredentialChange]:
+        """See `CredentialStore.credential_changes`."""
+        return await self._read(credentials.changes_after, after, limit)
+
+    async def token_owners(self, token_hashes: Sequence[bytes]) -> dict[bytes, Principal]:
+        """See `CredentialStore.token_owners`."""
+        return await self._read(credentials.token_owners, token_hashes)
 
     async def close(self) -> None:
         """Close every connection after the work already queued has run."""
