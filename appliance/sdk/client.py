@@ -29,6 +29,9 @@ from typing import Any, Generic, TypeVar
 
 from appliance.errors import StorageError
 from appliance.protocol.wire import (
+    PRIORITY_MAX,
+    STORED_U64_MAX,
+    TYPE_MAX,
     Ack,
     Close,
     CloseCode,
@@ -496,12 +499,14 @@ class Client:
             raise TooLargeError(f"payload of {len(data)} bytes exceeds the server's limit",
                                 status=Status.TOO_LARGE, message_id=msg_id)
         expiry = self.default_expiry_s if expiry_s is None else expiry_s
-        if not (0 <= priority <= 15 and 0 <= type <= _U32 and 0 <= flags <= Flag.CLIENT_MASK
-                and 0 <= expiry <= _U32 and 0 <= msg_id <= _U64 and 0 <= refid <= _U64
-                and 0 <= group_id <= _U64):
-            _check_ranges(priority=(priority, 15), type=(type, _U32),
+        if not (0 <= priority <= PRIORITY_MAX and 0 <= type <= TYPE_MAX
+                and 0 <= flags <= Flag.CLIENT_MASK and 0 <= expiry <= _U32
+                and 0 <= msg_id <= _U64 and 0 <= refid <= _U64
+                and 0 <= group_id <= STORED_U64_MAX):
+            _check_ranges(priority=(priority, PRIORITY_MAX), type=(type, TYPE_MAX),
                           flags=(flags, Flag.CLIENT_MASK), expiry_s=(expiry, _U32),
-                          id=(msg_id, _U64), refid=(refid, _U64), group=(group_id, _U64))
+                          id=(msg_id, _U64), refid=(refid, _U64),
+                          group=(group_id, STORED_U64_MAX))
         message = OutgoingMessage(id=msg_id, peer=peer, group_id=group_id, payload=data,
                                   refid=refid, expiry_s=expiry, type=type, flags=flags,
                                   priority=priority)

@@ -68,11 +68,10 @@ def frame(ftype: int, body: bytes) -> bytes:
     return struct.pack(">IB", len(body), ftype) + body
 
 
-def message_frame(*, id: int = 1, refid: int = 0, expiry_s: int = 3600, type: int = 0,
-                  flags: int = 3, priority: int = 0, group_id: int = 0,
-                  peer: bytes = b"victim") -> bytes:
+def message_frame(*, expiry_s: int = 3600, mtype: int = 0, priority: int = 0,
+                  group_id: int = 0, peer: bytes = b"victim") -> bytes:
     # Packed by hand: the codec refuses to encode these values.
-    body = _MSG.pack(id, refid, 0, 0, expiry_s, type, flags, priority, group_id, len(peer))
+    body = _MSG.pack(1, 0, 0, 0, expiry_s, mtype, 3, priority, group_id, len(peer))
     return frame(FrameType.MESSAGE, body + peer + b"hostile")
 
 
@@ -93,7 +92,7 @@ WIRE_CASES = [
     ("READ group 2**63", read_frame(BIG, (1,), peer=b"victim"), "group_id"),
     ("MESSAGE priority 16", message_frame(priority=16), "priority"),
     ("MESSAGE priority 255", message_frame(priority=255), "priority"),
-    ("MESSAGE type 2**32-1", message_frame(type=2**32 - 1), "type"),
+    ("MESSAGE type 2**32-1", message_frame(mtype=2**32 - 1), "type"),
 ]
 
 
@@ -148,7 +147,8 @@ def test_out_of_range_wire_values_close_one_connection_and_hurt_no_one(world: Wo
         return problems, honest, rss
 
     problems, honest, rss = asyncio.run(go())
-    print(f"\nwire values: {rss}, honest p99 {honest.p99 * 1000:.1f} ms over {honest.sent}, failures {honest.failures[:2]}")
+    print(f"\nwire values: {rss}, honest p99 {honest.p99 * 1000:.1f} ms over {honest.sent},"
+          f" failures {honest.failures[:2]}")
     log = world.server.output[before:]
     assert not problems, "\n".join(problems)
     honest.assert_healthy()
@@ -237,7 +237,8 @@ def test_out_of_range_rest_values_are_problems_and_hurt_no_one(world: World) -> 
         return problems, honest, rss
 
     problems, honest, rss = asyncio.run(go())
-    print(f"\nREST values: {rss}, honest p99 {honest.p99 * 1000:.1f} ms over {honest.sent}, failures {honest.failures[:2]}")
+    print(f"\nREST values: {rss}, honest p99 {honest.p99 * 1000:.1f} ms over {honest.sent},"
+          f" failures {honest.failures[:2]}")
     log = world.server.output[before:]
     assert not problems, "\n".join(problems)
     honest.assert_healthy()
