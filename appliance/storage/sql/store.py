@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Generic, TypeVar
 
-from appliance.errors import StorageUnavailableError
+from appliance.errors import StorageError, StorageUnavailableError
 from appliance.storage.models import (
     AppInfo,
     DeviceRecord,
@@ -128,6 +128,13 @@ class Readers:
                     self._open.remove(conn)
                 conn.close()
             raise error from None
+        except StorageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - typed below, never leaked
+            # A value the driver cannot bind (OverflowError, TypeError): a
+            # typed error for the caller, never a library exception.
+            raise StorageError(f"the store refused a value: {type(exc).__name__}: {exc}"
+                               ) from None
 
     async def call(self, fn: Callable[..., T], *args: object) -> T:
         """Run `fn(conn, *args)` on a reader thread."""
