@@ -303,9 +303,10 @@ class SqlStorage:
         """See `AdminStore.get_group`."""
         return await self._read(admin.get_group, app_id, group_id)
 
-    async def list_groups(self, app_id: int) -> list[GroupInfo]:
+    async def list_groups(self, app_id: int, after: int = 0,
+                          limit: int | None = None) -> list[GroupInfo]:
         """See `AdminStore.list_groups`."""
-        return await self._read(admin.list_groups, app_id)
+        return await self._read(admin.list_groups, app_id, after, limit)
 
     async def close(self) -> None:
         """Close every connection after the work already queued has run."""
