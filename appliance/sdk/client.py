@@ -22,6 +22,7 @@ import logging
 import random
 import ssl as ssl_module
 import time
+import unicodedata
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -489,6 +490,8 @@ class Client:
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
         group_id = to.id if isinstance(to, Group) else 0
         peer = "" if isinstance(to, Group) else to
+        if not peer.isascii():  # the server keeps addresses in NFC (PROTOCOL.md)
+            peer = unicodedata.normalize("NFC", peer)
         peer_bytes = peer.encode()
         msg_id = self._next_id() if id is None else id
         if not group_id and not 1 <= len(peer_bytes) <= _MAX_ADDRESS:
