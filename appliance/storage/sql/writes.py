@@ -19,7 +19,6 @@ Invariants (SPEC M4):
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -50,7 +49,6 @@ _RECENT_MAX = 200_000
 _RECEIPT_SWEEP_EVERY = 720
 _SIGN = 1 << 63
 _WRAP = 1 << 64
-log = logging.getLogger(__name__)
 
 
 def trim_receipts(conn: Connection, users: list[int]) -> None:
@@ -202,17 +200,17 @@ class Writer:
         of acknowledgements) every batch after it.
 
         Raises:
-            StorageError: nothing of the batch was committed.
+            StorageUnavailableError: the store is unavailable; nothing of the
+                batch was committed.
         """
         try:
             return self._commit(batch, now_ms)
         except StorageUnavailableError:
             raise
-        except StorageError as exc:
-            if len(batch) <= 1:
-                log.warning("write refused by the store: %s", exc)
-                raise
-        return isolate(self._commit, batch, now_ms)
+        except StorageError:
+            # Even a batch of one: raising would make the engine retry the
+            # refused acknowledgement with every later batch, for ever.
+            return isolate(self._commit, batch, now_ms)
 
     def _commit(self, batch: WriteBatch, now_ms: int) -> WriteResult:
         try:
