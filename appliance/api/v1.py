@@ -27,9 +27,8 @@ from appliance.api.stats import AppStats
 from appliance.engine.clock import Clock
 from appliance.errors import ApplianceError
 from appliance.protocol.wire import PRIORITY_MAX, STORED_U64_MAX, TYPE_MAX
-from appliance.protocol.wire.frames import U64_MAX
+from appliance.protocol.wire.frames import MAX_ADDRESS_BYTES, U64_MAX
 from appliance.service.admin import (
-    MAX_ADDRESS_BYTES,
     MAX_GROUP_NAME_BYTES,
     MAX_TOKEN_TTL_S,
     AdminService,

@@ -14,6 +14,7 @@ from typing import Final
 from appliance.engine.clock import Clock
 from appliance.engine.delivery import token_hash
 from appliance.errors import NotFoundError, UsageError
+from appliance.protocol.wire.frames import MAX_ADDRESS_BYTES
 from appliance.storage.interface import Storage
 from appliance.storage.models import AppInfo, GroupInfo, IssuedToken, Perm, UserInfo
 
@@ -26,8 +27,6 @@ RESERVED_PREFIX = "@"
 APP_SENDER = "@app"
 DEFAULT_APP = "default"
 _PERM_NAMES = {"send": Perm.SEND, "receive": Perm.RECEIVE, "admin": Perm.ADMIN}
-#: SPEC M1: an address is 1-64 bytes of UTF-8 (the wire carries it with a u8 length).
-MAX_ADDRESS_BYTES: Final = 64
 #: A group name's limit: it must fit the MariaDB column (VARCHAR(255) characters)
 #: whatever its characters, and a 1 MB name was once accepted (issue 12).
 MAX_GROUP_NAME_BYTES: Final = 255
