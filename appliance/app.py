@@ -16,6 +16,7 @@ from pathlib import Path
 
 from appliance import __version__
 from appliance.api.messages import BackendSender
+from appliance.api.stats import AppFigures
 from appliance.api.v1 import RestApi, Stats
 from appliance.config import ApplianceConfig
 from appliance.config.database import resolve_database
@@ -76,7 +77,8 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         server = Server(engine, config.limits, clock, tls)
         api = server.api = RestApi(store, clock, BackendSender(engine, store), lambda: Stats(
             connections=len(server.connections), sessions=len(engine.by_device),
-            commits=engine.commits, failed_commits=engine.stats_failed_batches))
+            commits=engine.commits, failed_commits=engine.stats_failed_batches),
+            AppFigures(engine, clock))
         # Credential changes made here close this process's sessions at once;
         # secrets replaced by another process stop working at its next poll.
         api.credentials = engine.credentials

@@ -21,11 +21,23 @@ import struct
 from typing import Any
 
 from appliance.api.http import ApiError
+from appliance.api.inputs import checked, int_field
 from appliance.engine.delivery import Engine
 from appliance.engine.session import Session
 from appliance.errors import ConflictError
-from appliance.protocol.wire import Flag, FrameType, Message, Status, Welcome, decode_status
-from appliance.service.admin import APP_SENDER
+from appliance.protocol.wire import (
+    PRIORITY_MAX,
+    STORED_U64_MAX,
+    TYPE_MAX,
+    Flag,
+    FrameType,
+    Message,
+    Status,
+    Welcome,
+    decode_status,
+)
+from appliance.protocol.wire.frames import U64_MAX
+from appliance.service.admin import APP_SENDER, check_address
 from appliance.storage.interface import Storage
 from appliance.storage.models import AppInfo
 
@@ -34,6 +46,7 @@ _TIMEOUT_S = 30.0
 #: How long a sender's user id is reused without a store read.
 USER_CACHE_S = 2.0
 _DEFAULT_EXPIRY_S = 7 * 86400
+U32_MAX = 2**32 - 1
 #: status -> (HTTP status, title) for a message the engine refused.
 _REFUSED = {
     Status.INVALID_DEST: (422, "invalid destination"),
@@ -78,12 +91,14 @@ class _StatusLink:
         """Nothing to resume."""
 
 
-def _int(doc: dict[str, Any], name: str, default: int, top: int) -> int:
+def _address(doc: dict[str, Any], name: str, default: str | None = None) -> str | None:
+    """An address field, in the one form the store keeps (`check_address`: NFC)."""
     value = doc.get(name, default)
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
-        raise ApiError(422, "invalid request", f"{name!r} must be an integer 0..{top}",
-                       field=name)
-    return value
+    if value == APP_SENDER or (value is None and default is None):
+        return value
+    if not isinstance(value, str):
+        raise ApiError(422, "invalid request", f"{name!r} must be a user address", field=name)
+    return checked(check_address, value, name)
 
 
 class _Deadlines:
@@ -141,18 +156,13 @@ class BackendSender:
         Raises:
             ApiError: a malformed body, an unknown sender, or a refused message.
         """
-        sender = doc.get("from", APP_SENDER)
-        if not isinstance(sender, str) or not sender:
-            raise ApiError(422, "invalid request", "'from' must be a user address (or absent:"
-                           " the app itself)", field="from")
-        to, group = doc.get("to"), doc.get("group")
+        sender = _address(doc, "from", APP_SENDER) or APP_SENDER  # never None: see _address
+        to, group = _address(doc, "to"), doc.get("group")
         if (to is None) == (group is None):
             raise ApiError(422, "invalid request", "give exactly one of 'to' and 'group'")
-        if to is not None and (not isinstance(to, str) or not to):
-            raise ApiError(422, "invalid request", "'to' must be a user address", field="to")
-        group_id = 0 if group is None else _int(doc, "group", 0, 2**63)
+        group_id = 0 if group is None else int_field(doc, "group", 0, 1, STORED_U64_MAX)
         payload = self._payload(doc)
-        msg_id = _int(doc, "id", 0, 2**64 - 1) or self._next_id()
+        msg_id = int_field(doc, "id", 0, 0, U64_MAX) or self._next_id()
         user_id = await self._user_id(app.app_id, sender.encode())
         if user_id is None and sender == APP_SENDER:
             user_id = await self._create_app_sender(app.app_id)
@@ -163,10 +173,11 @@ class BackendSender:
         session = Session(link, app.app_id, user_id, sender.encode(), b"", 0, 0)
         self.engine.on_message(session, Message(
             msg_id, (to or "").encode(), payload, group_id=group_id,
-            refid=_int(doc, "refid", 0, 2**64 - 1),
-            expiry_s=_int(doc, "expiry_s", _DEFAULT_EXPIRY_S, 2**32 - 1),
-            type=_int(doc, "type", 0, 2**32 - 1), flags=_int(doc, "flags", Flag.DEFAULT, 0xFFFF),
-            priority=_int(doc, "priority", 0, 15)))
+            refid=int_field(doc, "refid", 0, 0, U64_MAX),
+            expiry_s=int_field(doc, "expiry_s", _DEFAULT_EXPIRY_S, 0, U32_MAX),
+            type=int_field(doc, "type", 0, 0, TYPE_MAX),
+            flags=int_field(doc, "flags", Flag.DEFAULT, 0, Flag.CLIENT_MASK),
+            priority=int_field(doc, "priority", 0, 0, PRIORITY_MAX)))
         self._deadlines.watch(link.answer)
         try:
             status, ts = await link.answer

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from appliance import __version__
 from appliance.api.http import PROBLEMS
+from appliance.api.inputs import MAX_PAGE
+from appliance.protocol.wire import STORED_U64_MAX
 
 if TYPE_CHECKING:
     from appliance.api.v1 import Route
@@ -26,15 +28,12 @@ def document(routes: list[Route]) -> dict[str, Any]:
             "responses": _responses(route),
         }
         params = [{"name": name, "in": "path", "required": True,
-                   "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+                   "schema": {"type": "integer", "minimum": 0, "maximum": STORED_U64_MAX}
                    if name.endswith("_id")
-                   else {"type": "string", "minLength": 1, "maxLength": 64}}
+                   else {"type": "string", "minLength": 1,
+                         "description": "percent-encoded UTF-8 (RFC 3986): a%2Fb is a/b"}}
                   for name in re.findall(r"\{(\w+)\}", route.pattern)]
-        params += [{"name": "after", "in": "query", "schema": {"type": "string"}}
-                   if q == "after" else
-                   {"name": "limit", "in": "query",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
-                   for q in route.query]
+        params += [_query(route, q) for q in route.query]
         if params:
             op["parameters"] = params
         if route.body is not None:
@@ -61,6 +60,16 @@ def document(routes: list[Route]) -> dict[str, Any]:
         },
         "security": [{"appSecret": []}],
     }
+
+
+def _query(route: Route, name: str) -> dict[str, Any]:
+    if name == "limit":
+        return {"name": "limit", "in": "query",
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}}
+    if route.pattern == "/v1/groups":  # groups page by id, users by address
+        return {"name": "after", "in": "query",
+                "schema": {"type": "integer", "minimum": 0, "maximum": STORED_U64_MAX}}
+    return {"name": "after", "in": "query", "schema": {"type": "string"}}
 
 
 def _responses(route: Route) -> dict[str, Any]:

@@ -8,7 +8,6 @@ what the server does.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -16,13 +15,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.api.http import ApiError, ApiRequest, ApiResponse, from_error, ok
-from appliance.api.messages import BackendSender
+from appliance.api.inputs import (
+    checked,
+    decimal,
+    page_limit,
+    parse_json_object,
+    path_segment,
+)
+from appliance.api.messages import U32_MAX, BackendSender
+from appliance.api.stats import AppStats
 from appliance.engine.clock import Clock
 from appliance.errors import ApplianceError
+from appliance.protocol.wire import PRIORITY_MAX, STORED_U64_MAX, TYPE_MAX
+from appliance.protocol.wire.frames import MAX_ADDRESS_BYTES, U64_MAX
 from appliance.service.admin import (
+    MAX_GROUP_NAME_BYTES,
+    MAX_TOKEN_TTL_S,
     AdminService,
     CredentialsListener,
     app_for_secret,
+    check_address,
+    check_group_name,
+    check_token_ttl,
     is_operator_key,
     parse_perms,
     perm_names,
@@ -30,14 +44,13 @@ from appliance.service.admin import (
 from appliance.storage.interface import Storage
 from appliance.storage.models import AppInfo, GroupInfo, Perm
 
-MAX_PAGE = 1000
 SECRET_CACHE_S = 5.0
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Stats:
-    """What `/v1/stats` reports, read from the running server."""
+    """What `/v1/operator/stats` reports: the whole server (operator scope)."""
 
     connections: int
     sessions: int
@@ -75,13 +88,7 @@ class Call:
     api: RestApi
 
     def json(self) -> dict[str, Any]:
-        try:
-            doc = json.loads(self.request.body or b"{}")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "malformed JSON", str(exc)) from None
-        if not isinstance(doc, dict):
-            raise ApiError(400, "malformed JSON", "the body must be a JSON object")
-        return doc
+        return parse_json_object(self.request.body)
 
     def admin(self) -> AdminService:
         assert self.app is not None
@@ -104,9 +111,10 @@ def _field(doc: dict[str, Any], name: str, kind: type | tuple[type, ...], defaul
 
 def _int_param(call: Call, name: str) -> int:
     value = call.params[name]
-    if not value.isascii() or not value.isdigit() or int(value) >= 2**63:
-        raise ApiError(404, "not found", f"no {name} {value!r}")
-    return int(value)
+    number = decimal(value, STORED_U64_MAX)
+    if number is None:
+        raise ApiError(404, "not found", f"no {name} {value[:40]!r}")
+    return number
 
 
 def _group_doc(g: GroupInfo) -> dict[str, Any]:
@@ -130,18 +138,17 @@ async def openapi_json(call: Call) -> ApiResponse:
 
 async def list_users(call: Call) -> ApiResponse:
     query = call.request.query
-    limit = query.get("limit", "100")
-    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_PAGE:
-        raise ApiError(422, "invalid request", f"limit must be 1..{MAX_PAGE}", field="limit")
-    users = await call.admin().list_users(query.get("after", ""), int(limit) + 1)
-    more = len(users) > int(limit)
-    users = users[:int(limit)]
+    limit = page_limit(query)
+    users = await call.admin().list_users(query.get("after", ""), limit + 1)
+    more = len(users) > limit
+    users = users[:limit]
     return ok(200, {"users": [{"address": u.address, "created_ms": u.created_ms} for u in users],
                     "next": users[-1].address if more and users else None})
 
 
 async def create_user(call: Call) -> ApiResponse:
-    user = await call.admin().add_user(_field(call.json(), "address", str))
+    address = checked(check_address, _field(call.json(), "address", str), "address")
+    user = await call.admin().add_user(address)
     return ok(201, {"address": user.address, "created_ms": user.created_ms})
 
 
@@ -151,7 +158,7 @@ async def delete_user(call: Call) -> ApiResponse:
 
 
 async def issue_token(call: Call) -> ApiResponse:
-    ttl = _field(call.json(), "ttl_s", int, 30 * 86400)
+    ttl = checked(check_token_ttl, _field(call.json(), "ttl_s", int, 30 * 86400), "ttl_s")
     issued = await call.admin().issue_token(call.params["address"], ttl)
     return ok(201, {"token": issued.token, "expires_ms": issued.expires_ms})
 
@@ -161,7 +168,19 @@ async def revoke_tokens(call: Call) -> ApiResponse:
 
 
 async def list_groups(call: Call) -> ApiResponse:
-    return ok(200, {"groups": [_group_doc(g) for g in await call.admin().list_groups()]})
+    query = call.request.query
+    limit = page_limit(query)
+    after = 0
+    if "after" in query:
+        found = decimal(query["after"], STORED_U64_MAX)
+        if found is None:
+            raise ApiError(422, "invalid request", "after must be a group id", field="after")
+        after = found
+    groups = await call.admin().list_groups(after, limit + 1)
+    more = len(groups) > limit
+    groups = groups[:limit]
+    return ok(200, {"groups": [_group_doc(g) for g in groups],
+                    "next": groups[-1].group_id if more and groups else None})
 
 
 async def create_group(call: Call) -> ApiResponse:
@@ -171,7 +190,8 @@ async def create_group(call: Call) -> ApiResponse:
         raise ApiError(422, "invalid request", "'members' must be a list of addresses",
                        field="members")
     perms = parse_perms(_field(doc, "perms", str, perm_names(Perm.DEFAULT)))
-    group = await call.admin().add_group(_field(doc, "name", str), members, perms)
+    name = checked(check_group_name, _field(doc, "name", str), "name")
+    group = await call.admin().add_group(name, members, perms)
     return ok(201, _group_doc(group))
 
 
@@ -201,8 +221,8 @@ async def send_message(call: Call) -> ApiResponse:
 
 
 async def rename_user(call: Call) -> ApiResponse:
-    user = await call.admin().rename_user(call.params["address"],
-                                          _field(call.json(), "address", str))
+    new = checked(check_address, _field(call.json(), "address", str), "address")
+    user = await call.admin().rename_user(call.params["address"], new)
     return ok(200, {"address": user.address, "created_ms": user.created_ms})
 
 
@@ -226,6 +246,12 @@ async def new_app_secret(call: Call) -> ApiResponse:
 
 
 async def stats(call: Call) -> ApiResponse:
+    assert call.app is not None
+    s = call.api.app_stats(call.app.app_id)
+    return ok(200, {"sessions": s.sessions, "users_online": s.users_online})
+
+
+async def operator_stats(call: Call) -> ApiResponse:
     s = call.api.stats()
     return ok(200, {"connections": s.connections, "sessions": s.sessions,
                     "commits": s.commits, "failed_commits": s.failed_commits})
@@ -233,21 +259,27 @@ async def stats(call: Call) -> ApiResponse:
 
 # --- the table ----------------------------------------------------------------------------
 
-_ADDRESS = {"type": "string", "minLength": 1, "maxLength": 64}
+_ADDRESS = {"type": "string", "minLength": 1, "maxLength": MAX_ADDRESS_BYTES,
+            "description": "1-64 bytes of UTF-8, stored in Unicode NFC; no control, format"
+                           " (bidi, zero-width) or other invisible characters"}
 _USER = {"type": "object", "properties": {"address": _ADDRESS, "created_ms": {"type": "integer"}},
          "required": ["address", "created_ms"]}
+_GROUP_NAME = {"type": "string", "minLength": 1, "maxLength": MAX_GROUP_NAME_BYTES,
+               "description": f"1-{MAX_GROUP_NAME_BYTES} bytes of UTF-8"}
 _GROUP = {"type": "object", "required": ["id", "name", "members"], "properties": {
-    "id": {"type": "integer"}, "name": {"type": "string"},
+    "id": {"type": "integer"}, "name": _GROUP_NAME,
     "members": {"type": "array", "items": {"type": "object", "properties": {
         "address": _ADDRESS, "perms": {"type": "string"}}}}}}
 _PERMS = {"type": "string", "description": "comma-separated: send, receive, admin"}
 _MESSAGE_IN = {"type": "object", "properties": {
     "from": {**_ADDRESS, "description": "the sending user; absent: the app itself (@app)"},
-    "to": _ADDRESS, "group": {"type": "integer", "minimum": 1},
+    "to": _ADDRESS, "group": {"type": "integer", "minimum": 1, "maximum": STORED_U64_MAX},
     "text": {"type": "string"}, "payload_base64": {"type": "string"},
-    "id": {"type": "integer", "minimum": 0}, "refid": {"type": "integer", "minimum": 0},
-    "expiry_s": {"type": "integer", "minimum": 0}, "type": {"type": "integer", "minimum": 0},
-    "priority": {"type": "integer", "minimum": 0, "maximum": 15},
+    "id": {"type": "integer", "minimum": 0, "maximum": U64_MAX},
+    "refid": {"type": "integer", "minimum": 0, "maximum": U64_MAX},
+    "expiry_s": {"type": "integer", "minimum": 0, "maximum": U32_MAX},
+    "type": {"type": "integer", "minimum": 0, "maximum": TYPE_MAX},
+    "priority": {"type": "integer", "minimum": 0, "maximum": PRIORITY_MAX},
     "flags": {"type": "integer", "minimum": 0, "maximum": 65535}}}
 _MESSAGE_OUT = {"type": "object", "required": ["id", "status"], "properties": {
     "id": {"type": "integer"}, "status": {"type": "string"},
@@ -272,18 +304,21 @@ ROUTES: list[Route] = [
     Route("DELETE", "/v1/users/{address}", delete_user,
           "Delete a user, its tokens, devices and queued messages", status=204),
     Route("POST", "/v1/users/{address}/tokens", issue_token, "Issue an access token", status=201,
-          body={"type": "object", "properties": {"ttl_s": {"type": "integer", "minimum": 1}}},
+          body={"type": "object", "properties": {"ttl_s": {
+              "type": "integer", "minimum": 1, "maximum": MAX_TOKEN_TTL_S}}},
           response={"type": "object", "properties": {"token": {"type": "string"},
                                                      "expires_ms": {"type": "integer"}}}),
     Route("DELETE", "/v1/users/{address}/tokens", revoke_tokens,
           "Revoke every access token of a user",
           response={"type": "object", "properties": {"revoked": {"type": "integer"}}}),
-    Route("GET", "/v1/groups", list_groups, "List groups",
-          response={"type": "object", "properties": {"groups": {"type": "array",
-                                                                "items": _GROUP}}}),
+    Route("GET", "/v1/groups", list_groups, "List groups in id order, paged",
+          query=("after", "limit"),
+          response={"type": "object", "properties": {
+              "groups": {"type": "array", "items": _GROUP},
+              "next": {"type": ["integer", "null"]}}}),
     Route("POST", "/v1/groups", create_group, "Create a group", status=201,
           body={"type": "object", "required": ["name"], "properties": {
-              "name": {"type": "string"}, "members": {"type": "array", "items": _ADDRESS},
+              "name": _GROUP_NAME, "members": {"type": "array", "items": _ADDRESS},
               "perms": _PERMS}},
           response=_GROUP),
     Route("GET", "/v1/groups/{group_id}", get_group, "A group and its members",
@@ -315,7 +350,12 @@ ROUTES: list[Route] = [
           operator=True, status=201,
           body={"type": "object", "properties": {"keep_old": {"type": "boolean"}}},
           response={"type": "object", "properties": {"secret": {"type": "string"}}}),
-    Route("GET", "/v1/stats", stats, "Server statistics",
+    Route("GET", "/v1/stats", stats, "This app's statistics: its connected devices"
+          " (sessions) and users online",
+          response={"type": "object", "properties": {
+              k: {"type": "integer"} for k in ("sessions", "users_online")}}),
+    Route("GET", "/v1/operator/stats", operator_stats,
+          "Server-wide statistics, every app together (operator key)", operator=True,
           response={"type": "object", "properties": {
               k: {"type": "integer"} for k in ("connections", "sessions", "commits",
                                                "failed_commits")}}),
@@ -326,11 +366,12 @@ class RestApi:
     """Dispatches `ApiRequest`s to the route table."""
 
     def __init__(self, store: Storage, clock: Clock, sender: BackendSender,
-                 stats: Callable[[], Stats]) -> None:
+                 stats: Callable[[], Stats], app_stats: Callable[[int], AppStats]) -> None:
         self.store = store
         self.clock = clock
         self.sender = sender
         self.stats = stats
+        self.app_stats = app_stats
         self._routes = [(r, r.regex()) for r in ROUTES]
         self._secrets: dict[str, tuple[AppInfo, float]] = {}
         #: This process's live sessions, told of credential changes made here.
@@ -361,7 +402,10 @@ class RestApi:
                 app = None
             else:
                 app = await self._authenticate(request) if route.auth else None
-            return await route.handler(Call(request, match.groupdict(), app, self))
+            # Matched on the raw target, so an escaped "/" (%2F) stays inside
+            # its segment; then each segment is percent-decoded (RFC 3986).
+            params = {k: path_segment(v) for k, v in match.groupdict().items()}
+            return await route.handler(Call(request, params, app, self))
         if allowed:
             raise ApiError(405, "method not allowed",
                            f"{request.path} allows {', '.join(sorted(set(allowed)))}")

@@ -8,7 +8,7 @@ with ``--debug``.
 
 from __future__ import annotations
 
-import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,13 @@ from appliance.cli.client import client
 from appliance.cli.context import CliContext
 from appliance.cli.db import db
 from appliance.cli.groups import group
+from appliance.cli.logs import configure as configure_logging
 from appliance.cli.serve import serve
 from appliance.cli.users import user
 from appliance.errors import ApplianceError, ConfigError, NotFoundError, UsageError
 
+#: Files 0600, directories 0700.
+PRIVATE_UMASK = 0o077
 #: Exit codes: 1 generic failure, 2 usage (click's own), 3 configuration, 4 not found.
 _EXIT = {ConfigError: 3, NotFoundError: 4, UsageError: 2}
 
@@ -57,8 +60,11 @@ class _Main(click.Group):
 def main(ctx: click.Context, config_path: Path | None, data_dir: Path | None,
          database: str | None, debug: bool) -> None:
     """Tidings: a self-hosted real-time messaging appliance."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Everything this process creates (data directory, database, WAL, keys,
+    # certificates) is the operator's alone, whatever umask it was started
+    # under (issue 12: umask 022 left the database world-readable).
+    os.umask(PRIVATE_UMASK)
+    configure_logging(debug=debug)
     ctx.obj = CliContext(config_path, data_dir, database, debug)
 
 

@@ -22,6 +22,7 @@ import logging
 import random
 import ssl as ssl_module
 import time
+import unicodedata
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -29,6 +30,9 @@ from typing import Any, Generic, TypeVar
 
 from appliance.errors import StorageError
 from appliance.protocol.wire import (
+    PRIORITY_MAX,
+    STORED_U64_MAX,
+    TYPE_MAX,
     Ack,
     Close,
     CloseCode,
@@ -486,6 +490,8 @@ class Client:
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
         group_id = to.id if isinstance(to, Group) else 0
         peer = "" if isinstance(to, Group) else to
+        if not peer.isascii():  # the server keeps addresses in NFC (PROTOCOL.md)
+            peer = unicodedata.normalize("NFC", peer)
         peer_bytes = peer.encode()
         msg_id = self._next_id() if id is None else id
         if not group_id and not 1 <= len(peer_bytes) <= _MAX_ADDRESS:
@@ -496,12 +502,14 @@ class Client:
             raise TooLargeError(f"payload of {len(data)} bytes exceeds the server's limit",
                                 status=Status.TOO_LARGE, message_id=msg_id)
         expiry = self.default_expiry_s if expiry_s is None else expiry_s
-        if not (0 <= priority <= 15 and 0 <= type <= _U32 and 0 <= flags <= Flag.CLIENT_MASK
-                and 0 <= expiry <= _U32 and 0 <= msg_id <= _U64 and 0 <= refid <= _U64
-                and 0 <= group_id <= _U64):
-            _check_ranges(priority=(priority, 15), type=(type, _U32),
+        if not (0 <= priority <= PRIORITY_MAX and 0 <= type <= TYPE_MAX
+                and 0 <= flags <= Flag.CLIENT_MASK and 0 <= expiry <= _U32
+                and 0 <= msg_id <= _U64 and 0 <= refid <= _U64
+                and 0 <= group_id <= STORED_U64_MAX):
+            _check_ranges(priority=(priority, PRIORITY_MAX), type=(type, TYPE_MAX),
                           flags=(flags, Flag.CLIENT_MASK), expiry_s=(expiry, _U32),
-                          id=(msg_id, _U64), refid=(refid, _U64), group=(group_id, _U64))
+                          id=(msg_id, _U64), refid=(refid, _U64),
+                          group=(group_id, STORED_U64_MAX))
         message = OutgoingMessage(id=msg_id, peer=peer, group_id=group_id, payload=data,
                                   refid=refid, expiry_s=expiry, type=type, flags=flags,
                                   priority=priority)

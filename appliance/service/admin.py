@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import secrets
+import unicodedata
 from collections.abc import Collection
-from typing import Protocol
+from typing import Final, Protocol
 
 from appliance.engine.clock import Clock
 from appliance.engine.delivery import token_hash
 from appliance.errors import NotFoundError, StorageError, UsageError
+from appliance.protocol.wire.frames import MAX_ADDRESS_BYTES
 from appliance.storage.interface import Storage
 from appliance.storage.models import AppInfo, GroupInfo, IssuedToken, Perm, UserInfo
 
@@ -38,21 +40,75 @@ class CredentialsListener(Protocol):
         ...
 
 
+#: A group name's limit: it must fit the MariaDB column (VARCHAR(255) characters)
+#: whatever its characters, and a 1 MB name was once accepted (issue 12).
+MAX_GROUP_NAME_BYTES: Final = 255
+#: The longest access-token lifetime: about 100 years.  Its expiry, in ms, must fit
+#: a signed 64-bit column (issue 12: ttl_s 2**62 overflowed the store).
+MAX_TOKEN_TTL_S: Final = 100 * 365 * 86400
+#: Unicode categories an address may not contain: controls, format characters
+#: (bidi controls such as U+202E, zero-width U+200B-U+200D, U+FEFF), surrogates,
+#: private use, unassigned, line and paragraph separators.  Two addresses that
+#: look alike must not be two users (UTS #39, "confusable" spoofing).
+_INVISIBLE: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def _text(value: str, what: str, limit: int) -> bytes:
+    """`value` as UTF-8, 1..`limit` bytes, with no invisible character."""
+    try:
+        raw = value.encode()
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} is not valid Unicode (a lone surrogate)") from None
+    if not 1 <= len(raw) <= limit:
+        raise UsageError(f"{what} must be 1-{limit} bytes of UTF-8, got {len(raw)}")
+    if not value.isprintable():  # true of no character in _INVISIBLE: the fast path
+        bad = next((c for c in value if unicodedata.category(c) in _INVISIBLE), None)
+        if bad is not None:
+            raise UsageError(f"{what} must not contain control, format or invisible"
+                             f" characters (found U+{ord(bad):04X})")
+    return raw
+
+
 def check_address(address: str) -> str:
-    """Validate a user address (SPEC M1: UTF-8, 1-64 bytes).
+    """The one address rule (SPEC M1), for the CLI, REST and every lookup.
+
+    Returns the address in Unicode NFC, so that a name typed with combining
+    accents and the same name precomposed are one user.
 
     Raises:
-        UsageError: empty, too long, or containing control characters.
+        UsageError: not 1-64 bytes of UTF-8, invisible or control characters,
+            or the reserved prefix.
     """
-    raw = address.encode()
-    if not 1 <= len(raw) <= 64:
-        raise UsageError(f"address must be 1-64 bytes of UTF-8, got {len(raw)}")
-    if any(ord(c) < 32 for c in address):
-        raise UsageError("address must not contain control characters")
+    if not address.isascii():  # ASCII is NFC already: the usual case costs nothing
+        address = unicodedata.normalize("NFC", address)
+    _text(address, "address", MAX_ADDRESS_BYTES)
     if address.startswith(RESERVED_PREFIX):
         raise UsageError(f"addresses starting with {RESERVED_PREFIX!r} are reserved"
                          f" ({APP_SENDER!r} is the app itself)")
     return address
+
+
+def check_group_name(name: str) -> str:
+    """A group name: 1-255 bytes of UTF-8 in NFC, no invisible or control characters.
+
+    Raises:
+        UsageError: anything else.
+    """
+    if not name.isascii():
+        name = unicodedata.normalize("NFC", name)
+    _text(name, "group name", MAX_GROUP_NAME_BYTES)
+    return name
+
+
+def check_token_ttl(ttl_s: int) -> int:
+    """An access token's lifetime in seconds: 1..`MAX_TOKEN_TTL_S`.
+
+    Raises:
+        UsageError: anything else.
+    """
+    if not 1 <= ttl_s <= MAX_TOKEN_TTL_S:
+        raise UsageError(f"token lifetime must be 1..{MAX_TOKEN_TTL_S} seconds, got {ttl_s}")
+    return ttl_s
 
 
 def parse_perms(text: str) -> int:
@@ -205,11 +261,10 @@ class AdminService:
         """Issue an access token valid for `ttl_s` seconds.
 
         Raises:
-            UsageError: a non-positive lifetime.
+            UsageError: a lifetime outside 1..MAX_TOKEN_TTL_S.
             NotFoundError: no such user.
         """
-        if ttl_s <= 0:
-            raise UsageError("token lifetime must be positive")
+        check_token_ttl(ttl_s)
         user = await self._user_id(await self._app(), address)
         token = TOKEN_PREFIX + secrets.token_urlsafe(20)
         now = self.clock.wall_ms()
@@ -232,8 +287,10 @@ class AdminService:
         """Create a group with initial members.
 
         Raises:
+            UsageError: a bad name or member address.
             NotFoundError: a member does not exist.
         """
+        name = check_group_name(name)
         app_id = await self._app()
         ids = [await self._user_id(app_id, m) for m in members]
         group = await self.store.create_group(app_id, name, self.clock.wall_ms())
@@ -273,6 +330,6 @@ class AdminService:
         """
         return await self.store.get_group(await self._app(), group_id)
 
-    async def list_groups(self) -> list[GroupInfo]:
-        """Every group of the app."""
-        return await self.store.list_groups(await self._app())
+    async def list_groups(self, after: int = 0, limit: int | None = None) -> list[GroupInfo]:
+        """The app's groups in id order, `limit` at a time after id `after` (all: None)."""
+        return await self.store.list_groups(await self._app(), after, limit)

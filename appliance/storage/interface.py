@@ -239,8 +239,9 @@ class AdminStore(Protocol):
         """
         ...
 
-    async def list_groups(self, app_id: int) -> list[GroupInfo]:
-        """Every group of an app with its members."""
+    async def list_groups(self, app_id: int, after: int = 0,
+                          limit: int | None = None) -> list[GroupInfo]:
+        """An app's groups with their members in id order: `limit` (None: all) after `after`."""
         ...
 
 

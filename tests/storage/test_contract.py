@@ -7,6 +7,7 @@ on the session's server; under CI=true a missing MariaDB fails the run).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -385,4 +386,79 @@ def test_token_owners_reads_many_tokens_at_once(backend) -> None:  # type: ignor
         assert set(owners) == set(hashes[1::2])
         assert {p.address for p in owners.values()} == {b"alicia"}
         assert await store.token_owners([]) == {}
+    run(backend, go)
+
+
+# --- a value the store cannot hold fails only itself (issue 12) ------------------------------
+
+#: What the store cannot take: too big for a signed 64-bit column (OverflowError from
+#: the SQLite driver), or not a value at all (TypeError: a list is not even hashable).
+BAD_VALUES = [2**63, 2**64 - 1, [7]]
+
+
+@pytest.mark.parametrize("bad", BAD_VALUES, ids=repr)
+def test_a_bad_row_fails_alone_and_the_next_batch_runs(backend, bad) -> None:  # type: ignore[no-untyped-def]
+    async def go(store: Storage) -> None:
+        alice, bob, carol = await _users(store, "alice", "bob", "carol")
+        a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
+        b1 = (await store.register_device(bob, b"b1", NOW, 0)).device_rowid
+        c1 = (await store.register_device(carol, b"c1", NOW, 0)).device_rowid
+        seq = (await store.write(WriteBatch(messages=[msg(alice, a1, 1)]), NOW)).accepted[0].seq
+        # One batch: good messages around a bad one, a bad ACK beside a good
+        # one, a bad READ and a bad report confirmation.
+        batch = WriteBatch(
+            messages=[msg(carol, c1, 10), msg(carol, c1, 11, group=bad),
+                      msg(carol, c1, 12, prio=bad), msg(carol, c1, 13)],
+            acks=[(b1, bad, -1), (b1, seq, 0)],
+            reads=[(bob, 1, b"alice", bad, (1,))],
+            report_acks={c1: bad})
+        result = await store.write(batch, NOW)
+        got = [(a.outcome, a.status) for a in result.accepted]
+        assert got[0] == (Outcome.STORED, SENT)
+        assert got[3] == (Outcome.STORED, SENT)
+        # The bad ones: refused, never stored (FAILED, or INVALID_DEST when the
+        # lookup alone refuses it), never wrapped into another value.
+        for outcome, status in (got[1], got[2]):
+            assert outcome is Outcome.REJECTED
+            assert status in (0x80, INVALID_DEST)
+        assert [(r.msg_id, r.status) for r in result.receipts] == [(1, DELIVERED)]
+        # Nothing is left open: the next batch of anyone commits.
+        nxt = await store.write(WriteBatch(messages=[msg(alice, a1, 2)]), NOW)
+        assert [(a.outcome, a.status) for a in nxt.accepted] == [(Outcome.STORED, SENT)]
+        assert [p.msg_id for p in await store.pending(b1, bob, NOW, 10)] == [10, 13, 2]
+        # Admin changes still commit too.
+        await store.create_user(1, "dave", NOW)
+    run(backend, go)
+
+
+@pytest.mark.parametrize("bad", BAD_VALUES, ids=repr)
+def test_a_bad_value_in_an_admin_change_or_a_read_is_typed(backend, bad) -> None:  # type: ignore[no-untyped-def]
+    async def go(store: Storage) -> None:
+        (alice,) = await _users(store, "alice")
+        with pytest.raises(StorageError) as refused:
+            await store.store_token(alice, b"h" * 32, bad, NOW)
+        assert not isinstance(refused.value, ConflictError)
+        with pytest.raises(StorageError):  # NotFoundError, or refused: typed either way
+            await store.get_group(1, bad)
+        with contextlib.suppress(StorageError):  # typed, never the driver's own exception
+            assert await store.group_members(1, bad) is None
+        # The writer is not stuck in a transaction.
+        await store.create_user(1, "bob", NOW)
+        assert [u.address for u in await store.list_users(1, "", 10)] == ["alice", "bob"]
+    run(backend, go)
+
+
+@pytest.mark.parametrize("bad", BAD_VALUES, ids=repr)
+def test_a_bad_item_alone_is_left_out_not_retried(backend, bad) -> None:  # type: ignore[no-untyped-def]
+    async def go(store: Storage) -> None:
+        alice, bob = await _users(store, "alice", "bob")
+        a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
+        b1 = (await store.register_device(bob, b"b1", NOW, 0)).device_rowid
+        # Raising would make the engine retry the acknowledgement with every batch.
+        assert (await store.write(WriteBatch(acks=[(b1, bad, -1)]), NOW)).receipts == []
+        assert (await store.write(WriteBatch(report_acks={b1: bad}), NOW)).receipts == []
+        alone = (await store.write(WriteBatch(messages=[msg(alice, a1, 5, prio=bad)]), NOW))
+        assert [a.outcome for a in alone.accepted] == [Outcome.REJECTED]
+        ok = await store.write(WriteBatch(messages=[msg(alice, a1, 6)]), NOW)
+        assert [(a.outcome, a.status) for a in ok.accepted] == [(Outcome.STORED, SENT)]
     run(backend, go)

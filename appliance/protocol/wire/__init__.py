@@ -6,7 +6,10 @@ from appliance.protocol.wire.connection import Role, State, WireConnection
 from appliance.protocol.wire.errors import LocalWireError, RemoteWireError
 from appliance.protocol.wire.frames import (
     PREFACE,
+    PRIORITY_MAX,
     PROTOCOL_VERSION,
+    STORED_U64_MAX,
+    TYPE_MAX,
     Ack,
     Close,
     CloseCode,
@@ -29,7 +32,8 @@ from appliance.protocol.wire.frames import (
 )
 
 __all__ = [
-    "PREFACE", "PROTOCOL_VERSION", "Ack", "Close", "CloseCode", "Event", "Flag", "FrameType",
+    "PREFACE", "PRIORITY_MAX", "PROTOCOL_VERSION", "STORED_U64_MAX", "TYPE_MAX", "Ack", "Close",
+    "CloseCode", "Event", "Flag", "FrameType",
     "Hello", "LocalWireError", "Message", "Ping", "Pong", "ReadReport", "RemoteWireError",
     "ReportAck", "Role", "State", "Status", "StatusReport", "Welcome", "WireConnection",
     "decode_status", "encode", "encode_message", "encode_status",

@@ -103,6 +103,24 @@ class Flag:
 MAX_ADDRESS_BYTES: Final = 64
 U64_MAX: Final = (1 << 64) - 1
 
+# --- value ranges (PROTOCOL.md §3) ----------------------------------------
+# A field's wire width is not always its range.  Values the server keeps in
+# an integer column must fit what every store holds: SQLite INTEGER and
+# MariaDB BIGINT are signed 64-bit, MariaDB INT signed 32-bit (issue 12: a
+# group id of 2**63 raised OverflowError in the writer and stalled every
+# app's commits).  Message ids and refids are full u64: the store maps them
+# to signed (storage.sql.writes.to_db_id).  The decoder refuses a value out
+# of range with PROTOCOL_ERROR naming the field; the encoder refuses to send
+# one (LocalWireError).  Each bound is defined here once.
+
+#: Server-assigned handles and ids that are stored as they are (ACK and
+#: MESSAGE `seq`, REPORT_ACK `report_seq`, `group_id` everywhere).
+STORED_U64_MAX: Final = (1 << 63) - 1
+#: `priority`: 0 (highest) to 15 (lowest) (SPEC M2).
+PRIORITY_MAX: Final = 15
+#: `type`: application-defined, stored in a signed 32-bit column.
+TYPE_MAX: Final = (1 << 31) - 1
+
 
 # --- events ---------------------------------------------------------------
 # Plain slotted classes for the two hot-path events (Message, Status): a
@@ -283,6 +301,11 @@ def encode_message(m: Message) -> bytes:
     Raises:
         LocalWireError: a field does not fit its wire width.
     """
+    # The ranges `decode_message` enforces (`seq` from a client is ignored, so
+    # only its width is checked).
+    if not (0 <= m.priority <= PRIORITY_MAX and 0 <= m.group_id <= STORED_U64_MAX
+            and 0 <= m.type <= TYPE_MAX):
+        raise _local(_message_range(m.priority, m.group_id, m.type))
     return pack_message(m.id, m.peer, m.payload, m.group_id, m.refid, m.seq, m.timestamp_ms,
                         m.expiry_s, m.type, m.flags, m.priority)
 
@@ -292,7 +315,9 @@ def pack_message(id: int, peer: bytes, payload: bytes, group_id: int, refid: int
     """`encode_message` from loose fields: the server's delivery hot path.
 
     One `struct.pack` for header and fixed part, no event object (saves ~1 us
-    per message per recipient).
+    per message per recipient).  Only the wire widths are checked here: the
+    server passes values that came through `decode_message`'s range checks,
+    and re-checking them per recipient would cost the fan-out.
 
     Raises:
         LocalWireError: a field does not fit its wire width.
@@ -355,13 +380,20 @@ def _encode_control(event: Event) -> tuple[int, bytes]:
                                                  event.keepalive_s, len(event.address))
                                    + event.address + event.server_version)
     if isinstance(event, Ack):
+        if event.seqs and not 0 <= max(event.seqs) <= STORED_U64_MAX:
+            raise _local(_out_of_range("ACK", "seq", max(event.seqs), STORED_U64_MAX))
         return FrameType.ACK, _U16.pack(len(event.seqs)) + b"".join(
             _U64.pack(s) for s in event.seqs)
     if isinstance(event, ReadReport):
+        if not 0 <= event.group_id <= STORED_U64_MAX:
+            raise _local(_out_of_range("READ", "group_id", event.group_id, STORED_U64_MAX))
         return FrameType.READ, (_READ.pack(event.group_id, len(event.peer)) + event.peer
                                 + _U16.pack(len(event.ids))
                                 + b"".join(_U64.pack(i) for i in event.ids))
     if isinstance(event, ReportAck):
+        if not 0 <= event.report_seq <= STORED_U64_MAX:
+            raise _local(_out_of_range("REPORT_ACK", "report_seq", event.report_seq,
+                                       STORED_U64_MAX))
         return FrameType.REPORT_ACK, _U64.pack(event.report_seq)
     if isinstance(event, Ping):
         return FrameType.PING, _U64.pack(event.nonce)
@@ -394,6 +426,10 @@ def decode_message(buf: bytes | bytearray | memoryview, start: int, end: int) ->
     if end - start < _MSG_SIZE:
         raise RemoteWireError("MESSAGE body too short", close_code=CloseCode.PROTOCOL_ERROR)
     (mid, refid, seq, ts, expiry, mtype, flags, prio, group, alen) = _unpack_msg(buf, start)
+    # Three plain comparisons: the only per-message cost of the range rule.
+    if prio > PRIORITY_MAX or group > STORED_U64_MAX or mtype > TYPE_MAX:
+        raise RemoteWireError(_message_range(prio, group, mtype),
+                              close_code=CloseCode.PROTOCOL_ERROR)
     p = start + _MSG_SIZE
     if p + alen > end:
         raise RemoteWireError("MESSAGE address overruns the frame",
@@ -411,6 +447,25 @@ def decode_message(buf: bytes | bytearray | memoryview, start: int, end: int) ->
     m.peer = bytes(buf[p:p + alen])
     m.payload = bytes(buf[p + alen:end])
     return m
+
+
+def _message_range(prio: int, group: int, mtype: int) -> str:
+    if not 0 <= prio <= PRIORITY_MAX:
+        return _out_of_range("MESSAGE", "priority", prio, PRIORITY_MAX)
+    if not 0 <= group <= STORED_U64_MAX:
+        return _out_of_range("MESSAGE", "group_id", group, STORED_U64_MAX)
+    return _out_of_range("MESSAGE", "type", mtype, TYPE_MAX)
+
+
+def _out_of_range(frame: str, name: str, value: int, top: int) -> str:
+    return f"{frame} {name} {value} out of range 0..{top}"
+
+
+def _check(frame: str, name: str, value: int, top: int) -> None:
+    """Refuse a received value above `top` (decoders; values are unsigned already)."""
+    if value > top:
+        raise RemoteWireError(_out_of_range(frame, name, value, top),
+                              close_code=CloseCode.PROTOCOL_ERROR)
 
 
 def decode_status(buf: bytes | bytearray | memoryview, start: int, end: int) -> StatusReport:
@@ -448,6 +503,8 @@ def decode_body(ftype: int, body: bytes) -> Event:
                               close_code=CloseCode.PROTOCOL_ERROR) from None
     try:
         return decoder(body)
+    except RemoteWireError:
+        raise
     except (struct.error, IndexError, ValueError) as exc:
         name = FrameType(ftype).name
         raise RemoteWireError(f"malformed {name} frame: {exc}",
@@ -482,7 +539,10 @@ def _dec_welcome(body: bytes) -> Welcome:
 def _dec_ack(body: bytes) -> Ack:
     (count,) = _U16.unpack_from(body, 0)
     _exact(body, 2 + 8 * count, "ACK")
-    return Ack(seqs=struct.unpack_from(f">{count}Q", body, 2))
+    seqs = struct.unpack_from(f">{count}Q", body, 2)
+    if count:
+        _check("ACK", "seq", max(seqs), STORED_U64_MAX)
+    return Ack(seqs=seqs)
 
 
 def _dec_status(body: bytes) -> StatusReport:
@@ -491,6 +551,7 @@ def _dec_status(body: bytes) -> StatusReport:
 
 def _dec_read(body: bytes) -> ReadReport:
     group, alen = _READ.unpack_from(body, 0)
+    _check("READ", "group_id", group, STORED_U64_MAX)
     p = _READ.size + alen
     peer = body[_READ.size:p]
     (count,) = _U16.unpack_from(body, p)
@@ -500,7 +561,9 @@ def _dec_read(body: bytes) -> ReadReport:
 
 def _dec_report_ack(body: bytes) -> ReportAck:
     _exact(body, 8, "REPORT_ACK")
-    return ReportAck(_U64.unpack(body)[0])
+    (report_seq,) = _U64.unpack(body)
+    _check("REPORT_ACK", "report_seq", report_seq, STORED_U64_MAX)
+    return ReportAck(report_seq)
 
 
 def _dec_ping(body: bytes) -> Ping:

@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 # than "never": lock waits, deadlocks, a full disk or table, read-only.
 _DEADLOCK = 1213
 _TRANSIENT_ERRNOS = {1205, 1213, 1114, 1021, 3, 28, 1290, 1836, 2006, 2013, 1927, 1053}
+# ...and those that mean "never this value" (strict mode refuses it), which
+# Connector/Python also raises as OperationalError: out of range, wrong type,
+# too long, truncated, NULL.  Not an outage: the batch holding the value is
+# refused, the store stays up (issue 12).
+_BAD_VALUE_ERRNOS = {1048, 1264, 1265, 1292, 1366, 1406, 1690}
 
 
 def translate(exc: BaseException, what: str = "MariaDB") -> StorageError:
@@ -41,6 +46,8 @@ def translate(exc: BaseException, what: str = "MariaDB") -> StorageError:
     if isinstance(exc, mariadb.IntegrityError):
         return ConflictError(f"{what}: {exc}")
     errno = getattr(exc, "errno", None)
+    if errno in _BAD_VALUE_ERRNOS or isinstance(exc, mariadb.DataError):
+        return StorageError(f"{what}: {exc}")
     if isinstance(exc, mariadb.OperationalError | mariadb.InterfaceError) \
             or errno in _TRANSIENT_ERRNOS:
         return StorageUnavailableError(f"{what}: {exc}")

@@ -185,8 +185,10 @@ def get_group(conn: Connection, app: int, group: int) -> GroupInfo:
     return GroupInfo(group, app, name, members)
 
 
-def list_groups(conn: Connection, app: int) -> list[GroupInfo]:
+def list_groups(conn: Connection, app: int, after: int = 0,
+                limit: int | None = None) -> list[GroupInfo]:
     """See `AdminStore.list_groups`."""
-    ids = [r[0] for r in conn.execute("SELECT id FROM groups WHERE app_id = ? ORDER BY id",
-                                      (app,))]
+    ids = [r[0] for r in conn.execute(
+        "SELECT id FROM groups WHERE app_id = ? AND id > ? ORDER BY id LIMIT ?",
+        (app, after, (1 << 62) if limit is None else limit))]
     return [get_group(conn, app, g) for g in ids]

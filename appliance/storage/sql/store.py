@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Generic, TypeVar
 
-from appliance.errors import StorageUnavailableError
+from appliance.errors import StorageError, StorageUnavailableError
 from appliance.storage.models import (
     AppInfo,
     CredentialChange,
@@ -130,6 +130,13 @@ class Readers:
                     self._open.remove(conn)
                 conn.close()
             raise error from None
+        except StorageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - typed below, never leaked
+            # A value the driver cannot bind (OverflowError, TypeError): a
+            # typed error for the caller, never a library exception.
+            raise StorageError(f"the store refused a value: {type(exc).__name__}: {exc}"
+                               ) from None
 
     async def call(self, fn: Callable[..., T], *args: object) -> T:
         """Run `fn(conn, *args)` on a reader thread."""
@@ -298,9 +305,10 @@ class SqlStorage:
         """See `AdminStore.get_group`."""
         return await self._read(admin.get_group, app_id, group_id)
 
-    async def list_groups(self, app_id: int) -> list[GroupInfo]:
+    async def list_groups(self, app_id: int, after: int = 0,
+                          limit: int | None = None) -> list[GroupInfo]:
         """See `AdminStore.list_groups`."""
-        return await self._read(admin.list_groups, app_id)
+        return await self._read(admin.list_groups, app_id, after, limit)
 
     # --- CredentialStore --------------------------------------------------
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from appliance.errors import StorageError
+from appliance.errors import StorageError, StorageUnavailableError
 from appliance.storage.models import (
     Accepted,
     DeviceRecord,
@@ -35,6 +35,7 @@ from appliance.storage.models import (
     WriteResult,
 )
 from appliance.storage.sql.dialect import Connection
+from appliance.storage.sql.isolate import isolate
 
 # Status and flag values are part of the wire protocol (PROTOCOL.md §4); the
 # storage layer repeats the few it needs rather than import the codec.
@@ -147,13 +148,32 @@ class Writer:
             self._stale = False
 
     def _fail(self, exc: BaseException) -> StorageError:
+        """Roll back after ANY exception and return the typed error for the callers.
+
+        Not only driver errors: a value the driver cannot bind (OverflowError,
+        TypeError) once left the transaction open, and every later batch of
+        every app failed with "cannot start a transaction within a
+        transaction" (issue 12).  Whatever went wrong, nothing of the batch
+        is kept, the caches are dropped and the next batch starts clean.
+        """
         self.conn.rollback()
         self._clear_caches()
         self._stale = True
-        return self.conn.translate(exc)
+        if not isinstance(exc, Exception):
+            raise exc  # KeyboardInterrupt, SystemExit: rolled back, passed on
+        if isinstance(exc, StorageError):
+            return exc  # already typed (a lost connection at COMMIT, NotFound...)
+        if isinstance(exc, self._errors):
+            return self.conn.translate(exc)
+        return StorageError(f"the store refused a value: {type(exc).__name__}: {exc}")
 
     def run_admin(self, fn: Callable[..., T], *args: object) -> T:
-        """Run an administrative change in a transaction of its own."""
+        """Run an administrative change in a transaction of its own.
+
+        Raises:
+            StorageError: whatever failed (typed as `fn` raised it, or
+                translated); the transaction is rolled back.
+        """
         try:
             self._begin()
             result = fn(self.conn, *args)
@@ -161,11 +181,8 @@ class Writer:
             self.conn.execute("UPDATE directory_version SET version = version + 1")
             self.conn.commit()
             return result
-        except self._errors as exc:
+        except BaseException as exc:  # noqa: BLE001 - anything rolls back, see `_fail`
             raise self._fail(exc) from None
-        except StorageError:
-            self.conn.rollback()
-            raise
         finally:
             self._clear_caches()
 
@@ -176,8 +193,26 @@ class Writer:
 
         A batch that InnoDB chose as a deadlock's victim was rolled back whole:
         it runs once more (with caches and counters read afresh) before its
-        senders are told FAILED.
+        senders are told FAILED.  A batch that failed for any reason other
+        than an unavailable store holds something the store refuses: its good
+        parts are committed without it (`isolate`), so one bad row never
+        fails the other senders of the batch, nor (through the engine's retry
+        of acknowledgements) every batch after it.
+
+        Raises:
+            StorageUnavailableError: the store is unavailable; nothing of the
+                batch was committed.
         """
+        try:
+            return self._commit(batch, now_ms)
+        except StorageUnavailableError:
+            raise
+        except StorageError:
+            # Even a batch of one: raising would make the engine retry the
+            # refused acknowledgement with every later batch, for ever.
+            return isolate(self._commit, batch, now_ms)
+
+    def _commit(self, batch: WriteBatch, now_ms: int) -> WriteResult:
         try:
             return self._apply(batch, now_ms, retry=True)
         except _DeadlockError:
@@ -202,7 +237,7 @@ class Writer:
                 self.conn.executemany("UPDATE devices SET last_seen_ms = ? WHERE id = ?",
                                       [(ms, dev) for dev, ms in batch.seen.items()])
             self.conn.commit()
-        except self._errors as exc:
+        except BaseException as exc:  # noqa: BLE001 - anything rolls back, see `_fail`
             self._trim.clear()
             error = self._fail(exc)
             if retry and self.conn.retryable(exc):
@@ -465,7 +500,7 @@ class Writer:
                 # Reports no device ever confirmed; a full scan, so only now and then.
                 conn.execute("DELETE FROM receipts WHERE ts_ms <= ?", (now_ms - retention_ms,))
             conn.commit()
-        except self._errors as exc:
+        except BaseException as exc:  # noqa: BLE001 - anything rolls back, see `_fail`
             raise self._fail(exc) from None
         return out
 
@@ -502,7 +537,7 @@ class Writer:
             self._begin(durable=False)
             records = [self._register(*req) for req in requests]
             self.conn.commit()
-        except self._errors as exc:
+        except BaseException as exc:  # noqa: BLE001 - anything rolls back, see `_fail`
             raise self._fail(exc) from None
         return records
 

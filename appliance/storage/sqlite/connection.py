@@ -20,6 +20,18 @@ from appliance.storage.sql.dialect import SQLITE, Dialect
 _BUSY_TIMEOUT_MS = 10_000
 
 
+def _make_private(path: Path) -> None:
+    """Make the database and its WAL files 0600 (a file made under a lax umask, or before).
+
+    The CLI sets a private umask for everything it creates; this covers a
+    database that an earlier version created world-readable (issue 12).
+    """
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(OSError):  # not there (yet), or not ours: SQLite says so
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+
+
 def open_connection(path: Path) -> sqlite3.Connection:
     """Open `path` with the appliance's pragmas, in explicit-transaction mode.
 
@@ -29,6 +41,7 @@ def open_connection(path: Path) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                cached_statements=256)
+        _make_private(path)
         conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")

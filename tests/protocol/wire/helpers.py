@@ -30,6 +30,7 @@ from appliance.protocol.wire import (
     Welcome,
     WireConnection,
 )
+from appliance.protocol.wire.frames import PRIORITY_MAX, STORED_U64_MAX, TYPE_MAX
 
 EVENT_TYPES = (Message, StatusReport, Hello, Welcome, Ack, ReadReport, ReportAck, Ping, Pong,
                Close)
@@ -40,24 +41,29 @@ u8 = st.integers(0, 0xFF)
 u16 = st.integers(0, 0xFFFF)
 u32 = st.integers(0, 0xFFFF_FFFF)
 u64 = st.integers(0, 0xFFFF_FFFF_FFFF_FFFF)
+#: Narrower ranges than the wire width (PROTOCOL.md "Value ranges").
+stored_u64 = st.integers(0, STORED_U64_MAX)
+priorities = st.integers(0, PRIORITY_MAX)
+types = st.integers(0, TYPE_MAX)
 #: SPEC M1 addresses are 1-64 bytes; the codec itself also carries 0.
 addresses = st.binary(max_size=64)
 #: Fields with a u8 length prefix whose only limit is the wire width.
 short_bytes = st.binary(max_size=255)
 
 messages = st.builds(
-    Message, id=u64, peer=addresses, payload=st.binary(max_size=2048), group_id=u64,
-    refid=u64, seq=u64, timestamp_ms=u64, expiry_s=u32, type=u32, flags=u32, priority=u8)
+    Message, id=u64, peer=addresses, payload=st.binary(max_size=2048), group_id=stored_u64,
+    refid=u64, seq=stored_u64, timestamp_ms=u64, expiry_s=u32, type=types, flags=u32,
+    priority=priorities)
 status_reports = st.builds(StatusReport, id=u64, status=u8, report_seq=u64,
                            timestamp_ms=u64, group_id=u64, peer=addresses)
 hellos = st.builds(Hello, token=st.binary(max_size=600), device_id=short_bytes,
                    keepalive_s=u16, client_flags=u32)
 welcomes = st.builds(Welcome, address=short_bytes, server_time_ms=u64, keepalive_s=u32,
                      max_frame_bytes=u32, server_version=st.binary(max_size=64))
-acks = st.builds(Ack, seqs=st.lists(u64, max_size=50).map(tuple))
-read_reports = st.builds(ReadReport, peer=addresses, group_id=u64,
+acks = st.builds(Ack, seqs=st.lists(stored_u64, max_size=50).map(tuple))
+read_reports = st.builds(ReadReport, peer=addresses, group_id=stored_u64,
                          ids=st.lists(u64, max_size=50).map(tuple))
-report_acks = st.builds(ReportAck, report_seq=u64)
+report_acks = st.builds(ReportAck, report_seq=stored_u64)
 pings = st.builds(Ping, nonce=u64)
 pongs = st.builds(Pong, nonce=u64)
 closes = st.builds(Close, code=u16, reason=st.text(max_size=80))

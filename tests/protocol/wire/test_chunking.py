@@ -21,6 +21,7 @@ from appliance.protocol.wire import (
     StatusReport,
     WireConnection,
 )
+from appliance.protocol.wire.frames import PRIORITY_MAX, TYPE_MAX
 from tests.protocol.wire.helpers import HELLO, WELCOME, cut, feed, stream
 
 TOP = 2**64 - 1
@@ -38,7 +39,7 @@ CLIENT_SESSION: list[Event] = [
             flags=Flag.DEFAULT | Flag.ENCRYPTED | Flag.MODIFY, priority=15),
     Pong(77),
     Message(TOP, b"d" * 64, b"", refid=TOP, seq=TOP, timestamp_ms=TOP, expiry_s=2**32 - 1,
-            type=2**32 - 1, flags=0xFFFF, priority=255, group_id=0),
+            type=TYPE_MAX, flags=0xFFFF, priority=PRIORITY_MAX, group_id=0),
     Ack(()),
     ReadReport(b"dave", 7, (3001,)),
     Message(1004, b"bob", b""),

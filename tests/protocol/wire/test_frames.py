@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from appliance.protocol.wire import (
     Ping,
     Pong,
     ReadReport,
+    RemoteWireError,
     ReportAck,
     Role,
     State,
@@ -31,7 +33,15 @@ from appliance.protocol.wire import (
     WireConnection,
     encode,
 )
-from appliance.protocol.wire.frames import HEADER, HEADER_SIZE, decode_body, decode_message
+from appliance.protocol.wire.frames import (
+    HEADER,
+    HEADER_SIZE,
+    PRIORITY_MAX,
+    STORED_U64_MAX,
+    TYPE_MAX,
+    decode_body,
+    decode_message,
+)
 from tests.protocol.wire.helpers import (
     HELLO,
     SAMPLES,
@@ -185,14 +195,72 @@ def test_failed_send_when_open_leaves_the_connection_usable(event: Event) -> Non
 
 def test_largest_values_fit() -> None:
     top = 2**64 - 1
-    m = Message(top, b"a" * 255, b"p", group_id=top, refid=top, seq=top, timestamp_ms=top,
-                expiry_s=2**32 - 1, type=2**32 - 1, flags=2**32 - 1, priority=255)
+    m = Message(top, b"a" * 255, b"p", group_id=STORED_U64_MAX, refid=top, seq=STORED_U64_MAX,
+                timestamp_ms=top, expiry_s=2**32 - 1, type=TYPE_MAX, flags=2**32 - 1,
+                priority=PRIORITY_MAX)
     frame = encode(m)
     assert decode_message(frame, HEADER_SIZE, len(frame)) == m
     h = Hello(token=b"t" * 65535, device_id=b"d" * 255, keepalive_s=65535, client_flags=2**32 - 1)
     assert decode_body(FrameType.HELLO, encode(h)[HEADER_SIZE:]) == h
-    a = Ack((top,) * 65535)
+    a = Ack((STORED_U64_MAX,) * 65535)
     assert decode_body(FrameType.ACK, encode(a)[HEADER_SIZE:]) == a
+    r = ReadReport(b"bob", STORED_U64_MAX, (top,))  # message ids use the whole u64
+    assert decode_body(FrameType.READ, encode(r)[HEADER_SIZE:]) == r
+    assert decode_body(FrameType.REPORT_ACK, encode(ReportAck(STORED_U64_MAX))[HEADER_SIZE:]) \
+        == ReportAck(STORED_U64_MAX)
+
+
+# --- fields that fit their wire width but not their range (issue 12) -----------------------
+
+_MSG = struct.Struct(">QQQQIIIBQB")
+
+
+def _message_body(*, group_id: int = 0, mtype: int = 0, priority: int = 0) -> bytes:
+    return _MSG.pack(1, 0, 0, 0, 60, mtype, 3, priority, group_id, 3) + b"bobhi"
+
+
+#: (frame type, body, the words the close reason must contain)
+NARROW: list[tuple[int, bytes, str]] = [
+    (FrameType.MESSAGE, _message_body(priority=16), "MESSAGE priority 16 out of range 0..15"),
+    (FrameType.MESSAGE, _message_body(priority=255), "MESSAGE priority 255"),
+    (FrameType.MESSAGE, _message_body(group_id=2**63), f"MESSAGE group_id {2**63}"),
+    (FrameType.MESSAGE, _message_body(group_id=2**64 - 1), "MESSAGE group_id"),
+    (FrameType.MESSAGE, _message_body(mtype=2**31), f"MESSAGE type {2**31}"),
+    (FrameType.ACK, struct.pack(">HQQ", 2, 1, 2**63), f"ACK seq {2**63}"),
+    (FrameType.READ, struct.pack(">QB", 2**63, 3) + b"bob" + struct.pack(">HQ", 1, 5),
+     "READ group_id"),
+    (FrameType.REPORT_ACK, struct.pack(">Q", 2**64 - 1), "REPORT_ACK report_seq"),
+]
+
+
+@pytest.mark.parametrize(("ftype", "body", "reason"), NARROW, ids=[r for _, _, r in NARROW])
+def test_a_value_out_of_its_range_is_a_protocol_error_naming_the_field(
+        ftype: int, body: bytes, reason: str) -> None:
+    _, server = open_pair()
+    with pytest.raises(RemoteWireError) as refused:
+        server.receive_data(struct.pack(">IB", len(body), ftype) + body)
+    assert refused.value.close_code == CloseCode.PROTOCOL_ERROR
+    assert reason in str(refused.value)
+    assert server.state is State.ERROR
+
+
+NARROW_EVENTS: list[Event] = [
+    Message(1, b"bob", b"", priority=16),
+    Message(1, b"bob", b"", priority=-1),
+    Message(1, b"bob", b"", group_id=2**63),
+    Message(1, b"bob", b"", type=2**31),
+    Ack((1, 2**63)),
+    ReadReport(b"bob", 2**63, ()),
+    ReportAck(2**63),
+]
+
+
+@pytest.mark.parametrize("event", NARROW_EVENTS, ids=repr)
+def test_the_encoder_refuses_a_value_out_of_its_range(event: Event) -> None:
+    client, _ = open_pair()
+    with pytest.raises(LocalWireError, match="out of range"):
+        client.send(event)
+    assert client.state is State.OPEN
 
 
 # --- PROTOCOL.md says what the code does -------------------------------------------------

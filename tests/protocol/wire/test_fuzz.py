@@ -8,6 +8,7 @@ UnicodeDecodeError...) is a codec bug.
 
 from __future__ import annotations
 
+import struct
 import tracemalloc
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import given, settings, strategies as st
 
 from appliance.protocol.wire import (
     PREFACE,
+    Ack,
     Close,
     CloseCode,
     Event,
@@ -22,13 +24,21 @@ from appliance.protocol.wire import (
     LocalWireError,
     Message,
     Ping,
+    ReadReport,
     RemoteWireError,
+    ReportAck,
     Role,
     State,
     WireConnection,
     encode,
 )
-from appliance.protocol.wire.frames import HEADER, HEADER_SIZE
+from appliance.protocol.wire.frames import (
+    HEADER,
+    HEADER_SIZE,
+    PRIORITY_MAX,
+    STORED_U64_MAX,
+    TYPE_MAX,
+)
 from tests.protocol.wire.helpers import (
     EVENT_TYPES,
     HELLO,
@@ -42,6 +52,8 @@ from tests.protocol.wire.helpers import (
     server_events,
     stream,
     u8,
+    u32,
+    u64,
 )
 
 HANDSHAKE = WireConnection(Role.CLIENT).send(HELLO)
@@ -386,3 +398,107 @@ def test_unknown_frame_types_are_protocol_errors() -> None:
         with pytest.raises(RemoteWireError) as info:
             server.receive_data(_frame(ftype, b"\x00" * 8))
         assert info.value.close_code == CloseCode.PROTOCOL_ERROR, ftype
+
+
+# --- value ranges (issue 12) ---------------------------------------------------------------
+
+_MSG = struct.Struct(">QQQQIIIBQB")
+#: u64 values, with the edges of the stored range as likely as anything else.
+edgy_u64 = st.one_of(u64, st.sampled_from([0, STORED_U64_MAX, STORED_U64_MAX + 1, 2**64 - 1]))
+
+
+def _frame(ftype: int, body: bytes) -> bytes:
+    return HEADER.pack(len(body), ftype) + body
+
+
+def _expect(server: WireConnection, raw: bytes, first_bad: str | None) -> list[Event]:
+    """Decode `raw`; refused naming `first_bad` when that is set, else accepted."""
+    if first_bad is None:
+        return server.receive_data(raw)
+    with pytest.raises(RemoteWireError) as info:
+        server.receive_data(raw)
+    assert info.value.close_code == CloseCode.PROTOCOL_ERROR
+    assert f" {first_bad} " in info.value.reason
+    assert "out of range" in info.value.reason
+    assert_poisoned(server, info.value)
+    return []
+
+
+@settings(max_examples=300)
+@given(priority=u8, group_id=edgy_u64, mtype=st.one_of(u32, st.just(TYPE_MAX + 1)),
+       msg_id=u64, refid=u64)
+def test_message_values_outside_their_range_are_refused_exactly(
+        priority: int, group_id: int, mtype: int, msg_id: int, refid: int) -> None:
+    _, server = open_pair()
+    body = _MSG.pack(msg_id, refid, 0, 0, 60, mtype, 3, priority, group_id, 0) + b"x"
+    bad = ("priority" if priority > PRIORITY_MAX else "group_id" if group_id > STORED_U64_MAX
+           else "type" if mtype > TYPE_MAX else None)
+    events = _expect(server, _frame(FrameType.MESSAGE, body), bad)
+    if bad is None:  # ids and refids keep their whole u64 range
+        assert len(events) == 1
+        m = events[0]
+        assert isinstance(m, Message)
+        assert (m.id, m.refid, m.priority, m.group_id, m.type) == (msg_id, refid, priority,
+                                                                   group_id, mtype)
+
+
+@settings(max_examples=200)
+@given(seqs=st.lists(edgy_u64, max_size=20))
+def test_ack_seqs_outside_the_stored_range_are_refused(seqs: list[int]) -> None:
+    _, server = open_pair()
+    raw = _frame(FrameType.ACK, struct.pack(f">H{len(seqs)}Q", len(seqs), *seqs))
+    bad = "seq" if any(s > STORED_U64_MAX for s in seqs) else None
+    events = _expect(server, raw, bad)
+    assert bad is not None or events == [Ack(tuple(seqs))]
+
+
+@settings(max_examples=200)
+@given(group_id=edgy_u64, ids=st.lists(u64, max_size=8), report_seq=edgy_u64)
+def test_read_and_report_ack_values_outside_the_stored_range_are_refused(
+        group_id: int, ids: list[int], report_seq: int) -> None:
+    _, server = open_pair()
+    raw = _frame(FrameType.READ, struct.pack(">QB", group_id, 3) + b"bob"
+                 + struct.pack(f">H{len(ids)}Q", len(ids), *ids))
+    bad = "group_id" if group_id > STORED_U64_MAX else None
+    events = _expect(server, raw, bad)
+    assert bad is not None or events == [ReadReport(b"bob", group_id, tuple(ids))]
+    _, server = open_pair()
+    bad = "report_seq" if report_seq > STORED_U64_MAX else None
+    events = _expect(server, _frame(FrameType.REPORT_ACK, struct.pack(">Q", report_seq)), bad)
+    assert bad is not None or events == [ReportAck(report_seq)]
+
+
+@settings(max_examples=200)
+@given(event=st.one_of(
+    st.builds(Message, id=u64, peer=st.just(b"bob"), payload=st.just(b""), group_id=edgy_u64,
+              type=st.one_of(u32, st.just(TYPE_MAX + 1)), priority=u8),
+    st.builds(Ack, seqs=st.lists(edgy_u64, max_size=5).map(tuple)),
+    st.builds(ReadReport, peer=st.just(b"bob"), group_id=edgy_u64, ids=st.just(())),
+    st.builds(ReportAck, report_seq=edgy_u64)))
+def test_the_encoder_sends_only_what_the_decoder_accepts(event: Event) -> None:
+    client, server = open_pair()
+    try:
+        raw = client.send(event)
+    except LocalWireError as exc:
+        refused = str(exc)
+    else:
+        assert server.receive_data(raw) == [event]
+        return
+    assert "out of range" in refused
+    with pytest.raises(RemoteWireError):  # the same value, packed by hand, is refused
+        server.receive_data(_raw_like(event))
+
+
+def _raw_like(event: Event) -> bytes:
+    if isinstance(event, Message):
+        return _frame(FrameType.MESSAGE, _MSG.pack(event.id, 0, 0, 0, event.expiry_s,
+                                                   event.type, event.flags, event.priority,
+                                                   event.group_id, 3) + b"bob")
+    if isinstance(event, Ack):
+        n = len(event.seqs)
+        return _frame(FrameType.ACK, struct.pack(f">H{n}Q", n, *event.seqs))
+    if isinstance(event, ReadReport):
+        return _frame(FrameType.READ, struct.pack(">QB", event.group_id, 3) + b"bob"
+                      + struct.pack(">H", 0))
+    assert isinstance(event, ReportAck)
+    return _frame(FrameType.REPORT_ACK, struct.pack(">Q", event.report_seq))
