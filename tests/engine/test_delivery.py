@@ -181,10 +181,11 @@ def test_store_failure_answers_failed_never_sent_and_recovers(tmp_path: Path) ->
         store.failing = True
         engine.on_ack(bob, Ack((got.seq,)))  # fails, and is retried until the store is back
         failures = engine.stats_failed_batches
-        for _ in range(1000):
-            if engine.stats_failed_batches > failures:
-                break
-            await asyncio.sleep(0)
+        # The retry is paced (commit_window_ms): wait for the condition, not a
+        # number of loop turns (1,000 turns took less than the pacing on a fast host).
+        async with asyncio.timeout(5):
+            while engine.stats_failed_batches == failures:
+                await asyncio.sleep(0.001)
         assert engine.stats_failed_batches == failures + 1
         assert (1, Status.DELIVERED) not in alice_link.statuses()
         store.failing = False
