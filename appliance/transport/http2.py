@@ -36,8 +36,8 @@ from h2.exceptions import H2Error, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes
 
 from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse, parse_query, problem
-from appliance.transport.http1 import MAX_BODY_BYTES, MAX_HEADER_BYTES, SERVER_HEADER
 from appliance.ratelimit import RATE_PER_S, TokenBucket
+from appliance.transport.http1 import MAX_BODY_BYTES, MAX_HEADER_BYTES, SERVER_HEADER
 from appliance.transport.tasks import spawn
 
 if TYPE_CHECKING:

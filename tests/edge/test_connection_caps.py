@@ -45,12 +45,14 @@ def test_8000_silent_connections_from_one_address_are_capped(data_dir: Path) -> 
         logins = asyncio.get_running_loop().create_task(
             honest_logins(server, login["login"], stop))
         async with HonestPair(server, tokens) as honest:
+            started = time.monotonic()
             for _ in range(8000):
                 socks.append(silent(server))
-                if len(socks) % 500 == 0:
-                    await asyncio.sleep(0)  # let the honest pair run
+                if len(socks) % 20 == 0:
+                    await asyncio.sleep(0.001)  # the honest pair shares this loop
             capped = await _until(lambda: still_open(socks) <= DEFAULT_PER_IP_CONNECTIONS, 5.0)
             open_now = still_open(socks)
+            await asyncio.sleep(max(0.0, 3.0 - (time.monotonic() - started)))  # enough samples
             stop.set()
             ok, failures = await logins
         return capped, open_now, ok, failures, honest
@@ -62,7 +64,8 @@ def test_8000_silent_connections_from_one_address_are_capped(data_dir: Path) -> 
         assert capped, f"{open_now} of 8000 silent connections still open"
         honest.assert_healthy()
         assert rss.growth < RSS_BUDGET_BYTES, rss
-        assert not failures and ok >= 5, (ok, failures)
+        assert not failures, (ok, failures)
+        assert ok >= 5, ok
     finally:
         for sock in socks:
             sock.close()
@@ -94,7 +97,8 @@ def test_silent_connections_under_a_low_fd_limit_do_not_lock_out_logins(
         with RssWatch(server.proc.pid) as rss:  # type: ignore[union-attr]
             ok, failures, honest = asyncio.run(attack())
         print(rss, f"logins ok {ok}, failed {len(failures)}, honest p99 {honest.p99 * 1000:.1f}")
-        assert not failures and ok >= 20, (ok, failures[:5])
+        assert not failures, (ok, failures[:5])
+        assert ok >= 20, ok
         honest.assert_healthy()
         assert rss.growth < RSS_BUDGET_BYTES, rss
     finally:
