@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.api.edge import EDGE_ROUTES, EdgeControl
 from appliance.api.http import ApiError, ApiRequest, ApiResponse, from_error, ok
 from appliance.api.messages import BackendSender
 from appliance.engine.clock import Clock
@@ -317,6 +318,7 @@ ROUTES: list[Route] = [
           response={"type": "object", "properties": {
               k: {"type": "integer"} for k in ("connections", "sessions", "commits",
                                                "failed_commits")}}),
+    *(Route(**spec) for spec in EDGE_ROUTES),
 ]
 
 
@@ -331,6 +333,9 @@ class RestApi:
         self.stats = stats
         self._routes = [(r, r.regex()) for r in ROUTES]
         self._secrets: dict[str, tuple[AppInfo, float]] = {}
+        #: The connection edge (operator routes), and its hook: (connection, passed).
+        self.edge: EdgeControl | None = None
+        self.on_auth: Callable[[Any, bool], None] = lambda connection, passed: None
 
     async def handle(self, request: ApiRequest) -> ApiResponse:
         """The response to `request`; never raises."""
@@ -352,11 +357,17 @@ class RestApi:
                                                         and request.method == "HEAD"):
                 allowed.append(route.method)
                 continue
-            if route.operator:
-                await self._authenticate_operator(request)
-                app = None
-            else:
-                app = await self._authenticate(request) if route.auth else None
+            try:
+                if route.operator:
+                    await self._authenticate_operator(request)
+                    app = None
+                else:
+                    app = await self._authenticate(request) if route.auth else None
+            except ApiError:  # a 401: counts against the address (auto-blocking)
+                self.on_auth(request.connection, False)
+                raise
+            if route.auth:
+                self.on_auth(request.connection, True)
             return await route.handler(Call(request, match.groupdict(), app, self))
         if allowed:
             raise ApiError(405, "method not allowed",

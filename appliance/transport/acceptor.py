@@ -34,6 +34,7 @@ from appliance.errors import UsageError
 from appliance.protocol.proxy import ProxyHeaderError, parse, starts_like_a_header
 from appliance.protocol.sniff import Detected, detect
 from appliance.protocol.wire import CloseCode
+from appliance.transport.tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +302,7 @@ class Edge:
         stamp = self.files.stamp()
         if stamp != self._stamp and not self._reloading:
             self._stamp = stamp
-            asyncio.get_running_loop().create_task(self.reload(self.config))
+            spawn(self.reload(self.config), name="edge-reload")
 
     async def reload(self, config: EdgeConfig) -> None:
         """New settings and filter (SIGHUP, or a filter file changed); closes newly
