@@ -29,8 +29,8 @@ class EdgeConfig:
     trusted_proxies: tuple[str, ...] = ()
     #: A trusted proxy's header must arrive within this many seconds.
     proxy_header_timeout_s: float = 5.0
-    #: Addresses the per-IP limits do not apply to (a local reverse proxy, the
-    #: operator's tools).  Global caps and the filter still apply.
+    #: Addresses the per-IP limits and automatic blocking do not apply to (a local
+    #: reverse proxy, the operator's tools).  Global caps and the filter still apply.
     exempt: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     #: Open connections, all addresses; 0 = RLIMIT_NOFILE minus `reserved_fds`.
     max_connections: int = 0

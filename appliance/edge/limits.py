@@ -169,8 +169,8 @@ class Limits:
     def auth_failed(self, address: Address, now: float) -> bool:
         """An authentication failure from `address`; True if it is now blocked."""
         config = self.config
-        if not config.auth_fail_count:
-            return False
+        if not config.auth_fail_count or self.exempt.contains(address):
+            return False  # blocking a local reverse proxy would block everyone behind it
         key = self.key(address)
         peer = self._peer(key, now, exempt=False)
         if peer is None:
