@@ -38,6 +38,11 @@ from appliance.transport.tasks import spawn
 
 log = logging.getLogger(__name__)
 
+#: A handshake younger than this is never evicted: an honest one takes milliseconds on a
+#: LAN, a few round trips on a mobile link.  An attacker must then open more than
+#: max_handshakes / MIN_HANDSHAKE_AGE_S connections a second to keep logins out.
+MIN_HANDSHAKE_AGE_S = 0.25
+
 ProtocolFor = Callable[[Detected, asyncio.Transport], asyncio.Protocol | None]
 
 
@@ -91,6 +96,8 @@ class Gate(asyncio.Protocol):
         except (UsageError, TypeError, IndexError):
             tcp.abort()  # not an IP peer: nothing to decide on
             return
+        if edge.limits.handshakes >= edge.limits.max_handshakes:
+            edge.evict_handshake()
         if edge.trusted.contains(address):
             if not edge.limits.admit_proxy():
                 tcp.abort()
@@ -104,6 +111,7 @@ class Gate(asyncio.Protocol):
         self.address = address
         edge.gates[self.key] = self
         edge.pending.add(self)
+        edge.handshaking[self] = None
 
     def data_received(self, data: bytes) -> None:
         inner = self.inner
@@ -199,6 +207,7 @@ class Gate(asyncio.Protocol):
         self.transport = None
         edge.pending.discard(self)
         edge.upgradable.discard(self)
+        edge.handshaking.pop(self, None)
         if edge.gates.get(self.key) is self:
             del edge.gates[self.key]
         if self._proxied:
@@ -211,16 +220,20 @@ class Gate(asyncio.Protocol):
     def authenticated(self) -> None:
         if self.handshaking and self.peer is not None:
             self.handshaking = False
+            self._edge.handshaking.pop(self, None)
             self._edge.limits.authenticated(self.peer)
 
     def close(self, code: int, reason: str) -> None:
         """Close with a reason where the protocol has a way to say one."""
-        inner = self.inner
-        if inner is not None and hasattr(inner, "close"):
-            closable: _Closable = inner
+        target: Any = self.inner
+        while getattr(target, "inner", None) is not None:
+            target = target.inner  # TLS and WebSocket carriers: the protocol inside speaks
+        try:
+            closable: _Closable = target
             closable.close(code, reason)
-        elif self.transport is not None:
-            self.transport.close()
+        except (AttributeError, TypeError):  # no protocol yet, or one with no reasons
+            if self.transport is not None:
+                self.transport.close()
 
     def _refuse(self, reason: Refusal, detail: str) -> None:
         self._edge.limits.refused(reason)
@@ -255,6 +268,9 @@ class Edge:
         self.pending: set[Gate] = set()
         #: HTTP/1.1 gates (the WebSocket upgrade replaces the transport's protocol).
         self.upgradable: set[Gate] = set()
+        #: Gates not yet authenticated, oldest first (the global handshake cap evicts).
+        self.handshaking: dict[Gate, None] = {}
+        self.evicted = 0
 
     def gate(self) -> Gate:
         """The protocol factory for the listening socket."""
@@ -277,7 +293,24 @@ class Edge:
 
     def snapshot(self) -> dict[str, int]:
         """Counters for the operator's statistics (`/v1/stats` operator figures)."""
-        return self.limits.snapshot()
+        return {**self.limits.snapshot(), "evicted_handshakes": self.evicted}
+
+    def evict_handshake(self) -> None:
+        """At the global handshake cap, make room by closing the oldest handshake.
+
+        Refusing newcomers instead would let an attacker with many addresses (each
+        under its per-address caps) lock every honest login out, since silent
+        connections hold their slot for the whole handshake timeout while an honest
+        handshake takes milliseconds: the oldest is almost always the attacker's.
+        Only handshakes older than `MIN_HANDSHAKE_AGE_S` go, so a flood cannot churn
+        out an honest one in progress.
+        """
+        oldest = next(iter(self.handshaking), None)
+        if oldest is None or self.clock.monotonic() - oldest.opened_at < MIN_HANDSHAKE_AGE_S:
+            return
+        self.evicted += 1
+        oldest.close(CloseCode.IDLE_TIMEOUT, "handshake too slow: the server is busy")
+        oldest.release()  # its slot is free now, whatever the close takes
 
     # --- once a second -------------------------------------------------------------------
 

@@ -105,3 +105,39 @@ def test_silent_connections_under_a_low_fd_limit_do_not_lock_out_logins(
         for sock in socks:
             sock.close()
         server.stop()
+
+
+def test_silent_connections_from_many_addresses_do_not_lock_out_logins(
+        data_dir: Path) -> None:
+    """Each address stays under its caps; together they fill the global handshake cap."""
+    tokens, _ = provision(data_dir, HONEST_USERS, app=HONEST_APP)
+    login, _ = provision(data_dir, ["login"], app=HONEST_APP)
+    server = ServerProcess(data_dir, command=["prlimit", "--nofile=256:256", sys.executable,
+                                              "-m", "appliance"])
+    server.start()
+    socks: list[socket.socket] = []
+
+    async def attack() -> tuple[int, list[str], HonestPair]:
+        stop = asyncio.Event()
+        logins = asyncio.get_running_loop().create_task(
+            honest_logins(server, login["login"], stop))
+        async with HonestPair(server, tokens) as honest:
+            for i in range(6 * 130):
+                socks.append(silent(server, f"127.0.1.{i % 200 + 1}"))
+                await asyncio.sleep(1 / 130)
+            stop.set()
+            ok, failures = await logins
+        return ok, failures, honest
+
+    try:
+        with RssWatch(server.proc.pid) as rss:  # type: ignore[union-attr]
+            ok, failures, honest = asyncio.run(attack())
+        print(rss, f"logins ok {ok}, failed {len(failures)}, honest p99 {honest.p99 * 1000:.1f}")
+        assert not failures, (ok, failures[:5])
+        assert ok >= 20, ok
+        honest.assert_healthy()
+        assert rss.growth < RSS_BUDGET_BYTES, rss
+    finally:
+        for sock in socks:
+            sock.close()
+        server.stop()
