@@ -165,7 +165,10 @@ class Server:
         keepalive = self.limits.keepalive_s
         while True:
             await asyncio.sleep(_SCAN_INTERVAL_S)
-            self.edge.sweep()
+            try:
+                self.edge.sweep()
+            except Exception:  # a bug there must not end the idle scan
+                log.exception("edge sweep failed")
             now = self.clock.monotonic()
             for conn in list(self.connections):
                 if not conn.authenticated:
