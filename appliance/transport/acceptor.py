@@ -55,6 +55,12 @@ def nofile_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def connection_key(address: Address, port: int) -> int:
+    """One int for a TCP peer (address, port): a few bytes per open connection, where a
+    tuple of a string and an int costs ~150 (the memory benchmark counts them)."""
+    return (int(address) << 16 | port) | (address.version == 6) << 160
+
+
 def build_filter(config: EdgeConfig, files: FilterFiles) -> IpFilter:
     """The filter from the config lists and the files (slow with big files: off the loop).
 
@@ -68,22 +74,24 @@ def build_filter(config: EdgeConfig, files: FilterFiles) -> IpFilter:
 class Gate(asyncio.Protocol):
     """One accepted connection, from accept until its protocol is known, then its forwarder."""
 
-    __slots__ = ("_buffer", "_edge", "_proxied", "address", "handshaking", "inner", "key",
-                 "opened_at", "peer", "transport")
+    __slots__ = ("_buffer", "_client", "_edge", "_proxied", "handshaking", "inner", "key",
+                 "peer", "transport")
 
     def __init__(self, edge: Edge) -> None:
         self._edge = edge
         self.inner: asyncio.Protocol | None = None
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
-        self.address: Address | None = None
-        self.key: tuple[str, int] = ("", 0)
+        #: The client's address when a PROXY header gave it (else: the socket's peer,
+        #: looked up when needed: one object less per open connection).
+        self._client: Address | None = None
+        #: The TCP connection's peer address and port as one int (see `connection_key`).
+        self.key = 0
         self.handshaking = True
         #: Bytes read before the protocol is known (bounded: see `data_received`).
         self._buffer = b""
         #: True while a trusted proxy's header is awaited.
         self._proxied = False
-        self.opened_at = edge.clock.monotonic()
 
     # --- asyncio callbacks -------------------------------------------------------------------
 
@@ -107,11 +115,10 @@ class Gate(asyncio.Protocol):
             tcp.abort()  # refused before a byte is read: RST, no buffers
             return
         self.transport = tcp
-        self.key = (peername[0], peername[1])
-        self.address = address
+        self.key = connection_key(address, peername[1])
         edge.gates[self.key] = self
         edge.pending.add(self)
-        edge.handshaking[self] = None
+        edge.handshaking[self] = edge.clock.monotonic()  # the handshake's start
 
     def data_received(self, data: bytes) -> None:
         inner = self.inner
@@ -158,18 +165,31 @@ class Gate(asyncio.Protocol):
         edge = self._edge
         edge.limits.release_proxy()
         self._proxied = False
-        assert self.address is not None
         if header.source is not None:
             try:
-                self.address = parse_address(header.source)
+                self._client = parse_address(header.source)
             except UsageError:
                 self._refuse(Refusal.PROXY, "PROXY header with an unusable address")
                 return b""
-        if not self._admit(self.address):
+        address = self.address
+        if address is None or not self._admit(address):
             self._abort()
             return b""
         self._buffer = b""
         return data[size:] or b""
+
+    @property
+    def address(self) -> Address | None:
+        """The client's address: from the PROXY header, else the socket's peer."""
+        if self._client is not None:
+            return self._client
+        transport = self.transport
+        if transport is None:
+            return None
+        try:
+            return parse_address(transport.get_extra_info("peername")[0])
+        except (UsageError, TypeError, IndexError):
+            return None
 
     def _admit(self, address: Address) -> bool:
         verdict = self._edge.limits.admit(address, self._edge.clock.monotonic())
@@ -237,7 +257,7 @@ class Gate(asyncio.Protocol):
 
     def _refuse(self, reason: Refusal, detail: str) -> None:
         self._edge.limits.refused(reason)
-        log.info("edge: refused %s: %s", self.key[0], detail)
+        log.info("edge: refused %s: %s", self.address or "a peer", detail)
         self._abort()
 
     def _abort(self) -> None:
@@ -262,14 +282,14 @@ class Edge:
         self.limits = Limits(config, build_filter(config, self.files), nofile_limit())
         self._stamp = self.files.stamp()
         self._reloading = False
-        #: (peer host, port) of the TCP connection -> its gate (auth hooks find it).
-        self.gates: dict[tuple[str, int], Gate] = {}
+        #: `connection_key` of the TCP connection -> its gate (auth hooks find it).
+        self.gates: dict[int, Gate] = {}
         #: Gates whose protocol is not known yet (the sweep enforces their deadline).
         self.pending: set[Gate] = set()
         #: HTTP/1.1 gates (the WebSocket upgrade replaces the transport's protocol).
         self.upgradable: set[Gate] = set()
-        #: Gates not yet authenticated, oldest first (the global handshake cap evicts).
-        self.handshaking: dict[Gate, None] = {}
+        #: Gates not yet authenticated -> when they opened, oldest first (the cap evicts).
+        self.handshaking: dict[Gate, float] = {}
         self.evicted = 0
 
     def gate(self) -> Gate:
@@ -283,13 +303,16 @@ class Edge:
         if transport is None:
             return
         peername = transport.get_extra_info("peername")
-        gate = self.gates.get((peername[0], peername[1])) if peername else None
+        try:
+            gate = self.gates.get(connection_key(parse_address(peername[0]), peername[1]))
+        except (UsageError, TypeError, IndexError):
+            return
         if gate is None:
             return
         if ok:
             gate.authenticated()
-        elif gate.address is not None:
-            self.limits.auth_failed(gate.address, self.clock.monotonic())
+        elif (address := gate.address) is not None:
+            self.limits.auth_failed(address, self.clock.monotonic())
 
     def snapshot(self) -> dict[str, int]:
         """Counters for the operator's statistics (`/v1/stats` operator figures)."""
@@ -305,8 +328,8 @@ class Edge:
         Only handshakes older than `MIN_HANDSHAKE_AGE_S` go, so a flood cannot churn
         out an honest one in progress.
         """
-        oldest = next(iter(self.handshaking), None)
-        if oldest is None or self.clock.monotonic() - oldest.opened_at < MIN_HANDSHAKE_AGE_S:
+        oldest, opened_at = next(iter(self.handshaking.items()), (None, 0.0))
+        if oldest is None or self.clock.monotonic() - opened_at < MIN_HANDSHAKE_AGE_S:
             return
         self.evicted += 1
         oldest.close(CloseCode.IDLE_TIMEOUT, "handshake too slow: the server is busy")
@@ -319,7 +342,8 @@ class Edge:
         now = self.clock.monotonic()
         proxy_s, detect_s = self.config.proxy_header_timeout_s, self.handshake_timeout_s
         for gate in [g for g in self.pending
-                     if now - g.opened_at > (proxy_s if g._proxied else detect_s)]:
+                     if now - self.handshaking.get(g, now) > (proxy_s if g._proxied
+                                                               else detect_s)]:
             gate._abort()  # silent, or a proxy that never sent its header
         for gate in list(self.upgradable):
             transport = gate.transport
