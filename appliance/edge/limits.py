@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from enum import Enum
 
 from appliance.edge.config import EdgeConfig
@@ -100,8 +101,13 @@ class Limits:
 
     # --- a connection's life -------------------------------------------------------------
 
-    def admit(self, address: Address, now: float) -> Peer | Refusal:
-        """A new connection from `address`: its `Peer` (counted) or why it is refused."""
+    def admit(self, address: Address, now: float,
+              make_room: Callable[[], bool] | None = None) -> Peer | Refusal:
+        """A new connection from `address`: its `Peer` (counted) or why it is refused.
+
+        At the global handshake cap, `make_room()` may end another handshake (True if
+        it did); it is asked only for a connection every other rule admits.
+        """
         if not self.filter.permits(address):
             return self._refuse(Refusal.FILTER)
         key = self.key(address)
@@ -113,8 +119,6 @@ class Limits:
                 del self.blocked[key]
         if self.connections >= self.max_connections:
             return self._refuse(Refusal.GLOBAL)
-        if self.handshakes >= self.max_handshakes:
-            return self._refuse(Refusal.GLOBAL_HANDSHAKES)
         exempt = self.exempt.contains(address)
         peer = self._peer(key, now, exempt)
         if peer is None:
@@ -124,8 +128,10 @@ class Limits:
                 return self._refuse(Refusal.PER_IP)
             if peer.handshakes >= self.config.per_ip_handshakes:
                 return self._refuse(Refusal.PER_IP_HANDSHAKES)
-            if peer.bucket is not None and not peer.bucket.take(now):
-                return self._refuse(Refusal.RATE)
+        if self.handshakes >= self.max_handshakes and not (make_room and make_room()):
+            return self._refuse(Refusal.GLOBAL_HANDSHAKES)
+        if not exempt and peer.bucket is not None and not peer.bucket.take(now):
+            return self._refuse(Refusal.RATE)
         peer.connections += 1
         peer.handshakes += 1
         self.connections += 1
@@ -133,12 +139,12 @@ class Limits:
         self.counters["accepted"] += 1
         return peer
 
-    def admit_proxy(self) -> bool:
+    def admit_proxy(self, make_room: Callable[[], bool] | None = None) -> bool:
         """A connection from a trusted proxy, before its header: global caps only."""
         if self.connections >= self.max_connections:
             self._refuse(Refusal.GLOBAL)
             return False
-        if self.handshakes >= self.max_handshakes:
+        if self.handshakes >= self.max_handshakes and not (make_room and make_room()):
             self._refuse(Refusal.GLOBAL_HANDSHAKES)
             return False
         self.connections += 1

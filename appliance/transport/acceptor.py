@@ -104,10 +104,8 @@ class Gate(asyncio.Protocol):
         except (UsageError, TypeError, IndexError):
             tcp.abort()  # not an IP peer: nothing to decide on
             return
-        if edge.limits.handshakes >= edge.limits.max_handshakes:
-            edge.evict_handshake()
         if edge.trusted.contains(address):
-            if not edge.limits.admit_proxy():
+            if not edge.limits.admit_proxy(edge.evict_handshake):
                 tcp.abort()
                 return
             self._proxied = True
@@ -192,7 +190,8 @@ class Gate(asyncio.Protocol):
             return None
 
     def _admit(self, address: Address) -> bool:
-        verdict = self._edge.limits.admit(address, self._edge.clock.monotonic())
+        edge = self._edge
+        verdict = edge.limits.admit(address, edge.clock.monotonic(), edge.evict_handshake)
         if isinstance(verdict, Refusal):
             self.peer = None
             return False
@@ -318,7 +317,7 @@ class Edge:
         """Counters for the operator's statistics (`/v1/stats` operator figures)."""
         return {**self.limits.snapshot(), "evicted_handshakes": self.evicted}
 
-    def evict_handshake(self) -> None:
+    def evict_handshake(self) -> bool:
         """At the global handshake cap, make room by closing the oldest handshake.
 
         Refusing newcomers instead would let an attacker with many addresses (each
@@ -330,10 +329,11 @@ class Edge:
         """
         oldest, opened_at = next(iter(self.handshaking.items()), (None, 0.0))
         if oldest is None or self.clock.monotonic() - opened_at < MIN_HANDSHAKE_AGE_S:
-            return
+            return False
         self.evicted += 1
         oldest.close(CloseCode.IDLE_TIMEOUT, "handshake too slow: the server is busy")
         oldest.release()  # its slot is free now, whatever the close takes
+        return True
 
     # --- once a second -------------------------------------------------------------------
 

@@ -123,3 +123,30 @@ def test_idle_entries_expire_and_live_ones_stay() -> None:
     assert lim.snapshot()["tracked_addresses"] == 1
     lim.closed(live, handshaking=True)  # type: ignore[arg-type]
     assert lim.expire(300.0) == 1
+
+
+def test_the_handshake_cap_asks_for_room_only_for_admissible_connections() -> None:
+    lim = Limits(EdgeConfig(exempt=(), max_handshakes=2, per_ip_handshakes=1,
+                            block=("192.0.2.99",)),
+                 IpFilter.of(block=[parse_cidr("192.0.2.99")]), 1024)
+    asked: list[int] = []
+
+    def make_room() -> bool:
+        asked.append(1)
+        return False
+
+    first = lim.admit(A, 0.0, make_room)
+    assert isinstance(first, Peer)
+    assert isinstance(lim.admit(B, 0.0, make_room), Peer)
+    assert lim.admit(parse_address("192.0.2.99"), 0.0, make_room) is Refusal.FILTER
+    assert lim.admit(A, 0.0, make_room) is Refusal.PER_IP_HANDSHAKES  # A is at its own cap
+    assert not asked
+    assert lim.admit(parse_address("192.0.2.3"), 0.0, make_room) is Refusal.GLOBAL_HANDSHAKES
+    assert asked == [1]
+
+    def evict() -> bool:
+        lim.closed(first, handshaking=True)  # type: ignore[arg-type]
+        return True
+
+    assert isinstance(lim.admit(parse_address("192.0.2.3"), 0.0, evict), Peer)
+    assert lim.handshakes == 2
