@@ -30,7 +30,7 @@ from appliance.edge.files import FilterFiles
 from appliance.edge.ipfilter import Address, CidrSet, IpFilter, parse_address, parse_cidr
 from appliance.edge.limits import Limits, Peer, Refusal
 from appliance.engine.clock import Clock
-from appliance.errors import UsageError
+from appliance.errors import ConfigError, UsageError
 from appliance.protocol.proxy import ProxyHeaderError, parse, starts_like_a_header
 from appliance.protocol.sniff import Detected, detect
 from appliance.protocol.wire import CloseCode
@@ -65,10 +65,16 @@ def build_filter(config: EdgeConfig, files: FilterFiles) -> IpFilter:
     """The filter from the config lists and the files (slow with big files: off the loop).
 
     Raises:
-        UsageError: a file holds a line that is not a CIDR.
+        ConfigError: a file holds a line that is not a CIDR (key ``edge.block_file``...).
     """
-    return IpFilter.of([*(parse_cidr(c) for c in config.allow), *files.read("allow")],
-                       [*(parse_cidr(c) for c in config.block), *files.read("block")])
+    lists = {}
+    for name in ("allow", "block"):
+        try:
+            lists[name] = files.read(name)
+        except UsageError as exc:
+            raise ConfigError(str(exc), key_path=f"edge.{name}_file") from None
+    return IpFilter.of([*(parse_cidr(c) for c in config.allow), *lists["allow"]],
+                       [*(parse_cidr(c) for c in config.block), *lists["block"]])
 
 
 class Gate(asyncio.Protocol):
@@ -370,7 +376,7 @@ class Edge:
             loop = asyncio.get_running_loop()
             try:
                 new_filter = await loop.run_in_executor(None, build_filter, config, files)
-            except UsageError as exc:
+            except ConfigError as exc:
                 log.error("edge: IP filter not reloaded, keeping the previous one: %s", exc)
                 return
             self.files, self.config = files, config

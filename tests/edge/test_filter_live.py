@@ -62,6 +62,11 @@ def rest(server: ServerProcess, method: str, path: str, key: str, body: object =
     return int(code), json.loads(text) if text else None
 
 
+async def t(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    """Run a blocking step in a thread: the honest pair shares this event loop."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
 def wait_for(predicate, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -84,50 +89,56 @@ def test_block_list_cli_rest_and_sighup(data_dir: Path, tmp_path: Path) -> None:
     async def scenario() -> HonestPair:
         async with HonestPair(server, tokens) as honest:
             # From the config file: refused before a byte is read.
-            assert refused(server, "127.0.0.2")
-            assert not refused(server, "127.0.0.3")
+            assert await t(refused, server, "127.0.0.2")
+            assert not await t(refused, server, "127.0.0.3")
             # The CLI edits the block file; the server picks it up within a second or
             # two, and closes the live session from the newly blocked address, with a reason.
             carol = await login_from(server, "127.0.0.3", users["carol"])
-            out = tidings(data_dir, "ipfilter", "block", "127.0.0.3", "10.0.0.0/8").stdout
+            out = (await t(tidings, data_dir, "ipfilter", "block", "127.0.0.3",
+                           "10.0.0.0/8")).stdout
             assert "blocked 2" in out
             closed = await carol.closed_by_server(timeout=10)
             assert closed.code == CloseCode.GOING_AWAY, closed
             assert "IP filter" in closed.reason
-            assert refused(server, "127.0.0.3")
+            assert await t(refused, server, "127.0.0.3")
             await carol.close()
-            assert sorted(tidings(data_dir, "ipfilter", "list", "block").stdout.split()) == [
-                "10.0.0.0/8", "127.0.0.3/32"]
-            tidings(data_dir, "ipfilter", "remove", "127.0.0.3")
-            assert wait_for(lambda: not refused(server, "127.0.0.3"))
-            assert tidings(data_dir, "ipfilter", "block", "nonsense",
-                           check=False).returncode != 0
+            listed = (await t(tidings, data_dir, "ipfilter", "list", "block")).stdout
+            assert sorted(listed.split()) == ["10.0.0.0/8", "127.0.0.3/32"]
+            await t(tidings, data_dir, "ipfilter", "remove", "127.0.0.3")
+            assert await t(wait_for, lambda: not refused(server, "127.0.0.3"))
+            assert (await t(tidings, data_dir, "ipfilter", "block", "nonsense",
+                            check=False)).returncode != 0
             # Operator REST: effective at once.
-            assert rest(server, "POST", "/v1/ipfilter/block", "wrong", {"add": ["x"]})[0] == 401
-            status, doc = rest(server, "POST", "/v1/ipfilter/block", key,
-                               {"add": ["127.0.0.4", "2001:db8::/32"], "remove": ["10.0.0.0/8"]})
+            status, _ = await t(rest, server, "POST", "/v1/ipfilter/block", "wrong",
+                                {"add": ["x"]})
+            assert status == 401
+            status, doc = await t(rest, server, "POST", "/v1/ipfilter/block", key,
+                                  {"add": ["127.0.0.4", "2001:db8::/32"],
+                                   "remove": ["10.0.0.0/8"]})
             assert (status, doc) == (200, {"added": 2, "removed": 1})
-            assert refused(server, "127.0.0.4")
-            status, doc = rest(server, "GET", "/v1/ipfilter/block?limit=1", key)
+            assert await t(refused, server, "127.0.0.4")
+            status, doc = await t(rest, server, "GET", "/v1/ipfilter/block?limit=1", key)
             assert (status, doc) == (200, {"cidrs": ["127.0.0.4/32"], "next": "127.0.0.4/32"})
-            status, doc = rest(server, "GET", "/v1/ipfilter/block?after=127.0.0.4/32", key)
+            status, doc = await t(rest, server, "GET", "/v1/ipfilter/block?after=127.0.0.4/32",
+                                  key)
             assert doc == {"cidrs": ["2001:db8::/32"], "next": None}
-            status, doc = rest(server, "POST", "/v1/ipfilter/block", key, {"add": ["1.2.3"]})
+            status, doc = await t(rest, server, "POST", "/v1/ipfilter/block", key,
+                                  {"add": ["1.2.3"]})
             assert status == 422
-            assert rest(server, "GET", "/v1/ipfilter/nope", key)[0] == 404
+            assert (await t(rest, server, "GET", "/v1/ipfilter/nope", key))[0] == 404
             # SIGHUP: the config file is read again (127.0.0.2 no longer blocked, .5 is).
             config.write_text('[edge]\nblock = ["127.0.0.5"]\n')
             assert server.proc is not None
             server.proc.send_signal(signal.SIGHUP)
-            assert wait_for(lambda: refused(server, "127.0.0.5"))
-            assert not refused(server, "127.0.0.2")
-            status, stats = rest(server, "GET", "/v1/edge", key)
+            assert await t(wait_for, lambda: refused(server, "127.0.0.5"))
+            assert not await t(refused, server, "127.0.0.2")
+            status, stats = await t(rest, server, "GET", "/v1/edge", key)
             assert status == 200
             assert isinstance(stats, dict)
             assert stats["refused_filter"] >= 5
             assert stats["filter_block"] == 3
             assert stats["connections"] >= 2  # the honest pair was never dropped
-            assert rest(server, "GET", "/v1/edge", "wrong")[0] == 401
+            assert (await t(rest, server, "GET", "/v1/edge", "wrong"))[0] == 401
         return honest
 
     try:
@@ -182,3 +193,23 @@ async def _login_and_close(server: ServerProcess, source: str, token: str) -> bo
     client = await login_from(server, source, token)
     await client.close()
     return True
+
+
+def test_a_bad_filter_file_stops_start_up_and_is_ignored_on_reload(data_dir: Path) -> None:
+    block = data_dir / "ipfilter" / "block.txt"
+    block.parent.mkdir()
+    block.write_text("10.0.0.0/8\nnot-a-cidr\n")
+    server = ServerProcess(data_dir)
+    with pytest.raises(RuntimeError, match=r"edge\.block_file: .*block\.txt:2"):
+        server.start()
+    assert server.wait() != 0  # exited; closes its output pipe
+    block.write_text("127.0.0.2\n")
+    server.start()
+    try:
+        assert refused(server, "127.0.0.2")
+        block.write_text("127.0.0.3\nbroken\n")  # a half-edited file: keep the old filter
+        assert wait_for(lambda: "IP filter not reloaded" in server.output)
+        assert refused(server, "127.0.0.2")
+        assert not refused(server, "127.0.0.3")
+    finally:
+        server.stop()

@@ -71,6 +71,12 @@ def test_curl_through_a_trusted_proxy(proxied: ServerProcess) -> None:
     # From anyone else a PROXY header is a protocol error (it could claim any address).
     assert curl(proxied, "--haproxy-protocol", "--interface", "127.0.0.2").returncode != 0
     assert json.loads(curl(proxied, "--interface", "127.0.0.2").stdout) == {"status": "ok"}
+    # TLS behind the header (the balancer passes TLS through), HTTP/2 by ALPN.
+    done = subprocess.run(["curl", "-sS", "-k", "--http2", "--max-time", "10",
+                           "--haproxy-protocol", "-o", "/dev/null", "-w", "%{http_version}",
+                           f"https://{proxied.host}:{proxied.port}/v1/health"],
+                          capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout) == (0, "2"), done.stderr
 
 
 @pytest.mark.parametrize("encode", [encode_v1, encode_v2], ids=["v1", "v2"])
