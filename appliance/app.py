@@ -35,8 +35,12 @@ from appliance.transport.tls import TlsContexts
 log = logging.getLogger(__name__)
 
 
-async def serve(config: ApplianceConfig, ready: Callable[[str, int, int | None], None]) -> None:
+async def serve(config: ApplianceConfig, ready: Callable[[str, int, int | None], None],
+                reload: Callable[[], ApplianceConfig] | None = None) -> None:
     """Run the server until SIGTERM/SIGINT; `ready(host, port, redirect_port)` once listening.
+
+    SIGHUP reloads the TLS certificate, and the ``[edge]`` table from `reload()`
+    (the configuration file read again) with the IP filter files.
 
     Raises:
         ConfigError: the listen address cannot be bound.
@@ -46,7 +50,7 @@ async def serve(config: ApplianceConfig, ready: Callable[[str, int, int | None],
     loop = asyncio.get_running_loop()
     private = await loop.run_in_executor(None, _start_private_server, config)
     try:
-        await _serve(config, ready, clock, loop)
+        await _serve(config, ready, clock, loop, reload or (lambda: config))
     finally:
         if private is not None:
             await loop.run_in_executor(None, private.stop)
@@ -68,17 +72,21 @@ def _start_private_server(config: ApplianceConfig) -> PrivateServer | None:
 
 
 async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None], None],
-                 clock: SystemClock, loop: asyncio.AbstractEventLoop) -> None:
+                 clock: SystemClock, loop: asyncio.AbstractEventLoop,
+                 reload: Callable[[], ApplianceConfig]) -> None:
     store = await open_storage(config.storage, clock.wall_ms(), server=True)
     try:
         engine = Engine(store, clock, config.limits, LoopScheduler(loop),
                         server_version=f"tidings/{__version__}".encode())
         tls = TlsContexts(config.tls.cert, config.tls.key, config.storage.data_dir)
-        server = Server(engine, config.limits, clock, tls)
+        server = Server(engine, config.limits, clock, tls, edge=config.edge,
+                        data_dir=config.storage.data_dir)
         api = server.api = RestApi(store, clock, BackendSender(engine, store), lambda: Stats(
             connections=len(server.connections), sessions=len(engine.by_device),
             commits=engine.commits, failed_commits=engine.stats_failed_batches),
             AppFigures(engine, clock))
+        api.edge = server.edge
+        api.on_auth = server.auth_result
         # Credential changes made here close this process's sessions at once;
         # secrets replaced by another process stop working at its next poll.
         api.credentials = engine.credentials
@@ -92,7 +100,7 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, _reload_tls, tls)
+        loop.add_signal_handler(signal.SIGHUP, _reload, tls, server, reload)
         _tune_gc()
         ready(host, port, redirect_port)
         sd_notify("READY=1", f"STATUS=listening on {host}:{port}")
@@ -102,6 +110,18 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         await server.stop(config.server.shutdown_timeout_s)
     finally:
         await store.close()
+
+
+def _reload(tls: TlsContexts, server: Server, reload: Callable[[], ApplianceConfig]) -> None:
+    """SIGHUP: the certificate, then the edge (filter, limits); open connections stay up
+    unless the new filter refuses their address."""
+    _reload_tls(tls)
+    try:
+        edge = reload().edge
+    except ConfigError as exc:
+        log.error("configuration not reloaded, keeping the previous edge settings: %s", exc)
+        edge = server.edge.config
+    spawn(server.edge.reload(edge), name="edge-reload")
 
 
 def _reload_tls(tls: TlsContexts) -> None:

@@ -36,6 +36,10 @@ FORBIDDEN = {
     "appliance.dbserver": ("appliance.transport", "appliance.cli", "appliance.storage",
                            "appliance.engine", "appliance.service", "appliance.api",
                            "asyncio", "click", "mariadb"),
+    # The edge's decisions (IP filter, limits): pure, no sockets, no loop.
+    "appliance.edge": ("asyncio", "socket", "ssl", "appliance.transport", "appliance.engine",
+                       "appliance.storage", "appliance.service", "appliance.api",
+                       "appliance.cli", "click", "sqlite3", "uvloop"),
     "appliance.config": ("appliance.transport", "appliance.cli", "appliance.storage", "click"),
 }
 

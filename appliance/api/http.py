@@ -32,6 +32,8 @@ class ApiRequest:
     query: dict[str, str]
     headers: dict[bytes, bytes]
     body: bytes
+    #: The connection's transport (opaque here): the edge counts auth failures by it.
+    connection: Any = None
 
 
 def parse_query(query: str) -> dict[str, str]:

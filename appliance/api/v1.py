@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.api.edge import EDGE_ROUTES, EdgeControl
 from appliance.api.http import ApiError, ApiRequest, ApiResponse, from_error, ok
 from appliance.api.inputs import (
     checked,
@@ -359,6 +360,7 @@ ROUTES: list[Route] = [
           response={"type": "object", "properties": {
               k: {"type": "integer"} for k in ("connections", "sessions", "commits",
                                                "failed_commits")}}),
+    *(Route(**spec) for spec in EDGE_ROUTES),
 ]
 
 
@@ -376,6 +378,9 @@ class RestApi:
         self._secrets: dict[str, tuple[AppInfo, float]] = {}
         #: This process's live sessions, told of credential changes made here.
         self.credentials: CredentialsListener | None = None
+        #: The connection edge (operator routes), and its hook: (connection, passed).
+        self.edge: EdgeControl | None = None
+        self.on_auth: Callable[[Any, bool], None] = lambda connection, passed: None
 
     async def handle(self, request: ApiRequest) -> ApiResponse:
         """The response to `request`; never raises."""
@@ -397,11 +402,17 @@ class RestApi:
                                                         and request.method == "HEAD"):
                 allowed.append(route.method)
                 continue
-            if route.operator:
-                await self._authenticate_operator(request)
-                app = None
-            else:
-                app = await self._authenticate(request) if route.auth else None
+            try:
+                if route.operator:
+                    await self._authenticate_operator(request)
+                    app = None
+                else:
+                    app = await self._authenticate(request) if route.auth else None
+            except ApiError:  # a 401: counts against the address (auto-blocking)
+                self.on_auth(request.connection, False)
+                raise
+            if route.auth:
+                self.on_auth(request.connection, True)
             # Matched on the raw target, so an escaped "/" (%2F) stays inside
             # its segment; then each segment is percent-decoded (RFC 3986).
             params = {k: path_segment(v) for k, v in match.groupdict().items()}

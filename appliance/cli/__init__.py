@@ -21,6 +21,7 @@ from appliance.cli.client import client
 from appliance.cli.context import CliContext
 from appliance.cli.db import db
 from appliance.cli.groups import group
+from appliance.cli.ipfilter import ipfilter
 from appliance.cli.logs import configure as configure_logging
 from appliance.cli.serve import serve
 from appliance.cli.users import user
@@ -75,3 +76,4 @@ main.add_command(client)
 main.add_command(user)
 main.add_command(group)
 main.add_command(db)
+main.add_command(ipfilter)

@@ -28,4 +28,5 @@ def serve(ctx: CliContext, host: str | None, port: int | None,
         print(f"tidings {__version__} listening on {bound_host}:{bound_port}"
               f" (data: {config.storage.data_dir}){redirect}", flush=True)
 
-    run(app.serve(config, ready))
+    run(app.serve(config, ready, lambda: ctx.config(
+        server__host=host, server__port=port, server__redirect_port=redirect_port)))

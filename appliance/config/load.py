@@ -13,6 +13,7 @@ from typing import Any
 
 from appliance.config.database import parse_database
 from appliance.config.model import ApplianceConfig
+from appliance.edge.config import check as check_edge
 from appliance.errors import ConfigError
 
 _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
@@ -65,6 +66,7 @@ def _build(tree: dict[str, Any]) -> ApplianceConfig:
     if config.storage.database:
         # Checked now, so that a wrong value stops start-up naming the key.
         parse_database(config.storage.database, config.storage.data_dir)
+    check_edge(config.edge)
     return config
 
 
@@ -86,6 +88,10 @@ def _coerce(current: Any, value: Any, key: str) -> Any:
         if not isinstance(value, str | Path) or not str(value):
             raise ConfigError("must be a path", key_path=key)
         return Path(value).expanduser()
+    if isinstance(current, tuple):  # a list of strings (CIDRs)
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError("must be a list of strings", key_path=key)
+        return tuple(value)
     if isinstance(current, bool) or not isinstance(current, int | float | str):
         raise ConfigError("cannot be set", key_path=key)
     kind = type(current)

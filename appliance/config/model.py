@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.edge.config import EdgeConfig
 from appliance.engine.ports import EngineLimits
 
 #: The port `tidings serve` listens on when none is configured.
@@ -67,3 +68,4 @@ class ApplianceConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     limits: EngineLimits = field(default_factory=EngineLimits)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    edge: EdgeConfig = field(default_factory=EdgeConfig)

@@ -165,7 +165,7 @@ class HttpProtocol(asyncio.Protocol):
         api_request = ApiRequest(
             request.method.decode("latin-1"), path,
             parse_query(query),
-            {k.lower(): v for k, v in request.headers}, bytes(self._body))
+            {k.lower(): v for k, v in request.headers}, bytes(self._body), self._transport)
         api = self._server.api
         if api is None:
             response = ApiResponse(503, b'{"title": "no API"}', PROBLEM_JSON)

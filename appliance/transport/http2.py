@@ -173,7 +173,7 @@ class Http2Protocol(asyncio.Protocol):
         request = ApiRequest(headers.get(b":method", b"GET").decode("latin-1"), path,
                              parse_query(query),
                              {k.lower(): v for k, v in stream.headers if not k.startswith(b":")},
-                             bytes(stream.body))
+                             bytes(stream.body), self._transport)
         api = self._server.api
         response = (await api.handle(request) if api is not None
                     else ApiResponse(503, b'{"title": "no API"}', PROBLEM_JSON))

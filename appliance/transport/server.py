@@ -9,15 +9,18 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 from appliance.api.v1 import RestApi
+from appliance.edge.config import EdgeConfig
 from appliance.engine.clock import Clock
 from appliance.engine.delivery import Engine
 from appliance.engine.ports import EngineLimits
 from appliance.errors import ConfigError, StorageError
 from appliance.protocol.sniff import Detected
 from appliance.protocol.wire import CloseCode
+from appliance.transport.acceptor import Edge
 from appliance.transport.http1 import HttpProtocol
 from appliance.transport.http2 import Http2Protocol
 from appliance.transport.redirect import RedirectProtocol
@@ -49,7 +52,8 @@ class Server:
     """Accepts native-protocol connections and hands them to the engine."""
 
     def __init__(self, engine: Engine, limits: EngineLimits, clock: Clock,
-                 tls: TlsContexts | None = None, api: RestApi | None = None) -> None:
+                 tls: TlsContexts | None = None, api: RestApi | None = None,
+                 edge: EdgeConfig | None = None, data_dir: Path | None = None) -> None:
         self.engine = engine
         self.tls = tls
         self.api = api
@@ -62,27 +66,45 @@ class Server:
         self.address: tuple[str, int] = ("", 0)
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
         self._dirty: list[WireProtocol] = []
+        #: The acceptor's filter, limits and counters (SPEC M13).
+        self.edge = Edge(edge or EdgeConfig(), data_dir or Path("."), clock, self.protocol_for,
+                         HANDSHAKE_TIMEOUT_S)
 
-    def hand_over(self, transport: asyncio.Transport, kind: Detected, first_bytes: bytes) -> None:
-        """A connection turned out not to speak the native protocol: give it its handler."""
+    def protocol_for(self, kind: Detected, transport: asyncio.Transport
+                     ) -> asyncio.Protocol | None:
+        """The protocol object for a connection that speaks `kind`, made on `transport`."""
+        if kind is Detected.NATIVE or kind is Detected.UNKNOWN:
+            # Garbage too: the native codec checks the preface and says why not.
+            wire = WireProtocol(self)
+            wire.connection_made(transport)
+            return wire
         if kind is Detected.HTTP1:
-            http = HttpProtocol(self, transport)
-            transport.set_protocol(http)
-            http.data_received(first_bytes)
-        elif (kind is Detected.TLS and self.tls is not None
-              and transport.get_extra_info("ssl_object") is None):  # no TLS inside TLS
+            return HttpProtocol(self, transport)
+        if (kind is Detected.TLS and self.tls is not None
+                and transport.get_extra_info("ssl_object") is None):  # no TLS inside TLS
             carrier = TlsCarrier(transport, self.tls.current, self._inside_tls,
                                  self.connections.discard, self.clock.monotonic())
             self.connections.add(carrier)  # the handshake timeout applies to TLS too
-            transport.set_protocol(carrier)
-            carrier.data_received(first_bytes)
-        elif kind is Detected.HTTP2:  # prior knowledge, in clear or inside TLS
+            return carrier
+        if kind is Detected.HTTP2:  # prior knowledge, in clear or inside TLS
             h2 = Http2Protocol(self)
-            transport.set_protocol(h2)
             h2.connection_made(transport)
-            h2.data_received(first_bytes)
-        else:  # TLS inside TLS: never
+            return h2
+        return None  # TLS inside TLS: never
+
+    def hand_over(self, transport: asyncio.Transport, kind: Detected, first_bytes: bytes) -> None:
+        """Inside TLS, a connection turned out not to speak the native protocol."""
+        protocol = self.protocol_for(kind, transport)
+        if protocol is None:
             transport.close()
+            return
+        transport.set_protocol(protocol)
+        protocol.data_received(first_bytes)
+
+    def auth_result(self, transport: Any, ok: bool) -> None:
+        """A HELLO or a REST authentication on `transport` passed or failed (the edge counts
+        failures per address and blocks repeat offenders)."""
+        self.edge.auth_result(transport, ok)
 
     def _inside_tls(self, carrier: TlsCarrier, alpn: str | None) -> asyncio.Protocol:
         if alpn == "h2":
@@ -111,7 +133,7 @@ class Server:
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
-                lambda: WireProtocol(self), host, port, backlog=4096, reuse_address=True)
+                self.edge.gate, host, port, backlog=4096, reuse_address=True)
         except OSError as exc:
             reason = errno.errorcode.get(exc.errno or 0, str(exc))
             raise ConfigError(f"cannot listen on {host}:{port}: {reason} ({exc.strerror})",
@@ -143,6 +165,10 @@ class Server:
         keepalive = self.limits.keepalive_s
         while True:
             await asyncio.sleep(_SCAN_INTERVAL_S)
+            try:
+                self.edge.sweep()
+            except Exception:  # a bug there must not end the idle scan
+                log.exception("edge sweep failed")
             now = self.clock.monotonic()
             for conn in list(self.connections):
                 if not conn.authenticated:
@@ -175,6 +201,7 @@ class Server:
                 await self.engine.drain_writes()
         except TimeoutError:
             log.error("shutdown: queued writes not committed within %.0f s", deadline_s)
+        self.edge.close_pending()
         for conn in list(self.connections):
             conn.close(CloseCode.GOING_AWAY, "server shutting down")
         if self._server is not None:

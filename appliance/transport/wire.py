@@ -129,10 +129,13 @@ class WireProtocol(asyncio.Protocol):
         try:
             self.session = await self._server.engine.open_session(self, hello)
         except AuthError as exc:
+            self._server.auth_result(self._transport, ok=False)  # the edge counts failures
             self.close(exc.close_code, str(exc))
         except StorageError as exc:
             log.error("hello failed: %s", exc)
             self.close(CloseCode.INTERNAL_ERROR, "store unavailable, try again")
+        else:
+            self._server.auth_result(self._transport, ok=True)
 
     @property
     def open(self) -> bool:

@@ -16,9 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.bench.edge import EdgeCost
 from tests.bench.harness import BenchError, Users
 from tests.bench.report import DISTURBED, FAILED, table
 from tests.bench.scenarios import SCENARIOS, Scenario, Settings
+
+SCENARIOS[EdgeCost.name] = EdgeCost()  # issue 12, in its own module
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from tests.bench.harness import (
+    EDGE_OFF,
     BenchError,
     BenchMariaDB,
     Usage,
@@ -140,7 +141,7 @@ class Scenario(Protocol):
 
 def run_pairs(s: Settings, kind: str, mode: str, *, window: int = 200, rate: int = 0,
               gens: int = 1, rcvlowat: int = 0, ws: bool = False,
-              mariadb: bool = False) -> dict[str, float]:
+              mariadb: bool = False, edge: str = EDGE_OFF) -> dict[str, float]:
     """50 sender -> receiver pairs; figures of the measuring interval.
 
     `kind` "sdk" runs the pairs through the SDK (tests/bench/sdkgen.py);
@@ -156,7 +157,7 @@ def run_pairs(s: Settings, kind: str, mode: str, *, window: int = 200, rate: int
         if database is not None:
             database.prepare(run_dir / "data")
         s.settle()
-        srv = stack.enter_context(server(run_dir / "data", s.server_cpu))
+        srv = stack.enter_context(server(run_dir / "data", s.server_cpu, edge=edge))
         assert srv.proc is not None
         pid = srv.proc.pid
         specs = [{"kind": kind, "mode": mode, "host": srv.host, "port": srv.port,
