@@ -57,6 +57,8 @@ class Stats:
     sessions: int
     commits: int
     failed_commits: int
+    #: Sessions closed because their credentials were revoked, expired or renamed.
+    credential_closes: int = 0
 
 
 Handler = Callable[["Call"], Awaitable[ApiResponse]]
@@ -254,8 +256,12 @@ async def stats(call: Call) -> ApiResponse:
 
 async def operator_stats(call: Call) -> ApiResponse:
     s = call.api.stats()
+    edge = call.api.edge
     return ok(200, {"connections": s.connections, "sessions": s.sessions,
-                    "commits": s.commits, "failed_commits": s.failed_commits})
+                    "commits": s.commits, "failed_commits": s.failed_commits,
+                    "credential_closes": s.credential_closes,
+                    # Every refusal of the edge is counted here (issue 12).
+                    "edge": edge.snapshot() if edge is not None else {}})
 
 
 # --- the table ----------------------------------------------------------------------------
@@ -358,8 +364,10 @@ ROUTES: list[Route] = [
     Route("GET", "/v1/operator/stats", operator_stats,
           "Server-wide statistics, every app together (operator key)", operator=True,
           response={"type": "object", "properties": {
-              k: {"type": "integer"} for k in ("connections", "sessions", "commits",
-                                               "failed_commits")}}),
+              **{k: {"type": "integer"} for k in ("connections", "sessions", "commits",
+                                                  "failed_commits", "credential_closes")},
+              "edge": {"type": "object", "additionalProperties": {"type": "integer"},
+                       "description": "the connection edge's counters, as GET /v1/edge"}}}),
     *(Route(**spec) for spec in EDGE_ROUTES),
 ]
 

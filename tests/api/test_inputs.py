@@ -88,6 +88,10 @@ def test_stats_count_only_the_callers_app_and_the_operator_sees_everything(
                 assert whole["sessions"] == 4
                 assert whole["connections"] >= 4
                 assert "commits" in whole
+                assert whole["credential_closes"] == 0
+                # The edge's refusal counters are operator figures too (issue 12).
+                assert whole["edge"]["accepted"] >= 4
+                assert "refused_filter" in whole["edge"]
                 status, _ = await asyncio.to_thread(api.call, "GET", "/v1/operator/stats")
                 assert status == 401  # an app secret is not the operator key
             finally:
