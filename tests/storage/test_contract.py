@@ -321,17 +321,19 @@ def test_one_server_per_database(backend) -> None:  # type: ignore[no-untyped-de
     asyncio.run(go())
 
 
-def test_devices_not_seen_for_the_retention_period_are_forgotten(backend) -> None:  # type: ignore[no-untyped-def]
+def test_stale_devices_are_forgotten_and_their_queue_passes_on(backend) -> None:  # type: ignore[no-untyped-def]
     async def go(store: Storage) -> None:
         alice, bob = await _users(store, "alice", "bob")
         a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
         old = (await store.register_device(bob, b"old", NOW, 0)).device_rowid
-        await store.write(WriteBatch(messages=[msg(alice, a1, 1)]), NOW)
+        await store.write(WriteBatch(messages=[msg(alice, a1, 1, expires=NOW + 99 * HOUR)]), NOW)
         assert [p.msg_id for p in await store.pending(old, bob, NOW, 10)] == [1]
         later = NOW + 10 * HOUR
         fresh = await store.register_device(bob, b"new", later, stale_before_ms=NOW + HOUR)
-        assert not fresh.inherited  # the stale device and its queue went first
+        # The stale device is gone; what waited for it waits for the new one.
+        assert fresh.inherited
         assert await store.pending(old, bob, later, 10) == []
+        assert [p.msg_id for p in await store.pending(fresh.device_rowid, bob, later, 10)] == [1]
         again = await store.register_device(bob, b"old", later, 0)
         assert again.device_rowid not in (old, fresh.device_rowid)  # a new device now
         # The same device registering again is the same row, and keeps its cursor.
