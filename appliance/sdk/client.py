@@ -659,8 +659,15 @@ class Client:
                 self._status_events.emit(StatusUpdate(
                     s.id, s.status, s.peer.decode("utf-8", "replace"), s.group_id,
                     s.timestamp_ms, message))
-                if moved and s.status in _RETRIED and rt is None:
+            if s.status in _RETRIED:
+                # Every refusal is retried, also one that repeats the status
+                # the message has (refused again after a resend): `_resend`
+                # finds nothing to send once the message left the outbox.
+                # INBOX_FULL and the other errors are final: never resent.
+                if rt is None and not s.report_seq:
                     self._retry_later(s.id)
+            elif moved:
+                self._retries.pop(s.id, None)
         if top and wire is not None:
             wire.write(wire.codec.send(ReportAck(top)))
 

@@ -1,0 +1,142 @@
+"""Per-user quotas the engine enforces (SPEC M13: per-user send rates and
+per-recipient quotas; issue 12 finding 6).
+
+* a send rate per user, over all its devices (``limits.send_rate_per_s`` and
+  ``limits.send_burst``): a MESSAGE above it is answered RATE_LIMITED and
+  nothing is stored or relayed;
+* a rate of new device registrations per user
+  (``limits.device_registrations_per_hour`` and
+  ``limits.device_registration_burst``): every new device id costs a
+  delivery row per message for as long as it is registered, so a HELLO with
+  a new device id above it is refused (CLOSE TOO_MANY_DEVICES);
+* the queue quotas (``limits.max_queued_messages``, ``limits.max_queued_bytes``,
+  ``limits.max_app_queued_bytes``), which the store checks in the same
+  transaction that would queue a message (`QueueQuota`): INBOX_FULL.
+
+ACK and READ frames may each name thousands of seqs or ids (up to what a
+frame holds): the store handles them in bulk, and `IdBudget` stops reading
+a connection whose seqs and ids waiting for the next commit exceed
+``limits.window``, until that commit: an ACK or READ flood is held in the
+kernel's socket buffer, not in the server's memory, and nothing is dropped.
+
+The rate state is a token bucket per user (`appliance.ratelimit`), kept for
+at most ``limits.max_rate_users`` users: memory stays bounded whatever the
+number of users an attacker holds.
+"""
+
+from __future__ import annotations
+
+from appliance.engine.ports import EngineLimits
+from appliance.engine.session import Session
+from appliance.ratelimit import TokenBucket
+from appliance.storage.models import QueueQuota
+
+
+class _UserBucket(TokenBucket):
+    __slots__ = ()
+
+    def idle_full(self, now: float) -> bool:
+        """Whether the bucket has refilled: forgetting it changes nothing."""
+        return self._tokens + (now - self._at) * self.rate >= self.burst
+
+
+class UserRates:
+    """A token bucket per user id, for at most `max_users` users."""
+
+    __slots__ = ("_buckets", "burst", "max_users", "rate")
+
+    def __init__(self, rate: float, burst: float, max_users: int) -> None:
+        self.rate, self.burst, self.max_users = rate, burst, max_users
+        self._buckets: dict[int, _UserBucket] = {}
+
+    def take(self, user_id: int, now: float) -> bool:
+        """Spend one token of `user_id`'s; False when it has none left."""
+        bucket = self._buckets.get(user_id)
+        if bucket is None:
+            if len(self._buckets) >= self.max_users:
+                self._evict(now)
+            bucket = self._buckets[user_id] = _UserBucket(now, self.rate, self.burst)
+        return bucket.take(now)
+
+    def _evict(self, now: float) -> None:
+        """Make room: drop the buckets that refilled, else the oldest quarter.
+
+        Amortised O(1) per new user.  Dropping a bucket that has not refilled
+        gives its user a fresh burst: the price of a bounded table, paid only
+        by a server that sees more than `max_users` users within a refill time.
+        """
+        buckets = self._buckets
+        for user in [u for u, b in buckets.items() if b.idle_full(now)]:
+            del buckets[user]
+        if len(buckets) >= self.max_users:
+            for user in list(buckets)[:max(1, len(buckets) // 4)]:
+                del buckets[user]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class IdBudget:
+    """Seqs and ids from ACK and READ frames per session in the open batch."""
+
+    __slots__ = ("_load", "_paused", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._load: dict[Session, int] = {}
+        self._paused: list[Session] = []
+
+    def charge(self, session: Session, count: int) -> None:
+        """`count` more seqs or ids of `session` wait for the next commit."""
+        load = self._load.get(session, 0) + count
+        self._load[session] = load
+        if load > self.limit and load - count <= self.limit:
+            session.link.pause_reading()
+            self._paused.append(session)
+
+    def batch_taken(self) -> list[Session]:
+        """The open batch goes to the store: the sessions to resume once it is committed."""
+        paused = self._paused
+        if self._load:
+            self._load = {}
+            self._paused = []
+        return paused
+
+
+class Quotas:
+    """The engine's quota state, built from `EngineLimits`."""
+
+    __slots__ = ("_seen_refreshed", "ids", "queue", "registrations", "sends", "stale_s")
+
+    def __init__(self, limits: EngineLimits) -> None:
+        self.sends = UserRates(limits.send_rate_per_s, limits.send_burst,
+                               limits.max_rate_users)
+        self.registrations = UserRates(limits.device_registrations_per_hour / 3600,
+                                       limits.device_registration_burst,
+                                       limits.max_rate_users)
+        self.queue = QueueQuota(limits.max_queued_messages, limits.max_queued_bytes,
+                                limits.max_app_queued_bytes)
+        self.stale_s = limits.device_stale_s
+        self.ids = IdBudget(limits.window)
+        self._seen_refreshed = 0.0
+
+    def may_send(self, user_id: int, now: float) -> bool:
+        """One MESSAGE of `user_id` at monotonic time `now`: within its rate?"""
+        return self.sends.take(user_id, now)
+
+    def may_register(self, user_id: int, now: float) -> bool:
+        """A new device id of `user_id`: within its registration rate?"""
+        return self.registrations.take(user_id, now)
+
+    def seen_refresh_due(self, now: float) -> bool:
+        """Whether connected devices' last-seen times should be written again.
+
+        A device's last-seen time is written when it connects; one connected
+        for longer than ``device_stale_s`` would look stale and be forgotten
+        under its feet, so every quarter of that period the engine writes
+        the time of every connected device again.
+        """
+        if now - self._seen_refreshed < self.stale_s / 4:
+            return False
+        self._seen_refreshed = now
+        return True
