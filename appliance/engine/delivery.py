@@ -39,7 +39,7 @@ from appliance.protocol.wire import (
     Status,
     Welcome,
 )
-from appliance.protocol.wire.frames import pack_message, pack_status
+from appliance.protocol.wire.frames import MAX_IDS_PER_FRAME, pack_message, pack_status
 from appliance.storage.interface import Storage
 from appliance.storage.models import (
     Accepted,
@@ -242,10 +242,10 @@ class Engine:
         acks = self._batch.acks
         device = session.device_rowid
         # Seqs not sent on this connection (sent on an earlier one, or never)
-        # cost the store a lookup each: at most `window` of them per frame are
-        # taken (an honest device has at most that many from its last
-        # connection; any other is sent again and acknowledged again).
-        unknown, most = 0, self.limits.window
+        # cost the store a lookup each: at most MAX_IDS_PER_FRAME of them per
+        # frame are taken (PROTOCOL.md §3.4; any other real one is sent again
+        # and acknowledged again).
+        unknown, most = 0, MAX_IDS_PER_FRAME
         for seq in ack.seqs:
             priority = inflight.pop(seq, -1)
             if priority < 0:
@@ -264,9 +264,12 @@ class Engine:
 
     def on_read(self, session: Session, read: ReadReport) -> None:
         """A READ report from the recipient (SPEC M3)."""
+        # Each id costs the store a lookup: at most MAX_IDS_PER_FRAME per frame
+        # (PROTOCOL.md §3.6; clients send more in several frames).
+        ids = read.ids if len(read.ids) <= MAX_IDS_PER_FRAME else read.ids[:MAX_IDS_PER_FRAME]
         self._batch.reads.append((session.user_id, session.app_id, read.peer, read.group_id,
-                                  read.ids))
-        self.quotas.ids.charge(session, len(read.ids))
+                                  ids))
+        self.quotas.ids.charge(session, len(ids))
         self._queue_flush()
 
     def on_report_ack(self, session: Session, ack: ReportAck) -> None:

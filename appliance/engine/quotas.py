@@ -96,10 +96,11 @@ class IdBudget:
 
     def batch_taken(self) -> list[Session]:
         """The open batch goes to the store: the sessions to resume once it is committed."""
-        paused = self._paused
+        # A new list every time: the caller holds this one until the commit,
+        # and sessions paused meanwhile belong to the next batch.
+        paused, self._paused = self._paused, []
         if self._load:
             self._load = {}
-            self._paused = []
         return paused
 
 

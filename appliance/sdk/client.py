@@ -48,6 +48,7 @@ from appliance.protocol.wire import (
     encode,
     encode_message,
 )
+from appliance.protocol.wire.frames import MAX_IDS_PER_FRAME
 from appliance.sdk.errors import (
     ClientClosedError,
     ClientConnectionError,
@@ -77,7 +78,7 @@ Listener = Callable[[T], Awaitable[None] | None]
 
 _DEFAULT_EXPIRY_S = 7 * 86400
 _MAX_ADDRESS = 64
-_MAX_IDS_PER_FRAME = 65535
+_MAX_IDS_PER_FRAME = MAX_IDS_PER_FRAME  # what the server takes from one ACK or READ
 #: Frame overhead of a MESSAGE besides peer and payload (PROTOCOL.md §3.3).
 _MESSAGE_OVERHEAD = 5 + 54
 _RETRIED = (Status.FAILED, Status.RATE_LIMITED)
