@@ -143,3 +143,23 @@ def test_ack_and_read_floods_pause_the_connection_and_take_at_most_a_window(
             await sched.settle()
             await engine.store.close()
     asyncio.run(go())
+
+
+def test_connected_devices_are_seen_again_before_they_could_go_stale(tmp_path: Path) -> None:
+    async def go() -> None:
+        engine, clock, sched, tokens = await _engine(tmp_path, device_stale_s=3600)
+        try:
+            session = await engine.open_session(FakeLink(), Hello(tokens["alice"], b"a"))
+            await sched.settle()
+            await engine.sweep_once()
+            await sched.settle()
+            clock.advance(600)
+            await engine.sweep_once()  # within a quarter of device_stale_s: nothing
+            assert engine._batch.seen == {}
+            clock.advance(400)
+            await engine.sweep_once()
+            assert engine._batch.seen == {session.device_rowid: clock.wall_ms()}
+        finally:
+            await sched.settle()
+            await engine.store.close()
+    asyncio.run(go())
