@@ -28,6 +28,9 @@ from appliance.storage.sql.dialect import Connection
 
 _USER = ("SELECT count(*), sum(length(m.payload)) FROM deliveries d JOIN messages m"
          " ON m.seq = d.seq WHERE d.device_id IN (SELECT id FROM devices WHERE user_id = ?)")
+_USERS = ("SELECT v.user_id, count(*), sum(length(m.payload)) FROM deliveries d"
+          " JOIN devices v ON v.id = d.device_id JOIN messages m ON m.seq = d.seq"
+          " WHERE v.user_id IN ({}) GROUP BY v.user_id")
 _APPS = ("SELECT u.app_id, sum(length(m.payload)) FROM deliveries d"
          " JOIN devices v ON v.id = d.device_id JOIN users u ON u.id = v.user_id"
          " JOIN messages m ON m.seq = d.seq GROUP BY u.app_id")
@@ -64,6 +67,17 @@ class QueueUsage:
         if usage is None:
             usage = self._users[user_id] = list(self.count_user(user_id))
         return usage
+
+    def prefetch(self, users: list[int]) -> None:
+        """Load the users not loaded yet, `CHUNK` per statement (a large group's members)."""
+        missing = [u for u in users if u not in self._users]
+        for start in range(0, len(missing), CHUNK):
+            chunk = missing[start:start + CHUNK]
+            for user in chunk:
+                self._users[user] = [0, 0]  # no delivery row: no line in the result
+            for user, rows, size in self.conn.execute(
+                    _USERS.format(",".join("?" * len(chunk))), chunk).fetchall():
+                self._users[int(user)] = [int(rows), int(size or 0)]
 
     def app(self, app_id: int) -> int:
         """Payload bytes queued for the users of `app_id`."""

@@ -335,6 +335,8 @@ class Writer:
         targets: list[int] = []
         usage = self.usage
         size = len(m.payload)
+        if quota is not None and len(recipients) > 1:
+            usage.prefetch(recipients)  # a statement per CHUNK members, not one each
         for user in recipients:
             devices = self._devices_or_placeholder(user, now_ms)
             if quota is not None and user != m.sender_id \
