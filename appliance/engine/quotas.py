@@ -35,6 +35,14 @@ from appliance.storage.models import QueueQuota
 class _UserBucket(TokenBucket):
     __slots__ = ()
 
+    def take_up_to(self, now: float, wanted: int) -> int:
+        """Take up to `wanted` whole tokens at once; how many were taken."""
+        tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        granted = min(wanted, int(tokens))
+        self._tokens = tokens - granted
+        return granted
+
     def idle_full(self, now: float) -> bool:
         """Whether the bucket has refilled: forgetting it changes nothing."""
         return self._tokens + (now - self._at) * self.rate >= self.burst
@@ -51,12 +59,16 @@ class UserRates:
 
     def take(self, user_id: int, now: float) -> bool:
         """Spend one token of `user_id`'s; False when it has none left."""
+        return self.take_up_to(user_id, now, 1) == 1
+
+    def take_up_to(self, user_id: int, now: float, wanted: int) -> int:
+        """Spend up to `wanted` tokens of `user_id`'s; how many it got."""
         bucket = self._buckets.get(user_id)
         if bucket is None:
             if len(self._buckets) >= self.max_users:
                 self._evict(now)
             bucket = self._buckets[user_id] = _UserBucket(now, self.rate, self.burst)
-        return bucket.take(now)
+        return bucket.take_up_to(now, wanted)
 
     def _evict(self, now: float) -> None:
         """Make room: drop the buckets that refilled, else the oldest quarter.
@@ -107,11 +119,14 @@ class IdBudget:
 class Quotas:
     """The engine's quota state, built from `EngineLimits`."""
 
-    __slots__ = ("_seen_refreshed", "ids", "queue", "registrations", "sends", "stale_s")
+    __slots__ = ("_seen_refreshed", "credit", "ids", "queue", "registrations", "sends",
+                 "stale_s")
 
     def __init__(self, limits: EngineLimits) -> None:
         self.sends = UserRates(limits.send_rate_per_s, limits.send_burst,
                                limits.max_rate_users)
+        #: Tokens a session takes from its user's bucket at a time (see `may_send`).
+        self.credit = max(1, min(32, limits.send_burst // 8))
         self.registrations = UserRates(limits.device_registrations_per_hour / 3600,
                                        limits.device_registration_burst,
                                        limits.max_rate_users)
@@ -121,9 +136,19 @@ class Quotas:
         self.ids = IdBudget(limits.window)
         self._seen_refreshed = 0.0
 
-    def may_send(self, user_id: int, now: float) -> bool:
-        """One MESSAGE of `user_id` at monotonic time `now`: within its rate?"""
-        return self.sends.take(user_id, now)
+    def may_send(self, session: Session, now: float) -> bool:
+        """A session's MESSAGE ran out of credit: take more from its user's bucket.
+
+        On the hot path a message costs a decrement of `session.send_credit`
+        (the engine's); only every `credit` messages does a session come here
+        for more (a clock read and a bucket: ~0.9 us, ~7% of a transient
+        message's budget if paid per message).  The tokens are the user's, so
+        its devices together stay within its rate; a session that closes with
+        credit left loses at most `credit` of them.
+        """
+        granted = self.sends.take_up_to(session.user_id, now, self.credit)
+        session.send_credit = granted
+        return granted > 0
 
     def may_register(self, user_id: int, now: float) -> bool:
         """A new device id of `user_id`: within its registration rate?"""

@@ -10,7 +10,7 @@ import pytest
 from appliance.engine.clock import FakeClock
 from appliance.engine.delivery import Engine, token_hash
 from appliance.engine.ports import EngineLimits
-from appliance.engine.quotas import IdBudget, UserRates
+from appliance.engine.quotas import IdBudget, Quotas, UserRates
 from appliance.engine.session import Session
 from appliance.errors import AuthError
 from appliance.protocol.wire import Ack, CloseCode, Hello, Message, ReadReport, Status
@@ -163,3 +163,20 @@ def test_connected_devices_are_seen_again_before_they_could_go_stale(tmp_path: P
             await sched.settle()
             await engine.store.close()
     asyncio.run(go())
+
+
+def test_sessions_take_send_credit_from_their_users_shared_rate() -> None:
+    quotas = Quotas(EngineLimits(send_rate_per_s=1.0, send_burst=64))
+    assert quotas.credit == 8
+    phone, laptop = (Session(FakeLink(), 1, 1, b"a", d, n, 0) for n, d in ((1, b"p"), (2, b"l")))
+
+    def send(session: Session) -> bool:  # what Engine.on_message does
+        if session.send_credit <= 0 and not quotas.may_send(session, 0.0):
+            return False
+        session.send_credit -= 1
+        return True
+
+    sent = sum(send(phone) + send(laptop) for _ in range(100))
+    assert sent == 64  # the user's burst, over both devices
+    assert not send(phone)
+    assert quotas.may_send(phone, 1.0)  # one token back after a second
