@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from appliance.config import load_config
 from appliance.engine.clock import FakeClock
 from appliance.engine.delivery import Engine, token_hash
 from appliance.engine.ports import EngineLimits
 from appliance.engine.quotas import IdBudget, Quotas, UserRates
 from appliance.engine.session import Session
-from appliance.errors import AuthError
+from appliance.errors import AuthError, ConfigError
 from appliance.protocol.wire import Ack, CloseCode, Hello, Message, ReadReport, Status
 from appliance.protocol.wire.frames import MAX_IDS_PER_FRAME
 from appliance.storage.sqlite import SqliteStorage
@@ -180,3 +181,21 @@ def test_sessions_take_send_credit_from_their_users_shared_rate() -> None:
     assert sent == 64  # the user's burst, over both devices
     assert not send(phone)
     assert quotas.may_send(phone, 1.0)  # one token back after a second
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("send_rate_per_s", 0), ("send_burst", 0), ("max_queued_messages", 0),
+    ("max_queued_bytes", 0), ("max_app_queued_bytes", -1), ("device_stale_s", 1),
+    ("device_registrations_per_hour", 0), ("device_registration_burst", 0),
+    ("max_rate_users", 1)])
+def test_quota_config_keys_are_range_checked_by_name(key: str, value: object) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_config(None, {f"limits.{key}": value})
+    assert refused.value.key_path == f"limits.{key}"
+
+
+def test_quota_config_defaults_are_on() -> None:
+    limits = load_config(None).limits
+    assert limits.send_rate_per_s > 0
+    assert limits.max_queued_messages > 0
+    assert limits.device_stale_s < limits.max_expiry_s  # well before the 7-day retention
