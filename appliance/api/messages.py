@@ -22,6 +22,7 @@ from typing import Any
 
 from appliance.api.http import ApiError
 from appliance.engine.delivery import Engine
+from appliance.engine.quotas import UNLIMITED_CREDIT
 from appliance.engine.session import Session
 from appliance.errors import ConflictError
 from appliance.protocol.wire import Flag, FrameType, Message, Status, Welcome, decode_status
@@ -161,6 +162,7 @@ class BackendSender:
                            field="from")
         link = _StatusLink()
         session = Session(link, app.app_id, user_id, sender.encode(), b"", 0, 0)
+        session.send_credit = UNLIMITED_CREDIT  # the app's backend: no per-user send rate
         self.engine.on_message(session, Message(
             msg_id, (to or "").encode(), payload, group_id=group_id,
             refid=_int(doc, "refid", 0, 2**64 - 1),

@@ -31,6 +31,11 @@ from appliance.engine.session import Session
 from appliance.ratelimit import TokenBucket
 from appliance.storage.models import QueueQuota
 
+#: The `Session.send_credit` of a sender the per-user rate does not apply to:
+#: the app's backend (``POST /v1/messages``, authenticated by the app secret and
+#: held by the HTTP limits); the queue quotas still apply to what it sends.
+UNLIMITED_CREDIT = 1 << 62
+
 
 class _UserBucket(TokenBucket):
     __slots__ = ()
@@ -146,8 +151,13 @@ class Quotas:
         its devices together stay within its rate; a session that closes with
         credit left loses at most `credit` of them.
         """
-        granted = self.sends.take_up_to(session.user_id, now, self.credit)
+        # Blocks grow 1, 2, 4... up to `credit`: a session that sends one
+        # message (a reconnect, a REST request) takes one token, not a block.
+        wanted = session.send_block
+        granted = self.sends.take_up_to(session.user_id, now, wanted)
         session.send_credit = granted
+        if granted == wanted and wanted < self.credit:
+            session.send_block = min(self.credit, 2 * wanted)
         return granted > 0
 
     def may_register(self, user_id: int, now: float) -> bool:

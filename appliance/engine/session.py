@@ -31,7 +31,7 @@ class Session:
     __slots__ = ("acked", "address", "app_id", "backlog", "closed", "device_id", "device_rowid",
                  "draining",
                  "inflight", "link", "report_backlog", "report_cursor", "report_skipped",
-                 "send_credit", "skipped", "unconfirmed", "user_id")
+                 "send_block", "send_credit", "skipped", "unconfirmed", "user_id")
 
     def __init__(self, link: Link, app_id: int, user_id: int, address: bytes,
                  device_id: bytes, device_rowid: int, report_cursor: int) -> None:
@@ -56,6 +56,7 @@ class Session:
         #: Messages it may send before it asks its user's rate for more
         #: (`appliance.engine.quotas.Quotas.may_send`).
         self.send_credit = 0
+        self.send_block = 1
         self.closed = False
 
     def __repr__(self) -> str:

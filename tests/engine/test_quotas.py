@@ -179,6 +179,7 @@ def test_sessions_take_send_credit_from_their_users_shared_rate() -> None:
 
     sent = sum(send(phone) + send(laptop) for _ in range(100))
     assert sent == 64  # the user's burst, over both devices
+    assert phone.send_block == 8  # blocks grew 1, 2, 4, 8
     assert not send(phone)
     assert quotas.may_send(phone, 1.0)  # one token back after a second
 
