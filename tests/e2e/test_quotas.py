@@ -15,8 +15,11 @@ print on stderr).
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import os
 import sqlite3
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -58,6 +61,18 @@ class Live:
     server: ServerProcess
     tokens: dict[str, str]
     data: Path
+    secret: str = ""
+
+    def post(self, doc: dict[str, object]) -> tuple[int, dict[str, object]]:
+        """POST /v1/messages as the app's backend: (HTTP status, JSON body)."""
+        conn = http.client.HTTPConnection(self.server.host, self.server.port, timeout=30)
+        try:
+            conn.request("POST", "/v1/messages", body=json.dumps(doc),
+                         headers={"Authorization": f"Bearer {self.secret}"})
+            response = conn.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            conn.close()
 
     def store_bytes(self) -> int:
         """Size of the SQLite database with its WAL."""
@@ -73,12 +88,15 @@ def start(tmp_path: Path, **limits: object) -> Live:
     data.mkdir(exist_ok=True)
     tokens, _ = provision(data, USERS)
     honest, _ = provision(data, HONEST_USERS, app=HONEST_APP)
+    secret = subprocess.run([sys.executable, "-m", "appliance", "--data-dir", str(data),
+                             "app", "secret"], capture_output=True, text=True, check=True,
+                            timeout=60).stdout.strip()
     env: dict[str, str] = {}
     if not BEFORE:
         env["TIDINGS_CONFIG"] = str(write_config(tmp_path / "tidings.toml", **limits))
     server = ServerProcess(data, env=env)
     server.start()
-    return Live(server, {**tokens, **honest}, data)
+    return Live(server, {**tokens, **honest}, data, secret)
 
 
 @pytest.fixture
@@ -392,3 +410,16 @@ def test_g_the_sdk_resends_rate_limited_messages_until_sent(tmp_path: Path) -> N
         asyncio.run(go())
     finally:
         assert server.stop() == 0
+
+
+def test_h_rest_sends_hear_inbox_full_and_have_no_per_user_rate(tmp_path: Path) -> None:
+    """The app's backend: INBOX_FULL is a 507 problem; the per-user send rate is not its."""
+    live = start(tmp_path, max_queued_messages=3, send_rate_per_s=1.0, send_burst=1)
+    try:
+        answers = [live.post({"to": "bob", "text": f"m{n}"}) for n in range(4)]
+        assert [code for code, _ in answers] == [201, 201, 201, 507]
+        assert answers[3][1]["message_status"] == "INBOX_FULL"
+        # Far above a user's 1 message/s, and none refused for its rate.
+        assert {live.post({"to": "carol", "text": "x"})[0] for _ in range(3)} == {201}
+    finally:
+        assert live.server.stop() == 0
