@@ -24,6 +24,7 @@ transaction's rows.
 from __future__ import annotations
 
 from appliance.storage.models import QueueQuota
+from appliance.storage.sql.bulk import CHUNK
 from appliance.storage.sql.dialect import Connection
 
 _USER = ("SELECT count(*), sum(length(m.payload)) FROM deliveries d JOIN messages m"
@@ -34,8 +35,6 @@ _USERS = ("SELECT v.user_id, count(*), sum(length(m.payload)) FROM deliveries d"
 _APPS = ("SELECT u.app_id, sum(length(m.payload)) FROM deliveries d"
          " JOIN devices v ON v.id = d.device_id JOIN users u ON u.id = v.user_id"
          " JOIN messages m ON m.seq = d.seq GROUP BY u.app_id")
-#: Messages looked up per statement (bounded statement text and parameters).
-CHUNK = 500
 
 
 class QueueUsage:

@@ -35,8 +35,9 @@ from appliance.storage.models import (
     WriteBatch,
     WriteResult,
 )
+from appliance.storage.sql.bulk import delivery_rows, message_sizes, messages_by_ids
 from appliance.storage.sql.dialect import Connection
-from appliance.storage.sql.usage import CHUNK, QueueUsage
+from appliance.storage.sql.usage import QueueUsage
 
 # Status and flag values are part of the wire protocol (PROTOCOL.md §4); the
 # storage layer repeats the few it needs rather than import the codec.
@@ -45,7 +46,6 @@ SENT, DELIVERED, READ = 1, 2, 3
 EXPIRED, INVALID_DEST, NOT_MEMBER, INBOX_FULL = 0x83, 0x82, 0x85, 0x88
 DELIVERY_RECEIPT, READ_RECEIPT = 1, 2
 
-_PRIORITIES = ",".join(str(p) for p in range(16))
 _RECENT_MAX = 200_000
 _RECEIPT_SWEEP_EVERY = 720
 _SIGN = 1 << 63
@@ -336,7 +336,7 @@ class Writer:
         usage = self.usage
         size = len(m.payload)
         if quota is not None and len(recipients) > 1:
-            usage.prefetch(recipients)  # a statement per CHUNK members, not one each
+            usage.prefetch(recipients)  # a statement per 500 members, not one each
         for user in recipients:
             devices = self._devices_or_placeholder(user, now_ms)
             if quota is not None and user != m.sender_id \
@@ -366,9 +366,9 @@ class Writer:
         connection, so its delivery row exists (or was expired, which the
         status check below catches).  Stale ones (priority -1: sent on an
         earlier connection, or never sent at all) are looked up per device
-        in statements of `CHUNK` seqs: a frame naming thousands of unknown
-        seqs costs a few statements, not one per seq (issue 12).  Every row
-        found is then deleted with one executemany.
+        in statements of 500 seqs: a frame naming thousands of unknown
+        seqs costs a few statements, not one per seq (issue 12,
+        `delivery_rows`).  Every row found is then deleted with one executemany.
         """
         # A dict keeps the acknowledgements' order (that of the receipts) and
         # drops a row named twice.
@@ -379,7 +379,7 @@ class Writer:
             if priority < 0:
                 stale.setdefault(device, set()).add(seq)
         for device, seqs in stale.items():
-            rows.update(dict.fromkeys(self._stale_rows(device, seqs)))
+            rows.update(dict.fromkeys(delivery_rows(self.conn, device, seqs)))
         known = list(rows)
         self.conn.executemany("DELETE FROM deliveries WHERE device_id = ? AND priority = ?"
                               " AND seq = ?", known)
@@ -391,19 +391,6 @@ class Writer:
             if meta is not None and user is not None:
                 usage.add(user, meta[6], -1, -meta[5])
         self.conn.executemany("UPDATE messages SET status = ? WHERE seq = ?", updates)
-
-    def _stale_rows(self, device: int, seqs: set[int]) -> list[tuple[int, int, int]]:
-        """The delivery rows of `device` among `seqs`, whatever their priority."""
-        ordered = sorted(seqs)
-        found: list[tuple[int, int, int]] = []
-        for start in range(0, len(ordered), CHUNK):
-            chunk = ordered[start:start + CHUNK]
-            # No priority IN (...): 16 probes per seq cost more than a walk
-            # over the device's queue, which the inbox quota bounds.
-            found.extend((device, priority, seq) for priority, seq in self.conn.execute(
-                f"SELECT priority, seq FROM deliveries WHERE device_id = ?"
-                f" AND seq IN ({','.join('?' * len(chunk))})", [device, *chunk]).fetchall())
-        return found
 
     def _delivered(self, device: int, seq: int, now_ms: int, out: list[Receipt],
                    updates: list[tuple[int, int]]) -> list[int] | None:
@@ -438,7 +425,9 @@ class Writer:
             group = self._group(group_id)
             if group is None or reader not in group.members:
                 return
-        for db_id, seq, flags, status, dest_user, dest_group in self._by_ids(sender, ids):
+        db_ids = [db_id for db_id in map(to_db_id, ids) if db_id is not None]
+        for db_id, seq, flags, status, dest_user, dest_group in messages_by_ids(
+                self.conn, sender, db_ids):
             if dest_group != group_id or (not group_id and dest_user != reader):
                 continue  # only a recipient may report a message read
             if group_id:
@@ -451,24 +440,6 @@ class Writer:
                     self._set_cached_status(seq, READ)
             if changed and flags & READ_RECEIPT:
                 self._receipt(sender, db_id, READ, reader, group_id, now_ms, out)
-
-    def _by_ids(self, sender: int, ids: tuple[int, ...]) -> list[tuple[int, ...]]:
-        """(db id, seq, flags, status, dest user, dest group) of the sender's messages among `ids`.
-
-        In statements of `CHUNK` ids: a READ naming thousands of unknown ids
-        costs a few statements, not one per id (issue 12).
-        """
-        order = {db_id: n for n, db_id in enumerate(map(to_db_id, ids)) if db_id is not None}
-        wanted = list(order)
-        found: list[tuple[int, ...]] = []
-        for start in range(0, len(wanted), CHUNK):
-            chunk = wanted[start:start + CHUNK]
-            found.extend(self.conn.execute(
-                "SELECT msg_id, seq, flags, status, dest_user, dest_group FROM messages"
-                f" WHERE sender_id = ? AND msg_id IN ({','.join('?' * len(chunk))})",
-                [sender, *chunk]).fetchall())
-        found.sort(key=lambda row: order[row[0]])  # receipts in the order of the READ
-        return found
 
     def _report_acks(self, acks: dict[int, int]) -> None:
         conn = self.conn
@@ -550,12 +521,17 @@ class Writer:
         return out
 
     def _unqueue(self, rows: list[tuple[int, int, int]]) -> None:
-        """Take expired delivery rows (device, priority, seq) off the queue usage."""
+        """Take expired delivery rows (device, priority, seq) off the queue usage.
+
+        Sizes are read in bulk: a sweep expires up to thousands of rows, mostly
+        of messages no longer in `_recent`.
+        """
+        sizes = message_sizes(self.conn, {seq for _, _, seq in rows})
         for device, _, seq in rows:
-            meta = self._meta(seq)
+            found = sizes.get(seq)
             user = self._owner(device)
-            if meta is not None and user is not None:
-                self.usage.add(user, meta[6], -1, -meta[5])
+            if found is not None and user is not None:
+                self.usage.add(user, found[1], -1, -found[0])
 
     def _expire(self, device: int, seq: int, now_ms: int, out: list[Receipt]) -> None:
         row = self.conn.execute("SELECT sender_id, msg_id, flags, status, dest_group"
