@@ -213,16 +213,18 @@ class Engine:
         if bool(m.group_id) == bool(m.peer) or len(m.peer) > _MAX_ADDRESS:
             self._status(session, m.id, Status.INVALID_DEST)
             return
-        if session.send_credit <= 0 \
-                and not self.quotas.may_send(session, self.clock.monotonic()):
-            self._status(session, m.id, Status.RATE_LIMITED)
-            return
-        session.send_credit -= 1
         flags = m.flags = m.flags & Flag.CLIENT_MASK
         if m.expiry_s == 0 or flags & _TRANSIENT:
             if m.group_id or not self._relay_online(session, m):
                 self.scheduler.spawn(self._relay(session, m), name="relay")
             return
+        # The per-user rate counts what is stored (quotas.py): real-time
+        # messages are bounded by the connection limits and SLOW_CONSUMER.
+        if session.send_credit <= 0 \
+                and not self.quotas.may_send(session, self.clock.monotonic()):
+            self._status(session, m.id, Status.RATE_LIMITED)
+            return
+        session.send_credit -= 1
         if m.expiry_s > limits.max_expiry_s:
             m.expiry_s = limits.max_expiry_s
         self._batch.messages.append(NewMessage(

@@ -76,8 +76,9 @@ class EngineLimits:
     keepalive_s: int = 60
     max_frame_bytes: int = 64 * 1024 + 512
     # --- quotas (SPEC M13: per-user send rates and per-recipient quotas) ----
-    #: MESSAGE frames a user may send per second, over all its devices, and the
-    #: burst it may save up; above it the answer is RATE_LIMITED, nothing stored.
+    #: Reliable messages a user may send per second, over all its devices, and
+    #: the burst it may save up; above it the answer is RATE_LIMITED, nothing
+    #: stored (real-time messages are not counted: see engine/quotas.py).
     send_rate_per_s: float = 3000.0
     send_burst: int = 6000
     #: What may wait for one user, counted once per device that waits for it
