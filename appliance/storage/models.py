@@ -111,7 +111,7 @@ class QueueQuota:
     Counted per delivery row, i.e. once per device that waits for a message:
     a user's rows and payload bytes, an app's payload bytes.  A message that
     would go over is not stored (INBOX_FULL); a group message skips the
-    members that are full.
+    members that are full (INBOX_FULL if that is every other member).
     """
 
     max_messages: int

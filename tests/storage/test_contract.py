@@ -408,6 +408,13 @@ def test_byte_and_app_quotas_and_groups_skip_full_members(backend) -> None:  # t
                                             quota=by_bytes), NOW)).accepted[0]
         assert (acc.status, acc.targets) == (SENT, (c1,))
         assert b1 not in acc.targets
+        # A group whose every other member is full: INBOX_FULL, as 1:1.
+        g2 = await store.create_group(1, "g2", NOW)
+        for u in (alice, bob):
+            await store.set_member(1, g2.group_id, u, Perm.DEFAULT)
+        none = (await store.write(WriteBatch(messages=[msg(alice, a1, 40, group=g2.group_id)],
+                                             quota=by_bytes), NOW)).accepted[0]
+        assert none.status == INBOX_FULL
         # The app holds 3 messages' bytes: a quota of 3.5 refuses the next one.
         by_app = QueueQuota(max_messages=100, max_bytes=10**9, max_app_bytes=size * 7 // 2)
         late = (await store.write(WriteBatch(messages=[msg(alice, a1, 5, b"carol")],

@@ -337,14 +337,18 @@ class Writer:
         size = len(m.payload)
         if quota is not None and len(recipients) > 1:
             usage.prefetch(recipients)  # a statement per 500 members, not one each
+        full = 0
         for user in recipients:
             devices = self._devices_or_placeholder(user, now_ms)
             if quota is not None and user != m.sender_id \
                     and usage.inbox_full(user, len(devices), size, quota):
                 if not m.group_id:
                     return None
+                full += 1
                 continue
             targets.extend(devices)
+        if full and full == len(recipients) - (m.sender_id in recipients):
+            return None  # every other member is full: the group message reaches no one
         if m.sender_id not in recipients:
             targets.extend(self._user_devices(m.sender_id))
         if m.sender_device in targets:
