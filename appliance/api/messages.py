@@ -23,6 +23,7 @@ from typing import Any
 from appliance.api.http import ApiError
 from appliance.api.inputs import checked, int_field
 from appliance.engine.delivery import Engine
+from appliance.engine.quotas import UNLIMITED_CREDIT
 from appliance.engine.session import Session
 from appliance.errors import ConflictError
 from appliance.protocol.wire import (
@@ -171,6 +172,7 @@ class BackendSender:
                            field="from")
         link = _StatusLink()
         session = Session(link, app.app_id, user_id, sender.encode(), b"", 0, 0)
+        session.send_credit = UNLIMITED_CREDIT  # the app's backend: no per-user send rate
         self.engine.on_message(session, Message(
             msg_id, (to or "").encode(), payload, group_id=group_id,
             refid=int_field(doc, "refid", 0, 0, U64_MAX),

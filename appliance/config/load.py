@@ -20,7 +20,12 @@ _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
              "max_expiry_s": 1, "keepalive_s": 1,
              "max_frame_bytes": 64, "sweep_interval_s": 0.01, "shutdown_timeout_s": 0,
              "max_unconfirmed": 2, "timeout_s": 0.1,
-             "credentials_poll_s": 0.05}
+             "credentials_poll_s": 0.05,
+             # quotas (appliance.engine.quotas)
+             "send_rate_per_s": 0.01, "send_burst": 1, "max_queued_messages": 1,
+             "max_queued_bytes": 1, "max_app_queued_bytes": 1, "device_stale_s": 60,
+             "device_registrations_per_hour": 0.01, "device_registration_burst": 1,
+             "max_rate_users": 100}
 #: Upper bounds where a larger value would quietly break a promise: live
 #: sessions learn of revoked credentials within this (PROTOCOL.md §5.1).
 _MAXIMUM = {"credentials_poll_s": 60.0}

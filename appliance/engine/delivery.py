@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from appliance.engine.clock import Clock
 from appliance.engine.credentials import CredentialWatcher
 from appliance.engine.ports import EngineLimits, Link, Scheduler
+from appliance.engine.quotas import Quotas
 from appliance.engine.session import NO_ACKS, Session
 from appliance.errors import AuthError, StorageError
 from appliance.protocol.wire import (
@@ -39,7 +40,7 @@ from appliance.protocol.wire import (
     Status,
     Welcome,
 )
-from appliance.protocol.wire.frames import pack_message, pack_status
+from appliance.protocol.wire.frames import MAX_IDS_PER_FRAME, pack_message, pack_status
 from appliance.storage.interface import Storage
 from appliance.storage.models import (
     Accepted,
@@ -87,6 +88,7 @@ class Engine:
         self.by_device: dict[int, Session] = {}
         self._batch = WriteBatch()
         self._senders: list[tuple[Session, Message]] = []
+        self.quotas = Quotas(limits)
         self._flushing = False
         self._flush_queued = False
         self.stats_failed_batches = 0
@@ -141,7 +143,10 @@ class Engine:
         device = login.device
         has_pending, has_receipts = login.has_pending, login.has_receipts
         if device is None:
-            stale_before = now - self.limits.max_expiry_s * 1000
+            if not self.quotas.may_register(principal.user_id, self.clock.monotonic()):
+                raise AuthError("new devices registered too fast, retry later",
+                                close_code=CloseCode.TOO_MANY_DEVICES)
+            stale_before = now - self.limits.device_stale_s * 1000
             device = await self.store.register_device(principal.user_id, hello.device_id, now,
                                                       stale_before)
             # A new device starts after every report that exists (its cursor)
@@ -227,6 +232,13 @@ class Engine:
             if m.group_id or not self._relay_online(session, m):
                 self.scheduler.spawn(self._relay(session, m), name="relay")
             return
+        # The per-user rate counts what is stored (quotas.py): real-time
+        # messages are bounded by the connection limits and SLOW_CONSUMER.
+        if session.send_credit <= 0 \
+                and not self.quotas.may_send(session, self.clock.monotonic()):
+            self._status(session, m.id, Status.RATE_LIMITED)
+            return
+        session.send_credit -= 1
         if m.expiry_s > limits.max_expiry_s:
             m.expiry_s = limits.max_expiry_s
         self._batch.messages.append(NewMessage(
@@ -247,9 +259,21 @@ class Engine:
             acked = session.acked = set()
         acks = self._batch.acks
         device = session.device_rowid
+        # Seqs not sent on this connection (sent on an earlier one, or never)
+        # cost the store a lookup each: at most MAX_IDS_PER_FRAME of them per
+        # frame are taken (PROTOCOL.md §3.4; any other real one is sent again
+        # and acknowledged again).
+        unknown, most = 0, MAX_IDS_PER_FRAME
         for seq in ack.seqs:
-            acks.append((device, seq, inflight.pop(seq, -1)))
+            priority = inflight.pop(seq, -1)
+            if priority < 0:
+                unknown += 1
+                if unknown > most:
+                    continue
+            acks.append((device, seq, priority))
             acked.add(seq)
+        if unknown:
+            self.quotas.ids.charge(session, min(unknown, most))
         self._acking[device] = acked  # a reconnect before the commit must see these
         self._queue_flush()
         if session.backlog and not session.draining \
@@ -258,8 +282,12 @@ class Engine:
 
     def on_read(self, session: Session, read: ReadReport) -> None:
         """A READ report from the recipient (SPEC M3)."""
+        # Each id costs the store a lookup: at most MAX_IDS_PER_FRAME per frame
+        # (PROTOCOL.md §3.6; clients send more in several frames).
+        ids = read.ids if len(read.ids) <= MAX_IDS_PER_FRAME else read.ids[:MAX_IDS_PER_FRAME]
         self._batch.reads.append((session.user_id, session.app_id, read.peer, read.group_id,
-                                  read.ids))
+                                  ids))
+        self.quotas.ids.charge(session, len(ids))
         self._queue_flush()
 
     def on_report_ack(self, session: Session, ack: ReportAck) -> None:
@@ -294,13 +322,17 @@ class Engine:
                 await self._pace()
                 batch, senders = self._batch, self._senders
                 self._batch, self._senders = WriteBatch(), []
+                batch.quota = self.quotas.queue
+                paused = self.quotas.ids.batch_taken()
                 try:
                     result = await self.store.write(batch, self.clock.wall_ms())
                 except StorageError as exc:
                     # What is retried waits for `_retry_later`; looping here
                     # would spin on a store that keeps failing.
                     self._batch_failed(senders, batch, exc)
+                    self._resume(paused)
                     return
+                self._resume(paused)
                 self.commits += 1
                 self._acks_committed(batch)
                 self._committed(senders, result)
@@ -400,6 +432,17 @@ class Engine:
             self.fanouts += 1
         if result.receipts:
             self._push_receipts(result.receipts)
+
+    def _resume(self, sessions: list[Session]) -> None:
+        """Read again from sessions paused for their ACK and READ ids (`IdBudget`).
+
+        Not one that its own messages paused (`max_unconfirmed`): `_confirmed`
+        resumes that one.
+        """
+        half = self.limits.max_unconfirmed // 2
+        for session in sessions:
+            if not session.closed and session.unconfirmed <= half:
+                session.link.resume_reading()
 
     def _confirmed(self, session: Session) -> None:
         session.unconfirmed -= 1
@@ -571,6 +614,10 @@ class Engine:
         """Expire what is due; push the EXPIRED reports.  Returns how many."""
         receipts = await self.store.sweep(self.clock.wall_ms(), self.limits.max_expiry_s * 1000)
         self.commits += 1
+        if self.quotas.seen_refresh_due(self.clock.monotonic()) and self.by_device:
+            now = self.clock.wall_ms()
+            self._batch.seen.update(dict.fromkeys(self.by_device, now))
+            self._queue_flush()
         if self._unsure:  # nothing else may write for a while: the sweep proves it works
             self._recovered()
         if receipts:

@@ -80,3 +80,24 @@ class EngineLimits:
     credentials_poll_s: float = 0.5
     keepalive_s: int = 60
     max_frame_bytes: int = 64 * 1024 + 512
+    # --- quotas (SPEC M13: per-user send rates and per-recipient quotas) ----
+    #: Reliable messages a user may send per second, over all its devices, and
+    #: the burst it may save up; above it the answer is RATE_LIMITED, nothing
+    #: stored (real-time messages are not counted: see engine/quotas.py).
+    send_rate_per_s: float = 3000.0
+    send_burst: int = 6000
+    #: What may wait for one user, counted once per device that waits for it
+    #: (its queue): above either, a message for it is refused with INBOX_FULL.
+    max_queued_messages: int = 20_000
+    max_queued_bytes: int = 128 * 1024 * 1024
+    #: Total payload bytes queued for the users of one app (INBOX_FULL above).
+    max_app_queued_bytes: int = 4 * 1024 * 1024 * 1024
+    #: A device not connected for this long is forgotten when its user next
+    #: registers a new device; what was queued for it passes to the new one.
+    device_stale_s: int = 3 * 86400
+    #: New device ids a user may register per hour, and the burst it may save
+    #: up; a HELLO above it is closed with TOO_MANY_DEVICES.
+    device_registrations_per_hour: float = 6.0
+    device_registration_burst: int = 20
+    #: Users whose rate state is kept (the oldest are forgotten beyond it).
+    max_rate_users: int = 100_000

@@ -31,7 +31,8 @@ class Session:
     __slots__ = ("acked", "address", "app_id", "backlog", "closed", "device_id", "device_rowid",
                  "draining",
                  "inflight", "link", "report_backlog", "report_cursor", "report_skipped",
-                 "skipped", "token_expires_ms", "token_hash", "unconfirmed", "user_id")
+                 "send_block", "send_credit", "skipped", "token_expires_ms", "token_hash",
+                 "unconfirmed", "user_id")
 
     def __init__(self, link: Link, app_id: int, user_id: int, address: bytes,
                  device_id: bytes, device_rowid: int, report_cursor: int,
@@ -54,6 +55,10 @@ class Session:
         self.report_backlog = True
         self.report_skipped = 0
         self.unconfirmed = 0
+        #: Messages it may send before it asks its user's rate for more
+        #: (`appliance.engine.quotas.Quotas.may_send`).
+        self.send_credit = 0
+        self.send_block = 1
         self.closed = False
         #: The token that opened the session, re-checked while it is open
         #: (`appliance.engine.credentials`).

@@ -52,6 +52,7 @@ from appliance.protocol.wire import (
     encode,
     encode_message,
 )
+from appliance.protocol.wire.frames import MAX_IDS_PER_FRAME
 from appliance.sdk.errors import (
     ClientClosedError,
     ClientConnectionError,
@@ -81,7 +82,7 @@ Listener = Callable[[T], Awaitable[None] | None]
 
 _DEFAULT_EXPIRY_S = 7 * 86400
 _MAX_ADDRESS = 64
-_MAX_IDS_PER_FRAME = 65535
+_MAX_IDS_PER_FRAME = MAX_IDS_PER_FRAME  # what the server takes from one ACK or READ
 #: Frame overhead of a MESSAGE besides peer and payload (PROTOCOL.md §3.3).
 _MESSAGE_OVERHEAD = 5 + 54
 _RETRIED = (Status.FAILED, Status.RATE_LIMITED)
@@ -667,8 +668,15 @@ class Client:
                 self._status_events.emit(StatusUpdate(
                     s.id, s.status, s.peer.decode("utf-8", "replace"), s.group_id,
                     s.timestamp_ms, message))
-                if moved and s.status in _RETRIED and rt is None:
+            if s.status in _RETRIED:
+                # Every refusal is retried, also one that repeats the status
+                # the message has (refused again after a resend): `_resend`
+                # finds nothing to send once the message left the outbox.
+                # INBOX_FULL and the other errors are final: never resent.
+                if rt is None and not s.report_seq:
                     self._retry_later(s.id)
+            elif moved:
+                self._retries.pop(s.id, None)
         if top and wire is not None:
             wire.write(wire.codec.send(ReportAck(top)))
 

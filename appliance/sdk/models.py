@@ -144,10 +144,11 @@ class OutgoingMessage:
         if not waiters:
             return
         keep = []
+        resent = self._resent(status)
         for target, fut in waiters:
             if fut.done():
                 continue
-            if status in _RETRIED:
+            if resent:
                 keep.append((target, fut))  # resent by the SDK: keep waiting
             elif is_error(status):
                 fut.set_exception(send_error(status, self.id))
@@ -157,6 +158,15 @@ class OutgoingMessage:
                 keep.append((target, fut))
         self._waiters = keep
 
+    def _resent(self, status: int) -> bool:
+        """Whether the SDK resends the message after `status` (FAILED, RATE_LIMITED).
+
+        Only a queued message is: a real-time one (expiry 0, TRANSIENT, or
+        id 0) is sent once, so its FAILED or RATE_LIMITED is final.
+        """
+        return (status in _RETRIED and self.id != 0 and self.expiry_s != 0
+                and not self.flags & Flag.TRANSIENT)
+
     async def reached(self, status: int = Status.SENT) -> None:
         """Wait until the message reaches `status` (SENT, DELIVERED or READ).
 
@@ -164,7 +174,7 @@ class OutgoingMessage:
             SendError: the message ended in an error status instead.
         """
         current = self.status
-        if is_error(current) and current not in _RETRIED:
+        if is_error(current) and not self._resent(current):
             raise send_error(current, self.id)
         if current != Status.OUTBOX and current not in _RETRIED and current >= status:
             return

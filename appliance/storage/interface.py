@@ -37,6 +37,11 @@ class MessageStore(Protocol):
     async def write(self, batch: WriteBatch, now_ms: int) -> WriteResult:
         """Commit `batch` in one durable transaction and report what it did.
 
+        With `batch.quota`, a new message that would put its recipient or its
+        app over the queue quota is REJECTED with INBOX_FULL (0x88) and not
+        stored; a group message skips the members that are full (SPEC M13).
+        Usage is counted from the tables, so it holds across restarts.
+
         Raises:
             StorageUnavailableError: nothing of the batch was committed.
         """

@@ -104,6 +104,21 @@ class Pending:
         self.outgoing = outgoing
 
 
+@dataclass(frozen=True, slots=True)
+class QueueQuota:
+    """How much may wait in the queues (config ``limits.max_queued_*``, SPEC M13).
+
+    Counted per delivery row, i.e. once per device that waits for a message:
+    a user's rows and payload bytes, an app's payload bytes.  A message that
+    would go over is not stored (INBOX_FULL); a group message skips the
+    members that are full (INBOX_FULL if that is every other member).
+    """
+
+    max_messages: int
+    max_bytes: int
+    max_app_bytes: int
+
+
 @dataclass(slots=True)
 class WriteBatch:
     """Everything the engine wants committed in one group-commit transaction.
@@ -115,6 +130,7 @@ class WriteBatch:
         reads: (reader user id, app id, sender address, group id, message ids).
         report_acks: device row id -> highest report_seq it confirmed.
         seen: device row id -> when it last connected (not urgent: batched).
+        quota: what may wait in the queues; None: no limit.
     """
 
     messages: list[NewMessage] = field(default_factory=list)
@@ -122,6 +138,7 @@ class WriteBatch:
     reads: list[tuple[int, int, bytes, int, tuple[int, ...]]] = field(default_factory=list)
     report_acks: dict[int, int] = field(default_factory=dict)
     seen: dict[int, int] = field(default_factory=dict)
+    quota: QueueQuota | None = None
 
     def __len__(self) -> int:
         return (len(self.messages) + len(self.acks) + len(self.reads) + len(self.report_acks)

@@ -138,7 +138,10 @@ async def _setup(tmp: Path) -> tuple[Engine, FlakyStore, Scheduler, dict[str, by
         await store.store_token(user.user_id, token_hash(tokens[name]), clock.wall_ms() + 10**9,
                                 clock.wall_ms())
     scheduler = Scheduler()
-    engine = Engine(store, clock, EngineLimits(max_unconfirmed=4), scheduler)
+    # No commit pacing: it waits in real time (the fake clock stands still),
+    # which made tests that count loop turns depend on the machine's speed.
+    engine = Engine(store, clock, EngineLimits(max_unconfirmed=4, commit_window_ms=0.0),
+                    scheduler)
     return engine, store, scheduler, tokens
 
 

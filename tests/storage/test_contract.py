@@ -16,7 +16,7 @@ import pytest
 from appliance.errors import ConflictError, NotFoundError, StorageError
 from appliance.storage.interface import Storage
 from appliance.storage.mariadb import MariaDBStorage
-from appliance.storage.models import NewMessage, Outcome, Perm, WriteBatch
+from appliance.storage.models import NewMessage, Outcome, Perm, QueueQuota, WriteBatch
 from appliance.storage.sqlite import SqliteStorage
 
 NOW = 1_700_000_000_000
@@ -322,17 +322,19 @@ def test_one_server_per_database(backend) -> None:  # type: ignore[no-untyped-de
     asyncio.run(go())
 
 
-def test_devices_not_seen_for_the_retention_period_are_forgotten(backend) -> None:  # type: ignore[no-untyped-def]
+def test_stale_devices_are_forgotten_and_their_queue_passes_on(backend) -> None:  # type: ignore[no-untyped-def]
     async def go(store: Storage) -> None:
         alice, bob = await _users(store, "alice", "bob")
         a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
         old = (await store.register_device(bob, b"old", NOW, 0)).device_rowid
-        await store.write(WriteBatch(messages=[msg(alice, a1, 1)]), NOW)
+        await store.write(WriteBatch(messages=[msg(alice, a1, 1, expires=NOW + 99 * HOUR)]), NOW)
         assert [p.msg_id for p in await store.pending(old, bob, NOW, 10)] == [1]
         later = NOW + 10 * HOUR
         fresh = await store.register_device(bob, b"new", later, stale_before_ms=NOW + HOUR)
-        assert not fresh.inherited  # the stale device and its queue went first
+        # The stale device is gone; what waited for it waits for the new one.
+        assert fresh.inherited
         assert await store.pending(old, bob, later, 10) == []
+        assert [p.msg_id for p in await store.pending(fresh.device_rowid, bob, later, 10)] == [1]
         again = await store.register_device(bob, b"old", later, 0)
         assert again.device_rowid not in (old, fresh.device_rowid)  # a new device now
         # The same device registering again is the same row, and keeps its cursor.
@@ -340,6 +342,9 @@ def test_devices_not_seen_for_the_retention_period_are_forgotten(backend) -> Non
         assert (same.device_rowid, same.report_cursor) == (fresh.device_rowid,
                                                            fresh.report_cursor)
     run(backend, go)
+
+
+INBOX_FULL = 0x88
 
 
 def test_credential_changes_are_logged_in_commit_order(backend) -> None:  # type: ignore[no-untyped-def]
@@ -461,4 +466,107 @@ def test_a_bad_item_alone_is_left_out_not_retried(backend, bad) -> None:  # type
         assert [a.outcome for a in alone.accepted] == [Outcome.REJECTED]
         ok = await store.write(WriteBatch(messages=[msg(alice, a1, 6)]), NOW)
         assert [(a.outcome, a.status) for a in ok.accepted] == [(Outcome.STORED, SENT)]
+    run(backend, go)
+
+
+INBOX_FULL = 0x88
+
+
+def test_inbox_quota_counts_device_copies_and_frees_on_ack_across_reopen(backend) -> None:  # type: ignore[no-untyped-def]
+    # Quota: 4 delivery rows per user.  bob has two devices, so 2 messages fit.
+    quota = QueueQuota(max_messages=4, max_bytes=10**9, max_app_bytes=10**9)
+
+    async def go(store: Storage) -> None:
+        alice, bob = await _users(store, "alice", "bob")
+        a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
+        b1 = (await store.register_device(bob, b"b1", NOW, 0)).device_rowid
+        b2 = (await store.register_device(bob, b"b2", NOW, 0)).device_rowid
+        res = (await store.write(WriteBatch(messages=[msg(alice, a1, i) for i in (1, 2, 3)],
+                                            quota=quota), NOW)).accepted
+        assert [(r.outcome, r.status) for r in res] == [
+            (Outcome.STORED, SENT), (Outcome.STORED, SENT), (Outcome.REJECTED, INBOX_FULL)]
+        # A resend of a stored message is a duplicate, not INBOX_FULL (SPEC M4).
+        dup = (await store.write(WriteBatch(messages=[msg(alice, a1, 1)], quota=quota),
+                                 NOW)).accepted[0]
+        assert dup.outcome is Outcome.DUPLICATE
+        # One device's ACK frees one row: not enough for a message to two devices.
+        await store.write(WriteBatch(acks=[(b1, res[0].seq, 0)]), NOW)
+        again = (await store.write(WriteBatch(messages=[msg(alice, a1, 3)], quota=quota),
+                                   NOW)).accepted[0]
+        assert again.status == INBOX_FULL
+        # A stale acknowledgement (priority unknown) frees its row as well.
+        await store.write(WriteBatch(acks=[(b2, res[0].seq, -1)]), NOW)
+        assert (await store.write(WriteBatch(messages=[msg(alice, a1, 3)], quota=quota),
+                                  NOW)).accepted[0].status == SENT
+        assert [p.msg_id for p in await store.pending(b1, bob, NOW, 10)] == [2, 3]
+
+    async def after_reopen(store: Storage) -> None:
+        a1 = (await store.register_device(1, b"a1", NOW, 0)).device_rowid
+        full = (await store.write(WriteBatch(messages=[msg(1, a1, 4)], quota=quota),
+                                  NOW)).accepted[0]
+        assert full.status == INBOX_FULL  # counted again from the tables
+        # Expiry frees rows too.
+        await store.sweep(NOW + 2 * HOUR, 48 * HOUR)
+        assert (await store.write(WriteBatch(messages=[msg(1, a1, 5, expires=NOW + 3 * HOUR)],
+                                             quota=quota), NOW + 2 * HOUR)).accepted[0].status \
+            == SENT
+
+    run(backend, go)
+    run(backend, after_reopen)
+
+
+def test_byte_and_app_quotas_and_groups_skip_full_members(backend) -> None:  # type: ignore[no-untyped-def]
+    async def go(store: Storage) -> None:
+        alice, bob, carol = await _users(store, "alice", "bob", "carol")
+        a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
+        b1 = (await store.register_device(bob, b"b1", NOW, 0)).device_rowid
+        c1 = (await store.register_device(carol, b"c1", NOW, 0)).device_rowid
+        size = len(msg(alice, a1, 1).payload)
+        by_bytes = QueueQuota(max_messages=100, max_bytes=2 * size, max_app_bytes=10**9)
+        res = (await store.write(WriteBatch(messages=[msg(alice, a1, i) for i in (1, 2, 3)],
+                                            quota=by_bytes), NOW)).accepted
+        assert [r.status for r in res] == [SENT, SENT, INBOX_FULL]
+        # A group message skips bob (full) and reaches carol.
+        g = await store.create_group(1, "g", NOW)
+        for u in (alice, bob, carol):
+            await store.set_member(1, g.group_id, u, Perm.DEFAULT)
+        acc = (await store.write(WriteBatch(messages=[msg(alice, a1, 4, group=g.group_id)],
+                                            quota=by_bytes), NOW)).accepted[0]
+        assert (acc.status, acc.targets) == (SENT, (c1,))
+        assert b1 not in acc.targets
+        # A group whose every other member is full: INBOX_FULL, as 1:1.
+        g2 = await store.create_group(1, "g2", NOW)
+        for u in (alice, bob):
+            await store.set_member(1, g2.group_id, u, Perm.DEFAULT)
+        none = (await store.write(WriteBatch(messages=[msg(alice, a1, 40, group=g2.group_id)],
+                                             quota=by_bytes), NOW)).accepted[0]
+        assert none.status == INBOX_FULL
+        # The app holds 3 messages' bytes: a quota of 3.5 refuses the next one.
+        by_app = QueueQuota(max_messages=100, max_bytes=10**9, max_app_bytes=size * 7 // 2)
+        late = (await store.write(WriteBatch(messages=[msg(alice, a1, 5, b"carol")],
+                                             quota=by_app), NOW)).accepted[0]
+        assert late.status == INBOX_FULL
+        # Deleting a user gives its queue's bytes back to the app.
+        await store.delete_user(1, "bob")
+        assert (await store.write(WriteBatch(messages=[msg(alice, a1, 5, b"carol")],
+                                             quota=by_app), NOW)).accepted[0].status == SENT
+    run(backend, go)
+
+
+def test_acks_and_reads_naming_thousands_of_unknown_ids(backend) -> None:  # type: ignore[no-untyped-def]
+    async def go(store: Storage) -> None:
+        alice, bob = await _users(store, "alice", "bob")
+        a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
+        b1 = (await store.register_device(bob, b"b1", NOW, 0)).device_rowid
+        res = (await store.write(WriteBatch(messages=[
+            msg(alice, a1, i, prio=i % 3) for i in (1, 2, 3)]), NOW)).accepted
+        seqs = [r.seq for r in res]
+        unknown = list(range(10**9, 10**9 + 5000))
+        acks = [(b1, s, -1) for s in [*unknown[:2500], seqs[2], seqs[0], *unknown[2500:]]]
+        receipts = (await store.write(WriteBatch(acks=acks), NOW)).receipts
+        assert [(r.msg_id, r.status) for r in receipts] == [(3, DELIVERED), (1, DELIVERED)]
+        assert [p.msg_id for p in await store.pending(b1, bob, NOW, 10)] == [2]
+        ids = (*tuple(range(10 ** 9, 10 ** 9 + 5000)), 2, 1, 0)
+        read = (await store.write(WriteBatch(reads=[(bob, 1, b"alice", 0, ids)]), NOW)).receipts
+        assert [(r.msg_id, r.status) for r in read] == [(2, READ), (1, READ)]
     run(backend, go)

@@ -101,6 +101,10 @@ class Flag:
 
 
 MAX_ADDRESS_BYTES: Final = 64
+#: Ids of one READ, and seqs of one ACK not sent on that connection, that the
+#: server takes (PROTOCOL.md §3.4, §3.6): each costs a lookup in the store, so
+#: a frame's work is bounded.  Clients send more in several frames.
+MAX_IDS_PER_FRAME: Final = 1000
 U64_MAX: Final = (1 << 64) - 1
 
 # --- value ranges (PROTOCOL.md §3) ----------------------------------------

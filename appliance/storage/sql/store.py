@@ -271,6 +271,8 @@ class SqlStorage:
     async def delete_user(self, app_id: int, address: str) -> None:
         """See `AdminStore.delete_user`."""
         await self._admin(admin.delete_user, app_id, address)
+        # Its queue went with it: the apps' queue usage is counted again.
+        await self._write(self._writer.usage.forget_apps)
 
     async def list_users(self, app_id: int, after: str, limit: int) -> list[UserInfo]:
         """See `AdminStore.list_users`."""

@@ -30,21 +30,23 @@ from appliance.storage.models import (
     NewMessage,
     Outcome,
     Perm,
+    QueueQuota,
     Receipt,
     WriteBatch,
     WriteResult,
 )
+from appliance.storage.sql.bulk import delivery_rows, message_sizes, messages_by_ids
 from appliance.storage.sql.dialect import Connection
 from appliance.storage.sql.isolate import isolate
+from appliance.storage.sql.usage import QueueUsage
 
 # Status and flag values are part of the wire protocol (PROTOCOL.md §4); the
 # storage layer repeats the few it needs rather than import the codec.
 T = TypeVar("T")
 SENT, DELIVERED, READ = 1, 2, 3
-EXPIRED, INVALID_DEST, NOT_MEMBER = 0x83, 0x82, 0x85
+EXPIRED, INVALID_DEST, NOT_MEMBER, INBOX_FULL = 0x83, 0x82, 0x85, 0x88
 DELIVERY_RECEIPT, READ_RECEIPT = 1, 2
 
-_PRIORITIES = ",".join(str(p) for p in range(16))
 _RECENT_MAX = 200_000
 _RECEIPT_SWEEP_EVERY = 720
 _SIGN = 1 << 63
@@ -122,6 +124,8 @@ class Writer:
         self._trim: set[int] = set()
         self._stale = True
         self._next_seq = self._receipt_seq = 0
+        #: What waits for each user and app (the inbox quotas, SPEC M13).
+        self.usage = QueueUsage(conn)
         self._clear_caches()
 
     def _load_counters(self) -> None:
@@ -140,6 +144,7 @@ class Writer:
         self._recent: dict[int, list[int]] = {}
         self._highest: dict[int, int] = {}
         self._receipt_rows: list[tuple[int, ...]] = []
+        self.usage.forget_users()
 
     def _begin(self, *, durable: bool = True) -> None:
         if self.conn.begin(durable=durable) or self._stale:
@@ -158,6 +163,7 @@ class Writer:
         """
         self.conn.rollback()
         self._clear_caches()
+        self.usage.forget_apps()  # they counted what was rolled back
         self._stale = True
         if not isinstance(exc, Exception):
             raise exc  # KeyboardInterrupt, SystemExit: rolled back, passed on
@@ -227,7 +233,8 @@ class Writer:
             # messages' (a message of this batch cannot be acknowledged yet).
             if batch.acks:
                 self._ack_all(batch.acks, now_ms, receipts)
-            accepted = self._accept_all(batch.messages, now_ms) if batch.messages else []
+            accepted = (self._accept_all(batch.messages, now_ms, batch.quota)
+                        if batch.messages else [])
             for reader, app_id, peer, group_id, ids in batch.reads:
                 self._read(reader, app_id, peer, group_id, ids, now_ms, receipts)
             self._flush_receipts()
@@ -248,7 +255,8 @@ class Writer:
             self._trim = set()
         return WriteResult(accepted, receipts)
 
-    def _accept_all(self, messages: list[NewMessage], now_ms: int) -> list[Accepted]:
+    def _accept_all(self, messages: list[NewMessage], now_ms: int,
+                    quota: QueueQuota | None = None) -> list[Accepted]:
         """Store a batch of messages with one dedupe query and two executemany calls.
 
         Per-row `execute` costs ~15 us of Python and SQLite call overhead; the
@@ -280,19 +288,23 @@ class Writer:
             if old is not None:
                 results[i] = Accepted(Outcome.DUPLICATE, old[1], old[0], old[2])
                 continue
+            targets = self._targets(m, recipients, now_ms, quota)
+            if targets is None:
+                results[i] = Accepted(Outcome.REJECTED, INBOX_FULL)
+                continue
             seq = self._next_seq
             self._next_seq = seq + 1
             if db_id is not None:
                 stored[key] = (seq, SENT, now_ms)  # a resend later in this batch
                 if db_id > highest[m.sender_id]:
                     highest[m.sender_id] = db_id
-            targets = self._targets(m, recipients, now_ms)
             dest_user = 0 if m.group_id else recipients[0]
             rows.append((seq, m.sender_id, db_id, dest_user, m.group_id,
                          to_db_id(m.refid) or 0, now_ms, m.expires_ms, m.type, m.flags,
                          m.priority, SENT, m.payload))
             deliveries.extend([(d, m.priority, seq, m.expires_ms) for d in targets])
-            recent[seq] = [m.sender_id, db_id, m.flags, SENT, m.group_id]  # type: ignore[list-item]
+            recent[seq] = [m.sender_id, db_id, m.flags, SENT, m.group_id,  # type: ignore[list-item]
+                           len(m.payload), m.app_id]
             results[i] = Accepted(Outcome.STORED, SENT, seq, now_ms, tuple(targets))
         self.conn.executemany(
             "INSERT INTO messages (seq, sender_id, msg_id, dest_user, dest_group, refid,"
@@ -347,15 +359,42 @@ class Writer:
                 found[(sender, db_id)] = (seq, status, accepted)
         return found
 
-    def _targets(self, m: NewMessage, recipients: list[int], now_ms: int) -> list[int]:
-        """Every device that gets a delivery row: recipients' and the sender's others."""
+    def _targets(self, m: NewMessage, recipients: list[int], now_ms: int,
+                 quota: QueueQuota | None = None) -> list[int] | None:
+        """Every device that gets a delivery row: recipients' and the sender's others.
+
+        None: the message is over a quota (INBOX_FULL): its 1:1 recipient's or
+        its app's.  A group message skips the members that are full instead.
+        The sender's own copies count in its usage but are never refused.
+        """
         targets: list[int] = []
+        usage = self.usage
+        size = len(m.payload)
+        if quota is not None and len(recipients) > 1:
+            usage.prefetch(recipients)  # a statement per 500 members, not one each
+        full = 0
         for user in recipients:
-            targets.extend(self._devices_or_placeholder(user, now_ms))
+            devices = self._devices_or_placeholder(user, now_ms)
+            if quota is not None and user != m.sender_id \
+                    and usage.inbox_full(user, len(devices), size, quota):
+                if not m.group_id:
+                    return None
+                full += 1
+                continue
+            targets.extend(devices)
+        if full and full == len(recipients) - (m.sender_id in recipients):
+            return None  # every other member is full: the group message reaches no one
         if m.sender_id not in recipients:
             targets.extend(self._user_devices(m.sender_id))
         if m.sender_device in targets:
             targets.remove(m.sender_device)
+        if quota is not None and usage.app_full(m.app_id, size * len(targets), quota):
+            return None
+        owner = self._device_user
+        for device in targets:
+            holder = owner.get(device) or self._owner(device)
+            if holder is not None:
+                usage.add(holder, m.app_id, 1, size)
         return targets
 
     def _ack_all(self, acks: list[tuple[int, int, int]], now_ms: int,
@@ -364,31 +403,46 @@ class Writer:
 
         Those with a known priority were sent to that device on its current
         connection, so its delivery row exists (or was expired, which the
-        status check below catches): they are deleted with one executemany.
-        Stale ones (priority -1) are checked row by row.
+        status check below catches).  Stale ones (priority -1: sent on an
+        earlier connection, or never sent at all) are looked up per device
+        in statements of 500 seqs: a frame naming thousands of unknown
+        seqs costs a few statements, not one per seq (issue 12,
+        `delivery_rows`).  Every row found is then deleted with one executemany.
         """
-        known = [(device, priority, seq) for device, seq, priority in acks if priority >= 0]
+        # A dict keeps the acknowledgements' order (that of the receipts) and
+        # drops a row named twice.
+        rows = dict.fromkeys((device, priority, seq) for device, seq, priority in acks
+                             if priority >= 0)
+        stale: dict[int, set[int]] = {}
+        for device, seq, priority in acks:
+            if priority < 0:
+                stale.setdefault(device, set()).add(seq)
+        for device, seqs in stale.items():
+            rows.update(dict.fromkeys(delivery_rows(self.conn, device, seqs)))
+        known = list(rows)
         self.conn.executemany("DELETE FROM deliveries WHERE device_id = ? AND priority = ?"
                               " AND seq = ?", known)
         updates: list[tuple[int, int]] = []
+        usage = self.usage
         for device, _, seq in known:
-            self._delivered(device, seq, now_ms, out, updates)
-        for device, seq, priority in acks:
-            if priority < 0 and self.conn.execute(
-                    f"DELETE FROM deliveries WHERE device_id = ? AND priority IN"
-                    f" ({_PRIORITIES}) AND seq = ?", (device, seq)).rowcount:
-                self._delivered(device, seq, now_ms, out, updates)
+            meta = self._delivered(device, seq, now_ms, out, updates)
+            user = self._owner(device)
+            if meta is not None and user is not None:
+                usage.add(user, meta[6], -1, -meta[5])
         self.conn.executemany("UPDATE messages SET status = ? WHERE seq = ?", updates)
 
     def _delivered(self, device: int, seq: int, now_ms: int, out: list[Receipt],
-                   updates: list[tuple[int, int]]) -> None:
-        """The delivery row of `seq` for `device` was deleted: record the receipt."""
+                   updates: list[tuple[int, int]]) -> list[int] | None:
+        """The delivery row of `seq` for `device` was deleted: record the receipt.
+
+        Returns the message's `_meta`, None if it is gone.
+        """
         conn = self.conn
         row = self._meta(seq)
         user = self._owner(device)
         if row is None or user is None or row[0] == user:
-            return  # swept, or our own sent copy: no receipt
-        sender, db_id, flags, status, group = row
+            return row  # swept, or our own sent copy: no receipt
+        sender, db_id, flags, status, group = row[:5]
         if group:
             cur = conn.execute(self._sql_first_status, (seq, user, DELIVERED))
             changed = cur.rowcount > 0
@@ -399,6 +453,7 @@ class Writer:
                 row[3] = DELIVERED
         if changed and flags & DELIVERY_RECEIPT and db_id is not None:
             self._receipt(sender, db_id, DELIVERED, user, group, now_ms, out)
+        return row
 
     def _read(self, reader: int, app_id: int, peer: bytes, group_id: int,
               ids: tuple[int, ...], now_ms: int, out: list[Receipt]) -> None:
@@ -409,14 +464,9 @@ class Writer:
             group = self._group(group_id)
             if group is None or reader not in group.members:
                 return
-        for msg_id in ids:
-            db_id = to_db_id(msg_id)
-            row = self.conn.execute(
-                "SELECT seq, flags, status, dest_user, dest_group FROM messages"
-                " WHERE sender_id = ? AND msg_id = ?", (sender, db_id)).fetchone()
-            if row is None or db_id is None:
-                continue
-            seq, flags, status, dest_user, dest_group = row
+        db_ids = [db_id for db_id in map(to_db_id, ids) if db_id is not None]
+        for db_id, seq, flags, status, dest_user, dest_group in messages_by_ids(
+                self.conn, sender, db_ids):
             if dest_group != group_id or (not group_id and dest_user != reader):
                 continue  # only a recipient may report a message read
             if group_id:
@@ -451,15 +501,17 @@ class Writer:
             row[3] = status
 
     def _meta(self, seq: int) -> list[int] | None:
-        """[sender, db id, flags, status, group] of a message, cached from its accept.
+        """[sender, db id, flags, status, group, size, app] of a message, cached from its accept.
 
         The cache saves a SELECT per acknowledgement on the hot path; it is
         dropped with the other caches on rollback or a foreign commit.
         """
         row = self._recent.get(seq)
         if row is None:
-            found = self.conn.execute("SELECT sender_id, msg_id, flags, status, dest_group"
-                                      " FROM messages WHERE seq = ?", (seq,)).fetchone()
+            found = self.conn.execute(
+                "SELECT m.sender_id, m.msg_id, m.flags, m.status, m.dest_group,"
+                " length(m.payload), coalesce(u.app_id, 0) FROM messages m"
+                " LEFT JOIN users u ON u.id = m.sender_id WHERE m.seq = ?", (seq,)).fetchone()
             if found is None:
                 return None
             row = self._recent[seq] = list(found)
@@ -487,6 +539,7 @@ class Writer:
                              " AND seq = ?", expired)
             for device, _, seq in expired:
                 self._expire(device, seq, now_ms, out)
+            self._unqueue(expired)
             # The dedupe window (SPEC M4) is the retention: a resend within it
             # is answered with the stored status, even after expiry.
             oldest = conn.execute("SELECT seq, accepted_ms FROM messages ORDER BY seq LIMIT ?",
@@ -499,10 +552,25 @@ class Writer:
             if self._sweeps % _RECEIPT_SWEEP_EVERY == 1:
                 # Reports no device ever confirmed; a full scan, so only now and then.
                 conn.execute("DELETE FROM receipts WHERE ts_ms <= ?", (now_ms - retention_ms,))
+                # Another process may have deleted users: count the apps again.
+                self.usage.forget_apps()
             conn.commit()
         except BaseException as exc:  # noqa: BLE001 - anything rolls back, see `_fail`
             raise self._fail(exc) from None
         return out
+
+    def _unqueue(self, rows: list[tuple[int, int, int]]) -> None:
+        """Take expired delivery rows (device, priority, seq) off the queue usage.
+
+        Sizes are read in bulk: a sweep expires up to thousands of rows, mostly
+        of messages no longer in `_recent`.
+        """
+        sizes = message_sizes(self.conn, {seq for _, _, seq in rows})
+        for device, _, seq in rows:
+            found = sizes.get(seq)
+            user = self._owner(device)
+            if found is not None and user is not None:
+                self.usage.add(user, found[1], -1, -found[0])
 
     def _expire(self, device: int, seq: int, now_ms: int, out: list[Receipt]) -> None:
         row = self.conn.execute("SELECT sender_id, msg_id, flags, status, dest_group"
@@ -563,26 +631,34 @@ class Writer:
                 stale.append((row_id,))
             else:
                 others += 1
-        if stale:
-            conn.executemany("DELETE FROM deliveries WHERE device_id = ?", stale)
-            conn.executemany("DELETE FROM devices WHERE id = ?", stale)
+        before = self.usage.count_user(user_id) if others or placeholders or stale else None
         cur = conn.execute("INSERT INTO devices (user_id, device, last_seen_ms, report_cursor)"
                            " VALUES (?, ?, ?, ?)", (user_id, device_id, now_ms, self._receipt_seq))
         new_id = cur.lastrowid
         assert new_id is not None
         inherited = 0
-        if others or placeholders:
+        if before is not None:
             # A new device gets everything still queued for its user (SPEC M1:
             # each device receives every message), including what waited on the
-            # placeholder while the user had no device at all.
+            # placeholder while the user had no device at all, and on devices
+            # gone stale (config limits.device_stale_s): forgetting those loses
+            # nothing.
             inherited = conn.execute(self._sql_inherit, (new_id, user_id, new_id)).rowcount
-        if placeholders:
-            conn.executemany("DELETE FROM deliveries WHERE device_id = ?", placeholders)
-            conn.executemany("DELETE FROM devices WHERE id = ?", placeholders)
+        gone = placeholders + stale
+        if gone:
+            conn.executemany("DELETE FROM deliveries WHERE device_id = ?", gone)
+            conn.executemany("DELETE FROM devices WHERE id = ?", gone)
+        if before is not None:
+            self.usage.set_user(user_id, self._app_of(user_id), before,
+                                self.usage.count_user(user_id))
         self._devices.pop(user_id, None)
         self._placeholders.pop(user_id, None)
         self._device_user[new_id] = user_id
         return DeviceRecord(new_id, self._receipt_seq, inherited != 0)
+
+    def _app_of(self, user_id: int) -> int:
+        row = self.conn.execute("SELECT app_id FROM users WHERE id = ?", (user_id,)).fetchone()
+        return 0 if row is None else int(row[0])
 
     def _user_devices(self, user_id: int) -> list[int]:
         """The user's real devices (never the placeholder); cached."""
