@@ -73,7 +73,7 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         engine = Engine(store, clock, config.limits, LoopScheduler(loop),
                         server_version=f"tidings/{__version__}".encode())
         tls = TlsContexts(config.tls.cert, config.tls.key, config.storage.data_dir)
-        server = Server(engine, config.limits, clock, tls)
+        server = Server(engine, config.limits, clock, tls, bounds=config.transport)
         server.api = RestApi(store, clock, BackendSender(engine, store), lambda: Stats(
             connections=len(server.connections), sessions=len(engine.by_device),
             commits=engine.commits, failed_commits=engine.stats_failed_batches))

@@ -18,7 +18,11 @@ from appliance.errors import ConfigError
 _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
              "max_expiry_s": 1, "keepalive_s": 1,
              "max_frame_bytes": 64, "sweep_interval_s": 0.01, "shutdown_timeout_s": 0,
-             "max_unconfirmed": 2, "timeout_s": 0.1}
+             "max_unconfirmed": 2, "timeout_s": 0.1,
+             "handshake_timeout_s": 0.1, "request_timeout_s": 0.1, "keepalive_timeout_s": 0.1,
+             "send_timeout_s": 0.1, "output_high_water_bytes": 4096, "max_output_bytes": 65536,
+             "h2_body_bytes_per_connection": 65536, "h2_body_bytes_total": 65536,
+             "h2_control_frames_per_s": 1, "h2_control_frame_burst": 10}
 
 
 def load_config(path: Path | None = None,
@@ -58,6 +62,11 @@ def _build(tree: dict[str, Any]) -> ApplianceConfig:
             raise ConfigError("must be a table", key_path=section)
         sections[section] = _section(getattr(base, section), section, values)
     config = dataclasses.replace(base, **sections)
+    transport = config.transport
+    if transport.max_output_bytes <= transport.output_high_water_bytes:
+        raise ConfigError(f"must be above transport.output_high_water_bytes"
+                          f" ({transport.output_high_water_bytes})",
+                          key_path="transport.max_output_bytes")
     if config.storage.database:
         # Checked now, so that a wrong value stops start-up naming the key.
         parse_database(config.storage.database, config.storage.data_dir)

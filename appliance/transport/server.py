@@ -1,4 +1,4 @@
-"""The listening server: bind, accept, time out idle connections, drain on stop.
+"""The listening server: bind, accept, enforce connection deadlines, drain on stop.
 
 `start()` returns only once the socket is listening and knows its real
 port, so callers (and tests binding port 0) never guess or sleep.
@@ -9,15 +9,16 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from typing import Protocol
 
-from appliance.api.v1 import RestApi
+from appliance.config.model import TransportConfig
 from appliance.engine.clock import Clock
 from appliance.engine.delivery import Engine
 from appliance.engine.ports import EngineLimits
 from appliance.errors import ConfigError, StorageError
 from appliance.protocol.sniff import Detected
 from appliance.protocol.wire import CloseCode
+from appliance.transport.bounds import ByteBudget
+from appliance.transport.host import Api, Connection, Flushable
 from appliance.transport.http1 import HttpProtocol
 from appliance.transport.http2 import Http2Protocol
 from appliance.transport.redirect import RedirectProtocol
@@ -27,41 +28,30 @@ from appliance.transport.wire import WireProtocol
 
 log = logging.getLogger(__name__)
 
-#: A connection must complete HELLO within this many seconds (slowloris bound).
-HANDSHAKE_TIMEOUT_S = 10.0
+#: How often the deadline scan runs: deadlines are kept to within this.
 _SCAN_INTERVAL_S = 1.0
 
 
-class Connection(Protocol):
-    """What the timeout scan and the shutdown need of any connection."""
-
-    @property
-    def authenticated(self) -> bool: ...
-
-    hello_seen: bool
-    opened_at: float
-    last_seen: float
-
-    def close(self, code: int, reason: str) -> None: ...
-
-
 class Server:
-    """Accepts native-protocol connections and hands them to the engine."""
+    """Accepts native-protocol connections and hands them to the engine (a `Host`)."""
 
     def __init__(self, engine: Engine, limits: EngineLimits, clock: Clock,
-                 tls: TlsContexts | None = None, api: RestApi | None = None) -> None:
+                 tls: TlsContexts | None = None, api: Api | None = None, *,
+                 bounds: TransportConfig | None = None) -> None:
         self.engine = engine
         self.tls = tls
         self.api = api
         self.limits = limits
+        self.bounds = bounds or TransportConfig()
         self.clock = clock
         self.connections: set[Connection] = set()
+        self.body_budget = ByteBudget(self.bounds.h2_body_bytes_total)
         self._server: asyncio.Server | None = None
         self._redirect: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.address: tuple[str, int] = ("", 0)
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
-        self._dirty: list[WireProtocol] = []
+        self._dirty: list[Flushable] = []
 
     def hand_over(self, transport: asyncio.Transport, kind: Detected, first_bytes: bytes) -> None:
         """A connection turned out not to speak the native protocol: give it its handler."""
@@ -72,7 +62,8 @@ class Server:
         elif (kind is Detected.TLS and self.tls is not None
               and transport.get_extra_info("ssl_object") is None):  # no TLS inside TLS
             carrier = TlsCarrier(transport, self.tls.current, self._inside_tls,
-                                 self.connections.discard, self.clock.monotonic())
+                                 self.connections.discard, self.clock.monotonic(),
+                                 self.bounds.handshake_timeout_s)
             self.connections.add(carrier)  # the handshake timeout applies to TLS too
             transport.set_protocol(carrier)
             carrier.data_received(first_bytes)
@@ -90,7 +81,7 @@ class Server:
         # Otherwise the first plaintext bytes decide again: native or HTTP/1.1.
         return WireProtocol(self)
 
-    def mark_dirty(self, conn: WireProtocol) -> None:
+    def mark_dirty(self, conn: Flushable) -> None:
         """`conn` has queued output: flush it after this read, or this loop turn."""
         if not self._dirty:
             self.loop.call_soon(self.flush_dirty)
@@ -140,16 +131,13 @@ class Server:
         return bound
 
     async def _scan_idle(self) -> None:
-        keepalive = self.limits.keepalive_s
+        """Each connection knows its deadlines (handshake, request, keep-alive, a
+        peer that stopped reading); once a second, each checks them."""
         while True:
             await asyncio.sleep(_SCAN_INTERVAL_S)
             now = self.clock.monotonic()
             for conn in list(self.connections):
-                if not conn.authenticated:
-                    if not conn.hello_seen and now - conn.opened_at > HANDSHAKE_TIMEOUT_S:
-                        conn.close(CloseCode.IDLE_TIMEOUT, "no HELLO within the handshake timeout")
-                elif now - conn.last_seen > 2 * keepalive:
-                    conn.close(CloseCode.IDLE_TIMEOUT, f"nothing received for {2 * keepalive} s")
+                conn.check_deadline(now)
 
     async def _sweep(self) -> None:
         while True:
