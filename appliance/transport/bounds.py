@@ -72,9 +72,10 @@ class ByteBudget:
         self.used = 0
         self._waiters: list[Callable[[], None]] = []
 
-    def take(self, n: int) -> bool:
-        """Reserve `n` bytes; False (nothing reserved) if that would pass the limit."""
-        if self.used + n > self.limit:
+    def take(self, n: int, *, force: bool = False) -> bool:
+        """Reserve `n` bytes; False (nothing reserved) if that would pass the limit,
+        unless `force`d (the caller bounds what it forces)."""
+        if self.used + n > self.limit and not force:
             return False
         self.used += n
         return True

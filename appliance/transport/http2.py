@@ -186,20 +186,28 @@ class Http2Protocol(asyncio.Protocol):
             return
         # Credit only for what both budgets can hold: past them the client
         # waits (its window stays shut) instead of the server's memory growing.
-        if not stream.owed and self._reserve(size):
+        if not stream.owed and self._reserve(event.stream_id, size):
             stream.credited += size
             self._credit(event.stream_id, size)
         else:
             stream.owed += size
             self._server.body_budget.wait(self._grant_owed)
 
-    def _reserve(self, size: int) -> bool:
-        if not self._held.take(size):
+    def _reserve(self, stream_id: int, size: int) -> bool:
+        # The oldest stream still receiving may pass the connection's budget
+        # (by at most one body): otherwise concurrent uploads that each got
+        # part of the budget could all wait for credit until their deadline.
+        held = self._held
+        if not held.take(size) and not (stream_id == self._oldest_receiving()
+                                        and held.take(size, force=True)):
             return False
         if not self._server.body_budget.take(size):
             self._held.release(size)
             return False
         return True
+
+    def _oldest_receiving(self) -> int:
+        return next((sid for sid, s in self._streams.items() if s.task is None), 0)
 
     def _credit(self, stream_id: int, size: int) -> None:
         if size:
@@ -214,7 +222,7 @@ class Http2Protocol(asyncio.Protocol):
         for stream_id, stream in self._streams.items():
             if not stream.owed:
                 continue
-            if not self._reserve(stream.owed):
+            if not self._reserve(stream_id, stream.owed):
                 self._server.body_budget.wait(self._grant_owed)
                 break
             stream.credited += stream.owed

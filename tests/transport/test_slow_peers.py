@@ -121,11 +121,13 @@ def test_http2_ping_flood_never_read(world) -> None:  # type: ignore[no-untyped-
     sock.close()
 
 
-def _h2_upload_holder(server: ServerProcess, streams: int, body_bytes: int) -> socket.socket:
+def _h2_upload_holder(server: ServerProcess, streams: int, body_bytes: int
+                      ) -> tuple[socket.socket, int]:
     """An h2 client that starts `streams` uploads of `body_bytes` and never ends them.
 
     It honours flow control (reads WINDOW_UPDATEs) and stops when the server
-    stops granting credit or every body but its last byte is sent.
+    stops granting credit or every body but its last byte is sent.  Returns
+    the socket and how many body bytes the server let it send.
     """
     sock = connect(server.host, server.port, rcvbuf=1 << 20)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
@@ -163,9 +165,9 @@ def _h2_upload_holder(server: ServerProcess, streams: int, body_bytes: int) -> s
             break
         for event in conn.receive_data(data):
             if isinstance(event, h2.events.ConnectionTerminated):
-                return sock
+                return sock, streams * (body_bytes - 1) - sum(left.values())
         sock.sendall(conn.data_to_send())
-    return sock
+    return sock, streams * (body_bytes - 1) - sum(left.values())
 
 
 def test_http2_uploads_held_open(world) -> None:  # type: ignore[no-untyped-def]
@@ -175,8 +177,9 @@ def test_http2_uploads_held_open(world) -> None:  # type: ignore[no-untyped-def]
     async def go() -> RssWatch:
         with RssWatch(server.proc.pid) as rss:  # type: ignore[union-attr]
             async with HonestPair(server, tokens) as honest:
-                socks = await asyncio.gather(*(asyncio.to_thread(
+                held = await asyncio.gather(*(asyncio.to_thread(
                     _h2_upload_holder, server, 100, 1024 * 1024) for _ in range(3)))
+                socks = [sock for sock, _ in held]
                 # Held: PINGs keep the connections busy for a while.
                 for _ in range(10):
                     for sock in socks:
@@ -185,8 +188,13 @@ def test_http2_uploads_held_open(world) -> None:  # type: ignore[no-untyped-def]
                     await asyncio.sleep(0.3)
         for sock in socks:
             sock.close()
-        print(f"\n{rss}; honest p99 {honest.p99 * 1000:.1f} ms")
+        sent = [n for _, n in held]
+        print(f"\n{rss}; honest p99 {honest.p99 * 1000:.1f} ms; body bytes accepted {sent}")
         honest.assert_healthy()
+        # Credit only within the per-connection budget (2 MiB), which the
+        # oldest stream may pass by one body (1 MiB), plus the connection's
+        # initial window (64 KiB) that needs no credit.
+        assert max(sent) <= 3 * 1024 * 1024 + 65_535, sent
         return rss
 
     rss = asyncio.run(go())
