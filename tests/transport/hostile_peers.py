@@ -28,10 +28,18 @@ def h2_frame(ftype: int, payload: bytes = b"", flags: int = 0, stream: int = 0) 
 
 
 def ws_frame(opcode: int, payload: bytes) -> bytes:
-    """One masked client WebSocket frame (RFC 6455 §5.2), payload below 126 bytes."""
+    """One masked client WebSocket frame (RFC 6455 §5.2), payload below 64 KiB."""
     mask = b"\x11\x22\x33\x44"
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
+    if len(payload) < 126:
+        head = bytes([0x80 | opcode, 0x80 | len(payload)])
+    else:
+        head = bytes([0x80 | opcode, 0x80 | 126]) + len(payload).to_bytes(2, "big")
+    return head + mask + masked
+
+
+WS_UPGRADE = (b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 
 
 def connect(host: str, port: int, rcvbuf: int = SMALL_RCVBUF) -> socket.socket:

@@ -31,6 +31,7 @@ from tests.transport.hostile_peers import (
     H2_PREFACE,
     H2_SETTINGS,
     SMALL_RCVBUF,
+    WS_UPGRADE,
     Flood,
     connect,
     h2_frame,
@@ -73,6 +74,15 @@ def _native_authenticated(server: ServerProcess, token: str, device: str,
     return sock
 
 
+def _websocket_authenticated(server: ServerProcess, token: str, device: str) -> socket.socket:
+    sock = connect(server.host, server.port)
+    sock.sendall(WS_UPGRADE)
+    assert sock.recv(4096).startswith(b"HTTP/1.1 101")
+    sock.sendall(ws_frame(0x2, _hello(token, device)))
+    sock.recv(4096)  # WELCOME, in a binary message: the last read
+    return sock
+
+
 async def _attack(server: ServerProcess, tokens: dict[str, str], *floods: Flood) -> RssWatch:
     """Run `floods` beside an honest pair; RSS and honesty checked here."""
     assert server.proc is not None
@@ -90,9 +100,7 @@ async def _attack(server: ServerProcess, tokens: dict[str, str], *floods: Flood)
 def test_websocket_ping_flood_before_hello(world) -> None:  # type: ignore[no-untyped-def]
     server, tokens = world
     sock = connect(server.host, server.port)
-    sock.sendall(b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    sock.sendall(WS_UPGRADE)
     assert sock.recv(4096).startswith(b"HTTP/1.1 101")
     flood = Flood(sock, ws_frame(0x9, b"p" * 125) * 500, FLOOD_S)
     asyncio.run(_attack(server, tokens, flood))
@@ -210,7 +218,8 @@ def test_native_ping_flood_never_read(world) -> None:  # type: ignore[no-untyped
     sock.close()
 
 
-def test_realtime_flood_to_a_device_that_never_reads(world) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("via", ["native", "websocket"])
+def test_realtime_flood_to_a_device_that_never_reads(world, via: str) -> None:  # type: ignore[no-untyped-def]
     server, tokens = world
     # Bob has two devices: one reads everything, one never reads.  The slow
     # one must not hold the server's memory, nor cost the other one anything.
@@ -218,7 +227,8 @@ def test_realtime_flood_to_a_device_that_never_reads(world) -> None:  # type: ig
     reader = _native_authenticated(server, tokens["bob"], "reads", rcvbuf=4 << 20)
     drained = threading.Thread(target=wait_closed, args=(reader, FLOOD_S + 15), daemon=True)
     drained.start()
-    receiver = _native_authenticated(server, tokens["bob"], "never-reads")
+    receiver = (_native_authenticated if via == "native" else _websocket_authenticated)(
+        server, tokens["bob"], "never-reads")
     sender = socket.create_connection((server.host, server.port))
     sender.sendall(_hello(tokens["alice"], "sender"))
     sender.recv(4096)
