@@ -188,21 +188,21 @@ class WireProtocol(asyncio.Protocol):
             transport.write(out[0] if len(out) == 1 else b"".join(out))
             if self._stalled_at and (transport.get_write_buffer_size()
                                      > self._server.bounds.max_output_bytes):
-                self._slow_consumer()
+                self._slow_consumer(f"more than {self._server.bounds.max_output_bytes} bytes"
+                                    " unread")
 
-    def _slow_consumer(self) -> None:
+    def _slow_consumer(self, why: str) -> None:
         # Closing loses nothing a client relies on: reliable messages stay
         # stored until ACKed and are sent again on reconnect; real-time ones
         # were never promised to a device that is not reading.
-        log.info("closing a slow consumer (%d bytes unread)",
-                 self._transport.get_write_buffer_size() if self._transport else 0)
-        self.close(CloseCode.SLOW_CONSUMER, "output not read: slow consumer")
+        log.info("closing a slow consumer: %s", why)
+        self.close(CloseCode.SLOW_CONSUMER, f"slow consumer: {why}")
 
     def check_deadline(self, now: float) -> None:
         """The deadline scan: HELLO in time, then keepalive, and output that moves."""
         bounds = self._server.bounds
         if self._stalled_at and now - self._stalled_at > bounds.send_timeout_s:
-            self.close(CloseCode.SLOW_CONSUMER, f"output not read for {bounds.send_timeout_s} s")
+            self._slow_consumer(f"output not read for {bounds.send_timeout_s} s")
         elif self.session is None:
             if not self.hello_seen and now - self.opened_at > bounds.handshake_timeout_s:
                 self.close(CloseCode.IDLE_TIMEOUT, "no HELLO within the handshake timeout")

@@ -9,6 +9,7 @@ piles up in the server process, where `RssWatch` sees it, not in our kernel.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -75,20 +76,23 @@ class Flood:
         self.sock.settimeout(0.2)
         started = time.monotonic()
         end = started + self.duration_s
+        pending = b""  # what a timed-out send left over: the byte stream stays whole
         while time.monotonic() < end:
             if self.bytes_per_s is not None:
                 ahead = self.sent / self.bytes_per_s - (time.monotonic() - started)
                 if ahead > 0:
                     time.sleep(ahead)
-            chunk = self.chunk() if callable(self.chunk) else self.chunk
+            if not pending:
+                pending = self.chunk() if callable(self.chunk) else self.chunk
             try:
-                self.sock.sendall(chunk)
-                self.sent += len(chunk)
+                n = self.sock.send(pending)
             except TimeoutError:
                 continue  # the server stopped reading: keep the pressure on
             except OSError:
                 self.closed_after = time.monotonic() - started
                 return
+            pending = pending[n:]
+            self.sent += n
         # Still open: did the server hang up meanwhile?  (a reset shows on send)
         if closed(self.sock):
             self.closed_after = time.monotonic() - started
@@ -121,3 +125,35 @@ def wait_closed(sock: socket.socket, timeout_s: float) -> float | None:
         except OSError:
             return time.monotonic() - started
     return None
+
+
+class TlsPeer:
+    """TLS over a raw socket with memory BIOs: every read is ours to make, or not."""
+
+    def __init__(self, host: str, port: int, cafile: str, alpn: str) -> None:
+        self.sock = connect(host, port)
+        ctx = ssl.create_default_context(cafile=cafile)
+        ctx.set_alpn_protocols([alpn])
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self._in, self._out, server_hostname="localhost")
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.sock.sendall(self._out.read())
+                self._in.write(self.sock.recv(65536))
+        self.sock.sendall(self._out.read())
+
+    def encrypt(self, data: bytes) -> bytes:
+        """The records that carry `data` (to send in order, once)."""
+        self.tls.write(data)
+        return self._out.read()
+
+    def read_some(self) -> bytes:
+        """Plaintext from the next read(s) of the socket (at least one byte)."""
+        while True:
+            try:
+                return self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                self._in.write(self.sock.recv(65536))

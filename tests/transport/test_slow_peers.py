@@ -33,6 +33,7 @@ from tests.transport.hostile_peers import (
     SMALL_RCVBUF,
     WS_UPGRADE,
     Flood,
+    TlsPeer,
     connect,
     h2_frame,
     wait_closed,
@@ -244,3 +245,17 @@ def test_realtime_flood_to_a_device_that_never_reads(world, via: str) -> None:  
     for sock in (receiver, sender, reader):
         sock.close()
     drained.join()
+
+
+def test_native_ping_flood_inside_tls_never_read(world) -> None:  # type: ignore[no-untyped-def]
+    server, tokens = world
+    peer = TlsPeer(server.host, server.port, str(server.data_dir / "tls" / "self-signed.crt"),
+                   "http/1.1")  # then native or HTTP/1.1 by the first bytes: native here
+    peer.sock.sendall(peer.encrypt(_hello(tokens["alice"], "tls-flooder")))
+    peer.read_some()  # WELCOME: the last read
+    burst = encode(Ping(7)) * 5000
+    flood = Flood(peer.sock, lambda: peer.encrypt(burst), FLOOD_S)
+    asyncio.run(_attack(server, tokens, flood))
+    assert wait_closed(peer.sock, 10) is not None
+    assert any("slow consumer" in line for line in server.lines), server.output[-2000:]
+    peer.sock.close()
