@@ -396,7 +396,8 @@ class Http2Protocol(asyncio.Protocol):
 
         Closing at once while the client is still sending makes the kernel
         answer with a TCP reset, which can destroy the GOAWAY in flight: so
-        half-close, discard what still arrives, and abort after a grace period.
+        half-close, read nothing more (a flood costs nothing meanwhile), and
+        abort after a grace period.
         """
         if self._closing:
             return
@@ -410,6 +411,7 @@ class Http2Protocol(asyncio.Protocol):
             return
         if transport.can_write_eof():
             transport.write_eof()
+            transport.pause_reading()
             asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self.abort)
         else:
             self.close(0, "")
