@@ -80,7 +80,7 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
                         server_version=f"tidings/{__version__}".encode())
         tls = TlsContexts(config.tls.cert, config.tls.key, config.storage.data_dir)
         server = Server(engine, config.limits, clock, tls, edge=config.edge,
-                        data_dir=config.storage.data_dir)
+                        data_dir=config.storage.data_dir, bounds=config.transport)
         api = server.api = RestApi(store, clock, BackendSender(engine, store), lambda: Stats(
             connections=len(server.connections), sessions=len(engine.by_device),
             commits=engine.commits, failed_commits=engine.stats_failed_batches,

@@ -72,6 +72,11 @@ def test_layer_imports_downward_only(name: str, path: Path) -> None:
             assert not bad, f"{name} must not import {bad}"
     if not name.startswith("appliance.cli"):
         assert "click" not in _imports(path), f"{name}: only the CLI imports click"
+    if name.startswith("appliance.transport.") and name != "appliance.transport.server":
+        # Protocols depend on the small `host` interfaces, never on `Server`
+        # (issue 12: no import circle between server.py and the protocols).
+        assert "appliance.transport.server" not in _imports(path), \
+            f"{name}: depend on appliance.transport.host, not on the server"
     if not name.startswith("appliance.storage"):
         assert not {i for i in _imports(path) if i.startswith("appliance.storage.sqlite")}, \
             f"{name}: only storage.factory picks a backend"

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from appliance.config.load import load_config
-from appliance.config.model import ApplianceConfig, ServerConfig, default_data_dir
+from appliance.config.model import (
+    ApplianceConfig,
+    ServerConfig,
+    TransportConfig,
+    default_data_dir,
+)
 
-__all__ = ["ApplianceConfig", "ServerConfig", "default_data_dir", "load_config"]
+__all__ = ["ApplianceConfig", "ServerConfig", "TransportConfig", "default_data_dir",
+           "load_config"]

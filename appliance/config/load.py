@@ -25,7 +25,12 @@ _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
              "send_rate_per_s": 0.01, "send_burst": 1, "max_queued_messages": 1,
              "max_queued_bytes": 1, "max_app_queued_bytes": 1, "device_stale_s": 60,
              "device_registrations_per_hour": 0.01, "device_registration_burst": 1,
-             "max_rate_users": 100}
+             "max_rate_users": 100,
+             # [transport] (appliance.transport.bounds)
+             "handshake_timeout_s": 0.1, "request_timeout_s": 0.1, "keepalive_timeout_s": 0.1,
+             "send_timeout_s": 0.1, "output_high_water_bytes": 4096, "max_output_bytes": 65536,
+             "h2_body_bytes_per_connection": 65536, "h2_body_bytes_total": 65536,
+             "h2_control_frames_per_s": 1, "h2_control_frame_burst": 10}
 #: Upper bounds where a larger value would quietly break a promise: live
 #: sessions learn of revoked credentials within this (PROTOCOL.md §5.1).
 _MAXIMUM = {"credentials_poll_s": 60.0}
@@ -68,6 +73,11 @@ def _build(tree: dict[str, Any]) -> ApplianceConfig:
             raise ConfigError("must be a table", key_path=section)
         sections[section] = _section(getattr(base, section), section, values)
     config = dataclasses.replace(base, **sections)
+    transport = config.transport
+    if transport.max_output_bytes <= transport.output_high_water_bytes:
+        raise ConfigError(f"must be above transport.output_high_water_bytes"
+                          f" ({transport.output_high_water_bytes})",
+                          key_path="transport.max_output_bytes")
     if config.storage.database:
         # Checked now, so that a wrong value stops start-up naming the key.
         parse_database(config.storage.database, config.storage.data_dir)

@@ -61,6 +61,44 @@ class TlsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TransportConfig:
+    """``[transport]``: what one peer may cost the server (issue 12), and its deadlines.
+
+    A peer that does not read its answers is not read from once its output
+    passes `output_high_water_bytes`, and is closed (SLOW_CONSUMER, or HTTP's
+    GOAWAY/close) when its output passes `max_output_bytes` or stays above the
+    high-water mark for `send_timeout_s`.
+    """
+
+    #: Native, TLS and WebSocket connections must complete HELLO (or the TLS
+    #: handshake) within this many seconds (slowloris bound).
+    handshake_timeout_s: float = 10.0
+    #: HTTP: a whole request (headers and body) must arrive within this many
+    #: seconds of its first byte; the first request, of the connection's start.
+    request_timeout_s: float = 10.0
+    #: HTTP: a connection with no request in progress is closed after this many
+    #: seconds (PINGs do not count); no deadline while the server answers.
+    keepalive_timeout_s: float = 30.0
+    #: Output buffered for one peer above which it is no longer read from.
+    output_high_water_bytes: int = 256 * 1024
+    #: Output buffered for one peer above which it is closed as a slow consumer.
+    #: Reliable messages are stored and redelivered on reconnect; keep this above
+    #: what a burst of `limits.window` messages to a device may take.
+    max_output_bytes: int = 8 * 1024 * 1024
+    #: A peer whose output stays above the high-water mark this long is closed.
+    send_timeout_s: float = 30.0
+    #: HTTP/2 request bodies: bytes one connection may have in flight (flow-control
+    #: credit is granted only within this), and the whole server.
+    h2_body_bytes_per_connection: int = 2 * 1024 * 1024
+    h2_body_bytes_total: int = 16 * 1024 * 1024
+    #: HTTP/2 control frames (PING, SETTINGS, WINDOW_UPDATE, PRIORITY, RST_STREAM,
+    #: empty DATA/HEADERS) a connection may send per second, and the burst it may
+    #: save up; past them the connection ends with GOAWAY ENHANCE_YOUR_CALM.
+    h2_control_frames_per_s: float = 200.0
+    h2_control_frame_burst: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
 class ApplianceConfig:
     """The whole configuration."""
 
@@ -69,3 +107,4 @@ class ApplianceConfig:
     limits: EngineLimits = field(default_factory=EngineLimits)
     tls: TlsConfig = field(default_factory=TlsConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)

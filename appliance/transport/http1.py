@@ -2,49 +2,57 @@
 
 A connection whose first bytes look like an HTTP/1 request is handed here by
 `WireProtocol`.  Every request is bounded: headers by `MAX_HEADER_BYTES`,
-bodies by `MAX_BODY_BYTES`, a whole request by the server's handshake timeout
-(slowloris), the number of requests per connection by `MAX_REQUESTS`.
-Errors are RFC 9457 problem+json.
+bodies by `MAX_BODY_BYTES`, the number of requests per connection by
+`MAX_REQUESTS`.  Errors are RFC 9457 problem+json.
+
+Deadlines (checked by the server's scan): a request must arrive whole within
+`request_timeout_s` of its first byte (slowloris), an idle keep-alive
+connection is closed after `keepalive_timeout_s`, and there is none while the
+server works on an answer.  A client that does not read its answers
+(pipelining) is not read from once its output passes the high-water mark, so
+no further request is answered, and is cut after `send_timeout_s`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from http import HTTPStatus
-from typing import TYPE_CHECKING
 
 import h11
 
 from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse, parse_query, problem
 from appliance.ratelimit import RATE_PER_S, TokenBucket
+from appliance.transport.bounds import (
+    CLOSE_GRACE_S,
+    MAX_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_REQUESTS,
+    SERVER_HEADER,
+    close_within,
+    set_write_limits,
+)
+from appliance.transport.host import Host
 from appliance.transport.tasks import spawn
 from appliance.transport.websocket import WebSocketCarrier
 
-if TYPE_CHECKING:
-    from appliance.transport.server import Server
-
 log = logging.getLogger(__name__)
 
-MAX_HEADER_BYTES = 16 * 1024
-MAX_BODY_BYTES = 1024 * 1024
-#: Requests served on one connection before it is closed (keeps one client
-#: from monopolising a connection slot forever).
-MAX_REQUESTS = 10_000
-SERVER_HEADER = b"tidings"
-_GRACE_S = 2.0
+#: Why reading is paused (bits): requests are buffered or being answered (a
+#: pipelining client); our output is backed up.
+_HELD_BY_BACKLOG = 1
+_HELD_BY_OUTPUT = 2
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
 class HttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection; becomes a WebSocket carrier on upgrade."""
 
-    __slots__ = ("_body", "_bucket", "_busy", "_h11", "_paused", "_raw", "_request", "_requests",
-                 "_server", "_transport", "hello_seen", "last_seen", "opened_at")
+    __slots__ = ("_body", "_bucket", "_busy", "_deadline", "_h11", "_held", "_raw", "_receiving",
+                 "_request", "_requests", "_server", "_stalled_at", "_transport")
 
-    authenticated = False  # for the server's timeout scan: never a native session
-
-    def __init__(self, server: Server, transport: asyncio.Transport) -> None:
+    def __init__(self, server: Host, transport: asyncio.Transport) -> None:
         self._server = server
         self._transport: asyncio.Transport | None = transport
         self._h11: h11.Connection | None = h11.Connection(
@@ -54,12 +62,15 @@ class HttpProtocol(asyncio.Protocol):
         self._request: h11.Request | None = None
         self._requests = 0
         self._busy = False  # a request is being answered
-        self._paused = False
-        self._bucket = TokenBucket(server.clock.monotonic())
-        # The server's scan closes a connection with no complete request
-        # within the handshake timeout; `opened_at` restarts per request.
-        self.hello_seen = False
-        self.opened_at = self.last_seen = server.clock.monotonic()
+        self._held = 0
+        now = server.clock.monotonic()
+        self._bucket = TokenBucket(now)
+        #: A request has begun to arrive (its deadline runs), or none has yet
+        #: (then the keep-alive deadline runs).  The first one runs from now.
+        self._receiving = True
+        self._deadline = now + server.bounds.request_timeout_s
+        self._stalled_at = 0.0  # when the output went above the high-water mark
+        set_write_limits(transport, server.bounds.output_high_water_bytes)
         server.connections.add(self)
 
     # --- asyncio callbacks (forwarded by WireProtocol's hand-over) -------------------
@@ -68,22 +79,54 @@ class HttpProtocol(asyncio.Protocol):
         conn = self._h11
         if conn is None:
             return
-        self.last_seen = self._server.clock.monotonic()
+        if not self._receiving and not self._busy:
+            self._receiving = True  # a new request: its deadline starts
+            self._deadline = self._server.clock.monotonic() + self._server.bounds.request_timeout_s
         if self._request is None:
             self._raw += data  # an upgrade hands the raw request to wsproto
         conn.receive_data(data)
         if self._busy:
-            # A pipelining client: stop reading until the current answer is out
-            # (two epoll changes, so only when it happens, not per request).
-            if self._transport is not None and not self._paused:
-                self._paused = True
-                self._transport.pause_reading()
+            # A pipelining client: stop reading until every request buffered so
+            # far is answered (two epoll changes, so only when it happens, not
+            # per request), so that what it sends waits in its own kernel.
+            self._hold(_HELD_BY_BACKLOG)
             return
         self._process()
 
+    def _hold(self, reason: int) -> None:
+        if not self._held and self._transport is not None:
+            self._transport.pause_reading()
+        self._held |= reason
+
+    def _release(self, reason: int) -> None:
+        self._held &= ~reason
+        if not self._held and self._transport is not None:
+            self._transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        """The client does not read its answers: no more requests until it does."""
+        self._stalled_at = self._server.clock.monotonic()
+        self._hold(_HELD_BY_OUTPUT)
+
+    def resume_writing(self) -> None:
+        self._stalled_at = 0.0
+        self._release(_HELD_BY_OUTPUT)
+        if not self._busy:
+            self._process()  # a pipelined request may be buffered already
+
+    def check_deadline(self, now: float) -> None:
+        """The deadline scan: a request arrives in time, an idle connection goes,
+        a client that stopped reading is cut; none while an answer is worked on."""
+        bounds = self._server.bounds
+        if self._stalled_at and now - self._stalled_at > bounds.send_timeout_s:
+            self._drop()
+        elif now > self._deadline:
+            self.close(0, "the request did not arrive in time" if self._receiving else "")
+
     def _process(self) -> None:
         """Handle what h11 has buffered, up to a complete request (then answer it)."""
-        while self._h11 is not None and self._transport is not None and not self._busy:
+        while (self._h11 is not None and self._transport is not None and not self._busy
+               and not self._stalled_at):
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
@@ -92,7 +135,10 @@ class HttpProtocol(asyncio.Protocol):
                 self._fail(problem(431 if "too large" in str(exc).lower() else status, title,
                                     str(exc)))
                 return
-            if event is h11.NEED_DATA or event is h11.PAUSED:
+            if event is h11.NEED_DATA:
+                self._release(_HELD_BY_BACKLOG)  # all buffered requests are answered
+                return
+            if event is h11.PAUSED:
                 return
             if isinstance(event, h11.Request):
                 if not self._on_request(event):
@@ -105,6 +151,7 @@ class HttpProtocol(asyncio.Protocol):
                     return
             elif isinstance(event, h11.EndOfMessage):
                 self._busy = True  # one request at a time (HTTP/1.1)
+                self._deadline = math.inf  # none while the server works on the answer
                 spawn(self._respond(), name="http-request")
                 return
             elif isinstance(event, h11.ConnectionClosed):
@@ -123,6 +170,9 @@ class HttpProtocol(asyncio.Protocol):
     def _on_request(self, request: h11.Request) -> bool:
         self._request = request
         self._requests += 1
+        if not self._receiving:  # pipelined: it was buffered, its deadline starts now
+            self._receiving = True
+            self._deadline = self._server.clock.monotonic() + self._server.bounds.request_timeout_s
         if not self._bucket.take(self._server.clock.monotonic()):
             self._fail(problem(429, "too many requests",
                                 f"at most {RATE_PER_S:.0f} requests/s per connection"))
@@ -175,18 +225,15 @@ class HttpProtocol(asyncio.Protocol):
                    head=api_request.method == "HEAD", extra=response.headers)
         self._busy = False
         self._next_request()
-        if self._transport is not None:
-            if self._paused:
-                self._paused = False
-                self._transport.resume_reading()
-            self._process()  # a pipelined request may be buffered already
+        self._process()  # a pipelined request may be buffered already
 
     def _next_request(self) -> None:
         conn = self._h11
         self._request = None
         self._raw = bytearray()
         self._body = bytearray()
-        self.opened_at = self._server.clock.monotonic()
+        self._receiving = False  # idle until the next request's first byte
+        self._deadline = self._server.clock.monotonic() + self._server.bounds.keepalive_timeout_s
         if conn is None or self._transport is None:
             return
         if conn.our_state is h11.MUST_CLOSE or self._requests >= MAX_REQUESTS:
@@ -236,20 +283,29 @@ class HttpProtocol(asyncio.Protocol):
             # what still arrives, and cut off after a grace period.
             self._h11 = None
             transport.write_eof()
-            asyncio.get_running_loop().call_later(_GRACE_S, self.close, 0, "")
+            asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self._drop)
             return
         self.close(0, "")
 
-    # --- what the server's timeout scan and shutdown call ---------------------------------
+    # --- what the server's deadline scan and shutdown call ---------------------------------
 
     def close(self, code: int, reason: str) -> None:
-        """Close the connection (`code` and `reason` are the native protocol's; unused)."""
+        """Close the connection (`code` is the native protocol's; unused).
+
+        With a `reason` and a request on its way, the client is told why (408).
+        """
         transport, self._transport = self._transport, None
         if transport is not None:
             if self._h11 is not None and self._h11.our_state is h11.IDLE and reason:
-                # The timeout scan: tell the client why, as HTTP does (408).
                 timeout = problem(408, "request timeout", reason)
                 self._transport = transport
                 self._send(timeout.status, timeout.body, timeout.content_type, close=True)
                 self._transport = None
-            transport.close()
+            close_within(transport)
+
+    def _drop(self) -> None:
+        """Cut the connection and free its buffers now (a client that does not read)."""
+        self._server.connections.discard(self)
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.abort()

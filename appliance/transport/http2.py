@@ -1,16 +1,26 @@
 """HTTP/2 on the shared port (h2): prior knowledge in clear, ALPN ``h2`` over TLS.
 
-Serves the same REST API as HTTP/1.1.  Bounds (RFC 9113 §10.5, and the 2023
-"rapid reset" and 2024 "CONTINUATION flood" attacks):
+Serves the same REST API as HTTP/1.1.  Bounds (RFC 9113 §10.5, the 2019
+flood CVEs, the 2023 "rapid reset" and 2024 "CONTINUATION flood" attacks):
 
 * at most `MAX_STREAMS` concurrent streams (SETTINGS_MAX_CONCURRENT_STREAMS;
   more are refused with REFUSED_STREAM);
 * header lists of at most 16 KiB (SETTINGS_MAX_HEADER_LIST_SIZE), and h2's own
   cap of 64 CONTINUATION frames per header block;
-* bodies of at most 1 MiB per request;
-* more than `MAX_RESETS` streams reset by the client within `RESET_WINDOW_S`
-  ends the connection with GOAWAY ENHANCE_YOUR_CALM: a reset stream costs the
-  server work the client never waits for.
+* bodies of at most 1 MiB per request, and flow-control credit granted only
+  for body bytes the server is prepared to hold: a budget per connection and
+  one for the whole server (`h2_body_bytes_*`); a client past its credit
+  breaks the protocol (FLOW_CONTROL_ERROR);
+* control frames (PING, SETTINGS, ...) at most `h2_control_frames_per_s`
+  (burst `h2_control_frame_burst`), counted from the frame headers before h2
+  parses them; more than `MAX_RESETS` streams reset by the client within
+  `RESET_WINDOW_S`: either ends the connection with GOAWAY ENHANCE_YOUR_CALM;
+* deadlines: a request (HEADERS to END_STREAM) within `request_timeout_s`
+  (else 408 on that stream), a connection with no request in progress is
+  closed after `keepalive_timeout_s` whatever PINGs it sends, none while the
+  server answers;
+* a client that does not read is not read from past the output high-water
+  mark (and gets no more answers), and is cut after `send_timeout_s`.
 """
 
 from __future__ import annotations
@@ -19,7 +29,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-from typing import TYPE_CHECKING
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -36,38 +45,45 @@ from h2.exceptions import H2Error, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes
 
 from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse, parse_query, problem
+from appliance.protocol.h2frames import ControlFrameCounter
 from appliance.ratelimit import RATE_PER_S, TokenBucket
-from appliance.transport.http1 import MAX_BODY_BYTES, MAX_HEADER_BYTES, SERVER_HEADER
+from appliance.transport.bounds import (
+    CLOSE_GRACE_S,
+    H2_STREAM_WINDOW,
+    MAX_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_RESETS,
+    MAX_STREAMS,
+    RESET_WINDOW_S,
+    SERVER_HEADER,
+    ByteBudget,
+    close_within,
+    set_write_limits,
+)
+from appliance.transport.host import Host
 from appliance.transport.tasks import spawn
-
-if TYPE_CHECKING:
-    from appliance.transport.server import Server
 
 log = logging.getLogger(__name__)
 
-MAX_STREAMS = 100
-MAX_RESETS = 200
-RESET_WINDOW_S = 10.0
-_GRACE_S = 2.0
-
 
 class _Stream:
-    __slots__ = ("body", "headers", "task")
+    __slots__ = ("body", "credited", "headers", "opened_at", "owed", "task")
 
-    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, headers: list[tuple[bytes, bytes]], now: float) -> None:
         self.headers = headers
         self.body = bytearray()
+        self.opened_at = now
+        self.credited = 0  # body bytes held and already given back as flow-control credit
+        self.owed = 0  # body bytes held whose credit waits for room in the budgets
         self.task: asyncio.Task[None] | None = None
 
 
 class Http2Protocol(asyncio.Protocol):
     """One HTTP/2 connection."""
 
-    authenticated = False  # for the server's timeout scan
-    hello_seen = False
-
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Host) -> None:
         self._server = server
+        self._bounds = server.bounds
         self._transport: asyncio.Transport | None = None
         # Outbound headers are ours (lower-case names, no connection headers):
         # h2's checks of them cost ~10 % of a request.  What clients send is
@@ -80,32 +96,54 @@ class Http2Protocol(asyncio.Protocol):
         self._resets: collections.deque[float] = collections.deque()
         self._pending: dict[int, bytes] = {}  # response bodies waiting for flow control
         self._closing = False
-        self._bucket = TokenBucket(server.clock.monotonic())
-        self.opened_at = self.last_seen = server.clock.monotonic()
+        now = server.clock.monotonic()
+        self._bucket = TokenBucket(now)
+        self._control = ControlFrameCounter()
+        self._control_bucket = TokenBucket(now, self._bounds.h2_control_frames_per_s,
+                                           self._bounds.h2_control_frame_burst)
+        self._held = ByteBudget(self._bounds.h2_body_bytes_per_connection)
+        #: No request in progress since then (keep-alive deadline); the first
+        #: request must come within the request deadline.
+        self._idle_since = now
+        self._served = 0
+        self._stalled_at = 0.0  # when the output went above the high-water mark
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        set_write_limits(transport, self._bounds.output_high_water_bytes)
         self._server.connections.add(self)
         self._h2.local_settings.update({SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
-                                        SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_BYTES})
+                                        SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_BYTES,
+                                        SettingCodes.INITIAL_WINDOW_SIZE: H2_STREAM_WINDOW})
         self._h2.initiate_connection()
         self._flush()
+
+    # --- bytes from the client ------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return  # after GOAWAY: drained and dropped
         now = self._server.clock.monotonic()
-        self.last_seen = now
+        controls = self._control.feed(data)
+        if controls:
+            take = self._control_bucket.take
+            for _ in range(controls):
+                if not take(now):
+                    log.warning("HTTP/2 client sent control frames past %.0f/s: closing",
+                                self._bounds.h2_control_frames_per_s)
+                    self._goaway(ErrorCodes.ENHANCE_YOUR_CALM)
+                    return
         try:
             events = self._h2.receive_data(data)
         except ProtocolError as exc:
-            # Malformed frames, oversized header lists, CONTINUATION floods...
+            # Malformed frames, oversized header lists, CONTINUATION floods,
+            # DATA past the credit granted (FLOW_CONTROL_ERROR)...
             log.info("HTTP/2 protocol error, closing: %s", exc)
             self._goaway(ErrorCodes.PROTOCOL_ERROR)
             return
         for event in events:
             if isinstance(event, RequestReceived):
-                self._on_headers(event.stream_id, event.headers)
+                self._on_headers(event.stream_id, event.headers, now)
             elif isinstance(event, DataReceived):
                 self._on_data(event)
             elif isinstance(event, StreamEnded):
@@ -119,41 +157,101 @@ class Http2Protocol(asyncio.Protocol):
                 self._flush()
                 self.close(0, "")
                 return
-        # The scan's request timeout: a connection with a request in progress is busy.
-        self.opened_at = now
         self._flush()
 
-    def _on_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
+    def _on_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]],
+                    now: float) -> None:
         if len(self._streams) >= MAX_STREAMS:
             self._h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             return
-        if not self._bucket.take(self._server.clock.monotonic()):
+        if not self._bucket.take(now):
             self._respond(stream_id, problem(
                 429, "too many requests", f"at most {RATE_PER_S:.0f} requests/s per"
                 " connection"))
             return
-        self._streams[stream_id] = _Stream(headers)
+        self._streams[stream_id] = _Stream(headers, now)
 
     def _on_data(self, event: DataReceived) -> None:
-        self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        size = event.flow_controlled_length
         stream = self._streams.get(event.stream_id)
-        if stream is None or event.data is None:
+        if stream is None or stream.task is not None:
+            # Refused, answered early or reset: nothing is kept, the credit goes back.
+            self._credit(event.stream_id, size)
             return
         stream.body += event.data
         if len(stream.body) > MAX_BODY_BYTES:
-            del self._streams[event.stream_id]
-            self._respond(event.stream_id, problem(
+            self._credit(event.stream_id, size)
+            self._answer_early(event.stream_id, problem(
                 413, "content too large", f"bodies are limited to {MAX_BODY_BYTES} bytes"))
+            return
+        # Credit only for what both budgets can hold: past them the client
+        # waits (its window stays shut) instead of the server's memory growing.
+        if not stream.owed and self._reserve(event.stream_id, size):
+            stream.credited += size
+            self._credit(event.stream_id, size)
+        else:
+            stream.owed += size
+            self._server.body_budget.wait(self._grant_owed)
+
+    def _reserve(self, stream_id: int, size: int) -> bool:
+        # The oldest stream still receiving may pass the connection's budget
+        # (by at most one body): otherwise concurrent uploads that each got
+        # part of the budget could all wait for credit until their deadline.
+        held = self._held
+        if not held.take(size) and not (stream_id == self._oldest_receiving()
+                                        and held.take(size, force=True)):
+            return False
+        if not self._server.body_budget.take(size):
+            self._held.release(size)
+            return False
+        return True
+
+    def _oldest_receiving(self) -> int:
+        return next((sid for sid, s in self._streams.items() if s.task is None), 0)
+
+    def _credit(self, stream_id: int, size: int) -> None:
+        if size:
+            with contextlib.suppress(H2Error):  # the stream or the connection is gone
+                self._h2.acknowledge_received_data(size, stream_id)
+
+    def _grant_owed(self) -> None:
+        """Room was freed: credit the oldest streams' held bytes first."""
+        if self._transport is None:
+            return
+        granted = False
+        for stream_id, stream in self._streams.items():
+            if not stream.owed:
+                continue
+            if not self._reserve(stream_id, stream.owed):
+                self._server.body_budget.wait(self._grant_owed)
+                break
+            stream.credited += stream.owed
+            self._credit(stream_id, stream.owed)
+            stream.owed = 0
+            granted = True
+        if granted:
+            self._flush_soon()
+
+    def _release(self, stream: _Stream) -> None:
+        """A stream's body is no longer held: its bytes go back to the budgets."""
+        if stream.credited:
+            self._held.release(stream.credited)
+            self._server.body_budget.release(stream.credited)
+            stream.credited = 0
+        stream.body = bytearray()
+        if self._held.used < self._held.limit:
+            self._grant_owed()
 
     def _on_end(self, stream_id: int) -> None:
         stream = self._streams.get(stream_id)
         if stream is not None and stream.task is None:
+            if stream.owed:  # the last bytes are in: no need to hold their credit back
+                self._credit(stream_id, stream.owed)
+                stream.owed = 0
             stream.task = spawn(self._serve(stream_id, stream), name="h2-request")
 
     def _on_reset(self, stream_id: int, now: float) -> bool:
-        stream = self._streams.pop(stream_id, None)
-        if stream is not None and stream.task is not None:
-            stream.task.cancel()
+        self._forget(stream_id)
         self._pending.pop(stream_id, None)
         resets = self._resets
         resets.append(now)
@@ -166,6 +264,21 @@ class Http2Protocol(asyncio.Protocol):
             return True
         return False
 
+    def _forget(self, stream_id: int) -> _Stream | None:
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None:
+            if stream.task is not None:
+                stream.task.cancel()
+            if stream.owed:
+                self._credit(stream_id, stream.owed)
+                stream.owed = 0
+            self._release(stream)
+            if not self._streams:
+                self._idle_since = self._server.clock.monotonic()
+        return stream
+
+    # --- answers ------------------------------------------------------------------------
+
     async def _serve(self, stream_id: int, stream: _Stream) -> None:
         headers = {k: v for k, v in stream.headers if k.startswith(b":")}
         target = headers.get(b":path", b"/").decode("latin-1")
@@ -177,9 +290,21 @@ class Http2Protocol(asyncio.Protocol):
         api = self._server.api
         response = (await api.handle(request) if api is not None
                     else ApiResponse(503, b'{"title": "no API"}', PROBLEM_JSON))
-        if self._streams.pop(stream_id, None) is not None:
+        if self._streams.get(stream_id) is stream:
+            self._served += 1
+            stream.task = None  # done: nothing to cancel
+            self._forget(stream_id)
             self._respond(stream_id, response, head=request.method == "HEAD")
             self._flush_soon()
+
+    def _answer_early(self, stream_id: int, response: ApiResponse) -> None:
+        """Answer before the request is complete, then stop the rest (RFC 9113 §8.1)."""
+        self._forget(stream_id)
+        self._respond(stream_id, response)
+        with contextlib.suppress(H2Error):
+            self._h2.reset_stream(stream_id, ErrorCodes.NO_ERROR)
+        self._pending.pop(stream_id, None)
+        self._flush_soon()
 
     def _respond(self, stream_id: int, response: ApiResponse, *, head: bool = False) -> None:
         body = b"" if head or response.status == 204 else response.body
@@ -197,6 +322,8 @@ class Http2Protocol(asyncio.Protocol):
             self._send_pending()
 
     def _send_pending(self) -> None:
+        if self._stalled_at:
+            return  # the client is not reading: resume_writing sends the rest
         h2 = self._h2
         for stream_id in list(self._pending):
             body = self._pending[stream_id]
@@ -216,37 +343,84 @@ class Http2Protocol(asyncio.Protocol):
                 del self._pending[stream_id]
         self._flush_soon()
 
+    # --- flow of our output -------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        """The client does not read: read nothing more from it (so answer nothing more)."""
+        self._stalled_at = self._server.clock.monotonic()
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._stalled_at = 0.0
+        if self._transport is not None and not self._closing:
+            self._transport.resume_reading()
+            self._send_pending()
+
     def _flush_soon(self) -> None:
         """Write once the loop turn's other responses are in (one syscall for all)."""
         if not self._flush_queued:
             self._flush_queued = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def _flush(self) -> None:
+        self._flush_queued = False
+        if self._closing:
+            return  # after GOAWAY (and perhaps a half-close) nothing more is written
+        data = self._h2.data_to_send()
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    # --- deadlines and the end -------------------------------------------------------------
+
+    def check_deadline(self, now: float) -> None:
+        """The deadline scan: requests arrive in time, idle connections go, and a
+        client that stopped reading is cut.  PINGs do not keep a connection open."""
+        bounds = self._bounds
+        if self._stalled_at and now - self._stalled_at > bounds.send_timeout_s:
+            self.abort()
+            return
+        late = [sid for sid, s in self._streams.items()
+                if s.task is None and now - s.opened_at > bounds.request_timeout_s]
+        for stream_id in late:
+            self._answer_early(stream_id, problem(
+                408, "request timeout",
+                f"the request did not arrive within {bounds.request_timeout_s} s"))
+        if not self._streams:  # answers still waiting for the client's window do not count
+            limit = bounds.keepalive_timeout_s if self._served else bounds.request_timeout_s
+            if now - self._idle_since > limit:
+                self.close(0, "idle")
+
     def _goaway(self, code: ErrorCodes) -> None:
         """Send GOAWAY, then close gently enough for the client to read it.
 
         Closing at once while the client is still sending makes the kernel
         answer with a TCP reset, which can destroy the GOAWAY in flight: so
-        half-close, discard what still arrives, and abort after a grace period.
+        half-close, read nothing more (a flood costs nothing meanwhile), and
+        abort after a grace period.
         """
+        if self._closing:
+            return
         with contextlib.suppress(H2Error):  # already closing: the GOAWAY is out
             self._h2.close_connection(error_code=code)
         self._flush()
         transport = self._transport
         self._closing = True
+        self._drop_streams()
         if transport is None:
             return
         if transport.can_write_eof():
             transport.write_eof()
-            asyncio.get_running_loop().call_later(_GRACE_S, transport.abort)
+            transport.pause_reading()
+            asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self.abort)
         else:
             self.close(0, "")
 
-    def _flush(self) -> None:
-        self._flush_queued = False
-        data = self._h2.data_to_send()
-        if data and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+    def _drop_streams(self) -> None:
+        for stream_id in list(self._streams):
+            self._forget(stream_id)
+        self._pending.clear()
+        self._server.body_budget.forget(self._grant_owed)
 
     def eof_received(self) -> bool | None:
         return None
@@ -254,18 +428,23 @@ class Http2Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._server.connections.discard(self)
-        for stream in self._streams.values():
-            if stream.task is not None:
-                stream.task.cancel()
-        self._streams.clear()
+        self._drop_streams()
+
+    def abort(self) -> None:
+        """Cut the connection now, freeing its buffers."""
+        transport, self._transport = self._transport, None
+        self._server.connections.discard(self)
+        if transport is not None:
+            transport.abort()
 
     def close(self, code: int, reason: str) -> None:
-        """Close the connection (the native `code` and `reason` are unused)."""
-        transport, self._transport = self._transport, None
-        if transport is not None:
-            if reason:  # the timeout scan: say goodbye properly
-                self._transport = transport
-                self._goaway(ErrorCodes.NO_ERROR)
-                return
-            transport.close()
+        """Close the connection (the native `code` is unused); with a `reason`, GOAWAY."""
+        transport = self._transport
+        if transport is None:
+            return
+        if reason and not self._closing:  # the deadline scan or shutdown: say goodbye
+            self._goaway(ErrorCodes.NO_ERROR)
+            return
+        self._transport = None
+        close_within(transport)
 

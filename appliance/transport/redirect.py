@@ -4,7 +4,8 @@ Every request is answered ``308 Permanent Redirect`` to the same host and
 path on the TLS port (RFC 9110 §15.4.9: the method and body are kept).  The
 ACME manager will serve its ``/.well-known/acme-challenge/`` answers here.
 Bounded like the main port's HTTP: 16 KiB of headers, one request at a time,
-closed after the answer.
+closed after the answer, a deadline for the request; a client that does not
+read is not read from, and its answer is dropped after a grace period.
 """
 
 from __future__ import annotations
@@ -13,9 +14,18 @@ import asyncio
 
 import h11
 
-from appliance.transport.http1 import MAX_HEADER_BYTES, SERVER_HEADER
+from appliance.transport.bounds import (
+    MAX_HEADER_BYTES,
+    SERVER_HEADER,
+    close_within,
+    set_write_limits,
+)
 
-_IDLE_S = 10.0
+#: The request must arrive within this many seconds (the main port's default
+#: `request_timeout_s`; this listener has no configuration of its own).
+_REQUEST_TIMEOUT_S = 10.0
+#: Its only output is one small answer: anything beyond is a peer not reading.
+_HIGH_WATER_BYTES = 16 * 1024
 
 
 class RedirectProtocol(asyncio.Protocol):
@@ -29,9 +39,19 @@ class RedirectProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
-        self._timer = asyncio.get_running_loop().call_later(_IDLE_S, self._close)
+        set_write_limits(transport, _HIGH_WATER_BYTES)
+        self._timer = asyncio.get_running_loop().call_later(_REQUEST_TIMEOUT_S, self._close)
+
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()  # it answers once, then closes: nothing to resume
+
+    def resume_writing(self) -> None:
+        pass
 
     def data_received(self, data: bytes) -> None:
+        if self._transport is None:
+            return  # answered: whatever else arrives is dropped
         self._h11.receive_data(data)
         try:
             event = self._h11.next_event()
@@ -72,7 +92,7 @@ class RedirectProtocol(asyncio.Protocol):
             self._timer.cancel()
         transport, self._transport = self._transport, None
         if transport is not None:
-            transport.close()
+            close_within(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._close()

@@ -1,4 +1,4 @@
-"""The listening server: bind, accept, time out idle connections, drain on stop.
+"""The listening server: bind, accept, enforce connection deadlines, drain on stop.
 
 `start()` returns only once the socket is listening and knows its real
 port, so callers (and tests binding port 0) never guess or sleep.
@@ -10,9 +10,9 @@ import asyncio
 import errno
 import logging
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from appliance.api.v1 import RestApi
+from appliance.config.model import TransportConfig
 from appliance.edge.config import EdgeConfig
 from appliance.engine.clock import Clock
 from appliance.engine.delivery import Engine
@@ -21,6 +21,8 @@ from appliance.errors import ConfigError, StorageError
 from appliance.protocol.sniff import Detected
 from appliance.protocol.wire import CloseCode
 from appliance.transport.acceptor import Edge
+from appliance.transport.bounds import ByteBudget
+from appliance.transport.host import Api, Connection, Flushable
 from appliance.transport.http1 import HttpProtocol
 from appliance.transport.http2 import Http2Protocol
 from appliance.transport.redirect import RedirectProtocol
@@ -30,45 +32,34 @@ from appliance.transport.wire import WireProtocol
 
 log = logging.getLogger(__name__)
 
-#: A connection must complete HELLO within this many seconds (slowloris bound).
-HANDSHAKE_TIMEOUT_S = 10.0
+#: How often the deadline scan runs: deadlines are kept to within this.
 _SCAN_INTERVAL_S = 1.0
 
 
-class Connection(Protocol):
-    """What the timeout scan and the shutdown need of any connection."""
-
-    @property
-    def authenticated(self) -> bool: ...
-
-    hello_seen: bool
-    opened_at: float
-    last_seen: float
-
-    def close(self, code: int, reason: str) -> None: ...
-
-
 class Server:
-    """Accepts native-protocol connections and hands them to the engine."""
+    """Accepts native-protocol connections and hands them to the engine (a `Host`)."""
 
     def __init__(self, engine: Engine, limits: EngineLimits, clock: Clock,
-                 tls: TlsContexts | None = None, api: RestApi | None = None,
-                 edge: EdgeConfig | None = None, data_dir: Path | None = None) -> None:
+                 tls: TlsContexts | None = None, api: Api | None = None, *,
+                 edge: EdgeConfig | None = None, data_dir: Path | None = None,
+                 bounds: TransportConfig | None = None) -> None:
         self.engine = engine
         self.tls = tls
         self.api = api
         self.limits = limits
+        self.bounds = bounds or TransportConfig()
         self.clock = clock
         self.connections: set[Connection] = set()
+        self.body_budget = ByteBudget(self.bounds.h2_body_bytes_total)
         self._server: asyncio.Server | None = None
         self._redirect: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.address: tuple[str, int] = ("", 0)
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
-        self._dirty: list[WireProtocol] = []
+        self._dirty: list[Flushable] = []
         #: The acceptor's filter, limits and counters (SPEC M13).
         self.edge = Edge(edge or EdgeConfig(), data_dir or Path("."), clock, self.protocol_for,
-                         HANDSHAKE_TIMEOUT_S)
+                         self.bounds.handshake_timeout_s)
 
     def protocol_for(self, kind: Detected, transport: asyncio.Transport
                      ) -> asyncio.Protocol | None:
@@ -83,7 +74,8 @@ class Server:
         if (kind is Detected.TLS and self.tls is not None
                 and transport.get_extra_info("ssl_object") is None):  # no TLS inside TLS
             carrier = TlsCarrier(transport, self.tls.current, self._inside_tls,
-                                 self.connections.discard, self.clock.monotonic())
+                                 self.connections.discard, self.clock.monotonic(),
+                                 self.bounds.handshake_timeout_s)
             self.connections.add(carrier)  # the handshake timeout applies to TLS too
             return carrier
         if kind is Detected.HTTP2:  # prior knowledge, in clear or inside TLS
@@ -112,7 +104,7 @@ class Server:
         # Otherwise the first plaintext bytes decide again: native or HTTP/1.1.
         return WireProtocol(self)
 
-    def mark_dirty(self, conn: WireProtocol) -> None:
+    def mark_dirty(self, conn: Flushable) -> None:
         """`conn` has queued output: flush it after this read, or this loop turn."""
         if not self._dirty:
             self.loop.call_soon(self.flush_dirty)
@@ -162,7 +154,8 @@ class Server:
         return bound
 
     async def _scan_idle(self) -> None:
-        keepalive = self.limits.keepalive_s
+        """Each connection knows its deadlines (handshake, request, keep-alive, a
+        peer that stopped reading); once a second, each checks them."""
         while True:
             await asyncio.sleep(_SCAN_INTERVAL_S)
             try:
@@ -171,11 +164,7 @@ class Server:
                 log.exception("edge sweep failed")
             now = self.clock.monotonic()
             for conn in list(self.connections):
-                if not conn.authenticated:
-                    if not conn.hello_seen and now - conn.opened_at > HANDSHAKE_TIMEOUT_S:
-                        conn.close(CloseCode.IDLE_TIMEOUT, "no HELLO within the handshake timeout")
-                elif now - conn.last_seen > 2 * keepalive:
-                    conn.close(CloseCode.IDLE_TIMEOUT, f"nothing received for {2 * keepalive} s")
+                conn.check_deadline(now)
 
     async def _sweep(self) -> None:
         while True:

@@ -25,6 +25,7 @@ from typing import Any
 
 from appliance.certs.selfsigned import ensure_self_signed
 from appliance.errors import ConfigError
+from appliance.transport.carrier import Carrier
 
 log = logging.getLogger(__name__)
 
@@ -82,24 +83,32 @@ class TlsContexts:
         self.current = build_context(self.cert, self.key)
 
 
-class TlsCarrier(asyncio.Protocol):
-    """The TCP transport's protocol, and the transport of the protocol inside."""
+class TlsCarrier(Carrier):
+    """The TCP transport's protocol, and the transport of the protocol inside.
 
-    authenticated = False  # for the server's timeout scan, until the handshake is done
-    hello_seen = False
+    Until its handshake is done it is a connection of its own for the deadline
+    scan (`handshake_timeout_s`); then the protocol inside takes over every
+    deadline and bound, and this carrier forwards the TCP transport's flow
+    signals to it (`Carrier`).
+    """
 
     def __init__(self, tcp: asyncio.Transport, context: ssl.SSLContext,
                  inner_for: Callable[[TlsCarrier, str | None], asyncio.Protocol],
-                 handshake_done: Callable[[TlsCarrier], None], now: float) -> None:
-        self._tcp: asyncio.Transport | None = tcp
-        self.opened_at = self.last_seen = now
+                 handshake_done: Callable[[TlsCarrier], None], now: float,
+                 handshake_timeout_s: float) -> None:
+        super().__init__(tcp)
+        self._deadline = now + handshake_timeout_s
         self._handshake_done = handshake_done
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._inner_for = inner_for
         self._handshaken = False
-        self.inner: asyncio.Protocol | None = None
+
+    def check_deadline(self, now: float) -> None:
+        """The deadline scan: a handshake not done in time is cut."""
+        if not self._handshaken and now > self._deadline:
+            self.close()
 
     # --- ciphertext from the peer ------------------------------------------------------
 
@@ -153,11 +162,8 @@ class TlsCarrier(asyncio.Protocol):
 
     def _flush(self) -> None:
         data = self._outgoing.read()
-        if data and self._tcp is not None and not self._tcp.is_closing():
-            self._tcp.write(data)
-
-    def eof_received(self) -> bool | None:
-        return None
+        if data:
+            self._write_tcp(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._tcp = None
@@ -179,46 +185,18 @@ class TlsCarrier(asyncio.Protocol):
         self._flush()
 
     def close(self, code: int = 0, reason: str = "") -> None:
-        """Close with close_notify (`code`, `reason`: the timeout scan's; unused)."""
-        tcp, self._tcp = self._tcp, None
-        if tcp is None:
+        """Close with close_notify (`code`, `reason`: the deadline scan's; unused)."""
+        if self._tcp is None:
             return
         if self._handshaken:
             with contextlib.suppress(ssl.SSLError):
                 self._ssl.unwrap()  # close_notify
-        data = self._outgoing.read()
-        if data and not tcp.is_closing():
-            tcp.write(data)
-        tcp.close()
-
-    def abort(self) -> None:
-        tcp, self._tcp = self._tcp, None
-        if tcp is not None:
-            tcp.abort()
-
-    def is_closing(self) -> bool:
-        return self._tcp is None or self._tcp.is_closing()
-
-    def is_reading(self) -> bool:
-        return self._tcp is not None and self._tcp.is_reading()
-
-    def pause_reading(self) -> None:
-        if self._tcp is not None:
-            self._tcp.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self._tcp is not None:
-            self._tcp.resume_reading()
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self.inner = protocol  # type: ignore[assignment]
-
-    def get_protocol(self) -> asyncio.BaseProtocol | None:
-        return self.inner
+        self._flush()
+        self._close_tcp()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "ssl_object":
             return self._ssl
         if name == "cipher":
             return self._ssl.cipher()
-        return default if self._tcp is None else self._tcp.get_extra_info(name, default)
+        return super().get_extra_info(name, default)

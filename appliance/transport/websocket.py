@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
@@ -32,10 +31,9 @@ from appliance.protocol.websocket import (
     close_frame,
     frame,
 )
+from appliance.transport.carrier import Carrier
+from appliance.transport.host import Host
 from appliance.transport.wire import WireProtocol
-
-if TYPE_CHECKING:
-    from appliance.transport.server import Server
 
 log = logging.getLogger(__name__)
 
@@ -44,24 +42,28 @@ SUBPROTOCOL = "tidings.v1"
 _ECHO = (PROTOCOL_ERROR, UNSUPPORTED_DATA, TOO_BIG)
 
 
-class WebSocketCarrier(asyncio.Protocol):
+class WebSocketCarrier(Carrier):
     """Between the TCP transport and a `WireProtocol`: frames out, bytes in.
 
     The TCP transport's protocol once the upgrade is accepted (the HTTP/1.1
-    handler steps aside), and the transport of the `WireProtocol` inside: it
-    implements the few transport methods `WireProtocol` uses.  wsproto checks
-    and answers the opening handshake; the data phase runs on the lean
-    `ServerWebSocket` codec (a few hundred bytes per idle connection).
+    handler steps aside), and the transport of the `WireProtocol` inside.
+    wsproto checks and answers the opening handshake; the data phase runs on
+    the lean `ServerWebSocket` codec (a few hundred bytes per idle connection).
+    The inner `WireProtocol` applies every native bound (handshake deadline,
+    slow consumer), since this carrier forwards the TCP transport's flow
+    signals to it.
     """
 
-    __slots__ = ("_closed", "_codec", "_transport", "inner")
+    __slots__ = ("_closed", "_codec")
 
-    def __init__(self, server: Server, transport: asyncio.Transport, max_message_bytes: int
+    inner: WireProtocol
+
+    def __init__(self, host: Host, transport: asyncio.Transport, max_message_bytes: int
                  ) -> None:
-        self._transport: asyncio.Transport | None = transport
+        super().__init__(transport)
         self._codec = ServerWebSocket(max_message_bytes)
         self._closed = False
-        self.inner = WireProtocol(server)
+        self.inner = WireProtocol(host)
 
     def start(self, handshake: bytes) -> bool:
         """Answer the HTTP upgrade request (raw bytes); False if it was refused."""
@@ -104,7 +106,11 @@ class WebSocketCarrier(asyncio.Protocol):
             if isinstance(event, Data):
                 self.inner.data_received(event.payload)
             elif isinstance(event, PingReceived):
-                self._write_tcp(frame(PONG, event.payload))
+                # A peer that does not read gets no PONG (RFC 6455 §5.5.3 lets
+                # an endpoint answer only the latest PING): its PINGs must not
+                # grow our buffer.
+                if not self.output_backed_up:
+                    self._write_tcp(frame(PONG, event.payload))
             else:  # Closed: by the peer, or for breaking the rules
                 if event.code != NORMAL:
                     log.info("closing a WebSocket: %s (%d)", event.reason, event.code)
@@ -114,11 +120,8 @@ class WebSocketCarrier(asyncio.Protocol):
                 self._close_tcp()
                 return
 
-    def eof_received(self) -> bool | None:
-        return None
-
     def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None
+        self._tcp = None
         if self.inner.open:
             self.inner.connection_lost(exc)
 
@@ -133,36 +136,3 @@ class WebSocketCarrier(asyncio.Protocol):
             self._closed = True
             self._write_tcp(close_frame(NORMAL))
         self._close_tcp()
-
-    def abort(self) -> None:
-        transport, self._transport = self._transport, None
-        if transport is not None:
-            transport.abort()
-
-    def _write_tcp(self, data: bytes) -> None:
-        transport = self._transport
-        if transport is not None and not transport.is_closing():
-            transport.write(data)
-
-    def _close_tcp(self) -> None:
-        transport, self._transport = self._transport, None
-        if transport is not None:
-            transport.close()
-
-    def is_closing(self) -> bool:
-        return self._transport is None or self._transport.is_closing()
-
-    def is_reading(self) -> bool:
-        return self._transport is not None and self._transport.is_reading()
-
-    def pause_reading(self) -> None:
-        if self._transport is not None:
-            self._transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self._transport is not None:
-            self._transport.resume_reading()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default if self._transport is None else self._transport.get_extra_info(name,
-                                                                                      default)

@@ -8,13 +8,19 @@ Writes are coalesced per connection per loop turn: uvloop sends at once when
 its buffer is empty, so without this every 165-byte frame would cost its own
 send() (~7 us on loopback) and the receiver a wakeup; with it, all the frames
 one loop turn produces for a connection leave in one syscall.
+
+Bounded memory for a peer that does not read (issue 12): past the transport's
+high-water mark (`pause_writing`) the peer is no longer read from, so it gets
+no further answers (PONGs, statuses); past `max_output_bytes`, or when its
+output stays backed up for `send_timeout_s`, it is closed with SLOW_CONSUMER.
+The buffer size is looked at only in `flush()` and only while writing is
+paused: one attribute test per flush on the hot path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from appliance.engine.session import Session
 from appliance.errors import AuthError, StorageError
@@ -36,24 +42,26 @@ from appliance.protocol.wire import (
     WireConnection,
     encode,
 )
+from appliance.transport.bounds import close_within, set_write_limits
+from appliance.transport.host import Host
 from appliance.transport.tasks import spawn
-
-if TYPE_CHECKING:
-    from appliance.transport.server import Server
 
 log = logging.getLogger(__name__)
 
 #: Frames queued for one connection that are sent without waiting for the turn's end.
 _FLUSH_FRAMES = 256
+#: Why reading is paused (bits): the engine's backpressure; our output is backed up.
+_HELD_BY_ENGINE = 1
+_HELD_BY_OUTPUT = 2
 
 
 class WireProtocol(asyncio.Protocol):
     """Drives one connection; implements the engine's `Link` port."""
 
-    __slots__ = ("_codec", "_out", "_server", "_sniff", "_transport", "hello_seen", "last_seen",
-                 "opened_at", "session")
+    __slots__ = ("_codec", "_held", "_out", "_server", "_sniff", "_stalled_at", "_transport",
+                 "hello_seen", "last_seen", "opened_at", "session")
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Host) -> None:
         self._server = server
         self._codec = WireConnection(Role.SERVER, max_frame_bytes=server.limits.max_frame_bytes)
         self._transport: asyncio.Transport | None = None
@@ -63,12 +71,25 @@ class WireProtocol(asyncio.Protocol):
         self._sniff: bytes | None = b""
         self.hello_seen = False
         self.opened_at = self.last_seen = server.clock.monotonic()
+        self._held = 0
+        #: When the output went above the high-water mark; 0.0 while it flows.
+        self._stalled_at = 0.0
 
     # --- asyncio callbacks -------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # a TCP transport
+        set_write_limits(transport, self._server.bounds.output_high_water_bytes)
         self._server.connections.add(self)
+
+    def pause_writing(self) -> None:
+        """The peer is not reading: read nothing more from it (so answer nothing more)."""
+        self._stalled_at = self._server.clock.monotonic()
+        self._hold(_HELD_BY_OUTPUT)
+
+    def resume_writing(self) -> None:
+        self._stalled_at = 0.0
+        self._release(_HELD_BY_OUTPUT)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
@@ -168,6 +189,29 @@ class WireProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is not None:
             transport.write(out[0] if len(out) == 1 else b"".join(out))
+            if self._stalled_at and (transport.get_write_buffer_size()
+                                     > self._server.bounds.max_output_bytes):
+                self._slow_consumer(f"more than {self._server.bounds.max_output_bytes} bytes"
+                                    " unread")
+
+    def _slow_consumer(self, why: str) -> None:
+        # Closing loses nothing a client relies on: reliable messages stay
+        # stored until ACKed and are sent again on reconnect; real-time ones
+        # were never promised to a device that is not reading.
+        log.info("closing a slow consumer: %s", why)
+        self.close(CloseCode.SLOW_CONSUMER, f"slow consumer: {why}")
+
+    def check_deadline(self, now: float) -> None:
+        """The deadline scan: HELLO in time, then keepalive, and output that moves."""
+        bounds = self._server.bounds
+        if self._stalled_at and now - self._stalled_at > bounds.send_timeout_s:
+            self._slow_consumer(f"output not read for {bounds.send_timeout_s} s")
+        elif self.session is None:
+            if not self.hello_seen and now - self.opened_at > bounds.handshake_timeout_s:
+                self.close(CloseCode.IDLE_TIMEOUT, "no HELLO within the handshake timeout")
+        elif now - self.last_seen > 2 * self._server.limits.keepalive_s:
+            self.close(CloseCode.IDLE_TIMEOUT,
+                       f"nothing received for {2 * self._server.limits.keepalive_s} s")
 
     def welcome(self, welcome: Welcome) -> None:
         """See `Link.welcome`."""
@@ -188,18 +232,26 @@ class WireProtocol(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         """See `Link.pause_reading`."""
-        if self._transport is not None and self._transport.is_reading():
-            self._transport.pause_reading()
+        self._hold(_HELD_BY_ENGINE)
 
     def resume_reading(self) -> None:
         """See `Link.resume_reading`."""
-        if self._transport is not None and not self._transport.is_reading():
+        self._release(_HELD_BY_ENGINE)
+
+    def _hold(self, reason: int) -> None:
+        if not self._held and self._transport is not None:
+            self._transport.pause_reading()
+        self._held |= reason
+
+    def _release(self, reason: int) -> None:
+        self._held &= ~reason
+        if not self._held and self._transport is not None:
             self._transport.resume_reading()
 
     def _close_transport(self) -> None:
-        transport = self._transport
+        transport, self._transport = self._transport, None
         if transport is not None:
-            transport.close()  # flushes what is buffered, then closes
+            close_within(transport)  # what is buffered gets a grace period, not forever
 
     @property
     def authenticated(self) -> bool:

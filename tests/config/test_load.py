@@ -35,6 +35,11 @@ def test_file_and_overrides(tmp_path: Path) -> None:
     ("[limits]\ncredentials_poll_s = 0\n", "limits.credentials_poll_s"),
     ("[limits]\ncredentials_poll_s = 600\n", "limits.credentials_poll_s"),
     ("server = 3\n", "server"),
+    ("[transport]\nsend_timeout_s = 0\n", "transport.send_timeout_s"),
+    ("[transport]\nkeepalive_timeout = 5\n", "transport.keepalive_timeout"),
+    ("[transport]\nh2_body_bytes_total = 1024\n", "transport.h2_body_bytes_total"),
+    ("[transport]\nmax_output_bytes = 100000\noutput_high_water_bytes = 200000\n",
+     "transport.max_output_bytes"),
 ])
 def test_a_bad_key_is_named(tmp_path: Path, text: str, key: str) -> None:
     path = tmp_path / "bad.toml"
@@ -43,6 +48,16 @@ def test_a_bad_key_is_named(tmp_path: Path, text: str, key: str) -> None:
         load_config(path)
     assert info.value.key_path == key
     assert key in str(info.value)
+
+
+def test_transport_bounds_have_safe_defaults_and_can_be_set(tmp_path: Path) -> None:
+    transport = load_config().transport
+    assert (transport.handshake_timeout_s, transport.request_timeout_s) == (10.0, 10.0)
+    assert transport.output_high_water_bytes < transport.max_output_bytes
+    path = tmp_path / "t.toml"
+    path.write_text("[transport]\nrequest_timeout_s = 2.5\nh2_control_frame_burst = 50\n")
+    transport = load_config(path).transport
+    assert (transport.request_timeout_s, transport.h2_control_frame_burst) == (2.5, 50)
 
 
 def test_unreadable_or_invalid_file(tmp_path: Path) -> None:

@@ -122,3 +122,37 @@ def test_streams_beyond_the_limit_are_refused(server: ServerProcess) -> None:
     assert refused or (ended and ended[0].error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR)
     assert not [e for e in events if isinstance(e, h2.events.ResponseReceived)]
     assert _still_serving(server)
+
+
+def test_concurrent_uploads_past_the_connection_budget_all_complete(server: ServerProcess
+                                                                   ) -> None:
+    # Four bodies of 900 kB on one connection: more than its 2 MiB budget, so
+    # the server grants credit oldest first and every request gets its answer.
+    sock, conn = _h2_client(server)
+    body = b'{"address": "' + b"x" * 900_000 + b'"}'
+    streams = {}
+    for _ in range(4):
+        stream = conn.get_next_available_stream_id()
+        conn.send_headers(stream, [(":method", "POST"), (":path", "/v1/users"),
+                                   (":scheme", "http"), (":authority", "x"),
+                                   ("content-type", "application/json")])
+        streams[stream] = body
+    sock.sendall(conn.data_to_send())
+    statuses: dict[int, int] = {}
+    while len(statuses) < len(streams):
+        for stream, rest in streams.items():
+            room = min(conn.local_flow_control_window(stream), len(rest), 16384)
+            if rest and room > 0:
+                conn.send_data(stream, rest[:room], end_stream=room == len(rest))
+                streams[stream] = rest[room:]
+        sock.sendall(conn.data_to_send())
+        data = sock.recv(65536)
+        assert data, "the server closed the connection"
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                statuses[event.stream_id] = int(dict(event.headers)[b":status"])
+        sock.sendall(conn.data_to_send())
+    sock.close()
+    assert sorted(statuses) == sorted(streams)
+    assert 408 not in statuses.values()
+    assert all(400 <= status < 500 for status in statuses.values()), statuses  # no credentials
