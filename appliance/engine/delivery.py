@@ -230,6 +230,11 @@ class Engine:
         flags = m.flags = m.flags & Flag.CLIENT_MASK
         if m.expiry_s == 0 or flags & _TRANSIENT:
             if m.group_id or not self._relay_online(session, m):
+                session.relays += 1
+                if session.relays >= limits.max_pending_relays:
+                    # `>=`, not `==`: another resume (commits, ACK budget) may
+                    # let one more in; it pauses again here.
+                    session.link.pause_reading()
                 self.scheduler.spawn(self._relay(session, m), name="relay")
             return
         # The per-user rate counts what is stored (quotas.py): real-time
@@ -576,6 +581,15 @@ class Engine:
 
     async def _relay(self, session: Session, m: Message) -> None:
         """Deliver an expiry-0 message to devices online now; store nothing."""
+        try:
+            await self._relay_looked_up(session, m)
+        finally:
+            session.relays -= 1
+            if (session.relays == self.limits.max_pending_relays // 2 and not session.closed
+                    and session.unconfirmed < self.limits.max_unconfirmed):
+                session.link.resume_reading()
+
+    async def _relay_looked_up(self, session: Session, m: Message) -> None:
         now = self.clock.wall_ms()
         if m.group_id:
             members = await self.store.group_members(session.app_id, m.group_id)

@@ -68,6 +68,10 @@ class EngineLimits:
     #: A sender with this many messages awaiting commit is not read from until
     #: half of them are confirmed (TCP then pushes back on the client).
     max_unconfirmed: int = 5000
+    #: Real-time messages of one sender that wait on a store lookup (an offline
+    #: recipient, a group's members) before the sender is not read from: each
+    #: holds its payload, and a flood once held 763 MiB of them (issue 12).
+    max_pending_relays: int = 64
     #: Group commit pacing (see `Engine._pace`): a batch smaller than
     #: `commit_batch` waits until `commit_window_ms` after the previous commit.
     commit_window_ms: float = 2.0

@@ -30,8 +30,8 @@ class Session:
 
     __slots__ = ("acked", "address", "app_id", "backlog", "closed", "device_id", "device_rowid",
                  "draining",
-                 "inflight", "link", "report_backlog", "report_cursor", "report_skipped",
-                 "send_block", "send_credit", "skipped", "token_expires_ms", "token_hash",
+                 "inflight", "link", "relays", "report_backlog", "report_cursor",
+                 "report_skipped", "send_block", "send_credit", "skipped", "token_expires_ms", "token_hash",
                  "unconfirmed", "user_id")
 
     def __init__(self, link: Link, app_id: int, user_id: int, address: bytes,
@@ -55,6 +55,8 @@ class Session:
         self.report_backlog = True
         self.report_skipped = 0
         self.unconfirmed = 0
+        #: Real-time messages waiting on a store lookup (`limits.max_pending_relays`).
+        self.relays = 0
         #: Messages it may send before it asks its user's rate for more
         #: (`appliance.engine.quotas.Quotas.may_send`).
         self.send_credit = 0

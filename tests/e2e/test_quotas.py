@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from appliance.config.database import SQLITE_FILE
-from appliance.protocol.wire import Ack, CloseCode, Message, ReadReport, Status
+from appliance.protocol.wire import Ack, CloseCode, Message, ReadReport, Status, encode
 from appliance.sdk import Client as SdkClient
 from appliance.sdk.errors import InboxFullError
 from tests.support.client import Client, ServerClosedError
@@ -444,5 +444,36 @@ def test_i_sdk_refusals_a_message_is_resent_after_or_ends_with() -> None:
         full._update(Status.INBOX_FULL, 0)
         with pytest.raises(InboxFullError):
             await full.sent()
+
+    asyncio.run(go())
+
+
+def test_i_a_real_time_flood_to_an_offline_user_is_paced_not_buffered(live: Live) -> None:
+    """Expiry-0 messages to an offline user each wait on a store lookup (USER_OFFLINE or
+    INVALID_DEST): a sender that writes as fast as loopback allows, and reads its answers,
+    once had one pending task per message and grew the server by 763 MiB."""
+    frame = encode(Message(1, b"carol", PAYLOAD, expiry_s=0))
+
+    async def go() -> None:
+        mallory = await Client.connect(live.server.host, live.server.port,
+                                       live.tokens["mallory"], "m1")
+
+        async def drain_answers() -> None:  # an attacker that reads: no slow consumer
+            while await mallory.reader.read(1 << 20):
+                pass
+        reader = asyncio.get_running_loop().create_task(drain_answers())  # noqa: TID251
+        with RssWatch(live.server.proc.pid) as rss:
+            async with HonestPair(live.server, live.tokens) as honest:
+                deadline = time.monotonic() + 4
+                sent = 0
+                while time.monotonic() < deadline:
+                    mallory.writer.write(frame * 16)
+                    sent += 16
+                    await mallory.writer.drain()
+        reader.cancel()
+        await mallory.close()
+        report("realtime-offline-flood", sent=sent, rss=rss, honest_p99=honest.p99)
+        assert rss.growth < RSS_BUDGET_BYTES, rss
+        honest.assert_healthy()
 
     asyncio.run(go())
