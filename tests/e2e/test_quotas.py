@@ -461,7 +461,7 @@ def test_i_a_real_time_flood_to_an_offline_user_is_paced_not_buffered(live: Live
         async def drain_answers() -> None:  # an attacker that reads: no slow consumer
             while await mallory.reader.read(1 << 20):
                 pass
-        reader = asyncio.get_running_loop().create_task(drain_answers())  # noqa: TID251
+        reader = asyncio.get_running_loop().create_task(drain_answers())
         with RssWatch(live.server.proc.pid) as rss:
             async with HonestPair(live.server, live.tokens) as honest:
                 deadline = time.monotonic() + 4
