@@ -31,8 +31,8 @@ class Session:
     __slots__ = ("acked", "address", "app_id", "backlog", "closed", "device_id", "device_rowid",
                  "draining",
                  "inflight", "link", "relays", "report_backlog", "report_cursor",
-                 "report_skipped", "send_block", "send_credit", "skipped", "token_expires_ms", "token_hash",
-                 "unconfirmed", "user_id")
+                 "report_skipped", "send_block", "send_credit", "skipped", "token_expires_ms",
+                 "token_hash", "unconfirmed", "user_id")
 
     def __init__(self, link: Link, app_id: int, user_id: int, address: bytes,
                  device_id: bytes, device_rowid: int, report_cursor: int,
