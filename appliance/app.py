@@ -84,7 +84,8 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         api = server.api = RestApi(store, clock, BackendSender(engine, store), lambda: Stats(
             connections=len(server.connections), sessions=len(engine.by_device),
             commits=engine.commits, failed_commits=engine.stats_failed_batches,
-            credential_closes=engine.credentials.stats_closed),
+            credential_closes=engine.credentials.stats_closed,
+            refusals={**engine.refusals, **server.refusals}),
             AppFigures(engine, clock))
         api.edge = server.edge
         api.on_auth = server.auth_result

@@ -58,7 +58,9 @@ class Stats:
     commits: int
     failed_commits: int
     #: Sessions closed because their credentials were revoked, expired or renamed.
-    credential_closes: int = 0
+    credential_closes: int
+    #: Refusals by reason: quotas (engine) and connection bounds (transport).
+    refusals: dict[str, int]
 
 
 Handler = Callable[["Call"], Awaitable[ApiResponse]]
@@ -260,6 +262,7 @@ async def operator_stats(call: Call) -> ApiResponse:
     return ok(200, {"connections": s.connections, "sessions": s.sessions,
                     "commits": s.commits, "failed_commits": s.failed_commits,
                     "credential_closes": s.credential_closes,
+                    "refusals": s.refusals,
                     # Every refusal of the edge is counted here (issue 12).
                     "edge": edge.snapshot() if edge is not None else {}})
 
@@ -366,6 +369,11 @@ ROUTES: list[Route] = [
           response={"type": "object", "properties": {
               **{k: {"type": "integer"} for k in ("connections", "sessions", "commits",
                                                   "failed_commits", "credential_closes")},
+              "refusals": {"type": "object", "additionalProperties": {"type": "integer"},
+                           "description": "refusals by reason: rate_limited, inbox_full,"
+                                          " device_registration_rate, slow_consumer,"
+                                          " h2_control_flood, h2_rapid_reset,"
+                                          " http_request_timeout, http_rate_limited"},
               "edge": {"type": "object", "additionalProperties": {"type": "integer"},
                        "description": "the connection edge's counters, as GET /v1/edge"}}}),
     *(Route(**spec) for spec in EDGE_ROUTES),

@@ -19,6 +19,7 @@ Real-time messages (expiry 0 or TRANSIENT) never touch the store.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 from collections.abc import Iterable
@@ -92,6 +93,8 @@ class Engine:
         self._flushing = False
         self._flush_queued = False
         self.stats_failed_batches = 0
+        #: Refusals by reason (quotas, issue 12), for the operator's statistics.
+        self.refusals: collections.Counter[str] = collections.Counter()
         self.store_failing = False
         #: A write or a queue read failed since the last successful commit: a
         #: failed COMMIT may still have landed (the connection broke after the
@@ -144,6 +147,7 @@ class Engine:
         has_pending, has_receipts = login.has_pending, login.has_receipts
         if device is None:
             if not self.quotas.may_register(principal.user_id, self.clock.monotonic()):
+                self.refusals["device_registration_rate"] += 1
                 raise AuthError("new devices registered too fast, retry later",
                                 close_code=CloseCode.TOO_MANY_DEVICES)
             stale_before = now - self.limits.device_stale_s * 1000
@@ -241,6 +245,7 @@ class Engine:
         # messages are bounded by the connection limits and SLOW_CONSUMER.
         if session.send_credit <= 0 \
                 and not self.quotas.may_send(session, self.clock.monotonic()):
+            self.refusals["rate_limited"] += 1
             self._status(session, m.id, Status.RATE_LIMITED)
             return
         session.send_credit -= 1
@@ -432,6 +437,8 @@ class Engine:
                 self._status(session, m.id, _SENT, acc.timestamp_ms)
                 self._fan_out(session, m, acc, now)
             else:
+                if acc.status == Status.INBOX_FULL:
+                    self.refusals["inbox_full"] += 1
                 self._status(session, m.id, acc.status, acc.timestamp_ms)
         if stored or result.receipts:
             self.fanouts += 1

@@ -9,6 +9,7 @@ by any host that provides this much.
 from __future__ import annotations
 
 import asyncio
+import collections
 from typing import Any, Protocol
 
 from appliance.api.http import ApiRequest, ApiResponse
@@ -58,6 +59,8 @@ class Host(Protocol):
     clock: Clock
     #: Every connection the deadline scan watches.
     connections: set[Connection]
+    #: Refusals by reason (slow consumers, HTTP/2 floods, HTTP 408/429), for the operator.
+    refusals: collections.Counter[str]
     #: Request bodies in flight, server-wide (HTTP/2 flow control).
     body_budget: ByteBudget
 

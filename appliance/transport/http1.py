@@ -174,6 +174,7 @@ class HttpProtocol(asyncio.Protocol):
             self._receiving = True
             self._deadline = self._server.clock.monotonic() + self._server.bounds.request_timeout_s
         if not self._bucket.take(self._server.clock.monotonic()):
+            self._server.refusals["http_rate_limited"] += 1
             self._fail(problem(429, "too many requests",
                                 f"at most {RATE_PER_S:.0f} requests/s per connection"))
             return False
@@ -297,6 +298,7 @@ class HttpProtocol(asyncio.Protocol):
         transport, self._transport = self._transport, None
         if transport is not None:
             if self._h11 is not None and self._h11.our_state is h11.IDLE and reason:
+                self._server.refusals["http_request_timeout"] += 1
                 timeout = problem(408, "request timeout", reason)
                 self._transport = transport
                 self._send(timeout.status, timeout.body, timeout.content_type, close=True)

@@ -131,6 +131,7 @@ class Http2Protocol(asyncio.Protocol):
                 if not take(now):
                     log.warning("HTTP/2 client sent control frames past %.0f/s: closing",
                                 self._bounds.h2_control_frames_per_s)
+                    self._server.refusals["h2_control_flood"] += 1
                     self._goaway(ErrorCodes.ENHANCE_YOUR_CALM)
                     return
         try:
@@ -165,6 +166,7 @@ class Http2Protocol(asyncio.Protocol):
             self._h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             return
         if not self._bucket.take(now):
+            self._server.refusals["http_rate_limited"] += 1
             self._respond(stream_id, problem(
                 429, "too many requests", f"at most {RATE_PER_S:.0f} requests/s per"
                 " connection"))
@@ -260,6 +262,7 @@ class Http2Protocol(asyncio.Protocol):
         if len(resets) > MAX_RESETS:
             log.warning("HTTP/2 client reset %d streams in %.0f s: closing",
                         len(resets), RESET_WINDOW_S)
+            self._server.refusals["h2_rapid_reset"] += 1
             self._goaway(ErrorCodes.ENHANCE_YOUR_CALM)
             return True
         return False
@@ -383,6 +386,7 @@ class Http2Protocol(asyncio.Protocol):
         late = [sid for sid, s in self._streams.items()
                 if s.task is None and now - s.opened_at > bounds.request_timeout_s]
         for stream_id in late:
+            self._server.refusals["http_request_timeout"] += 1
             self._answer_early(stream_id, problem(
                 408, "request timeout",
                 f"the request did not arrive within {bounds.request_timeout_s} s"))

@@ -7,6 +7,7 @@ port, so callers (and tests binding port 0) never guess or sleep.
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import logging
 from pathlib import Path
@@ -50,6 +51,7 @@ class Server:
         self.bounds = bounds or TransportConfig()
         self.clock = clock
         self.connections: set[Connection] = set()
+        self.refusals: collections.Counter[str] = collections.Counter()
         self.body_budget = ByteBudget(self.bounds.h2_body_bytes_total)
         self._server: asyncio.Server | None = None
         self._redirect: asyncio.Server | None = None

@@ -199,6 +199,7 @@ class WireProtocol(asyncio.Protocol):
         # stored until ACKed and are sent again on reconnect; real-time ones
         # were never promised to a device that is not reading.
         log.info("closing a slow consumer: %s", why)
+        self._server.refusals["slow_consumer"] += 1
         self.close(CloseCode.SLOW_CONSUMER, f"slow consumer: {why}")
 
     def check_deadline(self, now: float) -> None:

@@ -89,6 +89,7 @@ def test_stats_count_only_the_callers_app_and_the_operator_sees_everything(
                 assert whole["connections"] >= 4
                 assert "commits" in whole
                 assert whole["credential_closes"] == 0
+                assert whole["refusals"] == {}  # nothing refused yet
                 # The edge's refusal counters are operator figures too (issue 12).
                 assert whole["edge"]["accepted"] >= 4
                 assert "refused_filter" in whole["edge"]

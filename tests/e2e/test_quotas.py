@@ -32,7 +32,7 @@ import pytest
 from appliance.config.database import SQLITE_FILE
 from appliance.protocol.wire import Ack, CloseCode, Message, ReadReport, Status, encode
 from appliance.sdk import Client as SdkClient
-from appliance.sdk.errors import InboxFullError
+from appliance.sdk.errors import InboxFullError, RateLimitedError
 from tests.support.client import Client, ServerClosedError
 from tests.support.hostile import (
     HONEST_APP,
@@ -233,7 +233,7 @@ def test_c_send_rate_per_user(tmp_path: Path) -> None:
     live = start(tmp_path, send_rate_per_s=50.0, send_burst=100)
     server, tokens = live.server, live.tokens
 
-    async def go() -> None:
+    async def go() -> int:
         alice = await Client.connect(server.host, server.port, tokens["alice"], "a")
         bob = await Client.connect(server.host, server.port, tokens["bob"], "b")
         try:
@@ -258,12 +258,22 @@ def test_c_send_rate_per_user(tmp_path: Path) -> None:
                 rest.append(m.id)
             assert len(got) == statuses[Status.SENT]
             assert rest == [2000]  # and nothing of what was refused
+            return statuses[Status.RATE_LIMITED]
         finally:
             await alice.close()
             await bob.close()
 
     try:
-        asyncio.run(go())
+        refused = asyncio.run(go())
+        # Each refusal is counted for the operator.
+        key = subprocess.run([sys.executable, "-m", "appliance", "--data-dir", str(live.data),
+                              "operator", "key"], capture_output=True, text=True, check=True,
+                             timeout=60).stdout.strip()
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
+        conn.request("GET", "/v1/operator/stats", headers={"Authorization": f"Bearer {key}"})
+        figures = json.loads(conn.getresponse().read())
+        conn.close()
+        assert figures["refusals"]["rate_limited"] == refused
     finally:
         assert server.stop() == 0
 
@@ -391,15 +401,20 @@ def test_g_the_sdk_resends_rate_limited_messages_until_sent(tmp_path: Path) -> N
 
     async def go() -> None:
         seen: Counter[int] = Counter()
+        errors: list[object] = []
         async with SdkClient(server.host, server.port, tokens["alice"],
                              store=tmp_path / "alice.db") as alice:
             alice.on_status(lambda s: seen.update([s.status]))
+            alice.on_status(lambda s: errors.append(s.error) if s.error else None)
             await alice.wait_online()
             messages = [alice.send("bob", f"m{n}") for n in range(60)]
             async with asyncio.timeout(60):
                 for m in messages:
                     await m.sent()
         assert seen[Status.RATE_LIMITED] > 0, seen
+        # The app sees each refusal as a typed error while the SDK resends.
+        assert len(errors) == seen[Status.RATE_LIMITED]
+        assert all(isinstance(e, RateLimitedError) for e in errors), errors
         assert seen[Status.SENT] == 60
 
     try:
@@ -424,7 +439,6 @@ def test_h_rest_sends_hear_inbox_full_and_have_no_per_user_rate(tmp_path: Path) 
 def test_i_sdk_refusals_a_message_is_resent_after_or_ends_with() -> None:
     """`sent()`: FAILED and RATE_LIMITED keep a queued message waiting (the SDK resends
     it); for a real-time one they are final typed errors, as INBOX_FULL always is."""
-    from appliance.sdk.errors import RateLimitedError
     from appliance.sdk.models import OutgoingMessage
 
     async def go() -> None:
@@ -448,7 +462,7 @@ def test_i_sdk_refusals_a_message_is_resent_after_or_ends_with() -> None:
     asyncio.run(go())
 
 
-def test_i_a_real_time_flood_to_an_offline_user_is_paced_not_buffered(live: Live) -> None:
+def test_j_a_real_time_flood_to_an_offline_user_is_paced_not_buffered(live: Live) -> None:
     """Expiry-0 messages to an offline user each wait on a store lookup (USER_OFFLINE or
     INVALID_DEST): a sender that writes as fast as loopback allows, and reads its answers,
     once had one pending task per message and grew the server by 763 MiB."""
