@@ -20,7 +20,6 @@ Invariants (SPEC M4):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from appliance.errors import StorageError, StorageUnavailableError
@@ -37,6 +36,7 @@ from appliance.storage.models import (
 )
 from appliance.storage.sql.bulk import delivery_rows, message_sizes, messages_by_ids
 from appliance.storage.sql.dialect import Connection
+from appliance.storage.sql.directory import Directory
 from appliance.storage.sql.isolate import isolate
 from appliance.storage.sql.usage import QueueUsage
 
@@ -93,12 +93,6 @@ class _DeadlockError(Exception):
     """Internal: the batch was rolled back by a deadlock and may run again."""
 
 
-@dataclass(slots=True)
-class _Group:
-    app_id: int
-    members: dict[int, int]  # user id -> perms
-
-
 class Writer:
     """The writer thread's state: one connection, counters and caches."""
 
@@ -126,6 +120,7 @@ class Writer:
         self._next_seq = self._receipt_seq = 0
         #: What waits for each user and app (the inbox quotas, SPEC M13).
         self.usage = QueueUsage(conn)
+        self.directory = Directory(conn)
         self._clear_caches()
 
     def _load_counters(self) -> None:
@@ -135,12 +130,7 @@ class Writer:
             "SELECT coalesce(max(seq), 0) FROM receipts").fetchone()[0]
 
     def _clear_caches(self) -> None:
-        self._users: dict[tuple[int, bytes], int] = {}
-        self._addresses: dict[int, bytes] = {}
-        self._devices: dict[int, list[int]] = {}
-        self._placeholders: dict[int, int] = {}
-        self._device_user: dict[int, int] = {}
-        self._groups: dict[int, _Group | None] = {}
+        self.directory.clear()
         self._recent: dict[int, list[int]] = {}
         self._highest: dict[int, int] = {}
         self._receipt_rows: list[tuple[int, ...]] = []
@@ -316,14 +306,14 @@ class Writer:
     def _route(self, m: NewMessage) -> list[int] | int:
         """The recipient user ids of `m`, or the error status that rejects it."""
         if m.group_id:
-            group = self._group(m.group_id)
+            group = self.directory.group(m.group_id)
             if group is None or group.app_id != m.app_id:
                 return INVALID_DEST
             perms = group.members.get(m.sender_id)
             if perms is None or not perms & Perm.SEND:
                 return NOT_MEMBER
             return [u for u, p in group.members.items() if p & Perm.RECEIVE]
-        dest = self._user_id(m.app_id, m.peer)
+        dest = self.directory.user_id(m.app_id, m.peer)
         return INVALID_DEST if dest is None else [dest]
 
     def _highest_id(self, sender: int) -> int:
@@ -374,7 +364,7 @@ class Writer:
             usage.prefetch(recipients)  # a statement per 500 members, not one each
         full = 0
         for user in recipients:
-            devices = self._devices_or_placeholder(user, now_ms)
+            devices = self.directory.devices_or_placeholder(user, now_ms)
             if quota is not None and user != m.sender_id \
                     and usage.inbox_full(user, len(devices), size, quota):
                 if not m.group_id:
@@ -385,14 +375,14 @@ class Writer:
         if full and full == len(recipients) - (m.sender_id in recipients):
             return None  # every other member is full: the group message reaches no one
         if m.sender_id not in recipients:
-            targets.extend(self._user_devices(m.sender_id))
+            targets.extend(self.directory.user_devices(m.sender_id))
         if m.sender_device in targets:
             targets.remove(m.sender_device)
         if quota is not None and usage.app_full(m.app_id, size * len(targets), quota):
             return None
-        owner = self._device_user
+        owner = self.directory.device_user
         for device in targets:
-            holder = owner.get(device) or self._owner(device)
+            holder = owner.get(device) or self.directory.owner(device)
             if holder is not None:
                 usage.add(holder, m.app_id, 1, size)
         return targets
@@ -426,7 +416,7 @@ class Writer:
         usage = self.usage
         for device, _, seq in known:
             meta = self._delivered(device, seq, now_ms, out, updates)
-            user = self._owner(device)
+            user = self.directory.owner(device)
             if meta is not None and user is not None:
                 usage.add(user, meta[6], -1, -meta[5])
         self.conn.executemany("UPDATE messages SET status = ? WHERE seq = ?", updates)
@@ -439,7 +429,7 @@ class Writer:
         """
         conn = self.conn
         row = self._meta(seq)
-        user = self._owner(device)
+        user = self.directory.owner(device)
         if row is None or user is None or row[0] == user:
             return row  # swept, or our own sent copy: no receipt
         sender, db_id, flags, status, group = row[:5]
@@ -457,11 +447,11 @@ class Writer:
 
     def _read(self, reader: int, app_id: int, peer: bytes, group_id: int,
               ids: tuple[int, ...], now_ms: int, out: list[Receipt]) -> None:
-        sender = self._user_id(app_id, peer)
+        sender = self.directory.user_id(app_id, peer)
         if sender is None:
             return
         if group_id:
-            group = self._group(group_id)
+            group = self.directory.group(group_id)
             if group is None or reader not in group.members:
                 return
         db_ids = [db_id for db_id in map(to_db_id, ids) if db_id is not None]
@@ -483,7 +473,7 @@ class Writer:
     def _report_acks(self, acks: dict[int, int]) -> None:
         conn = self.conn
         conn.executemany(self._sql_cursor, [(seq, dev) for dev, seq in acks.items()])
-        users = sorted({u for u in map(self._owner, acks) if u is not None})
+        users = sorted({u for u in map(self.directory.owner, acks) if u is not None})
         if self.trimmer is None:
             trim_receipts(conn, users)
         else:
@@ -522,8 +512,8 @@ class Writer:
         self._receipt_seq += 1
         rseq = self._receipt_seq
         self._receipt_rows.append((user, rseq, db_id, status, peer, group, now_ms))
-        out.append(Receipt(user, rseq, from_db_id(db_id), status, self._address(peer), group,
-                           now_ms))
+        out.append(Receipt(user, rseq, from_db_id(db_id), status,
+                           self.directory.address(peer), group, now_ms))
 
     # --- expiry -----------------------------------------------------------
 
@@ -568,14 +558,14 @@ class Writer:
         sizes = message_sizes(self.conn, {seq for _, _, seq in rows})
         for device, _, seq in rows:
             found = sizes.get(seq)
-            user = self._owner(device)
+            user = self.directory.owner(device)
             if found is not None and user is not None:
                 self.usage.add(user, found[1], -1, -found[0])
 
     def _expire(self, device: int, seq: int, now_ms: int, out: list[Receipt]) -> None:
         row = self.conn.execute("SELECT sender_id, msg_id, flags, status, dest_group"
                                 " FROM messages WHERE seq = ?", (seq,)).fetchone()
-        user = self._owner(device)
+        user = self.directory.owner(device)
         if row is None or row[0] == user:
             return
         sender, db_id, flags, status, group = row
@@ -649,88 +639,7 @@ class Writer:
             conn.executemany("DELETE FROM deliveries WHERE device_id = ?", gone)
             conn.executemany("DELETE FROM devices WHERE id = ?", gone)
         if before is not None:
-            self.usage.set_user(user_id, self._app_of(user_id), before,
+            self.usage.set_user(user_id, self.directory.app_of(user_id), before,
                                 self.usage.count_user(user_id))
-        self._devices.pop(user_id, None)
-        self._placeholders.pop(user_id, None)
-        self._device_user[new_id] = user_id
+        self.directory.device_added(user_id, new_id)
         return DeviceRecord(new_id, self._receipt_seq, inherited != 0)
-
-    def _app_of(self, user_id: int) -> int:
-        row = self.conn.execute("SELECT app_id FROM users WHERE id = ?", (user_id,)).fetchone()
-        return 0 if row is None else int(row[0])
-
-    def _user_devices(self, user_id: int) -> list[int]:
-        """The user's real devices (never the placeholder); cached."""
-        devices = self._devices.get(user_id)
-        if devices is None:
-            self._load_devices(user_id)
-            devices = self._devices[user_id]
-        return devices
-
-    def _load_devices(self, user_id: int) -> None:
-        rows = self.conn.execute("SELECT id, device FROM devices WHERE user_id = ?",
-                                 (user_id,)).fetchall()
-        self._devices[user_id] = [r[0] for r in rows if r[1] != b""]
-        self._placeholders[user_id] = next((r[0] for r in rows if r[1] == b""), 0)
-        for device_rowid, _ in rows:
-            self._device_user[device_rowid] = user_id
-
-    def _devices_or_placeholder(self, user_id: int, now_ms: int) -> list[int]:
-        devices = self._user_devices(user_id)
-        if devices:
-            return devices
-        placeholder = self._placeholders.get(user_id, 0)
-        if not placeholder:
-            # The user has never connected: queue on a placeholder device that
-            # the first real device inherits (see register_device).
-            cur = self.conn.execute("INSERT INTO devices (user_id, device, last_seen_ms)"
-                                    " VALUES (?, x'', ?)", (user_id, now_ms))
-            assert cur.lastrowid is not None
-            placeholder = self._placeholders[user_id] = cur.lastrowid
-            self._device_user[placeholder] = user_id
-        return [placeholder]
-
-    def _owner(self, device: int) -> int | None:
-        user = self._device_user.get(device)
-        if user is None:
-            row = self.conn.execute("SELECT user_id FROM devices WHERE id = ?",
-                                    (device,)).fetchone()
-            if row is None:
-                return None
-            user = self._device_user[device] = row[0]
-        return user
-
-    # --- directory lookups ------------------------------------------------
-
-    def _user_id(self, app_id: int, address: bytes) -> int | None:
-        key = (app_id, address)
-        user = self._users.get(key)
-        if user is None:
-            row = self.conn.execute("SELECT id FROM users WHERE app_id = ? AND address = ?",
-                                    key).fetchone()
-            if row is None:
-                return None
-            user = self._users[key] = row[0]
-            self._addresses[user] = address
-        return user
-
-    def _address(self, user_id: int) -> bytes:
-        address = self._addresses.get(user_id)
-        if address is None:
-            row = self.conn.execute("SELECT address FROM users WHERE id = ?",
-                                    (user_id,)).fetchone()
-            address = self._addresses[user_id] = b"" if row is None else bytes(row[0])
-        return address
-
-    def _group(self, group_id: int) -> _Group | None:
-        if group_id in self._groups:
-            return self._groups[group_id]
-        row = self.conn.execute("SELECT app_id FROM groups WHERE id = ?", (group_id,)).fetchone()
-        group = None
-        if row is not None:
-            members = dict(self.conn.execute("SELECT user_id, perms FROM members"
-                                             " WHERE group_id = ?", (group_id,)).fetchall())
-            group = _Group(row[0], members)
-        self._groups[group_id] = group
-        return group

@@ -1,0 +1,126 @@
+"""The writer's cached view of the directory: users, addresses, devices, groups.
+
+Read through the writer's connection and cached on the writer thread (the only
+thread that writes, so no locks).  `clear` drops everything: the writer calls
+it whenever another connection changed the directory (`Connection.begin` says
+so) and after any failed transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from appliance.storage.sql.dialect import Connection
+
+
+@dataclass(slots=True)
+class Group:
+    """A group as routing needs it."""
+
+    app_id: int
+    members: dict[int, int]  # user id -> perms
+
+
+class Directory:
+    """Lookups by address, user, device and group, each cached after its first read."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget everything (the directory may have changed under us)."""
+        self._users: dict[tuple[int, bytes], int] = {}
+        self._addresses: dict[int, bytes] = {}
+        self._devices: dict[int, list[int]] = {}
+        self._placeholders: dict[int, int] = {}
+        #: device row id -> user id; read directly by the writer's ACK loop.
+        self.device_user: dict[int, int] = {}
+        self._groups: dict[int, Group | None] = {}
+
+    # --- users and groups ---------------------------------------------------
+
+    def user_id(self, app_id: int, address: bytes) -> int | None:
+        key = (app_id, address)
+        user = self._users.get(key)
+        if user is None:
+            row = self.conn.execute("SELECT id FROM users WHERE app_id = ? AND address = ?",
+                                    key).fetchone()
+            if row is None:
+                return None
+            user = self._users[key] = row[0]
+            self._addresses[user] = address
+        return user
+
+    def address(self, user_id: int) -> bytes:
+        address = self._addresses.get(user_id)
+        if address is None:
+            row = self.conn.execute("SELECT address FROM users WHERE id = ?",
+                                    (user_id,)).fetchone()
+            address = self._addresses[user_id] = b"" if row is None else bytes(row[0])
+        return address
+
+    def app_of(self, user_id: int) -> int:
+        row = self.conn.execute("SELECT app_id FROM users WHERE id = ?", (user_id,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def group(self, group_id: int) -> Group | None:
+        if group_id in self._groups:
+            return self._groups[group_id]
+        row = self.conn.execute("SELECT app_id FROM groups WHERE id = ?", (group_id,)).fetchone()
+        group = None
+        if row is not None:
+            members = dict(self.conn.execute("SELECT user_id, perms FROM members"
+                                             " WHERE group_id = ?", (group_id,)).fetchall())
+            group = Group(row[0], members)
+        self._groups[group_id] = group
+        return group
+
+    # --- devices --------------------------------------------------------------
+
+    def user_devices(self, user_id: int) -> list[int]:
+        """The user's real devices (never the placeholder); cached."""
+        devices = self._devices.get(user_id)
+        if devices is None:
+            self._load_devices(user_id)
+            devices = self._devices[user_id]
+        return devices
+
+    def _load_devices(self, user_id: int) -> None:
+        rows = self.conn.execute("SELECT id, device FROM devices WHERE user_id = ?",
+                                 (user_id,)).fetchall()
+        self._devices[user_id] = [r[0] for r in rows if r[1] != b""]
+        self._placeholders[user_id] = next((r[0] for r in rows if r[1] == b""), 0)
+        for device_rowid, _ in rows:
+            self.device_user[device_rowid] = user_id
+
+    def devices_or_placeholder(self, user_id: int, now_ms: int) -> list[int]:
+        devices = self.user_devices(user_id)
+        if devices:
+            return devices
+        placeholder = self._placeholders.get(user_id, 0)
+        if not placeholder:
+            # The user has never connected: queue on a placeholder device that
+            # the first real device inherits (see `Writer.register_devices`).
+            cur = self.conn.execute("INSERT INTO devices (user_id, device, last_seen_ms)"
+                                    " VALUES (?, x'', ?)", (user_id, now_ms))
+            assert cur.lastrowid is not None
+            placeholder = self._placeholders[user_id] = cur.lastrowid
+            self.device_user[placeholder] = user_id
+        return [placeholder]
+
+    def device_added(self, user_id: int, device_rowid: int) -> None:
+        """A device was registered (and placeholders or stale ones perhaps removed)."""
+        self._devices.pop(user_id, None)
+        self._placeholders.pop(user_id, None)
+        self.device_user[device_rowid] = user_id
+
+    def owner(self, device: int) -> int | None:
+        user = self.device_user.get(device)
+        if user is None:
+            row = self.conn.execute("SELECT user_id FROM devices WHERE id = ?",
+                                    (device,)).fetchone()
+            if row is None:
+                return None
+            user = self.device_user[device] = row[0]
+        return user
