@@ -11,9 +11,10 @@ client's address), then for the bytes that say which protocol it speaks
 The gate stays the transport's protocol and forwards to that object: it is
 the one place that learns when the connection ends, so the per-address
 counters are exact.  The forwarding costs one method call per read (not per
-message), measured as noise next to the codec.  The WebSocket upgrade sets its
-carrier as the transport's protocol itself; the sweep re-adopts it (or, if the
-connection is already gone, releases the counters) within a second.
+message), measured as noise next to the codec.  The WebSocket upgrade hands
+its carrier to the gate (`Gate.adopt`), and the auth hooks find a connection's
+gate through its transport (`gate_of`): no table keyed by address and port, so
+an open connection costs the gate object and one set entry.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from appliance.errors import ConfigError, UsageError
 from appliance.protocol.proxy import ProxyHeaderError, parse, starts_like_a_header
 from appliance.protocol.sniff import Detected, detect
 from appliance.protocol.wire import CloseCode
+from appliance.transport.carrier import Carrier
 from appliance.transport.tasks import spawn
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,15 @@ MIN_HANDSHAKE_AGE_S = 0.25
 ProtocolFor = Callable[[Detected, asyncio.Transport], asyncio.Protocol | None]
 
 
+def gate_of(transport: Any) -> Gate | None:
+    """The gate of the TCP connection under `transport` (through TLS and WebSocket
+    carriers), while it is open."""
+    while isinstance(transport, Carrier):
+        transport = transport.tcp
+    protocol = None if transport is None else transport.get_protocol()
+    return protocol if isinstance(protocol, Gate) else None
+
+
 class _Closable(Protocol):
     def close(self, code: int, reason: str) -> None: ...
 
@@ -53,12 +64,6 @@ class _Closable(Protocol):
 def nofile_limit() -> int:
     """The soft RLIMIT_NOFILE: every connection costs one descriptor."""
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def connection_key(address: Address, port: int) -> int:
-    """One int for a TCP peer (address, port): a few bytes per open connection, where a
-    tuple of a string and an int costs ~150 (the memory benchmark counts them)."""
-    return (int(address) << 16 | port) | (address.version == 6) << 160
 
 
 def build_filter(config: EdgeConfig, files: FilterFiles) -> IpFilter:
@@ -80,8 +85,8 @@ def build_filter(config: EdgeConfig, files: FilterFiles) -> IpFilter:
 class Gate(asyncio.Protocol):
     """One accepted connection, from accept until its protocol is known, then its forwarder."""
 
-    __slots__ = ("_buffer", "_client", "_edge", "_proxied", "handshaking", "inner", "key",
-                 "peer", "transport")
+    __slots__ = ("_buffer", "_client", "_edge", "_proxied", "handshaking", "inner", "peer",
+                 "transport")
 
     def __init__(self, edge: Edge) -> None:
         self._edge = edge
@@ -91,8 +96,6 @@ class Gate(asyncio.Protocol):
         #: The client's address when a PROXY header gave it (else: the socket's peer,
         #: looked up when needed: one object less per open connection).
         self._client: Address | None = None
-        #: The TCP connection's peer address and port as one int (see `connection_key`).
-        self.key = 0
         self.handshaking = True
         #: Bytes read before the protocol is known (bounded: see `data_received`).
         self._buffer = b""
@@ -119,8 +122,7 @@ class Gate(asyncio.Protocol):
             tcp.abort()  # refused before a byte is read: RST, no buffers
             return
         self.transport = tcp
-        self.key = connection_key(address, peername[1])
-        edge.gates[self.key] = self
+        edge.gates.add(self)
         edge.pending.add(self)
         edge.handshaking[self] = edge.clock.monotonic()  # the handshake's start
 
@@ -151,9 +153,11 @@ class Gate(asyncio.Protocol):
             self.transport.close()
             return
         self.inner = protocol
-        if detected is Detected.HTTP1:
-            self._edge.upgradable.add(self)  # may become a WebSocket: see `Edge.sweep`
         protocol.data_received(data)
+
+    def adopt(self, protocol: asyncio.Protocol) -> None:
+        """The protocol inside changes (HTTP/1.1 upgraded to a WebSocket carrier)."""
+        self.inner = protocol
 
     def _read_proxy_header(self, data: bytes) -> bytes:
         """Consume the header; returns the bytes after it (b"" while incomplete or refused)."""
@@ -231,10 +235,8 @@ class Gate(asyncio.Protocol):
             return
         self.transport = None
         edge.pending.discard(self)
-        edge.upgradable.discard(self)
         edge.handshaking.pop(self, None)
-        if edge.gates.get(self.key) is self:
-            del edge.gates[self.key]
+        edge.gates.discard(self)
         if self._proxied:
             self._proxied = False
             edge.limits.release_proxy()
@@ -287,12 +289,10 @@ class Edge:
         self.limits = Limits(config, build_filter(config, self.files), nofile_limit())
         self._stamp = self.files.stamp()
         self._reloading = False
-        #: `connection_key` of the TCP connection -> its gate (auth hooks find it).
-        self.gates: dict[int, Gate] = {}
+        #: Every open connection's gate (a reload closes the newly refused ones).
+        self.gates: set[Gate] = set()
         #: Gates whose protocol is not known yet (the sweep enforces their deadline).
         self.pending: set[Gate] = set()
-        #: HTTP/1.1 gates (the WebSocket upgrade replaces the transport's protocol).
-        self.upgradable: set[Gate] = set()
         #: Gates not yet authenticated -> when they opened, oldest first (the cap evicts).
         self.handshaking: dict[Gate, float] = {}
         self.evicted = 0
@@ -307,11 +307,7 @@ class Edge:
         """A HELLO or an authenticated request on `transport` succeeded or failed."""
         if transport is None:
             return
-        peername = transport.get_extra_info("peername")
-        try:
-            gate = self.gates.get(connection_key(parse_address(peername[0]), peername[1]))
-        except (UsageError, TypeError, IndexError):
-            return
+        gate = gate_of(transport)
         if gate is None:
             return
         if ok:
@@ -344,23 +340,13 @@ class Edge:
     # --- once a second -------------------------------------------------------------------
 
     def sweep(self) -> None:
-        """Deadlines before the protocol is known; re-adopt upgraded connections; expire."""
+        """Deadlines before the protocol is known; expire per-address state; reload."""
         now = self.clock.monotonic()
         proxy_s, detect_s = self.config.proxy_header_timeout_s, self.handshake_timeout_s
         for gate in [g for g in self.pending
                      if now - self.handshaking.get(g, now) > (proxy_s if g._proxied
                                                                else detect_s)]:
             gate._abort()  # silent, or a proxy that never sent its header
-        for gate in list(self.upgradable):
-            transport = gate.transport
-            if transport is None or transport.is_closing():
-                gate.release()  # closed while its carrier held the protocol slot
-                continue
-            current = transport.get_protocol()
-            if current is not gate:
-                gate.inner = current  # type: ignore[assignment]  # a carrier
-                transport.set_protocol(gate)
-                self.upgradable.discard(gate)
         self.limits.expire(now)
         stamp = self.files.stamp()
         if stamp != self._stamp and not self._reloading:
@@ -385,7 +371,7 @@ class Edge:
             self.limits.configure(config, new_filter, nofile_limit())
             now = self.clock.monotonic()
             closed = 0
-            for gate in list(self.gates.values()):
+            for gate in list(self.gates):
                 address = gate.address
                 if address is not None and not gate._proxied and (
                         not new_filter.permits(address) or self.limits.is_blocked(address, now)):

@@ -106,5 +106,10 @@ class Carrier(asyncio.Protocol):
     def get_protocol(self) -> asyncio.BaseProtocol | None:
         return self.inner
 
+    @property
+    def tcp(self) -> asyncio.Transport | None:
+        """The transport underneath (TCP, or another carrier); None once closed."""
+        return self._tcp
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return default if self._tcp is None else self._tcp.get_extra_info(name, default)

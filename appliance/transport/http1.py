@@ -204,7 +204,13 @@ class HttpProtocol(asyncio.Protocol):
         carrier = WebSocketCarrier(self._server, self._transport,
                                    self._server.limits.max_frame_bytes * 4)
         # The carrier takes the connection over; this object is then dropped.
-        self._transport.set_protocol(carrier)
+        # Under the acceptor's gate, the gate forwards to it (it still learns
+        # when the connection ends); inside TLS, the TLS carrier does.
+        adopt = getattr(self._transport.get_protocol(), "adopt", None)
+        if adopt is not None:
+            adopt(carrier)
+        else:
+            self._transport.set_protocol(carrier)
         self._transport = None
         return carrier.start(raw)
 
