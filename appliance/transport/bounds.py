@@ -38,6 +38,29 @@ CLOSE_GRACE_S = 2.0
 LOW_WATER_FRACTION = 4
 
 
+#: Why a connection is not read from: its own output is backed up (every
+#: protocol), or a reason of the protocol's own (bit 1: the engine, the
+#: pipelined backlog, the protocol inside a carrier).  Reading resumes when no
+#: reason is left.
+HELD_BY_PROTOCOL = 1
+HELD_BY_OUTPUT = 2
+
+
+def hold(transport: asyncio.ReadTransport | None, held: int, reason: int) -> int:
+    """Stop reading for `reason`; returns the new set of reasons."""
+    if not held and transport is not None:
+        transport.pause_reading()
+    return held | reason
+
+
+def release(transport: asyncio.ReadTransport | None, held: int, reason: int) -> int:
+    """`reason` is gone; read again if no other is left.  Returns the new set."""
+    held &= ~reason
+    if not held and transport is not None and not transport.is_closing():
+        transport.resume_reading()
+    return held
+
+
 def set_write_limits(transport: asyncio.BaseTransport, high_bytes: int) -> None:
     """Make `pause_writing` fire above `high_bytes` (and `resume_writing` below a quarter)."""
     # Duck-typed: uvloop's transports are not asyncio.WriteTransport subclasses.

@@ -14,11 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from appliance.transport.bounds import close_within
-
-#: Why reading is paused (bits): the inner protocol asked; our output is backed up.
-_HELD_BY_INNER = 1
-_HELD_BY_OUTPUT = 2
+from appliance.transport.bounds import HELD_BY_OUTPUT, HELD_BY_PROTOCOL, close_within, hold, release
 
 
 class Carrier(asyncio.Protocol):
@@ -34,14 +30,14 @@ class Carrier(asyncio.Protocol):
     # --- the TCP transport's signals ------------------------------------------------------
 
     def pause_writing(self) -> None:
-        self._hold(_HELD_BY_OUTPUT)
+        self._hold(HELD_BY_OUTPUT)
         if self.inner is not None:
             self.inner.pause_writing()
 
     def resume_writing(self) -> None:
         if self.inner is not None:
             self.inner.resume_writing()
-        self._release(_HELD_BY_OUTPUT)
+        self._release(HELD_BY_OUTPUT)
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -49,17 +45,13 @@ class Carrier(asyncio.Protocol):
     @property
     def output_backed_up(self) -> bool:
         """True while the peer is not reading what we send (answer nothing more)."""
-        return bool(self._held & _HELD_BY_OUTPUT)
+        return bool(self._held & HELD_BY_OUTPUT)
 
     def _hold(self, reason: int) -> None:
-        if not self._held and self._tcp is not None:
-            self._tcp.pause_reading()
-        self._held |= reason
+        self._held = hold(self._tcp, self._held, reason)
 
     def _release(self, reason: int) -> None:
-        self._held &= ~reason
-        if not self._held and self._tcp is not None and not self._tcp.is_closing():
-            self._tcp.resume_reading()
+        self._held = release(self._tcp, self._held, reason)
 
     def _write_tcp(self, data: bytes) -> None:
         tcp = self._tcp
@@ -85,10 +77,10 @@ class Carrier(asyncio.Protocol):
         return self._tcp is not None and not self._held
 
     def pause_reading(self) -> None:
-        self._hold(_HELD_BY_INNER)
+        self._hold(HELD_BY_PROTOCOL)
 
     def resume_reading(self) -> None:
-        self._release(_HELD_BY_INNER)
+        self._release(HELD_BY_PROTOCOL)
 
     def get_write_buffer_size(self) -> int:
         return 0 if self._tcp is None else self._tcp.get_write_buffer_size()

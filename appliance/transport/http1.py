@@ -26,11 +26,15 @@ from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse, parse_quer
 from appliance.ratelimit import RATE_PER_S, TokenBucket
 from appliance.transport.bounds import (
     CLOSE_GRACE_S,
+    HELD_BY_OUTPUT,
+    HELD_BY_PROTOCOL,
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
     MAX_REQUESTS,
     SERVER_HEADER,
     close_within,
+    hold,
+    release,
     set_write_limits,
 )
 from appliance.transport.host import Host
@@ -39,10 +43,6 @@ from appliance.transport.websocket import WebSocketCarrier
 
 log = logging.getLogger(__name__)
 
-#: Why reading is paused (bits): requests are buffered or being answered (a
-#: pipelining client); our output is backed up.
-_HELD_BY_BACKLOG = 1
-_HELD_BY_OUTPUT = 2
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
@@ -89,28 +89,24 @@ class HttpProtocol(asyncio.Protocol):
             # A pipelining client: stop reading until every request buffered so
             # far is answered (two epoll changes, so only when it happens, not
             # per request), so that what it sends waits in its own kernel.
-            self._hold(_HELD_BY_BACKLOG)
+            self._hold(HELD_BY_PROTOCOL)
             return
         self._process()
 
     def _hold(self, reason: int) -> None:
-        if not self._held and self._transport is not None:
-            self._transport.pause_reading()
-        self._held |= reason
+        self._held = hold(self._transport, self._held, reason)
 
     def _release(self, reason: int) -> None:
-        self._held &= ~reason
-        if not self._held and self._transport is not None:
-            self._transport.resume_reading()
+        self._held = release(self._transport, self._held, reason)
 
     def pause_writing(self) -> None:
         """The client does not read its answers: no more requests until it does."""
         self._stalled_at = self._server.clock.monotonic()
-        self._hold(_HELD_BY_OUTPUT)
+        self._hold(HELD_BY_OUTPUT)
 
     def resume_writing(self) -> None:
         self._stalled_at = 0.0
-        self._release(_HELD_BY_OUTPUT)
+        self._release(HELD_BY_OUTPUT)
         if not self._busy:
             self._process()  # a pipelined request may be buffered already
 
@@ -136,7 +132,7 @@ class HttpProtocol(asyncio.Protocol):
                                     str(exc)))
                 return
             if event is h11.NEED_DATA:
-                self._release(_HELD_BY_BACKLOG)  # all buffered requests are answered
+                self._release(HELD_BY_PROTOCOL)  # all buffered requests are answered
                 return
             if event is h11.PAUSED:
                 return

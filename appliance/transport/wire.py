@@ -42,7 +42,14 @@ from appliance.protocol.wire import (
     WireConnection,
     encode,
 )
-from appliance.transport.bounds import close_within, set_write_limits
+from appliance.transport.bounds import (
+    HELD_BY_OUTPUT,
+    HELD_BY_PROTOCOL,
+    close_within,
+    hold,
+    release,
+    set_write_limits,
+)
 from appliance.transport.host import Host
 from appliance.transport.tasks import spawn
 
@@ -50,9 +57,6 @@ log = logging.getLogger(__name__)
 
 #: Frames queued for one connection that are sent without waiting for the turn's end.
 _FLUSH_FRAMES = 256
-#: Why reading is paused (bits): the engine's backpressure; our output is backed up.
-_HELD_BY_ENGINE = 1
-_HELD_BY_OUTPUT = 2
 
 
 class WireProtocol(asyncio.Protocol):
@@ -85,11 +89,11 @@ class WireProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         """The peer is not reading: read nothing more from it (so answer nothing more)."""
         self._stalled_at = self._server.clock.monotonic()
-        self._hold(_HELD_BY_OUTPUT)
+        self._hold(HELD_BY_OUTPUT)
 
     def resume_writing(self) -> None:
         self._stalled_at = 0.0
-        self._release(_HELD_BY_OUTPUT)
+        self._release(HELD_BY_OUTPUT)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
@@ -234,21 +238,17 @@ class WireProtocol(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         """See `Link.pause_reading`."""
-        self._hold(_HELD_BY_ENGINE)
+        self._hold(HELD_BY_PROTOCOL)
 
     def resume_reading(self) -> None:
         """See `Link.resume_reading`."""
-        self._release(_HELD_BY_ENGINE)
+        self._release(HELD_BY_PROTOCOL)
 
     def _hold(self, reason: int) -> None:
-        if not self._held and self._transport is not None:
-            self._transport.pause_reading()
-        self._held |= reason
+        self._held = hold(self._transport, self._held, reason)
 
     def _release(self, reason: int) -> None:
-        self._held &= ~reason
-        if not self._held and self._transport is not None:
-            self._transport.resume_reading()
+        self._held = release(self._transport, self._held, reason)
 
     def _close_transport(self) -> None:
         transport, self._transport = self._transport, None
