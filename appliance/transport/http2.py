@@ -194,6 +194,27 @@ class Http2Protocol(asyncio.Protocol):
         else:
             stream.owed += size
             self._server.body_budget.wait(self._grant_owed)
+            self._unblock_connection_window()
+
+    def _unblock_connection_window(self) -> None:
+        """Refuse the youngest waiting upload when held-back bytes could shut the
+        connection's window.
+
+        Bytes whose credit is held back count against the connection's window as
+        well as their stream's (RFC 9113 §6.9): once they fill it, even the oldest
+        stream, which may always pass the budget, cannot send, and every upload
+        waits for its deadline.  REFUSED_STREAM says the request was not processed
+        and may be retried (§8.7); its bytes' credit reopens the window.
+        """
+        owed = {sid: s.owed for sid, s in self._streams.items() if s.owed}
+        if sum(owed.values()) <= H2_STREAM_WINDOW // 2:  # h2 reopens the rest by itself
+            return
+        youngest = max(owed)
+        self._server.refusals["h2_upload_refused"] += 1
+        self._forget(youngest)  # credits what it held back
+        with contextlib.suppress(H2Error):
+            self._h2.reset_stream(youngest, ErrorCodes.REFUSED_STREAM)
+        self._flush_soon()
 
     def _reserve(self, stream_id: int, size: int) -> bool:
         # The oldest stream still receiving may pass the connection's budget
