@@ -203,6 +203,9 @@ class WireProtocol(asyncio.Protocol):
         # Closing loses nothing a client relies on: reliable messages stay
         # stored until ACKed and are sent again on reconnect; real-time ones
         # were never promised to a device that is not reading.
+        if self._transport is None:
+            return  # already closing: the grace period runs, nothing more to decide
+        self._stalled_at = 0.0  # once: close() flushes, and the scan runs until it is gone
         log.info("closing a slow consumer: %s", why)
         self._server.refusals["slow_consumer"] += 1
         self.close(CloseCode.SLOW_CONSUMER, f"slow consumer: {why}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import sys
 import threading
@@ -23,6 +24,7 @@ import h2.events
 import pytest
 
 from appliance.protocol.wire import PREFACE, Hello, Message, Ping, encode
+from tests.conftest import tidings
 from tests.support.hostile import HONEST_APP, HONEST_USERS, RSS_BUDGET_BYTES, HonestPair, RssWatch
 from tests.support.provision import provision, write_config
 from tests.support.server import ServerProcess
@@ -247,9 +249,25 @@ def test_realtime_flood_to_a_device_that_never_reads(world, via: str) -> None:  
     # so what the peer sees is the connection going away.
     assert wait_closed(receiver, 10) is not None
     assert any("slow consumer" in line for line in server.lines), server.output[-2000:]
+    assert operator_stats(server)["refusals"]["slow_consumer"] == 1  # visible to the operator
     for sock in (receiver, sender, reader):
         sock.close()
     drained.join()
+
+
+def operator_stats(server: ServerProcess) -> dict[str, object]:
+    """`GET /v1/operator/stats` with the operator key (raw HTTP/1.1: no client library)."""
+    key = tidings(server.data_dir, "operator", "key").stdout.strip()
+    with socket.create_connection((server.host, server.port)) as sock:
+        sock.sendall(f"GET /v1/operator/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     f"Authorization: Bearer {key}\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    figures: dict[str, object] = json.loads(body)
+    return figures
 
 
 def test_native_ping_flood_inside_tls_never_read(world) -> None:  # type: ignore[no-untyped-def]
