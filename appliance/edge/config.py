@@ -36,7 +36,8 @@ class EdgeConfig:
     max_connections: int = 0
     #: File descriptors kept free for the database, files and listening sockets.
     reserved_fds: int = 64
-    #: Connections not yet authenticated, all addresses; 0 = half of max_connections.
+    #: Connections not yet authenticated, all addresses; 0 = half of max_connections,
+    #: at most 2,048 (`limits.DEFAULT_MAX_HANDSHAKES`).
     max_handshakes: int = 0
     #: Open connections per address (per /`ipv6_prefix` for IPv6).
     per_ip_connections: int = 256

@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 DEFAULT_PER_IP_CONNECTIONS = EdgeConfig().per_ip_connections
 #: Fewest connections a derived global cap allows, however low RLIMIT_NOFILE is.
 MIN_CONNECTIONS = 16
+#: The default cap on handshakes in flight: what an unauthenticated peer may hold
+#: (a TLS session's buffers and one HELLO, ~70 KB at most) times this bounds the
+#: memory strangers can take (~140 MiB), however many addresses they have; an
+#: honest connect storm of 8,000/s keeps ~250 in flight.
+DEFAULT_MAX_HANDSHAKES = 2048
 #: Entries looked at per `admit` to make room in a full table (bounded work).
 _EVICT_TRIES = 32
 #: Entries looked at per `expire` call.
@@ -89,8 +94,8 @@ class Limits:
         self.filter = ipfilter
         self.exempt = CidrSet(parse_cidr(c) for c in config.exempt)
         self.max_connections = derived_max_connections(config, nofile)
-        self.max_handshakes = config.max_handshakes or max(MIN_CONNECTIONS // 2,
-                                                           self.max_connections // 2)
+        self.max_handshakes = config.max_handshakes or max(
+            MIN_CONNECTIONS // 2, min(DEFAULT_MAX_HANDSHAKES, self.max_connections // 2))
         self._v6_shift = 128 - config.ipv6_prefix
 
     def key(self, address: Address) -> int:

@@ -31,6 +31,8 @@ from appliance.protocol.websocket import (
     close_frame,
     frame,
 )
+from appliance.protocol.wire import PREFACE
+from appliance.protocol.wire.frames import HEADER_SIZE, MAX_PRE_OPEN_FRAME_BYTES
 from appliance.transport.carrier import Carrier
 from appliance.transport.host import Host
 from appliance.transport.wire import WireProtocol
@@ -38,6 +40,8 @@ from appliance.transport.wire import WireProtocol
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "tidings.v1"
+#: The largest message before WELCOME: the preface, a HELLO or a CLOSE, with headers.
+_PRE_OPEN_MESSAGE_BYTES = len(PREFACE) + 2 * (HEADER_SIZE + MAX_PRE_OPEN_FRAME_BYTES)
 #: Close codes sent back as they are; any other (a peer's own) is answered NORMAL.
 _ECHO = (PROTOCOL_ERROR, UNSUPPORTED_DATA, TOO_BIG)
 
@@ -54,14 +58,17 @@ class WebSocketCarrier(Carrier):
     signals to it.
     """
 
-    __slots__ = ("_closed", "_codec")
+    __slots__ = ("_closed", "_codec", "_open_max")
 
     inner: WireProtocol
 
     def __init__(self, host: Host, transport: asyncio.Transport, max_message_bytes: int
                  ) -> None:
         super().__init__(transport)
-        self._codec = ServerWebSocket(max_message_bytes)
+        # Until the session inside is authenticated a message carries the
+        # preface and a HELLO at most: that is all a stranger may make us buffer.
+        self._open_max = max_message_bytes
+        self._codec = ServerWebSocket(_PRE_OPEN_MESSAGE_BYTES)
         self._closed = False
         self.inner = WireProtocol(host)
 
@@ -102,7 +109,10 @@ class WebSocketCarrier(Carrier):
     # --- bytes from the client ------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        for event in self._codec.receive(data):
+        codec = self._codec
+        if codec.max_message_bytes != self._open_max and self.inner.authenticated:
+            codec.max_message_bytes = self._open_max
+        for event in codec.receive(data):
             if isinstance(event, Data):
                 self.inner.data_received(event.payload)
             elif isinstance(event, PingReceived):

@@ -24,6 +24,7 @@ from appliance.protocol.wire.frames import (
     HEADER,
     HEADER_SIZE,
     MAGIC,
+    MAX_PRE_OPEN_FRAME_BYTES,
     PREFACE,
     PROTOCOL_VERSION,
     CloseCode,
@@ -153,7 +154,10 @@ class WireConnection:
         pos = 0
         end = len(buf)
         role = self.role
-        limit = self._max
+        # Until WELCOME, a server takes a HELLO or a CLOSE and no more (a peer
+        # that has not authenticated gets a small, fixed buffer).
+        limit = (self._max if role is Role.CLIENT or self.state is State.OPEN
+                 else MAX_PRE_OPEN_FRAME_BYTES)
         while end - pos >= HEADER_SIZE:
             length, ftype = _unpack_header(buf, pos)
             if length > limit:

@@ -124,6 +124,10 @@ STORED_U64_MAX: Final = (1 << 63) - 1
 PRIORITY_MAX: Final = 15
 #: `type`: application-defined, stored in a signed 32-bit column.
 TYPE_MAX: Final = (1 << 31) - 1
+#: The largest frame body a server takes before the connection is OPEN: a HELLO
+#: (9 bytes + a token + a device id of at most 64) or a CLOSE.  Nothing is
+#: buffered for an unauthenticated peer beyond this (issue 12).
+MAX_PRE_OPEN_FRAME_BYTES: Final = 1024
 
 
 # --- events ---------------------------------------------------------------
