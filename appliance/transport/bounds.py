@@ -44,6 +44,8 @@ LOW_WATER_FRACTION = 4
 #: reason is left.
 HELD_BY_PROTOCOL = 1
 HELD_BY_OUTPUT = 2
+#: The server's budget for request bodies in flight is spent (HTTP/1.1).
+HELD_BY_BUDGET = 4
 
 
 def hold(transport: asyncio.ReadTransport | None, held: int, reason: int) -> int:

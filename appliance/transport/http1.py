@@ -26,6 +26,7 @@ from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse, parse_quer
 from appliance.ratelimit import RATE_PER_S, TokenBucket
 from appliance.transport.bounds import (
     CLOSE_GRACE_S,
+    HELD_BY_BUDGET,
     HELD_BY_OUTPUT,
     HELD_BY_PROTOCOL,
     MAX_BODY_BYTES,
@@ -49,8 +50,8 @@ _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 class HttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection; becomes a WebSocket carrier on upgrade."""
 
-    __slots__ = ("_body", "_bucket", "_busy", "_deadline", "_h11", "_held", "_raw", "_receiving",
-                 "_request", "_requests", "_server", "_stalled_at", "_transport")
+    __slots__ = ("_body", "_bucket", "_budgeted", "_busy", "_deadline", "_h11", "_held", "_raw",
+                 "_receiving", "_request", "_requests", "_server", "_stalled_at", "_transport")
 
     def __init__(self, server: Host, transport: asyncio.Transport) -> None:
         self._server = server
@@ -59,6 +60,8 @@ class HttpProtocol(asyncio.Protocol):
             h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self._raw = bytearray()
         self._body = bytearray()
+        #: Body bytes counted against the server's budget (`Host.body_budget`).
+        self._budgeted = 0
         self._request: h11.Request | None = None
         self._requests = 0
         self._busy = False  # a request is being answered
@@ -145,6 +148,7 @@ class HttpProtocol(asyncio.Protocol):
                     self._fail(problem(413, "content too large",
                                         f"bodies are limited to {MAX_BODY_BYTES} bytes"))
                     return
+                self._spend(len(event.data))
             elif isinstance(event, h11.EndOfMessage):
                 self._busy = True  # one request at a time (HTTP/1.1)
                 self._deadline = math.inf  # none while the server works on the answer
@@ -160,6 +164,39 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._server.connections.discard(self)
+        self._refund()
+
+    # --- the server's budget for bodies in flight ----------------------------------------
+
+    def _spend(self, size: int) -> None:
+        """Count received body bytes; past the server's budget, read no more for now.
+
+        The bytes are here already (forced): what the budget stops is more of
+        them.  Held bodies of many connections once took +260 MiB (issue 12);
+        now every connection stops within one read once the budget is spent.
+        """
+        budget = self._server.body_budget
+        budget.take(size, force=True)
+        self._budgeted += size
+        if budget.used > budget.limit:
+            self._hold(HELD_BY_BUDGET)
+            budget.wait(self._budget_freed)
+
+    def _budget_freed(self) -> None:
+        budget = self._server.body_budget
+        if self._transport is None:
+            return
+        if budget.used > budget.limit:
+            budget.wait(self._budget_freed)
+        else:
+            self._release(HELD_BY_BUDGET)
+
+    def _refund(self) -> None:
+        if self._budgeted:
+            budget = self._server.body_budget
+            budget.forget(self._budget_freed)
+            self._budgeted, spent = 0, self._budgeted
+            budget.release(spent)
 
     # --- requests ---------------------------------------------------------------------
 
@@ -235,6 +272,7 @@ class HttpProtocol(asyncio.Protocol):
         self._request = None
         self._raw = bytearray()
         self._body = bytearray()
+        self._refund()
         self._receiving = False  # idle until the next request's first byte
         self._deadline = self._server.clock.monotonic() + self._server.bounds.keepalive_timeout_s
         if conn is None or self._transport is None:

@@ -210,6 +210,10 @@ class Http2Protocol(asyncio.Protocol):
         if sum(owed.values()) <= H2_STREAM_WINDOW // 2:  # h2 reopens the rest by itself
             return
         youngest = max(owed)
+        if not any(sid != youngest and s.task is None for sid, s in self._streams.items()):
+            # Nothing else on this connection is uploading: no one is shut out,
+            # so the upload waits for room in the server's budget (or its deadline).
+            return
         self._server.refusals["h2_upload_refused"] += 1
         self._forget(youngest)  # credits what it held back
         with contextlib.suppress(H2Error):

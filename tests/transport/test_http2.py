@@ -6,6 +6,8 @@ import contextlib
 import json
 import socket
 import subprocess
+import sys
+from pathlib import Path
 
 import h2.config
 import h2.connection
@@ -166,3 +168,63 @@ def test_concurrent_uploads_past_the_connection_budget_all_complete(server: Serv
     answered = [status for status in statuses.values() if status]
     assert len(answered) >= 2, statuses  # the budget and the oldest's pass hold two
     assert all(400 <= status < 500 for status in answered), statuses  # no credentials
+
+
+def _upload(sock: socket.socket, conn: h2.connection.H2Connection, body: bytes, *,
+            finish: bool) -> int:
+    """POST `body` on a new stream as credit allows; its status (0: refused), or -1 if
+    `finish` is False and the server stops granting credit (the body is held open)."""
+    stream = conn.get_next_available_stream_id()
+    conn.send_headers(stream, [(":method", "POST"), (":path", "/v1/users"), (":scheme", "http"),
+                               (":authority", "x"), ("content-type", "application/json")])
+    sock.sendall(conn.data_to_send())
+    rest = body if finish else body[:-1]
+    while True:
+        room = min(conn.local_flow_control_window(stream), len(rest), 16384)
+        if rest and room > 0:
+            conn.send_data(stream, rest[:room], end_stream=finish and room == len(rest))
+            rest = rest[room:]
+            sock.sendall(conn.data_to_send())
+            continue
+        if not finish and not rest:
+            return -1
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            if not finish:
+                return -1  # no more credit: the server holds what it is prepared to hold
+            raise
+        assert data, "the server closed the connection"
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream:
+                return int(dict(event.headers)[b":status"])
+            if isinstance(event, h2.events.StreamReset) and event.stream_id == stream:
+                return 0
+        sock.sendall(conn.data_to_send())
+
+
+def test_an_upload_waits_for_the_server_budget_rather_than_being_refused(
+        data_dir: Path, tmp_path: Path) -> None:
+    # A stranger's unfinished upload holds the whole server-wide body budget; an
+    # honest upload alone on its connection must wait for room, not be refused at
+    # once (it was, after 64 KB, while any stranger held the budget).  It waits
+    # until the stranger's request deadline frees the budget, or its own passes.
+    config = tmp_path / "tidings.toml"
+    config.write_text("[transport]\nh2_body_bytes_total = 131072\n"
+                      "h2_body_bytes_per_connection = 131072\nrequest_timeout_s = 2.0\n")
+    server = ServerProcess(data_dir, command=[sys.executable, "-m", "appliance", "--config",
+                                              str(config)])
+    server.start()
+    try:
+        stranger, stranger_conn = _h2_client(server)
+        stranger.settimeout(1.0)
+        body = b'{"address": "' + b"x" * 400_000 + b'"}'
+        assert _upload(stranger, stranger_conn, body, finish=False) == -1  # held open
+        honest, honest_conn = _h2_client(server)
+        status = _upload(honest, honest_conn, body[:200_000] + b'"}', finish=True)
+        assert status != 0, "the honest upload was refused"
+        assert 400 <= status < 500, status  # answered: no credentials (401) or late (408)
+        stranger.close()
+        honest.close()
+    finally:
+        server.stop()

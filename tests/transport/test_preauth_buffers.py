@@ -21,7 +21,13 @@ import pytest
 
 from appliance.protocol.wire import PREFACE
 from appliance.protocol.wire.frames import HEADER, MAX_PRE_OPEN_FRAME_BYTES, FrameType
-from tests.support.hostile import HONEST_APP, HONEST_USERS, HonestPair, RssWatch
+from tests.support.hostile import (
+    HONEST_APP,
+    HONEST_USERS,
+    RSS_BUDGET_BYTES,
+    HonestPair,
+    RssWatch,
+)
 from tests.support.provision import provision
 from tests.support.server import ServerProcess
 from tests.transport.hostile_peers import WS_UPGRADE, wait_closed
@@ -90,6 +96,50 @@ def test_a_stranger_cannot_make_the_server_buffer_a_big_frame(world, websocket: 
         # Refused at the frame's header, not buffered until the handshake deadline.
         assert all(wait_closed(sock, 5) is not None for sock in socks)
         assert rss.growth < 8 * MIB, rss
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _held_http1_body(server: ServerProcess, source: str) -> socket.socket:
+    """A POST declaring a 1 MB body, all of it but the last byte sent, never finished."""
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.settimeout(10)
+    sock.connect((server.host, server.port))
+    sock.sendall(b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 1000000\r\n\r\n")
+    sock.setblocking(False)  # send what the server takes; it stops reading at its budget
+    with contextlib.suppress(OSError):
+        sock.send(b"x" * 999_999)
+    return sock
+
+
+def test_held_http1_bodies_stop_at_the_server_budget(world) -> None:  # type: ignore[no-untyped-def]
+    # 240 strangers each holding a 1 MB body open took +260 MiB: HTTP/1.1 bodies
+    # in flight now count against the server's budget (16 MiB by default, shared
+    # with HTTP/2), and a connection past it is not read from.
+    server, tokens = world
+    assert server.proc is not None
+
+    async def go() -> tuple[RssWatch, list[socket.socket]]:
+        with RssWatch(server.proc.pid) as rss:  # type: ignore[union-attr]
+            async with HonestPair(server, tokens) as honest:
+                socks = await asyncio.gather(*(
+                    asyncio.to_thread(_held_http1_body, server, source)
+                    for source in SOURCES for _ in range(PER_SOURCE)))
+                await asyncio.sleep(1)  # held while the honest pair talks
+        honest.assert_healthy()
+        return rss, list(socks)
+
+    rss, socks = asyncio.run(go())
+    try:
+        print(f"\n{len(socks)} held bodies, {rss}")
+        assert rss.growth < RSS_BUDGET_BYTES, rss  # the budget plus one read each
+        # A small honest request still gets its answer while the budget is spent.
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
     finally:
         for sock in socks:
             sock.close()
