@@ -82,16 +82,17 @@ def build_filter(config: EdgeConfig, files: FilterFiles) -> IpFilter:
                        [*(parse_cidr(c) for c in config.block), *lists["block"]])
 
 
-#: The most one read takes from a socket.  Every connection reads into this one
-#: buffer (reads happen one at a time on the loop), so what a peer can make the
-#: server hold beyond its protocol's own bounds is one read: with the event
-#: loop's default (256 KiB per read), 240 strangers holding HTTP/1.1 bodies still
-#: took +74 MiB after the body budget was spent; +46 with 64 KiB reads, +24 with
-#: 16 KiB (issue 12).  16 KiB reads let a native PING flood that never reads push
-#: an honest client's p99 from ~2 to ~60 ms (four times the read callbacks before
-#: its output backs up), so 64 KiB.
+#: The most one read takes from a socket before the peer has authenticated.
+#: Every such connection reads into one shared buffer (reads happen one at a
+#: time on the loop), so what a stranger can make the server hold beyond its
+#: protocol's own bounds is one read: with the event loop's default (256 KiB),
+#: 240 strangers holding HTTP/1.1 bodies took +74 MiB after the body budget was
+#: spent; +46 MiB with 64 KiB (issue 12).  Authenticated connections read up to
+#: 256 KiB, as before: with small reads a flood from an authenticated peer that
+#: never reads cost an honest client ~60 ms at p99 now and then.
 READ_CHUNK_BYTES = 64 * 1024
 _READ_BUFFER = memoryview(bytearray(READ_CHUNK_BYTES))
+_AUTHENTICATED_READ_BUFFER = memoryview(bytearray(256 * 1024))
 
 
 class Gate(asyncio.BufferedProtocol):
@@ -139,10 +140,12 @@ class Gate(asyncio.BufferedProtocol):
         edge.handshaking[self] = edge.clock.monotonic()  # the handshake's start
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _READ_BUFFER
+        return _READ_BUFFER if self.handshaking else _AUTHENTICATED_READ_BUFFER
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(_READ_BUFFER[:nbytes]))
+        # Called right after `get_buffer`, in the same read: the same buffer.
+        buffer = _READ_BUFFER if self.handshaking else _AUTHENTICATED_READ_BUFFER
+        self.data_received(bytes(buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         inner = self.inner
