@@ -80,18 +80,22 @@ def test_a_stranger_cannot_make_the_server_buffer_a_big_frame(world, websocket: 
     assert server.proc is not None
     assert MAX_PRE_OPEN_FRAME_BYTES < 60_000
 
-    async def go() -> tuple[RssWatch, list[socket.socket]]:
-        with RssWatch(server.proc.pid) as rss:  # type: ignore[union-attr]
-            async with HonestPair(server, tokens) as honest:
-                socks = await asyncio.gather(*(
-                    asyncio.to_thread(_open, server, source, websocket)
-                    for source in SOURCES for _ in range(PER_SOURCE)))
-                await asyncio.sleep(1)  # the strangers hold on while the honest pair talks
-        honest.assert_healthy()
-        return rss, list(socks)
+    socks: list[socket.socket] = []
 
-    rss, socks = asyncio.run(go())
+    async def go() -> RssWatch:
+        with RssWatch(server.proc.pid) as rss:  # type: ignore[union-attr]
+            # The strangers connect first (this process's own threads would
+            # otherwise time the honest pair too), then hold on while it talks.
+            socks.extend(await asyncio.gather(*(
+                asyncio.to_thread(_open, server, source, websocket)
+                for source in SOURCES for _ in range(PER_SOURCE))))
+            async with HonestPair(server, tokens) as honest:
+                await asyncio.sleep(1)
+        honest.assert_healthy()
+        return rss
+
     try:
+        rss = asyncio.run(go())
         print(f"\n{len(socks)} strangers, {rss}")
         # Refused at the frame's header, not buffered until the handshake deadline.
         assert all(wait_closed(sock, 5) is not None for sock in socks)
@@ -122,18 +126,20 @@ def test_held_http1_bodies_stop_at_the_server_budget(world) -> None:  # type: ig
     server, tokens = world
     assert server.proc is not None
 
-    async def go() -> tuple[RssWatch, list[socket.socket]]:
+    socks: list[socket.socket] = []
+
+    async def go() -> RssWatch:
         with RssWatch(server.proc.pid) as rss:  # type: ignore[union-attr]
+            socks.extend(await asyncio.gather(*(
+                asyncio.to_thread(_held_http1_body, server, source)
+                for source in SOURCES for _ in range(PER_SOURCE))))
             async with HonestPair(server, tokens) as honest:
-                socks = await asyncio.gather(*(
-                    asyncio.to_thread(_held_http1_body, server, source)
-                    for source in SOURCES for _ in range(PER_SOURCE)))
                 await asyncio.sleep(1)  # held while the honest pair talks
         honest.assert_healthy()
-        return rss, list(socks)
+        return rss
 
-    rss, socks = asyncio.run(go())
     try:
+        rss = asyncio.run(go())
         print(f"\n{len(socks)} held bodies, {rss}")
         assert rss.growth < RSS_BUDGET_BYTES, rss  # the budget plus one read each
         # A small honest request still gets its answer while the budget is spent.
