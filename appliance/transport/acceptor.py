@@ -333,8 +333,14 @@ class Edge:
             return
         if ok:
             gate.authenticated()
-        elif (address := gate.address) is not None:
-            self.limits.auth_failed(address, self.clock.monotonic())
+        elif (address := gate.address) is not None and self.limits.auth_failed(
+                address, self.clock.monotonic()):
+            # Blocked: its open connections go too, or one keep-alive connection
+            # could go on guessing at the request rate (rare: a scan is fine).
+            # After this turn, so that the failure being answered is answered;
+            # no reason, which HTTP/1.1 would turn into a 408 of its own.
+            for other in [g for g in self.gates if g.address == address]:
+                asyncio.get_running_loop().call_soon(other.close, CloseCode.AUTH_FAILED, "")
 
     def snapshot(self) -> dict[str, int]:
         """Counters for the operator's statistics (`/v1/stats` operator figures)."""

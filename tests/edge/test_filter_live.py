@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
@@ -181,9 +182,24 @@ def test_repeated_auth_failures_block_the_address(data_dir: Path, tmp_path: Path
             assert rest(server, "GET", "/v1/users", "bad-secret", source="127.0.0.8")[0] == 401
         assert refused(server, "127.0.0.8")
         assert wait_for(lambda: "blocked 127.0.0.8 for 60 s" in server.output)
+        # One keep-alive connection cannot go on guessing once its address is blocked.
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.9", 0))
+            sock.settimeout(10)
+            sock.connect((server.host, server.port))
+            guess = (b"GET /v1/users HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer bad-secret\r\n\r\n")
+            answers = b""
+            for _ in range(5):
+                with contextlib.suppress(OSError):
+                    sock.sendall(guess)
+            with contextlib.suppress(OSError):
+                while chunk := sock.recv(65536):
+                    answers += chunk
+            assert answers.count(b"HTTP/1.1 401") == 3, answers  # then closed: no 4th answer
         stats = rest(server, "GET", "/v1/edge", key)[1]
         assert isinstance(stats, dict)
-        assert stats["auto_blocks"] == 2
+        assert stats["auto_blocks"] == 3
         assert stats["refused_blocked"] >= 2
     finally:
         server.stop()
