@@ -8,7 +8,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -81,10 +80,8 @@ def test_block_list_cli_rest_and_sighup(data_dir: Path, tmp_path: Path) -> None:
     tokens, _ = provision(data_dir, HONEST_USERS, app=HONEST_APP)
     users, _ = provision(data_dir, ["carol"])
     key = operator_key(data_dir)
-    config = tmp_path / "tidings.toml"
-    config.write_text('[edge]\nblock = ["127.0.0.2"]\n')
-    server = ServerProcess(data_dir, command=[sys.executable, "-m", "appliance", "--config",
-                                              str(config)])
+    server = ServerProcess.configured(
+        data_dir, '[edge]\nblock = ["127.0.0.2"]\n')
     server.start()
 
     async def scenario() -> HonestPair:
@@ -128,7 +125,7 @@ def test_block_list_cli_rest_and_sighup(data_dir: Path, tmp_path: Path) -> None:
             assert status == 422
             assert (await t(rest, server, "GET", "/v1/ipfilter/nope", key))[0] == 404
             # SIGHUP: the config file is read again (127.0.0.2 no longer blocked, .5 is).
-            config.write_text('[edge]\nblock = ["127.0.0.5"]\n')
+            (data_dir.parent / "tidings.toml").write_text('[edge]\nblock = ["127.0.0.5"]\n')
             assert server.proc is not None
             server.proc.send_signal(signal.SIGHUP)
             assert await t(wait_for, lambda: refused(server, "127.0.0.5"))
@@ -153,10 +150,8 @@ def test_block_list_cli_rest_and_sighup(data_dir: Path, tmp_path: Path) -> None:
 def test_repeated_auth_failures_block_the_address(data_dir: Path, tmp_path: Path) -> None:
     users, _ = provision(data_dir, ["dave"])
     key = operator_key(data_dir)
-    config = tmp_path / "tidings.toml"
-    config.write_text("[edge]\nauth_fail_count = 3\nauth_block_s = 60\n")
-    server = ServerProcess(data_dir, command=[sys.executable, "-m", "appliance", "--config",
-                                              str(config)])
+    server = ServerProcess.configured(
+        data_dir, "[edge]\nauth_fail_count = 3\nauth_block_s = 60\n")
     server.start()
 
     async def bad_hellos(source: str, count: int) -> list[int | None]:

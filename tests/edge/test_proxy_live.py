@@ -7,7 +7,6 @@ import contextlib
 import json
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,11 +26,9 @@ HEALTH = b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 @pytest.fixture
 def proxied(data_dir: Path, tmp_path: Path) -> Iterator[ServerProcess]:
     """127.0.0.1 is the trusted load balancer; 203.0.113.0/24 is blocked."""
-    config = tmp_path / "tidings.toml"
-    config.write_text('[edge]\ntrusted_proxies = ["127.0.0.1"]\nblock = ["203.0.113.0/24"]\n'
-                      "proxy_header_timeout_s = 1\n")
-    server = ServerProcess(data_dir, command=[sys.executable, "-m", "appliance", "--config",
-                                              str(config)])
+    server = ServerProcess.configured(
+        data_dir, '[edge]\ntrusted_proxies = ["127.0.0.1"]\nblock = ["203.0.113.0/24"]\n'
+        "proxy_header_timeout_s = 1\n")
     server.start()
     try:
         yield server

@@ -91,3 +91,10 @@ class ServerProcess:
     @property
     def output(self) -> str:
         return "".join(self.lines)
+
+    @classmethod
+    def configured(cls, data_dir: Path, toml: str) -> ServerProcess:
+        """A server reading `toml` (written beside `data_dir`, passed with `--config`)."""
+        config = data_dir.parent / "tidings.toml"
+        config.write_text(toml)
+        return cls(data_dir, command=[sys.executable, "-m", "appliance", "--config", str(config)])

@@ -9,7 +9,6 @@ import json
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -55,11 +54,9 @@ async def websocket_session(server: ServerProcess, token: str, hold_s: float) ->
 def test_every_kind_of_connection_is_released(data_dir: Path, tmp_path: Path) -> None:
     tokens, _ = provision(data_dir, ["frank"])
     key = tidings(data_dir, "operator", "key").stdout.strip()
-    config = tmp_path / "tidings.toml"
     # Three at a time from SOURCE: a leak shows as a refusal within a few rounds.
-    config.write_text("[edge]\nper_ip_connections = 3\nper_ip_rate_per_s = 1000\n")
-    server = ServerProcess(data_dir, command=[sys.executable, "-m", "appliance", "--config",
-                                              str(config)])
+    server = ServerProcess.configured(
+        data_dir, "[edge]\nper_ip_connections = 3\nper_ip_rate_per_s = 1000\n")
     server.start()
     try:
         baseline = edge_stats(server, key)["connections"]

@@ -37,11 +37,9 @@ def world(data_dir: Path, tmp_path: Path) -> Iterator[tuple[ServerProcess, str]]
     secret = subprocess.run([sys.executable, "-m", "appliance", "--data-dir", str(data_dir),
                              "app", "secret"], capture_output=True, text=True, check=True,
                             timeout=60).stdout.strip()
-    config = tmp_path / "tidings.toml"
-    config.write_text(f"[transport]\nrequest_timeout_s = {REQUEST_TIMEOUT_S}\n"
-                      f"keepalive_timeout_s = {KEEPALIVE_TIMEOUT_S}\n")
-    server = ServerProcess(data_dir, command=[sys.executable, "-m", "appliance", "--config",
-                                              str(config)])
+    server = ServerProcess.configured(
+        data_dir, f"[transport]\nrequest_timeout_s = {REQUEST_TIMEOUT_S}\n"
+        f"keepalive_timeout_s = {KEEPALIVE_TIMEOUT_S}\n")
     server.start()
     try:
         yield server, secret

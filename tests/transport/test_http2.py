@@ -6,7 +6,6 @@ import contextlib
 import json
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import h2.config
@@ -209,11 +208,9 @@ def test_an_upload_waits_for_the_server_budget_rather_than_being_refused(
     # honest upload alone on its connection must wait for room, not be refused at
     # once (it was, after 64 KB, while any stranger held the budget).  It waits
     # until the stranger's request deadline frees the budget, or its own passes.
-    config = tmp_path / "tidings.toml"
-    config.write_text("[transport]\nh2_body_bytes_total = 131072\n"
-                      "h2_body_bytes_per_connection = 131072\nrequest_timeout_s = 2.0\n")
-    server = ServerProcess(data_dir, command=[sys.executable, "-m", "appliance", "--config",
-                                              str(config)])
+    server = ServerProcess.configured(
+        data_dir, "[transport]\nh2_body_bytes_total = 131072\n"
+        "h2_body_bytes_per_connection = 131072\nrequest_timeout_s = 2.0\n")
     server.start()
     try:
         stranger, stranger_conn = _h2_client(server)

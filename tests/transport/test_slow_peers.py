@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ import pytest
 from appliance.protocol.wire import PREFACE, Hello, Message, Ping, encode
 from tests.conftest import tidings
 from tests.support.hostile import HONEST_APP, HONEST_USERS, RSS_BUDGET_BYTES, HonestPair, RssWatch
-from tests.support.provision import provision, write_config
+from tests.support.provision import provision
 from tests.support.server import ServerProcess
 from tests.transport.hostile_peers import (
     H2_PING,
@@ -54,10 +53,8 @@ def world(data_dir: Path, tmp_path: Path) -> Iterator[tuple[ServerProcess, dict[
     tokens, _ = provision(data_dir, ["alice", "bob"])
     honest, _ = provision(data_dir, HONEST_USERS, app=HONEST_APP)
     # Short deadlines so that the closes happen within the test.
-    config = write_config(tmp_path / "tidings.toml")
-    config.write_text("[transport]\nhandshake_timeout_s = 3.0\nsend_timeout_s = 3.0\n")
-    server = ServerProcess(data_dir, command=[sys.executable, "-m", "appliance", "--config",
-                                              str(config)])
+    server = ServerProcess.configured(
+        data_dir, "[transport]\nhandshake_timeout_s = 3.0\nsend_timeout_s = 3.0\n")
     server.start()
     try:
         yield server, {**tokens, **honest}
