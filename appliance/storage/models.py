@@ -257,3 +257,37 @@ class CredentialChange:
     version: int
     app_id: int
     user_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCertificate:
+    """A certificate the ACME manager obtained, shared by every process on the store.
+
+    `name` is the certificate's key (its hostnames, sorted, comma-joined);
+    `version` rises by one on every save, so a process polling
+    `CertificateStore.certificate_version` learns of a new one with one read.
+    """
+
+    name: str
+    fullchain_pem: bytes
+    key_pem: bytes
+    issuer: str  # the ACME directory URL that issued it
+    not_before_ms: int
+    not_after_ms: int
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RenewalState:
+    """Where obtaining or renewing `name` stands, kept across restarts.
+
+    `attempts` counts failures since the last success (the backoff's
+    exponent); `next_attempt_ms` is the earliest time any process may ask a CA
+    again (backoff, or a CA's ``Retry-After`` / rate-limit reset).
+    """
+
+    name: str
+    attempts: int = 0
+    next_attempt_ms: int = 0
+    last_attempt_ms: int = 0
+    last_error: str = ""
