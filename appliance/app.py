@@ -18,6 +18,8 @@ from appliance import __version__
 from appliance.api.messages import BackendSender
 from appliance.api.stats import AppFigures
 from appliance.api.v1 import RestApi, Stats
+from appliance.certs.challenges import ChallengeAnswers
+from appliance.certs.manager import CertificateManager
 from appliance.config import ApplianceConfig
 from appliance.config.database import resolve_database
 from appliance.dbserver.private import PrivateLayout, PrivateServer, socket_live
@@ -78,14 +80,21 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
     try:
         engine = Engine(store, clock, config.limits, LoopScheduler(loop),
                         server_version=f"tidings/{__version__}".encode())
-        tls = TlsContexts(config.tls.cert, config.tls.key, config.storage.data_dir)
+        answers = ChallengeAnswers() if config.acme.hostnames else None
+        tls = TlsContexts(config.tls.cert, config.tls.key, config.storage.data_dir, answers)
+        certs = None
+        if answers is not None:
+            certs = CertificateManager(
+                config.acme, store, config.storage.data_dir, tls.use, answers,
+                http01_available=config.server.redirect_port >= 0, now_ms=clock.wall_ms)
         server = Server(engine, config.limits, clock, tls, edge=config.edge,
                         data_dir=config.storage.data_dir, bounds=config.transport)
         api = server.api = RestApi(store, clock, BackendSender(engine, store), lambda: Stats(
             connections=len(server.connections), sessions=len(engine.by_device),
             commits=engine.commits, failed_commits=engine.stats_failed_batches,
             credential_closes=engine.credentials.stats_closed,
-            refusals={**engine.refusals, **server.refusals}),
+            refusals={**engine.refusals, **server.refusals},
+            tls=_tls_figures(tls, certs)),
             AppFigures(engine, clock))
         api.edge = server.edge
         api.on_auth = server.auth_result
@@ -99,6 +108,8 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         if config.server.redirect_port >= 0:
             _, redirect_port = await server.start_redirect(config.server.host,
                                                            config.server.redirect_port)
+        # Challenges are answered by the listeners, so they start first.
+        maintainer = spawn(certs.run(), name="certificates") if certs is not None else None
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
@@ -109,9 +120,20 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         await stop.wait()
         sd_notify("STOPPING=1")
         watcher.cancel()
+        if maintainer is not None:
+            maintainer.cancel()
         await server.stop(config.server.shutdown_timeout_s)
     finally:
         await store.close()
+
+
+def _tls_figures(tls: TlsContexts, certs: CertificateManager | None) -> dict[str, object]:
+    """What `/v1/operator/stats` says about the served certificate."""
+    if certs is not None:
+        status = certs.status()
+        return {"serving": status["serving"], "certificate": status}
+    return {"serving": "self-signed" if tls.self_signed else "provided",
+            "cert": str(tls.cert)}
 
 
 def _reload(tls: TlsContexts, server: Server, reload: Callable[[], ApplianceConfig]) -> None:
@@ -160,5 +182,18 @@ async def admin(config: ApplianceConfig, app: str) -> AsyncIterator[AdminService
         store: Storage = await open_storage(config.storage, clock.wall_ms())
         try:
             yield AdminService(store, clock, app)
+        finally:
+            await store.close()
+
+
+@asynccontextmanager
+async def store_of(config: ApplianceConfig) -> AsyncIterator[Storage]:
+    """The configured store (the private server started if need be), closed afterwards."""
+    clock = SystemClock()
+    location = resolve_database(config.storage.database, config.storage.data_dir)
+    with running(location, config.storage.data_dir):
+        store: Storage = await open_storage(config.storage, clock.wall_ms())
+        try:
+            yield store
         finally:
             await store.close()

@@ -78,3 +78,44 @@ class DbServerMissingError(DbServerError):
     def __init__(self, message: str, *, package: str) -> None:
         super().__init__(message)
         self.package = package
+
+
+class CertificateError(ApplianceError):
+    """Obtaining or renewing a certificate failed (issue 13); the old one stays in use.
+
+    `issuer` is the ACME directory URL asked ("" before any was); `retry_at_ms`
+    is the earliest wall-clock time the CA wants to hear from us again (its
+    ``Retry-After`` or rate-limit reset), 0 when the backoff alone decides.
+    """
+
+    def __init__(self, message: str, *, issuer: str = "", retry_at_ms: int = 0) -> None:
+        super().__init__(message)
+        self.issuer = issuer
+        self.retry_at_ms = retry_at_ms
+
+
+class CaUnreachableError(CertificateError):
+    """The CA's ACME server could not be reached (DNS, connection, TLS, timeout)."""
+
+
+class AcmeProblemError(CertificateError):
+    """The CA refused a request; `problem` is its RFC 7807 problem document."""
+
+    def __init__(self, message: str, *, problem: dict[str, object], issuer: str = "",
+                 retry_at_ms: int = 0) -> None:
+        super().__init__(message, issuer=issuer, retry_at_ms=retry_at_ms)
+        self.problem = problem
+
+
+class RateLimitedError(AcmeProblemError):
+    """The CA rate-limited us (``urn:ietf:params:acme:error:rateLimited``) until `retry_at_ms`."""
+
+
+class ChallengeFailedError(AcmeProblemError):
+    """The CA could not validate `hostname` (RFC 8555 §8); `hint` says what to check."""
+
+    def __init__(self, message: str, *, problem: dict[str, object], hostname: str, hint: str,
+                 issuer: str = "") -> None:
+        super().__init__(message, problem=problem, issuer=issuer)
+        self.hostname = hostname
+        self.hint = hint

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.api.edge import EDGE_ROUTES, EdgeControl
@@ -61,6 +61,8 @@ class Stats:
     credential_closes: int
     #: Refusals by reason: quotas (engine) and connection bounds (transport).
     refusals: dict[str, int]
+    #: The served certificate: its source and, with ACME, its renewal (issue 13).
+    tls: dict[str, object] = field(default_factory=dict)
 
 
 Handler = Callable[["Call"], Awaitable[ApiResponse]]
@@ -264,7 +266,8 @@ async def operator_stats(call: Call) -> ApiResponse:
                     "credential_closes": s.credential_closes,
                     "refusals": s.refusals,
                     # Every refusal of the edge is counted here (issue 12).
-                    "edge": edge.snapshot() if edge is not None else {}})
+                    "edge": edge.snapshot() if edge is not None else {},
+                    "tls": s.tls})
 
 
 # --- the table ----------------------------------------------------------------------------
@@ -375,7 +378,12 @@ ROUTES: list[Route] = [
                                           " h2_control_flood, h2_rapid_reset,"
                                           " http_request_timeout, http_rate_limited"},
               "edge": {"type": "object", "additionalProperties": {"type": "integer"},
-                       "description": "the connection edge's counters, as GET /v1/edge"}}}),
+                       "description": "the connection edge's counters, as GET /v1/edge"},
+              "tls": {"type": "object", "description":
+                      "the served certificate: `serving` is acme, provided or self-signed;"
+                      " with ACME, `certificate` has its hostnames, issuer, not_after,"
+                      " next_renewal, failed_attempts, next_attempt and last_error, as"
+                      " `tidings cert status` prints them"}}}),
     *(Route(**spec) for spec in EDGE_ROUTES),
 ]
 

@@ -17,6 +17,7 @@ import click
 
 from appliance import __version__
 from appliance.cli.apps import app_group, operator_group
+from appliance.cli.certs import cert
 from appliance.cli.client import client
 from appliance.cli.context import CliContext
 from appliance.cli.db import db
@@ -77,3 +78,4 @@ main.add_command(user)
 main.add_command(group)
 main.add_command(db)
 main.add_command(ipfilter)
+main.add_command(cert)

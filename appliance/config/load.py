@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from appliance.certs.config import check as check_acme
 from appliance.config.database import parse_database
 from appliance.config.model import ApplianceConfig
 from appliance.edge.config import check as check_edge
@@ -30,7 +31,10 @@ _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
              "handshake_timeout_s": 0.1, "request_timeout_s": 0.1, "keepalive_timeout_s": 0.1,
              "send_timeout_s": 0.1, "output_high_water_bytes": 4096, "max_output_bytes": 65536,
              "h2_body_bytes_per_connection": 65536, "h2_body_bytes_total": 65536,
-             "h2_control_frames_per_s": 1, "h2_control_frame_burst": 10}
+             "h2_control_frames_per_s": 1, "h2_control_frame_burst": 10,
+             # [acme] (appliance.certs.config)
+             "retry_min_s": 0.01, "retry_max_s": 0.01, "check_interval_s": 0.05,
+             "attempt_timeout_s": 1}
 #: Upper bounds where a larger value would quietly break a promise: live
 #: sessions learn of revoked credentials within this (PROTOCOL.md §5.1).
 _MAXIMUM = {"credentials_poll_s": 60.0}
@@ -82,6 +86,11 @@ def _build(tree: dict[str, Any]) -> ApplianceConfig:
         # Checked now, so that a wrong value stops start-up naming the key.
         parse_database(config.storage.database, config.storage.data_dir)
     check_edge(config.edge)
+    check_acme(config.acme)
+    if config.acme.hostnames and config.tls.cert:
+        raise ConfigError("set either [tls] cert/key (your own certificate) or [acme] hostnames"
+                          " (certificates obtained and renewed by the appliance), not both",
+                          key_path="acme.hostnames")
     return config
 
 

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.certs.config import AcmeConfig
 from appliance.edge.config import EdgeConfig
 from appliance.engine.ports import EngineLimits
 
@@ -108,3 +109,4 @@ class ApplianceConfig:
     tls: TlsConfig = field(default_factory=TlsConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
+    acme: AcmeConfig = field(default_factory=AcmeConfig)

@@ -291,3 +291,11 @@ class RenewalState:
     next_attempt_ms: int = 0
     last_attempt_ms: int = 0
     last_error: str = ""
+    #: An operator's request (`tidings cert renew`), from any process:
+    #: 0 none, `RENEW_IF_DUE` (renew now if due, skipping the backoff),
+    #: `RENEW_FORCE` (renew now); the renewing process clears it.
+    request: int = 0
+    requested_ms: int = 0
+
+
+RENEW_IF_DUE, RENEW_FORCE = 1, 2

@@ -1,8 +1,10 @@
 """The optional plain-HTTP listener (usually port 80) that sends browsers to HTTPS.
 
 Every request is answered ``308 Permanent Redirect`` to the same host and
-path on the TLS port (RFC 9110 §15.4.9: the method and body are kept).  The
-ACME manager will serve its ``/.well-known/acme-challenge/`` answers here.
+path on the TLS port (RFC 9110 §15.4.9: the method and body are kept), except
+the ACME manager's HTTP-01 answers: ``GET /.well-known/acme-challenge/<token>``
+while a CA validates (RFC 8555 §8.3; the CA follows no redirect to a port
+other than 80 or 443, so they are answered here, in clear).
 Bounded like the main port's HTTP: 16 KiB of headers, one request at a time,
 closed after the answer, a deadline for the request; a client that does not
 read is not read from, and its answer is dropped after a grace period.
@@ -11,6 +13,7 @@ read is not read from, and its answer is dropped after a grace period.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import h11
 
@@ -31,8 +34,10 @@ _HIGH_WATER_BYTES = 16 * 1024
 class RedirectProtocol(asyncio.Protocol):
     """Answers one request with a redirect to ``https://<host>:<tls_port><target>``."""
 
-    def __init__(self, tls_port: int) -> None:
+    def __init__(self, tls_port: int,
+                 challenge: Callable[[bytes], bytes | None] | None = None) -> None:
         self._tls_port = tls_port
+        self._challenge = challenge
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -59,6 +64,12 @@ class RedirectProtocol(asyncio.Protocol):
             self._answer(400, b"")
             return
         if isinstance(event, h11.Request):
+            if self._challenge is not None and event.method in (b"GET", b"HEAD"):
+                body = self._challenge(event.target)
+                if body is not None:
+                    self._answer(200, b"", body if event.method == b"GET" else b"",
+                                 len(body))
+                    return
             headers = dict(event.headers)
             host = headers.get(b"host", b"").decode("latin-1").strip()
             if not host or any(c in host for c in "/\\@ "):
@@ -71,16 +82,21 @@ class RedirectProtocol(asyncio.Protocol):
             port = "" if self._tls_port == 443 else f":{self._tls_port}"
             self._answer(308, f"https://{name}{port}".encode() + event.target)
 
-    def _answer(self, status: int, location: bytes) -> None:
+    def _answer(self, status: int, location: bytes, body: bytes = b"",
+                length: int = 0) -> None:
         transport = self._transport
         if transport is None:
             return
-        headers = [(b"server", SERVER_HEADER), (b"content-length", b"0"),
+        headers = [(b"server", SERVER_HEADER), (b"content-length", str(length).encode()),
                    (b"connection", b"close")]
         if location:
             headers.append((b"location", location))
+        if length:
+            headers.append((b"content-type", b"application/octet-stream"))
         try:
             data = self._h11.send(h11.Response(status_code=status, headers=headers))
+            if body:
+                data += self._h11.send(h11.Data(data=body)) or b""
             data += self._h11.send(h11.EndOfMessage()) or b""
         except h11.LocalProtocolError:
             data = b""

@@ -77,7 +77,7 @@ class Server:
                 and transport.get_extra_info("ssl_object") is None):  # no TLS inside TLS
             carrier = TlsCarrier(transport, self.tls.current, self._inside_tls,
                                  self.connections.discard, self.clock.monotonic(),
-                                 self.bounds.handshake_timeout_s)
+                                 self.bounds.handshake_timeout_s, self.tls.chooser())
             self.connections.add(carrier)  # the handshake timeout applies to TLS too
             return carrier
         if kind is Detected.HTTP2:  # prior knowledge, in clear or inside TLS
@@ -146,9 +146,11 @@ class Server:
         """
         loop = asyncio.get_running_loop()
         tls_port = self.address[1]
+        answers = self.tls.answers if self.tls is not None else None
+        answer = answers.http01_answer if answers is not None else None
         try:
-            self._redirect = await loop.create_server(lambda: RedirectProtocol(tls_port), host,
-                                                      port, reuse_address=True)
+            self._redirect = await loop.create_server(
+                lambda: RedirectProtocol(tls_port, answer), host, port, reuse_address=True)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}",
                               key_path="server.redirect_port") from None

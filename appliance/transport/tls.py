@@ -18,13 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from appliance.certs.challenges import ACME_TLS_ALPN, ChallengeAnswers
 from appliance.certs.selfsigned import ensure_self_signed
 from appliance.errors import ConfigError
+from appliance.protocol.tls_hello import parse_client_hello, record_complete
 from appliance.transport.carrier import Carrier
 
 log = logging.getLogger(__name__)
@@ -59,10 +63,37 @@ def build_context(cert: Path, key: Path) -> ssl.SSLContext:
     return ctx
 
 
-class TlsContexts:
-    """The current server context: configured files, or the self-signed pair."""
+#: Chooses the context for a ClientHello (its first record); None: the current one.
+ContextChooser = Callable[[bytes], "ssl.SSLContext | None"]
 
-    def __init__(self, cert: str, key: str, data_dir: Path) -> None:
+
+def challenge_context(cert_pem: bytes, key_pem: bytes, directory: Path) -> ssl.SSLContext:
+    """A context that answers a TLS-ALPN-01 validation (RFC 8737 §3): the challenge
+    certificate, ALPN ``acme-tls/1`` only, TLS 1.2 or later."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols([ACME_TLS_ALPN])
+    # `ssl` loads keys from files only: a private temporary file, gone at once.
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, name = tempfile.mkstemp(dir=directory, prefix=".challenge-", suffix=".pem")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(key_pem + cert_pem)
+        ctx.load_cert_chain(name)
+    finally:
+        os.unlink(name)
+    return ctx
+
+
+class TlsContexts:
+    """The current server context: configured files, the ACME certificate, or the
+    self-signed pair; and the TLS-ALPN-01 challenge contexts while a CA validates."""
+
+    def __init__(self, cert: str, key: str, data_dir: Path,
+                 answers: ChallengeAnswers | None = None) -> None:
+        self._data_dir = data_dir
+        self.answers = answers
+        self._challenges: dict[str, tuple[tuple[bytes, bytes], ssl.SSLContext]] = {}
         if bool(cert) != bool(key):
             raise ConfigError("tls.cert and tls.key go together: set both or neither",
                               key_path="tls.key" if cert else "tls.cert")
@@ -82,6 +113,48 @@ class TlsContexts:
         """
         self.current = build_context(self.cert, self.key)
 
+    def use(self, bundle: Path) -> None:
+        """Serve the key and chain in `bundle` to new connections (an ACME certificate);
+        open connections keep theirs (issue 13: swapped without dropping one).
+
+        Raises:
+            ConfigError: the file does not load; the old context stays in use.
+        """
+        context = build_context(bundle, bundle)
+        self.cert = self.key = bundle
+        self.self_signed = False
+        self.current = context
+
+    def chooser(self) -> ContextChooser | None:
+        """A chooser while a TLS-ALPN-01 challenge is pending, else None (no cost)."""
+        if self.answers is None or not self.answers.tls_alpn01:
+            return None
+        return self._choose
+
+    def _choose(self, hello: bytes) -> ssl.SSLContext | None:
+        answers = self.answers
+        if answers is None:
+            return None
+        offer = parse_client_hello(hello)
+        if ACME_TLS_ALPN not in offer.alpn:
+            return None
+        pair = answers.tls_alpn01.get(offer.server_name)
+        if pair is None:
+            return None
+        cached = self._challenges.get(offer.server_name)
+        if cached is not None and cached[0] == pair:
+            return cached[1]
+        try:
+            context = challenge_context(pair[0], pair[1], self._data_dir / "tls")
+        except (OSError, ssl.SSLError) as exc:
+            log.error("TLS-ALPN-01 answer for %s not loadable: %s", offer.server_name, exc)
+            return None
+        # Old names go with new ones: pending challenges are few and short-lived.
+        self._challenges = {k: v for k, v in self._challenges.items()
+                            if k in answers.tls_alpn01}
+        self._challenges[offer.server_name] = (pair, context)
+        return context
+
 
 class TlsCarrier(Carrier):
     """The TCP transport's protocol, and the transport of the protocol inside.
@@ -95,7 +168,7 @@ class TlsCarrier(Carrier):
     def __init__(self, tcp: asyncio.Transport, context: ssl.SSLContext,
                  inner_for: Callable[[TlsCarrier, str | None], asyncio.Protocol],
                  handshake_done: Callable[[TlsCarrier], None], now: float,
-                 handshake_timeout_s: float) -> None:
+                 handshake_timeout_s: float, choose: ContextChooser | None = None) -> None:
         super().__init__(tcp)
         self._deadline = now + handshake_timeout_s
         self._handshake_done = handshake_done
@@ -104,6 +177,11 @@ class TlsCarrier(Carrier):
         self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._inner_for = inner_for
         self._handshaken = False
+        #: While a TLS-ALPN-01 challenge is pending: the ClientHello is read
+        #: whole before the handshake starts, to pick the context (`TlsContexts`).
+        self._choose = choose
+        self._hello = b""
+        self._answering_challenge = False
 
     def check_deadline(self, now: float) -> None:
         """The deadline scan: a handshake not done in time is cut."""
@@ -113,6 +191,10 @@ class TlsCarrier(Carrier):
     # --- ciphertext from the peer ------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self._choose is not None:
+            data = self._choose_context(data)
+            if not data:
+                return
         self._incoming.write(data)
         if not self._handshaken and not self._handshake():
             return
@@ -137,6 +219,19 @@ class TlsCarrier(Carrier):
         self._flush()  # post-handshake messages (TLS 1.3 session tickets)
         self._deliver(chunks)
 
+    def _choose_context(self, data: bytes) -> bytes:
+        """Hold bytes until the first record is whole (at most one record: 16 KiB),
+        then pick the context; returns what to feed the handshake (b"": wait)."""
+        self._hello += data
+        if not record_complete(self._hello):
+            return b""
+        hello, self._hello, choose, self._choose = self._hello, b"", self._choose, None
+        context = choose(hello) if choose is not None else None
+        if context is not None:
+            self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+            self._answering_challenge = True
+        return hello
+
     def _handshake(self) -> bool:
         try:
             self._ssl.do_handshake()
@@ -152,6 +247,11 @@ class TlsCarrier(Carrier):
         self._handshaken = True
         self._flush()
         self._handshake_done(self)
+        if self._answering_challenge:
+            # RFC 8737 §3: the validation closes after the handshake; nothing follows.
+            log.info("answered a TLS-ALPN-01 validation")
+            self.close()
+            return False
         self.inner = self._inner_for(self, self._ssl.selected_alpn_protocol())
         self.inner.connection_made(self)  # type: ignore[arg-type]  # duck-typed transport
         return True
