@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import http.server
+import itertools
 import secrets
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -25,6 +27,8 @@ from acme import challenges, client, crypto_util, errors, messages
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from josepy.jwa import ES256
+from josepy.jwk import JWKEC
 
 from tests.certs.conftest import MakePebble
 from tests.support import pebble as pebble_module
@@ -81,17 +85,17 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def acme_client(pebble: Pebble, monkeypatch: pytest.MonkeyPatch
-                ) -> tuple[client.ClientV2, josepy.JWKEC]:
+                ) -> tuple[client.ClientV2, JWKEC]:
     """An `acme` client with a fresh ES256 account key, trusting pebble's listener."""
     # ClientNetwork forces verify=True; requests then reads REQUESTS_CA_BUNDLE (guide §6.1).
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", pebble.ca_bundle)
-    key = josepy.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
-    net = client.ClientNetwork(key, alg=josepy.ES256, user_agent="tidings-tests")
+    key = JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    net = client.ClientNetwork(key, alg=ES256, user_agent="tidings-tests")
     directory = client.ClientV2.get_directory(pebble.directory_url, net)
     return client.ClientV2(directory, net), key
 
 
-def register(acme: client.ClientV2, key: josepy.JWKEC, pebble: Pebble | None = None
+def register(acme: client.ClientV2, key: JWKEC, pebble: Pebble | None = None
              ) -> messages.RegistrationResource:
     eab = None
     if pebble is not None:
@@ -103,7 +107,7 @@ def register(acme: client.ClientV2, key: josepy.JWKEC, pebble: Pebble | None = N
         external_account_binding=eab))
 
 
-def issue(acme: client.ClientV2, key: josepy.JWKEC, responder: Http01Responder,
+def issue(acme: client.ClientV2, key: JWKEC, responder: Http01Responder,
           hostname: str = HOSTNAME) -> str:
     """One HTTP-01 order for `hostname` (guide §6.1 steps 4-6); the full chain PEM."""
     cert_key = ec.generate_private_key(ec.SECP256R1())
@@ -239,8 +243,8 @@ def test_restart_keeps_the_address_with_new_roots(make_pebble: MakePebble,
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(url, timeout=10)
 
-    pebble.start()
-    assert pebble.running
+    restarted = pebble.start()
+    assert restarted.running
     assert pebble.directory_url == url
     assert requests.get(url, timeout=10).json()["newAccount"]
     assert pebble.roots_pem() != roots  # regenerated on every start
@@ -268,3 +272,27 @@ def test_missing_pebble_fails_in_ci_and_skips_elsewhere(tmp_path: Path,
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="no-pebble not found"):
         Pebble(tmp_path / "ca")
+
+
+def test_a_port_taken_in_between_is_retried(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another process takes the port between free_port() and the child's bind: pebble
+    # exits, challtestsrv logs and runs on; both are started again on other ports.
+    with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        taken = tcp.getsockname()[1]
+        udp.bind(("127.0.0.1", taken))  # the DNS server binds UDP and TCP
+        real, calls = pebble_module.free_port, itertools.count(1)
+
+        def racy_free_port() -> int:
+            # Calls 1 and 5: challtestsrv's DNS port, then pebble's ACME port.
+            return taken if next(calls) in (1, 5) else real()
+
+        monkeypatch.setattr(pebble_module, "free_port", racy_free_port)
+        with Pebble(tmp_path / "ca", http_port=real(), tls_port=real()) as pebble:
+            assert taken not in (pebble.dns_port, pebble.acme_port)
+            assert next(calls) == 9  # two attempts each
+            assert pebble.roots_pem().startswith("-----BEGIN CERTIFICATE-----")
+            pebble.set_dns_a(HOSTNAME, "127.0.0.3")
+            assert pebble_module._dns_query(HOSTNAME, pebble.dns_port, 5.0) == ["127.0.0.3"]

@@ -58,6 +58,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -187,12 +188,16 @@ class _Child:
                  cwd: Path) -> None:
         self.name = name
         self.log = log
-        self._out: IO[bytes] = log.open("ab")
+        self._out: IO[bytes] = log.open("ab")  # a restart appends to the same log
+        self._offset = self._out.tell()
         self.proc = subprocess.Popen(argv, stdout=self._out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env, cwd=cwd)
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        """What this process wrote (not the earlier runs in the same log)."""
+        with self.log.open("rb") as f:
+            f.seek(self._offset)
+            return f.read().decode(errors="replace")
 
     def bind_failed(self) -> bool:
         return _BIND_FAILED in self.output()
@@ -392,7 +397,7 @@ class Pebble:
             settings["certificateValidityPeriod"] = self.validity_s
         return {"pebble": settings}
 
-    def _wait(self, child: _Child, ready: Any) -> bool:
+    def _wait(self, child: _Child, ready: Callable[[], bool]) -> bool:
         """Poll `ready()` until it holds (True), or the child failed or time ran out (False)."""
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
