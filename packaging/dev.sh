@@ -40,8 +40,9 @@ case "$cmd" in
         # curl, openssl, nghttp: real clients the transport tests drive (HTTP, TLS, h2).
         # mariadb-server: the real MariaDB the storage tests start (never skipped).
         # systemd: systemd-analyze verifies the units in systemd/.
+        # pebble: the real ACME CA (with pebble-challtestsrv) the certificate tests run against.
         apt_install python3 python3-venv python3-dev gcc binutils procps curl openssl \
-            nghttp2-client libmariadb-dev mariadb-server systemd
+            nghttp2-client libmariadb-dev mariadb-server systemd pebble
         venv "[test,lint,freeze]"
         # The machine's MariaDB server: `tidings db bootstrap` is tested on it.
         # (The other MariaDB tests start private servers of their own.)
