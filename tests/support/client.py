@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from dataclasses import dataclass, field
 
 from appliance.protocol.wire import (
@@ -48,8 +49,10 @@ class Client:
 
     @classmethod
     async def connect(cls, host: str, port: int, token: str | bytes, device: str = "dev1",
-                      *, expect_welcome: bool = True) -> Client:
-        reader, writer = await asyncio.open_connection(host, port)
+                      *, expect_welcome: bool = True, tls: ssl.SSLContext | None = None,
+                      server_hostname: str | None = None) -> Client:
+        reader, writer = await asyncio.open_connection(host, port, ssl=tls,
+                                                       server_hostname=server_hostname)
         client = cls(reader, writer)
         tok = token.encode() if isinstance(token, str) else token
         client.send(Hello(token=tok, device_id=device.encode()))

@@ -1,0 +1,95 @@
+"""The certificate manager against a real ACME CA (pebble): issue, serve, verify."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.certs.conftest import MakePebble
+from tests.certs.live import (
+    HOSTNAME,
+    acme_toml,
+    cert_status,
+    curl_health,
+    openssl_verify,
+    start_server,
+    wait_for_output,
+    write_roots,
+)
+
+pytestmark = pytest.mark.slow
+
+SERVING = r"serving the certificate for"
+
+
+@pytest.mark.parametrize(("challenge", "redirect"), [("http-01", True),
+                                                      ("tls-alpn-01", False)])
+def test_issue_and_serve_a_trusted_certificate(make_pebble: MakePebble, data_dir: Path,
+                                               tmp_path: Path, challenge: str,
+                                               redirect: bool) -> None:
+    # pebble's defaults left on: 5 % of nonces refused (RFC 8555 §6.5 retries).
+    pebble = make_pebble()
+    server = start_server(data_dir, pebble, acme_toml(pebble, challenge=challenge,
+                                                      redirect=redirect))
+    code = None
+    try:
+        output = wait_for_output(server, SERVING)
+        assert "serving the self-signed certificate until ACME obtains one" in output
+        roots = write_roots(pebble, tmp_path)
+        openssl_verify(server.port, roots)
+        assert curl_health(server.port, roots)["status"] == "ok"
+        status = cert_status(data_dir)
+        assert status["serving"] == "acme"
+        assert status["hostnames"] == [HOSTNAME]
+        assert status["issuer"] == pebble.directory_url
+        assert status["last_error"] is None
+        assert status["not_after"] is not None
+    finally:
+        code = server.stop()
+    assert code == 0, server.output
+
+
+def test_a_restart_serves_the_stored_certificate_without_a_new_order(
+        make_pebble: MakePebble, data_dir: Path, tmp_path: Path) -> None:
+    pebble = make_pebble()
+    toml = acme_toml(pebble, challenge="tls-alpn-01", redirect=False)
+    server = start_server(data_dir, pebble, toml)
+    try:
+        wait_for_output(server, SERVING)
+    finally:
+        server.stop()
+    again = start_server(data_dir, pebble, toml)
+    try:
+        output = wait_for_output(again, SERVING)
+        assert "ordering a certificate" not in output
+        openssl_verify(again.port, write_roots(pebble, tmp_path))
+    finally:
+        again.stop()
+
+
+def test_external_account_binding(make_pebble: MakePebble, data_dir: Path,
+                                  tmp_path: Path) -> None:
+    pebble = make_pebble(eab=True)
+    server = start_server(data_dir, pebble, acme_toml(pebble, challenge="tls-alpn-01",
+                                                      redirect=False, eab=True))
+    try:
+        wait_for_output(server, SERVING)
+        openssl_verify(server.port, write_roots(pebble, tmp_path))
+    finally:
+        server.stop()
+
+
+def test_a_ca_requiring_eab_without_credentials_says_what_to_set(
+        make_pebble: MakePebble, data_dir: Path) -> None:
+    pebble = make_pebble(eab=True)
+    server = start_server(data_dir, pebble, acme_toml(pebble, challenge="tls-alpn-01",
+                                                      redirect=False))
+    try:
+        wait_for_output(server, r"requires External Account Binding: set acme.eab_kid")
+        status = cert_status(data_dir)
+        assert status["serving"] == "self-signed"
+        assert "External Account Binding" in str(status["last_error"])
+        assert int(str(status["failed_attempts"])) >= 1
+    finally:
+        server.stop()
