@@ -1,39 +1,23 @@
 """The storage contract: every backend must pass these (SPEC M14).
 
-Every test runs on SQLite and on a real MariaDB server (a database of its own
-on the session's server; under CI=true a missing MariaDB fails the run).
+Every test runs on SQLite and on a real MariaDB server (the `backend` fixture,
+tests/storage/conftest.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import pytest
 
 from appliance.errors import ConflictError, NotFoundError, StorageError
 from appliance.storage.interface import Storage
-from appliance.storage.mariadb import MariaDBStorage
 from appliance.storage.models import NewMessage, Outcome, Perm, QueueQuota, WriteBatch
-from appliance.storage.sqlite import SqliteStorage
 
 NOW = 1_700_000_000_000
 HOUR = 3_600_000
 SENT, DELIVERED, READ, EXPIRED, INVALID_DEST, NOT_MEMBER = 1, 2, 3, 0x83, 0x82, 0x85
-
-
-Opener = Callable[[], Awaitable[Storage]]
-
-
-@pytest.fixture(params=["sqlite", "mariadb"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
-    """Opens the same store each time it is called (tests may reopen it)."""
-    if request.param == "sqlite":
-        return lambda: SqliteStorage.open(tmp_path / "contract.sqlite3", NOW, server=True)
-    location = request.getfixturevalue("mariadb").database("contract")
-    return lambda: MariaDBStorage.open(location, 10.0, NOW, server=True)
 
 
 def run(backend, fn) -> None:  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""A group commit chosen as a deadlock's victim runs once more (storage.sql.writes)."""
+"""A transaction chosen as a deadlock's victim runs again (storage.sql.writes)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from appliance.errors import StorageUnavailableError
-from appliance.storage.models import NewMessage, Outcome, WriteBatch
+from appliance.storage.models import NewMessage, Outcome, StoredCertificate, WriteBatch
+from appliance.storage.sql import certificates
 from appliance.storage.sql.migrate import migrate
 from appliance.storage.sql.writes import Writer
 from appliance.storage.sqlite.connection import SqliteConnection, open_connection
@@ -66,3 +67,18 @@ def test_a_second_deadlock_fails_the_batch(tmp_path: Path) -> None:
         writer.apply(_batch(alice, a1, 1), NOW)
     assert conn.raw.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
     assert writer.apply(_batch(alice, a1, 1), NOW).accepted[0].outcome is Outcome.STORED
+
+
+def test_a_deadlocked_certificate_save_runs_again_and_saves_once(tmp_path: Path) -> None:
+    writer, conn, _, _ = _writer(tmp_path)
+    cert = StoredCertificate("a.test", b"chain", b"key", "https://ca.test/dir", NOW, NOW + 1)
+    version = conn.raw.execute("SELECT version FROM directory_version").fetchone()[0]
+    conn.deadlocks = 2
+    assert writer.run_meta(certificates.save_certificate, cert) == 1
+    assert writer.run_meta(certificates.save_certificate, cert) == 2
+    conn.deadlocks = 3  # InnoDB keeps choosing it: the caller is told, nothing is kept
+    with pytest.raises(StorageUnavailableError, match="Deadlock"):
+        writer.run_meta(certificates.save_certificate, cert)
+    assert certificates.certificate_version(conn, "a.test") == 2
+    assert writer.run_meta(certificates.acquire_lease, "acme", "me", NOW, 1000)
+    assert conn.raw.execute("SELECT version FROM directory_version").fetchone()[0] == version

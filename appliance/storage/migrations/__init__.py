@@ -12,6 +12,7 @@ Schema history:
   4  directory_version: raised by every admin change (cache invalidation).
   5  MariaDB: no automatic statistics on the queue tables (deliveries, receipts).
   6  credential_changes: revocations, deletions, renames seen by live servers.
+  7  certificates, renewal_state, leases: the ACME manager's shared state.
 """
 
 from __future__ import annotations

@@ -30,7 +30,10 @@ class Table:
 
 
 #: Not copied: credential_changes (a log only a server running on this very
-#: database reads; a server on the copy starts from its newest entry).
+#: database reads; a server on the copy starts from its newest entry) and
+#: leases (held by processes on this very database; a server on the copy
+#: takes its own).  Certificates and renewal state are: a moved appliance
+#: keeps serving its certificate, and its backoff, without asking the CA.
 TABLES = (
     Table("apps", ("id", "name", "created_ms"), ("id",)),
     Table("users", ("id", "app_id", "address", "created_ms"), ("id",)),
@@ -48,6 +51,10 @@ TABLES = (
           ("user_id", "seq")),
     Table("app_secrets", ("hash", "app_id", "created_ms"), ("hash",)),
     Table("operator_keys", ("hash", "created_ms"), ("hash",)),
+    Table("certificates", ("name", "fullchain_pem", "key_pem", "issuer", "not_before_ms",
+                           "not_after_ms", "version"), ("name",)),
+    Table("renewal_state", ("name", "attempts", "next_attempt_ms", "last_attempt_ms",
+                            "last_error"), ("name",)),
 )
 
 

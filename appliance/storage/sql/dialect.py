@@ -10,7 +10,7 @@ the SQL both SQLite and MariaDB accept.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -98,6 +98,13 @@ class Dialect:
     upsert_member: str
     #: (sender, id) lookup of `n` pairs: builds the statement for a padded size.
     existing: Callable[[int], str]
+    #: ``upsert(table, columns, replace, also)``: insert a row of `columns` (the
+    #: primary key first), or, when its key exists, set the `replace` columns
+    #: to the new row's values and make the assignment `also` (may be "").
+    #: One statement: MariaDB takes the row's exclusive lock at once, where
+    #: INSERT IGNORE then UPDATE would take a shared one first, and two
+    #: processes doing so deadlock on the upgrade.
+    upsert: Callable[[str, Sequence[str], Sequence[str], str], str]
     #: Whether DDL can run inside a transaction (SQLite) or commits implicitly (MariaDB).
     transactional_ddl: bool
     #: The table that records applied migrations.
@@ -120,6 +127,20 @@ def _mariadb_existing(size: int) -> str:
             f" WHERE (sender_id, msg_id) IN ({values})")
 
 
+def _sqlite_upsert(table: str, columns: Sequence[str], replace: Sequence[str],
+                   also: str) -> str:
+    sets = ", ".join([f"{c} = excluded.{c}" for c in replace] + ([also] if also else []))
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            f" ON CONFLICT ({columns[0]}) DO UPDATE SET {sets}")
+
+
+def _mariadb_upsert(table: str, columns: Sequence[str], replace: Sequence[str],
+                    also: str) -> str:
+    sets = ", ".join([f"{c} = VALUES({c})" for c in replace] + ([also] if also else []))
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            f" ON DUPLICATE KEY UPDATE {sets}")
+
+
 SQLITE = Dialect(
     name="sqlite",
     insert_ignore="INSERT OR IGNORE",
@@ -129,6 +150,7 @@ SQLITE = Dialect(
     upsert_member="INSERT INTO members VALUES (?, ?, ?) ON CONFLICT (group_id, user_id)"
                   " DO UPDATE SET perms = excluded.perms",
     existing=_sqlite_existing,
+    upsert=_sqlite_upsert,
     transactional_ddl=True,
     migrations_table="CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
                      " name TEXT NOT NULL, checksum TEXT NOT NULL, applied_ms INTEGER NOT NULL)",
@@ -144,6 +166,7 @@ MARIADB = Dialect(
     upsert_member="INSERT INTO members VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE"
                   " perms = VALUES(perms)",
     existing=_mariadb_existing,
+    upsert=_mariadb_upsert,
     transactional_ddl=False,
     migrations_table="CREATE TABLE IF NOT EXISTS schema_migrations (version INT PRIMARY KEY,"
                      " name VARCHAR(200) NOT NULL, checksum CHAR(64) NOT NULL,"

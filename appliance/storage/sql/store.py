@@ -28,11 +28,13 @@ from appliance.storage.models import (
     Pending,
     Principal,
     Receipt,
+    RenewalState,
+    StoredCertificate,
     UserInfo,
     WriteBatch,
     WriteResult,
 )
-from appliance.storage.sql import admin, credentials, reads
+from appliance.storage.sql import admin, certificates, credentials, reads
 from appliance.storage.sql.dialect import Connection
 from appliance.storage.sql.writes import Writer
 
@@ -177,6 +179,9 @@ class SqlStorage:
 
     async def _admin(self, fn: Callable[..., T], *args: object) -> T:
         return await self._write(partial(self._writer.run_admin, fn, *args))
+
+    async def _meta(self, fn: Callable[..., T], *args: object) -> T:
+        return await self._write(partial(self._writer.run_meta, fn, *args))
 
     # --- MessageStore -----------------------------------------------------
 
@@ -325,6 +330,51 @@ class SqlStorage:
     async def token_owners(self, token_hashes: Sequence[bytes]) -> dict[bytes, Principal]:
         """See `CredentialStore.token_owners`."""
         return await self._read(credentials.token_owners, token_hashes)
+
+    # --- CertificateStore -------------------------------------------------
+
+    async def load_certificate(self, name: str) -> StoredCertificate | None:
+        """See `CertificateStore.load_certificate`."""
+        return await self._read(certificates.load_certificate, name)
+
+    async def certificate_version(self, name: str) -> int:
+        """See `CertificateStore.certificate_version`."""
+        return await self._read(certificates.certificate_version, name)
+
+    async def save_certificate(self, cert: StoredCertificate) -> int:
+        """See `CertificateStore.save_certificate`.
+
+        Raises:
+            StorageError: also for a name of more than 255 characters.
+        """
+        return await self._meta(certificates.save_certificate, cert)
+
+    async def renewal_state(self, name: str) -> RenewalState:
+        """See `CertificateStore.renewal_state`."""
+        return await self._read(certificates.renewal_state, name)
+
+    async def save_renewal_state(self, state: RenewalState) -> None:
+        """See `CertificateStore.save_renewal_state`.
+
+        `last_error` is kept to its first 4,000 characters.
+
+        Raises:
+            StorageError: also for a name of more than 255 characters.
+        """
+        await self._meta(certificates.save_renewal_state, state)
+
+    async def acquire_lease(self, name: str, owner: str, now_ms: int, ttl_ms: int) -> bool:
+        """See `CertificateStore.acquire_lease`.
+
+        Raises:
+            StorageError: also for an empty name or owner, one of more than
+                255 characters, or `ttl_ms` not positive.
+        """
+        return await self._meta(certificates.acquire_lease, name, owner, now_ms, ttl_ms)
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """See `CertificateStore.release_lease`."""
+        await self._meta(certificates.release_lease, name, owner)
 
     async def close(self) -> None:
         """Close every connection after the work already queued has run."""

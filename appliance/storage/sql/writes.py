@@ -49,6 +49,8 @@ DELIVERY_RECEIPT, READ_RECEIPT = 1, 2
 
 _RECENT_MAX = 200_000
 _RECEIPT_SWEEP_EVERY = 720
+#: Runs of a `Writer.run_meta` change that InnoDB keeps choosing as a deadlock's victim.
+_META_ATTEMPTS = 3
 _SIGN = 1 << 63
 _WRAP = 1 << 64
 
@@ -181,6 +183,32 @@ class Writer:
             raise self._fail(exc) from None
         finally:
             self._clear_caches()
+
+    def run_meta(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a change that is no directory change in a transaction of its own.
+
+        Certificates, renewal state, leases (issue 13): unlike `run_admin`, it
+        leaves directory_version (and this writer's caches) alone, so other
+        processes keep theirs.  A deadlock's victim (MariaDB, two processes
+        creating the same row) runs again, up to `_META_ATTEMPTS` times.
+
+        Raises:
+            StorageError: whatever failed (typed as `fn` raised it, or
+                translated); the transaction is rolled back.
+        """
+        attempt = 1
+        while True:
+            try:
+                self._begin()
+                result = fn(self.conn, *args)
+                self.conn.commit()
+                return result
+            except BaseException as exc:  # noqa: BLE001 - anything rolls back, see `_fail`
+                error = self._fail(exc)
+                if attempt < _META_ATTEMPTS and self.conn.retryable(exc):
+                    attempt += 1
+                    continue
+                raise error from None
 
     # --- the group-commit transaction -------------------------------------
 
