@@ -357,6 +357,33 @@ class CertificateStore(Protocol):
         """
         ...
 
+    async def save_challenge_answer(self, name: str, answer: bytes, expires_ms: int,
+                                    now_ms: int) -> None:
+        """Publish a challenge answer (``http-01:<token>`` or ``tls-alpn-01:<hostname>``
+        -> key authorization) to every process until `expires_ms`.
+
+        Raises:
+            StorageError: `name` or `answer` out of bounds.
+            StorageUnavailableError: the store cannot be written.
+        """
+        ...
+
+    async def challenge_answer(self, name: str, now_ms: int) -> bytes | None:
+        """The published, unexpired answer called `name`, or None.
+
+        Raises:
+            StorageUnavailableError: the store cannot be read.
+        """
+        ...
+
+    async def drop_challenge_answer(self, name: str) -> None:
+        """Withdraw an answer (the validation is over).
+
+        Raises:
+            StorageUnavailableError: the store cannot be written.
+        """
+        ...
+
 
 class Storage(MessageStore, DirectoryStore, AdminStore, CredentialStore, CertificateStore,
               Protocol):

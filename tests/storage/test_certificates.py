@@ -234,3 +234,34 @@ def test_two_processes_saving_at_once_get_distinct_versions(backend: Opener) -> 
             await one.close()
             await two.close()
     asyncio.run(go())
+
+
+def test_an_operator_request_round_trips(backend: Opener) -> None:
+    async def go(store: Storage) -> None:
+        asked = RenewalState("a.test", 2, NOW + TTL, NOW, "down", request=2, requested_ms=NOW)
+        await store.save_renewal_state(asked)
+        assert await store.renewal_state("a.test") == asked
+    run(backend, go)
+
+
+def test_challenge_answers_are_shared_until_withdrawn_or_expired(backend: Opener) -> None:
+    async def go(store: Storage) -> None:
+        other = await backend(server=False)  # another process on the same database
+        try:
+            await store.save_challenge_answer("http-01:tok", b"tok.thumb", NOW + TTL, NOW)
+            assert await other.challenge_answer("http-01:tok", NOW) == b"tok.thumb"
+            assert await other.challenge_answer("http-01:tok", NOW + TTL) is None  # expired
+            assert await other.challenge_answer("http-01:nope", NOW) is None
+            await store.save_challenge_answer("http-01:tok", b"tok.new", NOW + TTL, NOW)
+            assert await other.challenge_answer("http-01:tok", NOW) == b"tok.new"
+            await store.drop_challenge_answer("http-01:tok")
+            assert await other.challenge_answer("http-01:tok", NOW) is None
+            with pytest.raises(StorageError):
+                await store.save_challenge_answer("x", b"a" * 2000, NOW + TTL, NOW)
+            # A later save sweeps expired answers.
+            await store.save_challenge_answer("tls-alpn-01:a.test", b"k", NOW + 1, NOW)
+            await store.save_challenge_answer("tls-alpn-01:b.test", b"k", NOW + TTL, NOW + 2)
+            assert await store.challenge_answer("tls-alpn-01:a.test", NOW) is None
+        finally:
+            await other.close()
+    run(backend, go)

@@ -16,10 +16,17 @@ CREATE TABLE IF NOT EXISTS renewal_state (
   attempts BIGINT NOT NULL,
   next_attempt_ms BIGINT NOT NULL,
   last_attempt_ms BIGINT NOT NULL,
-  last_error TEXT NOT NULL
+  last_error TEXT NOT NULL,
+  request INT NOT NULL DEFAULT 0,
+  requested_ms BIGINT NOT NULL DEFAULT 0
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;
 CREATE TABLE IF NOT EXISTS leases (
   name VARCHAR(255) NOT NULL PRIMARY KEY,
   owner VARCHAR(255) NOT NULL,
+  expires_ms BIGINT NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;
+CREATE TABLE IF NOT EXISTS challenge_answers (
+  name VARCHAR(255) NOT NULL PRIMARY KEY,
+  answer BLOB NOT NULL,
   expires_ms BIGINT NOT NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin;

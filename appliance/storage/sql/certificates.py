@@ -36,7 +36,11 @@ _CERTIFICATE = ("SELECT name, fullchain_pem, key_pem, issuer, not_before_ms, not
                 " version FROM certificates WHERE name = ?")
 _CERTIFICATE_COLUMNS = ("name", "fullchain_pem", "key_pem", "issuer", "not_before_ms",
                         "not_after_ms", "version")
-_STATE_COLUMNS = ("name", "attempts", "next_attempt_ms", "last_attempt_ms", "last_error")
+_STATE_COLUMNS = ("name", "attempts", "next_attempt_ms", "last_attempt_ms", "last_error",
+                  "request", "requested_ms")
+_ANSWER_COLUMNS = ("name", "answer", "expires_ms")
+#: A key authorization is ``token.thumbprint``: well under this.
+ANSWER_BYTES = 1024
 _TAKE_LEASE = ("UPDATE leases SET owner = ?, expires_ms = ?"
                " WHERE name = ? AND (owner = ? OR expires_ms <= ?)")
 _LEASE_OWNER = "SELECT owner FROM leases WHERE name = ?"
@@ -83,12 +87,14 @@ def save_certificate(conn: Connection, cert: StoredCertificate) -> int:
 
 def renewal_state(conn: Connection, name: str) -> RenewalState:
     """See `CertificateStore.renewal_state`."""
-    row = conn.execute("SELECT attempts, next_attempt_ms, last_attempt_ms, last_error"
-                       " FROM renewal_state WHERE name = ?", (name,)).fetchone()
+    row = conn.execute("SELECT attempts, next_attempt_ms, last_attempt_ms, last_error,"
+                       " request, requested_ms FROM renewal_state WHERE name = ?",
+                       (name,)).fetchone()
     if row is None:
         return RenewalState(name)
-    attempts, next_ms, last_ms, error = row
-    return RenewalState(name, int(attempts), int(next_ms), int(last_ms), str(error))
+    attempts, next_ms, last_ms, error, request, requested = row
+    return RenewalState(name, int(attempts), int(next_ms), int(last_ms), str(error),
+                        int(request), int(requested))
 
 
 def save_renewal_state(conn: Connection, state: RenewalState) -> None:
@@ -99,7 +105,7 @@ def save_renewal_state(conn: Connection, state: RenewalState) -> None:
     check_name(state.name)
     conn.execute(conn.dialect.upsert("renewal_state", _STATE_COLUMNS, _STATE_COLUMNS[1:], ""),
                  (state.name, state.attempts, state.next_attempt_ms, state.last_attempt_ms,
-                  state.last_error[:ERROR_CHARS]))
+                  state.last_error[:ERROR_CHARS], state.request, state.requested_ms))
 
 
 def acquire_lease(conn: Connection, name: str, owner: str, now_ms: int, ttl_ms: int) -> bool:
@@ -140,3 +146,30 @@ def release_lease(conn: Connection, name: str, owner: str) -> None:
     check_name(name)
     check_name(owner, "lease owner")
     conn.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+
+
+def save_challenge_answer(conn: Connection, name: str, answer: bytes, expires_ms: int,
+                          now_ms: int) -> None:
+    """See `CertificateStore.save_challenge_answer`; expired answers go at the same time.
+
+    Raises:
+        StorageError: a name out of bounds or an answer over `ANSWER_BYTES`.
+    """
+    check_name(name)
+    if len(answer) > ANSWER_BYTES:
+        raise StorageError(f"the store refused a challenge answer of {len(answer)} bytes")
+    conn.execute("DELETE FROM challenge_answers WHERE expires_ms <= ?", (now_ms,))
+    conn.execute(conn.dialect.upsert("challenge_answers", _ANSWER_COLUMNS,
+                                     _ANSWER_COLUMNS[1:], ""), (name, answer, expires_ms))
+
+
+def challenge_answer(conn: Connection, name: str, now_ms: int) -> bytes | None:
+    """See `CertificateStore.challenge_answer`."""
+    row = conn.execute("SELECT answer FROM challenge_answers WHERE name = ? AND expires_ms > ?",
+                       (name, now_ms)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def drop_challenge_answer(conn: Connection, name: str) -> None:
+    """See `CertificateStore.drop_challenge_answer`."""
+    conn.execute("DELETE FROM challenge_answers WHERE name = ?", (name,))

@@ -31,8 +31,8 @@ class Table:
 
 #: Not copied: credential_changes (a log only a server running on this very
 #: database reads; a server on the copy starts from its newest entry) and
-#: leases (held by processes on this very database; a server on the copy
-#: takes its own).  Certificates and renewal state are: a moved appliance
+#: leases and challenge_answers (held by processes on this very database,
+#: for minutes; a server on the copy takes its own).  Certificates and renewal state are: a moved appliance
 #: keeps serving its certificate, and its backoff, without asking the CA.
 TABLES = (
     Table("apps", ("id", "name", "created_ms"), ("id",)),
@@ -54,7 +54,7 @@ TABLES = (
     Table("certificates", ("name", "fullchain_pem", "key_pem", "issuer", "not_before_ms",
                            "not_after_ms", "version"), ("name",)),
     Table("renewal_state", ("name", "attempts", "next_attempt_ms", "last_attempt_ms",
-                            "last_error"), ("name",)),
+                            "last_error", "request", "requested_ms"), ("name",)),
 )
 
 

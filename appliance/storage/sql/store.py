@@ -376,6 +376,19 @@ class SqlStorage:
         """See `CertificateStore.release_lease`."""
         await self._meta(certificates.release_lease, name, owner)
 
+    async def save_challenge_answer(self, name: str, answer: bytes, expires_ms: int,
+                                    now_ms: int) -> None:
+        """See `CertificateStore.save_challenge_answer`."""
+        await self._meta(certificates.save_challenge_answer, name, answer, expires_ms, now_ms)
+
+    async def challenge_answer(self, name: str, now_ms: int) -> bytes | None:
+        """See `CertificateStore.challenge_answer`."""
+        return await self._read(certificates.challenge_answer, name, now_ms)
+
+    async def drop_challenge_answer(self, name: str) -> None:
+        """See `CertificateStore.drop_challenge_answer`."""
+        await self._meta(certificates.drop_challenge_answer, name)
+
     async def close(self) -> None:
         """Close every connection after the work already queued has run."""
         loop = asyncio.get_running_loop()
