@@ -81,7 +81,10 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         engine = Engine(store, clock, config.limits, LoopScheduler(loop),
                         server_version=f"tidings/{__version__}".encode())
         answers = ChallengeAnswers() if config.acme.hostnames else None
-        tls = TlsContexts(config.tls.cert, config.tls.key, config.storage.data_dir, answers)
+        tls = TlsContexts(config.tls.cert, config.tls.key, config.storage.data_dir, answers,
+                          fetch_answer=(lambda name: store.challenge_answer(name, clock.wall_ms()))
+                          if answers is not None else None,
+                          hostnames=config.acme.hostnames)
         certs = None
         if answers is not None:
             certs = CertificateManager(

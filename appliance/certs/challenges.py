@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import threading
+from collections.abc import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -31,6 +32,13 @@ ACME_IDENTIFIER_OID = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 HTTP01_PREFIX = b"/.well-known/acme-challenge/"
 #: Tokens are base64url, at least 128 bits of entropy (RFC 8555 §8.3): 22+ chars.
 MAX_TOKEN_BYTES = 256
+_BASE64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+#: Publishes an answer to the other processes on the store (name, key
+#: authorization; None withdraws it); blocks until done.  Called from the
+#: ACME worker thread before the CA is told to validate.
+Publisher = Callable[[str, "str | None"], None]
 
 
 class ChallengeAnswers:
@@ -41,32 +49,47 @@ class ChallengeAnswers:
         self.http01: dict[bytes, bytes] = {}
         #: hostname -> (certificate PEM, key PEM)
         self.tls_alpn01: dict[str, tuple[bytes, bytes]] = {}
+        self.publish: Publisher | None = None
+
+    def _share(self, name: str, key_authorization: str | None) -> None:
+        if self.publish is not None:
+            self.publish(name, key_authorization)
 
     def http01_answer(self, target: bytes) -> bytes | None:
-        """The body for a request to `target` on the HTTP port, if it is a challenge."""
-        if not target.startswith(HTTP01_PREFIX):
-            return None
-        token = target[len(HTTP01_PREFIX):]
-        if not token or len(token) > MAX_TOKEN_BYTES:
-            return None
-        return self.http01.get(token)
+        """The body for a request to `target` on the HTTP port, if this process has it."""
+        token = http01_token(target)
+        return None if token is None else self.http01.get(token)
 
     def put_http01(self, token: str, key_authorization: str) -> None:
         with self._lock:
             self.http01 = {**self.http01, token.encode(): key_authorization.encode()}
+        self._share(f"http-01:{token}", key_authorization)
 
     def drop_http01(self, token: str) -> None:
         with self._lock:
             self.http01 = {k: v for k, v in self.http01.items() if k != token.encode()}
+        self._share(f"http-01:{token}", None)
 
     def put_tls_alpn01(self, hostname: str, key_authorization: str) -> None:
         pair = tls_alpn01_certificate(hostname, key_authorization)
         with self._lock:
             self.tls_alpn01 = {**self.tls_alpn01, hostname: pair}
+        self._share(f"tls-alpn-01:{hostname}", key_authorization)
 
     def drop_tls_alpn01(self, hostname: str) -> None:
         with self._lock:
             self.tls_alpn01 = {k: v for k, v in self.tls_alpn01.items() if k != hostname}
+        self._share(f"tls-alpn-01:{hostname}", None)
+
+
+def http01_token(target: bytes) -> bytes | None:
+    """The token of an HTTP-01 request target, or None if it is none (RFC 8555 §8.3)."""
+    if not target.startswith(HTTP01_PREFIX):
+        return None
+    token = target[len(HTTP01_PREFIX):]
+    if not token or len(token) > MAX_TOKEN_BYTES or not _BASE64URL.issuperset(token):
+        return None
+    return token
 
 
 def tls_alpn01_certificate(hostname: str, key_authorization: str,

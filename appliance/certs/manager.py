@@ -49,6 +49,9 @@ T = TypeVar("T")
 #: so a killed process blocks renewals for at most this long (certmagic: 10 s
 #: stale locks with 5 s refreshes; an ACME order takes seconds to minutes).
 LEASE_TTL_MS = 60_000
+#: A published challenge answer lives this long at most (a validation takes
+#: seconds; the answer is withdrawn when it is over).
+ANSWER_TTL_MS = 10 * 60_000
 #: Ask a CA for renewal information (RFC 9773) no more often than this unless
 #: it says otherwise; the RFC's default Retry-After is six hours.
 _ARI_DEFAULT_RECHECK_MS = 6 * 3600 * 1000
@@ -107,11 +110,14 @@ class CertificateManager:
         self.suggested_ms = 0  # the CA's RFC 9773 suggestion for the current certificate
         self._ari_recheck_ms = 0
         self.orders = 0  # orders this process placed (tests: one per renewal across processes)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        answers.publish = self._publish
 
     # --- running --------------------------------------------------------------------
 
     async def run(self) -> None:
         """The maintenance loop; runs until cancelled."""
+        self._loop = asyncio.get_running_loop()
         try:
             await self._load_stored()
         except StorageError as exc:
@@ -270,6 +276,24 @@ class CertificateManager:
         log.error("certificate for %s not obtained (failure %d in a row); still serving the"
                   " %s certificate; next attempt at %s: %s", ", ".join(self.config.hostnames),
                   attempts, "current" if self.current else "self-signed", iso(next_ms), message)
+
+    def _publish(self, name: str, key_authorization: str | None) -> None:
+        """From the ACME worker thread: share an answer through the store, so that
+        whichever process the CA's validation reaches can give it; blocks until
+        saved, before the CA is told to validate."""
+        loop = self._loop
+        if loop is None:
+            return
+        now = self._now_ms()
+        work = (self._store.drop_challenge_answer(name) if key_authorization is None else
+                self._store.save_challenge_answer(name, key_authorization.encode(),
+                                                  now + ANSWER_TTL_MS, now))
+        try:
+            asyncio.run_coroutine_threadsafe(work, loop).result(timeout=30)
+        except StorageError as exc:
+            if key_authorization is not None:  # a validation reaching another node fails
+                raise CertificateError(f"challenge answer not shared: {exc}") from None
+            log.warning("challenge answer %s not withdrawn (it expires): %s", name, exc)
 
     # --- renewal information (RFC 9773) ------------------------------------------------
 

@@ -13,16 +13,24 @@ read is not read from, and its answer is dropped after a grace period.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 
 import h11
 
+from appliance.certs.challenges import ChallengeAnswers, http01_token
 from appliance.transport.bounds import (
     MAX_HEADER_BYTES,
     SERVER_HEADER,
     close_within,
     set_write_limits,
 )
+from appliance.transport.tasks import spawn
+
+log = logging.getLogger(__name__)
+
+#: Reads an answer another process published (``http-01:<token>``).
+AnswerFetcher = Callable[[str], Awaitable[bytes | None]]
 
 #: The request must arrive within this many seconds (the main port's default
 #: `request_timeout_s`; this listener has no configuration of its own).
@@ -34,10 +42,11 @@ _HIGH_WATER_BYTES = 16 * 1024
 class RedirectProtocol(asyncio.Protocol):
     """Answers one request with a redirect to ``https://<host>:<tls_port><target>``."""
 
-    def __init__(self, tls_port: int,
-                 challenge: Callable[[bytes], bytes | None] | None = None) -> None:
+    def __init__(self, tls_port: int, answers: ChallengeAnswers | None = None,
+                 fetch: AnswerFetcher | None = None) -> None:
         self._tls_port = tls_port
-        self._challenge = challenge
+        self._answers = answers
+        self._fetch = fetch
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -64,11 +73,10 @@ class RedirectProtocol(asyncio.Protocol):
             self._answer(400, b"")
             return
         if isinstance(event, h11.Request):
-            if self._challenge is not None and event.method in (b"GET", b"HEAD"):
-                body = self._challenge(event.target)
-                if body is not None:
-                    self._answer(200, b"", body if event.method == b"GET" else b"",
-                                 len(body))
+            if self._answers is not None and event.method in (b"GET", b"HEAD"):
+                token = http01_token(event.target)
+                if token is not None:
+                    self._answer_challenge(token, event.method == b"GET")
                     return
             headers = dict(event.headers)
             host = headers.get(b"host", b"").decode("latin-1").strip()
@@ -81,6 +89,35 @@ class RedirectProtocol(asyncio.Protocol):
                 name = host.rsplit(":", 1)[0]
             port = "" if self._tls_port == 443 else f":{self._tls_port}"
             self._answer(308, f"https://{name}{port}".encode() + event.target)
+
+    def _answer_challenge(self, token: bytes, with_body: bool) -> None:
+        """RFC 8555 §8.3: 200 with the key authorization, from this process or the store."""
+        assert self._answers is not None
+        body = self._answers.http01.get(token)
+        if body is None and self._fetch is not None:
+            self._transport_pause()
+            spawn(self._answer_fetched(token, with_body), name="http-01-answer")
+            return
+        self._answer_key_authorization(body, with_body)
+
+    async def _answer_fetched(self, token: bytes, with_body: bool) -> None:
+        assert self._fetch is not None
+        try:
+            body = await self._fetch(f"http-01:{token.decode('ascii')}")
+        except Exception as exc:  # noqa: BLE001 - the store is away: not answered
+            log.warning("HTTP-01 answer not read: %s", exc)
+            body = None
+        self._answer_key_authorization(body, with_body)
+
+    def _answer_key_authorization(self, body: bytes | None, with_body: bool) -> None:
+        if body is None:
+            self._answer(404, b"")
+        else:
+            self._answer(200, b"", body if with_body else b"", len(body))
+
+    def _transport_pause(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
 
     def _answer(self, status: int, location: bytes, body: bytes = b"",
                 length: int = 0) -> None:

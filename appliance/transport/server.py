@@ -147,10 +147,11 @@ class Server:
         loop = asyncio.get_running_loop()
         tls_port = self.address[1]
         answers = self.tls.answers if self.tls is not None else None
-        answer = answers.http01_answer if answers is not None else None
+        fetch = self.tls.fetch_answer if self.tls is not None else None
         try:
             self._redirect = await loop.create_server(
-                lambda: RedirectProtocol(tls_port, answer), host, port, reuse_address=True)
+                lambda: RedirectProtocol(tls_port, answers, fetch), host, port,
+                reuse_address=True)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}",
                               key_path="server.redirect_port") from None

@@ -21,15 +21,17 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from appliance.certs.challenges import ACME_TLS_ALPN, ChallengeAnswers
+from appliance.certs.challenges import ACME_TLS_ALPN, ChallengeAnswers, tls_alpn01_certificate
 from appliance.certs.selfsigned import ensure_self_signed
 from appliance.errors import ConfigError
 from appliance.protocol.tls_hello import parse_client_hello, record_complete
+from appliance.transport.bounds import HELD_BY_PROTOCOL
 from appliance.transport.carrier import Carrier
+from appliance.transport.tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,14 @@ def build_context(cert: Path, key: Path) -> ssl.SSLContext:
     return ctx
 
 
-#: Chooses the context for a ClientHello (its first record); None: the current one.
-ContextChooser = Callable[[bytes], "ssl.SSLContext | None"]
+#: Chooses the context for a ClientHello (its first record); None: the current one;
+#: a future when the answer must first be read from the store.
+ContextChooser = Callable[[bytes], "ssl.SSLContext | asyncio.Future[ssl.SSLContext | None] | None"]
+#: Reads a challenge answer another process published (``tls-alpn-01:<hostname>``).
+AnswerFetcher = Callable[[str], Awaitable[bytes | None]]
+#: After the store had no answer for a name, it is not asked again for this long:
+#: ClientHellos offering acme-tls/1 cost a store read each otherwise.
+_MISS_HOLD_S = 1.0
 
 
 def challenge_context(cert_pem: bytes, key_pem: bytes, directory: Path) -> ssl.SSLContext:
@@ -90,10 +98,18 @@ class TlsContexts:
     self-signed pair; and the TLS-ALPN-01 challenge contexts while a CA validates."""
 
     def __init__(self, cert: str, key: str, data_dir: Path,
-                 answers: ChallengeAnswers | None = None) -> None:
+                 answers: ChallengeAnswers | None = None, *,
+                 fetch_answer: AnswerFetcher | None = None,
+                 hostnames: tuple[str, ...] = ()) -> None:
         self._data_dir = data_dir
         self.answers = answers
-        self._challenges: dict[str, tuple[tuple[bytes, bytes], ssl.SSLContext]] = {}
+        #: With several processes or nodes on one store, the one that placed the
+        #: order publishes its answers there; any of them may get the validation.
+        self._fetch = fetch_answer
+        self.fetch_answer = fetch_answer
+        self._hostnames = frozenset(hostnames)
+        self._missed: dict[str, float] = {}
+        self._challenges: dict[str, tuple[object, ssl.SSLContext]] = {}
         if bool(cert) != bool(key):
             raise ConfigError("tls.cert and tls.key go together: set both or neither",
                               key_path="tls.key" if cert else "tls.cert")
@@ -126,33 +142,70 @@ class TlsContexts:
         self.current = context
 
     def chooser(self) -> ContextChooser | None:
-        """A chooser while a TLS-ALPN-01 challenge is pending, else None (no cost)."""
-        if self.answers is None or not self.answers.tls_alpn01:
+        """A chooser when a TLS-ALPN-01 validation may come (ACME on), else None: without
+        ACME no handshake pays for reading its ClientHello."""
+        if self.answers is None:
             return None
-        return self._choose
+        if self.answers.tls_alpn01 or self._fetch is not None:
+            return self._choose
+        return None
 
-    def _choose(self, hello: bytes) -> ssl.SSLContext | None:
+    def _choose(self, hello: bytes
+                ) -> ssl.SSLContext | asyncio.Future[ssl.SSLContext | None] | None:
         answers = self.answers
         if answers is None:
             return None
         offer = parse_client_hello(hello)
         if ACME_TLS_ALPN not in offer.alpn:
             return None
-        pair = answers.tls_alpn01.get(offer.server_name)
-        if pair is None:
+        name = offer.server_name
+        pair = answers.tls_alpn01.get(name)
+        if pair is not None:
+            return self._context_for(name, pair, lambda: pair)
+        if self._fetch is None or name not in self._hostnames:
             return None
-        cached = self._challenges.get(offer.server_name)
-        if cached is not None and cached[0] == pair:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._missed.get(name, -_MISS_HOLD_S) < _MISS_HOLD_S:
+            return None
+        future: asyncio.Future[ssl.SSLContext | None] = loop.create_future()
+        spawn(self._fetch_context(name, future), name="tls-alpn-01-answer")
+        return future
+
+    async def _fetch_context(self, name: str,
+                             future: asyncio.Future[ssl.SSLContext | None]) -> None:
+        context = None
+        try:
+            assert self._fetch is not None
+            answer = await self._fetch(f"tls-alpn-01:{name}")
+            if answer is None:
+                self._missed[name] = asyncio.get_running_loop().time()
+            else:
+                key_authorization = answer.decode("ascii")
+                context = self._context_for(name, key_authorization,
+                                            lambda: tls_alpn01_certificate(name,
+                                                                           key_authorization))
+        except Exception as exc:  # noqa: BLE001 - the store is away: not answered
+            log.warning("TLS-ALPN-01 answer for %s not read: %s", name, exc)
+        finally:
+            if not future.done():
+                future.set_result(context)
+
+    def _context_for(self, name: str, key: object,
+                     make: Callable[[], tuple[bytes, bytes]]) -> ssl.SSLContext | None:
+        cached = self._challenges.get(name)
+        if cached is not None and cached[0] == key:
             return cached[1]
         try:
-            context = challenge_context(pair[0], pair[1], self._data_dir / "tls")
+            cert_pem, key_pem = make()
+            context = challenge_context(cert_pem, key_pem, self._data_dir / "tls")
         except (OSError, ssl.SSLError) as exc:
-            log.error("TLS-ALPN-01 answer for %s not loadable: %s", offer.server_name, exc)
+            log.error("TLS-ALPN-01 answer for %s not loadable: %s", name, exc)
             return None
-        # Old names go with new ones: pending challenges are few and short-lived.
+        # Pending challenges are few (one per hostname) and short-lived.
         self._challenges = {k: v for k, v in self._challenges.items()
-                            if k in answers.tls_alpn01}
-        self._challenges[offer.server_name] = (pair, context)
+                            if k in self._hostnames or k in (self.answers.tls_alpn01
+                                                              if self.answers else {})}
+        self._challenges[name] = (key, context)
         return context
 
 
@@ -181,6 +234,7 @@ class TlsCarrier(Carrier):
         #: whole before the handshake starts, to pick the context (`TlsContexts`).
         self._choose = choose
         self._hello = b""
+        self._waiting = False
         self._answering_challenge = False
 
     def check_deadline(self, now: float) -> None:
@@ -223,14 +277,33 @@ class TlsCarrier(Carrier):
         """Hold bytes until the first record is whole (at most one record: 16 KiB),
         then pick the context; returns what to feed the handshake (b"": wait)."""
         self._hello += data
-        if not record_complete(self._hello):
+        if self._waiting or not record_complete(self._hello):
             return b""
-        hello, self._hello, choose, self._choose = self._hello, b"", self._choose, None
-        context = choose(hello) if choose is not None else None
+        choose = self._choose
+        context = choose(self._hello) if choose is not None else None
+        if isinstance(context, asyncio.Future):
+            # The answer is in the store: read nothing more until it is here.
+            self._waiting = True
+            self._hold(HELD_BY_PROTOCOL)
+            context.add_done_callback(self._context_read)
+            return b""
+        return self._use(context)
+
+    def _use(self, context: ssl.SSLContext | None) -> bytes:
+        hello, self._hello, self._choose = self._hello, b"", None
         if context is not None:
             self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
             self._answering_challenge = True
         return hello
+
+    def _context_read(self, future: asyncio.Future[ssl.SSLContext | None]) -> None:
+        self._waiting = False
+        if self._tcp is None:
+            return
+        self._release(HELD_BY_PROTOCOL)
+        context = None if future.cancelled() else future.result()
+        hello = self._use(context)
+        self.data_received(hello)
 
     def _handshake(self) -> bool:
         try:

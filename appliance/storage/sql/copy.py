@@ -32,8 +32,9 @@ class Table:
 #: Not copied: credential_changes (a log only a server running on this very
 #: database reads; a server on the copy starts from its newest entry) and
 #: leases and challenge_answers (held by processes on this very database,
-#: for minutes; a server on the copy takes its own).  Certificates and renewal state are: a moved appliance
-#: keeps serving its certificate, and its backoff, without asking the CA.
+#: for minutes; a server on the copy takes its own).  Certificates and
+#: renewal state are: a moved appliance keeps serving its certificate, and
+#: its backoff, without asking the CA.
 TABLES = (
     Table("apps", ("id", "name", "created_ms"), ("id",)),
     Table("users", ("id", "app_id", "address", "created_ms"), ("id",)),
