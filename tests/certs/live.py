@@ -17,7 +17,8 @@ HOSTNAME = "chat.tidings.test"
 
 
 def acme_toml(pebble: Pebble, *, challenge: str, redirect: bool, extra: str = "",
-              hostnames: tuple[str, ...] = (HOSTNAME,), eab: bool = False) -> str:
+              hostnames: tuple[str, ...] = (HOSTNAME,), eab: bool = False,
+              acme: str = "") -> str:
     """A configuration that gets its certificate from `pebble`."""
     lines = ["[server]"]
     if redirect:  # pebble's VA connects to http_port for HTTP-01
@@ -34,7 +35,7 @@ def acme_toml(pebble: Pebble, *, challenge: str, redirect: bool, extra: str = ""
               "attempt_timeout_s = 30"]
     if eab:
         lines += [f'eab_kid = "{pebble.eab_kid}"', f'eab_hmac_key = "{pebble.eab_hmac_key}"']
-    return "\n".join(lines) + "\n" + extra
+    return "\n".join(lines) + "\n" + acme + "\n" + extra
 
 
 def start_server(data_dir: Path, pebble: Pebble, toml: str) -> ServerProcess:
