@@ -20,8 +20,10 @@ from tests.bench.edge import EdgeCost
 from tests.bench.harness import BenchError, Users
 from tests.bench.report import DISTURBED, FAILED, table
 from tests.bench.scenarios import SCENARIOS, Scenario, Settings
+from tests.bench.tls import TlsHandshakes
 
 SCENARIOS[EdgeCost.name] = EdgeCost()  # issue 12, in its own module
+SCENARIOS[TlsHandshakes.name] = TlsHandshakes()  # issue 13
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
