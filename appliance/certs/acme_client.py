@@ -348,6 +348,8 @@ class AcmeIssuer:
         """Poll each authorization until valid; never faster than once a second, and
         as the CA's Retry-After asks (RFC 8555 §7.5.1)."""
         interval = _POLL_FIRST_S
+        if waiting:  # the CA has only just been told: give it a moment first
+            sleep(interval * random.uniform(0.9, 1.1))
         while waiting:
             wait = interval
             for authzr in list(waiting):
