@@ -334,8 +334,7 @@ class CertificateManager:
             log.error("certificate for %s (version %d) not installed, keeping the current"
                       " one: %s", self.name, cert.version, exc)
             return
-        if self.current is None or cert.issuer != self.current.issuer:
-            self._ari_recheck_ms = 0
+        self._ari_recheck_ms = 0  # ask the CA about this certificate at the next check
         self.current = cert
         self.suggested_ms = 0
         self.serving = "acme"
