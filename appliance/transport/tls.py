@@ -29,6 +29,7 @@ from appliance.certs.challenges import ACME_TLS_ALPN, ChallengeAnswers, tls_alpn
 from appliance.certs.selfsigned import ensure_self_signed
 from appliance.errors import ConfigError
 from appliance.protocol.tls_hello import parse_client_hello, record_complete
+from appliance.ratelimit import TokenBucket
 from appliance.transport.bounds import HELD_BY_PROTOCOL
 from appliance.transport.carrier import Carrier
 from appliance.transport.tasks import spawn
@@ -73,6 +74,11 @@ AnswerFetcher = Callable[[str], Awaitable[bytes | None]]
 #: After the store had no answer for a name, it is not asked again for this long:
 #: ClientHellos offering acme-tls/1 cost a store read each otherwise.
 _MISS_HOLD_S = 1.0
+#: Store reads for challenge answers (HTTP-01 tokens, TLS-ALPN-01 names), all
+#: peers together: a CA's validation makes a handful of requests (one per
+#: vantage point), a flood of made-up tokens on port 80 must not become a
+#: flood of database reads.  Over budget, the answer is "no such challenge".
+ANSWER_READS_PER_S, ANSWER_READS_BURST = 20.0, 50.0
 
 
 def challenge_context(cert_pem: bytes, key_pem: bytes, directory: Path) -> ssl.SSLContext:
@@ -105,8 +111,11 @@ class TlsContexts:
         self.answers = answers
         #: With several processes or nodes on one store, the one that placed the
         #: order publishes its answers there; any of them may get the validation.
-        self._fetch = fetch_answer
-        self.fetch_answer = fetch_answer
+        self._fetch_from_store = fetch_answer
+        self._reads = TokenBucket(0.0, ANSWER_READS_PER_S, ANSWER_READS_BURST)
+        self._fetch: AnswerFetcher | None = self._read_answer if fetch_answer else None
+        self.fetch_answer = self._fetch
+        self._inflight: dict[str, asyncio.Future[ssl.SSLContext | None]] = {}
         self._hostnames = frozenset(hostnames)
         self._missed: dict[str, float] = {}
         self._challenges: dict[str, tuple[object, ssl.SSLContext]] = {}
@@ -128,6 +137,13 @@ class TlsContexts:
             ConfigError: the new files do not load; the old context stays in use.
         """
         self.current = build_context(self.cert, self.key)
+
+    async def _read_answer(self, name: str) -> bytes | None:
+        """A published answer, within the server-wide read budget."""
+        fetch = self._fetch_from_store
+        if fetch is None or not self._reads.take(asyncio.get_running_loop().time()):
+            return None
+        return await fetch(name)
 
     def use(self, bundle: Path) -> None:
         """Serve the key and chain in `bundle` to new connections (an ACME certificate);
@@ -167,7 +183,12 @@ class TlsContexts:
         loop = asyncio.get_running_loop()
         if loop.time() - self._missed.get(name, -_MISS_HOLD_S) < _MISS_HOLD_S:
             return None
+        pending = self._inflight.get(name)
+        if pending is not None:  # hellos arriving together share one read
+            return pending
         future: asyncio.Future[ssl.SSLContext | None] = loop.create_future()
+        self._inflight[name] = future
+        future.add_done_callback(lambda _f: self._inflight.pop(name, None))
         spawn(self._fetch_context(name, future), name="tls-alpn-01-answer")
         return future
 
