@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.certs.conftest import MakePebble
 from tests.certs.live import (
@@ -91,5 +93,31 @@ def test_a_ca_requiring_eab_without_credentials_says_what_to_set(
         assert status["serving"] == "self-signed"
         assert "External Account Binding" in str(status["last_error"])
         assert int(str(status["failed_attempts"])) >= 1
+    finally:
+        server.stop()
+
+
+def test_every_hostname_rsa_on_request_and_the_next_issuer_when_one_fails(
+        make_pebble: MakePebble, data_dir: Path, tmp_path: Path) -> None:
+    pebble = make_pebble()
+    names = (HOSTNAME, "www.tidings.test")
+    toml = acme_toml(pebble, challenge="auto", redirect=True, hostnames=names,
+                     acme='key_type = "rsa"').replace(
+        f'issuers = ["{pebble.directory_url}"]',
+        f'issuers = ["https://127.0.0.1:9/dir", "{pebble.directory_url}"]')
+    server = start_server(data_dir, pebble, toml)
+    try:
+        output = wait_for_output(server, SERVING)
+        assert "cannot reach the CA at https://127.0.0.1:9/dir" in output  # tried first
+        roots = write_roots(pebble, tmp_path)
+        for name in names:
+            leaf = x509.load_pem_x509_certificate(
+                openssl_verify(server.port, roots, hostname=name).encode())
+            assert isinstance(leaf.public_key(), rsa.RSAPublicKey)
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert sorted(sans.get_values_for_type(x509.DNSName)) == sorted(names)
+        status = cert_status(data_dir)
+        assert status["issuer"] == pebble.directory_url
+        assert status["last_error"] is None
     finally:
         server.stop()
