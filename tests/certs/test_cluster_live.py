@@ -55,8 +55,8 @@ def test_two_processes_sharing_a_database_place_one_order_and_both_serve_it(
                                                 "--config", str(config)],
                            )
     first.start(port=pebble.tls_port)
-    second.start()
     try:
+        second.start()
         wait_for_output(first, SERVING, 60.0)
         wait_for_output(second, SERVING, 60.0)
         orders = len(re.findall(ORDERING, first.output + second.output))
