@@ -128,3 +128,24 @@ def test_frozen_client_commands_exchange_a_message(tmp_path: Path) -> None:
         assert got.stdout == "alice: via the frozen SDK\n"
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_frozen_server_obtains_a_certificate_from_acme(tmp_path: Path) -> None:
+    """`acme`, `josepy` and `requests` work frozen: a real issuance from pebble."""
+    from tests.certs.live import acme_toml, openssl_verify, wait_for_output, write_roots
+    from tests.support.pebble import Pebble
+
+    frozen_bin = frozen_binary()
+    data = tmp_path / "data"
+    data.mkdir()
+    with Pebble(tmp_path / "pebble") as pebble:
+        config = tmp_path / "tidings.toml"
+        config.write_text(acme_toml(pebble, challenge="tls-alpn-01", redirect=False))
+        server = ServerProcess(data, command=[str(frozen_bin), "--config", str(config)])
+        server.start(port=pebble.tls_port)
+        try:
+            wait_for_output(server, r"serving the certificate for")
+            openssl_verify(server.port, write_roots(pebble, tmp_path))
+        finally:
+            server.stop()
