@@ -295,6 +295,9 @@ class AcmeIssuer:
                 published.append(self._answer(acme, authzr, challb, challenge, answers))
                 waiting.append(authzr)
             self._await_validation(acme, waiting, challenge, deadline, sleep)
+            # Where an order stands when it stalls: validated, so finalization is next.
+            log.info("validated %s with %s at %s; finalizing the order", ", ".join(hostnames),
+                     challenge, self.url)
         finally:
             for kind, value in published:
                 if kind == HTTP01:
