@@ -45,9 +45,12 @@ HTTP01, TLS_ALPN01 = "http-01", "tls-alpn-01"
 #: A CA that keeps refusing our nonces is broken, not unlucky (RFC 8555 §6.5 asks
 #: clients to retry badNonce; pebble refuses 5 % of good ones on purpose).
 MAX_BAD_NONCE_RETRIES = 10
-#: Validation is polled no faster than this, and no slower than the cap
-#: (unless the CA's Retry-After asks for longer): RFC 8555 §7.5.1.
-_POLL_FIRST_S, _POLL_MAX_S = 1.0, 5.0
+#: Authorizations and orders are polled first this long after the CA was asked to
+#: act (it cannot have finished sooner), then 1.5 times less often each time up to
+#: the cap, and never before the CA's Retry-After (RFC 8555 §7.5.1, §7.4).  A CA
+#: that validates or issues in milliseconds (pebble; Let's Encrypt's finalization
+#: when quick) is seen after 0.3 s rather than after a whole second.
+_POLL_FIRST_S, _POLL_GROWTH, _POLL_MAX_S = 0.3, 1.5, 5.0
 #: Network timeout of one request to the CA.
 _REQUEST_TIMEOUT_S = 30
 
@@ -180,6 +183,35 @@ def _aware(when: dt.datetime) -> dt.datetime:
     return when.astimezone(dt.UTC) if when.tzinfo is None else when
 
 
+class _Pause:
+    """The waits between the polls of one authorization set or order (see _POLL_FIRST_S)."""
+
+    def __init__(self, deadline: float, sleep: Callable[[float], None]) -> None:
+        self._deadline = deadline
+        self._sleep = sleep
+        self._interval = _POLL_FIRST_S
+
+    def wait(self, retry_after: str | None, late: Callable[[], CertificateError]) -> None:
+        """Sleep before the next poll, at least as long as `retry_after` (the CA's header)
+        asks; raise `late()` once the attempt's deadline has passed."""
+        wait = self._interval
+        retry = _retry_at_ms(retry_after)
+        if retry:
+            wait = max(wait, retry / 1000 - time.time())
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise late()
+        self._sleep(min(wait, remaining) * random.uniform(0.9, 1.1))
+        self._interval = min(self._interval * _POLL_GROWTH, _POLL_MAX_S)
+
+
+def _post_as_get(acme: client.ClientV2, url: str) -> requests.Response:
+    """A POST-as-GET (RFC 8555 §6.3) of `url`, as `acme` sends its own."""
+    response: requests.Response = acme.net.post(url, None,
+                                                new_nonce_url=acme.directory["newNonce"])
+    return response
+
+
 class AcmeIssuer:
     """One CA (an ACME directory), with the appliance's account there."""
 
@@ -295,18 +327,19 @@ class AcmeIssuer:
                 published.append(self._answer(acme, authzr, challb, challenge, answers))
                 waiting.append(authzr)
             self._await_validation(acme, waiting, challenge, deadline, sleep)
+            # Where an order stands when it stalls: validated, so finalization is next.
+            log.info("validated %s with %s at %s; finalizing the order", ", ".join(hostnames),
+                     challenge, self.url)
         finally:
             for kind, value in published:
                 if kind == HTTP01:
                     answers.drop_http01(value)
                 else:
                     answers.drop_tls_alpn01(value)
-        naive_deadline = dt.datetime.now() + dt.timedelta(
-            seconds=max(1.0, deadline - time.monotonic()))
-        final = acme.finalize_order(order, naive_deadline)
-        cert = x509.load_pem_x509_certificate(final.fullchain_pem.encode())
-        return Issued(final.fullchain_pem.encode(), key_pem, self.url,
-                      _ms(cert.not_valid_before_utc), _ms(cert.not_valid_after_utc))
+        fullchain_pem = self._finalize(acme, order, deadline, sleep).encode()
+        cert = x509.load_pem_x509_certificate(fullchain_pem)
+        return Issued(fullchain_pem, key_pem, self.url, _ms(cert.not_valid_before_utc),
+                      _ms(cert.not_valid_after_utc))
 
     def _pick(self, authzr: messages.AuthorizationResource, challenge: str
               ) -> messages.ChallengeBody:
@@ -345,13 +378,20 @@ class AcmeIssuer:
     def _await_validation(self, acme: client.ClientV2,
                           waiting: list[messages.AuthorizationResource], challenge: str,
                           deadline: float, sleep: Callable[[float], None]) -> None:
-        """Poll each authorization until valid; never faster than once a second, and
-        as the CA's Retry-After asks (RFC 8555 §7.5.1)."""
-        interval = _POLL_FIRST_S
-        if waiting:  # the CA has only just been told: give it a moment first
-            sleep(interval * random.uniform(0.9, 1.1))
+        """Poll each authorization until valid, first _POLL_FIRST_S after answering (a
+        poll at once only finds it pending), then as `_Pause` and the CA's Retry-After
+        say (RFC 8555 §7.5.1)."""
+        pause = _Pause(deadline, sleep)
+
+        def late() -> CertificateError:
+            names = ", ".join(a.body.identifier.value for a in waiting)
+            return CertificateError(f"{self.url} had not validated {names} in time"
+                                    " (acme.attempt_timeout_s)", issuer=self.url)
+
+        retry_after: str | None = None
         while waiting:
-            wait = interval
+            pause.wait(retry_after, late)
+            retry_after = None
             for authzr in list(waiting):
                 updated, response = acme.poll(authzr)
                 status = updated.body.status
@@ -359,19 +399,48 @@ class AcmeIssuer:
                     waiting.remove(authzr)
                 elif status != messages.STATUS_PENDING and status != messages.STATUS_PROCESSING:
                     raise self._failed(updated, challenge)
-                else:
-                    retry = _retry_at_ms(response.headers.get("Retry-After"))
-                    if retry:
-                        wait = max(wait, retry / 1000 - time.time())
-            if not waiting:
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                names = ", ".join(a.body.identifier.value for a in waiting)
-                raise CertificateError(f"{self.url} had not validated {names} in time"
-                                       " (acme.attempt_timeout_s)", issuer=self.url)
-            sleep(min(wait, remaining) * random.uniform(0.9, 1.1))
-            interval = min(interval * 1.5, _POLL_MAX_S)
+                elif _retry_at_ms(response.headers.get("Retry-After")) > _retry_at_ms(
+                        retry_after):
+                    retry_after = response.headers.get("Retry-After")
+
+    def _finalize(self, acme: client.ClientV2, order: messages.OrderResource, deadline: float,
+                  sleep: Callable[[float], None]) -> str:
+        """Finalize `order` and download its certificate chain (RFC 8555 §7.4), polling
+        the order as the authorizations are: `acme`'s own `poll_finalization` sleeps a
+        whole second before its first look, even at an order the CA has already issued.
+
+        Raises:
+            messages.Error: the CA made the order invalid (its problem document).
+            CertificateError: not issued within the attempt's deadline.
+        """
+        try:
+            order = acme.begin_finalization(order)
+        except messages.Error as exc:
+            if exc.code != "orderNotReady":  # authorizations still settling: poll for "ready"
+                raise
+        pause = _Pause(deadline, sleep)
+
+        def late() -> CertificateError:
+            return CertificateError(f"{self.url} did not issue the certificate in time"
+                                    " (acme.attempt_timeout_s)", issuer=self.url)
+
+        retry_after: str | None = None
+        while True:
+            body = order.body
+            if body.status == messages.STATUS_VALID and body.certificate is not None:
+                return _post_as_get(acme, body.certificate).text
+            if body.status == messages.STATUS_INVALID:
+                if body.error is not None:
+                    raise body.error
+                raise CertificateError(f"{self.url} abandoned the order (invalid, no reason"
+                                       " given)", issuer=self.url)
+            pause.wait(retry_after, late)
+            if body.status == messages.STATUS_READY:
+                order, retry_after = acme.begin_finalization(order), None
+                continue
+            response = _post_as_get(acme, order.uri)
+            order = order.update(body=messages.Order.from_json(response.json()))
+            retry_after = response.headers.get("Retry-After")
 
     def _failed(self, authzr: messages.AuthorizationResource,
                 challenge: str) -> ChallengeFailedError:

@@ -118,10 +118,8 @@ class CertificateManager:
     async def run(self) -> None:
         """The maintenance loop; runs until cancelled."""
         self._loop = asyncio.get_running_loop()
-        try:
-            await self._load_stored()
-        except StorageError as exc:
-            log.warning("certificates: store unavailable at start (%s); retrying", exc)
+        if self.current is None:
+            await self.load_stored()
         if self.current is None:
             log.warning("no certificate for %s yet: serving the self-signed certificate until"
                         " ACME obtains one", ", ".join(self.config.hostnames))
@@ -138,6 +136,14 @@ class CertificateManager:
                     await self._wake.wait()
             except TimeoutError:
                 pass
+
+    async def load_stored(self) -> None:
+        """Install the certificate the store has, if any (before the listeners start,
+        so that no handshake after a restart gets the self-signed one)."""
+        try:
+            await self._load_stored()
+        except StorageError as exc:
+            log.warning("certificates: store unavailable at start (%s); retrying", exc)
 
     def wake(self) -> None:
         """Check now rather than at the next interval."""

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.bench.acme import AcmeFirstCertificate
 from tests.bench.edge import EdgeCost
 from tests.bench.harness import BenchError, Users
 from tests.bench.report import DISTURBED, FAILED, table
@@ -24,6 +25,7 @@ from tests.bench.tls import TlsHandshakes
 
 SCENARIOS[EdgeCost.name] = EdgeCost()  # issue 12, in its own module
 SCENARIOS[TlsHandshakes.name] = TlsHandshakes()  # issue 13
+SCENARIOS[AcmeFirstCertificate.name] = AcmeFirstCertificate()  # issue 13
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

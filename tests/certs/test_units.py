@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from appliance.certs.acme_client import _retry_at_ms, translate
+from appliance.certs.acme_client import _Pause, _retry_at_ms, translate
 from appliance.certs.challenges import ACME_IDENTIFIER_OID, ChallengeAnswers
 from appliance.certs.config import AcmeConfig, certificate_name, check, directory_url
 from appliance.certs.keys import account_key, certificate_key, csr_for
 from appliance.certs.schedule import backoff_ms, next_attempt_ms, renewal_due_ms
 from appliance.config import load_config
-from appliance.errors import ConfigError, RateLimitedError
+from appliance.errors import CertificateError, ConfigError, RateLimitedError
 
 DAY = 86_400_000
 
@@ -45,6 +46,26 @@ def test_a_retry_after_is_respected_over_the_backoff() -> None:
     now = 1_000_000
     assert next_attempt_ms(now, 1, 1, 10, retry_at_ms=now + 3_600_000) == now + 3_600_000
     assert now < next_attempt_ms(now, 1, 1, 10) <= now + 10_000
+
+
+def test_polls_start_after_a_few_hundred_ms_slow_down_and_honour_retry_after() -> None:
+    # RFC 8555 §7.5.1: not faster than that, 1.5 times slower each time up to 5 s,
+    # and never before the CA's Retry-After.
+    slept: list[float] = []
+    pause = _Pause(time.monotonic() + 3600, slept.append)
+
+    def late() -> CertificateError:
+        return CertificateError("late")
+
+    for _ in range(8):
+        pause.wait(None, late)
+    pause.wait("30", late)
+    expected = [0.3, 0.45, 0.675, 1.0125, 1.51875, 2.278125, 3.4171875, 5.0]
+    for got, want in zip(slept, expected, strict=False):
+        assert want * 0.9 <= got <= want * 1.1
+    assert 27 <= slept[-1] <= 33
+    with pytest.raises(CertificateError, match="late"):
+        _Pause(time.monotonic() - 1, slept.append).wait(None, late)
 
 
 def test_retry_after_header_forms() -> None:
