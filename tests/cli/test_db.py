@@ -438,7 +438,7 @@ def _certificate_rows(data: Path) -> None:
         with conn:
             conn.execute("INSERT INTO certificates VALUES ('a.test,b.test', ?, ?, 'https://ca/d',"
                          " 1, 2, 3)", (bytes(range(256)) * 300, b"\x00key"))
-            conn.execute("INSERT INTO renewal_state VALUES ('c.test', 2, 5, 4, 'rate ✗')")
+            conn.execute("INSERT INTO renewal_state VALUES ('c.test', 2, 5, 4, 'rate ✗', 2, 3)")
             conn.execute("INSERT INTO leases VALUES ('acme', 'node-a', 9)")  # not copied
     finally:
         conn.close()
