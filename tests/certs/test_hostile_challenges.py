@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.certs.flood import HELLOS, HTTP_REQUESTS
 from tests.certs.live import HOSTNAME
 from tests.support.hostile import (
     HONEST_APP,
@@ -31,7 +32,6 @@ from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.slow
 
-from tests.certs.flood import HELLOS, HTTP_REQUESTS  # noqa: E402
 
 
 def test_made_up_tokens_and_acme_hellos_cost_bounded_reads_memory_and_latency(
