@@ -4,7 +4,6 @@ unkind CA (nonces refused, validation delayed) that the client must ride out."""
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import pytest
@@ -21,28 +20,11 @@ from tests.certs.live import (
     write_roots,
 )
 from tests.conftest import tidings
-from tests.support.server import ServerProcess
+from tests.support.operator import operator_stats
 
 pytestmark = pytest.mark.slow
 
 SERVING = r"serving the certificate for"
-
-
-def operator_stats(server: ServerProcess) -> dict[str, object]:
-    """`GET /v1/operator/stats` in clear on the main port, with the operator key."""
-    import json
-
-    key = tidings(server.data_dir, "operator", "key").stdout.strip()
-    with socket.create_connection((server.host, server.port)) as sock:
-        sock.sendall(f"GET /v1/operator/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                     f"Authorization: Bearer {key}\r\n\r\n".encode())
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), head
-    figures: dict[str, object] = json.loads(body)
-    return figures
 
 
 def test_cert_status_renew_and_operator_figures(make_pebble: MakePebble, data_dir: Path,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -23,8 +22,8 @@ import h2.events
 import pytest
 
 from appliance.protocol.wire import PREFACE, Hello, Message, Ping, encode
-from tests.conftest import tidings
 from tests.support.hostile import HONEST_APP, HONEST_USERS, RSS_BUDGET_BYTES, HonestPair, RssWatch
+from tests.support.operator import operator_stats
 from tests.support.provision import provision
 from tests.support.server import ServerProcess
 from tests.transport.hostile_peers import (
@@ -250,21 +249,6 @@ def test_realtime_flood_to_a_device_that_never_reads(world, via: str) -> None:  
     for sock in (receiver, sender, reader):
         sock.close()
     drained.join()
-
-
-def operator_stats(server: ServerProcess) -> dict[str, object]:
-    """`GET /v1/operator/stats` with the operator key (raw HTTP/1.1: no client library)."""
-    key = tidings(server.data_dir, "operator", "key").stdout.strip()
-    with socket.create_connection((server.host, server.port)) as sock:
-        sock.sendall(f"GET /v1/operator/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                     f"Authorization: Bearer {key}\r\n\r\n".encode())
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), head
-    figures: dict[str, object] = json.loads(body)
-    return figures
 
 
 def test_native_ping_flood_inside_tls_never_read(world) -> None:  # type: ignore[no-untyped-def]
