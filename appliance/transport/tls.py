@@ -113,8 +113,8 @@ class TlsContexts:
         #: order publishes its answers there; any of them may get the validation.
         self._fetch_from_store = fetch_answer
         self._reads = TokenBucket(0.0, ANSWER_READS_PER_S, ANSWER_READS_BURST)
-        self._fetch: AnswerFetcher | None = self._read_answer if fetch_answer else None
-        self.fetch_answer = self._fetch
+        #: Budgeted store reads (None: this process alone answers validations).
+        self.fetch_answer: AnswerFetcher | None = self._read_answer if fetch_answer else None
         self._inflight: dict[str, asyncio.Future[ssl.SSLContext | None]] = {}
         self._hostnames = frozenset(hostnames)
         self._missed: dict[str, float] = {}
@@ -162,7 +162,7 @@ class TlsContexts:
         ACME no handshake pays for reading its ClientHello."""
         if self.answers is None:
             return None
-        if self.answers.tls_alpn01 or self._fetch is not None:
+        if self.answers.tls_alpn01 or self.fetch_answer is not None:
             return self._choose
         return None
 
@@ -178,7 +178,7 @@ class TlsContexts:
         pair = answers.tls_alpn01.get(name)
         if pair is not None:
             return self._context_for(name, pair, lambda: pair)
-        if self._fetch is None or name not in self._hostnames:
+        if self.fetch_answer is None or name not in self._hostnames:
             return None
         loop = asyncio.get_running_loop()
         if loop.time() - self._missed.get(name, -_MISS_HOLD_S) < _MISS_HOLD_S:
@@ -196,8 +196,8 @@ class TlsContexts:
                              future: asyncio.Future[ssl.SSLContext | None]) -> None:
         context = None
         try:
-            assert self._fetch is not None
-            answer = await self._fetch(f"tls-alpn-01:{name}")
+            assert self.fetch_answer is not None
+            answer = await self.fetch_answer(f"tls-alpn-01:{name}")
             if answer is None:
                 self._missed[name] = asyncio.get_running_loop().time()
             else:

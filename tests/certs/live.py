@@ -14,6 +14,11 @@ from tests.support.pebble import Pebble
 from tests.support.server import ServerProcess
 
 HOSTNAME = "chat.tidings.test"
+#: What the server logs (appliance/certs/manager.py) when it installs a certificate,
+#: places an order, and records a failed attempt.
+SERVING = r"serving the certificate for"
+ORDERING = r"ordering a certificate for"
+FAILED = r"not obtained \(failure (\d+) in a row\)"
 
 
 def acme_toml(pebble: Pebble, *, challenge: str, redirect: bool, extra: str = "",

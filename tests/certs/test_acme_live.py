@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.certs.conftest import MakePebble
 from tests.certs.live import (
     HOSTNAME,
+    SERVING,
     acme_toml,
     cert_status,
     curl_health,
@@ -21,8 +22,6 @@ from tests.certs.live import (
 )
 
 pytestmark = pytest.mark.slow
-
-SERVING = r"serving the certificate for"
 
 
 @pytest.mark.parametrize(("challenge", "redirect"), [("http-01", True),

@@ -23,12 +23,11 @@ import pytest
 from cryptography import x509
 
 from tests.certs.conftest import MakePebble
-from tests.certs.live import acme_toml, cert_status, start_server, wait_for_output
+from tests.certs.live import SERVING, acme_toml, cert_status, start_server, wait_for_output
 from tests.support.pebble import Pebble
 
 pytestmark = pytest.mark.slow
 
-SERVING = r"serving the certificate for"
 _CERT_ID = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 
 

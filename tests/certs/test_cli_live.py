@@ -11,6 +11,7 @@ import pytest
 from tests.certs.conftest import MakePebble
 from tests.certs.live import (
     HOSTNAME,
+    SERVING,
     acme_toml,
     cert_cli,
     cert_status,
@@ -23,8 +24,6 @@ from tests.conftest import tidings
 from tests.support.operator import operator_stats
 
 pytestmark = pytest.mark.slow
-
-SERVING = r"serving the certificate for"
 
 
 def test_cert_status_renew_and_operator_figures(make_pebble: MakePebble, data_dir: Path,

@@ -21,6 +21,8 @@ from appliance.storage import open_storage
 from tests.certs.conftest import MakePebble
 from tests.certs.live import (
     HOSTNAME,
+    ORDERING,
+    SERVING,
     acme_toml,
     cert_status,
     openssl_verify,
@@ -31,9 +33,6 @@ from tests.support.mariadb import MariaDBServer
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.slow
-
-SERVING = r"serving the certificate for"
-ORDERING = r"ordering a certificate for"
 
 
 def test_two_processes_sharing_a_database_place_one_order_and_both_serve_it(

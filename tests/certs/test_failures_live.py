@@ -11,7 +11,9 @@ import pytest
 
 from tests.certs.conftest import MakePebble
 from tests.certs.live import (
+    FAILED,
     HOSTNAME,
+    SERVING,
     acme_toml,
     cert_status,
     openssl_verify,
@@ -21,9 +23,6 @@ from tests.certs.live import (
 )
 
 pytestmark = pytest.mark.slow
-
-SERVING = r"serving the certificate for"
-FAILED = r"not obtained \(failure (\d+) in a row\)"
 
 
 def when(value: object) -> dt.datetime:

@@ -19,6 +19,7 @@ from appliance.protocol.wire import Message, Status
 from tests.certs.conftest import MakePebble
 from tests.certs.live import (
     HOSTNAME,
+    SERVING,
     acme_toml,
     cert_status,
     openssl_verify,
@@ -30,8 +31,6 @@ from tests.support.client import Client
 from tests.support.provision import provision
 
 pytestmark = pytest.mark.slow
-
-SERVING = r"serving the certificate for"
 
 
 class H2Client:

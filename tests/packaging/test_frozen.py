@@ -133,7 +133,7 @@ def test_frozen_client_commands_exchange_a_message(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_frozen_server_obtains_a_certificate_from_acme(tmp_path: Path) -> None:
     """`acme`, `josepy` and `requests` work frozen: a real issuance from pebble."""
-    from tests.certs.live import acme_toml, openssl_verify, wait_for_output, write_roots
+    from tests.certs.live import SERVING, acme_toml, openssl_verify, wait_for_output, write_roots
     from tests.support.pebble import Pebble
 
     frozen_bin = frozen_binary()
@@ -145,7 +145,7 @@ def test_frozen_server_obtains_a_certificate_from_acme(tmp_path: Path) -> None:
         server = ServerProcess(data, command=[str(frozen_bin), "--config", str(config)])
         server.start(port=pebble.tls_port)
         try:
-            wait_for_output(server, r"serving the certificate for")
+            wait_for_output(server, SERVING)
             openssl_verify(server.port, write_roots(pebble, tmp_path))
         finally:
             server.stop()
