@@ -119,3 +119,21 @@ class ChallengeFailedError(AcmeProblemError):
         super().__init__(message, problem=problem, issuer=issuer)
         self.hostname = hostname
         self.hint = hint
+
+
+class ReleaseError(ApplianceError):
+    """A release (manifest, download, signature) cannot be used; nothing was changed."""
+
+
+class VerificationError(ReleaseError):
+    """A release file's checksum or signature does not verify: refuse it before any change."""
+
+
+class LifecycleError(ApplianceError):
+    """An install, setup, upgrade, backup or restore step failed; `step` names it,
+    `fix` says what the operator can do."""
+
+    def __init__(self, message: str, *, step: str, fix: str = "") -> None:
+        super().__init__(f"{step}: {message}" + (f" ({fix})" if fix else ""))
+        self.step = step
+        self.fix = fix

@@ -5,32 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from appliance.errors import DbServerError, DbServerMissingError
+from appliance.system.host import host_env
 
 PACKAGE = "mariadb-server"
 # Debian puts mariadbd in /usr/sbin, which a non-root PATH often lacks.
 _EXTRA_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def host_env(**extra: str) -> dict[str, str]:
-    """The environment for a program of the host (mariadbd, apt-get...).
-
-    Frozen, PyInstaller's bootloader points ``LD_LIBRARY_PATH`` at the
-    bundle's own libssl/libz; a host program inheriting it can load those
-    instead of its own and crash.  The bootloader keeps the original in
-    ``LD_LIBRARY_PATH_ORIG`` (packaging.md §5.4).
-    """
-    env = dict(os.environ)
-    original = env.pop("LD_LIBRARY_PATH_ORIG", None)
-    if original is not None:
-        env["LD_LIBRARY_PATH"] = original
-    elif getattr(sys, "frozen", False):
-        env.pop("LD_LIBRARY_PATH", None)
-    env.update(extra)
-    return env
 
 
 def _search_path() -> str:

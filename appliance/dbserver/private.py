@@ -26,8 +26,9 @@ import time
 from pathlib import Path
 
 from appliance.config.database import private_socket
-from appliance.dbserver.binaries import host_env, mariadb_binary
+from appliance.dbserver.binaries import mariadb_binary
 from appliance.errors import DbServerError
+from appliance.system.host import host_env
 
 log = logging.getLogger(__name__)
 
