@@ -79,11 +79,23 @@ die() {
 # run CMD...: a step that changes the system; printed, and only printed in a dry run.
 run() {
     if [ "$DRY_RUN" = 1 ]; then
-        info "[dry-run] would run: $*"
+        info "[dry-run] would run: $(quoted "$@")"
         return 0
     fi
-    info "+ $*"
+    info "+ $(quoted "$@")"
     $SUDO "$@"
+}
+
+# quoted ARG...: the words as a shell would need them typed.
+quoted() {
+    line=""
+    for word in "$@"; do
+        case $word in
+            ""|*[!A-Za-z0-9_./:=@%+,-]*) word="'$word'" ;;
+        esac
+        line="$line $word"
+    done
+    printf '%s' "${line# }"
 }
 
 usage() {

@@ -8,7 +8,8 @@
         releases.executable("1.1.0") # the signed executable of a release
         releases.point_latest("1.1.1")
         releases.tampered("executable-byte")  # base URL of a tampered copy of a release
-        releases.install_command("--dry-run") # `curl ... | sh` as an operator types it
+        releases.install_command("--dry-run", env={"TIDINGS_VERSION": "1.0.0"})
+                                     # `curl ... | sh` as an operator types it
         releases.requests            # the paths the server was asked for, in order
 
 Every release is written by packaging/release.sh from this checkout: N and
@@ -34,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -94,11 +96,14 @@ class Releases:
     def point_latest(self, version: str) -> None:
         point_latest(self.serve_dir, version)
 
-    def install_command(self, *args: str, base_url: str | None = None) -> str:
-        """`curl <base>/latest/install.sh | sh -s -- ARGS` with TIDINGS_BASE_URL set."""
+    def install_command(self, *args: str, base_url: str | None = None,
+                        env: dict[str, str] | None = None) -> str:
+        """`curl <base>/latest/install.sh | TIDINGS_BASE_URL=<base> ENV sh -s -- ARGS`."""
         base = base_url or self.base_url
-        command = f"curl -fsSL {base}/latest/install.sh | TIDINGS_BASE_URL={base} sh"
-        return f"{command} -s -- {' '.join(args)}" if args else command
+        settings = " ".join(f"{name}={shlex.quote(value)}"
+                            for name, value in {"TIDINGS_BASE_URL": base, **(env or {})}.items())
+        command = f"curl -fsSL {base}/latest/install.sh | {settings} sh"
+        return f"{command} -s -- {shlex.join(args)}" if args else command
 
     def tampered(self, kind: str, version: str | None = None) -> str:
         """The base URL of a copy of release `version` (default N) altered as `kind` says."""
