@@ -44,6 +44,10 @@ FORBIDDEN = {
     "appliance.edge": ("asyncio", "socket", "ssl", "appliance.transport", "appliance.engine",
                        "appliance.storage", "appliance.service", "appliance.api",
                        "appliance.cli", "click", "sqlite3", "uvloop"),
+    # Releases (issue 14): formats, signatures, writing a release; no server, no CLI.
+    "appliance.release": ("appliance.transport", "appliance.cli", "appliance.storage",
+                          "appliance.engine", "appliance.service", "appliance.api",
+                          "appliance.app", "asyncio", "socket", "click"),
     "appliance.config": ("appliance.transport", "appliance.cli", "appliance.storage", "click"),
 }
 

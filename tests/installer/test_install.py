@@ -258,3 +258,21 @@ def test_custom_install_dir_rewrites_the_units(releases: Releases) -> None:
         assert snapshot(box) == before
         install(box, releases, "--purge", **env)
         assert not box.path("/opt/tidings/bin/tidings").exists()
+
+
+def test_not_root_dry_run_shows_the_steps_and_a_real_run_needs_root(
+        releases: Releases) -> None:
+    with booted("user") as box:
+        before = snapshot(box)
+        as_nobody = f"runuser -u nobody -- sh -c {releases.install_command('--dry-run')!r}"
+        done = box.run(f"cd /tmp && {as_nobody}", check=False)
+        assert done.returncode == 0, done.stderr
+        assert "[tidings] not root: showing what root would do" in done.stdout
+        assert "would run: useradd --system" in done.stdout
+        # No sudo in this container (nor doas): a clear refusal, nothing changed.
+        as_nobody = f"runuser -u nobody -- sh -c {releases.install_command()!r}"
+        done = box.run(f"cd /tmp && {as_nobody}", check=False)
+        assert done.returncode == 1
+        assert "[tidings] error E06: run as root: curl -fsSL <url>/install.sh | sudo sh" in \
+            done.stderr
+        assert snapshot(box) == before
