@@ -83,6 +83,16 @@ run() {
         return 0
     fi
     info "+ $(quoted "$@")"
+    $SUDO "$@" || die E17 "this step failed: $(quoted "$@")"
+}
+
+# try_run CMD...: like run, but a failure is only reported (the caller goes on).
+try_run() {
+    if [ "$DRY_RUN" = 1 ]; then
+        info "[dry-run] would run: $(quoted "$@")"
+        return 0
+    fi
+    info "+ $(quoted "$@")"
     $SUDO "$@"
 }
 
@@ -457,7 +467,7 @@ uninstall() {
     units=$(installed_units)
     if [ -n "$units" ]; then
         # shellcheck disable=SC2086 # one word per unit name
-        run systemctl disable --now $units ||
+        try_run systemctl disable --now $units ||
             info "warning: systemctl could not stop every unit; removing them anyway"
         for unit in $units; do
             run rm -f "$UNIT_DIR/$unit"

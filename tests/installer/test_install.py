@@ -276,3 +276,17 @@ def test_not_root_dry_run_shows_the_steps_and_a_real_run_needs_root(
         assert "[tidings] error E06: run as root: curl -fsSL <url>/install.sh | sudo sh" in \
             done.stderr
         assert snapshot(box) == before
+
+
+def test_a_failing_step_stops_the_install_and_names_it(releases: Releases) -> None:
+    with booted("fail") as box:
+        box.run("mount --bind /usr/local/bin /usr/local/bin &&"
+                " mount -o remount,bind,ro /usr/local/bin")
+        done = box.run(f"{releases.install_command()} 2>&1", check=False)
+        assert done.returncode == 1
+        assert re.search(r"\[tidings\] error E17: this step failed: install -m 755 -o root"
+                         r" -g root /tmp/tidings-install\.\w+/tidings-linux-amd64"
+                         r" /usr/local/bin/\.tidings\.new\n$", done.stdout), done.stdout
+        assert not box.path("/etc/systemd/system/tidings.service").exists()
+        box.run("umount /usr/local/bin")
+        assert "installed: /usr/local/bin/tidings" in install(box, releases)
