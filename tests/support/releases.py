@@ -32,6 +32,7 @@ would never hit); it is a throwaway that nothing but these builds trusts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import os
@@ -155,7 +156,10 @@ def _signing_key(cache: Path | None, tmp: Path) -> Path:
         fd = os.open(partial_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(new_private_pem())
-        os.replace(partial_path, path)
+        # link(2) never replaces: two sessions starting at once end up with one key.
+        with contextlib.suppress(FileExistsError):
+            os.link(partial_path, path)
+        partial_path.unlink()
     return path
 
 
