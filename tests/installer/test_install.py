@@ -290,3 +290,15 @@ def test_a_failing_step_stops_the_install_and_names_it(releases: Releases) -> No
         assert not box.path("/etc/systemd/system/tidings.service").exists()
         box.run("umount /usr/local/bin")
         assert "installed: /usr/local/bin/tidings" in install(box, releases)
+
+
+def test_without_openssl_the_signature_cannot_be_checked_and_nothing_happens(
+        releases: Releases) -> None:
+    with booted("nossl") as box:
+        box.run("mv /usr/bin/openssl /usr/bin/openssl.hidden")
+        before = snapshot(box)
+        done = box.run(releases.install_command(), check=False)
+        assert done.returncode == 1
+        assert done.stderr == "[tidings] error E07: openssl is missing: apt-get install -y" \
+            " openssl\n"
+        assert snapshot(box) == before
