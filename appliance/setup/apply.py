@@ -45,7 +45,7 @@ class Plan:
     start: bool
 
 
-def apply(plan: Plan, out: Callable[[str], None], confirm_install: Callable[[], bool]) -> None:
+def apply(plan: Plan, out: Callable[[str], None]) -> None:
     """Carry the plan out, telling the operator each step.
 
     Raises:
@@ -58,7 +58,7 @@ def apply(plan: Plan, out: Callable[[str], None], confirm_install: Callable[[], 
     assert answers.port is not None
     assert answers.http_port is not None
     for line in dbchoice.prepare(plan.database, plan.data_dir, StorageConfig().timeout_s,
-                                 SystemClock().wall_ms(), confirm_install):
+                                 SystemClock().wall_ms()):
         out(line)
     new_text = configfile.updated(plan.existing, answers, plan.data_dir, plan.database.setting)
     config_changed = new_text != plan.existing.text

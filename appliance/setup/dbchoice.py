@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pwd
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -149,9 +148,12 @@ def service_user() -> str | None:
     return layout.SERVICE_USER
 
 
-def prepare(choice: DatabaseChoice, data_dir: Path, timeout_s: float, now_ms: int,
-            confirm_install: Callable[[], bool]) -> list[str]:
+def prepare(choice: DatabaseChoice, data_dir: Path, timeout_s: float, now_ms: int
+            ) -> list[str]:
     """Make the chosen database ready and record it in the data directory; say what was done.
+
+    MariaDB must be installed already (`check_usable` refused otherwise): the
+    wizard does not install packages.
 
     Raises:
         DbServerError, StorageError, UsageError: the bootstrap failed (nothing of
@@ -162,11 +164,11 @@ def prepare(choice: DatabaseChoice, data_dir: Path, timeout_s: float, now_ms: in
         if choice.answer == SYSTEM:
             result = database.bootstrap_system(
                 data_dir, database=choice.location.database, service_user=user,
-                timeout_s=timeout_s, now_ms=now_ms, confirm_install=confirm_install)
+                timeout_s=timeout_s, now_ms=now_ms)
         else:
             result = database.bootstrap_private(
                 data_dir, database=choice.location.database, service_user=user,
-                timeout_s=timeout_s, now_ms=now_ms, confirm_install=confirm_install)
+                timeout_s=timeout_s, now_ms=now_ms)
         done = [f"MariaDB {result.server_version}: database {result.location.database!r}"
                 f" {'created' if result.created_database else 'exists'}, account"
                 f" {result.location.user!r} (unix_socket, no password)"

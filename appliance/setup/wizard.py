@@ -88,10 +88,7 @@ def run(options: Options, out: Output,
                                    data_dir)
         assert ctx.database is not None
         apply.apply(apply.Plan(options.config_path, existing, data_dir, answers, ctx.database,
-                               ctx.cert_pin, options.start), out,
-                    confirm_install=(lambda: terminal.confirm(
-                        "MariaDB is not installed. Install mariadb-server with apt now?", True))
-                    if terminal is not None else (lambda: False))
+                               ctx.cert_pin, options.start), out)
     finally:
         if terminal is not None:
             terminal.close()
