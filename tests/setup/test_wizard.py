@@ -212,3 +212,26 @@ def test_a_flag_beats_the_answers_file_which_beats_the_existing_configuration(
     site.run(*base, check=True)  # nothing says: the existing value stays
     config = load_config(site.config)
     assert (config.server.port, config.server.redirect_port) == (from_file, http_port)
+
+
+def test_no_at_the_summary_asks_every_question_again(site: Site) -> None:
+    port = free_port()
+    log = io.StringIO()
+    child = site.spawn("--hostname", HOSTNAME, "--hostname-not-local-ok", "--tls",
+                       "self-signed", "--port", str(port), "--http-port", "none",
+                       "--database", "sqlite", "--app", "first")
+    child.logfile_read = log
+    child.expect_exact("Does this look right? [Y/n]: ")
+    child.sendline("n")
+    for default in (f"[{HOSTNAME}]: ", "[self-signed]: ", f"[{port}]: ", "[none]: ",
+                    "[sqlite]: "):
+        child.expect_exact(default)
+        child.sendline("")
+    child.expect_exact("Name of the first app [first]: ")
+    child.sendline("second")
+    child.expect_exact("first app  second")
+    child.expect_exact("Does this look right? [Y/n]: ")
+    child.sendline("yes")
+    output = _finish(child, log)
+    assert "app 'second' created" in output
+    assert "app 'first'" not in output
