@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from appliance.config import load_config
-from tests.setup.conftest import HOSTNAME, Site, free_port, make_cert
+from tests.setup.conftest import ENV, HOSTNAME, Site, free_port, make_cert
+from tests.support.components import REPO
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -189,3 +191,18 @@ def test_good_certificate_files_are_written_and_served(site: Site) -> None:
                 assert tls.version() in ("TLSv1.2", "TLSv1.3")
     finally:
         server.stop()
+
+
+def test_starting_without_systemd_is_refused_before_anything_is_written(site: Site) -> None:
+    argv = [a for a in site.argv(*_base(free_port())) if a != "--no-start"]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=ENV,
+                          stdin=subprocess.DEVNULL, start_new_session=True, timeout=60,
+                          check=False)
+    if Path("/run/systemd/system").is_dir():  # a host with systemd: another config path
+        assert "the service reads /etc/tidings/tidings.toml" in done.stderr
+    else:
+        assert "starting the service: this host does not run systemd (give --no-start" \
+            in done.stderr
+    assert done.returncode == 1
+    assert not site.config.exists()
+    assert not site.data.exists()
