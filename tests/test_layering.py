@@ -49,6 +49,12 @@ FORBIDDEN = {
                           "appliance.engine", "appliance.service", "appliance.api",
                           "appliance.app", "asyncio", "socket", "click"),
     "appliance.config": ("appliance.transport", "appliance.cli", "appliance.storage", "click"),
+    # The setup wizard (issue 14): services and the composition root, never a backend,
+    # the wire or the REST API's insides; its prompts are its own, not click's.
+    "appliance.setup": ("appliance.transport", "appliance.api", "appliance.cli",
+                        "appliance.storage.sqlite", "appliance.storage.mariadb",
+                        "appliance.storage.sql", "appliance.protocol", "mariadb", "click",
+                        "h11", "h2", "wsproto"),
 }
 
 
