@@ -121,6 +121,10 @@ class ChallengeFailedError(AcmeProblemError):
         self.hint = hint
 
 
+class StatusFileError(ApplianceError):
+    """The running server's status file cannot be read or is not one (`tidings status`)."""
+
+
 class ReleaseError(ApplianceError):
     """A release (manifest, download, signature) cannot be used; nothing was changed."""
 
