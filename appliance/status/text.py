@@ -10,7 +10,7 @@ def duration(seconds: float) -> str:
     """``3 d 4 h``, ``2 h 5 min``, ``42 s``: the two largest units."""
     seconds = max(0, int(seconds))
     units = (("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1))
-    parts = []
+    parts: list[str] = []
     for name, size in units:
         if seconds >= size or (name == "s" and not parts):
             parts.append(f"{seconds // size} {name}")
