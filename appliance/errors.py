@@ -48,6 +48,15 @@ class StorageUnavailableError(StorageError):
     """The store cannot take writes now (disk full, locked, database down)."""
 
 
+class SchemaNewerError(StorageError):
+    """The database has migrations this executable does not know: it is older than the data."""
+
+    def __init__(self, message: str, *, version: int, known: int) -> None:
+        super().__init__(message)
+        self.version = version
+        self.known = known
+
+
 class NotFoundError(StorageError):
     """The named record does not exist."""
 

@@ -23,6 +23,7 @@ from appliance.cli.client import client
 from appliance.cli.completion import COMPLETE_VAR, completion
 from appliance.cli.context import CliContext
 from appliance.cli.db import db
+from appliance.cli.doctor import doctor
 from appliance.cli.groups import group
 from appliance.cli.ipfilter import ipfilter
 from appliance.cli.logs import configure as configure_logging
@@ -97,6 +98,7 @@ main.add_command(ipfilter)
 main.add_command(cert)
 main.add_command(completion)
 main.add_command(status)
+main.add_command(doctor)
 
 # Last, once every command is registered: each takes the global options too.
 for _command in main.commands.values():
