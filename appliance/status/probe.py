@@ -65,6 +65,15 @@ def check_health(host: str, port: int, timeout_s: float = TIMEOUT_S) -> Health:
         conn.request("GET", HEALTH_PATH, headers={"User-Agent": "tidings-status"})
         response = conn.getresponse()
         body = response.read(_MAX_BODY)
+    except TimeoutError:
+        return Health(url, False, elapsed_ms=_ms_since(started),
+                      error=f"no answer within {timeout_s:g} s")
+    except ConnectionRefusedError:
+        return Health(url, False, elapsed_ms=_ms_since(started),
+                      error=f"connection refused: nothing listens on port {port}")
+    except ssl.SSLError as exc:
+        return Health(url, False, elapsed_ms=_ms_since(started),
+                      error=f"TLS handshake failed: {exc.reason or exc}")
     except (OSError, http.client.HTTPException) as exc:
         return Health(url, False, elapsed_ms=_ms_since(started),
                       error=str(exc) or type(exc).__name__)

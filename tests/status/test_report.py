@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -28,7 +29,7 @@ NOW = 1_800_000_000_000
 
 
 def sample(**changes: object) -> StatusReport:
-    fields: dict[str, object] = dict(
+    report = StatusReport(
         pid=os.getpid(), pid_start=123, version="0.1.0", state=ServerState.RUNNING,
         started_ms=NOW - 60_000, updated_ms=NOW, uptime_s=60.0, interval_s=5.0,
         data_dir="/var/lib/tidings",
@@ -37,8 +38,7 @@ def sample(**changes: object) -> StatusReport:
         store_backend="sqlite", store_location="SQLite /var/lib/tidings/tidings.sqlite3",
         certificate=Certificate("acme", NOW + 30 * 86_400_000, "failing", 2, "DNS problem",
                                 NOW + 3_600_000))
-    fields.update(changes)
-    return StatusReport(**fields)  # type: ignore[arg-type]
+    return dataclasses.replace(report, **changes)  # type: ignore[arg-type]
 
 
 def test_round_trip_keeps_every_field() -> None:
