@@ -60,7 +60,8 @@ class _Main(click.Group):
 
 def _global_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(GLOBAL_OPTIONS):
-        fn = click.option(option.flag, option.name, **option.settings)(fn)
+        fn = click.option(option.flag, option.name, envvar=option.envvar,
+                          **option.settings)(fn)
     return fn
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +37,14 @@ class CliContext:
         """The configuration file to read: --config, else `DEFAULT_CONFIG` when readable."""
         if self.config_path is not None:
             return self.config_path
-        if os.access(DEFAULT_CONFIG, os.R_OK):
-            return DEFAULT_CONFIG
-        if DEFAULT_CONFIG.exists() and self.data_dir is None and not self._noted:
+        try:
+            with DEFAULT_CONFIG.open("rb"):
+                return DEFAULT_CONFIG
+        except FileNotFoundError:
+            return None
+        except OSError:
+            pass  # there, but not for this user
+        if self.data_dir is None and not self._noted:
             self._noted = True
             click.echo(f"tidings: note: {DEFAULT_CONFIG} is not readable by this user; going"
                        " on without it (run with sudo, or pass --config)", err=True)

@@ -25,27 +25,31 @@ from appliance.cli.logs import configure as configure_logging
 
 @dataclass(frozen=True, slots=True)
 class GlobalOption:
-    """One global option: its flag, the `CliContext` field it sets, click's settings."""
+    """One global option: its flag, the `CliContext` field it sets, click's settings, and
+    the environment variable the top-level command reads it from."""
 
     flag: str
     name: str
     settings: dict[str, Any]
+    envvar: str
 
 
 GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
     GlobalOption("--config", "config_path", {
         "type": click.Path(path_type=Path, dir_okay=False),
         "help": f"TOML configuration file (default: {DEFAULT_CONFIG} when it exists and is"
-                " readable; --config /dev/null for none)."}),
+                " readable; --config /dev/null for none)."}, "TIDINGS_CONFIG"),
     GlobalOption("--data-dir", "data_dir", {
         "type": click.Path(path_type=Path, file_okay=False),
         "help": "Data directory (default: /var/lib/tidings as root,"
-                " else ~/.local/share/tidings)."}),
+                " else ~/.local/share/tidings)."}, "TIDINGS_DATA_DIR"),
     GlobalOption("--database", "database", {
         "help": "Database: sqlite, private, a MariaDB socket path or a mariadb:// URL"
-                " (default: what 'tidings db bootstrap' recorded, else sqlite)."}),
+                " (default: what 'tidings db bootstrap' recorded, else sqlite)."},
+        "TIDINGS_DATABASE"),
     GlobalOption("--debug", "debug", {"is_flag": True,
-                                      "help": "Show tracebacks and debug logs."}),
+                                      "help": "Show tracebacks and debug logs."},
+                 "TIDINGS_DEBUG"),
 )
 
 
