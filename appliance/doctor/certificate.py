@@ -35,19 +35,19 @@ def check_certificate(subject: Subject) -> Finding:
     ACME renewal is failing, or the operator's own certificate expires within a month."""
     cert = (subject.report.certificate if subject.report is not None else None) \
         or _configured(subject)
-    if cert is None:
-        return Finding(NAME, Verdict.OK, "self-signed certificate not made yet: the server"
-                       " makes one at its first start")
     days = cert.days_left(subject.now_ms)
     figures = {"serving": cert.serving, "not_after": iso(cert.not_after_ms),
                "days_left": None if days is None else round(days, 1),
                "renewal": cert.renewal, "failed_attempts": cert.failed_attempts,
                "last_error": cert.last_error or None}
     what = f"{cert.serving} certificate"
-    if days is None:
+    if days is None and cert.serving != "self-signed":
         return Finding(NAME, Verdict.FAIL, f"{what}: cannot read its expiry", _fix(cert),
                        figures)
-    when = f"expires {iso(cert.not_after_ms)} ({days:.1f} days left)"
+    when = ("not made yet (made at the first start)" if days is None
+            else f"expires {iso(cert.not_after_ms)} ({days:.1f} days left)")
+    if days is None:
+        days = float("inf")
     if days < 0:
         return Finding(NAME, Verdict.FAIL, f"{what} EXPIRED at {iso(cert.not_after_ms)}",
                        _fix(cert), figures)
@@ -75,15 +75,14 @@ def _fix(cert: Certificate) -> str:
             " self-signed pair is made (or configure ACME with `tidings setup`)")
 
 
-def _configured(subject: Subject) -> Certificate | None:
+def _configured(subject: Subject) -> Certificate:
     """What the server would serve, from the configuration (no server running)."""
     config = subject.config
     if config.acme.hostnames:
         return asyncio.run(_acme(subject))
     if config.tls.cert:
         return served("provided", pem_not_after_ms(Path(config.tls.cert).expanduser()))
-    path = subject.data_dir / "tls" / CERT_NAME
-    return served("self-signed", pem_not_after_ms(path)) if path.is_file() else None
+    return served("self-signed", pem_not_after_ms(subject.data_dir / "tls" / CERT_NAME))
 
 
 async def _acme(subject: Subject) -> Certificate:
