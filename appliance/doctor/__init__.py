@@ -2,7 +2,6 @@
 
 Each check is a small function of a `Subject` (the configuration, and the
 running server's report when there is one) returning a `Finding`; the list
-of checks is `registry.CHECKS`.  Checks read; they change nothing (a check
-that had to open the SQLite database as root gives its WAL files back to
-the database's owner).  No click, no transport, no event loop of the server.
+of checks is `registry.CHECKS`.  Checks read; they change nothing.  No
+click, no transport, no event loop of the server.
 """

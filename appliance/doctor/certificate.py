@@ -17,7 +17,7 @@ from appliance.certs.selfsigned import CERT_NAME
 from appliance.certs.status import pem_not_after_ms, served
 from appliance.config.database import resolve_database
 from appliance.doctor.model import Finding, Subject, Verdict
-from appliance.doctor.store import created, keeping_owner
+from appliance.doctor.store import created
 from appliance.service.database import running
 from appliance.status.report import Certificate, iso
 from appliance.storage.factory import open_location
@@ -92,7 +92,7 @@ async def _acme(subject: Subject) -> Certificate:
     fallback = subject.data_dir / "tls" / CERT_NAME
     if not created(location):
         return served("self-signed", pem_not_after_ms(fallback))
-    with running(location, subject.data_dir), keeping_owner(location):
+    with running(location, subject.data_dir):
         store = await open_location(location, config.storage.timeout_s, subject.now_ms,
                                     migrate=False)
         try:

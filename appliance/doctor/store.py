@@ -1,10 +1,12 @@
-"""The store: reachable, migrated to what this executable knows, and durable (SPEC M14)."""
+"""The store: reachable, migrated to what this executable knows, and durable (SPEC M14).
+
+Run as root on the service's SQLite file, looking leaves nothing root-owned
+behind: SQLite's unix VFS gives the ``-wal`` and ``-shm`` files it creates as
+root the owner of the database file (tests/doctor/test_store.py checks it).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
 from typing import Final
 
 from appliance.config.database import DatabaseLocation, resolve_database
@@ -23,26 +25,6 @@ def created(location: DatabaseLocation) -> bool:
                                          and location.sqlite_path.exists())
 
 
-@contextlib.contextmanager
-def keeping_owner(location: DatabaseLocation) -> Iterator[None]:
-    """Opening SQLite as root can leave a ``-wal`` or ``-shm`` file owned by root, which
-    the service (its own user) then cannot open: give any such file back to the
-    database's owner afterwards."""
-    try:
-        yield
-    finally:
-        path = location.sqlite_path
-        if location.kind == "sqlite" and path is not None and os.geteuid() == 0:
-            with contextlib.suppress(OSError):
-                owner = path.stat()
-                for extra in (path.with_name(path.name + "-wal"),
-                              path.with_name(path.name + "-shm")):
-                    with contextlib.suppress(FileNotFoundError):
-                        st = extra.stat()
-                        if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
-                            os.chown(extra, owner.st_uid, owner.st_gid)
-
-
 def check_store(subject: Subject) -> Finding:
     """Fail when the store cannot be reached, or its schema is newer than this executable
     knows (it would refuse to start); warn when migrations are pending."""
@@ -54,7 +36,7 @@ def check_store(subject: Subject) -> Finding:
         return Finding(STORE, Verdict.OK, f"{where}: not created yet (the server creates it"
                        " at its first start)", figures=figures)
     try:
-        with running(location, subject.data_dir), keeping_owner(location):
+        with running(location, subject.data_dir):
             schema = maintenance.status(location, storage.timeout_s)
     except SchemaNewerError as exc:
         figures.update(schema_version=exc.version, known_version=exc.known)
