@@ -90,21 +90,30 @@ class StatusView:
         }
 
 
+#: What `unit_state` asks systemctl.
+UNIT_PROPERTIES = ("LoadState", "ActiveState", "SubState", "MainPID")
+
+
 def unit_state(unit: str = layout.SERVICE_UNIT) -> UnitState | None:
     """The unit's state when systemd runs this machine and knows the unit, else None."""
     if not systemd_running():
         return None
+    args = [arg for name in UNIT_PROPERTIES for arg in ("-p", name)]
     try:
-        done = systemctl("show", "-p", "LoadState", "-p", "ActiveState", "-p", "SubState",
-                         "-p", "MainPID", unit, check=False, timeout_s=10)
+        done = systemctl("show", *args, unit, check=False, timeout_s=10)
     except LifecycleError:
         return None
-    props = dict(line.partition("=")[::2] for line in done.stdout.splitlines())
-    if done.returncode != 0 or props.get("LoadState") in (None, "", "not-found"):
+    return parse_unit(unit, done.stdout) if done.returncode == 0 else None
+
+
+def parse_unit(unit: str, shown: str) -> UnitState | None:
+    """``systemctl show -p ...`` output as a `UnitState`; None for a unit systemd lacks."""
+    props = dict(line.partition("=")[::2] for line in shown.splitlines()[:64])
+    if props.get("LoadState") in (None, "", "not-found"):
         return None
     pid = props.get("MainPID", "0")
     return UnitState(unit, props.get("ActiveState", ""), props.get("SubState", ""),
-                     int(pid) if pid.isdigit() else 0)
+                     int(pid) if pid.isdigit() and len(pid) < 10 else 0)
 
 
 def gather(data_dir: Path, now_ms: int, *,

@@ -11,7 +11,15 @@ import pytest
 from appliance.engine.clock import SystemClock
 from appliance.status.probe import check_health
 from appliance.status.report import STALE_INTERVALS, read_report, status_path
-from appliance.status.view import UnitState, Verdict, gather, unit_state
+from appliance.status.view import (
+    UNIT_PROPERTIES,
+    UnitState,
+    Verdict,
+    gather,
+    parse_unit,
+    unit_state,
+)
+from tests.support.container import booted
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -105,3 +113,20 @@ def test_without_systemd_there_is_no_unit_state() -> None:
     if Path("/run/systemd/system").is_dir():
         pytest.skip("this machine runs systemd: the container test covers unit_state")
     assert unit_state() is None
+
+
+def test_systemctl_show_is_read_as_systemd_writes_it(tmp_path: Path) -> None:
+    """A real systemd (a booted container) describing a running unit and a missing one."""
+    args = [arg for name in UNIT_PROPERTIES for arg in ("-p", name)]
+    with booted("unit", log_dir=tmp_path) as box:
+        journald = box.run(["systemctl", "show", *args, "systemd-journald.service"]).stdout
+        missing_unit = box.run(["systemctl", "show", *args, "tidings.service"]).stdout
+        box.run(["systemctl", "stop", "systemd-journald.service"])
+        stopped = box.run(["systemctl", "show", *args, "systemd-journald.service"]).stdout
+    state = parse_unit("systemd-journald.service", journald)
+    assert state is not None
+    assert (state.active, state.sub) == ("active", "running")
+    assert state.main_pid > 1
+    assert parse_unit("tidings.service", missing_unit) is None
+    assert parse_unit("systemd-journald.service", stopped) == UnitState(
+        "systemd-journald.service", "inactive", "dead", 0)
