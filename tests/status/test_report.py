@@ -53,6 +53,7 @@ def test_round_trip_keeps_every_field() -> None:
                                    "activated": True}
 
 
+@pytest.mark.slow
 def test_write_is_atomic_and_private(tmp_path: Path) -> None:
     old = os.umask(0o077)  # the CLI's umask: the file must still be group-readable
     try:
