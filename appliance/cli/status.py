@@ -8,8 +8,9 @@ import click
 
 from appliance.cli.context import CliContext
 from appliance.engine.clock import SystemClock
+from appliance.errors import ConfigError
 from appliance.status.text import lines
-from appliance.status.view import gather
+from appliance.status.view import EXIT_CODES, Verdict, gather
 
 
 @click.command("status")
@@ -27,7 +28,13 @@ def status(ctx: CliContext, as_json: bool) -> None:
       4  unknown (the status file cannot be read: try sudo)
     """
     now_ms = SystemClock().wall_ms()
-    view = gather(ctx.config().storage.data_dir, now_ms)
+    try:
+        data_dir = ctx.config().storage.data_dir
+    except ConfigError as exc:
+        # Not the usual exit 3 of a bad configuration: 3 means "not running" here.
+        click.echo(f"tidings: error: {exc}", err=True)
+        raise SystemExit(EXIT_CODES[Verdict.UNKNOWN]) from None
+    view = gather(data_dir, now_ms)
     if as_json:
         click.echo(json.dumps(view.to_dict(), indent=2))
     else:

@@ -10,6 +10,7 @@ a report younger than `STALE_INTERVALS` intervals, and a live answer from
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -75,8 +76,6 @@ class StatusView:
 
     def to_dict(self) -> dict[str, Any]:
         """For ``--json``: the verdict, and the report as the server wrote it."""
-        import json
-
         return {
             "verdict": self.verdict.value, "reason": self.reason, "exit_code": self.exit_code,
             "status_file": str(self.status_file),

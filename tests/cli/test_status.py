@@ -70,3 +70,11 @@ def test_a_status_file_this_user_cannot_read_is_unknown(data_dir: Path) -> None:
     assert result.exit_code == 4, result.output
     assert "unknown" in result.stdout
     assert "Permission denied (run as root or as the service user)" in result.stdout
+
+
+def test_a_bad_configuration_is_unknown_not_not_running(tmp_path: Path) -> None:
+    config = tmp_path / "tidings.toml"
+    config.write_text("[server]\nport = 'eighty'\n")
+    done = status(tmp_path, "--config", str(config))
+    assert done.returncode == 4  # 3 would tell a script "not running"
+    assert "server.port" in done.stderr
