@@ -57,6 +57,12 @@ FORBIDDEN = {
                          "appliance.cli", "appliance.app", "appliance.storage.sql",
                          "appliance.storage.sqlite", "appliance.storage.mariadb", "mariadb",
                          "sqlite3", "click"),
+    # The setup wizard (issue 14): services and the composition root, never a backend,
+    # the wire or the REST API's insides; its prompts are its own, not click's.
+    "appliance.setup": ("appliance.transport", "appliance.api", "appliance.cli",
+                        "appliance.storage.sqlite", "appliance.storage.mariadb",
+                        "appliance.storage.sql", "appliance.protocol", "mariadb", "click",
+                        "h11", "h2", "wsproto"),
 }
 
 

@@ -29,6 +29,7 @@ from appliance.cli.ipfilter import ipfilter
 from appliance.cli.logs import configure as configure_logging
 from appliance.cli.options import GLOBAL_OPTIONS, accept_global_options, record_given
 from appliance.cli.serve import serve
+from appliance.cli.setup import setup
 from appliance.cli.status import status
 from appliance.cli.users import user
 from appliance.errors import ApplianceError, ConfigError, NotFoundError, UsageError
@@ -97,6 +98,7 @@ main.add_command(group)
 main.add_command(db)
 main.add_command(ipfilter)
 main.add_command(cert)
+main.add_command(setup)
 main.add_command(completion)
 main.add_command(status)
 main.add_command(doctor)
