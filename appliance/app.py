@@ -28,9 +28,11 @@ from appliance.engine.delivery import Engine
 from appliance.errors import ConfigError
 from appliance.service.admin import AdminService
 from appliance.service.database import running
+from appliance.status.report import ServerState
 from appliance.storage import Storage, open_storage
 from appliance.transport.notify import sd_notify
 from appliance.transport.server import Server
+from appliance.transport.status_report import StatusPublisher, listeners_of
 from appliance.transport.tasks import LoopScheduler, spawn
 from appliance.transport.tls import TlsContexts
 
@@ -120,14 +122,22 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, _reload, tls, server, reload)
         _tune_gc()
+        status = StatusPublisher(server, config.storage.data_dir, resolve_database(
+            config.storage.database, config.storage.data_dir),
+            listeners_of(host, port, redirect_port), tls=tls, certs=certs)
+        status.publish()  # there before the line that says the server listens
         ready(host, port, redirect_port)
         sd_notify("READY=1", f"STATUS=listening on {host}:{port}")
+        reporter = spawn(status.run(), name="status-report")
         await stop.wait()
         sd_notify("STOPPING=1")
+        status.publish(ServerState.STOPPING)
+        reporter.cancel()
         watcher.cancel()
         if maintainer is not None:
             maintainer.cancel()
         await server.stop(config.server.shutdown_timeout_s)
+        status.publish(ServerState.STOPPED)
     finally:
         await store.close()
 

@@ -48,6 +48,15 @@ class StorageUnavailableError(StorageError):
     """The store cannot take writes now (disk full, locked, database down)."""
 
 
+class SchemaNewerError(StorageError):
+    """The database has migrations this executable does not know: it is older than the data."""
+
+    def __init__(self, message: str, *, version: int, known: int) -> None:
+        super().__init__(message)
+        self.version = version
+        self.known = known
+
+
 class NotFoundError(StorageError):
     """The named record does not exist."""
 
@@ -119,6 +128,10 @@ class ChallengeFailedError(AcmeProblemError):
         super().__init__(message, problem=problem, issuer=issuer)
         self.hostname = hostname
         self.hint = hint
+
+
+class StatusFileError(ApplianceError):
+    """The running server's status file cannot be read or is not one (`tidings status`)."""
 
 
 class ReleaseError(ApplianceError):

@@ -49,6 +49,18 @@ FORBIDDEN = {
                           "appliance.engine", "appliance.service", "appliance.api",
                           "appliance.app", "asyncio", "socket", "click"),
     "appliance.config": ("appliance.transport", "appliance.cli", "appliance.storage", "click"),
+    # What a running server says about itself (issue 14): a file format and its
+    # readers, used by the server and by the CLI; no loop, no store, no TLS stack.
+    "appliance.status": ("asyncio", "appliance.transport", "appliance.engine",
+                         "appliance.storage", "appliance.service", "appliance.certs",
+                         "appliance.api", "appliance.cli", "appliance.doctor", "click",
+                         "mariadb", "sqlite3", "cryptography"),
+    # `tidings doctor`'s checks: they read the store through its maintenance
+    # functions, never a backend or the server's parts.
+    "appliance.doctor": ("appliance.transport", "appliance.engine", "appliance.api",
+                         "appliance.cli", "appliance.app", "appliance.storage.sql",
+                         "appliance.storage.sqlite", "appliance.storage.mariadb", "mariadb",
+                         "sqlite3", "click"),
     # The setup wizard (issue 14): services and the composition root, never a backend,
     # the wire or the REST API's insides; its prompts are its own, not click's.
     "appliance.setup": ("appliance.transport", "appliance.api", "appliance.cli",

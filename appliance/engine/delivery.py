@@ -116,6 +116,12 @@ class Engine:
         #: Re-checks live sessions' tokens (revocation, expiry, rename).
         self.credentials = CredentialWatcher(self)
 
+    @property
+    def commit_queue(self) -> int:
+        """Messages accepted and waiting for the next group commit (their senders hear
+        SENT once it lands); the status report's queue depth."""
+        return len(self._batch.messages)
+
     # --- connection lifecycle -----------------------------------------------
 
     async def open_session(self, link: Link, hello: Hello) -> Session:
