@@ -23,7 +23,7 @@ from appliance.cli.context import CliContext
 from appliance.cli.db import db
 from appliance.cli.groups import group
 from appliance.cli.ipfilter import ipfilter
-from appliance.cli.logs import configure as configure_logging
+from appliance.cli.logs import FORMATS as LOG_FORMATS, configure as configure_logging
 from appliance.cli.serve import serve
 from appliance.cli.users import user
 from appliance.errors import ApplianceError, ConfigError, NotFoundError, UsageError
@@ -58,15 +58,18 @@ class _Main(click.Group):
               help="Database: sqlite, private, a MariaDB socket path or a mariadb:// URL"
                    " (default: what 'tidings db bootstrap' recorded, else sqlite).")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text",
+              envvar="TIDINGS_LOG_FORMAT",
+              help="Log lines on stderr: text, or JSON objects (ts, level, logger, msg, exc).")
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None, data_dir: Path | None,
-         database: str | None, debug: bool) -> None:
+         database: str | None, debug: bool, log_format: str) -> None:
     """Tidings: a self-hosted real-time messaging appliance."""
     # Everything this process creates (data directory, database, WAL, keys,
     # certificates) is the operator's alone, whatever umask it was started
     # under (issue 12: umask 022 left the database world-readable).
     os.umask(PRIVATE_UMASK)
-    configure_logging(debug=debug)
+    configure_logging(debug=debug, log_format=log_format)
     ctx.obj = CliContext(config_path, data_dir, database, debug)
 
 
