@@ -71,15 +71,21 @@ def value(figures: Samples, name: str, **labels: str) -> float:
     return figures.get((name, frozenset(labels.items())), 0.0)
 
 
-def scrape_until(server: ServerProcess, key: str, done: Callable[[Samples], bool],
-                 *transport: str, timeout_s: float = 15.0) -> Samples:
-    """Scrape until `done(samples)`: a render is reused for `RENDER_REUSE_S`, so what just
+def answer_until(server: ServerProcess, key: str, done: Callable[[Answer], bool],
+                 *transport: str, timeout_s: float = 15.0) -> Answer:
+    """Scrape until `done(answer)`: a render is reused for `RENDER_REUSE_S`, so what just
     happened shows within that (plus the time it takes to happen)."""
     deadline = time.monotonic() + timeout_s
     while True:
         answer = scrape(server, *transport, key=key)
         assert answer.status == 200, answer.text
-        figures = samples(answer.text)
-        if done(figures) or time.monotonic() > deadline:
-            return figures
+        if done(answer) or time.monotonic() > deadline:
+            return answer
         time.sleep(RENDER_REUSE_S / 4)  # the poll interval of a cached render, not readiness
+
+
+def scrape_until(server: ServerProcess, key: str, done: Callable[[Samples], bool],
+                 *transport: str, timeout_s: float = 15.0) -> Samples:
+    """`answer_until`, on the parsed samples."""
+    return samples(answer_until(server, key, lambda a: done(samples(a.text)), *transport,
+                                timeout_s=timeout_s).text)
