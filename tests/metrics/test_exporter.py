@@ -138,7 +138,7 @@ def test_a_scrape_flood_leaves_honest_clients_alone(data_dir: Path) -> None:
             async with HonestPair(server, tokens) as honest:
                 flood = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "tests.metrics.scrape_flood", server.host,
-                    str(server.port), key, "6", "8", stdout=asyncio.subprocess.PIPE)
+                    str(server.port), key, "6", "4", stdout=asyncio.subprocess.PIPE)
                 out, _ = await flood.communicate()
             return honest, json.loads(out)
 
