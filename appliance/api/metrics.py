@@ -8,6 +8,8 @@ refusal is problem+json (401 with a wrong or missing key, 403 from an
 address outside a configured allowlist with no key), counts against the
 address like any failed authentication (the edge blocks repeat offenders)
 and is counted in ``tidings_refusals_total{limit="metrics_unauthorized"}``.
+Authorized scrapes are paced server-wide (`appliance.metrics.exporter`); one
+past the line is a 429, counted as ``limit="metrics_rate"``.
 """
 
 from __future__ import annotations
@@ -32,14 +34,19 @@ class MetricsAccess(Protocol):
 
     def allows(self, connection: Any) -> bool: ...
 
-    async def scrape(self) -> bytes: ...
+    async def scrape(self) -> bytes | None:
+        """The exposition; None when too many scrapes wait already."""
+        ...
 
 
 async def metrics(call: Call) -> ApiResponse:
     exporter = call.api.metrics
     if exporter is None:
         raise ApiError(404, "not found", "no metrics on this server")
-    return ApiResponse(200, await exporter.scrape(), exporter.content_type)
+    body = await exporter.scrape()
+    if body is None:
+        raise ApiError(429, "too many requests", "too many scrapes are waiting; retry later")
+    return ApiResponse(200, body, exporter.content_type)
 
 
 #: Registered in `appliance.api.v1.ROUTES` (as `Route(**spec)`).

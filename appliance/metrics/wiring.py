@@ -48,7 +48,8 @@ def exporter_for(config: MetricsConfig, server: Server, store: Storage, tls: Tls
         def refusals() -> dict[str, int]:
             return {**engine.refusals, **server.refusals,
                     **edge_refusals(server.edge.snapshot()),
-                    "metrics_unauthorized": exporter.refused}
+                    "metrics_unauthorized": exporter.refused,
+                    "metrics_rate": exporter.too_many}
 
         return Sources(engine, lambda: census.by_protocol(server.edge.gates), refusals,
                        certificate, engine.clock.wall_ms, exporter.stored,

@@ -1,10 +1,11 @@
 """A scrape flood in a process of its own: ``python -m tests.metrics.scrape_flood``.
 
-Arguments: host port key seconds connections.  Each connection sends
-``GET /metrics`` back to back over HTTP/1.1 keep-alive (one in four with a
-wrong operator key), reconnecting when the server closes it; prints one JSON
-object: answers by status, bytes read, and scrapes per second.  Its own work
-runs in its own process, so it is not timed as the server's.
+Arguments: host port key seconds connections [source].  Each connection
+sends ``GET /metrics`` back to back over HTTP/1.1 keep-alive (with a wrong
+operator key when `key` is "-"), from `source` when given, reconnecting when
+the server closes it or refuses the connection; prints one JSON object:
+answers by status, bytes read, reconnections and scrapes per second.  Its
+own work runs in its own process, so it is not timed as the server's.
 """
 
 from __future__ import annotations
@@ -38,13 +39,15 @@ def _answer(sock: socket.socket, buffer: bytearray) -> tuple[int, int]:
     return status, length
 
 
-def _flood(host: str, port: int, key: str, until: float, counts: collections.Counter[str],
-           lock: threading.Lock) -> None:
+def _flood(host: str, port: int, key: str, source: str | None, until: float,
+           counts: collections.Counter[str], lock: threading.Lock) -> None:
     request = (f"GET /metrics HTTP/1.1\r\nHost: {host}\r\n"
                f"Authorization: Bearer {key}\r\n\r\n").encode()
     while time.monotonic() < until:
         try:
-            with socket.create_connection((host, port), timeout=5) as sock:
+            with socket.create_connection((host, port), timeout=5,
+                                          source_address=(source, 0) if source else None
+                                          ) as sock:
                 buffer = bytearray()
                 while time.monotonic() < until:
                     sock.sendall(request)
@@ -59,12 +62,14 @@ def _flood(host: str, port: int, key: str, until: float, counts: collections.Cou
 
 def main() -> None:
     host, port, key, seconds, connections = sys.argv[1:6]
+    source = sys.argv[6] if len(sys.argv) > 6 else None
+    wrong = "tdo_wrong-key"
     until = time.monotonic() + float(seconds)
     counts: collections.Counter[str] = collections.Counter()
     lock = threading.Lock()
     threads = [threading.Thread(target=_flood, args=(
-        host, int(port), key if i % 4 else "tdo_wrong-key", until, counts, lock))
-        for i in range(int(connections))]
+        host, int(port), wrong if key == "-" else key, source, until, counts, lock))
+        for _ in range(int(connections))]
     started = time.monotonic()
     for t in threads:
         t.start()
