@@ -25,6 +25,7 @@ from appliance.cli.groups import group
 from appliance.cli.ipfilter import ipfilter
 from appliance.cli.logs import FORMATS as LOG_FORMATS, configure as configure_logging
 from appliance.cli.serve import serve
+from appliance.cli.setup import setup
 from appliance.cli.users import user
 from appliance.errors import ApplianceError, ConfigError, NotFoundError, UsageError
 
@@ -82,3 +83,4 @@ main.add_command(group)
 main.add_command(db)
 main.add_command(ipfilter)
 main.add_command(cert)
+main.add_command(setup)
