@@ -97,6 +97,7 @@ class Engine:
         #: What `/metrics` reads (`appliance.engine.figures`); messages in the batch
         #: being committed (the open batch's are `len(self._senders)`).
         self.figures = EngineFigures()
+        self._answered = self.figures.answered  # one lookup less per message
         self.committing = 0
         #: Refusals by reason (quotas, issue 12), for the operator's statistics.
         self.refusals: collections.Counter[str] = collections.Counter()
@@ -315,7 +316,7 @@ class Engine:
             self._queue_flush()
 
     def _status(self, session: Session, msg_id: int, status: int, ts: int = 0) -> None:
-        self.figures.answered[status & 0xFF] += 1
+        self._answered[status & 0xFF] += 1
         if msg_id:  # id 0 = the sender wants no status (SPEC M4)
             session.link.write(pack_status(msg_id, status, 0, ts))
 

@@ -146,7 +146,8 @@ class TidingsCollector(Collector):
 def _messages(figures: EngineFigures) -> Iterator[Metric]:
     accepted = CounterMetricFamily(
         "tidings_messages_accepted", "Messages submitted (native, WebSocket, REST), by the"
-        " status answered to the sender: sent, or why not", labels=["status"])
+        " status answered to the sender: sent, a resent duplicate's current status, or the"
+        " refusal", labels=["status"])
     answered = figures.answered
     for code in sorted({int(s) for s in ANSWERED} | {c for c, n in enumerate(answered) if n}):
         accepted.add_metric([status_name(code)], answered[code])
