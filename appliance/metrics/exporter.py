@@ -14,7 +14,7 @@
   counted at most every `STORED_COUNT_INTERVAL_S`, on a connection and a
   thread of its own, and a scrape waits for it at most `COUNT_WAIT_S` (then
   answers without it).
-* Size: every label set is bounded (see `collector`); a render is ~12 KiB.
+* Size: every label set is bounded (see `collector`); a render is ~7 KiB.
 * Access: the operator key, or a client address in ``[metrics] allow``
   (`appliance.metrics.config`); anything else is refused by the REST layer
   and counted here (`refused`).
