@@ -26,6 +26,7 @@ from appliance.dbserver.private import PrivateLayout, PrivateServer, socket_live
 from appliance.engine.clock import SystemClock
 from appliance.engine.delivery import Engine
 from appliance.errors import ConfigError
+from appliance.metrics.wiring import exporter_for
 from appliance.service.admin import AdminService
 from appliance.service.database import running
 from appliance.status.report import ServerState
@@ -102,6 +103,7 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
             tls=_tls_figures(tls, certs)),
             AppFigures(engine, clock))
         api.edge = server.edge
+        api.metrics = exporter_for(config.metrics, server, store, tls, certs)
         api.on_auth = server.auth_result
         # Credential changes made here close this process's sessions at once;
         # secrets replaced by another process stop working at its next poll.

@@ -17,7 +17,8 @@ FORBIDDEN = {
                            "click", "sqlite3"),
     "appliance.engine": ("appliance.transport", "appliance.storage.sqlite",
                          "appliance.storage.mariadb", "mariadb", "appliance.cli",
-                         "socket", "ssl", "sqlite3", "click", "asyncio"),
+                         "socket", "ssl", "sqlite3", "click", "asyncio", "prometheus_client",
+                         "appliance.metrics"),
     "appliance.storage": ("appliance.engine", "appliance.transport", "appliance.cli",
                           "appliance.service", "click"),
     "appliance.service": ("appliance.transport", "appliance.cli", "appliance.storage.sqlite",
@@ -29,7 +30,9 @@ FORBIDDEN = {
     # The REST API: requests in, responses out; no sockets, no backend choice.
     "appliance.api": ("appliance.transport", "appliance.cli", "appliance.storage.sqlite",
                       "appliance.storage.mariadb", "mariadb", "appliance.dbserver",
-                      "socket", "ssl", "click", "h11", "h2", "wsproto"),
+                      "socket", "ssl", "click", "h11", "h2", "wsproto",
+                      # /metrics: the route needs only `api.metrics.MetricsAccess`.
+                      "appliance.metrics", "prometheus_client"),
     # The certificate manager (issue 13): it keeps certificates in the store
     # through its interface, never a backend; TLS contexts are the transport's.
     "appliance.certs": ("appliance.transport", "appliance.cli", "appliance.storage.sql",
@@ -61,6 +64,12 @@ FORBIDDEN = {
                          "appliance.cli", "appliance.app", "appliance.storage.sql",
                          "appliance.storage.sqlite", "appliance.storage.mariadb", "mariadb",
                          "sqlite3", "click"),
+    # /metrics (issue 14): reads the server's parts at scrape time; never a backend,
+    # a socket or a protocol library, never the REST layer that serves it.
+    "appliance.metrics": ("appliance.cli", "click", "appliance.api", "appliance.storage.sql",
+                          "appliance.storage.sqlite", "appliance.storage.mariadb", "mariadb",
+                          "sqlite3", "appliance.dbserver", "socket", "ssl", "h11", "h2",
+                          "wsproto"),
     # The setup wizard (issue 14): services and the composition root, never a backend,
     # the wire or the REST API's insides; its prompts are its own, not click's.
     "appliance.setup": ("appliance.transport", "appliance.api", "appliance.cli",

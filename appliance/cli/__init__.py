@@ -26,7 +26,7 @@ from appliance.cli.db import db
 from appliance.cli.doctor import doctor
 from appliance.cli.groups import group
 from appliance.cli.ipfilter import ipfilter
-from appliance.cli.logs import configure as configure_logging
+from appliance.cli.logs import FORMATS as LOG_FORMATS, configure as configure_logging
 from appliance.cli.options import GLOBAL_OPTIONS, accept_global_options, record_given
 from appliance.cli.serve import serve
 from appliance.cli.setup import setup
@@ -70,9 +70,13 @@ def _global_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                                           "show_default": True})
 @click.version_option(__version__, prog_name="tidings")
 @_global_options
+# Logging is set up before any command runs, so this one goes before the command only.
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text",
+              envvar="TIDINGS_LOG_FORMAT",
+              help="Log lines on stderr: text, or JSON objects (ts, level, logger, msg, exc).")
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None, data_dir: Path | None,
-         database: str | None, debug: bool) -> None:
+         database: str | None, debug: bool, log_format: str) -> None:
     """Tidings: a self-hosted real-time messaging appliance.
 
     The options above may also follow the command (tidings serve --data-dir D).
@@ -84,7 +88,7 @@ def main(ctx: click.Context, config_path: Path | None, data_dir: Path | None,
     # certificates) is the operator's alone, whatever umask it was started
     # under (issue 12: umask 022 left the database world-readable).
     os.umask(PRIVATE_UMASK)
-    configure_logging(debug=debug)
+    configure_logging(debug=debug, log_format=log_format)
     ctx.obj = CliContext(config_path, data_dir, database, debug)
     record_given(ctx, ctx.obj)
 

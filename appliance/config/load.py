@@ -16,6 +16,7 @@ from appliance.config.database import parse_database
 from appliance.config.model import ApplianceConfig
 from appliance.edge.config import check as check_edge
 from appliance.errors import ConfigError
+from appliance.metrics.config import check as check_metrics
 
 _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
              "max_expiry_s": 1, "keepalive_s": 1,
@@ -90,6 +91,7 @@ def _build(tree: dict[str, Any]) -> ApplianceConfig:
                           key_path="server.hostname")
     check_edge(config.edge)
     check_acme(config.acme)
+    check_metrics(config.metrics)
     if config.acme.hostnames and config.tls.cert:
         raise ConfigError("set either [tls] cert/key (your own certificate) or [acme] hostnames"
                           " (certificates obtained and renewed by the appliance), not both",

@@ -9,6 +9,7 @@ from pathlib import Path
 from appliance.certs.config import AcmeConfig
 from appliance.edge.config import EdgeConfig
 from appliance.engine.ports import EngineLimits
+from appliance.metrics.config import MetricsConfig
 
 #: The port `tidings serve` listens on when none is configured.
 DEFAULT_PORT = 7447
@@ -113,3 +114,4 @@ class ApplianceConfig:
     edge: EdgeConfig = field(default_factory=EdgeConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
     acme: AcmeConfig = field(default_factory=AcmeConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
