@@ -17,6 +17,7 @@ import click
 
 from appliance import __version__
 from appliance.cli.apps import app_group, operator_group
+from appliance.cli.backup import backup, restore
 from appliance.cli.certs import cert
 from appliance.cli.client import client
 from appliance.cli.context import CliContext
@@ -79,3 +80,5 @@ main.add_command(group)
 main.add_command(db)
 main.add_command(ipfilter)
 main.add_command(cert)
+main.add_command(backup)
+main.add_command(restore)
