@@ -120,10 +120,13 @@ def _restore(manifest: BackupManifest, staging: Path, config_path: Path | None,
 
 def _location(config: ApplianceConfig, staging: Path, data_dir: Path,
               store_only: bool) -> DatabaseLocation:
-    """The store the restored install uses: the setting, else the archived choice file."""
+    """The store the restored install uses: the install's own choice (its setting, or
+    the one its data directory records: a fresh install's ``db bootstrap``), else
+    the archived choice, else the embedded default."""
     setting = config.storage.database
     choice = staging / DATA_ROOT / CHOICE_FILE
-    if not setting.strip() and not store_only and choice.is_file():
+    if (not setting.strip() and not store_only and not (data_dir / CHOICE_FILE).exists()
+            and choice.is_file()):
         text = choice.read_text(encoding="utf-8").strip()
         return parse_database(text, data_dir, key=f"{CHOICE_FILE} in the archive")
     return resolve_database(setting, data_dir)
@@ -145,6 +148,8 @@ def _write_files(manifest: BackupManifest, staging: Path, data_dir: Path, owner:
                      key=lambda m: (m.kind != "dir", m.name.count("/"), m.name))
     for member in members:
         parts = member.name.split("/")[1:]
+        if parts == [CHOICE_FILE] and (data_dir / CHOICE_FILE).exists():
+            continue  # this install's own choice stands (`_location`)
         uid, gid = uid_of(member.owner, owner.uid), gid_of(member.group, owner.gid)
         if member.kind == "dir":
             tree.make_dir(parts, member.mode, uid, gid)
