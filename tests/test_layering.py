@@ -45,6 +45,17 @@ FORBIDDEN = {
                        "appliance.storage", "appliance.service", "appliance.api",
                        "appliance.cli", "click", "sqlite3", "uvloop"),
     "appliance.config": ("appliance.transport", "appliance.cli", "appliance.storage", "click"),
+    # Backup and restore (issue 14): the store through storage's snapshot and
+    # maintenance calls and MariaDB's own client programs; no server, no loop.
+    "appliance.backup": ("appliance.transport", "appliance.api", "appliance.cli",
+                         "appliance.engine", "appliance.app", "appliance.upgrade",
+                         "appliance.storage.sqlite", "appliance.storage.mariadb", "mariadb",
+                         "asyncio", "click", "h11", "h2", "wsproto"),
+    # The upgrade: releases, the executable, systemd and a health probe from the
+    # operator's shell; the store only through appliance.backup.
+    "appliance.upgrade": ("appliance.transport", "appliance.api", "appliance.cli",
+                          "appliance.engine", "appliance.app", "appliance.storage",
+                          "mariadb", "sqlite3", "asyncio", "click", "h11", "h2", "wsproto"),
 }
 
 

@@ -182,6 +182,10 @@ def _extract(tar: tarfile.TarFile, staging: Path) -> BackupManifest:
 def _admit(info: tarfile.TarInfo, expected: dict[str, Member], seen: set[str],
            staging: Path) -> Member:
     """The manifest entry of `info`, once it passed every check."""
+    if info.name.startswith("/") or ".." in info.name.split("/"):
+        # tarfile's filter would strip the slash; such an archive is hostile all the same.
+        raise LifecycleError(f"hostile member refused: {info.name[:200]!r} leaves the"
+                             " destination", step=_STEP)
     try:
         tarfile.data_filter(info, str(staging))
     except tarfile.FilterError as exc:

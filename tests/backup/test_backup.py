@@ -109,7 +109,8 @@ def test_restored_files_keep_their_modes(tmp_path: Path) -> None:
     os.chmod(config, 0o640)
     archive = tmp_path / "b.tar.gz"
     done = tidings(data, "--config", str(config), "backup", "--output", str(archive))
-    assert "not backed up" in done.stderr and "link" in done.stderr
+    assert "not backed up" in done.stderr
+    assert "link" in done.stderr
 
     with tarfile.open(archive) as tar:
         names = tar.getnames()
@@ -118,7 +119,8 @@ def test_restored_files_keep_their_modes(tmp_path: Path) -> None:
     assert {"store/tidings.sqlite3", "config/tidings.toml", "data/ipfilter/allow.txt",
             "data/acme/accounts.json"} <= set(names)
     assert not any(n.startswith("data/tidings.sqlite3") or n == "data/acme/link" for n in names)
-    assert manifest["backend"] == "sqlite" and manifest["schema_version"] >= 7
+    assert manifest["backend"] == "sqlite"
+    assert manifest["schema_version"] >= 7
     assert all(len(m["sha256"]) == 64 for m in manifest["members"] if m["kind"] == "file")
 
     fresh = tmp_path / "fresh"
@@ -142,7 +144,8 @@ def test_backup_refuses_to_overwrite(tmp_path: Path) -> None:
     archive = tmp_path / "b.tar.gz"
     archive.write_bytes(b"precious")
     done = tidings(data, "backup", "--output", str(archive), check=False)
-    assert done.returncode == 1 and "exists" in done.stderr
+    assert done.returncode == 1
+    assert "exists" in done.stderr
     assert archive.read_bytes() == b"precious"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -151,7 +154,8 @@ def test_backup_of_a_missing_store_names_it(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     done = tidings(data, "backup", "--output", str(tmp_path / "b.tar.gz"), check=False)
-    assert done.returncode == 1 and "no SQLite database" in done.stderr
+    assert done.returncode == 1
+    assert "no SQLite database" in done.stderr
     assert not (tmp_path / "b.tar.gz").exists()
 
 
@@ -166,5 +170,6 @@ def test_mariadb_dump_failure_is_reported(tmp_path: Path, mariadb: object) -> No
     subprocess.run(["mariadb", "--no-defaults", f"--socket={location.socket}", "-e",
                     f"DROP DATABASE {location.database}"], check=True)
     done = tidings(data, "backup", "--output", str(tmp_path / "b.tar.gz"), check=False)
-    assert done.returncode != 0 and location.database in done.stderr
+    assert done.returncode != 0
+    assert location.database in done.stderr
     assert not (tmp_path / "b.tar.gz").exists()
