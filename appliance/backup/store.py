@@ -111,3 +111,16 @@ def _client(program: str, location: DatabaseLocation, scratch: Path, args: list[
     if done.returncode != 0:
         raise LifecycleError(done.stderr.decode(errors="replace").strip()[-_STDERR_TAIL:]
                              or f"exit {done.returncode}", step=f"{program} {location.database}")
+
+
+def current_schema(location: DatabaseLocation, data_dir: Path, owner: Owner,
+                   timeout_s: float) -> int:
+    """The store's schema version now (an upgrade compares it with its backup's).
+
+    Raises:
+        StorageError: unreachable.
+    """
+    with running(location, data_dir):
+        login = login_as(location, owner)
+        with as_owner(owner):
+            return snapshot.schema_version(login, timeout_s)

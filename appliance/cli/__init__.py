@@ -26,6 +26,7 @@ from appliance.cli.groups import group
 from appliance.cli.ipfilter import ipfilter
 from appliance.cli.logs import configure as configure_logging
 from appliance.cli.serve import serve
+from appliance.cli.upgrade import upgrade
 from appliance.cli.users import user
 from appliance.errors import ApplianceError, ConfigError, NotFoundError, UsageError
 
@@ -82,3 +83,4 @@ main.add_command(ipfilter)
 main.add_command(cert)
 main.add_command(backup)
 main.add_command(restore)
+main.add_command(upgrade)
