@@ -62,7 +62,10 @@ def create_backup(config: ApplianceConfig, config_path: Path | None, output: Pat
     owner = Owner.of(data_dir)
     target = (output or default_output(data_dir, now_ms)).absolute()
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".backup-"))
+    # The store's copy is written by its owner (as root: `as_owner`), so it is
+    # staged where the owner may write: in the data directory (a dot name is
+    # never backed up itself), on the store's file system.
+    staging = Path(tempfile.mkdtemp(dir=data_dir, prefix=".backup-"))
     try:
         if switching(owner):
             os.chown(staging, owner.uid, owner.gid)  # the store is copied as its owner

@@ -26,6 +26,6 @@ def trusted(keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
 
 
 @pytest.fixture
-def releases() -> Iterator[ReleaseServer]:
+def release_server() -> Iterator[ReleaseServer]:
     with ReleaseServer().running() as server:
         yield server

@@ -63,22 +63,22 @@ def install(tmp_path: Path) -> Install:
     return Install(tmp_path)
 
 
-def _publish(releases: ReleaseServer, keys: Keys, version: str = NEW,
+def _publish(release_server: ReleaseServer, keys: Keys, version: str = NEW,
              executable: bytes | None = None, **kwargs: str) -> dict[str, bytes]:
     files = release_files(version, executable or script(version), keys, **kwargs)
-    releases.publish(version, files)
-    releases.publish("latest", files)
+    release_server.publish(version, files)
+    release_server.publish("latest", files)
     return files
 
 
 def test_upgrade_swaps_migrates_and_keeps_a_backup(trusted: Path, keys: Keys,
-                                                   releases: ReleaseServer,
+                                                   release_server: ReleaseServer,
                                                    install: Install) -> None:
     log = install.data.parent / "migrate.log"
     new = script(NEW, migrate=f'echo "migrated $DATA" >> {log}')
-    _publish(releases, keys, executable=new)
+    _publish(release_server, keys, executable=new)
     old = install.bin.read_bytes()
-    done = install.upgrade(releases.url, "--yes")
+    done = install.upgrade(release_server.url, "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
     assert install.bin.read_bytes() == new
     assert stat.S_IMODE(install.bin.stat().st_mode) == 0o755
@@ -96,11 +96,11 @@ def test_upgrade_swaps_migrates_and_keeps_a_backup(trusted: Path, keys: Keys,
 
 
 def test_a_failed_migration_rolls_back_the_executable(trusted: Path, keys: Keys,
-                                                      releases: ReleaseServer,
+                                                      release_server: ReleaseServer,
                                                       install: Install) -> None:
-    _publish(releases, keys, executable=script(NEW, migrate='echo "boom: no" >&2; exit 3'))
+    _publish(release_server, keys, executable=script(NEW, migrate='echo "boom: no" >&2; exit 3'))
     old = install.bin.read_bytes()
-    done = install.upgrade(releases.url, "--yes")
+    done = install.upgrade(release_server.url, "--yes")
     assert done.returncode == 1
     assert "ROLLED BACK to 0.1.0" in done.stderr
     assert "boom: no" in done.stderr
@@ -110,13 +110,13 @@ def test_a_failed_migration_rolls_back_the_executable(trusted: Path, keys: Keys,
 
 
 def test_a_migration_that_moved_the_schema_restores_the_store(
-        trusted: Path, keys: Keys, releases: ReleaseServer, install: Install) -> None:
+        trusted: Path, keys: Keys, release_server: ReleaseServer, install: Install) -> None:
     half = (f'{sys.executable} -c "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]);'
             " c.execute('INSERT INTO schema_migrations VALUES (99, 1, 1, 0)');"
             " c.execute('DELETE FROM users'); c.commit()\""
             ' "$DATA/tidings.sqlite3"; echo "half way" >&2; exit 4')
-    _publish(releases, keys, executable=script(NEW, migrate=half))
-    done = install.upgrade(releases.url, "--yes")
+    _publish(release_server, keys, executable=script(NEW, migrate=half))
+    done = install.upgrade(release_server.url, "--yes")
     assert done.returncode == 1, done.stdout
     assert "moved from 7 to 99" in done.stdout
     assert "the store was restored from" in done.stderr
@@ -160,80 +160,80 @@ def _manifest_edited(files: dict[str, bytes], keys: Keys) -> None:
     (_wrong_line_signed, "manifest and SHA256SUMS disagree"),
     (_manifest_edited, "manifest.json does not match its line"),
 ], ids=["one-byte", "other-key", "wrong-line", "wrong-line-signed", "manifest-edited"])
-def test_a_tampered_release_changes_nothing(trusted: Path, keys: Keys, releases: ReleaseServer,
+def test_a_tampered_release_changes_nothing(trusted: Path, keys: Keys, release_server: ReleaseServer,
                                             install: Install, tamper: object,
                                             words: str) -> None:
     files = release_files(NEW, script(NEW), keys)
     tamper(files, keys)  # type: ignore[operator]
-    releases.publish("latest", files)
+    release_server.publish("latest", files)
     before = install.state()
-    done = install.upgrade(releases.url, "--yes")
+    done = install.upgrade(release_server.url, "--yes")
     assert done.returncode == 1
     assert words in done.stderr
     assert install.state() == before
 
 
 def test_a_new_executable_that_says_another_version_is_refused(
-        trusted: Path, keys: Keys, releases: ReleaseServer, install: Install) -> None:
-    _publish(releases, keys, executable=script(NEW, says="0.2.1"))
+        trusted: Path, keys: Keys, release_server: ReleaseServer, install: Install) -> None:
+    _publish(release_server, keys, executable=script(NEW, says="0.2.1"))
     before = install.state()
-    done = install.upgrade(releases.url, "--yes")
+    done = install.upgrade(release_server.url, "--yes")
     assert done.returncode == 1
     assert "reports 0.2.1, the release is 0.2.0" in done.stderr
     assert install.state() == before
 
 
-def test_versions(trusted: Path, keys: Keys, releases: ReleaseServer, install: Install) -> None:
+def test_versions(trusted: Path, keys: Keys, release_server: ReleaseServer, install: Install) -> None:
     before = install.state()
-    _publish(releases, keys, version=OLD)
-    done = install.upgrade(releases.url, "--yes")
+    _publish(release_server, keys, version=OLD)
+    done = install.upgrade(release_server.url, "--yes")
     assert (done.returncode, done.stdout.strip().splitlines()[-1]) == (
         0, "already up to date (tidings 0.1.0)")
-    _publish(releases, keys, version="0.0.9")
-    done = install.upgrade(releases.url, "--yes")
+    _publish(release_server, keys, version="0.0.9")
+    done = install.upgrade(release_server.url, "--yes")
     assert done.returncode == 1
     assert "0.0.9 is older than the installed 0.1.0" in done.stderr
-    _publish(releases, keys, version="0.3.0", upgrades_from="0.2.0")
-    done = install.upgrade(releases.url, "--yes")
+    _publish(release_server, keys, version="0.3.0", upgrades_from="0.2.0")
+    done = install.upgrade(release_server.url, "--yes")
     assert done.returncode == 1
     assert "upgrade to 0.2.0 first (tidings upgrade --version 0.2.0)" in done.stderr
     assert install.state() == before
-    done = install.upgrade(releases.url, "--yes", "--version", "0.0.9", "--allow-downgrade")
+    done = install.upgrade(release_server.url, "--yes", "--version", "0.0.9", "--allow-downgrade")
     assert done.returncode == 0, done.stderr
     assert b"version 0.0.9" in install.bin.read_bytes()
 
 
-def test_check_reports_and_changes_nothing(trusted: Path, keys: Keys, releases: ReleaseServer,
+def test_check_reports_and_changes_nothing(trusted: Path, keys: Keys, release_server: ReleaseServer,
                                            install: Install) -> None:
     before = install.state()
-    _publish(releases, keys)
-    done = install.upgrade(releases.url, "--check")
+    _publish(release_server, keys)
+    done = install.upgrade(release_server.url, "--check")
     assert (done.returncode, done.stdout) == (
         100, "installed: 0.1.0; the release server offers 0.2.0\ntidings 0.1.0 -> 0.2.0\n")
-    _publish(releases, keys, version="0.0.9")
-    done = install.upgrade(releases.url, "--check")
+    _publish(release_server, keys, version="0.0.9")
+    done = install.upgrade(release_server.url, "--check")
     assert (done.returncode, done.stdout.splitlines()[-1]) == (
         0, "up to date: nothing newer than 0.1.0")
-    done = install.upgrade(releases.url, "--check", "--version", OLD)
+    done = install.upgrade(release_server.url, "--check", "--version", OLD)
     assert done.returncode == 1  # not published: HTTP 404, said so
     assert "HTTP 404" in done.stderr
     assert install.state() == before
-    assert not [r for r in releases.requests if r.endswith(EXE)]
+    assert not [r for r in release_server.requests if r.endswith(EXE)]
 
 
 def test_hostile_release_servers_are_bounded(trusted: Path, keys: Keys,
-                                             releases: ReleaseServer, install: Install) -> None:
+                                             release_server: ReleaseServer, install: Install) -> None:
     before = install.state()
-    cases = {"/latest/SHA256SUMS": (releases.endless, "more than the 65536 bytes"),
-             "/0.2.0/manifest.json": (releases.huge_length, "more than the 65536 allowed"),
-             "/0.3.0/SHA256SUMS": (releases.hang, "timed out")}
-    _publish(releases, keys)
-    releases.publish("0.3.0", {})
+    cases = {"/latest/SHA256SUMS": (release_server.endless, "more than the 65536 bytes"),
+             "/0.2.0/manifest.json": (release_server.huge_length, "more than the 65536 allowed"),
+             "/0.3.0/SHA256SUMS": (release_server.hang, "timed out")}
+    _publish(release_server, keys)
+    release_server.publish("0.3.0", {})
     for path, (behaviour, words) in cases.items():
-        releases.behaviours[path] = behaviour
+        release_server.behaviours[path] = behaviour
         version = path.split("/")[1]
         started = time.monotonic()
-        done = install.upgrade(releases.url, "--yes", "--timeout", "1",
+        done = install.upgrade(release_server.url, "--yes", "--timeout", "1",
                                *(["--version", version] if version != "latest" else []))
         assert done.returncode == 1, path
         assert words in done.stderr, done.stderr
@@ -242,16 +242,16 @@ def test_hostile_release_servers_are_bounded(trusted: Path, keys: Keys,
 
 
 def test_plain_http_elsewhere_is_refused(install: Install) -> None:
-    done = install.upgrade("http://releases.example.invalid", "--check")
+    done = install.upgrade("http://release_server.example.invalid", "--check")
     assert done.returncode == 1
     assert "must be https://" in done.stderr
 
 
-def test_no_terminal_and_no_yes_is_refused(trusted: Path, keys: Keys, releases: ReleaseServer,
+def test_no_terminal_and_no_yes_is_refused(trusted: Path, keys: Keys, release_server: ReleaseServer,
                                            install: Install) -> None:
-    _publish(releases, keys)
+    _publish(release_server, keys)
     before = install.state()
-    done = install.upgrade(releases.url)
+    done = install.upgrade(release_server.url)
     assert done.returncode == 1
     assert "pass --yes" in done.stderr
     assert install.state() == before
