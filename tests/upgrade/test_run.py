@@ -160,9 +160,9 @@ def _manifest_edited(files: dict[str, bytes], keys: Keys) -> None:
     (_wrong_line_signed, "manifest and SHA256SUMS disagree"),
     (_manifest_edited, "manifest.json does not match its line"),
 ], ids=["one-byte", "other-key", "wrong-line", "wrong-line-signed", "manifest-edited"])
-def test_a_tampered_release_changes_nothing(trusted: Path, keys: Keys, release_server: ReleaseServer,
-                                            install: Install, tamper: object,
-                                            words: str) -> None:
+def test_a_tampered_release_changes_nothing(trusted: Path, keys: Keys,
+                                            release_server: ReleaseServer, install: Install,
+                                            tamper: object, words: str) -> None:
     files = release_files(NEW, script(NEW), keys)
     tamper(files, keys)  # type: ignore[operator]
     release_server.publish("latest", files)
@@ -183,7 +183,8 @@ def test_a_new_executable_that_says_another_version_is_refused(
     assert install.state() == before
 
 
-def test_versions(trusted: Path, keys: Keys, release_server: ReleaseServer, install: Install) -> None:
+def test_versions(trusted: Path, keys: Keys, release_server: ReleaseServer,
+                  install: Install) -> None:
     before = install.state()
     _publish(release_server, keys, version=OLD)
     done = install.upgrade(release_server.url, "--yes")
@@ -222,7 +223,8 @@ def test_check_reports_and_changes_nothing(trusted: Path, keys: Keys, release_se
 
 
 def test_hostile_release_servers_are_bounded(trusted: Path, keys: Keys,
-                                             release_server: ReleaseServer, install: Install) -> None:
+                                             release_server: ReleaseServer,
+                                             install: Install) -> None:
     before = install.state()
     cases = {"/latest/SHA256SUMS": (release_server.endless, "more than the 65536 bytes"),
              "/0.2.0/manifest.json": (release_server.huge_length, "more than the 65536 allowed"),
