@@ -33,6 +33,22 @@ _SECONDS_PER_MIB: Final = 10.0
 _VERSION: Final = re.compile(r"version (\S+)")
 
 
+def tidings_env() -> dict[str, str]:
+    """The environment for running another `tidings` executable from this one.
+
+    A one-file executable tells its own child process where it unpacked
+    itself through ``_PYI_*`` variables; another one-file executable at the
+    same path inheriting them would take itself for that child and run *this*
+    process's unpacked code (or fail on a directory it may not read: seen
+    when the migration ran as the service user).  PyInstaller's
+    ``PYINSTALLER_RESET_ENVIRONMENT`` asks for an independent start too.
+    """
+    env = {k: v for k, v in host_env().items() if not k.startswith("_PYI_")}
+    env.pop("_MEIPASS2", None)
+    env["PYINSTALLER_RESET_ENVIRONMENT"] = "1"
+    return env
+
+
 def previous(bin_path: Path) -> Path:
     return bin_path.with_name(bin_path.name + PREVIOUS_SUFFIX)
 
@@ -45,7 +61,7 @@ def version_of(program: Path) -> str:
     """
     try:
         done = subprocess.run([str(program), "--version"], capture_output=True, text=True,
-                              env=host_env(), timeout=SMOKE_TIMEOUT_S, check=False)
+                              env=tidings_env(), timeout=SMOKE_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise LifecycleError(f"{program} does not run: {exc}", step="version") from None
     match = _VERSION.search(done.stdout)

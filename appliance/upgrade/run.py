@@ -24,7 +24,6 @@ from appliance.backup.owner import Owner, switching
 from appliance.backup.restore import ConfigLoader
 from appliance.config import ApplianceConfig
 from appliance.errors import ApplianceError, LifecycleError
-from appliance.system.host import host_env
 from appliance.system.layout import SERVICE_UNIT
 from appliance.system.systemd import systemctl, systemd_running, unit_property
 from appliance.upgrade import executable as exe
@@ -203,7 +202,7 @@ def migrate(bin_path: Path, config_path: Path | None, config: ApplianceConfig,
     as_user = {"user": owner.uid, "group": owner.gid, "extra_groups": []} \
         if switching(owner) else {}
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, env=host_env(),
+        done = subprocess.run(cmd, capture_output=True, text=True, env=exe.tidings_env(),
                               timeout=MIGRATE_TIMEOUT_S, check=False, **as_user)  # type: ignore[call-overload]
     except subprocess.TimeoutExpired:
         raise LifecycleError(f"no result within {MIGRATE_TIMEOUT_S:.0f} s", step="migrate"

@@ -81,14 +81,15 @@ class LoopingSender:
 
 
 async def send_sentinel(host: str, port: int, sender: str, token: str, to: bytes = b"receiver",
-                        tls: ssl.SSLContext | None = None) -> None:
+                        tls: ssl.SSLContext | None = None, sentinel_id: int = SENTINEL_ID
+                        ) -> None:
     """One last message, acknowledged SENT, that ends `drain`."""
     client = await Client.connect(host, port, token, "sentinel", tls=tls)
     try:
-        client.send(Message(SENTINEL_ID, to, payload(sender, SENTINEL_ID)))
+        client.send(Message(sentinel_id, to, payload(sender, sentinel_id)))
         while True:
             event = await client.next_event(timeout=30)
-            if isinstance(event, StatusReport) and event.id == SENTINEL_ID:
+            if isinstance(event, StatusReport) and event.id == sentinel_id:
                 assert event.status == Status.SENT, event
                 return
     finally:
@@ -96,16 +97,18 @@ async def send_sentinel(host: str, port: int, sender: str, token: str, to: bytes
 
 
 async def drain(host: str, port: int, token: str, sentinel_from: tuple[str, str],
-                tls: ssl.SSLContext | None = None) -> Counter[tuple[bytes, int]]:
-    """Every (sender, id) the recipient is handed before the sentinel, with counts."""
+                tls: ssl.SSLContext | None = None, sentinel_id: int = SENTINEL_ID
+                ) -> Counter[tuple[bytes, int]]:
+    """Every (sender, id) the recipient is handed before the sentinel, with counts
+    (each drain of one recipient needs a sentinel id of its own)."""
     client = await Client.connect(host, port, token, "only", tls=tls)
     got: Counter[tuple[bytes, int]] = Counter()
     try:
-        await send_sentinel(host, port, *sentinel_from, tls=tls)
+        await send_sentinel(host, port, *sentinel_from, tls=tls, sentinel_id=sentinel_id)
         while True:
             message = await client.message(timeout=30)  # acknowledges it
             assert message.payload == payload(message.peer.decode(), message.id)
-            if message.id == SENTINEL_ID:
+            if message.id == sentinel_id:
                 return got
             got[(message.peer, message.id)] += 1
     finally:
