@@ -228,10 +228,12 @@ def restart_and_check(run: Upgrade, which: str, *, start: bool = False,
         run.report.notes.append(f"{SERVICE_UNIT} is not running under systemd here: not"
                                 " restarted; restart the server to run the new version")
         return
+    # Set before asking: a failed restart has stopped the old server all the same,
+    # and the rollback must start it again.
+    run.report.restarted = True
     with run.steps.step(f"{'started' if start else 'restarted'} {SERVICE_UNIT} ({which}"
                         " version; systemctl waits for READY=1)"):
         systemctl("start" if start else "restart", SERVICE_UNIT)
-    run.report.restarted = True
     if not start and which == "new":
         run.report.downtime_s = downtime()
     server = run.config.server
