@@ -137,3 +137,23 @@ class LifecycleError(ApplianceError):
         super().__init__(f"{step}: {message}" + (f" ({fix})" if fix else ""))
         self.step = step
         self.fix = fix
+
+
+class AnswerError(UsageError):
+    """A `tidings setup` answer is refused (issue 14): `question` names it (its answers-file
+    key), `fix` says what to give instead (usually the flag)."""
+
+    def __init__(self, message: str, *, question: str, fix: str = "") -> None:
+        super().__init__(f"{question}: {message}" + (f" ({fix})" if fix else ""))
+        self.question = question
+        self.reason = message
+        self.fix = fix
+
+
+class AnswersRefusedError(UsageError):
+    """Several `tidings setup` answers are refused at once (an unattended run lists them all)."""
+
+    def __init__(self, refusals: tuple[AnswerError, ...]) -> None:
+        super().__init__("setup refused these answers; nothing was changed:\n"
+                         + "\n".join(f"  {r}" for r in refusals))
+        self.refusals = refusals

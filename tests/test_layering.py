@@ -56,6 +56,12 @@ FORBIDDEN = {
     "appliance.upgrade": ("appliance.transport", "appliance.api", "appliance.cli",
                           "appliance.engine", "appliance.app", "appliance.storage",
                           "mariadb", "sqlite3", "asyncio", "click", "h11", "h2", "wsproto"),
+    # The setup wizard (issue 14): services and the composition root, never a backend,
+    # the wire or the REST API's insides; its prompts are its own, not click's.
+    "appliance.setup": ("appliance.transport", "appliance.api", "appliance.cli",
+                        "appliance.storage.sqlite", "appliance.storage.mariadb",
+                        "appliance.storage.sql", "appliance.protocol", "mariadb", "click",
+                        "h11", "h2", "wsproto"),
 }
 
 

@@ -26,6 +26,7 @@ from appliance.cli.groups import group
 from appliance.cli.ipfilter import ipfilter
 from appliance.cli.logs import configure as configure_logging
 from appliance.cli.serve import serve
+from appliance.cli.setup import setup
 from appliance.cli.upgrade import upgrade
 from appliance.cli.users import user
 from appliance.errors import ApplianceError, ConfigError, NotFoundError, UsageError
@@ -84,3 +85,4 @@ main.add_command(cert)
 main.add_command(backup)
 main.add_command(restore)
 main.add_command(upgrade)
+main.add_command(setup)

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from appliance.certs.config import check as check_acme
+from appliance.certs.config import check as check_acme, is_dns_name
 from appliance.config.database import parse_database
 from appliance.config.model import ApplianceConfig
 from appliance.edge.config import check as check_edge
@@ -85,6 +85,9 @@ def _build(tree: dict[str, Any]) -> ApplianceConfig:
     if config.storage.database:
         # Checked now, so that a wrong value stops start-up naming the key.
         parse_database(config.storage.database, config.storage.data_dir)
+    if config.server.hostname and not is_dns_name(config.server.hostname):
+        raise ConfigError(f"{config.server.hostname!r} is not a lower-case DNS name",
+                          key_path="server.hostname")
     check_edge(config.edge)
     check_acme(config.acme)
     if config.acme.hostnames and config.tls.cert:

@@ -32,6 +32,9 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
+    #: The public DNS name clients reach this server by ("" = not said).  Written
+    #: by `tidings setup`; shown in the commands it prints.
+    hostname: str = ""
     shutdown_timeout_s: float = 10.0
     #: A second, plain-HTTP port that redirects to HTTPS on `port` (usually 80;
     #: -1 = none, 0 = any free port).
