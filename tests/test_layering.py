@@ -70,6 +70,17 @@ FORBIDDEN = {
                           "appliance.storage.sqlite", "appliance.storage.mariadb", "mariadb",
                           "sqlite3", "appliance.dbserver", "socket", "ssl", "h11", "h2",
                           "wsproto"),
+    # Backup and restore (issue 14): the store through storage's snapshot and
+    # maintenance calls and MariaDB's own client programs; no server, no loop.
+    "appliance.backup": ("appliance.transport", "appliance.api", "appliance.cli",
+                         "appliance.engine", "appliance.app", "appliance.upgrade",
+                         "appliance.storage.sqlite", "appliance.storage.mariadb", "mariadb",
+                         "asyncio", "click", "h11", "h2", "wsproto"),
+    # The upgrade: releases, the executable, systemd and a health probe from the
+    # operator's shell; the store only through appliance.backup.
+    "appliance.upgrade": ("appliance.transport", "appliance.api", "appliance.cli",
+                          "appliance.engine", "appliance.app", "appliance.storage",
+                          "mariadb", "sqlite3", "asyncio", "click", "h11", "h2", "wsproto"),
     # The setup wizard (issue 14): services and the composition root, never a backend,
     # the wire or the REST API's insides; its prompts are its own, not click's.
     "appliance.setup": ("appliance.transport", "appliance.api", "appliance.cli",

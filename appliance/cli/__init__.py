@@ -18,6 +18,7 @@ import click
 
 from appliance import __version__
 from appliance.cli.apps import app_group, operator_group
+from appliance.cli.backup import backup, restore
 from appliance.cli.certs import cert
 from appliance.cli.client import client
 from appliance.cli.completion import COMPLETE_VAR, completion
@@ -31,6 +32,7 @@ from appliance.cli.options import GLOBAL_OPTIONS, accept_global_options, record_
 from appliance.cli.serve import serve
 from appliance.cli.setup import setup
 from appliance.cli.status import status
+from appliance.cli.upgrade import upgrade
 from appliance.cli.users import user
 from appliance.errors import ApplianceError, ConfigError, NotFoundError, UsageError
 
@@ -102,6 +104,9 @@ main.add_command(group)
 main.add_command(db)
 main.add_command(ipfilter)
 main.add_command(cert)
+main.add_command(backup)
+main.add_command(restore)
+main.add_command(upgrade)
 main.add_command(setup)
 main.add_command(completion)
 main.add_command(status)
