@@ -34,19 +34,9 @@ _VERSION: Final = re.compile(r"version (\S+)")
 
 
 def tidings_env() -> dict[str, str]:
-    """The environment for running another `tidings` executable from this one.
-
-    A one-file executable tells its own child process where it unpacked
-    itself through ``_PYI_*`` variables; another one-file executable at the
-    same path inheriting them would take itself for that child and run *this*
-    process's unpacked code (or fail on a directory it may not read: seen
-    when the migration ran as the service user).  PyInstaller's
-    ``PYINSTALLER_RESET_ENVIRONMENT`` asks for an independent start too.
-    """
-    env = {k: v for k, v in host_env().items() if not k.startswith("_PYI_")}
-    env.pop("_MEIPASS2", None)
-    env["PYINSTALLER_RESET_ENVIRONMENT"] = "1"
-    return env
+    """The environment for running another `tidings` executable from this one
+    (`host_env` leaves out what would make it take itself for our child)."""
+    return host_env()
 
 
 def previous(bin_path: Path) -> Path:
