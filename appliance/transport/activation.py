@@ -104,8 +104,9 @@ def adopt(fd: int, role: str) -> socket.socket:
         listening = 0
     if (sock.family not in (socket.AF_INET, socket.AF_INET6)
             or sock.type != socket.SOCK_STREAM or not listening):
+        stream = sock.type == socket.SOCK_STREAM
         what = (f"{_name(sock.family)} {_name(sock.type)}"
-                f"{'' if listening else ', not listening'}")
+                f"{', not listening' if stream and not listening else ''}")
         sock.detach()  # not ours to close: systemd's configuration is wrong, not the fd
         raise ConfigError(f"descriptor {fd} ({role}) is not a listening TCP socket ({what});"
                           f" the socket unit needs ListenStream= with a port or address:port",

@@ -17,8 +17,9 @@ class ServerProcess:
     """A `tidings serve --port 0` child; `start()` returns once it listens."""
 
     def __init__(self, data_dir: Path, *extra: str, command: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()) -> None:
         self.data_dir = data_dir
+        self.pass_fds = pass_fds
         self.extra = extra
         self.command = command or [sys.executable, "-m", "appliance"]
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -34,7 +35,8 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [*self.command, "--data-dir", str(self.data_dir), "serve", "--port", str(port),
              *self.extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
+            pass_fds=self.pass_fds)
         assert self.proc.stdout is not None
         # Readiness is the line the server prints once it listens: no sleeps.
         for line in self.proc.stdout:
