@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import subprocess
 from pathlib import Path
 
@@ -149,3 +150,31 @@ def test_frozen_server_obtains_a_certificate_from_acme(tmp_path: Path) -> None:
             openssl_verify(server.port, write_roots(pebble, tmp_path))
         finally:
             server.stop()
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_frozen_executable_takes_the_server_with_it(tmp_path: Path) -> None:
+    """SIGKILL reaches only the bootloader; its child, the server, must not outlive it
+    holding the port and the store's lock (appliance/system/bootloader.py)."""
+    frozen_bin = frozen_binary()
+    data = tmp_path / "data"
+    data.mkdir()
+    server = ServerProcess(data, command=[str(frozen_bin)])
+    server.start(timeout=60)
+    assert server.proc is not None
+    bootloader = server.proc.pid
+    [child] = Path(f"/proc/{bootloader}/task/{bootloader}/children").read_text().split()
+    pidfd = os.pidfd_open(int(child))
+    try:
+        server.kill()
+        # A pidfd turns readable once its process has exited: no polling, no sleep.
+        assert select.select([pidfd], [], [], 30)[0], "the server outlived the bootloader"
+    finally:
+        os.close(pidfd)
+    # At once: the same port and the same data directory (lock) are free.
+    again = ServerProcess(data, command=[str(frozen_bin)])
+    again.start(timeout=60, port=server.port)
+    try:
+        assert again.port == server.port
+    finally:
+        assert again.stop() == 0, again.output
