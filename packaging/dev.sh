@@ -41,8 +41,12 @@ case "$cmd" in
         # mariadb-server: the real MariaDB the storage tests start (never skipped).
         # systemd: systemd-analyze verifies the units in systemd/.
         # pebble: the real ACME CA (with pebble-challtestsrv) the certificate tests run against.
+        # debootstrap, systemd-container: the booted Debian 12 container the install,
+        # setup, systemd and upgrade tests run in (tests/support/container.py).
+        # shellcheck, dash: the installer and release scripts are checked as POSIX sh.
         apt_install python3 python3-venv python3-dev gcc binutils procps curl openssl \
-            nghttp2-client libmariadb-dev mariadb-server systemd pebble
+            nghttp2-client libmariadb-dev mariadb-server systemd pebble \
+            debootstrap systemd-container shellcheck dash
         venv "[test,lint,freeze]"
         # The machine's MariaDB server: `tidings db bootstrap` is tested on it.
         # (The other MariaDB tests start private servers of their own.)
