@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
+import time
+from dataclasses import dataclass
 
 _WRAPPER = r"""
 import fcntl, os, sys
@@ -42,3 +45,74 @@ def activated(command: list[str], sockets: list[socket.socket] | list[int],
     argv = [sys.executable, "-c", _WRAPPER, ":".join(names or []),
             ",".join(str(fd) for fd in fds), "--", *command]
     return argv, fds
+
+
+#: What the prober asks: the one route without authentication.
+HEALTH_REQUEST = b"GET /v1/health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+#: What an attempt the server closed unanswered looks like (taken down with it).
+CUT = frozenset({"b''", repr(ConnectionResetError(104, "Connection reset by peer"))})
+
+
+@dataclass
+class Probe:
+    """One connection attempt: when it connected, when it was answered, and how."""
+
+    connected: float
+    answered: float
+    outcome: str  # "served", "refused", or what went wrong
+
+
+class Prober(threading.Thread):
+    """Connects to `address` in a loop, asking ``GET /v1/health``, until `done` is set."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        super().__init__(daemon=True)
+        self.address = address
+        self.done = threading.Event()
+        self.probes: list[Probe] = []
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            start = time.monotonic()
+            try:
+                with socket.create_connection(self.address, timeout=60) as conn:
+                    connected = time.monotonic()
+                    conn.sendall(HEALTH_REQUEST)
+                    answer = b""
+                    while chunk := conn.recv(65536):
+                        answer += chunk
+                        if len(answer) > 1 << 20:
+                            break
+                outcome = "served" if answer.startswith(b"HTTP/1.1 200") else repr(answer[:60])
+                self.probes.append(Probe(connected, time.monotonic(), outcome))
+            except ConnectionRefusedError:
+                self.probes.append(Probe(start, time.monotonic(), "refused"))
+            except OSError as exc:
+                self.probes.append(Probe(start, time.monotonic(), repr(exc)))
+
+    def count(self, outcome: str) -> int:
+        return sum(p.outcome == outcome for p in self.probes)
+
+    def cut(self) -> list[str]:
+        """Outcomes of attempts neither served nor refused."""
+        return [p.outcome for p in self.probes if p.outcome not in ("served", "refused")]
+
+    def waited(self, gaps: list[tuple[float, float]]) -> list[Probe]:
+        """Attempts that connected within a gap [old server told to stop, new one
+        ready] and were answered after it: held in the backlog, served by the next."""
+        return [p for p in self.probes if p.outcome == "served"
+                and any(a <= p.connected <= b <= p.answered for a, b in gaps)]
+
+    def await_served(self, n: int = 1, timeout_s: float = 60.0) -> None:
+        """Until `n` more attempts have been served (the client runs in its thread)."""
+        target = self.count("served") + n
+        deadline = time.monotonic() + timeout_s
+        while self.count("served") < target:
+            assert time.monotonic() < deadline, f"no answer within {timeout_s} s"
+            assert self.is_alive()
+            time.sleep(0.01)
+
+    def finish(self) -> None:
+        self.done.set()
+        if self.is_alive():
+            self.join(timeout=60)
