@@ -61,6 +61,11 @@ class Installed:
         return self.box.run(["journalctl", "--no-pager", "-o", "cat", "-u", "tidings.service",
                              "-u", "tidings.socket"]).stdout
 
+    def server_log(self) -> str:
+        """What the server itself wrote (stderr, to the journal), not systemd's lines."""
+        return self.box.run(["journalctl", "--no-pager", "-o", "cat", "-u", "tidings.service",
+                             "-t", "tidings"]).stdout
+
     def server_pid(self) -> int:
         """The server: the one-file bootloader's ($MAINPID) child."""
         main = self.show("MainPID")["MainPID"]
@@ -88,16 +93,25 @@ def _free_port() -> int:
         return port
 
 
+def _install_file(box: Container, path: str, text: str, mode: str = "0640") -> None:
+    """`text` as `path`, root:tidings (the installer's owner for /etc/tidings)."""
+    box.run(f"cat > {path} && chown root:tidings {path} && chmod {mode} {path}", stdin=text)
+
+
 @contextmanager
-def installed(payload: Path, hint: str, service_dropin: str = "",
-              socket_unit: bool = True) -> Iterator[Installed]:
-    port, redirect = _free_port(), _free_port()
+def installed(payload: Path, hint: str, service_dropin: str = "", socket_unit: bool = True,
+              port: int | None = None, config: str = "", prepare: str = ""
+              ) -> Iterator[Installed]:
+    """Boot, install, configure (`config` is appended to the [server] table), run
+    `prepare` (sh); then systemd is told about the units."""
+    port, redirect = port or _free_port(), _free_port()
     with booted(hint, payload) as box:
         box.run(_INSTALL)
-        box.run("cat > /etc/tidings/tidings.toml && chown root:tidings /etc/tidings/tidings.toml"
-                " && chmod 0640 /etc/tidings/tidings.toml",
-                stdin=f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
-                      f"redirect_port = {redirect}\n")
+        _install_file(box, "/etc/tidings/tidings.toml",
+                      f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
+                      f"redirect_port = {redirect}\n{config}")
+        if prepare:
+            box.run(prepare, timeout=600)
         # The drop-in format tidings.socket documents (the setup wizard writes it).
         box.run("cat > /etc/systemd/system/tidings.socket.d/ports.conf",
                 stdin=f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n"
@@ -113,7 +127,9 @@ def installed(payload: Path, hint: str, service_dropin: str = "",
         try:
             yield Installed(box, port, redirect)
         except BaseException:
-            print(box.journal("tidings.service", 400))
+            print(box.run(["journalctl", "--no-pager", "-n", "300", "-u", "tidings.service",
+                           "-u", "tidings-mariadb.service", "-u", "tidings.socket"],
+                          check=False).stdout)
             raise
 
 
@@ -237,3 +253,54 @@ def test_without_the_socket_unit_the_server_binds_its_ports_itself(payload: Path
         tidings.systemctl("stop", "tidings.service")
         with pytest.raises(ConnectionRefusedError):
             _get(tidings.port)
+
+
+def test_the_hardened_server_uses_the_private_mariadb_over_its_socket(payload: Path) -> None:
+    """tidings-mariadb.service (exposure 0.8) runs mariadbd; tidings.service reaches it."""
+    prepare = ("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq"
+               " --no-install-recommends mariadb-server >/dev/null"
+               " && systemctl disable --now mariadb"
+               " && tidings --data-dir /var/lib/tidings db bootstrap --private"
+               " --service-user tidings")
+    with installed(payload, "mariadb", prepare=prepare) as tidings:
+        box = tidings.box
+        tidings.systemctl("start", "tidings-mariadb.service", "tidings.service")
+        assert _get(tidings.port).startswith(b"HTTP/1.1 200")
+        mariadb = tidings.systemctl("show", "tidings-mariadb.service", "--property=ActiveState",
+                                    "--property=MainPID")
+        assert "ActiveState=active" in mariadb
+        # The store is MariaDB, reached as the service user over the unix socket.
+        added = box.run(["runuser", "-u", "tidings", "--", "tidings", "--data-dir",
+                         "/var/lib/tidings", "user", "add", "alice"], env={
+                             "TMPDIR": "/var/lib/tidings/tmp"})
+        assert "created user alice" in added.stdout
+        log = tidings.server_log()
+        assert "started the private MariaDB server" not in log  # its own unit runs it
+        errors = box.run("cat /var/lib/tidings/mariadb/*.err 2>/dev/null || true").stdout
+        assert "Operation not permitted" not in errors, errors[-3000:]
+        tidings.systemctl("stop", "tidings.service", "tidings-mariadb.service")
+        assert tidings.box.run(["systemctl", "show", "--property=Result", "--value",
+                                "tidings-mariadb.service"]).stdout.strip() == "success"
+
+
+def test_the_hardened_server_obtains_a_certificate_over_acme(payload: Path,
+                                                             tmp_path: Path) -> None:
+    """Outbound HTTPS to a CA, and a TLS-ALPN-01 validation on the socket unit's port."""
+    from tests.certs.live import HOSTNAME, SERVING
+    from tests.support.pebble import Pebble
+
+    with Pebble(tmp_path / "pebble") as pebble:
+        acme = (f'\n[acme]\nhostnames = ["{HOSTNAME}"]\nemail = "ops@tidings.test"\n'
+                f'issuers = ["{pebble.directory_url}"]\n'
+                f'ca_bundle = "/etc/tidings/acme-ca.pem"\nchallenge = "tls-alpn-01"\n'
+                "check_interval_s = 0.2\nretry_min_s = 0.5\nretry_max_s = 2.0\n")
+        with installed(payload, "acme", port=pebble.tls_port, config=acme) as tidings:
+            _install_file(tidings.box, "/etc/tidings/acme-ca.pem",
+                          Path(pebble.ca_bundle).read_text())
+            tidings.systemctl("start", "tidings.service")
+            deadline = time.monotonic() + 120
+            while not re.search(SERVING, log := tidings.server_log()):
+                # The journal is what the server writes; nothing else says when.
+                assert time.monotonic() < deadline, log[-3000:]
+                time.sleep(0.2)
+            assert "Operation not permitted" not in log
