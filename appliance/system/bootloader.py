@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -44,6 +45,11 @@ from pathlib import Path
 PR_SET_PDEATHSIG = 1
 #: The exit status of a child whose bootloader died before it could be bound to it.
 ORPHANED_EXIT = 70  # EX_SOFTWARE-like: nothing the operator configured is wrong
+#: An extraction directory younger than this may belong to a bootloader still
+#: unpacking (it names the directory to its child only once done: ~1 s).
+STALE_AFTER_S = 600.0
+#: At most this many leftovers are looked at per start (a bound on the work).
+MAX_STALE_CHECKED = 64
 
 
 def onefile_child() -> bool:
@@ -110,3 +116,54 @@ def _same_path(a: str, b: str) -> bool:
         return Path(a).resolve() == Path(b).resolve()
     except OSError:
         return False
+
+
+def remove_stale_extractions(now: float | None = None) -> list[Path]:
+    """Delete the ``_MEI*`` directories that SIGKILLed one-file runs left beside ours.
+
+    A SIGKILLed bootloader cannot remove what it unpacked (~90 MB each;
+    packaging.md §5.3), and under systemd every watchdog or crash restart would
+    leave one more in ``/var/lib/tidings/tmp``.  A directory is left alone
+    while a process we can see names it in its environment (a one-file child
+    runs from it), while it is younger than `STALE_AFTER_S` (a bootloader may be
+    unpacking into it), or when it is not ours.  Returns what was removed.
+    """
+    if not onefile_child():
+        return []
+    ours = Path(getattr(sys, "_MEIPASS", "")).resolve()
+    uid = os.geteuid()
+    if now is None:
+        # Our own directory was unpacked a moment ago: "now" without a clock.
+        now = ours.stat().st_mtime
+    candidates = []
+    for path in sorted(ours.parent.glob("_MEI*"))[:MAX_STALE_CHECKED]:
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if (path.resolve() != ours and path.is_dir() and not path.is_symlink()
+                and info.st_uid == uid and now - info.st_mtime > STALE_AFTER_S):
+            candidates.append(path)
+    if not candidates:
+        return []
+    in_use = _extractions_in_use()
+    removed = [path for path in candidates if str(path.resolve()) not in in_use]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
+def _extractions_in_use() -> set[str]:
+    """``_PYI_APPLICATION_HOME_DIR`` of every process we may look at."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue  # gone, or not ours to read
+        for item in environ.split(b"\0"):
+            if item.startswith(b"_PYI_APPLICATION_HOME_DIR="):
+                found.add(os.fsdecode(item.partition(b"=")[2]))
+    return found

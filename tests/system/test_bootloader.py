@@ -15,10 +15,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from appliance.system.bootloader import (
     ORPHANED_EXIT,
+    STALE_AFTER_S,
     onefile_child,
     parent_runs_same_executable,
+    remove_stale_extractions,
 )
 from tests.support.components import REPO
 
@@ -129,3 +133,33 @@ def test_the_parent_is_recognised_by_its_executable() -> None:
 
 def test_an_orphan_exit_status_is_distinct() -> None:
     assert ORPHANED_EXIT not in (0, 1, 2, 3, 4)  # the CLI's own codes
+
+
+def test_stale_extractions_are_removed_and_live_ones_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What SIGKILLed runs left in the shared TMPDIR goes; what runs stays."""
+    ours, old, young, used, other = (tmp_path / name for name in (
+        "_MEIours", "_MEIold", "_MEIyoung", "_MEIused", "unrelated"))
+    for directory in (ours, old, young, used, other):
+        directory.mkdir()
+        (directory / "libpython.so").write_bytes(b"x" * 1000)
+    now = ours.stat().st_mtime  # as the function itself learns the time
+    for directory in (old, used, other):
+        os.utime(directory, (now - 2 * STALE_AFTER_S, now - 2 * STALE_AFTER_S))
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "_MEIPASS", str(ours), raising=False)
+    monkeypatch.setenv("_PYI_APPLICATION_HOME_DIR", str(ours))
+    # A one-file run still going on from `used`: its child names it (as the bootloader does).
+    runner = subprocess.Popen(["sleep", "60"],
+                              env={**os.environ, "_PYI_APPLICATION_HOME_DIR": str(used)})
+    try:
+        assert remove_stale_extractions(now) == [old]
+    finally:
+        runner.kill()
+        runner.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "_MEIours", "_MEIused", "_MEIyoung", "unrelated"]
+
+
+def test_unfrozen_nothing_is_removed(tmp_path: Path) -> None:
+    assert remove_stale_extractions(tmp_path.stat().st_mtime + 1e6) == []
