@@ -13,6 +13,7 @@ import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from appliance import __version__
@@ -27,12 +28,15 @@ from appliance.dbserver.private import PrivateLayout, PrivateServer, socket_live
 from appliance.engine.clock import SystemClock
 from appliance.engine.delivery import Engine
 from appliance.errors import ConfigError
+from appliance.metrics.wiring import exporter_for
 from appliance.service.admin import AdminService
 from appliance.service.database import running
+from appliance.status.report import ServerState
 from appliance.storage import Storage, open_storage
 from appliance.transport.activation import MAIN, REDIRECT, listen_sockets
 from appliance.transport.notify import Notifier
 from appliance.transport.server import Server
+from appliance.transport.status_report import StatusPublisher, listeners_of
 from appliance.transport.tasks import LoopScheduler, spawn
 from appliance.transport.tls import TlsContexts
 
@@ -117,6 +121,7 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
             tls=_tls_figures(tls, certs)),
             AppFigures(engine, clock))
         api.edge = server.edge
+        api.metrics = exporter_for(config.metrics, server, store, tls, certs)
         api.on_auth = server.auth_result
         # Credential changes made here close this process's sessions at once;
         # secrets replaced by another process stop working at its next poll.
@@ -142,17 +147,27 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         reloader = Reloader(tls, server, reload, notifier, status)
         loop.add_signal_handler(signal.SIGHUP, reloader.request)
         _tune_gc()
+        listeners = tuple(replace(listener, activated=listener.role in sockets)
+                          for listener in listeners_of(host, port, redirect_port))
+        publisher = StatusPublisher(server, config.storage.data_dir, resolve_database(
+            config.storage.database, config.storage.data_dir), listeners, tls=tls,
+            certs=certs, notify=notifier.send)
+        publisher.publish()  # there before the line that says the server listens
         ready(host, port, redirect_port)
         notifier.ready(status)
         pinger = spawn(notifier.watchdog(), name="watchdog")
+        reporter = spawn(publisher.run(), name="status-report")
         await stop.wait()
         notifier.stopping()
+        publisher.publish(ServerState.STOPPING)
         reloader.cancel()
         pinger.cancel()
+        reporter.cancel()
         watcher.cancel()
         if maintainer is not None:
             maintainer.cancel()
         await server.stop(config.server.shutdown_timeout_s)
+        publisher.publish(ServerState.STOPPED)
     finally:
         await store.close()
 

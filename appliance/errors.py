@@ -48,6 +48,15 @@ class StorageUnavailableError(StorageError):
     """The store cannot take writes now (disk full, locked, database down)."""
 
 
+class SchemaNewerError(StorageError):
+    """The database has migrations this executable does not know: it is older than the data."""
+
+    def __init__(self, message: str, *, version: int, known: int) -> None:
+        super().__init__(message)
+        self.version = version
+        self.known = known
+
+
 class NotFoundError(StorageError):
     """The named record does not exist."""
 
@@ -121,6 +130,10 @@ class ChallengeFailedError(AcmeProblemError):
         self.hint = hint
 
 
+class StatusFileError(ApplianceError):
+    """The running server's status file cannot be read or is not one (`tidings status`)."""
+
+
 class ReleaseError(ApplianceError):
     """A release (manifest, download, signature) cannot be used; nothing was changed."""
 
@@ -137,3 +150,23 @@ class LifecycleError(ApplianceError):
         super().__init__(f"{step}: {message}" + (f" ({fix})" if fix else ""))
         self.step = step
         self.fix = fix
+
+
+class AnswerError(UsageError):
+    """A `tidings setup` answer is refused (issue 14): `question` names it (its answers-file
+    key), `fix` says what to give instead (usually the flag)."""
+
+    def __init__(self, message: str, *, question: str, fix: str = "") -> None:
+        super().__init__(f"{question}: {message}" + (f" ({fix})" if fix else ""))
+        self.question = question
+        self.reason = message
+        self.fix = fix
+
+
+class AnswersRefusedError(UsageError):
+    """Several `tidings setup` answers are refused at once (an unattended run lists them all)."""
+
+    def __init__(self, refusals: tuple[AnswerError, ...]) -> None:
+        super().__init__("setup refused these answers; nothing was changed:\n"
+                         + "\n".join(f"  {r}" for r in refusals))
+        self.refusals = refusals

@@ -14,16 +14,31 @@ apt_install() {
     if [ -n "$missing" ]; then
         echo "dev.sh: installing Debian packages:$missing"
         apt-get update -qq
+        # shellcheck disable=SC2086 # one word per package, on purpose
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
     fi
+}
+
+# Run pip with its output in a log, shown only when it fails: even with -q, pip
+# prints the mariadb connector's C build warnings, which would come before the
+# server's "listening on" line (issue 14).
+quiet_pip() {
+    log=$(mktemp "${TMPDIR:-/tmp}/tidings-dev-pip.XXXXXX")
+    if ! .venv/bin/python -m pip "$@" >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        echo "dev.sh: pip $* failed (its output is above)" >&2
+        exit 1
+    fi
+    rm -f "$log"
 }
 
 venv() {
     if [ ! -x .venv/bin/python ]; then
         python3 -m venv .venv
-        .venv/bin/python -m pip install -q --upgrade pip
+        quiet_pip install -q --upgrade pip
     fi
-    .venv/bin/python -m pip install -q -e ".$1"
+    quiet_pip install -q -e ".$1"
 }
 
 cmd="${1:-}"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.mariadb import MariaDBServer
+from tests.support.releases import Releases, release_set
 from tests.support.server import ServerProcess
 
 
@@ -66,3 +67,11 @@ class StoreBackend:
 def store_backend(request: pytest.FixtureRequest) -> StoreBackend:
     """Runs a test once on each storage backend (SPEC M14)."""
     return StoreBackend(request.param, request)
+
+
+@pytest.fixture(scope="session")
+def releases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Releases]:
+    """Signed releases N, N+1 and a broken N+1' of this checkout, served on 127.0.0.1
+    (tests/support/releases.py: a minute a build, cached between runs)."""
+    with release_set(tmp_path_factory) as served:
+        yield served

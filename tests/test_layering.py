@@ -17,7 +17,8 @@ FORBIDDEN = {
                            "click", "sqlite3"),
     "appliance.engine": ("appliance.transport", "appliance.storage.sqlite",
                          "appliance.storage.mariadb", "mariadb", "appliance.cli",
-                         "socket", "ssl", "sqlite3", "click", "asyncio"),
+                         "socket", "ssl", "sqlite3", "click", "asyncio", "prometheus_client",
+                         "appliance.metrics"),
     "appliance.storage": ("appliance.engine", "appliance.transport", "appliance.cli",
                           "appliance.service", "click"),
     "appliance.service": ("appliance.transport", "appliance.cli", "appliance.storage.sqlite",
@@ -29,7 +30,9 @@ FORBIDDEN = {
     # The REST API: requests in, responses out; no sockets, no backend choice.
     "appliance.api": ("appliance.transport", "appliance.cli", "appliance.storage.sqlite",
                       "appliance.storage.mariadb", "mariadb", "appliance.dbserver",
-                      "socket", "ssl", "click", "h11", "h2", "wsproto"),
+                      "socket", "ssl", "click", "h11", "h2", "wsproto",
+                      # /metrics: the route needs only `api.metrics.MetricsAccess`.
+                      "appliance.metrics", "prometheus_client"),
     # The certificate manager (issue 13): it keeps certificates in the store
     # through its interface, never a backend; TLS contexts are the transport's.
     "appliance.certs": ("appliance.transport", "appliance.cli", "appliance.storage.sql",
@@ -44,7 +47,46 @@ FORBIDDEN = {
     "appliance.edge": ("asyncio", "socket", "ssl", "appliance.transport", "appliance.engine",
                        "appliance.storage", "appliance.service", "appliance.api",
                        "appliance.cli", "click", "sqlite3", "uvloop"),
+    # Releases (issue 14): formats, signatures, writing a release; no server, no CLI.
+    "appliance.release": ("appliance.transport", "appliance.cli", "appliance.storage",
+                          "appliance.engine", "appliance.service", "appliance.api",
+                          "appliance.app", "asyncio", "socket", "click"),
     "appliance.config": ("appliance.transport", "appliance.cli", "appliance.storage", "click"),
+    # What a running server says about itself (issue 14): a file format and its
+    # readers, used by the server and by the CLI; no loop, no store, no TLS stack.
+    "appliance.status": ("asyncio", "appliance.transport", "appliance.engine",
+                         "appliance.storage", "appliance.service", "appliance.certs",
+                         "appliance.api", "appliance.cli", "appliance.doctor", "click",
+                         "mariadb", "sqlite3", "cryptography"),
+    # `tidings doctor`'s checks: they read the store through its maintenance
+    # functions, never a backend or the server's parts.
+    "appliance.doctor": ("appliance.transport", "appliance.engine", "appliance.api",
+                         "appliance.cli", "appliance.app", "appliance.storage.sql",
+                         "appliance.storage.sqlite", "appliance.storage.mariadb", "mariadb",
+                         "sqlite3", "click"),
+    # /metrics (issue 14): reads the server's parts at scrape time; never a backend,
+    # a socket or a protocol library, never the REST layer that serves it.
+    "appliance.metrics": ("appliance.cli", "click", "appliance.api", "appliance.storage.sql",
+                          "appliance.storage.sqlite", "appliance.storage.mariadb", "mariadb",
+                          "sqlite3", "appliance.dbserver", "socket", "ssl", "h11", "h2",
+                          "wsproto"),
+    # Backup and restore (issue 14): the store through storage's snapshot and
+    # maintenance calls and MariaDB's own client programs; no server, no loop.
+    "appliance.backup": ("appliance.transport", "appliance.api", "appliance.cli",
+                         "appliance.engine", "appliance.app", "appliance.upgrade",
+                         "appliance.storage.sqlite", "appliance.storage.mariadb", "mariadb",
+                         "asyncio", "click", "h11", "h2", "wsproto"),
+    # The upgrade: releases, the executable, systemd and a health probe from the
+    # operator's shell; the store only through appliance.backup.
+    "appliance.upgrade": ("appliance.transport", "appliance.api", "appliance.cli",
+                          "appliance.engine", "appliance.app", "appliance.storage",
+                          "mariadb", "sqlite3", "asyncio", "click", "h11", "h2", "wsproto"),
+    # The setup wizard (issue 14): services and the composition root, never a backend,
+    # the wire or the REST API's insides; its prompts are its own, not click's.
+    "appliance.setup": ("appliance.transport", "appliance.api", "appliance.cli",
+                        "appliance.storage.sqlite", "appliance.storage.mariadb",
+                        "appliance.storage.sql", "appliance.protocol", "mariadb", "click",
+                        "h11", "h2", "wsproto"),
 }
 
 

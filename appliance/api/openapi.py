@@ -80,6 +80,9 @@ def _responses(route: Route) -> dict[str, Any]:
     codes = {400, 404, 405, 413, 422, 500, 503}
     if route.auth:
         codes.add(401)
+    if route.scrape:  # the text exposition format; 403: address not allowed; 429: paced
+        success["content"] = {"text/plain": {"schema": {"type": "string"}}}
+        codes.update({403, 429})
     codes.update(status for _, status, _ in PROBLEMS)
     if route.handler.__name__ == "send_message":
         codes.update({403, 429, 507})

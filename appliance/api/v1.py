@@ -24,6 +24,7 @@ from appliance.api.inputs import (
     path_segment,
 )
 from appliance.api.messages import U32_MAX, BackendSender
+from appliance.api.metrics import METRICS_ROUTES, MetricsAccess
 from appliance.api.stats import AppStats
 from appliance.engine.clock import Clock
 from appliance.errors import ApplianceError
@@ -76,6 +77,7 @@ class Route:
     summary: str
     auth: bool = True
     operator: bool = False  # needs the operator key instead of an app secret
+    scrape: bool = False  # /metrics: the operator key, or an address in [metrics] allow
     body: dict[str, Any] | None = None  # JSON schema of the request body
     response: dict[str, Any] | None = None  # JSON schema of the success body
     status: int = 200
@@ -385,6 +387,7 @@ ROUTES: list[Route] = [
                       " next_renewal, failed_attempts, next_attempt and last_error, as"
                       " `tidings cert status` prints them"}}}),
     *(Route(**spec) for spec in EDGE_ROUTES),
+    *(Route(**spec) for spec in METRICS_ROUTES),
 ]
 
 
@@ -405,6 +408,8 @@ class RestApi:
         #: The connection edge (operator routes), and its hook: (connection, passed).
         self.edge: EdgeControl | None = None
         self.on_auth: Callable[[Any, bool], None] = lambda connection, passed: None
+        #: `/metrics` (None: this server exports none).
+        self.metrics: MetricsAccess | None = None
 
     async def handle(self, request: ApiRequest) -> ApiResponse:
         """The response to `request`; never raises."""
@@ -427,13 +432,18 @@ class RestApi:
                 allowed.append(route.method)
                 continue
             try:
-                if route.operator:
+                if route.scrape:
+                    await self._authenticate_scraper(request)
+                    app = None
+                elif route.operator:
                     await self._authenticate_operator(request)
                     app = None
                 else:
                     app = await self._authenticate(request) if route.auth else None
             except ApiError:  # a 401: counts against the address (auto-blocking)
                 self.on_auth(request.connection, False)
+                if route.scrape and self.metrics is not None:
+                    self.metrics.refused += 1
                 raise
             if route.auth:
                 self.on_auth(request.connection, True)
@@ -456,6 +466,17 @@ class RestApi:
         if scheme.lower() != "bearer" or not await is_operator_key(self.store, key.strip()):
             raise ApiError(401, "unauthorized",
                            "this route needs the operator key (tidings operator key)")
+
+    async def _authenticate_scraper(self, request: ApiRequest) -> None:
+        """`/metrics`: an address in ``[metrics] allow``, else the operator key."""
+        exporter = self.metrics
+        if exporter is not None and exporter.allows(request.connection):
+            return
+        if (exporter is not None and exporter.has_allowlist
+                and b"authorization" not in request.headers):
+            raise ApiError(403, "forbidden", "this address is not in metrics.allow;"
+                           " or send the operator key (tidings operator key)")
+        await self._authenticate_operator(request)
 
     async def _authenticate(self, request: ApiRequest) -> AppInfo:
         header = request.headers.get(b"authorization", b"").decode("latin-1")

@@ -67,6 +67,11 @@ class AcmeConfig:
     attempt_timeout_s: float = 120.0
 
 
+def is_dns_name(name: str) -> bool:
+    """Whether `name` is a lower-case DNS name of at least two labels (no wildcard, no IP)."""
+    return bool(_HOSTNAME.match(name))
+
+
 def directory_url(issuer: str) -> str:
     """The directory URL for a configured issuer name or URL."""
     return KNOWN_DIRECTORIES.get(issuer, issuer)
@@ -86,7 +91,7 @@ def check(config: AcmeConfig) -> None:
     if len(config.hostnames) > MAX_HOSTNAMES:
         raise ConfigError(f"at most {MAX_HOSTNAMES} hostnames", key_path="acme.hostnames")
     for name in config.hostnames:
-        if not _HOSTNAME.match(name):
+        if not is_dns_name(name):
             raise ConfigError(f"{name!r} is not a lower-case DNS name (no wildcards, no IP"
                               " addresses)", key_path="acme.hostnames")
     if not config.issuers:

@@ -11,11 +11,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from appliance.certs.config import check as check_acme
+from appliance.certs.config import check as check_acme, is_dns_name
 from appliance.config.database import parse_database
 from appliance.config.model import ApplianceConfig
 from appliance.edge.config import check as check_edge
 from appliance.errors import ConfigError
+from appliance.metrics.config import check as check_metrics
 
 _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
              "max_expiry_s": 1, "keepalive_s": 1,
@@ -85,8 +86,12 @@ def _build(tree: dict[str, Any]) -> ApplianceConfig:
     if config.storage.database:
         # Checked now, so that a wrong value stops start-up naming the key.
         parse_database(config.storage.database, config.storage.data_dir)
+    if config.server.hostname and not is_dns_name(config.server.hostname):
+        raise ConfigError(f"{config.server.hostname!r} is not a lower-case DNS name",
+                          key_path="server.hostname")
     check_edge(config.edge)
     check_acme(config.acme)
+    check_metrics(config.metrics)
     if config.acme.hostnames and config.tls.cert:
         raise ConfigError("set either [tls] cert/key (your own certificate) or [acme] hostnames"
                           " (certificates obtained and renewed by the appliance), not both",

@@ -9,6 +9,7 @@ from pathlib import Path
 from appliance.certs.config import AcmeConfig
 from appliance.edge.config import EdgeConfig
 from appliance.engine.ports import EngineLimits
+from appliance.metrics.config import MetricsConfig
 
 #: The port `tidings serve` listens on when none is configured.
 DEFAULT_PORT = 7447
@@ -32,6 +33,9 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
+    #: The public DNS name clients reach this server by ("" = not said).  Written
+    #: by `tidings setup`; shown in the commands it prints.
+    hostname: str = ""
     shutdown_timeout_s: float = 10.0
     #: A second, plain-HTTP port that redirects to HTTPS on `port` (usually 80;
     #: -1 = none, 0 = any free port).
@@ -110,3 +114,4 @@ class ApplianceConfig:
     edge: EdgeConfig = field(default_factory=EdgeConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
     acme: AcmeConfig = field(default_factory=AcmeConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)

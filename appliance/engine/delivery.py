@@ -26,6 +26,7 @@ from collections.abc import Iterable
 
 from appliance.engine.clock import Clock
 from appliance.engine.credentials import CredentialWatcher
+from appliance.engine.figures import EngineFigures
 from appliance.engine.ports import EngineLimits, Link, Scheduler
 from appliance.engine.quotas import Quotas
 from appliance.engine.session import NO_ACKS, Session
@@ -93,6 +94,11 @@ class Engine:
         self._flushing = False
         self._flush_queued = False
         self.stats_failed_batches = 0
+        #: What `/metrics` reads (`appliance.engine.figures`); messages in the batch
+        #: being committed (the open batch's are `len(self._senders)`).
+        self.figures = EngineFigures()
+        self._answered = self.figures.answered  # one lookup less per message
+        self.committing = 0
         #: Refusals by reason (quotas, issue 12), for the operator's statistics.
         self.refusals: collections.Counter[str] = collections.Counter()
         self.store_failing = False
@@ -115,6 +121,12 @@ class Engine:
         self._last_commit = -1e9
         #: Re-checks live sessions' tokens (revocation, expiry, rename).
         self.credentials = CredentialWatcher(self)
+
+    @property
+    def commit_queue(self) -> int:
+        """Messages accepted and waiting for the next group commit (their senders hear
+        SENT once it lands); the status report's queue depth."""
+        return len(self._batch.messages)
 
     # --- connection lifecycle -----------------------------------------------
 
@@ -310,6 +322,7 @@ class Engine:
             self._queue_flush()
 
     def _status(self, session: Session, msg_id: int, status: int, ts: int = 0) -> None:
+        self._answered[status & 0xFF] += 1
         if msg_id:  # id 0 = the sender wants no status (SPEC M4)
             session.link.write(pack_status(msg_id, status, 0, ts))
 
@@ -332,6 +345,7 @@ class Engine:
                 await self._pace()
                 batch, senders = self._batch, self._senders
                 self._batch, self._senders = WriteBatch(), []
+                self.committing = len(senders)
                 batch.quota = self.quotas.queue
                 paused = self.quotas.ids.batch_taken()
                 try:
@@ -339,9 +353,13 @@ class Engine:
                 except StorageError as exc:
                     # What is retried waits for `_retry_later`; looping here
                     # would spin on a store that keeps failing.
+                    self.committing = 0
                     self._batch_failed(senders, batch, exc)
                     self._resume(paused)
                     return
+                # One observation per batch (`_pace` stamped its start), none per message.
+                self.figures.commit_seconds.observe(self.clock.monotonic() - self._last_commit)
+                self.committing = 0
                 self._resume(paused)
                 self.commits += 1
                 self._acks_committed(batch)
@@ -496,7 +514,9 @@ class Engine:
                             acc.timestamp_ms, remaining, m.type, flags, m.priority & 15)
 
     def _push_receipts(self, receipts: list[Receipt]) -> None:
+        reported = self.figures.reported
         for r in receipts:
+            reported[r.status & 0xFF] += 1
             frame = b""
             for target in self.by_user.get(r.user_id, ()):
                 if target.report_backlog:
@@ -531,6 +551,7 @@ class Engine:
                                                 frozenset(session.inflight).union(session.acked))
             except StorageError as exc:
                 log.warning("cannot read queue of %r: %s", session, exc)
+                self.figures.store_errors["read"] += 1
                 self._unsure = True  # re-read once the store commits again
                 return
             if _gone(session):  # it may have closed while we waited
@@ -564,6 +585,7 @@ class Engine:
                 rows = await self.store.pending_receipts(session.user_id, cursor, 1000)
             except StorageError as exc:
                 log.warning("cannot read receipts of %r: %s", session, exc)
+                self.figures.store_errors["read"] += 1
                 self._unsure = True
                 return
             if _gone(session):
@@ -645,6 +667,11 @@ class Engine:
             self.fanouts += 1
             self._push_receipts(receipts)
         return len(receipts)
+
+    @property
+    def uncommitted(self) -> int:
+        """Messages accepted and not committed yet (the open batch and the one committing)."""
+        return len(self._senders) + self.committing
 
     async def drain_writes(self) -> None:
         """Commit whatever is queued and wait for it (used at shutdown)."""

@@ -76,6 +76,17 @@ class MessageStore(Protocol):
         """
         ...
 
+    async def count_deliveries(self, limit: int) -> int:
+        """Delivery rows waiting (one per message and recipient device), counted up to `limit`.
+
+        For the operator's metrics: it never waits on, nor holds up, the
+        connections that serve messages, and `limit` bounds its time.
+
+        Raises:
+            StorageUnavailableError: the store cannot be read.
+        """
+        ...
+
 
 class DirectoryStore(Protocol):
     """Users, tokens, devices and groups."""

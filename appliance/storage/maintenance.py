@@ -69,6 +69,22 @@ def status(location: DatabaseLocation, timeout_s: float) -> SchemaStatus:
         return sql_migrate.status(conn)
 
 
+def flush_log_at_trx_commit(location: DatabaseLocation, timeout_s: float) -> int:
+    """MariaDB's ``innodb_flush_log_at_trx_commit`` (1: every COMMIT is on disk, SPEC M14).
+
+    Raises:
+        StorageUnavailableError: unreachable.  StorageError: not a MariaDB location.
+    """
+    if location.kind != "mariadb":
+        raise StorageError(f"{location.describe()} is not MariaDB")
+    with connection(location, timeout_s) as conn:
+        try:
+            row = conn.execute("SELECT @@innodb_flush_log_at_trx_commit").fetchone()
+        except conn.errors as exc:
+            raise conn.translate(exc) from None
+    return int(row[0])
+
+
 def migrate(location: DatabaseLocation, timeout_s: float, now_ms: int) -> list[int]:
     """Apply pending migrations; returns their versions.
 

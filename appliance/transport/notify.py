@@ -131,3 +131,13 @@ class Notifier:
             self._sock.close()
             self._sock = None
 
+
+
+def sd_notify(*lines: str) -> bool:
+    """Send `lines` once to ``$NOTIFY_SOCKET``, left in the environment (for code that
+    has no `Notifier`; the server passes its own, which took the variable out)."""
+    notifier = Notifier(dict(os.environ))
+    try:
+        return notifier.send(*lines)
+    finally:
+        notifier.close()

@@ -198,6 +198,7 @@ class Server:
             except StorageError as exc:
                 # The database is away (SPEC M14): the next sweep catches up.
                 log.warning("expiry sweep skipped: %s", exc)
+                self.engine.figures.store_errors["sweep"] += 1
             except Exception:
                 log.exception("expiry sweep failed")
 

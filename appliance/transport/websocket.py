@@ -59,6 +59,8 @@ class WebSocketCarrier(Carrier):
     """
 
     __slots__ = ("_closed", "_codec", "_open_max")
+    #: How `WireProtocol.over_websocket` tells (the status report counts by protocol).
+    is_websocket = True
 
     inner: WireProtocol
 

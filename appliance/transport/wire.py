@@ -79,6 +79,11 @@ class WireProtocol(asyncio.Protocol):
         #: When the output went above the high-water mark; 0.0 while it flows.
         self._stalled_at = 0.0
 
+    @property
+    def over_websocket(self) -> bool:
+        """True when this connection came as a WebSocket (its transport is the carrier)."""
+        return bool(getattr(self._transport, "is_websocket", False))
+
     # --- asyncio callbacks -------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from appliance.protocol.wire import Message, Status, StatusReport
+from tests.conftest import tidings
+from tests.metrics.scraping import HTTP1, samples, scrape, value
 from tests.support.client import Client
 from tests.support.mariadb import MariaDBServer
 from tests.support.provision import provision
@@ -137,6 +139,7 @@ def test_database_down_30s_errors_reported_nothing_lost_resumes(tmp_path: Path) 
     data.mkdir()
     db.use_in(data, "outage")
     tokens, _ = provision(data, ["sender", "receiver"])
+    key = tidings(data, "operator", "key").stdout.strip()
     server = ServerProcess(data)
     server.start()
 
@@ -180,6 +183,7 @@ def test_database_down_30s_errors_reported_nothing_lost_resumes(tmp_path: Path) 
 
     try:
         sender, receiver, stopped, started = asyncio.run(go())
+        figures = samples(scrape(server, *HTTP1, key=key).text)  # the operator saw it too
     finally:
         assert server.stop() == 0
         db.stop()
@@ -198,4 +202,7 @@ def test_database_down_30s_errors_reported_nothing_lost_resumes(tmp_path: Path) 
     assert resumed_delivered <= RESUME_WITHIN_S
     assert lost == []
     assert receiver.passed_twice == 0
+    assert value(figures, "tidings_store_errors_total", operation="commit") >= 1
+    assert value(figures, "tidings_messages_accepted_total", status="failed") \
+        == len(sender.failed)
     assert "Traceback" not in server.output

@@ -554,3 +554,19 @@ def test_acks_and_reads_naming_thousands_of_unknown_ids(backend) -> None:  # typ
         read = (await store.write(WriteBatch(reads=[(bob, 1, b"alice", 0, ids)]), NOW)).receipts
         assert [(r.msg_id, r.status) for r in read] == [(2, READ), (1, READ)]
     run(backend, go)
+
+
+def test_count_deliveries_counts_waiting_rows_up_to_its_limit(backend) -> None:  # type: ignore[no-untyped-def]
+    async def go(store: Storage) -> None:
+        alice, bob = await _users(store, "alice", "bob")
+        a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
+        b1 = (await store.register_device(bob, b"b1", NOW, 0)).device_rowid
+        await store.register_device(bob, b"b2", NOW, 0)
+        assert await store.count_deliveries(100) == 0
+        res = (await store.write(WriteBatch(messages=[msg(alice, a1, i) for i in (1, 2, 3)]),
+                                 NOW)).accepted
+        assert await store.count_deliveries(100) == 6  # 3 messages x bob's 2 devices
+        assert await store.count_deliveries(4) == 4  # the limit bounds the count's work
+        await store.write(WriteBatch(acks=[(b1, res[0].seq, 0)]), NOW)
+        assert await store.count_deliveries(100) == 5
+    run(backend, go)

@@ -189,8 +189,12 @@ def _leader(nspawn: subprocess.Popen[bytes], log: Path) -> int:
             found = children.read_text().split()
         except FileNotFoundError:
             found = []
-        if found:
-            return int(found[0])
+        # nspawn's first child (the "outer child") lives a moment and exits; the
+        # container's PID 1 is the child in another PID namespace.
+        for pid in found:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid"):
+                    return int(pid)
         # The leader appears milliseconds after nspawn forks; there is nothing to wait on.
         time.sleep(0.01)
     raise AssertionError(f"systemd-nspawn started no container: {log.read_text()[-3000:]}")

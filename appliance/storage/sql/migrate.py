@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from appliance.errors import StorageError
+from appliance.errors import SchemaNewerError, StorageError
 from appliance.storage import migrations
 from appliance.storage.sql.dialect import Connection
 
@@ -121,7 +121,8 @@ def _check_applied(applied: dict[int, str], known: list[migrations.Migration]) -
     for version, checksum in applied.items():
         mig = by_version.get(version)
         if mig is None:
-            raise StorageError(f"database schema version {version} is newer than this binary;"
-                               " upgrade tidings")
+            raise SchemaNewerError(f"database schema version {version} is newer than this"
+                                   " binary; upgrade tidings", version=max(applied),
+                                   known=max(by_version, default=0))
         if mig.checksum != checksum:
             raise StorageError(f"migration {version} ({mig.name}) differs from the one applied")

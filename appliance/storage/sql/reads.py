@@ -100,3 +100,10 @@ def group_members(conn: Connection, app_id: int, group_id: int) -> list[GroupMem
                         " ON u.id = m.user_id WHERE m.group_id = ? ORDER BY u.address",
                         (group_id,))
     return [GroupMember(uid, bytes(addr), perms) for uid, addr, perms in rows]
+
+
+def count_deliveries(conn: Connection, limit: int) -> int:
+    """See `MessageStore.count_deliveries`: stops after `limit` rows (its time bound)."""
+    row = conn.execute("SELECT count(*) FROM (SELECT 1 FROM deliveries LIMIT ?) AS d",
+                       (limit,)).fetchone()
+    return int(row[0])

@@ -140,6 +140,22 @@ class Readers:
             raise StorageError(f"the store refused a value: {type(exc).__name__}: {exc}"
                                ) from None
 
+    def run_apart(self, fn: Callable[..., T], *args: object) -> T:
+        """Run `fn(conn, *args)` on a connection of its own, closed afterwards: a rare,
+        slower read (the metrics' count) never holds up a reader thread's work."""
+        try:
+            conn = self._connect()
+        except StorageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - typed, never leaked
+            raise StorageUnavailableError(f"cannot connect: {type(exc).__name__}") from None
+        try:
+            return fn(conn, *args)
+        except conn.errors as exc:
+            raise conn.translate(exc) from None
+        finally:
+            conn.close()
+
     async def call(self, fn: Callable[..., T], *args: object) -> T:
         """Run `fn(conn, *args)` on a reader thread."""
         return await asyncio.get_running_loop().run_in_executor(
@@ -201,6 +217,13 @@ class SqlStorage:
     async def sweep(self, now_ms: int, retention_ms: int) -> list[Receipt]:
         """See `MessageStore.sweep`."""
         return await self._write(partial(self._writer.sweep, now_ms, retention_ms))
+
+    async def count_deliveries(self, limit: int) -> int:
+        """See `MessageStore.count_deliveries`."""
+        # A thread and a connection of its own: on SQLite the one reader thread
+        # also serves every HELLO and queue read.
+        return await asyncio.get_running_loop().run_in_executor(
+            None, partial(self._readers.run_apart, reads.count_deliveries, limit))
 
     # --- DirectoryStore ---------------------------------------------------
 
