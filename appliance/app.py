@@ -7,6 +7,7 @@ commits what is queued, tells every client GOING_AWAY and closes the store.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import gc
 import logging
 import signal
@@ -57,6 +58,8 @@ async def serve(config: ApplianceConfig, ready: Callable[[str, int, int | None],
         ConfigError: the listen address cannot be bound, or a passed socket is unusable.
         StorageError: the store cannot be opened.
     """
+    # The watchdog's SIGABRT (a stuck loop) leaves every thread's traceback in the log.
+    faulthandler.enable()
     # Both first: they take their variables out of the environment before
     # anything (the private MariaDB server) is started with it.
     notifier = Notifier()
