@@ -7,11 +7,14 @@ commits what is queued, tells every client GOING_AWAY and closes the store.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import gc
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from appliance import __version__
@@ -31,7 +34,8 @@ from appliance.service.admin import AdminService
 from appliance.service.database import running
 from appliance.status.report import ServerState
 from appliance.storage import Storage, open_storage
-from appliance.transport.notify import sd_notify
+from appliance.transport.activation import MAIN, REDIRECT, listen_sockets
+from appliance.transport.notify import Notifier
 from appliance.transport.server import Server
 from appliance.transport.status_report import StatusPublisher, listeners_of
 from appliance.transport.tasks import LoopScheduler, spawn
@@ -45,20 +49,35 @@ async def serve(config: ApplianceConfig, ready: Callable[[str, int, int | None],
     """Run the server until SIGTERM/SIGINT; `ready(host, port, redirect_port)` once listening.
 
     SIGHUP reloads the TLS certificate, and the ``[edge]`` table from `reload()`
-    (the configuration file read again) with the IP filter files.
+    (the configuration file read again) with the IP filter files.  Under
+    systemd (packaging.md §4.2-4.6) it says READY=1 once listening with the
+    store open, RELOADING=1 ... READY=1 around a reload, STOPPING=1, pings the
+    watchdog, and listens on the sockets ``tidings.socket`` passed.
 
     Raises:
-        ConfigError: the listen address cannot be bound.
+        ConfigError: the listen address cannot be bound, or a passed socket is unusable.
         StorageError: the store cannot be opened.
     """
+    # The watchdog's SIGABRT (a stuck loop) leaves every thread's traceback in the log.
+    faulthandler.enable()
+    # Both first: they take their variables out of the environment before
+    # anything (the private MariaDB server) is started with it.
+    notifier = Notifier()
+    sockets = listen_sockets()
     clock = SystemClock()
     loop = asyncio.get_running_loop()
-    private = await loop.run_in_executor(None, _start_private_server, config)
     try:
-        await _serve(config, ready, clock, loop, reload or (lambda: config))
+        private = await loop.run_in_executor(None, _start_private_server, config)
+        try:
+            await _serve(config, ready, clock, loop, reload or (lambda: config),
+                         notifier, sockets)
+        finally:
+            if private is not None:
+                await loop.run_in_executor(None, private.stop)
     finally:
-        if private is not None:
-            await loop.run_in_executor(None, private.stop)
+        for sock in sockets.values():
+            sock.close()
+        notifier.close()
 
 
 def _start_private_server(config: ApplianceConfig) -> PrivateServer | None:
@@ -78,7 +97,8 @@ def _start_private_server(config: ApplianceConfig) -> PrivateServer | None:
 
 async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None], None],
                  clock: SystemClock, loop: asyncio.AbstractEventLoop,
-                 reload: Callable[[], ApplianceConfig]) -> None:
+                 reload: Callable[[], ApplianceConfig], notifier: Notifier,
+                 sockets: dict[str, socket.socket]) -> None:
     store = await open_storage(config.storage, clock.wall_ms(), server=True)
     try:
         engine = Engine(store, clock, config.limits, LoopScheduler(loop),
@@ -92,7 +112,8 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         if answers is not None:
             certs = CertificateManager(
                 config.acme, store, config.storage.data_dir, tls.use, answers,
-                http01_available=config.server.redirect_port >= 0, now_ms=clock.wall_ms)
+                http01_available=config.server.redirect_port >= 0 or REDIRECT in sockets,
+                now_ms=clock.wall_ms)
         server = Server(engine, config.limits, clock, tls, edge=config.edge,
                         data_dir=config.storage.data_dir, bounds=config.transport)
         api = server.api = RestApi(store, clock, BackendSender(engine, store), lambda: Stats(
@@ -111,35 +132,45 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         engine.credentials.secrets_changed = lambda _app: api.forget_secrets()
         if certs is not None:
             await certs.load_stored()
-        host, port = await server.start(config.server.host, config.server.port)
+        host, port = await server.start(config.server.host, config.server.port,
+                                        sockets.get(MAIN))
         watcher = spawn(engine.credentials.run(), name="credentials")
         redirect_port = None
-        if config.server.redirect_port >= 0:
-            _, redirect_port = await server.start_redirect(config.server.host,
-                                                           config.server.redirect_port)
+        # A passed redirect socket is served even when the configuration has none:
+        # systemd would otherwise hold its connections in the backlog for ever.
+        if config.server.redirect_port >= 0 or REDIRECT in sockets:
+            _, redirect_port = await server.start_redirect(
+                config.server.host, config.server.redirect_port, sockets.get(REDIRECT))
         # Challenges are answered by the listeners, so they start first.
         maintainer = spawn(certs.run(), name="certificates") if certs is not None else None
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, _reload, tls, server, reload)
+        status = _listening(host, port, redirect_port, sockets)
+        reloader = Reloader(tls, server, reload, notifier, status)
+        loop.add_signal_handler(signal.SIGHUP, reloader.request)
         _tune_gc()
-        status = StatusPublisher(server, config.storage.data_dir, resolve_database(
-            config.storage.database, config.storage.data_dir),
-            listeners_of(host, port, redirect_port), tls=tls, certs=certs)
-        status.publish()  # there before the line that says the server listens
+        listeners = tuple(replace(listener, activated=listener.role in sockets)
+                          for listener in listeners_of(host, port, redirect_port))
+        publisher = StatusPublisher(server, config.storage.data_dir, resolve_database(
+            config.storage.database, config.storage.data_dir), listeners, tls=tls,
+            certs=certs, notify=notifier.send)
+        publisher.publish()  # there before the line that says the server listens
         ready(host, port, redirect_port)
-        sd_notify("READY=1", f"STATUS=listening on {host}:{port}")
-        reporter = spawn(status.run(), name="status-report")
+        notifier.ready(status)
+        pinger = spawn(notifier.watchdog(), name="watchdog")
+        reporter = spawn(publisher.run(), name="status-report")
         await stop.wait()
-        sd_notify("STOPPING=1")
-        status.publish(ServerState.STOPPING)
+        notifier.stopping()
+        publisher.publish(ServerState.STOPPING)
+        reloader.cancel()
+        pinger.cancel()
         reporter.cancel()
         watcher.cancel()
         if maintainer is not None:
             maintainer.cancel()
         await server.stop(config.server.shutdown_timeout_s)
-        status.publish(ServerState.STOPPED)
+        publisher.publish(ServerState.STOPPED)
     finally:
         await store.close()
 
@@ -153,26 +184,82 @@ def _tls_figures(tls: TlsContexts, certs: CertificateManager | None) -> dict[str
             "cert": str(tls.cert)}
 
 
-def _reload(tls: TlsContexts, server: Server, reload: Callable[[], ApplianceConfig]) -> None:
-    """SIGHUP: the certificate, then the edge (filter, limits); open connections stay up
-    unless the new filter refuses their address."""
-    _reload_tls(tls)
-    try:
-        edge = reload().edge
-    except ConfigError as exc:
-        log.error("configuration not reloaded, keeping the previous edge settings: %s", exc)
-        edge = server.edge.config
-    spawn(server.edge.reload(edge), name="edge-reload")
+def _listening(host: str, port: int, redirect_port: int | None,
+               sockets: dict[str, socket.socket]) -> str:
+    """The STATUS= line at READY=1 (``listening on host:port`` first: tests read it)."""
+    text = f"listening on {host}:{port}"
+    if redirect_port is not None:
+        text += f", redirecting port {redirect_port}"
+    if sockets:
+        text += " (sockets from systemd)"
+    return text
 
 
-def _reload_tls(tls: TlsContexts) -> None:
-    """SIGHUP: new connections get the certificate now on disk; open ones stay up."""
-    try:
-        tls.reload()
-    except ConfigError as exc:
-        log.error("TLS reload failed, keeping the previous certificate: %s", exc)
-        return
-    log.info("TLS certificate reloaded from %s", tls.cert)
+class Reloader:
+    """SIGHUP: RELOADING=1, the certificate, the configuration's ``[edge]`` with the IP
+    filter files, then READY=1, also when something failed (the old settings stay
+    and STATUS= says so).  Open connections stay up unless the new filter refuses
+    their address.  A SIGHUP during a reload runs it once more before READY=1."""
+
+    def __init__(self, tls: TlsContexts, server: Server, reload: Callable[[], ApplianceConfig],
+                 notifier: Notifier, status: str) -> None:
+        self._tls = tls
+        self._server = server
+        self._reload = reload
+        self._notifier = notifier
+        self._status = status
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+
+    def request(self) -> None:
+        """The signal handler: start a reload, or ask the running one to go again."""
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._notifier.reloading()
+        self._task = spawn(self._run(), name="reload")
+
+    def cancel(self) -> None:
+        """Shutdown: a reload under way is abandoned."""
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        failed: list[str] = []
+        again = True
+        while again:
+            self._again = False
+            try:
+                failed = await self._once()
+            except Exception:  # a bug must not leave the unit "reloading" for ever
+                log.exception("reload failed")
+                failed = ["internal error"]
+            again = self._again
+        # Not reached when cancelled: after STOPPING=1 there is no READY=1.
+        if failed:
+            self._notifier.ready(f"{self._status}; reload failed ({', '.join(failed)}),"
+                                 " previous settings kept: see the log")
+        else:
+            self._notifier.ready(self._status)
+
+    async def _once(self) -> list[str]:
+        """One reload; what failed (and was kept as it was)."""
+        failed = []
+        try:
+            self._tls.reload()
+            log.info("TLS certificate reloaded from %s", self._tls.cert)
+        except ConfigError as exc:
+            log.error("TLS reload failed, keeping the previous certificate: %s", exc)
+            failed.append("TLS certificate")
+        try:
+            edge = self._reload().edge
+        except ConfigError as exc:
+            log.error("configuration not reloaded, keeping the previous edge settings: %s", exc)
+            failed.append("configuration")
+            edge = self._server.edge.config
+        if not await self._server.edge.try_reload(edge):
+            failed.append("IP filter")
+        return failed
 
 
 def _tune_gc() -> None:

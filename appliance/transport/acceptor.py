@@ -383,6 +383,10 @@ class Edge:
     async def reload(self, config: EdgeConfig) -> None:
         """New settings and filter (SIGHUP, or a filter file changed); closes newly
         refused connections, keeps every allowed one.  A bad file keeps the old filter."""
+        await self.try_reload(config)
+
+    async def try_reload(self, config: EdgeConfig) -> bool:
+        """`reload`, saying whether the new filter is in use (False: the old one is)."""
         self._reloading = True
         try:
             files = FilterFiles.of(config, self.data_dir)
@@ -391,7 +395,7 @@ class Edge:
                 new_filter = await loop.run_in_executor(None, build_filter, config, files)
             except ConfigError as exc:
                 log.error("edge: IP filter not reloaded, keeping the previous one: %s", exc)
-                return
+                return False
             self.files, self.config = files, config
             self._stamp = files.stamp()
             self.trusted = CidrSet(parse_cidr(c) for c in config.trusted_proxies)
@@ -406,6 +410,7 @@ class Edge:
                     closed += 1
             log.info("edge: IP filter loaded: %d allowed, %d blocked CIDRs; %d connections"
                      " closed", len(new_filter.allow), len(new_filter.block), closed)
+            return True
         finally:
             self._reloading = False
 

@@ -10,6 +10,7 @@ import asyncio
 import collections
 import errno
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,10 @@ from appliance.transport.wire import WireProtocol
 
 log = logging.getLogger(__name__)
 
+#: listen(2) backlog: connection attempts queued while the server is busy, or (socket
+#: activation, systemd/tidings.socket says the same) restarting.  The kernel caps it
+#: at net.core.somaxconn (4096 on Linux >= 5.4).
+BACKLOG = 4096
 #: How often the deadline scan runs: deadlines are kept to within this.
 _SCAN_INTERVAL_S = 1.0
 
@@ -118,16 +123,22 @@ class Server:
         for conn in dirty:
             conn.flush()
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        """Listen on host:port (port 0 picks a free one); return the bound address.
+    async def start(self, host: str, port: int, sock: socket.socket | None = None
+                    ) -> tuple[str, int]:
+        """Listen on host:port (port 0 picks a free one), or on `sock`, a listening
+        socket systemd passed (`appliance.transport.activation`); return the address.
 
         Raises:
             ConfigError: the address cannot be bound (key ``server.listen``).
         """
         loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(
-                self.edge.gate, host, port, backlog=4096, reuse_address=True)
+            if sock is not None:
+                self._server = await loop.create_server(self.edge.gate, sock=sock,
+                                                        backlog=BACKLOG)
+            else:
+                self._server = await loop.create_server(
+                    self.edge.gate, host, port, backlog=BACKLOG, reuse_address=True)
         except OSError as exc:
             reason = errno.errorcode.get(exc.errno or 0, str(exc))
             raise ConfigError(f"cannot listen on {host}:{port}: {reason} ({exc.strerror})",
@@ -138,8 +149,10 @@ class Server:
         self._tasks.append(spawn(self._sweep(), name="expiry-sweep"))
         return self.address
 
-    async def start_redirect(self, host: str, port: int) -> tuple[str, int]:
-        """Listen on host:port for plain HTTP that is redirected to HTTPS on our port.
+    async def start_redirect(self, host: str, port: int, sock: socket.socket | None = None
+                             ) -> tuple[str, int]:
+        """Listen on host:port (or on `sock`, passed by systemd) for plain HTTP that is
+        redirected to HTTPS on our port.
 
         Raises:
             ConfigError: the address cannot be bound (key ``server.redirect_port``).
@@ -148,10 +161,16 @@ class Server:
         tls_port = self.address[1]
         answers = self.tls.answers if self.tls is not None else None
         fetch = self.tls.fetch_answer if self.tls is not None else None
+        def protocol() -> RedirectProtocol:
+            return RedirectProtocol(tls_port, answers, fetch)
+
         try:
-            self._redirect = await loop.create_server(
-                lambda: RedirectProtocol(tls_port, answers, fetch), host, port,
-                reuse_address=True)
+            if sock is not None:
+                self._redirect = await loop.create_server(protocol, sock=sock,
+                                                          backlog=BACKLOG)
+            else:
+                self._redirect = await loop.create_server(protocol, host, port,
+                                                          backlog=BACKLOG, reuse_address=True)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}",
                               key_path="server.redirect_port") from None

@@ -250,7 +250,8 @@ def test_custom_install_dir_rewrites_the_units(releases: Releases) -> None:
         assert stat(box, "/opt/tidings/bin/tidings") == "755 root root regular file"
         assert not box.path("/usr/local/bin/tidings").exists()
         unit = box.path("/etc/systemd/system/tidings.service").read_text()
-        assert "ExecStart=/opt/tidings/bin/tidings --data-dir /var/lib/tidings serve" in unit
+        assert ("ExecStart=/opt/tidings/bin/tidings --config /etc/tidings/tidings.toml"
+                " --data-dir /var/lib/tidings serve") in unit
         assert "/usr/local/bin" not in unit
         verified = box.run(["systemd-analyze", "verify", "tidings.service"], check=False)
         assert (verified.returncode, verified.stderr) == (0, "")

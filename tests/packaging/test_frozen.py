@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
+import signal
 import subprocess
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 
 from appliance import __version__
 from appliance.protocol.wire import CloseCode, Message, Status
+from appliance.system.bootloader import STALE_AFTER_S
 from tests.support.client import Client
 from tests.support.components import frozen_binary
 from tests.support.server import ServerProcess
@@ -149,3 +152,40 @@ def test_frozen_server_obtains_a_certificate_from_acme(tmp_path: Path) -> None:
             openssl_verify(server.port, write_roots(pebble, tmp_path))
         finally:
             server.stop()
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_frozen_executable_takes_the_server_with_it(tmp_path: Path) -> None:
+    """SIGKILL reaches only the bootloader; its child, the server, must not outlive it
+    holding the port and the store's lock (appliance/system/bootloader.py), and the
+    files it unpacked are removed by a later start."""
+    frozen_bin = frozen_binary()
+    data = tmp_path / "data"
+    data.mkdir()
+    unpacked = tmp_path / "tmp"
+    unpacked.mkdir()
+    env = {"TMPDIR": str(unpacked)}
+    server = ServerProcess(data, command=[str(frozen_bin)], env=env)
+    server.start(timeout=60)
+    assert server.proc is not None
+    bootloader = server.proc.pid
+    [child] = Path(f"/proc/{bootloader}/task/{bootloader}/children").read_text().split()
+    pidfd = os.pidfd_open(int(child))
+    try:
+        os.kill(bootloader, signal.SIGKILL)
+        # A pidfd turns readable once its process has exited: no polling, no sleep.
+        assert select.select([pidfd], [], [], 30)[0], "the server outlived the bootloader"
+    finally:
+        os.close(pidfd)
+        server.kill()
+    [left] = list(unpacked.iterdir())  # a SIGKILLed bootloader cannot clean up
+    aged = left.stat().st_mtime - 2 * STALE_AFTER_S
+    os.utime(left, (aged, aged))
+    # At once: the same port and the same data directory (lock) are free.
+    again = ServerProcess(data, command=[str(frozen_bin)], env=env)
+    again.start(timeout=60, port=server.port)
+    try:
+        assert again.port == server.port
+        assert not left.exists(), "the leftover extraction was not removed"
+    finally:
+        assert again.stop() == 0, again.output

@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,37 +22,71 @@ import pytest
 
 from appliance.dbserver import binaries
 from appliance.dbserver.private import PrivateLayout, initialise, socket_live
+from appliance.system import layout
 from tests.support.components import REPO, missing
 
-UNITS = sorted((REPO / "systemd").glob("*.service"))
+UNITS = sorted((REPO / "systemd").glob("tidings*"))
+#: `systemd-analyze security` exposure each service must stay at or below (issue 14).
+MAX_EXPOSURE = 2.5
 
 
-def test_both_units_are_shipped() -> None:
-    assert [u.name for u in UNITS] == ["tidings-mariadb.service", "tidings.service"]
+def _analyze() -> str:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        missing("systemd-analyze not found (apt-get install systemd)")
+    return analyze
+
+
+def test_the_units_are_shipped() -> None:
+    assert [u.name for u in UNITS] == ["tidings-mariadb.service", "tidings.service",
+                                       "tidings.socket"]
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
 def test_unit_verifies_cleanly(unit: Path, tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        missing("systemd-analyze not found (apt-get install systemd)")
     # verify checks that ExecStart's program exists: point it at one that does.
-    copy = tmp_path / unit.name
-    copy.write_text(unit.read_text().replace("/usr/local/bin/tidings", "/bin/true"))
-    done = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
-                          check=False, timeout=60)
+    # The socket unit is verified with its service beside it (Service=).
+    for each in UNITS:
+        (tmp_path / each.name).write_text(
+            each.read_text().replace("/usr/local/bin/tidings", "/bin/true"))
+    done = subprocess.run([_analyze(), "verify", str(tmp_path / unit.name)],
+                          capture_output=True, text=True, check=False, timeout=60, cwd=tmp_path)
     # It exits 0 even for keys it ignores: any word on stderr is a finding.
     assert (done.returncode, done.stderr.strip()) == (0, "")
 
 
-def _exec_start(unit: str, data_dir: Path) -> list[str]:
-    """The unit's ExecStart, with this checkout's `tidings` and `data_dir`."""
+@pytest.mark.parametrize("unit", [u for u in UNITS if u.suffix == ".service"],
+                         ids=lambda u: u.name)
+def test_hardening_keeps_exposure_at_most_2_5(unit: Path) -> None:
+    done = subprocess.run([_analyze(), "security", "--offline=yes", str(unit)],
+                          capture_output=True, text=True, check=False, timeout=60)
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
+    assert found, done.stdout[-2000:] + done.stderr
+    exposure = float(found[1])
+    print(f"\n{unit.name}: exposure {exposure}")
+    assert exposure <= MAX_EXPOSURE, done.stdout
+
+
+def _exec_start(unit: str, data_dir: Path, config: Path | None = None) -> list[str]:
+    """The unit's ExecStart, with this checkout's `tidings`, `data_dir` and `config`."""
     [line] = [x for x in (REPO / "systemd" / unit).read_text().splitlines()
               if x.startswith("ExecStart=")]
     words = line.removeprefix("ExecStart=").split()
-    assert words[0] == "/usr/local/bin/tidings"
-    assert words[1:3] == ["--data-dir", "/var/lib/tidings"]
-    return [sys.executable, "-m", "appliance", "--data-dir", str(data_dir), *words[3:]]
+    assert words[0] == str(layout.BIN)
+    args = words[1:]
+    if "--config" in args:
+        at = args.index("--config")
+        assert args[at + 1] == str(layout.CONFIG_FILE)
+        args[at + 1] = str(config)
+    at = args.index("--data-dir")
+    assert args[at + 1] == str(layout.DATA_DIR)
+    args[at + 1] = str(data_dir)
+    return [sys.executable, "-m", "appliance", *args]
+
+
+def test_the_server_unit_runs_the_installed_configuration() -> None:
+    command = _exec_start("tidings.service", Path("D"), Path("C"))
+    assert command[3:] == ["--config", "C", "--data-dir", "D", "serve"]
 
 
 @contextmanager
@@ -75,21 +111,44 @@ def _until(sock: socket.socket, key: str) -> list[str]:
             return seen
 
 
-def test_serve_says_ready_once_listening_and_stopping_on_sigterm(tmp_path: Path) -> None:
+def test_serve_says_ready_reloading_and_stopping(tmp_path: Path) -> None:
+    """READY=1 once listening; SIGHUP: RELOADING=1 with the time, then READY=1 again;
+    SIGTERM: STOPPING=1; WATCHDOG=1 in between."""
+    config = tmp_path / "tidings.toml"
+    config.write_text("[server]\nport = 0\n")
     with notify_socket(tmp_path) as (sock, path):
-        proc = subprocess.Popen([*_exec_start("tidings.service", tmp_path / "data"),
-                                 "--port", "0"], env={**os.environ, "NOTIFY_SOCKET": path},
+        proc = subprocess.Popen(_exec_start("tidings.service", tmp_path / "data", config),
+                                env={**os.environ, "NOTIFY_SOCKET": path,
+                                     "WATCHDOG_USEC": "200000"},
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             seen = _until(sock, "READY=1")
             assert any(x.startswith("STATUS=listening on 127.0.0.1:") for x in seen)
+            assert _until(sock, "WATCHDOG=1")  # the pings begin at READY=1
+            proc.send_signal(signal.SIGHUP)
+            seen = _until(sock, "RELOADING=1")
+            [stamp] = [x for x in seen if x.startswith("MONOTONIC_USEC=")]
+            now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+            assert 0 < now - int(stamp.removeprefix("MONOTONIC_USEC=")) < 60_000_000
+            seen = _until(sock, "READY=1")
+            assert [x for x in seen if x.startswith("STATUS=")][-1].startswith(
+                "STATUS=listening on 127.0.0.1:")
+            # A configuration broken on disk: the reload ends all the same, says so,
+            # and the server keeps its settings.
+            config.write_text("[server\n")
+            proc.send_signal(signal.SIGHUP)
+            _until(sock, "RELOADING=1")
+            seen = _until(sock, "READY=1")
+            [status] = [x for x in seen if x.startswith("STATUS=")][-1:]
+            assert "reload failed (configuration), previous settings kept" in status
             proc.send_signal(signal.SIGTERM)
             _until(sock, "STOPPING=1")
             assert proc.wait(60) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
-            proc.communicate()
+            out = proc.communicate()[0]
+    assert "configuration not reloaded, keeping the previous edge settings" in out
 
 
 def test_private_server_unit_command_becomes_mariadbd_and_says_ready(tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -17,8 +19,9 @@ class ServerProcess:
     """A `tidings serve --port 0` child; `start()` returns once it listens."""
 
     def __init__(self, data_dir: Path, *extra: str, command: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()) -> None:
         self.data_dir = data_dir
+        self.pass_fds = pass_fds
         self.extra = extra
         self.command = command or [sys.executable, "-m", "appliance"]
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -34,7 +37,8 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [*self.command, "--data-dir", str(self.data_dir), "serve", "--port", str(port),
              *self.extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
+            pass_fds=self.pass_fds)
         assert self.proc.stdout is not None
         # Readiness is the line the server prints once it listens: no sleeps.
         for line in self.proc.stdout:
@@ -49,10 +53,22 @@ class ServerProcess:
         raise RuntimeError("server exited before listening:\n" + "".join(self.lines))
 
     def kill(self) -> None:
-        """SIGKILL: no drain, no goodbye (crash tests)."""
+        """SIGKILL: no drain, no goodbye (crash tests).
+
+        Returns once the server is gone: for the one-file executable that is the
+        bootloader's child too, which dies with it (appliance/system/bootloader.py).
+        """
         assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
+        children = _pidfds(_children(self.proc.pid))
+        try:
+            self.proc.kill()
+            self.proc.wait()
+            for fd in children:  # a pidfd turns readable once its process has exited
+                if not select.select([fd], [], [], 30)[0]:
+                    raise RuntimeError(f"{self.command[0]}: a child outlived SIGKILL")
+        finally:
+            for fd in children:
+                os.close(fd)
         self._collect()
 
     def wait(self, timeout: float = 20.0) -> int:
@@ -98,3 +114,27 @@ class ServerProcess:
         config = data_dir.parent / "tidings.toml"
         config.write_text(toml)
         return cls(data_dir, command=[sys.executable, "-m", "appliance", "--config", str(config)])
+
+
+def _children(pid: int) -> list[int]:
+    """The processes `pid` started running its own executable: the one-file
+    bootloader's child, the server (not, say, a MariaDB server it started)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        exe = os.stat(f"/proc/{pid}/exe")
+    except OSError:
+        return []
+    found = []
+    for child in children:
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.stat(f"/proc/{child}/exe"), exe):
+                found.append(int(child))
+    return found
+
+
+def _pidfds(pids: list[int]) -> list[int]:
+    fds = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # already gone
+            fds.append(os.pidfd_open(pid))
+    return fds
