@@ -141,12 +141,16 @@ def upgrade(opts: Options, config: ApplianceConfig, load: ConfigLoader,
         if not confirm(decision):
             raise LifecycleError("cancelled by the operator", step="confirm")
         new = _prepare(run, release)
+        # Imported now, before the swap: the one-file executable reads its modules
+        # from its own file, by path, at each first import; once the new release
+        # is at that path, importing the rollback would read the wrong archive
+        # (zlib.error, seen on a real systemd).  Here, not at the top: a cycle.
+        from appliance.upgrade.rollback import roll_back
+
         try:
             _switch(run, new)
         except ApplianceError as exc:
             run.report.failure = str(exc)
-            from appliance.upgrade.rollback import roll_back
-
             roll_back(run)
         return run.report
 
