@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from appliance.protocol.wire import Message, Status, StatusReport
+from appliance.service.admin import APP_SECRET_PREFIX
 from tests.support.activation import Prober
 from tests.support.client import Client
 from tests.support.container import Container, booted
@@ -66,7 +67,7 @@ async def send(port: int, token: str, to: str, ids: range) -> None:
         while len(sent) < len(ids):
             event = await client.next_event()
             if isinstance(event, StatusReport) and event.status == Status.SENT:
-                sent.add(event.msg_id)
+                sent.add(event.id)
         assert sent == set(ids)
     finally:
         await client.close()
@@ -96,86 +97,103 @@ def test_install_setup_message_upgrade_rollback_uninstall(releases: Releases,
         f'hostname = "{HOSTNAME}"\ntls = "self-signed"\nport = {port}\n'
         f'http_port = {http_port}\ndatabase = "sqlite"\napp = "demo"\n')
     with booted("life", tmp_path) as box:
-        sh(box, f"echo '127.0.0.1 {HOSTNAME}' >> /etc/hosts")
-
-        # -- install, set up, first message -----------------------------------------
-        started = time.monotonic()
-        out = sh(box, releases.install_command())
-        assert out.rstrip().endswith("sudo tidings setup"), out
-        # The name points at 127.0.0.1 in the container: confirmed as an operator behind
-        # NAT would (other machines cannot reach it; this test needs none to).
-        out = sh(box, "tidings setup --answers /opt/payload/answers.toml --yes"
-                      " --hostname-not-local-ok")
-        secret = re.search(r"^\s+(tapp_\S+)$", out, re.M)
-        assert secret is not None, out
-        app_secret = secret.group(1)
-        tokens = {}
-        for user in ("alice", "bob"):
-            rest(port, app_secret, "POST", "/v1/users", {"address": user})
-            issued = rest(port, app_secret, "POST", f"/v1/users/{user}/tokens", {"ttl_s": 86400})
-            assert isinstance(issued, dict)
-            tokens[user] = issued["token"]
-        asyncio.run(send(port, tokens["alice"], "bob", range(1, 2)))
-        assert asyncio.run(receive(port, tokens["bob"], 1)) == [b"m1"]
-        first_message_s = time.monotonic() - started
-        print(f"\ncurl | sh -> first message delivered: {first_message_s:.1f} s")
-
-        # -- systemctl ------------------------------------------------------------
-        state = service_state(box)
-        assert state["ActiveState"] == "active"
-        assert "connections" in state["StatusText"], state
-        sh(box, "systemctl reload tidings")
-        assert service_state(box)["ActiveState"] == "active"
-        sh(box, "systemctl stop tidings")
-        assert service_state(box)["ActiveState"] == "inactive"
-        sh(box, "systemctl start tidings")
-        assert service_state(box)["ActiveState"] == "active"
-        assert versions.n in sh(box, "tidings status")
-
-        # -- upgrade to N+1 with messages queued for an offline bob ------------------
-        asyncio.run(send(port, tokens["alice"], "bob", range(2, 2 + QUEUED)))
-        releases.point_latest(versions.n1)
-        assert versions.n1 in sh(box, f"tidings upgrade --check --base-url {releases.base_url}")
-        prober = Prober(("127.0.0.1", port))
-        prober.start()
         try:
-            prober.await_served()
-            began = time.monotonic()
-            out = sh(box, f"tidings upgrade --yes --base-url {releases.base_url}")
-            upgrade_s = time.monotonic() - began
-            prober.await_served()
-        finally:
-            prober.finish()
-        print(out)
-        print(f"upgrade {versions.n} -> {versions.n1}: {upgrade_s:.1f} s in all;"
-              f" connection attempts {len(prober.probes)}, refused {prober.count('refused')},"
-              f" cut {len(prober.cut())}")
-        assert prober.count("refused") == 0
-        assert prober.cut() == []
-        assert versions.n1 in sh(box, "tidings --version")
-        got = asyncio.run(receive(port, tokens["bob"], QUEUED))
-        assert sorted(got) == sorted(f"m{i}".encode() for i in range(2, 2 + QUEUED))
+            _whole_life(box, releases, port)
+        except BaseException:
+            print(box.journal("tidings.service", 400))
+            raise
 
-        # -- upgrade to a broken N+1': rolled back, nothing lost ---------------------
-        asyncio.run(send(port, tokens["alice"], "bob", range(100, 110)))
-        releases.point_latest(versions.broken)
+
+def _whole_life(box: Container, releases: Releases, port: int) -> None:
+    versions = releases.versions
+    sh(box, f"echo '127.0.0.1 {HOSTNAME}' >> /etc/hosts")
+
+    # -- install, set up, first message -----------------------------------------
+    started = time.monotonic()
+    out = sh(box, releases.install_command())
+    assert out.rstrip().endswith("sudo tidings setup"), out
+    # The name points at 127.0.0.1 in the container: confirmed as an operator behind
+    # NAT would (other machines cannot reach it; this test needs none to).
+    out = sh(box, "tidings setup --answers /opt/payload/answers.toml --yes"
+                  " --hostname-not-local-ok")
+    secret = re.search(rf"^\s+({APP_SECRET_PREFIX}\S+)$", out, re.M)
+    printed = re.search(r"^\s+(curl .*?)\n(?!.*\\$)(.*)$", out, re.M | re.S)
+    assert secret is not None, out
+    assert printed is not None, out
+    app_secret = secret.group(1)
+    # The command the wizard ends with works as printed (it ran it itself first).
+    command = "".join(out[printed.start(1):].splitlines(keepends=True)[:4])
+    answer = sh(box, f"export TIDINGS_APP_SECRET={app_secret}; {command.strip()}")
+    assert '"status": "SENT"' in answer or '"status":"SENT"' in answer, answer
+    tokens = {}
+    for user in ("alice", "bob"):
+        rest(port, app_secret, "POST", "/v1/users", {"address": user})
+        issued = rest(port, app_secret, "POST", f"/v1/users/{user}/tokens", {"ttl_s": 86400})
+        assert isinstance(issued, dict)
+        tokens[user] = issued["token"]
+    asyncio.run(send(port, tokens["alice"], "bob", range(1, 2)))
+    assert asyncio.run(receive(port, tokens["bob"], 1)) == [b"m1"]
+    first_message_s = time.monotonic() - started
+    print(f"\ncurl | sh -> first message delivered: {first_message_s:.1f} s")
+
+    # -- systemctl ------------------------------------------------------------
+    state = service_state(box)
+    assert state["ActiveState"] == "active"
+    # READY's line first, then every 5 s the connections and the commit queue.
+    assert re.search(r"listening on|connections", state["StatusText"]), state
+    sh(box, "systemctl reload tidings")
+    assert service_state(box)["ActiveState"] == "active"
+    sh(box, "systemctl stop tidings")
+    assert service_state(box)["ActiveState"] == "inactive"
+    sh(box, "systemctl start tidings")
+    assert service_state(box)["ActiveState"] == "active"
+    assert versions.n in sh(box, "tidings status")
+
+    # -- upgrade to N+1 with messages queued for an offline bob ------------------
+    asyncio.run(send(port, tokens["alice"], "bob", range(2, 2 + QUEUED)))
+    releases.point_latest(versions.n1)
+    check = box.run(f"tidings upgrade --check --base-url {releases.base_url}", check=False)
+    assert (check.returncode, versions.n1 in check.stdout) == (100, True), check  # newer exists
+    prober = Prober(("127.0.0.1", port))
+    prober.start()
+    try:
+        prober.await_served()
         began = time.monotonic()
-        failed = box.run(f"tidings upgrade --yes --base-url {releases.base_url} 2>&1",
-                         check=False, timeout=300)
-        rollback_s = time.monotonic() - began
-        print(failed.stdout)
-        print(f"upgrade to the broken {versions.broken}, rolled back: {rollback_s:.1f} s")
-        assert failed.returncode != 0
-        assert "rolled back" in failed.stdout
-        assert versions.n1 in sh(box, "tidings --version")
-        assert service_state(box)["ActiveState"] == "active"
-        got = asyncio.run(receive(port, tokens["bob"], 10))
-        assert sorted(got) == sorted(f"m{i}".encode() for i in range(100, 110))
+        out = sh(box, f"tidings upgrade --yes --base-url {releases.base_url}")
+        upgrade_s = time.monotonic() - began
+        prober.await_served()
+    finally:
+        prober.finish()
+    print(out)
+    print(f"upgrade {versions.n} -> {versions.n1}: {upgrade_s:.1f} s in all;"
+          f" connection attempts {len(prober.probes)}, refused {prober.count('refused')},"
+          f" cut {len(prober.cut())}")
+    assert prober.count("refused") == 0
+    assert prober.cut() == []
+    assert versions.n1 in sh(box, "tidings --version")
+    got = asyncio.run(receive(port, tokens["bob"], QUEUED))
+    assert sorted(got) == sorted(f"m{i}".encode() for i in range(2, 2 + QUEUED))
 
-        # -- the installer again: nothing changes; then uninstall keeps the data ----
-        releases.point_latest(versions.n1)
-        assert "nothing changed" in sh(box, releases.install_command())
-        sh(box, releases.install_command("--uninstall"))
-        assert box.run(["test", "-e", "/usr/local/bin/tidings"], check=False).returncode == 1
-        assert box.run(["test", "-s", "/etc/tidings/tidings.toml"], check=False).returncode == 0
-        assert box.run("ls /var/lib/tidings | grep -q sqlite", check=False).returncode == 0
+    # -- upgrade to a broken N+1': rolled back, nothing lost ---------------------
+    asyncio.run(send(port, tokens["alice"], "bob", range(100, 110)))
+    releases.point_latest(versions.broken)
+    began = time.monotonic()
+    failed = box.run(f"tidings upgrade --yes --base-url {releases.base_url} 2>&1",
+                     check=False, timeout=300)
+    rollback_s = time.monotonic() - began
+    print(failed.stdout)
+    print(f"upgrade to the broken {versions.broken}, rolled back: {rollback_s:.1f} s")
+    assert failed.returncode != 0
+    assert "ROLLED BACK" in failed.stdout.upper()
+    assert versions.n1 in sh(box, "tidings --version")
+    assert service_state(box)["ActiveState"] == "active"
+    got = asyncio.run(receive(port, tokens["bob"], 10))
+    assert sorted(got) == sorted(f"m{i}".encode() for i in range(100, 110))
+
+    # -- the installer again: nothing changes; then uninstall keeps the data ----
+    releases.point_latest(versions.n1)
+    assert "nothing changed" in sh(box, releases.install_command())
+    sh(box, releases.install_command("--uninstall"))
+    assert box.run(["test", "-e", "/usr/local/bin/tidings"], check=False).returncode == 1
+    assert box.run(["test", "-s", "/etc/tidings/tidings.toml"], check=False).returncode == 0
+    assert box.run("ls /var/lib/tidings | grep -q sqlite", check=False).returncode == 0
