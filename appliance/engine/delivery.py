@@ -122,12 +122,6 @@ class Engine:
         #: Re-checks live sessions' tokens (revocation, expiry, rename).
         self.credentials = CredentialWatcher(self)
 
-    @property
-    def commit_queue(self) -> int:
-        """Messages accepted and waiting for the next group commit (their senders hear
-        SENT once it lands); the status report's queue depth."""
-        return len(self._batch.messages)
-
     # --- connection lifecycle -----------------------------------------------
 
     async def open_session(self, link: Link, hello: Hello) -> Session:
@@ -670,7 +664,9 @@ class Engine:
 
     @property
     def uncommitted(self) -> int:
-        """Messages accepted and not committed yet (the open batch and the one committing)."""
+        """Messages accepted and not committed yet (the open batch and the one committing;
+        their senders hear SENT once it lands): the queue depth of /metrics, STATUS=
+        and `tidings status`."""
         return len(self._senders) + self.committing
 
     async def drain_writes(self) -> None:

@@ -111,7 +111,7 @@ class StatusPublisher:
             uptime_s=clock.monotonic() - self._started, interval_s=self.interval_s,
             data_dir=str(self._data_dir), listeners=self.listeners,
             connections=sum(by_protocol.values()), by_protocol=by_protocol,
-            commit_queue=engine.commit_queue, store_failing=engine.store_failing,
+            commit_queue=engine.uncommitted, store_failing=engine.store_failing,
             store_backend=self._store.kind, store_location=self._store.describe(),
             certificate=self._certificate())
 
