@@ -170,3 +170,57 @@ class AnswersRefusedError(UsageError):
         super().__init__("setup refused these answers; nothing was changed:\n"
                          + "\n".join(f"  {r}" for r in refusals))
         self.refusals = refusals
+
+
+class QuotaError(UsageError):
+    """A media limit refuses a request (issue 15): `limit` names the config key
+    (``media.max_file_bytes``, ``media.max_app_bytes``) and `allowed` its value."""
+
+    def __init__(self, message: str, *, limit: str, allowed: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.allowed = allowed
+
+
+class MediaError(ApplianceError):
+    """Root of media failures (files, images, previews) that are not the caller's usage."""
+
+
+class ImageRefusedError(UsageError):
+    """An image is not one the server processes (format, size, bomb, damaged); `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ImageBusyError(MediaError):
+    """Every image worker is busy and the queue is full: retry later (HTTP 503)."""
+
+
+class ImageTimeoutError(ImageRefusedError):
+    """An image took longer than ``media.image_timeout_s``: its worker was killed."""
+
+
+class PreviewRefusedError(UsageError):
+    """A URL is not one the server fetches (scheme, port, a private address...): `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PreviewFetchError(MediaError):
+    """Fetching a preview failed (timeout, too large, HTTP error, not HTML): `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TooManyRequestsError(UsageError):
+    """A per-user rate limit refuses the request (HTTP 429); retry after `retry_after_s`."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -51,6 +51,12 @@ FORBIDDEN = {
     "appliance.release": ("appliance.transport", "appliance.cli", "appliance.storage",
                           "appliance.engine", "appliance.service", "appliance.api",
                           "appliance.app", "asyncio", "socket", "click"),
+    # Media (issue 15): files, images, previews; the store only through its interface, no
+    # HTTP server of its own (api, transport), no engine.  images.codec runs in workers.
+    "appliance.media": ("appliance.transport", "appliance.api", "appliance.cli", "appliance.app",
+                        "appliance.engine", "appliance.service", "appliance.storage.sql",
+                        "appliance.storage.sqlite", "appliance.storage.mariadb", "mariadb",
+                        "sqlite3", "click", "h11", "h2", "wsproto"),
     "appliance.config": ("appliance.transport", "appliance.cli", "appliance.storage", "click"),
     # What a running server says about itself (issue 14): a file format and its
     # readers, used by the server and by the CLI; no loop, no store, no TLS stack.

@@ -16,6 +16,7 @@ from appliance.config.database import parse_database
 from appliance.config.model import ApplianceConfig
 from appliance.edge.config import check as check_edge
 from appliance.errors import ConfigError
+from appliance.media.config import check as check_media
 from appliance.metrics.config import check as check_metrics
 
 _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
@@ -33,11 +34,20 @@ _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
              "send_timeout_s": 0.1, "output_high_water_bytes": 4096, "max_output_bytes": 65536,
              "h2_body_bytes_per_connection": 65536, "h2_body_bytes_total": 65536,
              "h2_control_frames_per_s": 1, "h2_control_frame_burst": 10,
+             # [media] (appliance.media.config)
+             "max_file_bytes": 1, "max_app_bytes": 1, "upload_expiry_s": 60,
+             "file_retention_s": 0, "link_ttl_s": 1, "image_workers": 0, "image_queue": 1,
+             "image_timeout_s": 0.1, "max_image_pixels": 1, "max_image_side": 1,
+             "max_image_frames": 1, "max_html_bytes": 1024, "max_image_bytes": 1024,
+             "max_redirects": 0, "cache_ttl_s": 0, "failure_ttl_s": 0,
+             "per_user_per_minute": 1,
              # [acme] (appliance.certs.config)
              "retry_min_s": 0.01, "retry_max_s": 0.01, "check_interval_s": 0.05,
              "attempt_timeout_s": 1}
 #: Upper bounds where a larger value would quietly break a promise: live
 #: sessions learn of revoked credentials within this (PROTOCOL.md §5.1).
+#: Lists of integers whose default is empty (the type cannot be read from it).
+_INTEGER_LISTS = {"ports"}
 _MAXIMUM = {"credentials_poll_s": 60.0}
 
 
@@ -92,6 +102,7 @@ def _build(tree: dict[str, Any]) -> ApplianceConfig:
     check_edge(config.edge)
     check_acme(config.acme)
     check_metrics(config.metrics)
+    check_media(config.media)
     if config.acme.hostnames and config.tls.cert:
         raise ConfigError("set either [tls] cert/key (your own certificate) or [acme] hostnames"
                           " (certificates obtained and renewed by the appliance), not both",
@@ -107,6 +118,11 @@ def _section(default: Any, section: str, values: dict[str, Any]) -> Any:
         if name not in fields:
             raise ConfigError("unknown key", key_path=key)
         current = getattr(default, name)
+        if dataclasses.is_dataclass(current):  # a nested table: [media.previews]
+            if not isinstance(value, dict):
+                raise ConfigError("must be a table", key_path=key)
+            changes[name] = _section(current, key, value)
+            continue
         changes[name] = _coerce(current, value, key)
     return dataclasses.replace(default, **changes)
 
@@ -117,11 +133,19 @@ def _coerce(current: Any, value: Any, key: str) -> Any:
         if not isinstance(value, str | Path) or not str(value):
             raise ConfigError("must be a path", key_path=key)
         return Path(value).expanduser()
-    if isinstance(current, tuple):  # a list of strings (CIDRs)
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise ConfigError("must be a list of strings", key_path=key)
+    if isinstance(current, tuple):  # a list of strings (CIDRs) or of integers (sizes, ports)
+        integers = (bool(current) and isinstance(current[0], int)) or name in _INTEGER_LISTS
+        kind_name = "integers" if integers else "strings"
+        if not isinstance(value, list | tuple) or not all(
+                (isinstance(v, int) and not isinstance(v, bool)) if integers else isinstance(v, str)
+                for v in value):
+            raise ConfigError(f"must be a list of {kind_name}", key_path=key)
         return tuple(value)
-    if isinstance(current, bool) or not isinstance(current, int | float | str):
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"must be true or false, got {value!r}", key_path=key)
+        return value
+    if not isinstance(current, int | float | str):
         raise ConfigError("cannot be set", key_path=key)
     kind = type(current)
     result: int | float | str | None

@@ -9,6 +9,7 @@ from pathlib import Path
 from appliance.certs.config import AcmeConfig
 from appliance.edge.config import EdgeConfig
 from appliance.engine.ports import EngineLimits
+from appliance.media.config import MediaConfig
 from appliance.metrics.config import MetricsConfig
 
 #: The port `tidings serve` listens on when none is configured.
@@ -115,3 +116,4 @@ class ApplianceConfig:
     transport: TransportConfig = field(default_factory=TransportConfig)
     acme: AcmeConfig = field(default_factory=AcmeConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
