@@ -224,3 +224,8 @@ class TooManyRequestsError(UsageError):
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class BodyAbortedError(ApplianceError):
+    """A streamed request body ended early: the client went away, reset the stream, or
+    stopped sending past the request deadline.  What arrived before stays usable (tus)."""
