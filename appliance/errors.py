@@ -229,3 +229,8 @@ class TooManyRequestsError(UsageError):
 class BodyAbortedError(ApplianceError):
     """A streamed request body ended early: the client went away, reset the stream, or
     stopped sending past the request deadline.  What arrived before stays usable (tus)."""
+
+
+class ForbiddenError(ApplianceError):
+    """The caller is known but may not do this (HTTP 403): a file not shared with the
+    user, an expired or forged signed link, a group picture changed by a non-admin."""

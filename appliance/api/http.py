@@ -17,6 +17,7 @@ from appliance.errors import (
     ApplianceError,
     AuthError,
     ConflictError,
+    ForbiddenError,
     ImageBusyError,
     NotFoundError,
     PreviewFetchError,
@@ -106,6 +107,7 @@ class ApiError(ApplianceError):
 #: appliance error type -> (HTTP status, title).  The first match wins.
 PROBLEMS: list[tuple[type[ApplianceError], int, str]] = [
     (AuthError, 401, "unauthorized"),
+    (ForbiddenError, 403, "forbidden"),
     (QuotaError, 413, "content too large"),
     (TooManyRequestsError, 429, "too many requests"),
     (ImageBusyError, 503, "busy"),

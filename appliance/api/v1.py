@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.api.edge import EDGE_ROUTES, EdgeControl
+from appliance.api.files import FILE_ROUTES
 from appliance.api.http import ApiError, ApiRequest, ApiResponse, from_error, ok
 from appliance.api.inputs import (
     checked,
@@ -25,10 +26,13 @@ from appliance.api.inputs import (
 )
 from appliance.api.messages import U32_MAX, BackendSender
 from appliance.api.metrics import METRICS_ROUTES, MetricsAccess
+from appliance.api.pictures import PICTURE_ROUTES
 from appliance.api.stats import AppStats
+from appliance.api.uploads import UPLOAD_ROUTES
 from appliance.api.usertokens import UserTokens
 from appliance.engine.clock import Clock
 from appliance.errors import ApplianceError
+from appliance.media.files import FileService
 from appliance.protocol.wire import PRIORITY_MAX, STORED_U64_MAX, TYPE_MAX
 from appliance.protocol.wire.frames import MAX_ADDRESS_BYTES, U64_MAX
 from appliance.service.admin import (
@@ -395,6 +399,9 @@ ROUTES: list[Route] = [
                       " next_renewal, failed_attempts, next_attempt and last_error, as"
                       " `tidings cert status` prints them"}}}),
     *(Route(**spec) for spec in EDGE_ROUTES),
+    *(Route(**spec) for spec in FILE_ROUTES),
+    *(Route(**spec) for spec in UPLOAD_ROUTES),
+    *(Route(**spec) for spec in PICTURE_ROUTES),
     *(Route(**spec) for spec in METRICS_ROUTES),
 ]
 
@@ -422,6 +429,8 @@ class RestApi:
         self.on_auth: Callable[[Any, bool], None] = lambda connection, passed: None
         #: `/metrics` (None: this server exports none).
         self.metrics: MetricsAccess | None = None
+        #: Files, images and previews (issue 15); None: not served by this API.
+        self.files: FileService | None = None
 
     async def handle(self, request: ApiRequest) -> ApiResponse:
         """The response to `request`; never raises."""
