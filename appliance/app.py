@@ -21,6 +21,7 @@ from appliance import __version__
 from appliance.api.messages import BackendSender
 from appliance.api.stats import AppFigures
 from appliance.api.v1 import RestApi, Stats
+from appliance.media.runtime import media_for
 from appliance.certs.challenges import ChallengeAnswers
 from appliance.certs.manager import CertificateManager
 from appliance.config import ApplianceConfig
@@ -125,6 +126,8 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
             AppFigures(engine, clock))
         api.edge = server.edge
         api.metrics = exporter_for(config.metrics, server, store, tls, certs)
+        media = media_for(config.media, store, config.storage.data_dir, clock)
+        api.files = media.files
         api.on_auth = server.auth_result
         # Credential changes made here close this process's sessions at once;
         # secrets replaced by another process stop working at its next poll.
@@ -135,6 +138,7 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         host, port = await server.start(config.server.host, config.server.port,
                                         sockets.get(MAIN))
         watcher = spawn(engine.credentials.run(), name="credentials")
+        media.start()
         redirect_port = None
         # A passed redirect socket is served even when the configuration has none:
         # systemd would otherwise hold its connections in the backlog for ever.
@@ -170,6 +174,7 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         if maintainer is not None:
             maintainer.cancel()
         await server.stop(config.server.shutdown_timeout_s)
+        await media.close()
         publisher.publish(ServerState.STOPPED)
     finally:
         await store.close()

@@ -72,9 +72,9 @@ def parse_range(header: str | None, size: int, *, if_range: str | None = None,
             raise RangeNotSatisfiableError(size)
         return ByteRange(max(0, size - suffix), size - 1)
     start = _number(first)
-    end = _number(last) if last.strip() else size - 1
+    end = _number(last) if last.strip() else start
     if start is None or end is None or end < start:
         return None  # invalid: ignored (§14.1.1)
     if start >= size:
         raise RangeNotSatisfiableError(size)
-    return ByteRange(start, min(end, size - 1))
+    return ByteRange(start, min(end, size - 1) if last.strip() else size - 1)
