@@ -224,3 +224,12 @@ class TooManyRequestsError(UsageError):
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class BlobError(MediaError):
+    """The blob store's disk failed (full, I/O error, permissions): `reason` says how.
+    Nothing of the blob being written was kept."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
