@@ -234,3 +234,12 @@ class BodyAbortedError(ApplianceError):
 class ForbiddenError(ApplianceError):
     """The caller is known but may not do this (HTTP 403): a file not shared with the
     user, an expired or forged signed link, a group picture changed by a non-admin."""
+
+
+class BlobError(MediaError):
+    """The blob store's disk failed (full, I/O error, permissions): `reason` says how.
+    Nothing of the blob being written was kept."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

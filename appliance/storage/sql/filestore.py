@@ -3,7 +3,9 @@
 A mixin of `SqlStorage`, which supplies the thread hand-offs (`_read` on a
 reader thread, `_meta` in a transaction of its own on the writer thread).
 Methods whose interface takes no time (`delete_file`, `save_variant`,
-`set_picture`) stamp their changes with the wall clock.
+`set_picture`, and user and group deletion) stamp their changes with
+`SqlFileStore.clock_ms`: the wall clock, or the server's injected clock
+(``store.clock_ms = clock.wall_ms`` at start-up; tests move it by hand).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ T = TypeVar("T")
 
 
 def wall_ms() -> int:
-    """Now, in milliseconds since the epoch."""
+    """Now, in milliseconds since the epoch (the default `SqlFileStore.clock_ms`)."""
     return time.time_ns() // 1_000_000
 
 
@@ -27,6 +29,8 @@ class SqlFileStore:
     """The `FileStore` methods of `SqlStorage`."""
 
     _signing_key: bytes | None = None
+    #: Now, in ms since the epoch, for the changes whose interface takes no time.
+    clock_ms: Callable[[], int] = staticmethod(wall_ms)
 
     async def _read(self, fn: Callable[..., T], *args: object) -> T:
         raise NotImplementedError  # SqlStorage's
@@ -36,7 +40,7 @@ class SqlFileStore:
 
     async def create_file(self, record: FileRecord, max_app_bytes: int) -> None:
         """See `FileStore.create_file`."""
-        await self._meta(files.create_file, record, max_app_bytes, wall_ms())
+        await self._meta(files.create_file, record, max_app_bytes, self.clock_ms())
 
     async def file(self, file_id: str) -> FileRecord | None:
         """See `FileStore.file`."""
@@ -63,7 +67,7 @@ class SqlFileStore:
 
     async def save_variant(self, file_id: str, variant: FileVariant) -> None:
         """See `FileStore.save_variant`."""
-        await self._meta(files.save_variant, file_id, variant, wall_ms())
+        await self._meta(files.save_variant, file_id, variant, self.clock_ms())
 
     async def variant(self, file_id: str, name: str) -> FileVariant | None:
         """See `FileStore.variant`."""
@@ -72,7 +76,8 @@ class SqlFileStore:
     async def set_picture(self, app_id: int, kind: str, owner_id: int,
                           file_id: str | None) -> str | None:
         """See `FileStore.set_picture`."""
-        return await self._meta(files.set_picture, app_id, kind, owner_id, file_id, wall_ms())
+        return await self._meta(files.set_picture, app_id, kind, owner_id, file_id,
+                                self.clock_ms())
 
     async def picture(self, app_id: int, kind: str, owner_id: int) -> str | None:
         """See `FileStore.picture`."""
@@ -80,7 +85,7 @@ class SqlFileStore:
 
     async def delete_file(self, file_id: str) -> None:
         """See `FileStore.delete_file`."""
-        await self._meta(files.delete_file, file_id, wall_ms())
+        await self._meta(files.delete_file, file_id, self.clock_ms())
 
     async def app_stored_bytes(self, app_id: int) -> int:
         """See `FileStore.app_stored_bytes`."""
@@ -104,6 +109,6 @@ class SqlFileStore:
         if key is None:
             key = await self._read(files.signing_key)
             if key is None:
-                key = await self._meta(files.create_signing_key, wall_ms())
+                key = await self._meta(files.create_signing_key, self.clock_ms())
             self._signing_key = key
         return key

@@ -36,7 +36,7 @@ from appliance.storage.models import (
 )
 from appliance.storage.sql import admin, certificates, credentials, reads
 from appliance.storage.sql.dialect import Connection
-from appliance.storage.sql.filestore import SqlFileStore, wall_ms
+from appliance.storage.sql.filestore import SqlFileStore
 from appliance.storage.sql.writes import Writer
 
 T = TypeVar("T")
@@ -299,7 +299,7 @@ class SqlStorage(SqlFileStore):
 
     async def delete_user(self, app_id: int, address: str) -> None:
         """See `AdminStore.delete_user`."""
-        await self._admin(admin.delete_user, app_id, address, wall_ms())
+        await self._admin(admin.delete_user, app_id, address, self.clock_ms())
         # Its queue went with it: the apps' queue usage is counted again.
         await self._write(self._writer.usage.forget_apps)
 
@@ -322,7 +322,7 @@ class SqlStorage(SqlFileStore):
 
     async def delete_group(self, app_id: int, group_id: int) -> None:
         """See `AdminStore.delete_group`."""
-        await self._admin(admin.delete_group, app_id, group_id, wall_ms())
+        await self._admin(admin.delete_group, app_id, group_id, self.clock_ms())
 
     async def set_member(self, app_id: int, group_id: int, user_id: int, perms: int) -> None:
         """See `AdminStore.set_member`."""
