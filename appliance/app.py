@@ -21,7 +21,6 @@ from appliance import __version__
 from appliance.api.messages import BackendSender
 from appliance.api.stats import AppFigures
 from appliance.api.v1 import RestApi, Stats
-from appliance.media.runtime import media_for
 from appliance.certs.challenges import ChallengeAnswers
 from appliance.certs.manager import CertificateManager
 from appliance.config import ApplianceConfig
@@ -30,6 +29,7 @@ from appliance.dbserver.private import PrivateLayout, PrivateServer, socket_live
 from appliance.engine.clock import SystemClock
 from appliance.engine.delivery import Engine
 from appliance.errors import ConfigError
+from appliance.media.runtime import media_for
 from appliance.metrics.wiring import exporter_for
 from appliance.service.admin import AdminService
 from appliance.service.database import running

@@ -142,6 +142,19 @@ class BlobStore(Protocol):
         """Where the blob's bytes are (for readers and image workers)."""
         ...
 
+    def part_path(self, upload_id: str) -> Path:
+        """Where an upload's part file is (image workers read it before it is a blob)."""
+        ...
+
+    async def adopt(self, path: Path) -> tuple[bytes, int]:
+        """Make a finished file beside the parts (an image worker's output) a blob;
+        returns its (SHA-256, size).  The file is moved, not copied.
+
+        Raises:
+            BlobError: the disk failed.
+        """
+        ...
+
     async def open(self, sha256: bytes) -> BinaryIO:
         """The blob, open for reading (read it in a thread; close it).
 
@@ -290,6 +303,25 @@ class DiskBlobStore:
         _fsync_dir(final.parent)
         for parent in created:  # the new directories' own entries
             _fsync_dir(parent.parent)
+
+    async def adopt(self, path: Path) -> tuple[bytes, int]:
+        """See `BlobStore.adopt`."""
+
+        def digest() -> tuple[bytes, int]:
+            hasher = hashlib.sha256()
+            with open(path, "rb") as file:
+                while block := file.read(1024 * 1024):
+                    hasher.update(block)
+                os.fsync(file.fileno())
+                size = file.tell()
+            os.chmod(path, _FILE_MODE)
+            self.settle(path, hasher.digest())
+            return hasher.digest(), size
+
+        try:
+            return await asyncio.to_thread(digest)
+        except OSError as exc:
+            raise disk_error(exc, "cannot store a processed image") from None
 
     # --- reading and deleting ---------------------------------------------
 

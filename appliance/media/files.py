@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Protocol
 
 from appliance.errors import (
+    ApplianceError,
     BodyAbortedError,
     ConflictError,
     ForbiddenError,
@@ -40,6 +41,7 @@ from appliance.errors import (
     UsageError,
 )
 from appliance.media import signing
+from appliance.media.blob_writer import MAX_CHUNK
 from appliance.media.blobs import BlobStore, BlobWriter
 from appliance.media.config import MAX_LINK_TTL_S, MediaConfig
 from appliance.media.ids import is_file_id, new_file_id
@@ -51,6 +53,8 @@ from appliance.storage.models import FileRecord, FileVariant, Principal
 
 log = logging.getLogger(__name__)
 
+#: How long a tus request waits for an earlier one on the same upload to settle.
+SETTLE_WAIT_S = 10.0
 #: Bytes read from disk per chunk of a download (one thread hop each).
 READ_CHUNK_BYTES = 1024 * 1024
 #: What a name and a declared type may be (longer ones are cut / refused).
@@ -120,8 +124,9 @@ class FileService:
         self.config = config
         self.clock = clock
         self._key: bytes | None = None
-        #: Uploads receiving a body in this process now: one writer each.
-        self._receiving: set[str] = set()
+        #: Uploads receiving a body in this process now (one writer each), and
+        #: the event set when that request has recorded its progress.
+        self._receiving: dict[str, asyncio.Event] = {}
         #: Variants being made: concurrent requests for one wait for it.
         self._making: dict[tuple[str, str], asyncio.Future[FileVariant]] = {}
 
@@ -148,7 +153,16 @@ class FileService:
         return record
 
     async def owned_upload(self, user: Principal, file_id: str) -> FileRecord:
-        """An upload of `user`'s (tus HEAD, PATCH, DELETE): 404 for anyone else's."""
+        """An upload of `user`'s (tus HEAD, PATCH, DELETE): 404 for anyone else's.
+
+        A request still appending to it (its client went away a moment ago and
+        asks again at once) is waited for, up to `SETTLE_WAIT_S`: HEAD then
+        reports every byte that arrived, not a stale offset.
+        """
+        appending = self._receiving.get(file_id)
+        if appending is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(appending.wait(), SETTLE_WAIT_S)
         record = await self._record(file_id)
         if record.app_id != user.app_id or record.owner_id != user.user_id:
             raise NotFoundError(f"no upload {file_id}")
@@ -173,16 +187,18 @@ class FileService:
             raise ConflictError(f"Upload-Offset is {record.received}, not {offset}")
         if record.file_id in self._receiving:
             raise ConflictError("another request is appending to this upload")
-        self._receiving.add(record.file_id)
+        settled = self._receiving[record.file_id] = asyncio.Event()
         try:
-            writer = await self.blobs.resume(record.file_id, offset)
+            writer = await (self.blobs.resume(record.file_id, offset) if offset
+                            else self.blobs.writer(record.file_id))
             received = offset
             try:
                 while chunk := await body.read():
                     if received + len(chunk) > record.size:
                         raise UsageError(f"the body is longer than the upload's {record.size}"
                                          " bytes")
-                    await writer.write(chunk)
+                    for start in range(0, len(chunk), MAX_CHUNK):  # the writer's bound
+                        await writer.write(chunk[start:start + MAX_CHUNK])
                     received += len(chunk)
             except BodyAbortedError:
                 await self._suspend(record, writer, received)
@@ -194,29 +210,38 @@ class FileService:
                 return await self._suspend(record, writer, received)
             return await self._finish(record, writer)
         finally:
-            self._receiving.discard(record.file_id)
+            del self._receiving[record.file_id]
+            settled.set()
 
     async def _suspend(self, record: FileRecord, writer: BlobWriter, received: int) -> FileRecord:
-        await writer.close()
-        with contextlib.suppress(Exception):
+        await writer.pause()
+        try:
             await self.store.set_received(record.file_id, received)
+        except ApplianceError as exc:  # the part keeps the bytes; HEAD would say less
+            log.warning("upload %s: progress not recorded: %s", record.file_id, exc)
         return _replace(record, received=received)
 
     async def _finish(self, record: FileRecord, writer: BlobWriter) -> FileRecord:
         content_type, width, height = record.content_type, 0, 0
-        head = await asyncio.to_thread(_head, writer.path)
+        part = self.blobs.part_path(record.file_id)
+        await writer.pause()  # flushed: its first bytes (and an image worker) read the file
+        head = await asyncio.to_thread(_head, part)
         if looks_like_image(head) and self.images is not None:
-            clean = writer.path.with_name(writer.path.name + ".clean")
+            clean = part.with_name(part.name + ".clean")
             try:
-                info = await self.images.sanitize(writer.path, clean)
+                info = await self.images.sanitize(part, clean)
             except ImageRefusedError:
-                await writer.abort()
+                await self.blobs.discard(record.file_id)
                 await self.store.delete_file(record.file_id)
+                with contextlib.suppress(OSError):
+                    clean.unlink()
                 raise
-            await writer.abort()
+            await self.blobs.discard(record.file_id)
             sha256, size = await self.blobs.adopt(clean)
             content_type, width, height = info.mime, info.width, info.height
         else:
+            # The hash state was kept by the pause: resuming costs no re-read.
+            writer = await self.blobs.resume(record.file_id, record.size)
             sha256, size = await writer.commit()
             if content_type.startswith("image/"):
                 content_type = OCTET_STREAM  # says image, is not one we know: never inline
@@ -225,9 +250,7 @@ class FileService:
 
     async def discard(self, record: FileRecord) -> None:
         """tus termination: the upload and what it received go."""
-        with contextlib.suppress(Exception):
-            writer = await self.blobs.resume(record.file_id, record.received)
-            await writer.abort()
+        await self.blobs.discard(record.file_id)
         await self.store.delete_file(record.file_id)
 
     # --- reading ------------------------------------------------------------------------
@@ -320,7 +343,8 @@ class FileService:
     async def _make_variant(self, record: FileRecord, sha256: bytes, name: str, size: int,
                             fmt: str, square: bool) -> FileVariant:
         assert self.images is not None
-        out = self.blobs.scratch_path(f"{record.file_id}.{name}")
+        out = self.blobs.part_path(record.file_id).with_name(
+            f"{record.file_id}.{name}.{new_file_id()}")
         try:
             info: ImageInfo = await self.images.thumbnail(
                 self.blobs.local_path(sha256), out, size=size, fmt=fmt, square=square)

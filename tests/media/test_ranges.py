@@ -23,7 +23,7 @@ def test_one_range_is_honoured(header: str, expected: ByteRange) -> None:
 
 @pytest.mark.parametrize("header", [
     None, "items=0-5", "bytes=0-1,5-6", "bytes=5-1", "bytes=a-b", "bytes=", "bytes=5",
-    "bytes=--5", "bytes=0x10-20", "bytes=" + "9" * 40 + "-", "bytes=١-٢",
+    "bytes=--5", "bytes=0x10-20", "bytes=" + "9" * 40 + "-", "bytes=\u0661-\u0662",
 ])
 def test_other_ranges_mean_the_whole_file(header: str | None) -> None:
     assert parse_range(header, 1000) is None
