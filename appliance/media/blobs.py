@@ -138,6 +138,10 @@ class BlobStore(Protocol):
         """Remove a part (a tus DELETE, an expired upload); nothing if there is none."""
         ...
 
+    async def parts(self, limit: int) -> list[tuple[str, int]]:
+        """Up to `limit` part files as (upload id, last written, ms): what the sweep checks."""
+        ...
+
     def local_path(self, sha256: bytes) -> Path:
         """Where the blob's bytes are (for readers and image workers)."""
         ...
@@ -345,7 +349,7 @@ class DiskBlobStore:
             raise disk_error(exc, f"cannot remove upload {upload_id}") from None
 
     async def parts(self, limit: int) -> list[tuple[str, int]]:
-        """Up to `limit` part files as (upload id, mtime in ms): what the sweep looks at."""
+        """See `BlobStore.parts`."""
 
         def scan() -> list[tuple[str, int]]:
             found: list[tuple[str, int]] = []
