@@ -249,6 +249,11 @@ class HttpProtocol(asyncio.Protocol):
         except h11.LocalProtocolError:  # the body was not `length` bytes: cut, never pad
             log.error("a streamed response was not its declared %d bytes", response.length)
             self._drop()
+        except Exception:  # its source failed (a disk error)
+            # Cut, so the client sees a short body: otherwise the connection
+            # waits forever (no deadline runs while an answer is written).
+            log.exception("a streamed response failed")
+            self._drop()
         finally:
             closer = getattr(stream, "aclose", None)
             if closer is not None:

@@ -484,6 +484,12 @@ class Http2Protocol(asyncio.Protocol):
             self._flush_soon()
         except H2Error:
             return  # the stream or the connection is gone
+        except Exception:  # its source failed (a disk error)
+            # Reset, so the client does not wait for the rest forever.
+            log.exception("a streamed response failed")
+            with contextlib.suppress(H2Error):
+                h2.reset_stream(stream_id, ErrorCodes.INTERNAL_ERROR)
+            self._flush_soon()
         finally:
             self._pumps.pop(stream_id, None)
             self._idle_since = self._server.clock.monotonic()  # keep-alive runs from the end
