@@ -9,6 +9,9 @@ peer that does not read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 from collections.abc import Callable
 
 #: Request header block (HTTP/1.1 headers, HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE).
@@ -83,6 +86,22 @@ def close_within(transport: asyncio.WriteTransport, grace_s: float = CLOSE_GRACE
     transport.close()
     if pending:
         asyncio.get_running_loop().call_later(grace_s, transport.abort)
+
+
+def cut(transport: asyncio.Transport) -> None:
+    """Abort `transport` with a TCP reset (RFC 9293 §3.10.4 ABORT).
+
+    `abort()` frees our buffers, but the kernel keeps what it holds for the
+    peer (up to ``tcp_wmem``: 4 MiB) and goes on offering it to a peer that
+    does not read, for minutes: every slow consumer cut would still pin that
+    much of the server's memory.  A zero linger time makes the close a reset,
+    which drops it at once.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 class ByteBudget:

@@ -36,6 +36,7 @@ from appliance.transport.bounds import (
     MAX_REQUESTS,
     SERVER_HEADER,
     close_within,
+    cut,
     hold,
     release,
     set_write_limits,
@@ -209,11 +210,17 @@ class HttpProtocol(asyncio.Protocol):
             self._process()  # h11 may hold more of the body already
 
     def _upload_started(self) -> None:
-        """The handler wants the body: an ``Expect: 100-continue`` client may send it now."""
+        """The handler wants the body (its caller is authenticated): read it now; an
+        ``Expect: 100-continue`` client may send it now."""
         conn, transport = self._h11, self._transport
         if conn is not None and transport is not None and conn.they_are_waiting_for_100_continue:
             transport.write(conn.send(h11.InformationalResponse(status_code=100, headers=[]))
                             or b"")
+        upload = self._upload
+        if self._held & HELD_BY_READER and upload is not None and (
+                upload.buffered < STREAM_BUFFER_BYTES):
+            self._release(HELD_BY_READER)
+            self._process()  # h11 may hold more of the body already
 
     def _wake_writer(self) -> None:
         waiter, self._drained = self._drained, None
@@ -325,6 +332,10 @@ class HttpProtocol(asyncio.Protocol):
                                         started=self._upload_started)
             self._busy = True
             self._deadline = self._server.clock.monotonic() + self._server.bounds.request_timeout_s
+            # Not a byte more of the body until the handler asks for it (after
+            # authentication): a refused upload costs what came with its head,
+            # not the server's body budget (HTTP/2 keeps its window shut so).
+            self._hold(HELD_BY_READER)
             spawn(self._respond(), name="http-upload")
             return True
         if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
@@ -467,4 +478,4 @@ class HttpProtocol(asyncio.Protocol):
         self._server.connections.discard(self)
         transport, self._transport = self._transport, None
         if transport is not None:
-            transport.abort()
+            cut(transport)

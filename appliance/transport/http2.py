@@ -59,6 +59,7 @@ from appliance.transport.bounds import (
     SERVER_HEADER,
     ByteBudget,
     close_within,
+    cut,
     set_write_limits,
 )
 from appliance.transport.host import Host
@@ -533,16 +534,13 @@ class Http2Protocol(asyncio.Protocol):
         if self._stalled_at and now - self._stalled_at > bounds.send_timeout_s:
             self.abort()
             return
+        # A request not whole in time; or an upload that stalls: not while its
+        # handler has unread bytes (the disk is the slow side) or has not begun
+        # to read.  Its handler is told (BodyAbortedError); the client gets 408.
         late = [sid for sid, s in self._streams.items()
-                if s.task is None and now - s.opened_at > bounds.request_timeout_s]
-        for stream in self._streams.values():
-            upload = stream.upload
-            # An upload that stalls: not while its handler has unread bytes
-            # (then the disk is the slow side) or has not begun to read.
-            if (upload is not None and upload.started and not upload.complete
-                    and not upload.buffered and now - stream.opened_at > bounds.request_timeout_s):
-                self._server.refusals["http_request_timeout"] += 1
-                upload.fail(f"no data for {bounds.request_timeout_s} s")
+                if now - s.opened_at > bounds.request_timeout_s and (s.task is None or (
+                    s.upload is not None and s.upload.started and not s.upload.complete
+                    and not s.upload.buffered))]
         for stream_id in late:
             self._server.refusals["http_request_timeout"] += 1
             self._answer_early(stream_id, problem(
@@ -601,7 +599,7 @@ class Http2Protocol(asyncio.Protocol):
         transport, self._transport = self._transport, None
         self._server.connections.discard(self)
         if transport is not None:
-            transport.abort()
+            cut(transport)
 
     def close(self, code: int, reason: str) -> None:
         """Close the connection (the native `code` is unused); with a `reason`, GOAWAY."""
