@@ -22,10 +22,17 @@ from appliance.sdk.errors import (
     ClientError,
     ConnectFailedError,
     ExpiredError,
+    FileAccessDeniedError,
+    FileChangedError,
+    FileCorruptError,
+    FileRejectedError,
+    FileTransferError,
     HandshakeTimeoutError,
     InboxFullError,
     InvalidDestinationError,
+    NoSuchFileError,
     NotMemberError,
+    QuotaExceededError,
     RateLimitedError,
     ReplacedError,
     SendError,
@@ -35,16 +42,21 @@ from appliance.sdk.errors import (
     TokenExpiredError,
     TooLargeError,
     TooManyDevicesError,
+    TransferInterruptedError,
+    UnauthorizedError,
     UserOfflineError,
 )
 from appliance.sdk.models import (
     ConnectionEvent,
     ConnectionState,
+    FileInfo,
     Group,
     IncomingMessage,
     OutgoingMessage,
     StatusUpdate,
     StoredMessage,
+    file_payload,
+    parse_file_payload,
 )
 
 __all__ = [
@@ -56,4 +68,8 @@ __all__ = [
     "SendFailedError", "ServerClosedError", "ServerProtocolError", "Status", "StatusUpdate",
     "StoredMessage", "TokenExpiredError", "TooLargeError", "TooManyDevicesError",
     "UserOfflineError",
+    # files (issue 15)
+    "FileAccessDeniedError", "FileChangedError", "FileCorruptError", "FileInfo",
+    "FileRejectedError", "FileTransferError", "NoSuchFileError", "QuotaExceededError",
+    "TransferInterruptedError", "UnauthorizedError", "file_payload", "parse_file_payload",
 ]
