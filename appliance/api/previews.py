@@ -1,0 +1,79 @@
+"""``GET /v1/previews?url=``: a link's preview, for a user (issue 15).
+
+The user's access token authenticates (the route is ``user=True``); the
+preview's image is a file of the user's app (``image.id``, served by
+``/v1/files/{id}`` to whoever may read it).  The work is
+`appliance.media.previews.PreviewService`, reached as ``call.api.previews``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Protocol
+
+from appliance.api.http import ApiError, ApiResponse, ok, problem
+from appliance.errors import PreviewFetchError, PreviewRefusedError, TooManyRequestsError
+from appliance.media.previews.service import Preview
+
+if TYPE_CHECKING:
+    from appliance.api.v1 import Call
+
+
+class PreviewSource(Protocol):
+    """What the route needs of `PreviewService`."""
+
+    async def preview(self, app_id: int, user_id: int, url: str) -> Preview: ...
+
+
+class _User(Protocol):
+    app_id: int
+    user_id: int
+
+
+def preview_doc(preview: Preview) -> dict[str, Any]:
+    """The JSON body of a preview."""
+    return {"url": preview.url, "canonical_url": preview.canonical_url,
+            "title": preview.title, "description": preview.description,
+            "site_name": preview.site_name,
+            "image": {"id": preview.image_file_id} if preview.image_file_id else None}
+
+
+async def get_preview(call: Call) -> ApiResponse:
+    # getattr: `Call.user` and `RestApi.previews` are wired by the lead (api/v1.py).
+    service: PreviewSource | None = getattr(call.api, "previews", None)
+    user: _User | None = getattr(call, "user", None)
+    if service is None:
+        raise ApiError(404, "not found", "link previews are turned off on this server")
+    if user is None:
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <access token>")
+    url = call.request.query.get("url", "")
+    if not url:
+        raise ApiError(422, "invalid request", "'url' is required", field="url")
+    try:
+        preview = await service.preview(user.app_id, user.user_id, url)
+    except TooManyRequestsError as exc:
+        retry = max(1, math.ceil(exc.retry_after_s))
+        response = problem(429, "too many requests", str(exc), retry_after_s=retry)
+        response.headers.append((b"retry-after", str(retry).encode()))  # RFC 9110 §10.2.3
+        return response
+    except PreviewRefusedError as exc:
+        raise ApiError(422, "invalid request", exc.reason, field="url") from None
+    except PreviewFetchError as exc:
+        raise ApiError(502, "bad gateway", exc.reason) from None
+    return ok(200, preview_doc(preview))
+
+
+_NULLABLE = {"type": ["string", "null"]}
+
+#: Registered in `appliance.api.v1.ROUTES` (as `Route(**spec)`).
+PREVIEW_ROUTES: list[dict[str, Any]] = [
+    {"method": "GET", "pattern": "/v1/previews", "handler": get_preview, "user": True,
+     "summary": "A link's preview (title, description, site, image) fetched by the server;"
+                " cached, rate-limited per user (access token)",
+     "query": ("url",),
+     "response": {"type": "object", "properties": {
+         "url": {"type": "string"}, "canonical_url": {"type": "string"},
+         "title": _NULLABLE, "description": _NULLABLE, "site_name": _NULLABLE,
+         "image": {"type": ["object", "null"],
+                   "properties": {"id": {"type": "string"}}}}}},
+]

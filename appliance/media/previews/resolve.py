@@ -1,0 +1,80 @@
+"""Name resolution for the preview fetcher: once per request, bounded.
+
+The fetcher resolves a name here exactly once, checks every address with the
+`AddressPolicy`, and connects only to those (`fetch.PinnedBackend`): a name
+that answers a public address to the check and a private one to the
+connection (DNS rebinding) never gets its second question.  `Resolver` is a
+protocol so that tests can answer what they like without a DNS server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Protocol
+
+from appliance.errors import PreviewFetchError
+
+IPAddress = IPv4Address | IPv6Address
+
+#: Addresses kept from one answer (a round-robin name may list dozens).
+MAX_ADDRESSES = 8
+
+
+class Resolver(Protocol):
+    """Turns a host name into addresses; never called for address literals."""
+
+    async def resolve(self, host: str, port: int) -> list[IPAddress]:
+        """The addresses of `host` (at least one), in the order to try them.
+
+        Raises:
+            PreviewFetchError: the name does not resolve (or not in time).
+        """
+        ...
+
+
+class SystemResolver:
+    """The system's resolver (``getaddrinfo``, in the loop's executor), with a time limit.
+
+    The name is asked in its absolute form (a trailing dot) so that the
+    resolver's search domains never turn ``wiki.example`` into
+    ``wiki.example.corp.internal``.  A lookup that outlives `timeout_s` keeps
+    its executor thread until the system resolver gives up (``getaddrinfo``
+    cannot be cancelled); the caller is answered at `timeout_s` all the same.
+    """
+
+    __slots__ = ("max_addresses", "timeout_s")
+
+    def __init__(self, timeout_s: float, max_addresses: int = MAX_ADDRESSES) -> None:
+        self.timeout_s = timeout_s
+        self.max_addresses = max_addresses
+
+    async def resolve(self, host: str, port: int) -> list[IPAddress]:
+        """See `Resolver.resolve`."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                infos = await loop.getaddrinfo(host + ".", port, type=socket.SOCK_STREAM,
+                                               proto=socket.IPPROTO_TCP)
+        except TimeoutError:
+            raise PreviewFetchError(f"{host} did not resolve within {self.timeout_s:g} s") \
+                from None
+        except (OSError, UnicodeError):
+            raise PreviewFetchError(f"{host} does not resolve") from None
+        addresses: list[IPAddress] = []
+        for _, _, _, _, sockaddr in infos:
+            text = sockaddr[0]
+            if not isinstance(text, str):
+                continue  # not an internet address
+            try:
+                ip = ip_address(text.partition("%")[0])  # a scope id: link-local, refused anyway
+            except ValueError:
+                continue
+            if ip not in addresses:
+                addresses.append(ip)
+            if len(addresses) >= self.max_addresses:
+                break
+        if not addresses:
+            raise PreviewFetchError(f"{host} has no IPv4 or IPv6 address")
+        return addresses
