@@ -165,11 +165,11 @@ class AddressPolicy:
         """
         if self.allows_name(host):
             return
-        if "." not in host:
-            raise PreviewRefusedError(f"{host!r} is a single-label name (a local host)")
         for suffix in _LOCAL_NAMES:
             if host == suffix or host.endswith("." + suffix):
                 raise PreviewRefusedError(f"{host!r} is a local name (.{suffix})")
+        if "." not in host:
+            raise PreviewRefusedError(f"{host!r} is a single-label name (a local host)")
 
     def check(self, ip: IPAddress) -> None:
         """Refuse `ip` unless it is globally reachable or allowed.

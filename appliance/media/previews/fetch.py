@@ -219,7 +219,11 @@ class Fetcher:
             self._policy.check(url.ip)
             return [url.ip]
         self._policy.check_name(url.host)
-        addresses = await self._resolver.resolve(url.host, url.port)
+        # Asked absolute, so the resolver's search domains cannot complete a name that
+        # does not exist into an internal one (foo.example -> foo.example.corp.lan); an
+        # operator's allowed name is asked as given (/etc/hosts, search domains).
+        query = url.host if self._policy.allows_name(url.host) else url.host + "."
+        addresses = await self._resolver.resolve(query, url.port)
         self._policy.check_resolved(url.host, addresses)
         return addresses
 

@@ -28,6 +28,9 @@ class Resolver(Protocol):
     async def resolve(self, host: str, port: int) -> list[IPAddress]:
         """The addresses of `host` (at least one), in the order to try them.
 
+        `host` is a name in A-labels; a trailing dot makes it absolute (RFC 1034
+        §3.1: no search domain is appended).
+
         Raises:
             PreviewFetchError: the name does not resolve (or not in time).
         """
@@ -37,9 +40,7 @@ class Resolver(Protocol):
 class SystemResolver:
     """The system's resolver (``getaddrinfo``, in the loop's executor), with a time limit.
 
-    The name is asked in its absolute form (a trailing dot) so that the
-    resolver's search domains never turn ``wiki.example`` into
-    ``wiki.example.corp.internal``.  A lookup that outlives `timeout_s` keeps
+    A lookup that outlives `timeout_s` keeps
     its executor thread until the system resolver gives up (``getaddrinfo``
     cannot be cancelled); the caller is answered at `timeout_s` all the same.
     """
@@ -55,7 +56,7 @@ class SystemResolver:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.timeout_s):
-                infos = await loop.getaddrinfo(host + ".", port, type=socket.SOCK_STREAM,
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                proto=socket.IPPROTO_TCP)
         except TimeoutError:
             raise PreviewFetchError(f"{host} did not resolve within {self.timeout_s:g} s") \
