@@ -21,7 +21,8 @@ def test_entries_expire_after_their_ttl() -> None:
     clock.now = 9.9
     assert cache.get("a") == 1
     clock.now = 10.0
-    assert cache.get("a") is None and cache.get("b") == 2
+    assert cache.get("a") is None
+    assert cache.get("b") == 2
     assert len(cache) == 1
 
 

@@ -33,7 +33,9 @@ def test_gzip_bomb_stops_at_the_limit_with_bounded_memory() -> None:
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert decoder.exceeded and len(out) == 1 << 20 and decoder.total == 1 << 20
+    assert decoder.exceeded
+    assert len(out) == 1 << 20
+    assert decoder.total == 1 << 20
     assert peak < 8 << 20, f"decoding a bomb peaked at {peak} bytes"
 
 
@@ -51,7 +53,8 @@ def test_codings_decode(coding: str) -> None:
         data = text
     decoder = BoundedDecoder(coding, 1 << 20)
     assert _feed_all(decoder, data, piece=7) == text
-    assert not decoder.exceeded and not decoder.truncated
+    assert not decoder.exceeded
+    assert not decoder.truncated
 
 
 def test_gzip_members_and_trailing_junk() -> None:

@@ -47,7 +47,8 @@ def test_twitter_card_then_plain_html() -> None:
     plain = parse_head("<title>\n  Just  a\ttitle </title><meta name=description content=d>",
                        PAGE)
     assert (plain.title, plain.description, plain.site_name) == ("Just a title", "d", None)
-    assert plain.image_url is None and plain.canonical_url is None
+    assert plain.image_url is None
+    assert plain.canonical_url is None
 
 
 def test_secure_url_first_base_href_and_bad_urls_ignored() -> None:
@@ -70,9 +71,11 @@ def test_metadata_after_the_head_is_not_read() -> None:
 def test_strings_are_cleaned_and_bounded() -> None:
     meta = parse_head(f'<title>{"t" * 5000}</title>'
                       f'<meta name=description content="{"d " * 3000}">', PAGE)
-    assert meta.title is not None and len(meta.title) == MAX_TITLE_CHARS
+    assert meta.title is not None
+    assert len(meta.title) == MAX_TITLE_CHARS
     assert meta.title.endswith("\u2026")
-    assert meta.description is not None and len(meta.description) <= MAX_DESCRIPTION_CHARS
+    assert meta.description is not None
+    assert len(meta.description) <= MAX_DESCRIPTION_CHARS
     # Controls and bidi overrides go (a title must not reorder what the client shows).
     assert clean_text("evil\u202egnp.exe\x00\x07 x", 100) == "evilgnp.exe x"
     assert clean_text(" \n\t ", 100) is None

@@ -35,7 +35,8 @@ def test_numeric_hosts_are_canonicalised(text: str, canonical: str) -> None:
 def test_names_are_lowercase_a_labels_and_fragments_dropped() -> None:
     url = parse_url("HTTPS://B\u00fccher.Example./a b/\u00e9?q=1 2&r=\u00e9#frag")
     assert str(url) == "https://xn--bcher-kva.example/a%20b/%C3%A9?q=1%202&r=%C3%A9"
-    assert url.ip is None and url.port == 443
+    assert url.ip is None
+    assert url.port == 443
 
 
 def test_empty_path_and_explicit_default_port() -> None:
