@@ -8,11 +8,9 @@ public (only that address: 127.0.0.2 stays loopback).  Names are answered by
 from __future__ import annotations
 
 import asyncio
-import functools
 import resource
 import time
 import tracemalloc
-import zlib
 from pathlib import Path
 
 import pytest
@@ -24,16 +22,16 @@ from appliance.media.previews.fetch import MAX_HEADER_BYTES, Fetcher, Image, Pag
 from appliance.media.previews.url import parse_url
 from tests.media.previews.support import FakeResolver, config, public_loopback_policy, tls_pair
 from tests.media.previews.webserver import (
-    Handler,
+    HEAD,
     Request,
     WebServer,
+    endless,
+    gzip_bomb,
     page,
     raw,
     redirect,
     response,
 )
-
-HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n"
 
 
 def fetcher(cfg: PreviewConfig, resolver: FakeResolver | None = None,
@@ -45,23 +43,6 @@ def fetcher(cfg: PreviewConfig, resolver: FakeResolver | None = None,
 async def get_page(server: WebServer, url: str, cfg: PreviewConfig | None = None,
                    resolver: FakeResolver | None = None) -> Page:
     return await fetcher(cfg or config(server.port), resolver).page(parse_url(url))
-
-
-@functools.cache
-def gzip_bomb() -> bytes:
-    """1 GiB of zeros, gzip-compressed (about 1 MB)."""
-    squeeze = zlib.compressobj(9, zlib.DEFLATED, 31)
-    zeros = bytes(1 << 20)
-    return b"".join(squeeze.compress(zeros) for _ in range(1024)) + squeeze.flush()
-
-
-def endless(head: bytes, chunk: bytes) -> Handler:
-    async def handle(request: Request, writer: asyncio.StreamWriter) -> None:
-        writer.write(head + b"\r\n")
-        while True:  # until the client hangs up
-            writer.write(chunk)
-            await writer.drain()
-    return handle
 
 
 def test_a_name_is_resolved_once_and_the_checked_address_dialed() -> None:

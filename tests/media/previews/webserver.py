@@ -8,12 +8,15 @@ honest, slow, endless, oversized, redirecting.  Every request is recorded
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
-MAX_REQUEST_HEAD = 64 * 1024
+#: The start of an HTML answer without a length: the body runs until the server closes.
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n"
 
 
 @dataclass
@@ -49,6 +52,24 @@ def raw(data: bytes) -> Handler:
 
 def redirect(location: str, status: int = 302) -> Handler:
     return raw(response(status, b"", {"Location": location}))
+
+
+def endless(head: bytes, chunk: bytes) -> Handler:
+    """`head`, then `chunk` again and again until the client hangs up."""
+    async def handle(request: Request, writer: asyncio.StreamWriter) -> None:
+        writer.write(head + b"\r\n")
+        while True:
+            writer.write(chunk)
+            await writer.drain()
+    return handle
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """1 GiB of zeros, gzip-compressed (about 1 MB; made once, in about 2 s)."""
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(1 << 20)
+    return b"".join(squeeze.compress(zeros) for _ in range(1024)) + squeeze.flush()
 
 
 @dataclass
