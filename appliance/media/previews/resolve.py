@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Protocol
 
@@ -20,6 +21,8 @@ IPAddress = IPv4Address | IPv6Address
 
 #: Addresses kept from one answer (a round-robin name may list dozens).
 MAX_ADDRESSES = 8
+#: Lookups running at once, in threads of their own.
+MAX_LOOKUPS = 4
 
 
 class Resolver(Protocol):
@@ -38,26 +41,35 @@ class Resolver(Protocol):
 
 
 class SystemResolver:
-    """The system's resolver (``getaddrinfo``, in the loop's executor), with a time limit.
+    """The system's resolver (``getaddrinfo``) in `MAX_LOOKUPS` threads of its own, with a
+    time limit.
 
-    A lookup that outlives `timeout_s` keeps
-    its executor thread until the system resolver gives up (``getaddrinfo``
-    cannot be cancelled); the caller is answered at `timeout_s` all the same.
+    A lookup that outlives `timeout_s` keeps its thread until the system
+    resolver gives up (``getaddrinfo`` cannot be cancelled); the caller is
+    answered at `timeout_s` all the same.  Its own threads, so that a
+    black-holed DNS server never occupies the loop's default executor, which
+    the rest of the server uses.
     """
 
-    __slots__ = ("max_addresses", "timeout_s")
+    __slots__ = ("_executor", "max_addresses", "timeout_s")
 
     def __init__(self, timeout_s: float, max_addresses: int = MAX_ADDRESSES) -> None:
         self.timeout_s = timeout_s
         self.max_addresses = max_addresses
+        self._executor = ThreadPoolExecutor(MAX_LOOKUPS, thread_name_prefix="preview-dns")
+
+    def close(self) -> None:
+        """Stop the lookup threads (those stuck in getaddrinfo end when it returns)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def resolve(self, host: str, port: int) -> list[IPAddress]:
         """See `Resolver.resolve`."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.timeout_s):
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                               proto=socket.IPPROTO_TCP)
+                infos = await loop.run_in_executor(
+                    self._executor, socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM,
+                    socket.IPPROTO_TCP)
         except TimeoutError:
             raise PreviewFetchError(f"{host} did not resolve within {self.timeout_s:g} s") \
                 from None

@@ -81,9 +81,13 @@ class PreviewService:
                  ssl_context: ssl.SSLContext | None = None,
                  tmp_dir: Path | None = None) -> None:
         self.config = config
-        self._fetcher = Fetcher(
-            config, resolver=resolver or SystemResolver(config.timeout_s),
-            policy=policy or AddressPolicy(config.allow), ssl_context=ssl_context)
+        #: The system resolver when none is given (its threads stop at `close`).
+        self._own_resolver: SystemResolver | None = None
+        if resolver is None:
+            resolver = self._own_resolver = SystemResolver(config.timeout_s)
+        self._fetcher = Fetcher(config, resolver=resolver,
+                                policy=policy or AddressPolicy(config.allow),
+                                ssl_context=ssl_context)
         self._store_image = store_image
         self._clock = clock
         self._tmp_dir = tmp_dir
@@ -126,11 +130,13 @@ class PreviewService:
             raise type(exc)(exc.reason) from None  # each waiter its own exception
 
     async def close(self) -> None:
-        """Cancel the fetches under way (server shutdown)."""
+        """Cancel the fetches under way and stop the lookup threads (server shutdown)."""
         tasks = list(self._inflight.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._own_resolver is not None:
+            self._own_resolver.close()
 
     def _take(self, app_id: int, user_id: int) -> None:
         per_minute = self.config.per_user_per_minute

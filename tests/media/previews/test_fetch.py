@@ -32,6 +32,7 @@ from tests.media.previews.webserver import (
     redirect,
     response,
 )
+from tests.support.components import missing
 
 
 def fetcher(cfg: PreviewConfig, resolver: FakeResolver | None = None,
@@ -73,6 +74,24 @@ def test_dns_rebinding_gets_no_second_question() -> None:
                                match=r"rebind\.example resolves to 10\.0\.0\.1 is a private"):
                 await get_page(server, server.url(host="rebind.example"), resolver=resolver)
             assert len(server.requests) == 1
+    asyncio.run(go())
+
+
+def test_ipv6_literals_and_names() -> None:
+    async def go() -> None:
+        try:
+            server = WebServer({"/": page("<title>six</title>")}, bind="::1")
+            await server.__aenter__()
+        except OSError as exc:
+            missing(f"no IPv6 loopback here: {exc}")
+        try:
+            resolver = FakeResolver({"six.example": [["::1"]]})
+            six = fetcher(config(server.port), resolver, AddressPolicy(["::1/128"]))
+            for url in (f"http://[::1]:{server.port}/", f"http://six.example:{server.port}/"):
+                assert b"six" in (await six.page(parse_url(url))).body
+            assert server.requests[0].headers["host"] == f"[::1]:{server.port}"
+        finally:
+            await server.__aexit__(None, None, None)
     asyncio.run(go())
 
 

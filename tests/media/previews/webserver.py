@@ -76,6 +76,7 @@ def gzip_bomb() -> bytes:
 class WebServer:
     routes: dict[str, Handler] = field(default_factory=dict)
     tls: ssl.SSLContext | None = None
+    bind: str = "127.0.0.1"
     requests: list[Request] = field(default_factory=list)
     #: Set when a request arrives (tests wait on it instead of sleeping).
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -87,7 +88,7 @@ class WebServer:
     async def __aenter__(self) -> WebServer:
         if self.tls is not None:
             self.tls.sni_callback = self._sni
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
+        self._server = await asyncio.start_server(self._serve, self.bind, 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
