@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import ssl
+import sys
 import tempfile
 import time
 from collections import OrderedDict
@@ -43,8 +44,13 @@ from appliance.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
-#: Previews kept (a few KiB each at most: bounded strings).
+#: Previews (and failures) kept, and the memory they may take in all: an entry is
+#: bounded (URLs of at most 4 KiB, title 300 and description 1000 characters) but
+#: 10,000 entries made as large as possible by hostile pages would be ~200 MB.
 MAX_CACHE_ENTRIES = 10_000
+MAX_CACHE_BYTES = 32 * 1024 * 1024
+#: What an entry costs besides its strings (the tuple, the dataclass, the dict slot).
+_ENTRY_OVERHEAD = 400
 #: Users whose rate is tracked; the least recently active is forgotten first.
 MAX_RATE_USERS = 10_000
 #: Previews fetched at the same time by this process; more wait their turn.
@@ -91,7 +97,8 @@ class PreviewService:
         self._store_image = store_image
         self._clock = clock
         self._tmp_dir = tmp_dir
-        self._cache: TtlCache[_Key, Preview | _Failure] = TtlCache(MAX_CACHE_ENTRIES, clock)
+        self._cache: TtlCache[_Key, Preview | _Failure] = TtlCache(
+            MAX_CACHE_ENTRIES, clock, MAX_CACHE_BYTES)
         self._inflight: dict[_Key, asyncio.Task[Preview]] = {}
         self._buckets: OrderedDict[tuple[int, int], TokenBucket] = OrderedDict()
         self._fetches = asyncio.Semaphore(MAX_CONCURRENT_FETCHES)
@@ -167,9 +174,13 @@ class PreviewService:
             try:
                 preview = await self._make(app_id, url)
             except (PreviewRefusedError, PreviewFetchError) as exc:
-                self._cache.put(key, (type(exc), exc.reason), self.config.failure_ttl_s)
+                self._cache.put(key, (type(exc), exc.reason), self.config.failure_ttl_s,
+                                _cost(key[1], exc.reason))
                 raise
-        self._cache.put(key, preview, self.config.cache_ttl_s)
+        self._cache.put(key, preview, self.config.cache_ttl_s,
+                        _cost(key[1], preview.url, preview.canonical_url, preview.title,
+                              preview.description, preview.site_name, preview.image_url,
+                              preview.image_file_id))
         return preview
 
     async def _make(self, app_id: int, url: PreviewUrl) -> Preview:
@@ -205,6 +216,11 @@ class PreviewService:
         finally:
             await asyncio.to_thread(path.unlink, missing_ok=True)
         return None
+
+
+def _cost(*texts: str | None) -> int:
+    """Bytes an entry holds, roughly: its strings as Python stores them, and the rest."""
+    return _ENTRY_OVERHEAD + sum(sys.getsizeof(t) for t in texts if t is not None)
 
 
 def _read(page: Page) -> PageMeta:

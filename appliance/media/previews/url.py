@@ -25,6 +25,8 @@ from appliance.errors import PreviewRefusedError
 
 #: What a browser address bar or a link keeps in practice; longer is refused.
 MAX_URL_CHARS = 2048
+#: The canonical form, once percent-encoded (each non-ASCII character grows to 6-12).
+MAX_CANONICAL_CHARS = 2 * MAX_URL_CHARS
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_NAME_CHARS = 253  # RFC 1035 §2.3.4
 
@@ -94,7 +96,11 @@ def parse_url(text: str) -> PreviewUrl:
     if "@" in authority:
         raise PreviewRefusedError("user name or password in URL (userinfo is refused)")
     host, port, ip = _host_port(authority, scheme)
-    return PreviewUrl(scheme, host, port, _target(tail), ip)
+    url = PreviewUrl(scheme, host, port, _target(tail), ip)
+    if len(url.target) > MAX_CANONICAL_CHARS:
+        raise PreviewRefusedError(f"URL longer than {MAX_CANONICAL_CHARS} characters"
+                                  " once percent-encoded")
+    return url
 
 
 def join_url(base: PreviewUrl, reference: str) -> PreviewUrl:

@@ -37,3 +37,16 @@ def test_least_recently_used_goes_first() -> None:
     for key in range(100, 1100):
         cache.put(key, key, 60.0)
     assert len(cache) == 3
+
+
+def test_the_cost_bound_evicts_too() -> None:
+    cache: TtlCache[int, str] = TtlCache(100, Clock(), max_cost=1000)
+    for key in range(10):
+        cache.put(key, "x", 60.0, cost=300)
+    assert len(cache) == 3
+    assert cache.cost == 900
+    cache.put(9, "y", 60.0, cost=100)  # replacing an entry replaces its cost
+    assert cache.cost == 700
+    cache.put(50, "huge", 60.0, cost=5000)  # larger than the bound: not kept, nor anything
+    assert cache.get(50) is None
+    assert cache.cost == 0

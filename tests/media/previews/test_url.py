@@ -103,3 +103,9 @@ def test_join_resolves_relative_references_then_parses_strictly() -> None:
     assert str(join_url(base, "  ../z  ")) == "https://example.com/z"
     with pytest.raises(PreviewRefusedError, match="scheme 'javascript'"):
         join_url(base, "javascript:alert(1)")
+
+
+def test_the_percent_encoded_form_is_bounded_too() -> None:
+    assert len(parse_url("http://example.com/" + "\u00e9" * 600).target) == 3601  # %C3%A9
+    with pytest.raises(PreviewRefusedError, match="once percent-encoded"):
+        parse_url("http://example.com/" + "\u4e2d" * 2000)
