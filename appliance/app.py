@@ -133,6 +133,7 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         # secrets replaced by another process stop working at its next poll.
         api.credentials = engine.credentials
         engine.credentials.secrets_changed = lambda _app: api.forget_secrets()
+        engine.credentials.tokens_changed = api.forget_tokens
         if certs is not None:
             await certs.load_stored()
         host, port = await server.start(config.server.host, config.server.port,

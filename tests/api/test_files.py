@@ -343,3 +343,16 @@ def test_profile_and_group_pictures(world: World) -> None:
     assert world.request("GET", "/v1/users/bob/picture", user="alice")[0] == 404
     assert world.request("PUT", "/v1/profile/picture", b"text",
                          headers={"Content-Type": "image/jpeg"})[0] == 422
+
+
+def test_a_revoked_token_stops_at_once(world: World) -> None:
+    doc = world.upload(b"mine")
+    assert world.request("GET", f"/v1/files/{doc['id']}")[0] == 200  # cached now
+    conn = http.client.HTTPConnection(world.server.host, world.server.port, timeout=30)
+    conn.request("DELETE", "/v1/users/alice/tokens",
+                 headers={"Authorization": f"Bearer {world.secret}"})
+    assert conn.getresponse().status == 200
+    conn.close()
+    status, headers, _ = world.request("GET", f"/v1/files/{doc['id']}")
+    assert status == 401
+    assert headers["www-authenticate"].startswith("Bearer")
