@@ -16,7 +16,8 @@ from appliance.engine.clock import SystemClock
 @click.pass_obj
 def doctor(ctx: CliContext, as_json: bool) -> None:
     """Check the certificate, the store (reachable, migrated, durable), free disk, the
-    file-descriptor limit, the clock, the ports and the data directory's permissions.
+    file-descriptor limit, the clock, the ports, the data directory's permissions and the
+    image workers.
 
     Each check says ok, warn or fail, and how to fix what is not ok.  Exit
     status 1 when any check fails.  Changes nothing.

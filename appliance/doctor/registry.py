@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Final
 
 from appliance.config import ApplianceConfig
-from appliance.doctor import certificate, permissions, ports
+from appliance.doctor import certificate, images, permissions, ports
 from appliance.doctor.certificate import check_certificate
 from appliance.doctor.host import CLOCK, DISK, FD_LIMIT, check_clock, check_disk, check_fd_limit
+from appliance.doctor.images import check_images
 from appliance.doctor.model import Check, Finding, Subject, Verdict
 from appliance.doctor.permissions import check_permissions
 from appliance.doctor.ports import check_ports
@@ -31,6 +32,7 @@ CHECKS: Final[tuple[tuple[str, Check], ...]] = (
     (CLOCK, check_clock),
     (ports.NAME, check_ports),
     (permissions.NAME, check_permissions),
+    (images.NAME, check_images),
 )
 
 

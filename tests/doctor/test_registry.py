@@ -23,7 +23,7 @@ def test_every_check_is_run_once_in_order(data_dir: Path) -> None:
     found = run_checks(subject(data_dir))
     assert [f.check for f in found] == [name for name, _ in CHECKS] == [
         "certificate", "store", "durability", "disk", "fd-limit", "clock", "ports",
-        "permissions"]
+        "permissions", "images"]
 
 
 def test_a_check_that_cannot_look_is_a_failure_saying_why(data_dir: Path, tmp_path: Path

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from appliance.errors import StorageError, StorageUnavailableError
+from appliance.errors import QuotaError, StorageError, StorageUnavailableError
 from appliance.storage.models import (
     Accepted,
     DeviceRecord,
@@ -144,7 +144,7 @@ class Writer:
             self._load_counters()
             self._stale = False
 
-    def _fail(self, exc: BaseException) -> StorageError:
+    def _fail(self, exc: BaseException) -> StorageError | QuotaError:
         """Roll back after ANY exception and return the typed error for the callers.
 
         Not only driver errors: a value the driver cannot bind (OverflowError,
@@ -159,8 +159,8 @@ class Writer:
         self._stale = True
         if not isinstance(exc, Exception):
             raise exc  # KeyboardInterrupt, SystemExit: rolled back, passed on
-        if isinstance(exc, StorageError):
-            return exc  # already typed (a lost connection at COMMIT, NotFound...)
+        if isinstance(exc, StorageError | QuotaError):
+            return exc  # already typed (a lost connection at COMMIT, NotFound, a quota...)
         if isinstance(exc, self._errors):
             return self.conn.translate(exc)
         return StorageError(f"the store refused a value: {type(exc).__name__}: {exc}")
@@ -184,13 +184,14 @@ class Writer:
         finally:
             self._clear_caches()
 
-    def run_meta(self, fn: Callable[..., T], *args: object) -> T:
+    def run_meta(self, fn: Callable[..., T], *args: object, durable: bool = True) -> T:
         """Run a change that is no directory change in a transaction of its own.
 
         Certificates, renewal state, leases (issue 13): unlike `run_admin`, it
         leaves directory_version (and this writer's caches) alone, so other
         processes keep theirs.  A deadlock's victim (MariaDB, two processes
         creating the same row) runs again, up to `_META_ATTEMPTS` times.
+        `durable=False`: see `Connection.begin` (progress a crash may lose).
 
         Raises:
             StorageError: whatever failed (typed as `fn` raised it, or
@@ -199,7 +200,7 @@ class Writer:
         attempt = 1
         while True:
             try:
-                self._begin()
+                self._begin(durable=durable)
                 result = fn(self.conn, *args)
                 self.conn.commit()
                 return result

@@ -1,0 +1,9 @@
+"""Images (issue 15): Pillow on untrusted uploads, in worker processes.
+
+* `codec` — probe, sanitize (metadata gone, upright, sRGB) and thumbnail; pure, paths in
+  and out; what it refuses and why is in its docstring.
+* `headers` — bounded GIF/WebP header scans (frame counts, canvas size) for `codec`.
+* `worker` — the worker process's main loop: length-prefixed JSON jobs on stdin/stdout.
+* `pool` — `ImagePool`: the server's async face of the workers (bounded queue, a time
+  limit per job that kills the worker, replacement of dead workers).
+"""

@@ -1,0 +1,403 @@
+"""`ImagePool`: Pillow work in worker processes, off the server's event loop.
+
+A job (probe, sanitize, thumbnail) is sent to an idle worker as a few hundred bytes of
+JSON naming paths (`protocol`); the loop only waits on the worker's pipes.  At most
+`workers` jobs run and `queue` wait; one more is refused at once (ImageBusyError: 503,
+retry) rather than queued without bound.  A job running past `timeout_s` has its worker
+SIGKILLed (a decoder stuck in C cannot be interrupted any other way) and gets
+ImageTimeoutError; a worker that dies on its own (a crash in a C decoder) fails only
+that job.  Either way a replacement starts in the background and the pool keeps going.
+
+Why these workers, and not `multiprocessing` or `concurrent.futures`:
+
+* ``ProcessPoolExecutor`` cannot kill one job's process, and a worker that dies breaks
+  the whole executor (``BrokenProcessPool``: every queued job fails, the pool must be
+  rebuilt) — exactly what a hostile image makes happen;
+* a ``multiprocessing`` 'spawn' worker re-imports the server's ``__main__`` (the CLI:
+  click and the whole appliance, ~0.7 s) and, frozen, needs ``freeze_support()`` and
+  PyInstaller's runtime hook to recognise its ``-c 'from multiprocessing.spawn ...'``
+  command line; it also starts a resource-tracker process of its own (one more process
+  to keep from being orphaned), and its ``Connection`` blocks (threads to wait on it);
+* our own command on pipes (``asyncio.create_subprocess_exec``) has none of that: the
+  loop waits on the pipes, a kill is ``proc.kill()``, the worker imports the codec and
+  Pillow only, and the same command works both ways (`worker_command`).  From the
+  sources: ``python -m appliance.media.images.worker`` with the working directory at
+  the root of the `appliance` package this server runs (so the worker runs the same
+  code; jobs carry absolute paths).  Frozen: ``sys.executable WORKER_ARG`` — the
+  one-file bootloader started as a subprocess of the one-file child finds that child's
+  ``_PYI_APPLICATION_HOME_DIR`` in its environment and runs from the files already
+  unpacked (no second unpacking, no second bootloader process), and packaging/entry.py
+  dispatches on `WORKER_ARG` before the CLI is imported.
+
+No orphans.  `close` closes every worker's stdin (a worker exits at the end of its
+input), waits `CLOSE_GRACE_S`, then SIGKILLs and reaps.  A SIGKILLed server cannot do
+that: each worker sets ``PR_SET_PDEATHSIG`` (SIGKILL) and then checks that its parent
+is still the server (worker.py); frozen, packaging/entry.py's `die_with_bootloader`
+does the same first.  The death signal fires when the *thread* that forked the worker
+ends: workers are started from the event loop's thread, which lives as long as the
+server.  Start-up cost is measured (`last_startup_s`; ~0.1 s from the sources, see the
+issue 15 report): workers start at `start` or, without it, with the first jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, Final
+
+from appliance.errors import ImageBusyError, ImageRefusedError, ImageTimeoutError, MediaError
+from appliance.media.images.model import (
+    MAX_THUMBNAIL_SIZE,
+    THUMBNAIL_FORMATS,
+    ImageInfo,
+    ImageLimits,
+)
+from appliance.media.images.protocol import (
+    MEMORY_ENV,
+    PARENT_PID_ENV,
+    WORKER_ARG,
+    WorkerMessageError,
+    body_length,
+    decode,
+    encode,
+    info_from_wire,
+    limits_to_wire,
+    worker_memory_bytes,
+)
+
+log = logging.getLogger(__name__)
+
+#: A worker must say it is ready within this (cold start from the sources: ~0.1 s).
+STARTUP_TIMEOUT_S: Final = 10.0
+#: `close` lets a worker finish and exit this long before it is killed.
+CLOSE_GRACE_S: Final = 2.0
+#: A reason from a worker is cut to this many characters.
+MAX_REASON_CHARS: Final = 200
+#: Root of the sources the server runs: ``<root>/appliance/media/images/pool.py``.
+_SOURCE_ROOT: Final = Path(__file__).resolve().parents[3]
+
+
+class _WorkerLostError(Exception):
+    """The worker's pipes closed: it died (killed, crashed, out of memory)."""
+
+
+def worker_command() -> tuple[list[str], str | None]:
+    """The command that starts a worker and its working directory (see the docstring)."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable, WORKER_ARG], None
+    return [sys.executable, "-m", "appliance.media.images.worker"], str(_SOURCE_ROOT)
+
+
+class _Worker:
+    """One worker process and its pipes."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, env: dict[str, str]) -> _Worker:
+        command, cwd = worker_command()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                cwd=cwd, env=env)
+        except OSError as exc:
+            raise MediaError(f"cannot start an image worker: {exc}") from None
+        worker = cls(proc)
+        try:
+            async with asyncio.timeout(STARTUP_TIMEOUT_S):
+                hello = await worker.receive()
+            if hello != {"ready": True, "pid": proc.pid}:
+                raise WorkerMessageError(f"greeting {hello!r}")
+        except (TimeoutError, _WorkerLostError, WorkerMessageError) as exc:
+            await worker.stop(0)
+            raise MediaError(f"the image worker did not start: {type(exc).__name__} {exc}"
+                             ) from None
+        return worker
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def call(self, message: bytes) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(message)
+            await self.proc.stdin.drain()
+        except (ConnectionError, RuntimeError) as exc:  # RuntimeError: transport closed
+            raise _WorkerLostError(str(exc)) from None
+        return await self.receive()
+
+    async def receive(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        try:
+            length = body_length(await self.proc.stdout.readexactly(4))
+            return decode(await self.proc.stdout.readexactly(length))
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            raise _WorkerLostError(str(exc)) from None
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):  # already reaped
+            self.proc.kill()
+
+    async def stop(self, grace_s: float) -> None:
+        """End of input, `grace_s` to exit, then SIGKILL; reaped either way."""
+        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), grace_s)
+        except TimeoutError:
+            self.kill()
+            await self.proc.wait()
+
+
+class ImagePool:
+    """Image jobs in `workers` processes (0: min(2, CPUs)), `queue` more waiting."""
+
+    def __init__(self, workers: int, queue: int, timeout_s: float, limits: ImageLimits) -> None:
+        if workers < 0 or queue < 0 or not timeout_s > 0:
+            raise ValueError("workers and queue must be >= 0, timeout_s > 0")
+        self.size = workers or min(2, os.cpu_count() or 1)
+        self.queue = queue
+        self.timeout_s = timeout_s
+        self.limits = limits
+        #: Seconds the latest worker took from spawn to ready (None before any).
+        self.last_startup_s: float | None = None
+        self._idle: list[_Worker] = []
+        self._workers: set[_Worker] = set()
+        self._starting = 0
+        self._jobs = 0  # running and waiting
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    # --- the API ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the workers now rather than with the first jobs.
+
+        Raises:
+            MediaError: a worker could not start (the pool still works with the others).
+        """
+        self._check_open()
+        spawns = [self._spawn() for _ in range(self.size - self._alive)]
+        results = await asyncio.gather(*spawns, return_exceptions=True)
+        for result in results:
+            if isinstance(result, _Worker):
+                self._release(result)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def close(self) -> None:
+        """Stop every worker (end of input, then SIGKILL after `CLOSE_GRACE_S`) and reap
+        them; jobs still running or waiting get MediaError.  Idempotent."""
+        self._closed = True
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)  # it looks again and sees the pool closed
+        self._idle.clear()
+        while self._workers or self._tasks:
+            workers, self._workers = list(self._workers), set()
+            await asyncio.gather(*(w.stop(CLOSE_GRACE_S) for w in workers),
+                                 *list(self._tasks), return_exceptions=True)
+
+    async def probe(self, src: Path | str) -> ImageInfo:
+        """The image's format, size (upright) and frames, from its header."""
+        return await self._submit({"op": "probe", "src": _absolute(src)})
+
+    async def sanitize(self, src: Path | str, dst: Path | str) -> ImageInfo:
+        """`codec.sanitize` in a worker: `dst` is `src` without metadata, upright, sRGB."""
+        return await self._submit({"op": "sanitize", "src": _absolute(src),
+                                   "dst": _absolute(dst)})
+
+    async def thumbnail(self, src: Path | str, dst: Path | str, *, size: int, fmt: str,
+                        square: bool, use_draft: bool = True) -> ImageInfo:
+        """`codec.thumbnail` in a worker (`fmt` "webp" or "jpeg")."""
+        if not 1 <= size <= MAX_THUMBNAIL_SIZE or fmt not in THUMBNAIL_FORMATS:
+            raise ValueError(f"thumbnail size 1 to {MAX_THUMBNAIL_SIZE}, format one of"
+                             f" {THUMBNAIL_FORMATS}")
+        return await self._submit({"op": "thumbnail", "src": _absolute(src),
+                                   "dst": _absolute(dst), "size": size, "fmt": fmt,
+                                   "square": square, "draft": use_draft})
+
+    async def run_test_hook(self, op: str, value: float) -> None:
+        """Tests only: "sleep" `value` s or "allocate" `value` bytes in a worker.
+
+        Workers refuse it (MediaError) unless ``TIDINGS_IMAGE_TEST_HOOKS=1`` is in their
+        environment (`protocol.TEST_HOOKS_ENV`)."""
+        await self._submit({"op": op, "value": value})
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """The worker processes running now (for tests and diagnostics)."""
+        return tuple(sorted(w.pid for w in self._workers))
+
+    # --- jobs -------------------------------------------------------------------------
+
+    async def _submit(self, request: dict[str, Any]) -> ImageInfo:
+        self._check_open()
+        if self._jobs >= self.size + self.queue:
+            raise ImageBusyError(f"all {self.size} image workers are busy and {self.queue}"
+                                 " jobs are waiting; retry later")
+        request["limits"] = limits_to_wire(self.limits)
+        message = encode(request)
+        self._jobs += 1
+        try:
+            worker = await self._acquire()
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    answer = await worker.call(message)
+            except TimeoutError:
+                self._discard(worker)
+                raise ImageTimeoutError(f"the image took longer than {self.timeout_s:g} s"
+                                        " to process") from None
+            except _WorkerLostError:
+                self._discard(worker)
+                self._check_open()
+                raise ImageRefusedError("the image worker died processing this image"
+                                        ) from None
+            except WorkerMessageError as exc:
+                self._discard(worker)
+                raise MediaError(f"the image worker answered nonsense: {exc}") from None
+            except BaseException:  # cancelled mid-job: its answer would go to the next job
+                self._discard(worker)
+                raise
+            try:
+                return _answer(answer)
+            except WorkerMessageError as exc:
+                self._discard(worker)
+                raise MediaError(f"the image worker answered nonsense: {exc}") from None
+            finally:
+                if worker in self._workers:
+                    self._release(worker)
+        finally:
+            self._jobs -= 1
+
+    async def _acquire(self) -> _Worker:
+        """An idle worker; a new one if the pool is short of workers; else wait for one."""
+        while True:
+            self._check_open()
+            if self._idle:
+                return self._idle.pop()
+            if self._alive < self.size:
+                return await self._spawn()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # it was our turn: pass it on
+                raise
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def _release(self, worker: _Worker) -> None:
+        if self._closed:
+            self._track(worker.stop(0))
+            return
+        self._idle.append(worker)
+        self._wake_one()
+
+    def _discard(self, worker: _Worker) -> None:
+        """Kill `worker` (mid-job, lost or untrusted); reap it and start a replacement."""
+        worker.kill()
+        self._workers.discard(worker)
+        self._track(self._reap_and_replace(worker))
+
+    async def _reap_and_replace(self, worker: _Worker) -> None:
+        await worker.proc.wait()
+        log.info("image worker %d ended (status %s)", worker.pid, worker.proc.returncode)
+        if self._closed or self._alive >= self.size:
+            return
+        try:
+            replacement = await self._spawn()
+        except MediaError as exc:
+            log.error("image worker not replaced: %s", exc)
+            self._wake_one()  # a waiting job tries (and reports the failure) itself
+            return
+        self._release(replacement)
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    # --- workers ----------------------------------------------------------------------
+
+    @property
+    def _alive(self) -> int:
+        return len(self._workers) + self._starting
+
+    async def _spawn(self) -> _Worker:
+        """A new worker, counted from now (`_alive`); if our caller is cancelled while it
+        starts, it goes idle when ready (it is started in a task of its own)."""
+        self._starting += 1
+        task = self._track(self._start_worker())
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._adopt)
+            raise
+
+    async def _start_worker(self) -> _Worker:
+        env = {**os.environ, PARENT_PID_ENV: str(os.getpid()),
+               MEMORY_ENV: str(worker_memory_bytes(self.limits))}
+        started = time.perf_counter()
+        try:
+            worker = await _Worker.start(env)
+        finally:
+            self._starting -= 1
+        self.last_startup_s = time.perf_counter() - started
+        if self._closed:
+            await worker.stop(0)
+            raise MediaError("the image pool is closed")
+        self._workers.add(worker)
+        return worker
+
+    def _adopt(self, task: asyncio.Task[_Worker]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self._release(task.result())
+
+    def _track(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A task the pool keeps a reference to, and `close` waits for."""
+        task = asyncio.get_running_loop().create_task(coro, name="image-pool")
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None and not isinstance(error, MediaError):  # those reached a job
+            log.error("image pool task failed", exc_info=error)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MediaError("the image pool is closed")
+
+
+def _absolute(path: Path | str) -> str:
+    return os.path.abspath(os.fspath(path))
+
+
+def _answer(answer: dict[str, Any]) -> ImageInfo:
+    """A worker's answer -> the job's result or error."""
+    if "info" in answer:
+        return info_from_wire(answer["info"])
+    for key, error in (("refused", ImageRefusedError), ("failed", MediaError)):
+        reason = answer.get(key)
+        if isinstance(reason, str):
+            raise error(reason[:MAX_REASON_CHARS])
+    raise WorkerMessageError("an answer without info, refused or failed")
