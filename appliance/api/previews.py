@@ -8,11 +8,10 @@ preview's image is a file of the user's app (``image.id``, served by
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, Protocol
 
-from appliance.api.http import ApiError, ApiResponse, ok, problem
-from appliance.errors import PreviewFetchError, PreviewRefusedError, TooManyRequestsError
+from appliance.api.http import ApiError, ApiResponse, ok
+from appliance.errors import PreviewRefusedError
 from appliance.media.previews.service import Preview
 
 if TYPE_CHECKING:
@@ -25,11 +24,6 @@ class PreviewSource(Protocol):
     async def preview(self, app_id: int, user_id: int, url: str) -> Preview: ...
 
 
-class _User(Protocol):
-    app_id: int
-    user_id: int
-
-
 def preview_doc(preview: Preview) -> dict[str, Any]:
     """The JSON body of a preview."""
     return {"url": preview.url, "canonical_url": preview.canonical_url,
@@ -39,27 +33,20 @@ def preview_doc(preview: Preview) -> dict[str, Any]:
 
 
 async def get_preview(call: Call) -> ApiResponse:
-    # getattr: `Call.user` and `RestApi.previews` are wired by the lead (api/v1.py).
+    # getattr until `RestApi.previews` exists (the lead wires it in api/v1.py).
     service: PreviewSource | None = getattr(call.api, "previews", None)
-    user: _User | None = getattr(call, "user", None)
     if service is None:
         raise ApiError(404, "not found", "link previews are turned off on this server")
-    if user is None:
-        raise ApiError(401, "unauthorized", "send Authorization: Bearer <access token>")
+    assert call.user is not None  # a user=True route
     url = call.request.query.get("url", "")
     if not url:
         raise ApiError(422, "invalid request", "'url' is required", field="url")
     try:
-        preview = await service.preview(user.app_id, user.user_id, url)
-    except TooManyRequestsError as exc:
-        retry = max(1, math.ceil(exc.retry_after_s))
-        response = problem(429, "too many requests", str(exc), retry_after_s=retry)
-        response.headers.append((b"retry-after", str(retry).encode()))  # RFC 9110 §10.2.3
-        return response
+        preview = await service.preview(call.user.app_id, call.user.user_id, url)
     except PreviewRefusedError as exc:
         raise ApiError(422, "invalid request", exc.reason, field="url") from None
-    except PreviewFetchError as exc:
-        raise ApiError(502, "bad gateway", exc.reason) from None
+    # TooManyRequestsError (429, Retry-After) and PreviewFetchError (502) leave through
+    # the one error table, `appliance.api.http.PROBLEMS`.
     return ok(200, preview_doc(preview))
 
 
