@@ -1,8 +1,8 @@
 """``GET /v1/previews?url=``: a link's preview, for a user (issue 15).
 
 The user's access token authenticates (the route is ``user=True``); the
-preview's image is a file of the user's app (``image.id``, served by
-``/v1/files/{id}`` to whoever may read it).  The work is
+preview's image is a file of the user's app, owned by no user: ``image.url``
+is a signed link to it (``/v1/files/{id}?exp=&sig=``), made for each answer.  The work is
 `appliance.media.previews.PreviewService`, reached as ``call.api.previews``.
 """
 
@@ -24,12 +24,17 @@ class PreviewSource(Protocol):
     async def preview(self, app_id: int, user_id: int, url: str) -> Preview: ...
 
 
-def preview_doc(preview: Preview) -> dict[str, Any]:
-    """The JSON body of a preview."""
+def preview_doc(preview: Preview, image_link: tuple[str, int] | None = None) -> dict[str, Any]:
+    """The JSON body of a preview; `image_link` is a signed link's (query, expiry)."""
+    image: dict[str, Any] | None = None
+    if preview.image_file_id is not None:
+        image = {"id": preview.image_file_id}
+        if image_link is not None:
+            image["url"] = f"/v1/files/{preview.image_file_id}?{image_link[0]}"
+            image["expires_at"] = image_link[1]
     return {"url": preview.url, "canonical_url": preview.canonical_url,
             "title": preview.title, "description": preview.description,
-            "site_name": preview.site_name,
-            "image": {"id": preview.image_file_id} if preview.image_file_id else None}
+            "site_name": preview.site_name, "image": image}
 
 
 async def get_preview(call: Call) -> ApiResponse:
@@ -47,7 +52,12 @@ async def get_preview(call: Call) -> ApiResponse:
         raise ApiError(422, "invalid request", exc.reason, field="url") from None
     # TooManyRequestsError (429, Retry-After) and PreviewFetchError (502) leave through
     # the one error table, `appliance.api.http.PROBLEMS`.
-    return ok(200, preview_doc(preview))
+    link = None
+    if preview.image_file_id is not None and call.api.files is not None:
+        # The image file belongs to no user (many share a preview): a signed link reads it,
+        # made now (the preview may come from the cache).
+        link = await call.api.files.link_to(preview.image_file_id)
+    return ok(200, preview_doc(preview, link))
 
 
 _NULLABLE = {"type": ["string", "null"]}
@@ -61,6 +71,8 @@ PREVIEW_ROUTES: list[dict[str, Any]] = [
      "response": {"type": "object", "properties": {
          "url": {"type": "string"}, "canonical_url": {"type": "string"},
          "title": _NULLABLE, "description": _NULLABLE, "site_name": _NULLABLE,
-         "image": {"type": ["object", "null"],
-                   "properties": {"id": {"type": "string"}}}}}},
+         "image": {"type": ["object", "null"], "properties": {
+             "id": {"type": "string"},
+             "url": {"type": "string", "description": "a signed link (media.link_ttl_s)"},
+             "expires_at": {"type": "integer"}}}}}},
 ]

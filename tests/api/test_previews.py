@@ -22,7 +22,14 @@ USER = Principal(app_id=3, user_id=9, address=b"ann", token_expires_ms=0)
 def call(service: PreviewService | None, query: dict[str, str]) -> Any:
     request = ApiRequest("GET", "/v1/previews", query, {}, b"")
     return cast(Any, SimpleNamespace(request=request, params={}, app=None, user=USER,
-                                     api=SimpleNamespace(previews=service)))
+                                     api=SimpleNamespace(previews=service, files=Links())))
+
+
+class Links:
+    """The files service's signed links (FileService.link_to), as the handler uses them."""
+
+    async def link_to(self, file_id: str, ttl_s: int | None = None) -> tuple[str, int]:
+        return f"exp=99&sig=for-{file_id[:4]}", 99
 
 
 async def answer(service: PreviewService | None, query: dict[str, str]) -> ApiResponse:
@@ -58,7 +65,9 @@ def test_a_preview_and_each_refusal() -> None:
             assert ok.status == 200
             assert json.loads(ok.body) == {
                 "url": server.url(), "canonical_url": server.url(), "title": "Hello",
-                "description": None, "site_name": None, "image": {"id": "b" * 26}}
+                "description": None, "site_name": None,
+                "image": {"id": "b" * 26, "url": f"/v1/files/{'b' * 26}?exp=99&sig=for-bbbb",
+                          "expires_at": 99}}
             assert stored == [USER.app_id]
             refused = await answer(service, {"url": "http://127.0.0.2/"})  # a miss: counted
             assert refused.status == 422
