@@ -38,8 +38,7 @@ def preview_doc(preview: Preview, image_link: tuple[str, int] | None = None) -> 
 
 
 async def get_preview(call: Call) -> ApiResponse:
-    # getattr until `RestApi.previews` exists (the lead wires it in api/v1.py).
-    service: PreviewSource | None = getattr(call.api, "previews", None)
+    service: PreviewSource | None = call.api.previews
     if service is None:
         raise ApiError(404, "not found", "link previews are turned off on this server")
     assert call.user is not None  # a user=True route

@@ -301,6 +301,12 @@ class FileService:
 
     # --- images -------------------------------------------------------------------------
 
+    async def _scratch(self, suffix: str) -> Path:
+        """A fresh path beside the upload parts for an image worker's output."""
+        path = self.blobs.part_path(new_file_id()).with_suffix(suffix)
+        await asyncio.to_thread(path.parent.mkdir, mode=0o700, parents=True, exist_ok=True)
+        return path
+
     async def store_preview_image(self, app_id: int, source: Path, size: int,
                                   lifetime_s: float) -> str | None:
         """A link preview's image as a file of the app: thumbnailed (WebP, longest side
@@ -313,7 +319,7 @@ class FileService:
         """
         if self.images is None:
             return None
-        out = self.blobs.part_path(new_file_id()).with_suffix(".preview.webp")
+        out = await self._scratch(".preview.webp")
         try:
             try:
                 info = await self.images.thumbnail(source, out, size=size, fmt="webp",
@@ -382,8 +388,7 @@ class FileService:
     async def _make_variant(self, record: FileRecord, sha256: bytes, name: str, size: int,
                             fmt: str, square: bool) -> FileVariant:
         assert self.images is not None
-        out = self.blobs.part_path(record.file_id).with_name(
-            f"{record.file_id}.{name}.{new_file_id()}")
+        out = await self._scratch(f".{name}")
         try:
             info: ImageInfo = await self.images.thumbnail(
                 self.blobs.local_path(sha256), out, size=size, fmt=fmt, square=square)

@@ -202,8 +202,11 @@ class PreviewService:
     async def _image(self, app_id: int, url: PreviewUrl) -> str | None:
         """The image stored as a file of the app; None when it cannot be (the preview stays)."""
         assert self._store_image is not None
-        fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="preview-",
-                                           dir=self._tmp_dir)
+        try:
+            fd, name = await asyncio.to_thread(_temporary, self._tmp_dir)
+        except OSError as exc:  # the disk, not the page: the preview goes without its image
+            log.warning("no room for a preview image in %s: %s", self._tmp_dir, exc.strerror)
+            return None
         os.close(fd)
         path = Path(name)
         try:
@@ -216,6 +219,13 @@ class PreviewService:
         finally:
             await asyncio.to_thread(path.unlink, missing_ok=True)
         return None
+
+
+def _temporary(directory: str | Path | None) -> tuple[int, str]:
+    """A private temporary file (its directory made first: the blob store makes it lazily)."""
+    if directory is not None:
+        Path(directory).mkdir(mode=0o700, parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix="preview-", dir=directory)
 
 
 def _cost(*texts: str | None) -> int:
