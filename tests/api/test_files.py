@@ -26,13 +26,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from appliance.protocol.attachments import FILE
 from appliance.protocol.wire import Message, Status
 from tests.support.client import Client
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.slow
-
-FILE = 0x40  # appliance.protocol.attachments.FILE (lands with the FILE flag)
 
 MAX_FILE = 4 * 1024 * 1024
 MAX_APP = 10 * 1024 * 1024
