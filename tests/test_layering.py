@@ -57,6 +57,12 @@ FORBIDDEN = {
                         "appliance.engine", "appliance.service", "appliance.storage.sql",
                         "appliance.storage.sqlite", "appliance.storage.mariadb", "mariadb",
                         "sqlite3", "click", "h11", "h2", "wsproto"),
+    # Link previews: no store (the image goes out through the store_image callback), no
+    # Pillow, and HTTP only through fetch's pinned httpcore connection: never httpx or
+    # urllib, which read proxies from the environment and resolve names themselves.
+    "appliance.media.previews": ("appliance.storage", "appliance.media.images", "PIL",
+                                 "httpx", "urllib.request", "http.client", "requests",
+                                 "aiohttp"),
     "appliance.config": ("appliance.transport", "appliance.cli", "appliance.storage", "click"),
     # What a running server says about itself (issue 14): a file format and its
     # readers, used by the server and by the CLI; no loop, no store, no TLS stack.

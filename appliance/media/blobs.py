@@ -312,6 +312,7 @@ class DiskBlobStore:
         """See `BlobStore.adopt`."""
 
         def digest() -> tuple[bytes, int]:
+            self._prepare()
             hasher = hashlib.sha256()
             with open(path, "rb") as file:
                 while block := file.read(1024 * 1024):

@@ -297,13 +297,58 @@ class FileService:
 
     async def link(self, record: FileRecord, ttl_s: int | None) -> tuple[str, int]:
         """A signed link's query string and expiry (Unix seconds)."""
+        return await self.link_to(record.file_id, ttl_s)
+
+    # --- images -------------------------------------------------------------------------
+
+    async def _scratch(self, suffix: str) -> Path:
+        """A fresh path beside the upload parts for an image worker's output."""
+        path = self.blobs.part_path(new_file_id()).with_suffix(suffix)
+        await asyncio.to_thread(path.parent.mkdir, mode=0o700, parents=True, exist_ok=True)
+        return path
+
+    async def store_preview_image(self, app_id: int, source: Path, size: int,
+                                  lifetime_s: float) -> str | None:
+        """A link preview's image as a file of the app: thumbnailed (WebP, longest side
+        `size`, clean), owned by no user (owner 0: only signed links read it), removed
+        after `lifetime_s` by the sweep.  None if it is not an image we take.
+
+        Raises:
+            QuotaError: the app's storage is full.
+            ImageBusyError: every image worker is busy.
+        """
+        if self.images is None:
+            return None
+        out = await self._scratch(".preview.webp")
+        try:
+            try:
+                info = await self.images.thumbnail(source, out, size=size, fmt="webp",
+                                                   square=False)
+            except ImageRefusedError as exc:
+                log.info("a preview image was refused: %s", exc)
+                return None
+            length = (await asyncio.to_thread(out.stat)).st_size
+            now = self.clock.wall_ms()
+            record = FileRecord(
+                file_id=new_file_id(), app_id=app_id, owner_id=0, size=length, received=0,
+                sha256=None, content_type=info.mime, name="preview.webp", width=info.width,
+                height=info.height, created_ms=now, expires_ms=now + int(lifetime_s * 1000))
+            await self.store.create_file(record, self.config.max_app_bytes)
+            sha256, length = await self.blobs.adopt(out)
+            await self.store.complete_file(record.file_id, sha256, length, info.mime,
+                                           info.width, info.height)
+            return record.file_id
+        finally:
+            with contextlib.suppress(OSError):
+                out.unlink()
+
+    async def link_to(self, file_id: str, ttl_s: int | None = None) -> tuple[str, int]:
+        """A signed link's query string and expiry for a file id (see `link`)."""
         ttl = self.config.link_ttl_s if ttl_s is None else ttl_s
         if not 1 <= ttl <= MAX_LINK_TTL_S:
             raise UsageError(f"ttl_s must be 1 to {MAX_LINK_TTL_S}")
         expires = self.clock.wall_ms() // 1000 + ttl
-        return signing.link_query(await self.signing_key(), record.file_id, expires), expires
-
-    # --- images -------------------------------------------------------------------------
+        return signing.link_query(await self.signing_key(), file_id, expires), expires
 
     async def variant(self, record: FileRecord, size: int, fmt: str, *,
                       square: bool) -> FileVariant:
@@ -343,8 +388,7 @@ class FileService:
     async def _make_variant(self, record: FileRecord, sha256: bytes, name: str, size: int,
                             fmt: str, square: bool) -> FileVariant:
         assert self.images is not None
-        out = self.blobs.part_path(record.file_id).with_name(
-            f"{record.file_id}.{name}.{new_file_id()}")
+        out = await self._scratch(f".{name}")
         try:
             info: ImageInfo = await self.images.thumbnail(
                 self.blobs.local_path(sha256), out, size=size, fmt=fmt, square=square)

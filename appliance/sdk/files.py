@@ -331,7 +331,9 @@ class FileTransfer:
     async def _exchange(self, method: str, target: str, headers: list[tuple[bytes, bytes]],
                         **kwargs: Any) -> tuple[Response, HttpConnection]:
         conn, self._idle = self._idle, None
-        if conn is not None and conn.reusable and "chunks" not in kwargs:
+        if conn is not None and conn.reusable:
+            if "chunks" in kwargs:  # a stream cannot be sent twice: the caller retries
+                return await conn.request(method, target, headers, **kwargs), conn
             try:
                 return await conn.request(method, target, headers, **kwargs), conn
             except TransferInterruptedError:

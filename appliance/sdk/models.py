@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from appliance.protocol.attachments import is_file_id
+from appliance.protocol.attachments import MAX_FILES_PER_MESSAGE, is_file_id
 from appliance.protocol.wire import Flag, Status
 from appliance.sdk.errors import ClientConnectionError, SendError, send_error
 
@@ -41,8 +41,6 @@ def moves_forward(current: int, new: int) -> bool:
     return new > current
 
 
-#: Files one FILE message lists at most (PROTOCOL.md §3.3.1): more entries are not read.
-MAX_FILES_PER_MESSAGE = 10
 _OCTET_STREAM = "application/octet-stream"
 #: Digits of an integer the parser converts (a size of thousands of digits is junk).
 _MAX_DIGITS = 20

@@ -26,13 +26,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from appliance.protocol.attachments import FILE
 from appliance.protocol.wire import Message, Status
 from tests.support.client import Client
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.slow
-
-FILE = 0x40  # appliance.protocol.attachments.FILE (lands with the FILE flag)
 
 MAX_FILE = 4 * 1024 * 1024
 MAX_APP = 10 * 1024 * 1024
@@ -343,3 +342,16 @@ def test_profile_and_group_pictures(world: World) -> None:
     assert world.request("GET", "/v1/users/bob/picture", user="alice")[0] == 404
     assert world.request("PUT", "/v1/profile/picture", b"text",
                          headers={"Content-Type": "image/jpeg"})[0] == 422
+
+
+def test_a_revoked_token_stops_at_once(world: World) -> None:
+    doc = world.upload(b"mine")
+    assert world.request("GET", f"/v1/files/{doc['id']}")[0] == 200  # cached now
+    conn = http.client.HTTPConnection(world.server.host, world.server.port, timeout=30)
+    conn.request("DELETE", "/v1/users/alice/tokens",
+                 headers={"Authorization": f"Bearer {world.secret}"})
+    assert conn.getresponse().status == 200
+    conn.close()
+    status, headers, _ = world.request("GET", f"/v1/files/{doc['id']}")
+    assert status == 401
+    assert headers["www-authenticate"].startswith("Bearer")

@@ -22,11 +22,19 @@ create waits for the first one's COMMIT and then sees its row in the sum.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
-from appliance.errors import ConflictError, NotFoundError, QuotaError, StorageError
+from appliance.errors import (
+    AttachmentError,
+    ConflictError,
+    NotFoundError,
+    QuotaError,
+    StorageError,
+)
+from appliance.protocol import attachments
 from appliance.protocol.attachments import is_file_id
-from appliance.storage.models import FileRecord, FileVariant, Perm
+from appliance.storage.models import FileRecord, FileVariant, NewMessage, Perm
 from appliance.storage.sql.dialect import Connection
 
 #: Column bounds (the MariaDB schema's sizes, checked on both backends).
@@ -43,6 +51,8 @@ SIGNING_KEY = "links"
 SIGNING_KEY_BYTES = 32
 #: The quota's config key, named by `QuotaError.limit`.
 APP_LIMIT = "media.max_app_bytes"
+#: Status.INVALID_FILE (PROTOCOL.md §4), repeated as storage.sql.writes does its statuses.
+INVALID_FILE = 0x89
 
 _COLUMNS = ("id, app_id, owner_id, size, received, sha256, content_type, name, width, height,"
             " created_ms, expires_ms")
@@ -455,3 +465,57 @@ def _drop_picture(conn: Connection, app: int, kind: str, owner: int, now_ms: int
         conn.execute("UPDATE files SET expires_ms = ? WHERE id = ?", (now_ms, previous))
         conn.execute("DELETE FROM pictures WHERE app_id = ? AND kind = ? AND owner_id = ?",
                      (app, kind, owner))
+
+
+def check_shared(conn: Connection, app: int, sender: int, file_ids: tuple[str, ...],
+                 now_ms: int) -> bool:
+    """Whether `sender` may share every file of a FILE message (PROTOCOL.md §3.3.1).
+
+    Each must exist in the sender's app, be complete, not have expired, and be
+    the sender's own or readable through a live grant.  In the writer's
+    transaction: at most `attachments.MAX_FILES_PER_MESSAGE` files, a few
+    indexed reads each.
+    """
+    for file_id in file_ids:
+        row = conn.execute("SELECT app_id, owner_id, sha256, expires_ms FROM files"
+                           " WHERE id = ?", (file_id,)).fetchone()
+        if row is None or int(row[0]) != app or row[2] is None \
+                or (row[3] is not None and row[3] <= now_ms):
+            return False
+        if int(row[1]) != sender and conn.execute(
+                _GRANTED, (file_id, sender, now_ms, file_id, app, sender,
+                           now_ms)).fetchone() is None:
+            return False
+    return True
+
+
+def grant_shared(conn: Connection, file_ids: tuple[str, ...], user: int, group: int,
+                 expires_ms: int) -> None:
+    """Grant the files of a stored FILE message to its destination (a user, or a group
+    when `group` is not 0) until `expires_ms` (clamped to what the column holds)."""
+    expires_ms = min(expires_ms, _BIGINT_MAX)
+    for file_id in file_ids:
+        _grant(conn, file_id, 0 if group else user, group, expires_ms)
+
+
+def accept_shared(conn: Connection, m: NewMessage, recipients: list[int], now_ms: int,
+                  retention_ms: int, targets: Callable[[], list[int] | None]
+                  ) -> list[int] | int | None:
+    """The writer's path for a new message with flag FILE, in its transaction.
+
+    Returns INVALID_FILE when the payload is not the convention or the sender
+    may not share a file (nothing is counted or written); else `targets()`
+    (the delivery targets, None when a quota refuses the message), and when
+    there are targets every file is granted to the destination until the
+    message expires plus `retention_ms`.
+    """
+    try:
+        ids = attachments.file_ids(m.payload)
+    except AttachmentError:
+        return INVALID_FILE
+    if not check_shared(conn, m.app_id, m.sender_id, ids, now_ms):
+        return INVALID_FILE
+    found = targets()
+    if found is not None:
+        grant_shared(conn, ids, recipients[0], m.group_id, m.expires_ms + retention_ms)
+    return found
