@@ -24,9 +24,11 @@ FORBIDDEN = {
     "appliance.service": ("appliance.transport", "appliance.cli", "appliance.storage.sqlite",
                           "click", "asyncio"),
     # The SDK ships alone (packaging/sdk): the codec and the error root, nothing else.
+    # Files (issue 15) go over HTTP with h11 alone: no server part, no HTTP/2, no Pillow.
     "appliance.sdk": ("appliance.engine", "appliance.storage", "appliance.transport",
                       "appliance.cli", "appliance.service", "appliance.config", "appliance.app",
-                      "click", "uvloop"),
+                      "appliance.api", "appliance.media", "appliance.certs", "click", "uvloop",
+                      "h2", "httpx", "PIL"),
     # The REST API: requests in, responses out; no sockets, no backend choice.
     "appliance.api": ("appliance.transport", "appliance.cli", "appliance.storage.sqlite",
                       "appliance.storage.mariadb", "mariadb", "appliance.dbserver",

@@ -6,8 +6,15 @@
         async for incoming in client.messages():
             print(incoming.sender, incoming.text)
 
-Installable on its own (``tidings-sdk``: pure Python, no dependencies); see
-the README.
+Files (issue 15) go over HTTP on the same port, resumable both ways::
+
+    message = await client.send_file("bob", "photo.jpg", caption="the view")
+    ...
+    for info in incoming.files:
+        path = await client.download_file(info, "downloads/")
+
+Installable on its own (``tidings-sdk``: pure Python; h11 for files only);
+see packaging/sdk/README.md.
 """
 
 from __future__ import annotations

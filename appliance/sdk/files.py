@@ -194,7 +194,8 @@ class FileTransfer:
 
     async def download(self, file: str | FileInfo, path: str | os.PathLike[str], *,
                        progress: Progress | None = None) -> Path:
-        """Download a file to `path` (or into `path`, a directory, under its name).
+        """Download a file to `path` (or into `path`, a directory or a name ending
+        with "/", under the file's name made safe).
 
         A `FileInfo` from a message also pins the content: its `sha256` (and
         `size`) must be the server's.  A ``<path>.part`` left by an interrupted
@@ -204,12 +205,15 @@ class FileTransfer:
             FileAccessDeniedError, NoSuchFileError: not readable by this user.
             FileCorruptError: not the bytes expected (nothing is kept).
             TransferInterruptedError: `attempts` failures in a row (``<path>.part`` stays).
+            OSError: `path` cannot be written.
         """
         file_id = file.id if isinstance(file, FileInfo) else file
         if not is_file_id(file_id):
             raise NoSuchFileError(f"not a file id: {file_id[:40]!r}")
         pinned = file if isinstance(file, FileInfo) and file.sha256 else None
         target = Path(path)
+        if os.fspath(path).endswith(("/", os.sep)):  # "downloads/": a directory, made if need be
+            await asyncio.to_thread(target.mkdir, 0o700, True, True)
         if await asyncio.to_thread(target.is_dir):
             name = pinned.name if pinned is not None else (await self.info(file_id)).name
             target = target / local_name(name)

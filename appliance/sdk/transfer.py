@@ -202,7 +202,7 @@ def http_error(response: Response, text: bytes) -> FileTransferError:
         return QuotaExceededError(
             message, http_status=status, title=title, detail=detail,
             limit=_text(doc.get("limit"), 64),
-            allowed=allowed if isinstance(allowed, int) and allowed >= 0 else 0)
+            allowed=allowed if type(allowed) is int and allowed >= 0 else 0)
     return cls(message, http_status=status, title=title, detail=detail)
 
 

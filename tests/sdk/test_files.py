@@ -13,9 +13,8 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +89,16 @@ def world(tmp_path: Path) -> Iterator[World]:
     yield from _world(tmp_path, max_file=64 * MIB, max_app=256 * MIB)
 
 
+@pytest.fixture
+def tight_world(tmp_path: Path) -> Iterator[World]:
+    yield from _world(tmp_path, max_file=2 * MIB, max_app=3 * MIB)
+
+
+@pytest.fixture
+def roomy_world(tmp_path: Path) -> Iterator[World]:
+    yield from _world(tmp_path, max_file=256 * MIB, max_app=512 * MIB)
+
+
 def _write(path: Path, size: int, seed: int = 1) -> str:
     """A file of `size` pseudo-random bytes, written in blocks; returns its SHA-256."""
     digest = hashlib.sha256()
@@ -113,11 +122,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _run(world: World, body: Callable[[], object]) -> None:
+def _run(world: World, body: Callable[[], Awaitable[None]]) -> None:
     async def main() -> None:
         try:
             async with asyncio.timeout(120):
-                await body()  # type: ignore[misc]
+                await body()
         finally:
             await world.close()
     asyncio.run(main())
@@ -379,25 +388,24 @@ def test_upload_resumes_after_the_server_restarts(world: World) -> None:
     _run(world, body)
 
 
-def test_quotas_surface_as_typed_errors(tmp_path: Path) -> None:
-    for world in _world(tmp_path, max_file=2 * MIB, max_app=3 * MIB):
-        big = world.tmp / "big.bin"
-        _write(big, 2 * MIB + 1)
-        small = world.tmp / "small.bin"
-        _write(small, 2 * MIB)
+def test_quotas_surface_as_typed_errors(tight_world: World) -> None:
+    world = tight_world
+    big, small = world.tmp / "big.bin", world.tmp / "small.bin"
+    _write(big, 2 * MIB + 1)
+    _write(small, 2 * MIB)
 
-        async def body() -> None:
-            alice = await world.online("alice")
-            with pytest.raises(QuotaExceededError) as too_big:
-                await alice.upload_file(big)
-            assert (too_big.value.http_status, too_big.value.limit, too_big.value.allowed) == (
-                413, "media.max_file_bytes", 2 * MIB)
-            await alice.upload_file(small)
-            with pytest.raises(QuotaExceededError) as full:
-                await alice.send_file("bob", small)
-            assert (full.value.limit, full.value.allowed) == ("media.max_app_bytes", 3 * MIB)
+    async def body() -> None:
+        alice = await world.online("alice")
+        with pytest.raises(QuotaExceededError) as too_big:
+            await alice.upload_file(big)
+        assert (too_big.value.http_status, too_big.value.limit, too_big.value.allowed) == (
+            413, "media.max_file_bytes", 2 * MIB)
+        await alice.upload_file(small)
+        with pytest.raises(QuotaExceededError) as full:
+            await alice.send_file("bob", small)
+        assert (full.value.limit, full.value.allowed) == ("media.max_app_bytes", 3 * MIB)
 
-        _run(world, body)
+    _run(world, body)
 
 
 def test_send_file_over_tls(world: World) -> None:
@@ -440,22 +448,21 @@ def _rss_kib(field_name: str) -> int:
     raise AssertionError(f"no {field_name} in /proc/self/status")
 
 
-def test_uploading_200_mib_keeps_memory_flat(tmp_path: Path) -> None:
-    for world in _world(tmp_path, max_file=256 * MIB, max_app=512 * MIB):
-        source = world.tmp / "huge.bin"
-        digest = _write(source, 200 * MIB, seed=6)
+def test_uploading_200_mib_keeps_memory_flat(roomy_world: World) -> None:
+    world = roomy_world
+    source, warm = world.tmp / "huge.bin", world.tmp / "warm.bin"
+    digest = _write(source, 200 * MIB, seed=6)
+    _write(warm, 5 * MIB, seed=7)
+    uploaded: list[FileInfo] = []
 
-        async def body() -> None:
-            alice = world.client("alice")
-            warm = world.tmp / "warm.bin"  # imports, threads, buffers: before the baseline
-            _write(warm, 5 * MIB, seed=7)
-            await alice.upload_file(warm)
-            baseline = _rss_kib("VmRSS")
-            with contextlib.suppress(OSError):  # reset the peak (Linux >= 4.0)
-                Path("/proc/self/clear_refs").write_text("5")
-            info = await alice.upload_file(source)
-            peak = _rss_kib("VmHWM")
-            assert info.sha256 == digest
-            assert peak - baseline < 32 * 1024, f"RSS grew {peak - baseline} KiB"
+    async def upload(path: Path) -> None:
+        uploaded.append(await world.client("alice").upload_file(path))
 
-        _run(world, body)
+    _run(world, lambda: upload(warm))  # imports, threads, buffers: before the baseline
+    baseline = _rss_kib("VmRSS")
+    with contextlib.suppress(OSError):  # the peak starts again from here (Linux >= 4.0)
+        Path("/proc/self/clear_refs").write_text("5")
+    _run(world, lambda: upload(source))
+    peak = _rss_kib("VmHWM")
+    assert uploaded[-1].sha256 == digest
+    assert peak - baseline < 32 * 1024, f"RSS grew {peak - baseline} KiB"
