@@ -152,7 +152,11 @@ class FileTransfer:
                         meter: Meter) -> None:
         """PATCH from the server's offset to the end (one attempt: `RetryableError`
         when another may do better)."""
-        offset = await self._offset(location, total) if digest.position else 0
+        offset = 0
+        if digest.position:  # a retry: where the server is
+            offset, complete = await self._state(location, total)
+            if complete:
+                return
         await digest.rewind(offset)
         while True:
             end = min(total, offset + self.chunk_bytes)
@@ -162,6 +166,8 @@ class FileTransfer:
                 chunks=self._chunks(fd, offset, end, digest, meter), length=end - offset,
                 expect_continue=True)
             await self._finish(conn, response, 204)
+            if response.header("location") == f"/v1/files/{location[12:]}":
+                return  # complete (an image's offset is then its cleaned copy's size)
             reached = header_integer(response.header("upload-offset"), "Upload-Offset")
             if reached != end:
                 raise RetryableError(TransferInterruptedError(
@@ -181,14 +187,20 @@ class FileTransfer:
             yield data
             await meter.update(at)
 
-    async def _offset(self, location: str, total: int) -> int:
-        """tus HEAD: how much of the upload the server has."""
-        response, conn = await self._exchange("HEAD", location, [_TUS])
-        await self._finish(conn, response, 200)
-        offset = header_integer(response.header("upload-offset"), "Upload-Offset")
-        if offset > total:
-            raise FileTransferError(f"the server claims {offset} bytes of a {total}-byte file")
-        return offset
+    async def _state(self, location: str, total: int) -> tuple[int, bool]:
+        """How much of the upload the server has, and whether it is complete.
+
+        The upload's JSON (``GET /v1/uploads/{id}``) rather than tus HEAD: once
+        an image is whole its size is the cleaned copy's, which HEAD's
+        Upload-Offset cannot tell from a partial upload.
+        """
+        doc = await self._document("GET", location)
+        received = doc.get("received")
+        if doc.get("complete") is True:
+            return total, True
+        if type(received) is not int or not 0 <= received <= total:
+            raise FileTransferError(f"the server sent no valid upload state: {received!r:.40}")
+        return received, False
 
     # --- downloads --------------------------------------------------------------------------
 

@@ -66,15 +66,17 @@ class Meter:
         self.progress, self.total = progress, total
         self.done = 0
         self._last = 0.0
+        self._shown: tuple[int, int] | None = None
 
     async def update(self, done: int, *, final: bool = False) -> None:
         if self.progress is None or (done <= self.done and not final):
             return
         self.done = max(self.done, done)
         now = time.monotonic()
-        if final or now - self._last >= PROGRESS_INTERVAL_S:
-            self._last = now
-            result = self.progress(self.done, self.total)
+        shown = (self.done, self.total)
+        if (final and shown != self._shown) or now - self._last >= PROGRESS_INTERVAL_S:
+            self._last, self._shown = now, shown
+            result = self.progress(*shown)
             if inspect.isawaitable(result):
                 await result
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -466,3 +467,45 @@ def test_uploading_200_mib_keeps_memory_flat(roomy_world: World) -> None:
     peak = _rss_kib("VmHWM")
     assert uploaded[-1].sha256 == digest
     assert peak - baseline < 32 * 1024, f"RSS grew {peak - baseline} KiB"
+
+
+def _photo(path: Path) -> None:
+    from PIL import Image  # the test makes a real JPEG; the SDK never needs Pillow
+
+    Image.new("RGB", (64, 48), "navy").save(path, "JPEG")
+
+
+def test_the_readme_files_example_runs(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = Path(__file__).resolve().parents[2] / "packaging" / "sdk" / "README.md"
+    section = readme.read_text().split("## Files", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None, "no python example in the SDK README's Files section"
+    monkeypatch.chdir(world.tmp)
+    _photo(world.tmp / "photo.jpg")
+    (world.tmp / "plan.pdf").write_bytes(b"%PDF-1.4 a plan")
+    shown: list[tuple[object, ...]] = []
+    got_both = asyncio.Event()
+
+    def record(*args: object) -> None:  # the example's print
+        shown.append(args)
+        if sum(isinstance(a[-1], Path) for a in shown) == 2:
+            got_both.set()
+
+    namespace: dict[str, object] = {"print": record}
+    exec(code[1].replace("Group(42)", f"Group({world.groups['team']})"), namespace)
+
+    async def body() -> None:
+        alice, bob = await world.online("alice"), await world.online("bob")
+        async with asyncio.TaskGroup() as tasks:
+            receiving = tasks.create_task(namespace["receive"](bob))  # type: ignore[operator]
+            await namespace["share"](alice)  # type: ignore[operator]
+            async with asyncio.timeout(30):
+                await got_both.wait()
+            receiving.cancel()  # receive() reads messages for ever
+
+    _run(world, body)
+    downloads = world.tmp / "downloads"
+    assert sorted(p.name for p in downloads.iterdir()) == ["photo.jpg", "plan.pdf"]
+    assert (downloads / "plan.pdf").read_bytes() == b"%PDF-1.4 a plan"
+    assert ("the view", Path("downloads/photo.jpg")) in shown
+    assert any(len(a) == 1 and re.fullmatch(r"\d+/\d+", str(a[0])) for a in shown)  # progress
