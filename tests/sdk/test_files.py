@@ -123,10 +123,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _run(world: World, body: Callable[[], Awaitable[None]]) -> None:
+def _run(world: World, body: Callable[[], Awaitable[None]], timeout_s: float = 120) -> None:
     async def main() -> None:
         try:
-            async with asyncio.timeout(120):
+            async with asyncio.timeout(timeout_s):
                 await body()
         finally:
             await world.close()
@@ -426,7 +426,7 @@ def test_send_file_over_tls(world: World) -> None:
         url = await bob.file_link(info.id)
         assert url.startswith(f"https://{world.server.host}:{world.server.port}/v1/files/")
 
-    _run(world, body)
+    _run(world, body, timeout_s=30)  # each stalled download waits 60 s: fail sooner
 
 
 def test_a_server_that_is_gone_is_a_typed_error(world: World) -> None:
