@@ -551,9 +551,12 @@ class Client:
         if self._closing:
             raise ClientClosedError("this client was closed")
         if self._files is None:
-            # Imported here: files need h11, messaging needs nothing.
-            from appliance.sdk.files import FileTransfer
-            from appliance.sdk.http import Endpoint
+            # Imported here: files need h11 (a dependency of the wheel), messaging nothing.
+            try:
+                from appliance.sdk.files import FileTransfer
+                from appliance.sdk.http import Endpoint
+            except ImportError:
+                raise ClientError("files need h11: pip install h11") from None
             self._files = FileTransfer(Endpoint(self.host, self.port, self._token, self.ssl,
                                                 self.connect_timeout_s), self.backoff)
         return self._files
