@@ -154,7 +154,13 @@ class PartFile:
             await asyncio.to_thread(os.pwrite, self.fd, data, self.size - len(data))
 
 async def pread_exact(fd: int, size: int, at: int) -> bytes:
-    data = await asyncio.to_thread(os.pread, fd, size, at)
+    """`size` bytes of the file being uploaded, read in a thread.  A disk error is
+    no network failure: it must not be retried as one (nor pass as an OSError
+    of the connection)."""
+    try:
+        data = await asyncio.to_thread(os.pread, fd, size, at)
+    except OSError as exc:
+        raise FileTransferError(f"reading the file failed: {exc.strerror}") from None
     if len(data) < size:
         raise FileChangedError("the file got shorter while it was being uploaded")
     return data

@@ -32,6 +32,7 @@ from appliance.sdk import (
     InvalidFileError,
     NoSuchFileError,
     QuotaExceededError,
+    TooLargeError,
     TransferInterruptedError,
 )
 from tests.support.provision import provision
@@ -321,6 +322,9 @@ def test_links_and_metadata(world: World) -> None:
         import urllib.request
         body = await loop.run_in_executor(None, lambda: urllib.request.urlopen(url).read())
         assert body == b"# notes\n"
+        online = await world.online("alice")
+        with pytest.raises(TooLargeError):  # checked before a byte is uploaded
+            await online.send_file("bob", source, caption="x" * 70_000)
         with pytest.raises(NoSuchFileError):
             await alice.download_file("a" * 26, world.tmp / "none")
         with pytest.raises(NoSuchFileError):
@@ -449,7 +453,7 @@ def _rss_kib(field_name: str) -> int:
     raise AssertionError(f"no {field_name} in /proc/self/status")
 
 
-def test_uploading_200_mib_keeps_memory_flat(roomy_world: World) -> None:
+def test_200_mib_up_and_down_keeps_memory_flat(roomy_world: World) -> None:
     world = roomy_world
     source, warm = world.tmp / "huge.bin", world.tmp / "warm.bin"
     digest = _write(source, 200 * MIB, seed=6)
@@ -459,14 +463,22 @@ def test_uploading_200_mib_keeps_memory_flat(roomy_world: World) -> None:
     async def upload(path: Path) -> None:
         uploaded.append(await world.client("alice").upload_file(path))
 
+    async def download() -> None:
+        await world.client("alice").download_file(uploaded[-1], world.tmp / "huge-copy.bin")
+
     _run(world, lambda: upload(warm))  # imports, threads, buffers: before the baseline
     baseline = _rss_kib("VmRSS")
     with contextlib.suppress(OSError):  # the peak starts again from here (Linux >= 4.0)
         Path("/proc/self/clear_refs").write_text("5")
     _run(world, lambda: upload(source))
-    peak = _rss_kib("VmHWM")
+    up_peak = _rss_kib("VmHWM")
+    _run(world, download)
+    down_peak = _rss_kib("VmHWM")
     assert uploaded[-1].sha256 == digest
-    assert peak - baseline < 32 * 1024, f"RSS grew {peak - baseline} KiB"
+    assert _sha256(world.tmp / "huge-copy.bin") == digest
+    assert up_peak - baseline < 32 * 1024, f"RSS grew {up_peak - baseline} KiB uploading"
+    assert down_peak - baseline < 32 * 1024, f"RSS grew {down_peak - baseline} KiB downloading"
+    print(f"RSS growth: upload {up_peak - baseline} KiB, download {down_peak - baseline} KiB")
 
 
 def _photo(path: Path) -> None:
