@@ -40,6 +40,7 @@ from appliance.sdk.http import MAX_DOCUMENT_BYTES, Endpoint, HttpConnection, Res
 from appliance.sdk.models import FileInfo
 from appliance.sdk.transfer import (
     DISK_BYTES,
+    RETRIED_STATUSES,
     Delays,
     Meter,
     PartFile,
@@ -52,6 +53,7 @@ from appliance.sdk.transfer import (
     local_name,
     pread_exact,
     publish,
+    retry_after,
     tus_metadata,
     upload_name,
 )
@@ -60,13 +62,9 @@ from appliance.sdk.transfer import (
 CHUNK_BYTES = 4 * 1024 * 1024
 #: Failures in a row, without a byte of progress, before a transfer gives up.
 ATTEMPTS = 8
-#: The longest Retry-After honoured (a server cannot park the client for a day).
-MAX_RETRY_AFTER_S = 60.0
 TUS_VERSION = b"1.0.0"
 _TUS = (b"tus-resumable", TUS_VERSION)
 _OFFSET_STREAM = (b"content-type", b"application/offset+octet-stream")
-#: Answers worth another attempt (the server restarting, busy, or a tus offset race).
-_RETRIED = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 __all__ = ["ATTEMPTS", "CHUNK_BYTES", "FileTransfer", "Progress"]
 
@@ -233,24 +231,21 @@ class FileTransfer:
         fd = await asyncio.to_thread(
             os.open, part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
-            sink = PartFile(fd)
+            sink = PartFile(fd, f'"{pinned.sha256}"' if pinned is not None else None)
             if pinned is None:
                 await asyncio.to_thread(os.ftruncate, fd, 0)
             else:
                 await sink.adopt()
-            etag = f'"{pinned.sha256}"' if pinned is not None else None
             meter = Meter(progress, pinned.size if pinned is not None else 0)
-            state: dict[str, Any] = {"etag": etag, "total": None}
-            await self._retrying(lambda: self._receive(file_id, sink, state, meter),
-                                lambda: sink.size)
-            total = state["total"]
-            if pinned is not None and total != pinned.size:
-                raise FileCorruptError(f"the file has {total} bytes, the message said"
-                                       f" {pinned.size}")
+            await self._retrying(lambda: self._receive(file_id, sink, meter),
+                                 lambda: sink.size)
+            if sink.size != sink.total or (pinned is not None and sink.size != pinned.size):
+                raise FileCorruptError(f"got {sink.size} bytes of a {sink.total}-byte file"
+                                       + (f" ({pinned.size} said)" if pinned else ""))
             got = sink.hash.hexdigest()
-            if f'"{got}"' != state["etag"] or (pinned is not None and got != pinned.sha256):
+            if f'"{got}"' != sink.etag or (pinned is not None and got != pinned.sha256):
                 raise FileCorruptError(f"downloaded bytes have SHA-256 {got}, expected"
-                                       f" {state['etag']}")
+                                       f" {sink.etag}")
             await asyncio.to_thread(os.fsync, fd)
         except FileCorruptError:
             os.close(fd)
@@ -261,15 +256,14 @@ class FileTransfer:
             if fd >= 0:
                 os.close(fd)
         await asyncio.to_thread(publish, part, target)
-        await meter.update(total, final=True)
+        await meter.update(sink.size, final=True)
         return target
 
-    async def _receive(self, file_id: str, sink: PartFile, state: dict[str, Any],
-                       meter: Meter) -> None:
+    async def _receive(self, file_id: str, sink: PartFile, meter: Meter) -> None:
         headers = []
-        if sink.size and state["etag"] is not None:
+        if sink.size and sink.etag is not None:
             headers = [(b"range", f"bytes={sink.size}-".encode()),
-                       (b"if-range", state["etag"].encode())]
+                       (b"if-range", sink.etag.encode())]
         response, conn = await self._exchange("GET", f"/v1/files/{file_id}", headers)
         if response.status == 416 and sink.size:
             await conn.discard()
@@ -279,10 +273,10 @@ class FileTransfer:
         if response.status not in (200, 206):
             await self._finish(conn, response, 200)
         etag = response.header("etag")
-        if etag is None or (state["etag"] is not None and etag != state["etag"]):
+        if etag is None or (sink.etag is not None and etag != sink.etag):
             conn.close()
-            raise FileCorruptError(f"the server's file is {etag}, not {state['etag']}")
-        state["etag"] = etag
+            raise FileCorruptError(f"the server's file is {etag}, not {sink.etag}")
+        sink.etag = etag
         if response.status == 200:
             await sink.reset()
             total = header_integer(response.header("content-length"), "Content-Length")
@@ -292,7 +286,7 @@ class FileTransfer:
                 conn.close()
                 raise RetryableError(TransferInterruptedError(
                     f"asked from {sink.size}, got {start}"))
-        state["total"] = meter.total = total
+        sink.total = meter.total = total
         try:
             async for chunk in conn.body():
                 await sink.write(chunk)
@@ -372,11 +366,8 @@ class FileTransfer:
         if response.status == expect:
             return
         error = http_error(response, text)
-        if response.status in _RETRIED:
-            wait = response.header("retry-after")
-            delay = (min(float(wait), MAX_RETRY_AFTER_S)
-                     if wait is not None and wait.isdigit() and len(wait) < 6 else None)
-            raise RetryableError(error, delay)
+        if response.status in RETRIED_STATUSES:
+            raise RetryableError(error, retry_after(response))
         raise error
 
     async def _retrying(self, attempt: Callable[[], Awaitable[Any]],

@@ -35,6 +35,10 @@ DISK_BYTES = 256 * 1024
 PROGRESS_INTERVAL_S = 0.1
 #: What the server keeps of a file name (UTF-8 bytes).
 MAX_NAME_BYTES = 255
+#: Answers worth another attempt (the server restarting, busy, or a tus offset race).
+RETRIED_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+#: The longest Retry-After honoured (a server cannot park the client for a day).
+MAX_RETRY_AFTER_S = 60.0
 #: Digits of an integer header (Upload-Offset, Content-Length): up to 10**19.
 _MAX_DIGITS = 19
 _ERRORS: dict[int, type[FileTransferError]] = {
@@ -117,10 +121,16 @@ class UploadDigest:
 
 
 class PartFile:
-    """A download's part file: buffered writes in a thread, its SHA-256 as it grows."""
+    """A download's part file: buffered writes in a thread, its SHA-256 as it grows.
 
-    def __init__(self, fd: int) -> None:
+    `etag` is the content's (pinned by the caller, or the first answer's);
+    `total` the file's length once an answer said it.
+    """
+
+    def __init__(self, fd: int, etag: str | None) -> None:
         self.fd = fd
+        self.etag = etag
+        self.total: int | None = None
         self.hash = hashlib.sha256()
         self.size = 0  # bytes received (written or buffered)
         self._buffer = bytearray()
@@ -212,6 +222,14 @@ def http_error(response: Response, text: bytes) -> FileTransferError:
             limit=_text(doc.get("limit"), 64),
             allowed=allowed if type(allowed) is int and allowed >= 0 else 0)
     return cls(message, http_status=status, title=title, detail=detail)
+
+
+def retry_after(response: Response) -> float | None:
+    """Retry-After in seconds (RFC 9110 §10.2.3; the date form is not used by the server)."""
+    wait = response.header("retry-after")
+    if wait is None or not wait.isascii() or not wait.isdigit() or len(wait) > 5:
+        return None
+    return min(float(wait), MAX_RETRY_AFTER_S)
 
 
 def _text(value: object, limit: int) -> str:
