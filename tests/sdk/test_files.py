@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -26,6 +27,7 @@ from appliance.sdk import (
     Backoff,
     Client,
     FileAccessDeniedError,
+    FileCorruptError,
     FileInfo,
     Group,
     IncomingMessage,
@@ -35,6 +37,8 @@ from appliance.sdk import (
     TooLargeError,
     TransferInterruptedError,
 )
+from appliance.sdk.files import FileTransfer
+from tests.sdk.test_http import Stand
 from tests.support.provision import provision
 from tests.support.server import ServerProcess
 
@@ -521,3 +525,28 @@ def test_the_readme_files_example_runs(world: World, monkeypatch: pytest.MonkeyP
     assert (downloads / "plan.pdf").read_bytes() == b"%PDF-1.4 a plan"
     assert ("the view", Path("downloads/photo.jpg")) in shown
     assert any(len(a) == 1 and re.fullmatch(r"\d+/\d+", str(a[0])) for a in shown)  # progress
+
+
+def test_a_server_that_sends_other_bytes_leaves_nothing(tmp_path: Path) -> None:
+    """The attack: a server (or a proxy in the middle) serves bytes that are not the
+    file's.  The download fails as corrupt and keeps neither the file nor its part."""
+    claimed = hashlib.sha256(b"the real file").hexdigest()
+
+    async def liar(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 13\r\nETag: "%s"\r\n\r\n'
+                     b"the fake file" % claimed.encode())
+        await writer.drain()
+
+    async def run() -> None:
+        async with Stand(liar) as endpoint:
+            transfer = FileTransfer(endpoint, FAST)
+            for file in ("a" * 26, FileInfo("a" * 26, "f", "text/plain", 13, claimed)):
+                with pytest.raises(FileCorruptError):
+                    await transfer.download(file, tmp_path / "f.txt")
+                left.append(sorted(os.listdir(tmp_path)))
+            transfer.close()
+
+    left: list[list[str]] = []
+    asyncio.run(run())
+    assert left == [[], []]
