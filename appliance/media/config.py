@@ -53,6 +53,9 @@ class MediaConfig:
     upload_expiry_s: int = 86400
     #: A file shared in a message stays this long after the message expires.
     file_retention_s: int = 30 * 86400
+    #: Uploads (one-shot, tus, pictures) one user may start per minute (burst: as many):
+    #: each costs a row and, for an image, a worker's time, even at length 0.
+    uploads_per_minute: int = 60
     #: Default lifetime of a signed link (at most `MAX_LINK_TTL_S`).
     link_ttl_s: int = 86400
     thumbnail_sizes: tuple[int, ...] = (96, 320, 800)

@@ -355,3 +355,39 @@ def test_a_revoked_token_stops_at_once(world: World) -> None:
     status, headers, _ = world.request("GET", f"/v1/files/{doc['id']}")
     assert status == 401
     assert headers["www-authenticate"].startswith("Bearer")
+
+
+def test_upload_starts_are_rate_limited_per_user(data_dir: Path) -> None:
+    secret = _cli(data_dir, "app", "secret")
+    server = ServerProcess.configured(
+        data_dir, f'[storage]\ndata_dir = "{data_dir}"\n[media]\nuploads_per_minute = 3\n')
+    server.start()
+    try:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
+        auth = {"Authorization": f"Bearer {secret}"}
+        conn.request("POST", "/v1/users", json.dumps({"address": "zed"}), auth)
+        conn.getresponse().read()
+        conn.request("POST", "/v1/users/zed/tokens", "{}", auth)
+        token = json.loads(conn.getresponse().read())["token"]
+        tus = {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0",
+               "Upload-Length": "0"}
+        answers = []
+        for _ in range(4):
+            conn.request("POST", "/v1/uploads", headers=tus)
+            response = conn.getresponse()
+            response.read()
+            answers.append((response.status, response.getheader("retry-after")))
+        conn.close()
+        assert answers[:3] == [(201, None)] * 3
+        assert answers[3] == (429, "20")
+    finally:
+        server.stop()
+
+
+def test_an_empty_tus_upload_is_complete_when_created(world: World) -> None:
+    status, headers, _ = world.request("POST", "/v1/uploads", headers={
+        "Tus-Resumable": "1.0.0", "Upload-Length": "0"})
+    assert status == 201
+    file_id = headers["location"].rpartition("/")[2]
+    status, headers, body = world.request("GET", f"/v1/files/{file_id}")
+    assert (status, headers["content-length"], body) == (200, "0", b"")
