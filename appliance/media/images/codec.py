@@ -25,6 +25,7 @@ JPEG.  The EXIF orientation is applied (`ImageOps.exif_transpose`), so outputs n
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -210,7 +211,8 @@ def _refusing() -> Iterator[None]:
         try:
             yield
         except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-            raise ImageRefusedError("the image has too many pixels") from None
+            raise ImageRefusedError(f"the image has more than {Image.MAX_IMAGE_PIXELS:,}"
+                                    " pixels") from None
         except UnidentifiedImageError:
             raise ImageRefusedError("not a JPEG, PNG, WebP or GIF image") from None
         except MemoryError:
@@ -330,15 +332,18 @@ def _write(image: Image.Image, dst: Path | str, fmt: ImageFormat, **params: obje
     clean = image
     clean.info = {}
     target = Path(dst)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as out:
             clean.save(out, format=fmt, **params)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, target)
     except OSError as exc:
-        os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise MediaError(f"cannot write the image: {exc.strerror or type(exc).__name__}"
                          ) from None
     return ImageInfo(fmt, MIME[fmt], clean.width, clean.height, 1)
