@@ -57,6 +57,18 @@ FORBIDDEN = {
                         "appliance.engine", "appliance.service", "appliance.storage.sql",
                         "appliance.storage.sqlite", "appliance.storage.mariadb", "mariadb",
                         "sqlite3", "click", "h11", "h2", "wsproto"),
+    # Images: the codec runs in worker processes (Pillow, the stdlib, errors); the
+    # server side (pool, protocol, model) never loads Pillow.
+    "appliance.media.images": ("appliance.storage", "appliance.config", "appliance.protocol",
+                               "appliance.media.previews", "httpx", "socket", "ssl"),
+    "appliance.media.images.codec": ("asyncio", "appliance.system",
+                                     "appliance.media.images.pool",
+                                     "appliance.media.images.worker"),
+    "appliance.media.images.headers": ("PIL", "asyncio", "appliance.system"),
+    "appliance.media.images.pool": ("PIL", "appliance.media.images.codec",
+                                    "appliance.media.images.worker"),
+    "appliance.media.images.protocol": ("PIL", "asyncio", "appliance.media.images.codec"),
+    "appliance.media.images.model": ("PIL", "asyncio"),
     "appliance.config": ("appliance.transport", "appliance.cli", "appliance.storage", "click"),
     # What a running server says about itself (issue 14): a file format and its
     # readers, used by the server and by the CLI; no loop, no store, no TLS stack.
