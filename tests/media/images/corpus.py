@@ -89,7 +89,8 @@ def webp_frame_bomb(path: Path, frames: int, scratch: Path) -> Path:
     data = two.read_bytes()
     chunks, offset = [], 12
     while offset + 8 <= len(data):
-        fourcc, length = data[offset:offset + 4], struct.unpack("<I", data[offset + 4:offset + 8])[0]
+        fourcc = data[offset:offset + 4]
+        (length,) = struct.unpack("<I", data[offset + 4:offset + 8])
         end = offset + 8 + length + (length & 1)
         chunks.append((fourcc, data[offset:end]))
         offset = end

@@ -18,9 +18,11 @@ from tests.media.images import corpus
 
 
 def test_sniff_routes_by_magic_only() -> None:
-    assert sniff(b"GIF89a\x01\x00") == "GIF" and sniff(b"GIF87a") == "GIF"
+    assert sniff(b"GIF89a\x01\x00") == "GIF"
+    assert sniff(b"GIF87a") == "GIF"
     assert sniff(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "WEBP"
-    assert sniff(b"RIFF\x00\x00\x00\x00AVI ") == "" and sniff(b"\x89PNG\r\n\x1a\n") == ""
+    assert sniff(b"RIFF\x00\x00\x00\x00AVI ") == ""
+    assert sniff(b"\x89PNG\r\n\x1a\n") == ""
 
 
 def test_the_gif_count_stops_just_past_the_limit(tmp_path: Path) -> None:
@@ -67,14 +69,16 @@ def test_webp_sizes_of_the_three_kinds(tmp_path: Path) -> None:
     animated = corpus.webp_frame_bomb(tmp_path / "anim.webp", 3, tmp_path)
     with animated.open("rb") as fp:
         header = webp_header(fp, 10)
-    assert header is not None and (header.width, header.height, header.frames) == (16, 16, 3)
+    assert header is not None
+    assert (header.width, header.height, header.frames) == (16, 16, 3)
 
 
 def test_webp_frame_count_stops_past_the_limit(tmp_path: Path) -> None:
     bomb = corpus.webp_frame_bomb(tmp_path / "bomb.webp", 5000, tmp_path)
     with bomb.open("rb") as fp:
         header = webp_header(fp, 1000)
-    assert header is not None and header.frames == 1001
+    assert header is not None
+    assert header.frames == 1001
 
 
 def test_a_webp_of_unknown_chunks_counts_as_a_bomb() -> None:
@@ -84,7 +88,8 @@ def test_a_webp_of_unknown_chunks_counts_as_a_bomb() -> None:
     body = b"WEBP" + chunks
     data = b"RIFF" + len(body).to_bytes(4, "little") + body
     header = webp_header(io.BytesIO(data), 1000)
-    assert header is not None and header.frames > 1000
+    assert header is not None
+    assert header.frames > 1000
 
 
 def test_not_a_webp_container_is_none() -> None:
