@@ -144,6 +144,7 @@ def _opened(path: Path | str, limits: ImageLimits) -> Iterator[tuple[ImageFile.I
     """The image opened and checked against `limits` from its header; closed after."""
     # One bound for Pillow and us: past it Pillow warns (an error here), past twice it raises.
     Image.MAX_IMAGE_PIXELS = limits.max_pixels
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # whatever else in the process may have set
     try:
         fp = open(path, "rb")  # noqa: SIM115 - closed below, also when the open fails
     except OSError as exc:

@@ -52,7 +52,13 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Final
 
-from appliance.errors import ImageBusyError, ImageRefusedError, ImageTimeoutError, MediaError
+from appliance.errors import (
+    ApplianceError,
+    ImageBusyError,
+    ImageRefusedError,
+    ImageTimeoutError,
+    MediaError,
+)
 from appliance.media.images.model import (
     MAX_THUMBNAIL_SIZE,
     THUMBNAIL_FORMATS,
@@ -78,6 +84,15 @@ log = logging.getLogger(__name__)
 STARTUP_TIMEOUT_S: Final = 10.0
 #: `close` lets a worker finish and exit this long before it is killed.
 CLOSE_GRACE_S: Final = 2.0
+#: A worker is replaced after this many jobs: whatever a decoder leaked or fragmented in
+#: its heap goes with it.
+RECYCLE_AFTER_JOBS: Final = 1000
+#: What a worker inherits of the server's environment (names, or prefixes ending in "_"):
+#: the locale, library paths, the one-file bootloader's variables (``_PYI_*``, so that
+#: it reuses the unpacked files), our own.  Database passwords and the like stay out.
+WORKER_ENVIRONMENT: Final = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "HOME", "LC_",
+                             "LD_", "PYTHON", "_PYI_", "_MEI", "PYINSTALLER_",
+                             "TIDINGS_IMAGE_")
 #: A reason from a worker is cut to this many characters.
 MAX_REASON_CHARS: Final = 200
 #: Root of the sources the server runs: ``<root>/appliance/media/images/pool.py``.
@@ -86,6 +101,13 @@ _SOURCE_ROOT: Final = Path(__file__).resolve().parents[3]
 
 class _WorkerLostError(Exception):
     """The worker's pipes closed: it died (killed, crashed, out of memory)."""
+
+
+def worker_environment() -> dict[str, str]:
+    """The part of our environment a worker gets (`WORKER_ENVIRONMENT`)."""
+    return {name: value for name, value in os.environ.items()
+            if any(name == allowed or (allowed.endswith("_") and name.startswith(allowed))
+                   for allowed in WORKER_ENVIRONMENT)}
 
 
 def worker_command() -> tuple[list[str], str | None]:
@@ -100,6 +122,7 @@ class _Worker:
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
+        self.jobs_done = 0
 
     @classmethod
     async def start(cls, env: dict[str, str]) -> _Worker:
@@ -161,9 +184,12 @@ class _Worker:
 class ImagePool:
     """Image jobs in `workers` processes (0: min(2, CPUs)), `queue` more waiting."""
 
-    def __init__(self, workers: int, queue: int, timeout_s: float, limits: ImageLimits) -> None:
-        if workers < 0 or queue < 0 or not timeout_s > 0:
-            raise ValueError("workers and queue must be >= 0, timeout_s > 0")
+    def __init__(self, workers: int, queue: int, timeout_s: float, limits: ImageLimits, *,
+                 recycle_after: int = RECYCLE_AFTER_JOBS) -> None:
+        if workers < 0 or queue < 0 or not timeout_s > 0 or recycle_after < 1:
+            raise ValueError("workers and queue must be >= 0, timeout_s > 0,"
+                             " recycle_after >= 1")
+        self.recycle_after = recycle_after
         self.size = workers or min(2, os.cpu_count() or 1)
         self.queue = queue
         self.timeout_s = timeout_s
@@ -271,13 +297,15 @@ class ImagePool:
                 self._discard(worker)
                 raise
             try:
-                return _answer(answer)
+                info = _answer(answer)
             except WorkerMessageError as exc:
                 self._discard(worker)
                 raise MediaError(f"the image worker answered nonsense: {exc}") from None
-            finally:
-                if worker in self._workers:
-                    self._release(worker)
+            except ApplianceError:  # refused or failed: the worker is fine
+                self._done(worker)
+                raise
+            self._done(worker)
+            return info
         finally:
             self._jobs -= 1
 
@@ -300,6 +328,14 @@ class ImagePool:
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
+
+    def _done(self, worker: _Worker) -> None:
+        """`worker` answered a job: back to work, or replaced after `recycle_after` jobs."""
+        worker.jobs_done += 1
+        if worker.jobs_done >= self.recycle_after:
+            self._discard(worker)  # idle: nothing is lost; the replacement starts now
+        else:
+            self._release(worker)
 
     def _release(self, worker: _Worker) -> None:
         if self._closed:
@@ -352,7 +388,7 @@ class ImagePool:
             raise
 
     async def _start_worker(self) -> _Worker:
-        env = {**os.environ, PARENT_PID_ENV: str(os.getpid()),
+        env = {**worker_environment(), PARENT_PID_ENV: str(os.getpid()),
                MEMORY_ENV: str(worker_memory_bytes(self.limits))}
         started = time.perf_counter()
         try:

@@ -81,6 +81,10 @@ def address_space_limit(pid: int) -> int:
     return int(line.split()[3])
 
 
+def environment_of(pid: int) -> list[bytes]:
+    return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+
+
 @pytest.fixture
 def images(tmp_path: Path) -> Iterator[Path]:
     corpus.animated_gif(tmp_path / "a.gif")
@@ -178,6 +182,39 @@ def test_a_cancelled_job_does_not_hand_its_answer_to_the_next(images: Path) -> N
         info = await pool.probe(images / "photo.jpg")
         assert (info.width, info.height) == (400, 600)
         assert pool.pids != (before,)
+    with_pool(test, workers=1)
+
+
+def test_a_worker_is_replaced_after_recycle_after_jobs(images: Path) -> None:
+    async def test() -> None:
+        pool = ImagePool(1, 4, 10.0, LIMITS, recycle_after=2)
+        try:
+            await pool.start()
+            (first,) = pool.pids
+            await pool.probe(images / "a.gif")
+            assert pool.pids == (first,)
+            await pool.probe(images / "photo.jpg")  # answered, then the worker retires
+            assert first not in pool.pids
+            assert (await pool.probe(images / "a.gif")).frames == 3
+            (second,) = pool.pids
+            assert second != first
+            assert not alive(first)
+        finally:
+            await pool.close()
+    asyncio.run(test())
+
+
+def test_workers_inherit_only_an_allowlisted_environment(
+        images: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDINGS_DATABASE_PASSWORD", "hunter2")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+
+    async def test(pool: ImagePool) -> None:
+        (pid,) = pool.pids
+        environ = environment_of(pid)
+        assert b"TIDINGS_DATABASE_PASSWORD=hunter2" not in environ
+        assert b"LC_ALL=C.UTF-8" in environ
+        assert f"{TEST_HOOKS_ENV}=1".encode() in environ
     with_pool(test, workers=1)
 
 
