@@ -67,6 +67,8 @@ FORBIDDEN = {
     "appliance.media.images.headers": ("PIL", "asyncio", "appliance.system"),
     "appliance.media.images.pool": ("PIL", "appliance.media.images.codec",
                                     "appliance.media.images.worker"),
+    "appliance.media.images.process": ("PIL", "appliance.media.images.codec",
+                                       "appliance.media.images.worker"),
     "appliance.media.images.protocol": ("PIL", "asyncio", "appliance.media.images.codec"),
     "appliance.media.images.model": ("PIL", "asyncio"),
     "appliance.config": ("appliance.transport", "appliance.cli", "appliance.storage", "click"),

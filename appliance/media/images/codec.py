@@ -95,7 +95,7 @@ def sanitize(src: Path | str, dst: Path | str, limits: ImageLimits) -> ImageInfo
         lossless = info.format == "WEBP" and _webp_lossless(image)
         with _refusing():
             image.load()
-            pixels = _normalized(ImageOps.exif_transpose(image))
+            pixels = _normalized(_upright(image))
             pixels = _to_srgb(pixels, image.info.get("icc_profile"))
     if info.format == "JPEG":
         return _write(_for_jpeg(pixels), dst, "JPEG", quality=SANITIZED_JPEG_QUALITY)
@@ -129,7 +129,7 @@ def thumbnail(src: Path | str, dst: Path | str, *, size: int, fmt: str, square: 
         small = _resized(_normalized(image), size, square)
         # The orientation is applied after the resize: same result, a fraction of the
         # work; `info` (EXIF, XMP) travels with the resized copy for exif_transpose.
-        small = _to_srgb(ImageOps.exif_transpose(small), image.info.get("icc_profile"))
+        small = _to_srgb(_upright(small), image.info.get("icc_profile"))
     if fmt == "jpeg":
         return _write(_for_jpeg(small), dst, "JPEG", quality=THUMBNAIL_JPEG_QUALITY)
     return _write(_for_webp(small), dst, "WEBP", quality=THUMBNAIL_WEBP_QUALITY)
@@ -232,6 +232,15 @@ def _orientation(image: Image.Image, *, loaded: bool) -> int:
     except _DECODE_ERRORS:
         return 1  # unreadable EXIF: the image is kept as stored
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """`ImageOps.exif_transpose`: always a new image; EXIF it cannot read or rewrite
+    leaves the pixels as stored, as image viewers do."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except _DECODE_ERRORS:
+        return image.copy()
 
 
 def _webp_lossless(image: ImageFile.ImageFile) -> bool:

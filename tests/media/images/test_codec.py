@@ -172,6 +172,16 @@ def test_the_rotated_photo_is_upright_and_its_gps_gone(tmp_path: Path) -> None:
             assert _near(bottom, corpus.GREEN), bottom
 
 
+def test_corrupt_exif_leaves_the_pixels_as_stored(tmp_path: Path) -> None:
+    src = tmp_path / "corrupt-exif.jpg"
+    Image.new("RGB", (40, 20), corpus.RED).save(
+        src, "JPEG", exif=b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\xff\xff" + b"\x01" * 50)
+    assert probe(src, LIMITS).width == 40
+    info = sanitize(src, tmp_path / "out.jpg", LIMITS)
+    assert (info.width, info.height) == (40, 20)
+    assert_clean(tmp_path / "out.jpg")
+
+
 def test_png_text_xmp_exif_and_icc_are_gone_and_alpha_kept(tmp_path: Path) -> None:
     src = corpus.png_with_metadata(tmp_path / "meta.png")
     info = sanitize(src, tmp_path / "clean.png", LIMITS)
