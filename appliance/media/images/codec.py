@@ -74,8 +74,8 @@ def probe(path: Path | str, limits: ImageLimits) -> ImageInfo:
         ImageRefusedError: not an allowed format, damaged, or past `limits`.
         MediaError: `path` cannot be read (a server fault, not the image's).
     """
-    with _opened(path, limits) as (image, info):
-        orientation = _orientation(image, loaded=False)
+    with _opened(path, limits) as (image, info), _refusing():
+        orientation = _header_orientation(image)
     if orientation in _SWAPPING_ORIENTATIONS:
         return ImageInfo(info.format, info.mime, info.height, info.width, info.frames)
     return info
@@ -208,6 +208,8 @@ def _check(width: int, height: int, frames: int, limits: ImageLimits) -> None:
 def _refusing() -> Iterator[None]:
     """Pillow's exceptions on bad input -> ImageRefusedError (with a reason, never a path)."""
     with warnings.catch_warnings():
+        # Pillow's other warnings (corrupt EXIF...) say nothing the caller can act on.
+        warnings.simplefilter("ignore")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             yield
@@ -223,14 +225,15 @@ def _refusing() -> Iterator[None]:
                                     ) from None
 
 
-def _orientation(image: Image.Image, *, loaded: bool) -> int:
-    """EXIF (or XMP) orientation 1-8; 1 if none.  Unloaded, only what the header holds:
-    `Image.Image.getexif` reads ``info`` (PNG's override would decode the whole image)."""
+def _header_orientation(image: Image.Image) -> int:
+    """EXIF (or XMP) orientation 1-8 from what the header holds (1 if none or unreadable).
+
+    `Image.Image.getexif` reads ``info`` only; PNG's override would decode the image to
+    find an eXIf chunk after the pixel data (such a PNG's probe says "as stored")."""
     try:
-        exif = image.getexif() if loaded else Image.Image.getexif(image)
-        value = exif.get(_ORIENTATION_TAG, 1)
+        value = Image.Image.getexif(image).get(_ORIENTATION_TAG, 1)
     except _DECODE_ERRORS:
-        return 1  # unreadable EXIF: the image is kept as stored
+        return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
