@@ -38,6 +38,7 @@ from appliance.errors import (
     ImageTimeoutError,
     MediaError,
 )
+from appliance.media.config import MediaConfig
 from appliance.media.images.model import (
     MAX_THUMBNAIL_SIZE,
     THUMBNAIL_FORMATS,
@@ -92,6 +93,14 @@ class ImagePool:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+
+    @classmethod
+    def from_config(cls, media: MediaConfig) -> ImagePool:
+        """The pool ``[media]`` describes (image_workers, image_queue, image_timeout_s,
+        max_image_pixels, max_image_side, max_image_frames)."""
+        limits = ImageLimits(media.max_image_pixels, media.max_image_side,
+                             media.max_image_frames)
+        return cls(media.image_workers, media.image_queue, media.image_timeout_s, limits)
 
     # --- the API ----------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from typing import TypeVar
 import pytest
 
 from appliance.errors import ImageBusyError, ImageRefusedError, ImageTimeoutError, MediaError
+from appliance.media.config import MediaConfig
 from appliance.media.images.model import ImageLimits
 from appliance.media.images.pool import ImagePool
 from appliance.media.images.protocol import TEST_HOOKS_ENV, worker_memory_bytes
@@ -302,6 +303,14 @@ def test_a_sigkilled_server_takes_its_workers_with_it(tmp_path: Path) -> None:
     while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.01)  # the kernel's SIGKILL takes a moment to land
     assert not [pid for pid in workers if alive(pid)], "orphaned image workers"
+
+
+def test_the_pool_of_a_media_config() -> None:
+    media = MediaConfig(image_workers=3, image_queue=7, image_timeout_s=2.5,
+                        max_image_pixels=1000, max_image_side=50, max_image_frames=4)
+    pool = ImagePool.from_config(media)
+    assert (pool.size, pool.queue, pool.timeout_s) == (3, 7, 2.5)
+    assert pool.limits == ImageLimits(max_pixels=1000, max_side=50, max_frames=4)
 
 
 def test_constructor_checks_and_defaults() -> None:
