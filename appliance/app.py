@@ -29,6 +29,7 @@ from appliance.dbserver.private import PrivateLayout, PrivateServer, socket_live
 from appliance.engine.clock import SystemClock
 from appliance.engine.delivery import Engine
 from appliance.errors import ConfigError
+from appliance.media.runtime import media_for
 from appliance.metrics.wiring import exporter_for
 from appliance.service.admin import AdminService
 from appliance.service.database import running
@@ -125,16 +126,21 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
             AppFigures(engine, clock))
         api.edge = server.edge
         api.metrics = exporter_for(config.metrics, server, store, tls, certs)
+        media = media_for(config.media, store, config.storage.data_dir, clock)
+        api.files = media.files
+        api.previews = media.previews
         api.on_auth = server.auth_result
         # Credential changes made here close this process's sessions at once;
         # secrets replaced by another process stop working at its next poll.
         api.credentials = engine.credentials
         engine.credentials.secrets_changed = lambda _app: api.forget_secrets()
+        engine.credentials.tokens_changed = api.forget_tokens
         if certs is not None:
             await certs.load_stored()
         host, port = await server.start(config.server.host, config.server.port,
                                         sockets.get(MAIN))
         watcher = spawn(engine.credentials.run(), name="credentials")
+        media.start()
         redirect_port = None
         # A passed redirect socket is served even when the configuration has none:
         # systemd would otherwise hold its connections in the backlog for ever.
@@ -170,6 +176,7 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         if maintainer is not None:
             maintainer.cancel()
         await server.stop(config.server.shutdown_timeout_s)
+        await media.close()
         publisher.publish(ServerState.STOPPED)
     finally:
         await store.close()

@@ -224,3 +224,32 @@ class TooManyRequestsError(UsageError):
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class BodyAbortedError(ApplianceError):
+    """A streamed request body ended early: the client went away, reset the stream, or
+    stopped sending past the request deadline.  What arrived before stays usable (tus)."""
+
+
+class ForbiddenError(ApplianceError):
+    """The caller is known but may not do this (HTTP 403): a file not shared with the
+    user, an expired or forged signed link, a group picture changed by a non-admin."""
+
+
+class BlobError(MediaError):
+    """The blob store's disk failed (full, I/O error, permissions): `reason` says how.
+    Nothing of the blob being written was kept."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class AttachmentError(UsageError):
+    """A FILE message's payload is not the convention (PROTOCOL.md §3.3.1): `reason` says
+    why.  The message is refused with INVALID_FILE; the connection stays open (the frame
+    itself is well formed, its content is the app's)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -71,6 +71,16 @@ FORBIDDEN = {
                                        "appliance.media.images.worker"),
     "appliance.media.images.protocol": ("PIL", "asyncio", "appliance.media.images.codec"),
     "appliance.media.images.model": ("PIL", "asyncio"),
+    # The server side of media never loads Pillow (only image workers do): the codec
+    # is reached through the pool.
+    "appliance.media.files": ("PIL", "appliance.media.images.codec"),
+    "appliance.media.runtime": ("PIL", "appliance.media.images.codec"),
+    # Link previews: no store (the image goes out through the store_image callback), no
+    # Pillow, and HTTP only through fetch's pinned httpcore connection: never httpx or
+    # urllib, which read proxies from the environment and resolve names themselves.
+    "appliance.media.previews": ("appliance.storage", "appliance.media.images", "PIL",
+                                 "httpx", "urllib.request", "http.client", "requests",
+                                 "aiohttp"),
     "appliance.config": ("appliance.transport", "appliance.cli", "appliance.storage", "click"),
     # What a running server says about itself (issue 14): a file format and its
     # readers, used by the server and by the CLI; no loop, no store, no TLS stack.

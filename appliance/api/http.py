@@ -8,21 +8,52 @@ HTTP/1.1 and HTTP/2 handlers (transport) build an `ApiRequest` and write the
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from appliance.errors import (
     ApplianceError,
     AuthError,
     ConflictError,
+    ForbiddenError,
+    ImageBusyError,
     NotFoundError,
+    PreviewFetchError,
+    QuotaError,
     StorageUnavailableError,
+    TooManyRequestsError,
     UsageError,
 )
 
 PROBLEM_JSON = b"application/problem+json"
 JSON = b"application/json"
+
+
+class BodyStream(Protocol):
+    """A request body read as it arrives (routes declared ``stream=True``: uploads).
+
+    The transport hands the request over when its headers arrive; the body's
+    bytes wait in a small bounded buffer, and while the handler does not read,
+    the client is not read from (HTTP/1.1) or gets no flow-control credit
+    (HTTP/2).  Nothing beyond that buffer is accepted before the handler's
+    first `read`, which it makes only once the caller is authenticated: an
+    ``Expect: 100-continue`` is answered then, and HTTP/2's window is opened.
+    """
+
+    #: The declared length (Content-Length), or None (chunked, or HTTP/2 without one).
+    length: int | None
+
+    async def read(self) -> bytes:
+        """The bytes received since the last call (at most a few hundred KiB);
+        b"" once the body is complete.
+
+        Raises:
+            BodyAbortedError: the client went away, reset the stream, or stopped
+                sending for longer than the request deadline.
+        """
+        ...
 
 
 @dataclass(slots=True)
@@ -34,6 +65,8 @@ class ApiRequest:
     body: bytes
     #: The connection's transport (opaque here): the edge counts auth failures by it.
     connection: Any = None
+    #: Routes declared ``stream=True`` read their body here (`body` is then empty).
+    stream: BodyStream | None = None
 
 
 def parse_query(query: str) -> dict[str, str]:
@@ -49,6 +82,15 @@ class ApiResponse:
     body: bytes = b""
     content_type: bytes = JSON
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    #: A body too large to hold (a download): `length` bytes produced in chunks.
+    #: The transport writes them as the client's window and its own output
+    #: high-water mark allow, and closes the iterator if the client goes away.
+    stream: AsyncIterator[bytes] | None = None
+    length: int = 0
+
+    @property
+    def body_length(self) -> int:
+        return self.length if self.stream is not None else len(self.body)
 
 
 class ApiError(ApplianceError):
@@ -65,6 +107,11 @@ class ApiError(ApplianceError):
 #: appliance error type -> (HTTP status, title).  The first match wins.
 PROBLEMS: list[tuple[type[ApplianceError], int, str]] = [
     (AuthError, 401, "unauthorized"),
+    (ForbiddenError, 403, "forbidden"),
+    (QuotaError, 413, "content too large"),
+    (TooManyRequestsError, 429, "too many requests"),
+    (ImageBusyError, 503, "busy"),
+    (PreviewFetchError, 502, "bad gateway"),
     (NotFoundError, 404, "not found"),
     (ConflictError, 409, "conflict"),
     (UsageError, 422, "invalid request"),
@@ -91,5 +138,12 @@ def from_error(exc: ApplianceError) -> ApiResponse:
         return problem(exc.status, exc.title, exc.detail, **exc.extra)
     for kind, status, title in PROBLEMS:
         if isinstance(exc, kind):
-            return problem(status, title, str(exc))
+            extra: dict[str, Any] = {}
+            if isinstance(exc, QuotaError):
+                extra = {"limit": exc.limit, "allowed": exc.allowed}
+            response = problem(status, title, str(exc), **extra)
+            if isinstance(exc, TooManyRequestsError):
+                response.headers.append(
+                    (b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
+            return response
     return problem(500, "internal error", "the server could not complete the request")

@@ -39,7 +39,13 @@ def document(routes: list[Route]) -> dict[str, Any]:
         if route.body is not None:
             op["requestBody"] = {"required": True, "content": {
                 "application/json": {"schema": route.body}}}
-        if not route.auth:
+        elif route.stream:
+            op["requestBody"] = {"required": True, "content": {
+                "application/octet-stream": {"schema": {"type": "string",
+                                                        "format": "binary"}}}}
+        if route.user:
+            op["security"] = [{"accessToken": []}]
+        elif not route.auth:
             op["security"] = []
         elif route.operator:
             op["security"] = [{"operatorKey": []}]
@@ -55,7 +61,10 @@ def document(routes: list[Route]) -> dict[str, Any]:
                 "appSecret": {"type": "http", "scheme": "bearer",
                               "description": "the app secret (tds_...)"},
                 "operatorKey": {"type": "http", "scheme": "bearer",
-                                "description": "the operator key (tdo_...)"}},
+                                "description": "the operator key (tdo_...)"},
+                "accessToken": {"type": "http", "scheme": "bearer",
+                                "description": "a user's access token (tdt_...), as a device"
+                                               " uses it"}},
             "schemas": {"Problem": _PROBLEM},
         },
         "security": [{"appSecret": []}],
@@ -66,6 +75,8 @@ def _query(route: Route, name: str) -> dict[str, Any]:
     if name == "limit":
         return {"name": "limit", "in": "query",
                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}}
+    if name != "after":  # media: names, sizes, formats, signed-link fields, URLs
+        return {"name": name, "in": "query", "schema": {"type": "string"}}
     if route.pattern == "/v1/groups":  # groups page by id, users by address
         return {"name": "after", "in": "query",
                 "schema": {"type": "integer", "minimum": 0, "maximum": STORED_U64_MAX}}

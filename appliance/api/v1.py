@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.api.edge import EDGE_ROUTES, EdgeControl
+from appliance.api.files import FILE_ROUTES
 from appliance.api.http import ApiError, ApiRequest, ApiResponse, from_error, ok
 from appliance.api.inputs import (
     checked,
@@ -25,9 +26,15 @@ from appliance.api.inputs import (
 )
 from appliance.api.messages import U32_MAX, BackendSender
 from appliance.api.metrics import METRICS_ROUTES, MetricsAccess
+from appliance.api.pictures import PICTURE_ROUTES
+from appliance.api.previews import PREVIEW_ROUTES
 from appliance.api.stats import AppStats
+from appliance.api.uploads import UPLOAD_ROUTES
+from appliance.api.usertokens import UserTokens
 from appliance.engine.clock import Clock
 from appliance.errors import ApplianceError
+from appliance.media.files import FileService
+from appliance.media.previews import PreviewService
 from appliance.protocol.wire import PRIORITY_MAX, STORED_U64_MAX, TYPE_MAX
 from appliance.protocol.wire.frames import MAX_ADDRESS_BYTES, U64_MAX
 from appliance.service.admin import (
@@ -44,7 +51,7 @@ from appliance.service.admin import (
     perm_names,
 )
 from appliance.storage.interface import Storage
-from appliance.storage.models import AppInfo, GroupInfo, Perm
+from appliance.storage.models import AppInfo, GroupInfo, Perm, Principal
 
 SECRET_CACHE_S = 5.0
 log = logging.getLogger(__name__)
@@ -78,6 +85,11 @@ class Route:
     auth: bool = True
     operator: bool = False  # needs the operator key instead of an app secret
     scrape: bool = False  # /metrics: the operator key, or an address in [metrics] allow
+    #: Needs a user's access token (a device's credential) instead of an app secret;
+    #: the handler finds the user in `Call.user` (issue 15: files, previews).
+    user: bool = False
+    #: The body goes to the handler as it arrives (`ApiRequest.stream`): uploads.
+    stream: bool = False
     body: dict[str, Any] | None = None  # JSON schema of the request body
     response: dict[str, Any] | None = None  # JSON schema of the success body
     status: int = 200
@@ -95,6 +107,8 @@ class Call:
     params: dict[str, str]
     app: AppInfo | None
     api: RestApi
+    #: The access token's owner, on routes declared ``user=True``.
+    user: Principal | None = None
 
     def json(self) -> dict[str, Any]:
         return parse_json_object(self.request.body)
@@ -387,6 +401,10 @@ ROUTES: list[Route] = [
                       " next_renewal, failed_attempts, next_attempt and last_error, as"
                       " `tidings cert status` prints them"}}}),
     *(Route(**spec) for spec in EDGE_ROUTES),
+    *(Route(**spec) for spec in FILE_ROUTES),
+    *(Route(**spec) for spec in UPLOAD_ROUTES),
+    *(Route(**spec) for spec in PICTURE_ROUTES),
+    *(Route(**spec) for spec in PREVIEW_ROUTES),
     *(Route(**spec) for spec in METRICS_ROUTES),
 ]
 
@@ -402,7 +420,11 @@ class RestApi:
         self.stats = stats
         self.app_stats = app_stats
         self._routes = [(r, r.regex()) for r in ROUTES]
+        #: (method, pattern) of the routes whose bodies stream to their handler.
+        self._streamed = [(r.method, pattern) for r, pattern in self._routes if r.stream]
         self._secrets: dict[str, tuple[AppInfo, float]] = {}
+        #: Users' access tokens, for the routes declared ``user=True`` (and downloads).
+        self.tokens = UserTokens(store, clock)
         #: This process's live sessions, told of credential changes made here.
         self.credentials: CredentialsListener | None = None
         #: The connection edge (operator routes), and its hook: (connection, passed).
@@ -410,6 +432,9 @@ class RestApi:
         self.on_auth: Callable[[Any, bool], None] = lambda connection, passed: None
         #: `/metrics` (None: this server exports none).
         self.metrics: MetricsAccess | None = None
+        #: Files, images and previews (issue 15); None: not served by this API.
+        self.files: FileService | None = None
+        self.previews: PreviewService | None = None
 
     async def handle(self, request: ApiRequest) -> ApiResponse:
         """The response to `request`; never raises."""
@@ -421,6 +446,10 @@ class RestApi:
             log.exception("%s %s failed", request.method, request.path)
             return from_error(ApplianceError("internal error"))
 
+    def streams(self, method: str, path: str) -> bool:
+        """Whether `method path` is an upload whose body streams to its handler."""
+        return any(m == method and p.match(path) for m, p in self._streamed)
+
     async def _dispatch(self, request: ApiRequest) -> ApiResponse:
         allowed = []
         for route, pattern in self._routes:
@@ -431,13 +460,15 @@ class RestApi:
                                                         and request.method == "HEAD"):
                 allowed.append(route.method)
                 continue
+            user: Principal | None = None
+            app: AppInfo | None = None
             try:
                 if route.scrape:
                     await self._authenticate_scraper(request)
-                    app = None
                 elif route.operator:
                     await self._authenticate_operator(request)
-                    app = None
+                elif route.user:
+                    user = await self.tokens.authenticate(request)
                 else:
                     app = await self._authenticate(request) if route.auth else None
             except ApiError:  # a 401: counts against the address (auto-blocking)
@@ -450,7 +481,7 @@ class RestApi:
             # Matched on the raw target, so an escaped "/" (%2F) stays inside
             # its segment; then each segment is percent-decoded (RFC 3986).
             params = {k: path_segment(v) for k, v in match.groupdict().items()}
-            return await route.handler(Call(request, params, app, self))
+            return await route.handler(Call(request, params, app, self, user))
         if allowed:
             raise ApiError(405, "method not allowed",
                            f"{request.path} allows {', '.join(sorted(set(allowed)))}")
@@ -459,6 +490,10 @@ class RestApi:
     def forget_secrets(self) -> None:
         """Drop cached app secrets (after a rotation through this API or elsewhere)."""
         self._secrets.clear()
+
+    def forget_tokens(self) -> None:
+        """Drop cached access tokens (a user's tokens were revoked or the user renamed)."""
+        self.tokens.forget()
 
     async def _authenticate_operator(self, request: ApiRequest) -> None:
         scheme, _, key = request.headers.get(b"authorization", b"").decode(

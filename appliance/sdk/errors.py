@@ -117,6 +117,11 @@ class InboxFullError(SendError):
     """The recipient's queue is full."""
 
 
+class InvalidFileError(SendError):
+    """A FILE message's payload is not the convention, or names a file the sender may
+    not share (missing, unfinished, expired, another app's, not granted to it)."""
+
+
 _SEND_ERRORS: dict[int, type[SendError]] = {
     Status.FAILED: SendFailedError,
     Status.USER_OFFLINE: UserOfflineError,
@@ -127,6 +132,7 @@ _SEND_ERRORS: dict[int, type[SendError]] = {
     Status.TOO_LARGE: TooLargeError,
     Status.RATE_LIMITED: RateLimitedError,
     Status.INBOX_FULL: InboxFullError,
+    Status.INVALID_FILE: InvalidFileError,
 }
 
 _CLOSE_ERRORS: dict[int, type[ClientConnectionError]] = {

@@ -299,3 +299,48 @@ class RenewalState:
 
 
 RENEW_IF_DUE, RENEW_FORCE = 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """A file of an app (issue 15): an upload in progress, or complete with its blob.
+
+    `size` is the declared length until the upload completes, then the final
+    one; `received` counts what arrived (== `size` when complete).  `sha256`
+    names the content-addressed blob once complete.  `expires_ms` None means
+    kept (a profile or group picture); otherwise the sweep removes the file
+    after it (grants extend it, see `FileStore.grant_file`).
+    """
+
+    file_id: str
+    app_id: int
+    owner_id: int
+    size: int
+    received: int
+    sha256: bytes | None
+    content_type: str
+    name: str
+    width: int
+    height: int
+    created_ms: int
+    expires_ms: int | None
+
+    @property
+    def complete(self) -> bool:
+        """Whether every byte arrived and the blob is committed."""
+        return self.sha256 is not None
+
+
+@dataclass(frozen=True, slots=True)
+class FileVariant:
+    """A derived image of a complete file (a thumbnail, a picture size), in a blob of its own.
+
+    `variant` names it, e.g. ``t320.webp`` or ``p96.jpeg``.
+    """
+
+    variant: str
+    sha256: bytes
+    size: int
+    content_type: str
+    width: int
+    height: int

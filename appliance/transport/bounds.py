@@ -46,6 +46,8 @@ HELD_BY_PROTOCOL = 1
 HELD_BY_OUTPUT = 2
 #: The server's budget for request bodies in flight is spent (HTTP/1.1).
 HELD_BY_BUDGET = 4
+#: A streamed upload's handler has not taken what is buffered yet (HTTP/1.1).
+HELD_BY_READER = 8
 
 
 def hold(transport: asyncio.ReadTransport | None, held: int, reason: int) -> int:

@@ -48,6 +48,11 @@ class Api(Protocol):
         """Answer one request (never raises: errors are problem+json)."""
         ...
 
+    def streams(self, method: str, path: str) -> bool:
+        """Whether this request's body goes to its handler as it arrives (an upload):
+        the handler is then called when the headers are in, with `ApiRequest.stream`."""
+        ...
+
 
 class Host(Protocol):
     """The server, as the protocols of its connections see it."""

@@ -24,11 +24,13 @@ import h11
 
 from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse, parse_query, problem
 from appliance.ratelimit import RATE_PER_S, TokenBucket
+from appliance.transport.bodystream import STREAM_BUFFER_BYTES, StreamedBody
 from appliance.transport.bounds import (
     CLOSE_GRACE_S,
     HELD_BY_BUDGET,
     HELD_BY_OUTPUT,
     HELD_BY_PROTOCOL,
+    HELD_BY_READER,
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
     MAX_REQUESTS,
@@ -50,8 +52,9 @@ _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 class HttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection; becomes a WebSocket carrier on upgrade."""
 
-    __slots__ = ("_body", "_bucket", "_budgeted", "_busy", "_deadline", "_h11", "_held", "_raw",
-                 "_receiving", "_request", "_requests", "_server", "_stalled_at", "_transport")
+    __slots__ = ("_body", "_bucket", "_budgeted", "_busy", "_deadline", "_drained", "_h11",
+                 "_held", "_raw", "_receiving", "_request", "_requests", "_server", "_stalled_at",
+                 "_transport", "_upload")
 
     def __init__(self, server: Host, transport: asyncio.Transport) -> None:
         self._server = server
@@ -73,6 +76,10 @@ class HttpProtocol(asyncio.Protocol):
         self._receiving = True
         self._deadline = now + server.bounds.request_timeout_s
         self._stalled_at = 0.0  # when the output went above the high-water mark
+        #: A streamed upload's body on its way to its handler (routes with stream=True).
+        self._upload: StreamedBody | None = None
+        #: A streamed download waiting for the client to read (resume_writing).
+        self._drained: asyncio.Future[None] | None = None
         set_write_limits(transport, server.bounds.output_high_water_bytes)
         server.connections.add(self)
 
@@ -88,7 +95,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._request is None:
             self._raw += data  # an upgrade hands the raw request to wsproto
         conn.receive_data(data)
-        if self._busy:
+        if self._busy and (self._upload is None or self._upload.complete):
             # A pipelining client: stop reading until every request buffered so
             # far is answered (two epoll changes, so only when it happens, not
             # per request), so that what it sends waits in its own kernel.
@@ -109,6 +116,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._stalled_at = 0.0
+        self._wake_writer()
         self._release(HELD_BY_OUTPUT)
         if not self._busy:
             self._process()  # a pipelined request may be buffered already
@@ -119,13 +127,16 @@ class HttpProtocol(asyncio.Protocol):
         bounds = self._server.bounds
         if self._stalled_at and now - self._stalled_at > bounds.send_timeout_s:
             self._drop()
+        elif self._held & HELD_BY_READER:
+            # An upload waits for its handler (the disk), not for the client.
+            self._deadline = now + bounds.request_timeout_s
         elif now > self._deadline:
             self.close(0, "the request did not arrive in time" if self._receiving else "")
 
     def _process(self) -> None:
         """Handle what h11 has buffered, up to a complete request (then answer it)."""
-        while (self._h11 is not None and self._transport is not None and not self._busy
-               and not self._stalled_at):
+        while (self._h11 is not None and self._transport is not None and not self._stalled_at
+               and (not self._busy or (self._upload is not None and not self._upload.complete))):
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
@@ -143,6 +154,9 @@ class HttpProtocol(asyncio.Protocol):
                 if not self._on_request(event):
                     return
             elif isinstance(event, h11.Data):
+                if self._upload is not None:
+                    self._feed(event.data)
+                    continue
                 self._body += event.data
                 if len(self._body) > MAX_BODY_BYTES:
                     self._fail(problem(413, "content too large",
@@ -150,6 +164,10 @@ class HttpProtocol(asyncio.Protocol):
                     return
                 self._spend(len(event.data))
             elif isinstance(event, h11.EndOfMessage):
+                if self._upload is not None:
+                    self._upload.finish()  # its handler runs already
+                    self._deadline = math.inf
+                    return
                 self._busy = True  # one request at a time (HTTP/1.1)
                 self._deadline = math.inf  # none while the server works on the answer
                 spawn(self._respond(), name="http-request")
@@ -164,7 +182,77 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._server.connections.discard(self)
+        if self._upload is not None:
+            self._upload.fail("the connection closed before the body was complete")
+        self._wake_writer()
         self._refund()
+
+    # --- streamed bodies (uploads and downloads, issue 15) --------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        upload = self._upload
+        assert upload is not None
+        upload.feed(data)
+        self._spend(len(data))
+        self._deadline = self._server.clock.monotonic() + self._server.bounds.request_timeout_s
+        if upload.buffered >= STREAM_BUFFER_BYTES:
+            self._hold(HELD_BY_READER)  # the client waits in its own kernel
+
+    def _upload_consumed(self, size: int) -> None:
+        if self._budgeted:
+            size = min(size, self._budgeted)
+            self._budgeted -= size
+            self._server.body_budget.release(size)
+        if self._held & HELD_BY_READER:
+            self._deadline = self._server.clock.monotonic() + self._server.bounds.request_timeout_s
+            self._release(HELD_BY_READER)
+            self._process()  # h11 may hold more of the body already
+
+    def _upload_started(self) -> None:
+        """The handler wants the body: an ``Expect: 100-continue`` client may send it now."""
+        conn, transport = self._h11, self._transport
+        if conn is not None and transport is not None and conn.they_are_waiting_for_100_continue:
+            transport.write(conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+                            or b"")
+
+    def _wake_writer(self) -> None:
+        waiter, self._drained = self._drained, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _send_stream(self, response: ApiResponse, head: bool) -> None:
+        """Write a streamed body as the client takes it (the high-water mark)."""
+        stream = response.stream
+        assert stream is not None
+        try:
+            conn, transport = self._h11, self._transport
+            if conn is None or transport is None:
+                return
+            headers = [(b"content-type", response.content_type),
+                       (b"content-length", str(response.length).encode()),
+                       (b"server", SERVER_HEADER), *response.headers]
+            transport.write(conn.send(h11.Response(
+                status_code=response.status, headers=headers,
+                reason=_REASONS[response.status])) or b"")
+            if not head:
+                async for chunk in stream:
+                    if self._transport is None or self._h11 is None:
+                        return
+                    # Pass-through: no copy of the chunk into one bytes object.
+                    transport.writelines(conn.send_with_data_passthrough(h11.Data(data=chunk))
+                                         or ())
+                    while self._stalled_at and self._transport is not None:
+                        self._drained = asyncio.get_running_loop().create_future()
+                        await self._drained
+            if self._transport is not None and self._h11 is not None:
+                transport.write(conn.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError:  # the body was not `length` bytes: cut, never pad
+            log.error("a streamed response was not its declared %d bytes", response.length)
+            self._drop()
+        finally:
+            closer = getattr(stream, "aclose", None)
+            if closer is not None:
+                await closer()
 
     # --- the server's budget for bodies in flight ----------------------------------------
 
@@ -222,6 +310,18 @@ class HttpProtocol(asyncio.Protocol):
         if headers.get(b"upgrade", b"").lower() == b"websocket":
             return self._upgrade()
         length = headers.get(b"content-length")
+        api = self._server.api
+        if api is not None and api.streams(request.method.decode("latin-1"),
+                                           request.target.partition(b"?")[0].decode("latin-1")):
+            # An upload: its handler starts now and reads the body as it comes
+            # (its own limits apply, not MAX_BODY_BYTES).
+            self._upload = StreamedBody(int(length) if length is not None else None,
+                                        consumed=self._upload_consumed,
+                                        started=self._upload_started)
+            self._busy = True
+            self._deadline = self._server.clock.monotonic() + self._server.bounds.request_timeout_s
+            spawn(self._respond(), name="http-upload")
+            return True
         if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
             self._fail(problem(413, "content too large",
                                 f"bodies are limited to {MAX_BODY_BYTES} bytes"))
@@ -255,14 +355,25 @@ class HttpProtocol(asyncio.Protocol):
         api_request = ApiRequest(
             request.method.decode("latin-1"), path,
             parse_query(query),
-            {k.lower(): v for k, v in request.headers}, bytes(self._body), self._transport)
+            {k.lower(): v for k, v in request.headers}, bytes(self._body), self._transport,
+            self._upload)
         api = self._server.api
         if api is None:
             response = ApiResponse(503, b'{"title": "no API"}', PROBLEM_JSON)
         else:
             response = await api.handle(api_request)
-        self._send(response.status, response.body, response.content_type,
-                   head=api_request.method == "HEAD", extra=response.headers)
+        upload, self._upload = self._upload, None
+        if upload is not None and not upload.complete:
+            # Answered before the whole body came (a refusal): the rest is not
+            # read, so this connection cannot carry another request.
+            upload.fail("answered before the body was complete")
+            self._fail(response)
+            return
+        if response.stream is not None:
+            await self._send_stream(response, head=api_request.method == "HEAD")
+        else:
+            self._send(response.status, response.body, response.content_type,
+                       head=api_request.method == "HEAD", extra=response.headers)
         self._busy = False
         self._next_request()
         self._process()  # a pipelined request may be buffered already
@@ -316,7 +427,8 @@ class HttpProtocol(asyncio.Protocol):
         """Answer an error that ends the connection, then close it."""
         conn = self._h11
         if conn is not None and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            self._send(response.status, response.body, response.content_type, close=True)
+            self._send(response.status, response.body, response.content_type, close=True,
+                       extra=response.headers)
         transport = self._transport
         if transport is not None and transport.can_write_eof():
             # Close gently: a client still sending would otherwise get a TCP

@@ -47,6 +47,7 @@ from h2.settings import SettingCodes
 from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse, parse_query, problem
 from appliance.protocol.h2frames import ControlFrameCounter
 from appliance.ratelimit import RATE_PER_S, TokenBucket
+from appliance.transport.bodystream import StreamedBody
 from appliance.transport.bounds import (
     CLOSE_GRACE_S,
     H2_STREAM_WINDOW,
@@ -66,8 +67,16 @@ from appliance.transport.tasks import spawn
 log = logging.getLogger(__name__)
 
 
+#: A streamed upload's window once its handler reads (after authentication),
+#: and what the connection's window grows by, once, for uploads: a fast client
+#: then keeps a megabyte in flight instead of 64 KiB (RFC 9113 §6.9).  The
+#: server holds at most this much of one connection's uploads, since credit is
+#: given back only for what the handler has taken.
+UPLOAD_WINDOW = 1024 * 1024
+
+
 class _Stream:
-    __slots__ = ("body", "credited", "headers", "opened_at", "owed", "task")
+    __slots__ = ("body", "credited", "headers", "opened_at", "owed", "task", "upload")
 
     def __init__(self, headers: list[tuple[bytes, bytes]], now: float) -> None:
         self.headers = headers
@@ -76,6 +85,9 @@ class _Stream:
         self.credited = 0  # body bytes held and already given back as flow-control credit
         self.owed = 0  # body bytes held whose credit waits for room in the budgets
         self.task: asyncio.Task[None] | None = None
+        #: A streamed upload (its handler runs from the headers on); `opened_at`
+        #: then moves with each DATA frame (the upload's progress deadline).
+        self.upload: StreamedBody | None = None
 
 
 class Http2Protocol(asyncio.Protocol):
@@ -95,6 +107,10 @@ class Http2Protocol(asyncio.Protocol):
         self._streams: dict[int, _Stream] = {}
         self._resets: collections.deque[float] = collections.deque()
         self._pending: dict[int, bytes] = {}  # response bodies waiting for flow control
+        #: Streamed response bodies being written, and who waits for window or drain.
+        self._pumps: dict[int, asyncio.Task[None]] = {}
+        self._writable: asyncio.Future[None] | None = None
+        self._upload_window_opened = False
         self._closing = False
         now = server.clock.monotonic()
         self._bucket = TokenBucket(now)
@@ -154,6 +170,7 @@ class Http2Protocol(asyncio.Protocol):
                     return
             elif isinstance(event, WindowUpdated):
                 self._send_pending()
+                self._wake_pumps()
             elif isinstance(event, ConnectionTerminated):
                 self._flush()
                 self.close(0, "")
@@ -171,11 +188,29 @@ class Http2Protocol(asyncio.Protocol):
                 429, "too many requests", f"at most {RATE_PER_S:.0f} requests/s per"
                 " connection"))
             return
-        self._streams[stream_id] = _Stream(headers, now)
+        stream = self._streams[stream_id] = _Stream(headers, now)
+        api = self._server.api
+        pseudo = {k: v for k, v in headers if k.startswith(b":")}
+        if api is not None and api.streams(
+                pseudo.get(b":method", b"").decode("latin-1"),
+                pseudo.get(b":path", b"/").partition(b"?")[0].decode("latin-1")):
+            length = next((v for k, v in headers if k == b"content-length"), None)
+            stream.upload = StreamedBody(
+                int(length) if length is not None and length.isdigit() else None,
+                consumed=lambda size: self._upload_consumed(stream_id, size),
+                started=lambda: self._upload_started(stream_id))
+            stream.task = spawn(self._serve(stream_id, stream), name="h2-upload")
 
     def _on_data(self, event: DataReceived) -> None:
         size = event.flow_controlled_length
         stream = self._streams.get(event.stream_id)
+        if stream is not None and stream.upload is not None:
+            # Credit comes back as the handler reads (`_upload_consumed`);
+            # padding at once, it is never read.
+            stream.upload.feed(event.data)
+            stream.opened_at = self._server.clock.monotonic()
+            self._credit(event.stream_id, size - len(event.data))
+            return
         if stream is None or stream.task is not None:
             # Refused, answered early or reset: nothing is kept, the credit goes back.
             self._credit(event.stream_id, size)
@@ -271,6 +306,9 @@ class Http2Protocol(asyncio.Protocol):
 
     def _on_end(self, stream_id: int) -> None:
         stream = self._streams.get(stream_id)
+        if stream is not None and stream.upload is not None:
+            stream.upload.finish()
+            return
         if stream is not None and stream.task is None:
             if stream.owed:  # the last bytes are in: no need to hold their credit back
                 self._credit(stream_id, stream.owed)
@@ -280,6 +318,9 @@ class Http2Protocol(asyncio.Protocol):
     def _on_reset(self, stream_id: int, now: float) -> bool:
         self._forget(stream_id)
         self._pending.pop(stream_id, None)
+        pump = self._pumps.pop(stream_id, None)
+        if pump is not None:
+            pump.cancel()
         resets = self._resets
         resets.append(now)
         while resets and now - resets[0] > RESET_WINDOW_S:
@@ -295,7 +336,11 @@ class Http2Protocol(asyncio.Protocol):
     def _forget(self, stream_id: int) -> _Stream | None:
         stream = self._streams.pop(stream_id, None)
         if stream is not None:
-            if stream.task is not None:
+            if stream.upload is not None:
+                # The handler is told (BodyAbortedError) and ends by itself,
+                # keeping what arrived (a tus upload resumes from there).
+                stream.upload.fail("the stream was reset or the connection closed")
+            elif stream.task is not None:
                 stream.task.cancel()
             if stream.owed:
                 self._credit(stream_id, stream.owed)
@@ -314,16 +359,25 @@ class Http2Protocol(asyncio.Protocol):
         request = ApiRequest(headers.get(b":method", b"GET").decode("latin-1"), path,
                              parse_query(query),
                              {k.lower(): v for k, v in stream.headers if not k.startswith(b":")},
-                             bytes(stream.body), self._transport)
+                             bytes(stream.body), self._transport, stream.upload)
         api = self._server.api
         response = (await api.handle(request) if api is not None
                     else ApiResponse(503, b'{"title": "no API"}', PROBLEM_JSON))
         if self._streams.get(stream_id) is stream:
             self._served += 1
             stream.task = None  # done: nothing to cancel
+            upload, stream.upload = stream.upload, None
             self._forget(stream_id)
             self._respond(stream_id, response, head=request.method == "HEAD")
+            if upload is not None and not upload.complete:
+                # Answered before the body ended (a refusal): stop the rest (§8.1).
+                with contextlib.suppress(H2Error):
+                    self._h2.reset_stream(stream_id, ErrorCodes.NO_ERROR)
             self._flush_soon()
+        elif response.stream is not None:
+            closer = getattr(response.stream, "aclose", None)
+            if closer is not None:
+                await closer()
 
     def _answer_early(self, stream_id: int, response: ApiResponse) -> None:
         """Answer before the request is complete, then stop the rest (RFC 9113 §8.1)."""
@@ -336,15 +390,23 @@ class Http2Protocol(asyncio.Protocol):
 
     def _respond(self, stream_id: int, response: ApiResponse, *, head: bool = False) -> None:
         body = b"" if head or response.status == 204 else response.body
+        streamed = response.stream is not None and not head
         headers = [(b":status", str(response.status).encode()),
                    (b"server", SERVER_HEADER), *response.headers]
         if response.status != 204:
             headers += [(b"content-type", response.content_type),
-                        (b"content-length", str(len(response.body)).encode())]
+                        (b"content-length", str(response.body_length).encode())]
         try:
-            self._h2.send_headers(stream_id, headers, end_stream=not body)
+            self._h2.send_headers(stream_id, headers, end_stream=not (body or streamed))
         except (StreamClosedError, ProtocolError):
-            return  # the client gave up on this stream
+            streamed = False  # the client gave up on this stream
+        if response.stream is not None:
+            if streamed:
+                self._pumps[stream_id] = spawn(self._pump(stream_id, response),
+                                               name="h2-download")
+            else:
+                spawn(_close_stream(response), name="h2-download-close")
+            return
         if body:
             self._pending[stream_id] = body
             self._send_pending()
@@ -371,6 +433,62 @@ class Http2Protocol(asyncio.Protocol):
                 del self._pending[stream_id]
         self._flush_soon()
 
+    # --- streamed bodies (uploads and downloads, issue 15) --------------------------------
+
+    def _upload_consumed(self, stream_id: int, size: int) -> None:
+        self._credit(stream_id, size)
+        self._flush_soon()
+
+    def _upload_started(self, stream_id: int) -> None:
+        """The handler reads (the caller is authenticated): open a wide window."""
+        with contextlib.suppress(H2Error):
+            self._h2.increment_flow_control_window(UPLOAD_WINDOW - H2_STREAM_WINDOW, stream_id)
+            if not self._upload_window_opened:
+                self._upload_window_opened = True
+                self._h2.increment_flow_control_window(UPLOAD_WINDOW)
+        self._flush_soon()
+
+    def _wake_pumps(self) -> None:
+        waiter, self._writable = self._writable, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _writable_again(self) -> None:
+        """Wait for a WINDOW_UPDATE, or for the client to drain our output."""
+        if self._writable is None:
+            self._writable = asyncio.get_running_loop().create_future()
+        await self._writable
+
+    async def _pump(self, stream_id: int, response: ApiResponse) -> None:
+        """Write a streamed body within the client's windows and our high-water mark."""
+        h2 = self._h2
+        stream = response.stream
+        assert stream is not None
+        try:
+            async for chunk in stream:
+                view = memoryview(chunk)
+                while view:
+                    if self._transport is None or self._closing:
+                        return
+                    window = h2.local_flow_control_window(stream_id)
+                    if self._stalled_at or window <= 0:
+                        await self._writable_again()
+                        continue
+                    frame = h2.max_outbound_frame_size
+                    end = min(len(view), window)
+                    for start in range(0, end, frame):
+                        h2.send_data(stream_id, bytes(view[start:min(start + frame, end)]))
+                    view = view[end:]
+                    self._flush()  # now: pause_writing must see the backlog
+            h2.end_stream(stream_id)
+            self._flush_soon()
+        except H2Error:
+            return  # the stream or the connection is gone
+        finally:
+            self._pumps.pop(stream_id, None)
+            self._idle_since = self._server.clock.monotonic()  # keep-alive runs from the end
+            await _close_stream(response)
+
     # --- flow of our output -------------------------------------------------------------
 
     def pause_writing(self) -> None:
@@ -381,6 +499,7 @@ class Http2Protocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._stalled_at = 0.0
+        self._wake_pumps()
         if self._transport is not None and not self._closing:
             self._transport.resume_reading()
             self._send_pending()
@@ -410,12 +529,20 @@ class Http2Protocol(asyncio.Protocol):
             return
         late = [sid for sid, s in self._streams.items()
                 if s.task is None and now - s.opened_at > bounds.request_timeout_s]
+        for stream in self._streams.values():
+            upload = stream.upload
+            # An upload that stalls: not while its handler has unread bytes
+            # (then the disk is the slow side) or has not begun to read.
+            if (upload is not None and upload.started and not upload.complete
+                    and not upload.buffered and now - stream.opened_at > bounds.request_timeout_s):
+                self._server.refusals["http_request_timeout"] += 1
+                upload.fail(f"no data for {bounds.request_timeout_s} s")
         for stream_id in late:
             self._server.refusals["http_request_timeout"] += 1
             self._answer_early(stream_id, problem(
                 408, "request timeout",
                 f"the request did not arrive within {bounds.request_timeout_s} s"))
-        if not self._streams:  # answers still waiting for the client's window do not count
+        if not self._streams and not self._pumps:  # answers waiting for the window do not count
             limit = bounds.keepalive_timeout_s if self._served else bounds.request_timeout_s
             if now - self._idle_since > limit:
                 self.close(0, "idle")
@@ -449,6 +576,10 @@ class Http2Protocol(asyncio.Protocol):
         for stream_id in list(self._streams):
             self._forget(stream_id)
         self._pending.clear()
+        for pump in self._pumps.values():
+            pump.cancel()
+        self._pumps.clear()
+        self._wake_pumps()
         self._server.body_budget.forget(self._grant_owed)
 
     def eof_received(self) -> bool | None:
@@ -477,3 +608,10 @@ class Http2Protocol(asyncio.Protocol):
         self._transport = None
         close_within(transport)
 
+
+
+async def _close_stream(response: ApiResponse) -> None:
+    """Release a streamed body that will not be (fully) written (its open file)."""
+    closer = getattr(response.stream, "aclose", None)
+    if closer is not None:
+        await closer()

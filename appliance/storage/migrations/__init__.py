@@ -13,6 +13,7 @@ Schema history:
   5  MariaDB: no automatic statistics on the queue tables (deliveries, receipts).
   6  credential_changes: revocations, deletions, renames seen by live servers.
   7  certificates, renewal_state, leases: the ACME manager's shared state.
+  8  files, file_grants, file_variants, blobs, pictures, media_keys (issue 15).
 """
 
 from __future__ import annotations

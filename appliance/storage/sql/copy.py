@@ -56,6 +56,17 @@ TABLES = (
                            "not_after_ms", "version"), ("name",)),
     Table("renewal_state", ("name", "attempts", "next_attempt_ms", "last_attempt_ms",
                             "last_error", "request", "requested_ms"), ("name",)),
+    # Media (issue 15): the records; the blobs themselves are files under the data
+    # directory (media/blobs), which move with it.
+    Table("files", ("id", "app_id", "owner_id", "size", "received", "sha256", "content_type",
+                    "name", "width", "height", "created_ms", "expires_ms"), ("id",)),
+    Table("file_grants", ("file_id", "user_id", "group_id", "expires_ms"),
+          ("file_id", "user_id", "group_id")),
+    Table("file_variants", ("file_id", "variant", "sha256", "size", "content_type", "width",
+                            "height"), ("file_id", "variant")),
+    Table("blobs", ("sha256", "size", "refs", "unreferenced_since_ms"), ("sha256",)),
+    Table("pictures", ("app_id", "kind", "owner_id", "file_id"), ("app_id", "kind", "owner_id")),
+    Table("media_keys", ("name", "secret", "created_ms"), ("name",)),
 )
 
 

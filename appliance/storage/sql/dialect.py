@@ -109,6 +109,9 @@ class Dialect:
     transactional_ddl: bool
     #: The table that records applied migrations.
     migrations_table: str
+    #: Appended to a SELECT that must lock its rows until COMMIT: " FOR UPDATE"
+    #: (MariaDB); "" on SQLite, where ``BEGIN IMMEDIATE`` admits one writer.
+    for_update: str = ""
 
 
 def _sqlite_existing(size: int) -> str:
@@ -171,4 +174,5 @@ MARIADB = Dialect(
     migrations_table="CREATE TABLE IF NOT EXISTS schema_migrations (version INT PRIMARY KEY,"
                      " name VARCHAR(200) NOT NULL, checksum CHAR(64) NOT NULL,"
                      " applied_ms BIGINT NOT NULL) ENGINE=InnoDB",
+    for_update=" FOR UPDATE",
 )

@@ -36,6 +36,7 @@ from appliance.storage.models import (
 )
 from appliance.storage.sql import admin, certificates, credentials, reads
 from appliance.storage.sql.dialect import Connection
+from appliance.storage.sql.filestore import SqlFileStore
 from appliance.storage.sql.writes import Writer
 
 T = TypeVar("T")
@@ -170,8 +171,8 @@ class Readers:
             conn.close()
 
 
-class SqlStorage:
-    """The `Storage` interface on one SQL database."""
+class SqlStorage(SqlFileStore):
+    """The `Storage` interface on one SQL database (`FileStore` from `SqlFileStore`)."""
 
     def __init__(self, writer: Writer, wpool: ThreadPoolExecutor, readers: Readers) -> None:
         self._writer = writer
@@ -196,8 +197,19 @@ class SqlStorage:
     async def _admin(self, fn: Callable[..., T], *args: object) -> T:
         return await self._write(partial(self._writer.run_admin, fn, *args))
 
-    async def _meta(self, fn: Callable[..., T], *args: object) -> T:
-        return await self._write(partial(self._writer.run_meta, fn, *args))
+    async def _meta(self, fn: Callable[..., T], *args: object, durable: bool = True) -> T:
+        return await self._write(partial(self._writer.run_meta, fn, *args, durable=durable))
+
+    @property
+    def file_retention_ms(self) -> int:
+        """See `FileStore.file_retention_ms`."""
+        return self._writer.file_retention_ms
+
+    @file_retention_ms.setter
+    def file_retention_ms(self, value: int) -> None:
+        if not 0 <= value < 2**62:
+            raise StorageError(f"the store refused a file retention of {value} ms")
+        self._writer.file_retention_ms = value
 
     # --- MessageStore -----------------------------------------------------
 
@@ -298,7 +310,7 @@ class SqlStorage:
 
     async def delete_user(self, app_id: int, address: str) -> None:
         """See `AdminStore.delete_user`."""
-        await self._admin(admin.delete_user, app_id, address)
+        await self._admin(admin.delete_user, app_id, address, self.clock_ms())
         # Its queue went with it: the apps' queue usage is counted again.
         await self._write(self._writer.usage.forget_apps)
 
@@ -321,7 +333,7 @@ class SqlStorage:
 
     async def delete_group(self, app_id: int, group_id: int) -> None:
         """See `AdminStore.delete_group`."""
-        await self._admin(admin.delete_group, app_id, group_id)
+        await self._admin(admin.delete_group, app_id, group_id, self.clock_ms())
 
     async def set_member(self, app_id: int, group_id: int, user_id: int, perms: int) -> None:
         """See `AdminStore.set_member`."""

@@ -20,9 +20,11 @@ Invariants (SPEC M4):
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TypeVar
 
-from appliance.errors import StorageError, StorageUnavailableError
+from appliance.errors import QuotaError, StorageError, StorageUnavailableError
+from appliance.protocol.attachments import FILE
 from appliance.storage.models import (
     Accepted,
     DeviceRecord,
@@ -37,6 +39,7 @@ from appliance.storage.models import (
 from appliance.storage.sql.bulk import delivery_rows, message_sizes, messages_by_ids
 from appliance.storage.sql.dialect import Connection
 from appliance.storage.sql.directory import Directory
+from appliance.storage.sql.files import accept_shared
 from appliance.storage.sql.isolate import isolate
 from appliance.storage.sql.usage import QueueUsage
 
@@ -120,6 +123,9 @@ class Writer:
         self._trim: set[int] = set()
         self._stale = True
         self._next_seq = self._receipt_seq = 0
+        #: How long past its message's expiry a FILE grant lasts (``media.file_retention_s``,
+        #: set by the server at start-up; 0: as long as the message).
+        self.file_retention_ms = 0
         #: What waits for each user and app (the inbox quotas, SPEC M13).
         self.usage = QueueUsage(conn)
         self.directory = Directory(conn)
@@ -144,7 +150,7 @@ class Writer:
             self._load_counters()
             self._stale = False
 
-    def _fail(self, exc: BaseException) -> StorageError:
+    def _fail(self, exc: BaseException) -> StorageError | QuotaError:
         """Roll back after ANY exception and return the typed error for the callers.
 
         Not only driver errors: a value the driver cannot bind (OverflowError,
@@ -159,8 +165,8 @@ class Writer:
         self._stale = True
         if not isinstance(exc, Exception):
             raise exc  # KeyboardInterrupt, SystemExit: rolled back, passed on
-        if isinstance(exc, StorageError):
-            return exc  # already typed (a lost connection at COMMIT, NotFound...)
+        if isinstance(exc, StorageError | QuotaError):
+            return exc  # already typed (a lost connection at COMMIT, NotFound, a quota...)
         if isinstance(exc, self._errors):
             return self.conn.translate(exc)
         return StorageError(f"the store refused a value: {type(exc).__name__}: {exc}")
@@ -184,13 +190,14 @@ class Writer:
         finally:
             self._clear_caches()
 
-    def run_meta(self, fn: Callable[..., T], *args: object) -> T:
+    def run_meta(self, fn: Callable[..., T], *args: object, durable: bool = True) -> T:
         """Run a change that is no directory change in a transaction of its own.
 
         Certificates, renewal state, leases (issue 13): unlike `run_admin`, it
         leaves directory_version (and this writer's caches) alone, so other
         processes keep theirs.  A deadlock's victim (MariaDB, two processes
         creating the same row) runs again, up to `_META_ATTEMPTS` times.
+        `durable=False`: see `Connection.begin` (progress a crash may lose).
 
         Raises:
             StorageError: whatever failed (typed as `fn` raised it, or
@@ -199,7 +206,7 @@ class Writer:
         attempt = 1
         while True:
             try:
-                self._begin()
+                self._begin(durable=durable)
                 result = fn(self.conn, *args)
                 self.conn.commit()
                 return result
@@ -306,7 +313,15 @@ class Writer:
             if old is not None:
                 results[i] = Accepted(Outcome.DUPLICATE, old[1], old[0], old[2])
                 continue
-            targets = self._targets(m, recipients, now_ms, quota)
+            if m.flags & FILE:  # the one test a message without files pays
+                shared = accept_shared(self.conn, m, recipients, now_ms, self.file_retention_ms,
+                                       partial(self._targets, m, recipients, now_ms, quota))
+                if isinstance(shared, int):
+                    results[i] = Accepted(Outcome.REJECTED, shared)
+                    continue
+                targets = shared
+            else:
+                targets = self._targets(m, recipients, now_ms, quota)
             if targets is None:
                 results[i] = Accepted(Outcome.REJECTED, INBOX_FULL)
                 continue

@@ -1,0 +1,431 @@
+"""Files (SPEC M9, issue 15): uploads in, downloads out, access checked on each.
+
+`FileService` is what the REST routes call.  An upload (one-shot or tus) is
+created with its declared length, checked against ``media.max_file_bytes``
+and the app's ``media.max_app_bytes`` before a byte is stored, then receives
+its body as it arrives, straight to a part file on disk.  When it is whole:
+
+* content that *is* an image (by its bytes, never its name or declared type)
+  goes through Pillow in a worker (`images.ImagePool.sanitize`): orientation
+  applied, every metadata field (GPS included) dropped; only that clean copy
+  is stored and served.  A damaged image or a decompression bomb is refused
+  and nothing of it is kept;
+* anything else is stored as it came.
+
+Content is stored by its SHA-256 (`blobs`): the same bytes uploaded twice
+take the disk once.  Who may read a file: its uploader, the users and group
+members it was sent to (`FileStore.grant_file`, from the FILE flag of a
+message), and whoever holds an unexpired signed link (`signing`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Protocol
+
+from appliance.errors import (
+    ApplianceError,
+    BodyAbortedError,
+    ConflictError,
+    ForbiddenError,
+    ImageRefusedError,
+    NotFoundError,
+    QuotaError,
+    UsageError,
+)
+from appliance.media import signing
+from appliance.media.blob_writer import MAX_CHUNK
+from appliance.media.blobs import BlobStore, BlobWriter
+from appliance.media.config import MAX_LINK_TTL_S, MediaConfig
+from appliance.media.ids import is_file_id, new_file_id
+from appliance.media.images.model import ImageInfo
+from appliance.media.images.pool import ImagePool
+from appliance.media.ranges import ByteRange
+from appliance.storage.interface import Storage
+from appliance.storage.models import FileRecord, FileVariant, Principal
+
+log = logging.getLogger(__name__)
+
+#: How long a tus request waits for an earlier one on the same upload to settle.
+SETTLE_WAIT_S = 10.0
+#: Bytes read from disk per chunk of a download (one thread hop each).
+READ_CHUNK_BYTES = 1024 * 1024
+#: What a name and a declared type may be (longer ones are cut / refused).
+MAX_NAME_BYTES = 255
+MAX_TYPE_CHARS = 127
+_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
+#: Leading bytes of the formats the image pipeline takes (JPEG, PNG, GIF, WebP).
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
+#: Served inline: clean images (ours), audio and video; anything else a browser
+#: could run or render (HTML, SVG, XML, PDF, scripts) goes as an attachment.
+_INLINE_PREFIXES = ("audio/", "video/")
+OCTET_STREAM = "application/octet-stream"
+
+
+class ChunkSource(Protocol):
+    """A request body read as it arrives (`appliance.api.http.BodyStream`)."""
+
+    length: int | None
+
+    async def read(self) -> bytes: ...
+
+
+class WallClock(Protocol):
+    def wall_ms(self) -> int: ...
+
+
+def clean_type(declared: str) -> str:
+    """A declared media type reduced to ``type/subtype`` (parameters dropped), or
+    application/octet-stream if it is not one."""
+    kind = declared.partition(";")[0].strip().lower()
+    return kind if len(kind) <= MAX_TYPE_CHARS and _TYPE_RE.fullmatch(kind) else OCTET_STREAM
+
+
+def clean_name(name: str) -> str:
+    """A file name as a hint for the recipient: no directories, no control
+    characters, at most 255 UTF-8 bytes."""
+    name = name.replace("\\", "/").rpartition("/")[2]
+    name = "".join(ch for ch in name if ch.isprintable()).strip() or "file"
+    encoded = name.encode("utf-8")[:MAX_NAME_BYTES]
+    return encoded.decode("utf-8", "ignore")
+
+
+def looks_like_image(head: bytes) -> bool:
+    return head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def is_image(record: FileRecord) -> bool:
+    """A file whose stored bytes are a clean image made by our pipeline."""
+    return record.width > 0
+
+
+def disposition(record: FileRecord) -> str:
+    """``inline`` only for what a browser displays without running it."""
+    if is_image(record) or record.content_type.startswith(_INLINE_PREFIXES):
+        return "inline"
+    return "attachment"
+
+
+class FileService:
+    """Uploads, downloads, thumbnails and signed links for the REST routes."""
+
+    def __init__(self, store: Storage, blobs: BlobStore, images: ImagePool | None,
+                 config: MediaConfig, clock: WallClock) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.images = images
+        self.config = config
+        self.clock = clock
+        self._key: bytes | None = None
+        #: Uploads receiving a body in this process now (one writer each), and
+        #: the event set when that request has recorded its progress.
+        self._receiving: dict[str, asyncio.Event] = {}
+        #: Variants being made: concurrent requests for one wait for it.
+        self._making: dict[tuple[str, str], asyncio.Future[FileVariant]] = {}
+
+    # --- uploads ------------------------------------------------------------------------
+
+    async def create(self, user: Principal, length: int, content_type: str,
+                     name: str) -> FileRecord:
+        """A new upload of `length` bytes, counted against the app's storage now.
+
+        Raises:
+            QuotaError: past ``media.max_file_bytes`` or ``media.max_app_bytes``.
+        """
+        limit = self.config.max_file_bytes
+        if length > limit:
+            raise QuotaError(f"files are limited to {limit} bytes", limit="media.max_file_bytes",
+                             allowed=limit)
+        now = self.clock.wall_ms()
+        record = FileRecord(
+            file_id=new_file_id(), app_id=user.app_id, owner_id=user.user_id, size=length,
+            received=0, sha256=None, content_type=clean_type(content_type),
+            name=clean_name(name), width=0, height=0, created_ms=now,
+            expires_ms=now + self.config.upload_expiry_s * 1000)
+        await self.store.create_file(record, self.config.max_app_bytes)
+        return record
+
+    async def owned_upload(self, user: Principal, file_id: str) -> FileRecord:
+        """An upload of `user`'s (tus HEAD, PATCH, DELETE): 404 for anyone else's.
+
+        A request still appending to it (its client went away a moment ago and
+        asks again at once) is waited for, up to `SETTLE_WAIT_S`: HEAD then
+        reports every byte that arrived, not a stale offset.
+        """
+        appending = self._receiving.get(file_id)
+        if appending is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(appending.wait(), SETTLE_WAIT_S)
+        record = await self._record(file_id)
+        if record.app_id != user.app_id or record.owner_id != user.user_id:
+            raise NotFoundError(f"no upload {file_id}")
+        return record
+
+    async def receive(self, record: FileRecord, body: ChunkSource, offset: int) -> FileRecord:
+        """Append `body` at `offset`; the upload completes when its length is reached.
+
+        What arrives before the client goes away is kept: a tus client resumes
+        from the offset HEAD reports.
+
+        Raises:
+            ConflictError: `offset` is not what was received (tus 409), the upload
+                is complete already, or another request is appending to it.
+            UsageError: the body is longer than the upload's declared length.
+            ImageRefusedError: an image that cannot be made clean (it is deleted).
+            BodyAbortedError: the client went away (the received part is kept).
+        """
+        if record.complete:
+            raise ConflictError("the upload is complete")
+        if offset != record.received:
+            raise ConflictError(f"Upload-Offset is {record.received}, not {offset}")
+        if record.file_id in self._receiving:
+            raise ConflictError("another request is appending to this upload")
+        settled = self._receiving[record.file_id] = asyncio.Event()
+        try:
+            writer = await (self.blobs.resume(record.file_id, offset) if offset
+                            else self.blobs.writer(record.file_id))
+            received = offset
+            try:
+                while chunk := await body.read():
+                    if received + len(chunk) > record.size:
+                        raise UsageError(f"the body is longer than the upload's {record.size}"
+                                         " bytes")
+                    for start in range(0, len(chunk), MAX_CHUNK):  # the writer's bound
+                        await writer.write(chunk[start:start + MAX_CHUNK])
+                    received += len(chunk)
+            except BodyAbortedError:
+                await self._suspend(record, writer, received)
+                raise
+            except BaseException:
+                await self._suspend(record, writer, offset if received > offset else received)
+                raise
+            if received < record.size:
+                return await self._suspend(record, writer, received)
+            return await self._finish(record, writer)
+        finally:
+            del self._receiving[record.file_id]
+            settled.set()
+
+    async def _suspend(self, record: FileRecord, writer: BlobWriter, received: int) -> FileRecord:
+        await writer.pause()
+        try:
+            await self.store.set_received(record.file_id, received)
+        except ApplianceError as exc:  # the part keeps the bytes; HEAD would say less
+            log.warning("upload %s: progress not recorded: %s", record.file_id, exc)
+        return _replace(record, received=received)
+
+    async def _finish(self, record: FileRecord, writer: BlobWriter) -> FileRecord:
+        content_type, width, height = record.content_type, 0, 0
+        part = self.blobs.part_path(record.file_id)
+        await writer.pause()  # flushed: its first bytes (and an image worker) read the file
+        head = await asyncio.to_thread(_head, part)
+        if looks_like_image(head) and self.images is not None:
+            clean = part.with_name(part.name + ".clean")
+            try:
+                info = await self.images.sanitize(part, clean)
+            except ImageRefusedError:
+                await self.blobs.discard(record.file_id)
+                await self.store.delete_file(record.file_id)
+                with contextlib.suppress(OSError):
+                    clean.unlink()
+                raise
+            await self.blobs.discard(record.file_id)
+            sha256, size = await self.blobs.adopt(clean)
+            content_type, width, height = info.mime, info.width, info.height
+        else:
+            # The hash state was kept by the pause: resuming costs no re-read.
+            writer = await self.blobs.resume(record.file_id, record.size)
+            sha256, size = await writer.commit()
+            if content_type.startswith("image/"):
+                content_type = OCTET_STREAM  # says image, is not one we know: never inline
+        return await self.store.complete_file(record.file_id, sha256, size, content_type,
+                                              width, height)
+
+    async def discard(self, record: FileRecord) -> None:
+        """tus termination: the upload and what it received go."""
+        await self.blobs.discard(record.file_id)
+        await self.store.delete_file(record.file_id)
+
+    # --- reading ------------------------------------------------------------------------
+
+    async def _record(self, file_id: str) -> FileRecord:
+        record = await self.store.file(file_id) if is_file_id(file_id) else None
+        if record is None:
+            raise NotFoundError(f"no file {file_id[:40]}")
+        return record
+
+    async def readable(self, file_id: str, *, user: Principal | None = None,
+                       link: tuple[str, str] | None = None) -> FileRecord:
+        """A complete file `user` (or the holder of `link`: exp, sig) may read.
+
+        Raises:
+            NotFoundError: no such complete file (or another app's: never "forbidden",
+                which would confirm it exists).
+            ForbiddenError: the file was not shared with the user; the link is bad.
+        """
+        record = await self._record(file_id)
+        if not record.complete:
+            raise NotFoundError(f"file {file_id} is still being uploaded")
+        if link is not None:
+            signing.verify(await self.signing_key(), file_id, link[0], link[1],
+                           self.clock.wall_ms() // 1000)
+            return record
+        if user is None or user.app_id != record.app_id:
+            raise NotFoundError(f"no file {file_id}")
+        if not await self.store.may_read(file_id, user.user_id, self.clock.wall_ms()):
+            raise ForbiddenError("this file was not sent to you")
+        return record
+
+    def read(self, sha256: bytes, byte_range: ByteRange | None, size: int
+             ) -> AsyncIterator[bytes]:
+        """The bytes of a stored blob (or a range of them), read in a thread."""
+        path = self.blobs.local_path(sha256)
+        start, length = (byte_range.start, byte_range.length) if byte_range else (0, size)
+        return _read_file(path, start, length)
+
+    async def signing_key(self) -> bytes:
+        if self._key is None:
+            self._key = await self.store.media_signing_key()
+        return self._key
+
+    async def link(self, record: FileRecord, ttl_s: int | None) -> tuple[str, int]:
+        """A signed link's query string and expiry (Unix seconds)."""
+        return await self.link_to(record.file_id, ttl_s)
+
+    # --- images -------------------------------------------------------------------------
+
+    async def _scratch(self, suffix: str) -> Path:
+        """A fresh path beside the upload parts for an image worker's output."""
+        path = self.blobs.part_path(new_file_id()).with_suffix(suffix)
+        await asyncio.to_thread(path.parent.mkdir, mode=0o700, parents=True, exist_ok=True)
+        return path
+
+    async def store_preview_image(self, app_id: int, source: Path, size: int,
+                                  lifetime_s: float) -> str | None:
+        """A link preview's image as a file of the app: thumbnailed (WebP, longest side
+        `size`, clean), owned by no user (owner 0: only signed links read it), removed
+        after `lifetime_s` by the sweep.  None if it is not an image we take.
+
+        Raises:
+            QuotaError: the app's storage is full.
+            ImageBusyError: every image worker is busy.
+        """
+        if self.images is None:
+            return None
+        out = await self._scratch(".preview.webp")
+        try:
+            try:
+                info = await self.images.thumbnail(source, out, size=size, fmt="webp",
+                                                   square=False)
+            except ImageRefusedError as exc:
+                log.info("a preview image was refused: %s", exc)
+                return None
+            length = (await asyncio.to_thread(out.stat)).st_size
+            now = self.clock.wall_ms()
+            record = FileRecord(
+                file_id=new_file_id(), app_id=app_id, owner_id=0, size=length, received=0,
+                sha256=None, content_type=info.mime, name="preview.webp", width=info.width,
+                height=info.height, created_ms=now, expires_ms=now + int(lifetime_s * 1000))
+            await self.store.create_file(record, self.config.max_app_bytes)
+            sha256, length = await self.blobs.adopt(out)
+            await self.store.complete_file(record.file_id, sha256, length, info.mime,
+                                           info.width, info.height)
+            return record.file_id
+        finally:
+            with contextlib.suppress(OSError):
+                out.unlink()
+
+    async def link_to(self, file_id: str, ttl_s: int | None = None) -> tuple[str, int]:
+        """A signed link's query string and expiry for a file id (see `link`)."""
+        ttl = self.config.link_ttl_s if ttl_s is None else ttl_s
+        if not 1 <= ttl <= MAX_LINK_TTL_S:
+            raise UsageError(f"ttl_s must be 1 to {MAX_LINK_TTL_S}")
+        expires = self.clock.wall_ms() // 1000 + ttl
+        return signing.link_query(await self.signing_key(), file_id, expires), expires
+
+    async def variant(self, record: FileRecord, size: int, fmt: str, *,
+                      square: bool) -> FileVariant:
+        """A thumbnail (or a square picture size) of an image file, made once.
+
+        Raises:
+            UsageError: not an image, or a size/format not configured.
+        """
+        sizes = self.config.picture_sizes if square else self.config.thumbnail_sizes
+        if size not in sizes:
+            raise UsageError(f"size must be one of {', '.join(map(str, sizes))}")
+        if fmt not in ("webp", "jpeg"):
+            raise UsageError("format must be webp or jpeg")
+        if not is_image(record) or record.sha256 is None or self.images is None:
+            raise UsageError("this file is not an image")
+        name = f"{'p' if square else 't'}{size}.{fmt}"
+        found = await self.store.variant(record.file_id, name)
+        if found is not None:
+            return found
+        key = (record.file_id, name)
+        pending = self._making.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[FileVariant] = asyncio.get_running_loop().create_future()
+        self._making[key] = future
+        try:
+            made = await self._make_variant(record, record.sha256, name, size, fmt, square)
+            future.set_result(made)
+            return made
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning if no one waits
+            raise
+        finally:
+            del self._making[key]
+
+    async def _make_variant(self, record: FileRecord, sha256: bytes, name: str, size: int,
+                            fmt: str, square: bool) -> FileVariant:
+        assert self.images is not None
+        out = await self._scratch(f".{name}")
+        try:
+            info: ImageInfo = await self.images.thumbnail(
+                self.blobs.local_path(sha256), out, size=size, fmt=fmt, square=square)
+            digest, length = await self.blobs.adopt(out)
+        finally:
+            with contextlib.suppress(OSError):
+                out.unlink()
+        made = FileVariant(name, digest, length, info.mime, info.width, info.height)
+        await self.store.save_variant(record.file_id, made)
+        return made
+
+
+def _replace(record: FileRecord, *, received: int) -> FileRecord:
+    return dataclasses.replace(record, received=received)
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as file:
+        return file.read(16)
+
+
+async def _read_file(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
+    """Read in a thread: a cold disk must not stall the event loop."""
+    try:
+        file = await asyncio.to_thread(open, path, "rb")
+    except OSError as exc:
+        log.error("blob %s cannot be read: %s", path.name, exc.strerror)
+        return
+    try:
+        left = length
+        while left > 0:
+            chunk = await asyncio.to_thread(os.pread, file.fileno(),
+                                            min(left, READ_CHUNK_BYTES), start + length - left)
+            if not chunk:
+                return  # shorter than recorded: the transport cuts the response
+            left -= len(chunk)
+            yield chunk
+    finally:
+        file.close()
+
