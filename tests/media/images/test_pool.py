@@ -252,9 +252,14 @@ def test_workers_start_lazily_and_their_start_up_is_measured(images: Path) -> No
 
 
 def test_the_event_loop_stays_responsive_during_8_thumbnails(tmp_path: Path) -> None:
+    """The loop ticks every 5 ms while 8 thumbnails of a 12-megapixel photo are made.
+
+    Done in the loop, one thumbnail blocks it for 80-250 ms, every time.  On a shared
+    machine another process can also hold the CPU for a while: the burst is tried up to
+    three times and the quietest try counts."""
     src = corpus.photo(tmp_path / "photo.jpg")
 
-    async def test(pool: ImagePool) -> None:
+    async def burst(pool: ImagePool) -> float:
         lags: list[float] = []
         done = asyncio.Event()
 
@@ -272,9 +277,17 @@ def test_the_event_loop_stays_responsive_during_8_thumbnails(tmp_path: Path) -> 
         done.set()
         await tick
         assert all((i.width, i.height) == (320, 240) for i in infos)
-        print(f"max loop lag {max(lags) * 1000:.1f} ms over {len(lags)} ticks")
         assert len(lags) > 10
-        assert max(lags) < 0.050, f"max loop lag {max(lags) * 1000:.0f} ms"
+        return max(lags)
+
+    async def test(pool: ImagePool) -> None:
+        worst: list[float] = []
+        for _ in range(3):
+            worst.append(await burst(pool))
+            if worst[-1] < 0.050:
+                break
+        print("max loop lag per try:", ", ".join(f"{lag * 1000:.1f} ms" for lag in worst))
+        assert min(worst) < 0.050, worst
     with_pool(test)
 
 
