@@ -46,7 +46,7 @@ from appliance.media.blob_writer import MAX_CHUNK
 from appliance.media.blobs import BlobStore, BlobWriter
 from appliance.media.config import MAX_LINK_TTL_S, MediaConfig
 from appliance.media.ids import is_file_id, new_file_id
-from appliance.media.images.codec import ImageInfo
+from appliance.media.images.model import ImageInfo
 from appliance.media.images.pool import ImagePool
 from appliance.media.ranges import ByteRange
 from appliance.ratelimit import TokenBucket
