@@ -390,7 +390,8 @@ def picture(conn: Connection, app: int, kind: str, owner: int) -> str | None:
 
 def delete_file(conn: Connection, file_id: str, now_ms: int) -> None:
     """See `FileStore.delete_file`; in the caller's transaction.  Nothing if it is gone."""
-    row = conn.execute("SELECT sha256 FROM files WHERE id = ?", (file_id,)).fetchone()
+    row = conn.execute("SELECT sha256, expires_ms FROM files WHERE id = ?",
+                       (file_id,)).fetchone()
     if row is None:
         return
     for (sha,) in conn.execute("SELECT sha256 FROM file_variants WHERE file_id = ?",
@@ -399,8 +400,12 @@ def delete_file(conn: Connection, file_id: str, now_ms: int) -> None:
     if row[0] is not None:
         _unref_blob(conn, bytes(row[0]), now_ms)
     for table, column in (("file_variants", "file_id"), ("file_grants", "file_id"),
-                          ("pictures", "file_id"), ("files", "id")):
+                          ("files", "id")):
         conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (file_id,))
+    if row[1] is None:
+        # Only a kept file can be a picture (`set_picture`): the sweep's deletions of
+        # expired files never scan the pictures, which have no index on file_id.
+        conn.execute("DELETE FROM pictures WHERE file_id = ?", (file_id,))
 
 
 def expired_files(conn: Connection, now_ms: int, limit: int) -> list[str]:
