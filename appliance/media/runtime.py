@@ -59,6 +59,8 @@ class Media:
 def media_for(config: MediaConfig, store: Storage, data_dir: Path, clock: WallClock) -> Media:
     """Everything media needs, over ``<data_dir>/media``."""
     blobs = DiskBlobStore(data_dir / "media")
+    # A FILE message's grant outlives the message by this (PROTOCOL.md §3.3.1).
+    store.file_retention_ms = config.file_retention_s * 1000
     images = image_pool(config)
     files = FileService(store, blobs, images, config, clock)
     previews = None
