@@ -391,3 +391,21 @@ def test_an_empty_tus_upload_is_complete_when_created(world: World) -> None:
     file_id = headers["location"].rpartition("/")[2]
     status, headers, body = world.request("GET", f"/v1/files/{file_id}")
     assert (status, headers["content-length"], body) == (200, "0", b"")
+
+
+def test_a_backend_send_can_share_a_file_or_is_refused(world: World) -> None:
+    doc = world.upload(b"from the backend")
+    conn = http.client.HTTPConnection(world.server.host, world.server.port, timeout=30)
+    auth = {"Authorization": f"Bearer {world.secret}"}
+    sends = []
+    for file_id in (doc["id"], "c" * 26):
+        text = json.dumps({"files": [{"id": file_id}]})
+        conn.request("POST", "/v1/messages", json.dumps(
+            {"from": "alice", "to": "carol", "text": text, "flags": FILE | 0x3}), auth)
+        response = conn.getresponse()
+        sends.append((response.status, json.loads(response.read())))
+    conn.close()
+    assert sends[0][0] == 201, sends
+    assert (sends[1][0], sends[1][1]["message_status"]) == (422, "INVALID_FILE")
+    status, _, body = world.request("GET", f"/v1/files/{doc['id']}", user="carol")
+    assert (status, body) == (200, b"from the backend")
