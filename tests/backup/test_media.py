@@ -14,18 +14,23 @@ import asyncio
 import hashlib
 import json
 import os
+import pwd
 import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from appliance.backup.media import MediaOutcome, add_blobs, blob_hex, blob_name, list_blobs
+from appliance.backup.restore import restore
+from appliance.config import load_config
 from appliance.media.blobs import DiskBlobStore
 from tests.backup.archives import Edit, Members, refused, rewrite
 from tests.conftest import tidings
+from tests.support.components import missing
 from tests.support.provision import provision
 
 MiB = 1 << 20
@@ -146,6 +151,40 @@ def test_many_blobs_and_a_large_one_back_up_in_bounded_memory_and_restore_identi
         mode = 0o700 if path.is_dir() else 0o600
         assert (stat.S_IMODE(st.st_mode), st.st_uid) == (mode, os.geteuid()), path
     assert stat.S_IMODE((fresh / "media").stat().st_mode) == 0o700
+
+
+def test_blobs_restored_by_root_belong_to_the_service_user() -> None:
+    if os.geteuid() != 0:
+        missing("needs root (the case is root restoring for the service user)")
+    nobody = pwd.getpwnam("nobody")
+    # Not under pytest's 0700 directory: the store is worked on as its owner.
+    with tempfile.TemporaryDirectory(prefix="tidings-media-") as where:
+        root = Path(where)
+        root.chmod(0o711)
+        data = root / "data"
+        data.mkdir()
+        provision(data, ["alice"])
+        _store_blobs(data / "media", [b"one", b"two"])
+        for path in [data, *data.rglob("*")]:
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        archive = root / "b.tar.gz"
+        tidings(data, "backup", "--output", str(archive))
+        fresh = root / "fresh"  # a fresh install's, the service user's
+        fresh.mkdir()
+        os.chown(fresh, nobody.pw_uid, nobody.pw_gid)
+        # In this process: the child would import modules lazily as the owner, and this
+        # test interpreter lives where root alone may read (the executable does not).
+        import appliance.storage.sqlite  # noqa: F401
+        result = restore(archive, None, lambda p: load_config(p, {"storage.data_dir": fresh}),
+                         force=False, now_ms=0)
+        assert result.blobs == 2
+        media = [fresh / "media", *(fresh / "media").rglob("*")]
+        assert len(media) == 2 + 2 * 3  # media, blobs, and ab, cd, blob for each
+        for path in media:
+            st = path.stat()
+            mode = 0o700 if path.is_dir() else 0o600
+            assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == \
+                (mode, nobody.pw_uid, nobody.pw_gid), path
 
 
 def test_no_media_leaves_the_blobs_out(tmp_path: Path, source: tuple[Path, Path]) -> None:
