@@ -39,6 +39,7 @@ owner.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -161,6 +162,12 @@ class MediaOutcome:
     #: The first few corrupted blobs' paths.
     corrupted_paths: list[str] = field(default_factory=list)
 
+    def corrupt(self, path: Path) -> None:
+        """Count a blob left out because its bytes no longer match its name."""
+        self.corrupted += 1
+        if len(self.corrupted_paths) < _NAMED:
+            self.corrupted_paths.append(str(path))
+
 
 def add_blobs(tar: tarfile.TarFile, data_dir: Path, listing: Path, outcome: MediaOutcome
               ) -> None:
@@ -173,15 +180,20 @@ def add_blobs(tar: tarfile.TarFile, data_dir: Path, listing: Path, outcome: Medi
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except FileNotFoundError:
-                outcome.vanished += 1
+                outcome.vanished += 1  # swept since the listing: the copy does not need it
+                continue
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise LifecycleError(f"cannot read {path}: {exc.strerror}", step="backup",
+                                         fix="run it as root or as the service's user"
+                                         ) from None
+                outcome.corrupt(path)  # a symlink now: not a blob
                 continue
             with os.fdopen(fd, "rb") as handle:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode) or st.st_size != size \
                         or _digest(handle) != sha256:
-                    outcome.corrupted += 1
-                    if len(outcome.corrupted_paths) < _NAMED:
-                        outcome.corrupted_paths.append(str(path))
+                    outcome.corrupt(path)
                     continue
                 handle.seek(0)
                 tar.addfile(_info(sha256, st), handle)

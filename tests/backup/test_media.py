@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from appliance.backup import backup as backup_module
+from appliance.backup.backup import create_backup
 from appliance.backup.media import MediaOutcome, add_blobs, blob_hex, blob_name, list_blobs
 from appliance.backup.restore import restore
 from appliance.config import load_config
@@ -144,6 +146,7 @@ def test_many_blobs_and_a_large_one_back_up_in_bounded_memory_and_restore_identi
     fresh = tmp_path / "fresh"
     done = tidings(fresh, "--config", str(tmp_path / "etc.toml"), "restore", str(archive))
     assert "301 media files" in done.stdout
+    print(done.stdout.strip().splitlines()[-1])
     assert _blobs(fresh) == _blobs(data)
     assert not (fresh / "media" / "tmp").exists()  # unfinished uploads are not kept
     for path in (fresh / "media").rglob("*"):
@@ -338,22 +341,41 @@ def _tar(path: Path) -> tarfile.TarFile:
 def test_blobs_swept_during_the_backup_are_skipped_and_rotten_ones_left_out(
         tmp_path: Path) -> None:
     data = tmp_path / "data"
-    shas = _store_blobs(data / "media", [b"kept", b"swept", b"rotten", b"also kept"])
+    shas = _store_blobs(data / "media", [b"kept", b"swept", b"rotten", b"also kept", b"linked"])
     layout = DiskBlobStore(data / "media")
     skipped: list[str] = []
     summary = list_blobs(data, tmp_path / "listing", skipped)
-    assert (summary.count, summary.bytes, skipped) == (4, 24, [])
+    assert (summary.count, summary.bytes, skipped) == (5, 30, [])
     layout.local_path(shas[1]).unlink()  # the sweep, between the listing and the copy
     layout.local_path(shas[2]).write_bytes(b"rotted")  # a disk fault
+    (tmp_path / "elsewhere").write_bytes(b"linked")
+    layout.local_path(shas[4]).unlink()
+    layout.local_path(shas[4]).symlink_to(tmp_path / "elsewhere")  # never followed
     outcome = MediaOutcome()
     archive = tmp_path / "a.tar.gz"
     with _tar(archive) as tar:
         add_blobs(tar, data, tmp_path / "listing", outcome)
-    assert (outcome.written, outcome.bytes, outcome.vanished, outcome.corrupted) == (2, 13, 1, 1)
-    assert outcome.corrupted_paths == [str(layout.local_path(shas[2]))]
+    assert (outcome.written, outcome.bytes, outcome.vanished, outcome.corrupted) == (2, 13, 1, 2)
+    assert set(outcome.corrupted_paths) == {str(layout.local_path(shas[i])) for i in (2, 4)}
     with tarfile.open(archive) as tar:
         got = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
     assert got == {blob_name(shas[0]): b"kept", blob_name(shas[3]): b"also kept"}
+
+
+def test_a_backup_longer_than_the_sweeps_grace_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    provision(data, ["alice"])
+    _store_blobs(data / "media", [b"one"])
+    monkeypatch.setattr(backup_module, "GRACE_MS", 0)  # any backup outlasts no grace
+    config = load_config(None, {"storage.data_dir": data})
+    result = create_backup(config, None, tmp_path / "b.tar.gz", 0)
+    assert result.media is not None
+    assert result.media.written == 1
+    assert [w for w in result.warnings if "longer than the media sweep's grace" in w]
+    bare = create_backup(config, None, tmp_path / "bare.tar.gz", 0, media=False)
+    assert (bare.media, bare.warnings) == (None, ())
 
 
 def test_blob_names_are_the_blob_stores_layout(tmp_path: Path) -> None:
