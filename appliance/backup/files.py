@@ -30,6 +30,7 @@ from typing import Final
 from appliance.backup.manifest import DATA_ROOT, MAX_DEPTH, MAX_FILE_BYTES, check_name
 from appliance.config.database import CHOICE_FILE, PRIVATE_DIR, SQLITE_FILE
 from appliance.errors import LifecycleError
+from appliance.media.config import MEDIA_DIR
 
 #: Where `tidings upgrade` keeps its pre-upgrade archives (never inside a backup).
 BACKUPS_DIR: Final = "backups"
@@ -37,8 +38,6 @@ BACKUPS_DIR: Final = "backups"
 NOT_STATE: Final = frozenset({
     SQLITE_FILE, f"{SQLITE_FILE}-wal", f"{SQLITE_FILE}-shm", f"{SQLITE_FILE}.lock",
     PRIVATE_DIR, BACKUPS_DIR, "tmp", "lost+found"})
-#: The blob store's root (`appliance.media.runtime.media_for`: ``data_dir / "media"``).
-MEDIA_DIR: Final = "media"
 #: Left out of the state walk: media blobs are not state files (read whole, 64 MiB
 #: each, 256 MiB in all) but content-addressed uploads, streamed by
 #: `appliance.backup.media`.  Not in FRESH_INSTALL: blobs are state a restore must

@@ -52,11 +52,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final
 
-from appliance.backup.files import MEDIA_DIR, SafeTree
+from appliance.backup.files import SafeTree
 from appliance.backup.manifest import MAX_BLOB_BYTES, MediaSummary
 from appliance.backup.owner import Owner, group_name, user_name
 from appliance.errors import LifecycleError
 from appliance.media.blobs import DiskBlobStore
+from appliance.media.config import MEDIA_DIR
 
 #: Archive names of blobs: what `DiskBlobStore.local_path` makes under ``media``.
 BLOB_NAME: Final = re.compile(r"media/blobs/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{64})")

@@ -8,11 +8,11 @@ from pathlib import Path
 import click
 
 from appliance.backup.backup import create_backup
-from appliance.backup.files import MEDIA_DIR
 from appliance.backup.restore import restore as restore_archive
 from appliance.cli.context import CliContext
 from appliance.config import ApplianceConfig, load_config
 from appliance.engine.clock import SystemClock
+from appliance.media.config import MEDIA_DIR
 from appliance.system.layout import CONFIG_FILE
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from appliance.errors import ConfigError
 
+#: The media root inside the data directory: blobs and upload parts (`blobs.DiskBlobStore`).
+MEDIA_DIR = "media"
 #: A signed link lives at most this long, whatever is asked (mesibo's secure
 #: download links are short-lived too).
 MAX_LINK_TTL_S = 7 * 86400
