@@ -59,6 +59,24 @@ FORBIDDEN = {
                         "appliance.engine", "appliance.service", "appliance.storage.sql",
                         "appliance.storage.sqlite", "appliance.storage.mariadb", "mariadb",
                         "sqlite3", "click", "h11", "h2", "wsproto"),
+    # Images: the codec runs in worker processes (Pillow, the stdlib, errors); the
+    # server side (pool, protocol, model) never loads Pillow.
+    "appliance.media.images": ("appliance.storage", "appliance.config", "appliance.protocol",
+                               "appliance.media.previews", "httpx", "socket", "ssl"),
+    "appliance.media.images.codec": ("asyncio", "appliance.system",
+                                     "appliance.media.images.pool",
+                                     "appliance.media.images.worker"),
+    "appliance.media.images.headers": ("PIL", "asyncio", "appliance.system"),
+    "appliance.media.images.pool": ("PIL", "appliance.media.images.codec",
+                                    "appliance.media.images.worker"),
+    "appliance.media.images.process": ("PIL", "appliance.media.images.codec",
+                                       "appliance.media.images.worker"),
+    "appliance.media.images.protocol": ("PIL", "asyncio", "appliance.media.images.codec"),
+    "appliance.media.images.model": ("PIL", "asyncio"),
+    # The server side of media never loads Pillow (only image workers do): the codec
+    # is reached through the pool.
+    "appliance.media.files": ("PIL", "appliance.media.images.codec"),
+    "appliance.media.runtime": ("PIL", "appliance.media.images.codec"),
     # Link previews: no store (the image goes out through the store_image callback), no
     # Pillow, and HTTP only through fetch's pinned httpcore connection: never httpx or
     # urllib, which read proxies from the environment and resolve names themselves.

@@ -34,6 +34,13 @@ def _tus_error(exc: TusError) -> ApiError:
     return ApiError(exc.status, "tus", str(exc))
 
 
+class _NoBody:
+    length: int | None = 0
+
+    async def read(self) -> bytes:
+        return b""
+
+
 async def options(call: Call) -> ApiResponse:
     """Discovery (tus §OPTIONS): no credential needed."""
     return ApiResponse(204, headers=options_headers(files(call).config.max_file_bytes))
@@ -54,6 +61,8 @@ async def create(call: Call) -> ApiResponse:
     record = await service.create(
         call.user, length, metadata.get("filetype", metadata.get("type", "")),
         metadata.get("filename", metadata.get("name", "file")))
+    if length == 0:  # complete as created: tus clients send no PATCH for an empty file
+        await service.receive(record, _NoBody(), 0)
     return ApiResponse(201, headers=[(b"location", f"/v1/uploads/{record.file_id}".encode()),
                                      _TUS])
 

@@ -38,6 +38,7 @@ from appliance.errors import (
     ImageRefusedError,
     NotFoundError,
     QuotaError,
+    TooManyRequestsError,
     UsageError,
 )
 from appliance.media import signing
@@ -45,14 +46,17 @@ from appliance.media.blob_writer import MAX_CHUNK
 from appliance.media.blobs import BlobStore, BlobWriter
 from appliance.media.config import MAX_LINK_TTL_S, MediaConfig
 from appliance.media.ids import is_file_id, new_file_id
-from appliance.media.images.codec import ImageInfo
+from appliance.media.images.model import ImageInfo
 from appliance.media.images.pool import ImagePool
 from appliance.media.ranges import ByteRange
+from appliance.ratelimit import TokenBucket
 from appliance.storage.interface import Storage
 from appliance.storage.models import FileRecord, FileVariant, Principal
 
 log = logging.getLogger(__name__)
 
+#: Users whose upload rate is tracked at once.
+MAX_RATE_USERS = 10_000
 #: How long a tus request waits for an earlier one on the same upload to settle.
 SETTLE_WAIT_S = 10.0
 #: Bytes read from disk per chunk of a download (one thread hop each).
@@ -127,6 +131,8 @@ class FileService:
         #: Uploads receiving a body in this process now (one writer each), and
         #: the event set when that request has recorded its progress.
         self._receiving: dict[str, asyncio.Event] = {}
+        #: Upload starts per user (`media.uploads_per_minute`); bounded like the caches.
+        self._starts: dict[int, TokenBucket] = {}
         #: Variants being made: concurrent requests for one wait for it.
         self._making: dict[tuple[str, str], asyncio.Future[FileVariant]] = {}
 
@@ -139,6 +145,7 @@ class FileService:
         Raises:
             QuotaError: past ``media.max_file_bytes`` or ``media.max_app_bytes``.
         """
+        self._count_start(user.user_id)
         limit = self.config.max_file_bytes
         if length > limit:
             raise QuotaError(f"files are limited to {limit} bytes", limit="media.max_file_bytes",
@@ -151,6 +158,23 @@ class FileService:
             expires_ms=now + self.config.upload_expiry_s * 1000)
         await self.store.create_file(record, self.config.max_app_bytes)
         return record
+
+    def _count_start(self, user_id: int) -> None:
+        """Refuse a user past ``media.uploads_per_minute``.
+
+        Raises:
+            TooManyRequestsError: with the wait before the next start.
+        """
+        per_minute = self.config.uploads_per_minute
+        now = self.clock.wall_ms() / 1000
+        bucket = self._starts.get(user_id)
+        if bucket is None:
+            if len(self._starts) >= MAX_RATE_USERS:
+                self._starts.clear()  # a fresh allowance for all beats unbounded memory
+            bucket = self._starts[user_id] = TokenBucket(now, per_minute / 60, per_minute)
+        if not bucket.take(now):
+            raise TooManyRequestsError(f"at most {per_minute} uploads per minute",
+                                       retry_after_s=60 / per_minute)
 
     async def owned_upload(self, user: Principal, file_id: str) -> FileRecord:
         """An upload of `user`'s (tus HEAD, PATCH, DELETE): 404 for anyone else's.

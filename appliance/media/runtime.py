@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.media.blobs import DiskBlobStore
-from appliance.media.config import MediaConfig
+from appliance.media.config import MEDIA_DIR, MediaConfig
 from appliance.media.files import FileService, WallClock
 from appliance.media.images.model import ImageLimits
 from appliance.media.images.pool import ImagePool
@@ -58,7 +58,9 @@ class Media:
 
 def media_for(config: MediaConfig, store: Storage, data_dir: Path, clock: WallClock) -> Media:
     """Everything media needs, over ``<data_dir>/media``."""
-    blobs = DiskBlobStore(data_dir / "media")
+    blobs = DiskBlobStore(data_dir / MEDIA_DIR)
+    # A FILE message's grant outlives the message by this (PROTOCOL.md §3.3.1).
+    store.file_retention_ms = config.file_retention_s * 1000
     images = image_pool(config)
     files = FileService(store, blobs, images, config, clock)
     previews = None

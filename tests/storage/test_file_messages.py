@@ -12,8 +12,10 @@ import json
 from collections.abc import Awaitable, Callable
 
 from appliance.protocol.attachments import FILE
+from appliance.protocol.wire import Status
 from appliance.storage.interface import Storage
 from appliance.storage.models import NewMessage, Outcome, Perm, QueueQuota, WriteBatch
+from appliance.storage.sql import file_access
 from tests.storage.conftest import Opener
 from tests.storage.test_files_contract import complete, new_id, record
 
@@ -169,3 +171,7 @@ def test_the_grant_survives_the_retention_setting_of_zero(backend: Opener) -> No
         assert await store.may_read(fid, bob, NOW + HOUR - 1)
         assert not await store.may_read(fid, bob, NOW + HOUR)
     run(backend, go)
+
+
+def test_the_store_repeats_the_wire_status() -> None:
+    assert file_access.INVALID_FILE == Status.INVALID_FILE == INVALID_FILE

@@ -321,6 +321,9 @@ def test_pictures_replace_expire_and_go_with_their_user_or_group(backend: Opener
                          shared) == []
         assert await store.set_picture(1, "user", alice, None) == second
         assert await store.picture(1, "user", alice) is None
+        assert await store.set_picture(1, "user", alice, second) is None
+        await store.delete_file(second)  # deleting the picture's file unsets it
+        assert await store.picture(1, "user", alice) is None
         # A deleted owner owns nothing any more: its uploads in progress expire now.
         await store.delete_user(1, "alice")
         assert (await store.file(shared)).owner_id == 0  # type: ignore[union-attr]

@@ -39,7 +39,7 @@ from appliance.storage.models import (
 from appliance.storage.sql.bulk import delivery_rows, message_sizes, messages_by_ids
 from appliance.storage.sql.dialect import Connection
 from appliance.storage.sql.directory import Directory
-from appliance.storage.sql.files import accept_shared
+from appliance.storage.sql.file_access import accept_shared
 from appliance.storage.sql.isolate import isolate
 from appliance.storage.sql.usage import QueueUsage
 
