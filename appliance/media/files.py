@@ -32,7 +32,7 @@ from typing import Protocol
 
 from appliance.errors import (
     ApplianceError,
-    BodyAbortedError,
+    BlobError,
     ConflictError,
     ForbiddenError,
     ImageRefusedError,
@@ -183,13 +183,16 @@ class FileService:
         asks again at once) is waited for, up to `SETTLE_WAIT_S`: HEAD then
         reports every byte that arrived, not a stale offset.
         """
+        record = await self._record(file_id)
+        # Ownership first: anyone else's request must neither wait on the upload
+        # (up to SETTLE_WAIT_S each) nor learn by the delay that it is receiving.
+        if record.app_id != user.app_id or record.owner_id != user.user_id:
+            raise NotFoundError(f"no upload {file_id}")
         appending = self._receiving.get(file_id)
         if appending is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(appending.wait(), SETTLE_WAIT_S)
-        record = await self._record(file_id)
-        if record.app_id != user.app_id or record.owner_id != user.user_id:
-            raise NotFoundError(f"no upload {file_id}")
+            record = await self._record(file_id)
         return record
 
     async def receive(self, record: FileRecord, body: ChunkSource, offset: int) -> FileRecord:
@@ -205,14 +208,19 @@ class FileService:
             ImageRefusedError: an image that cannot be made clean (it is deleted).
             BodyAbortedError: the client went away (the received part is kept).
         """
-        if record.complete:
-            raise ConflictError("the upload is complete")
-        if offset != record.received:
-            raise ConflictError(f"Upload-Offset is {record.received}, not {offset}")
         if record.file_id in self._receiving:
             raise ConflictError("another request is appending to this upload")
         settled = self._receiving[record.file_id] = asyncio.Event()
         try:
+            # Read again now that no other request of this process can append: the
+            # caller's copy may predate one that completed the upload meanwhile (its
+            # progress is committed before it lets go), and bytes written on such a
+            # stale copy would become a blob that no row refers to.
+            record = await self._record(record.file_id)
+            if record.complete:
+                raise ConflictError("the upload is complete")
+            if offset != record.received:
+                raise ConflictError(f"Upload-Offset is {record.received}, not {offset}")
             writer = await (self.blobs.resume(record.file_id, offset) if offset
                             else self.blobs.writer(record.file_id))
             received = offset
@@ -224,11 +232,11 @@ class FileService:
                     for start in range(0, len(chunk), MAX_CHUNK):  # the writer's bound
                         await writer.write(chunk[start:start + MAX_CHUNK])
                     received += len(chunk)
-            except BodyAbortedError:
-                await self._suspend(record, writer, received)
-                raise
             except BaseException:
-                await self._suspend(record, writer, offset if received > offset else received)
+                # Every chunk before the failure is in the part (the one past the
+                # declared length was not written): the offset recorded must be the
+                # part's size, or every later PATCH is a 409.
+                await self._suspend(record, writer, received)
                 raise
             if received < record.size:
                 return await self._suspend(record, writer, received)
@@ -238,7 +246,13 @@ class FileService:
             settled.set()
 
     async def _suspend(self, record: FileRecord, writer: BlobWriter, received: int) -> FileRecord:
-        await writer.pause()
+        try:
+            await writer.pause()
+        except ApplianceError:
+            # A write that failed or was cancelled half-way: what the part holds is
+            # unknown, so it goes and the upload starts again at 0.
+            await writer.abort()
+            received = 0
         try:
             await self.store.set_received(record.file_id, received)
         except ApplianceError as exc:  # the part keeps the bytes; HEAD would say less
@@ -246,17 +260,38 @@ class FileService:
         return _replace(record, received=received)
 
     async def _finish(self, record: FileRecord, writer: BlobWriter) -> FileRecord:
+        await writer.pause()  # flushed: its first bytes (and an image worker) read the file
+        try:
+            current = await self.store.file(record.file_id)
+            if current is None or current.complete:
+                # Swept (expired) or terminated while receiving: its bytes must not
+                # become a blob that no row refers to (the sweep would never find it).
+                raise NotFoundError(f"upload {record.file_id} was removed while receiving")
+            sha256, size, content_type, width, height = await self._content(record)
+        except Exception:
+            # Whatever failed (a refused image, busy or stopped image workers, the disk),
+            # the upload goes whole and the client starts again (tus: HEAD is a 404).
+            # Kept, it would stay with its part whole and its offset behind: every PATCH
+            # a 409, its size held against the app's quota for upload_expiry_s.
+            await self._drop(record.file_id)
+            raise
+        return await self.store.complete_file(record.file_id, sha256, size, content_type,
+                                              width, height)
+
+    async def _content(self, record: FileRecord) -> tuple[bytes, int, str, int, int]:
+        """The whole part stored as a blob: (sha256, size, type, width, height)."""
         content_type, width, height = record.content_type, 0, 0
         part = self.blobs.part_path(record.file_id)
-        await writer.pause()  # flushed: its first bytes (and an image worker) read the file
-        head = await asyncio.to_thread(_head, part)
+        try:
+            head = await asyncio.to_thread(_head, part)
+        except OSError as exc:
+            raise BlobError(f"upload {record.file_id} cannot be read: {exc.strerror}"
+                            ) from None
         if looks_like_image(head) and self.images is not None:
             clean = part.with_name(part.name + ".clean")
             try:
                 info = await self.images.sanitize(part, clean)
-            except ImageRefusedError:
-                await self.blobs.discard(record.file_id)
-                await self.store.delete_file(record.file_id)
+            except BaseException:
                 with contextlib.suppress(OSError):
                     clean.unlink()
                 raise
@@ -269,11 +304,46 @@ class FileService:
             sha256, size = await writer.commit()
             if content_type.startswith("image/"):
                 content_type = OCTET_STREAM  # says image, is not one we know: never inline
-        return await self.store.complete_file(record.file_id, sha256, size, content_type,
-                                              width, height)
+        return sha256, size, content_type, width, height
+
+    async def _drop(self, file_id: str) -> None:
+        """An upload that cannot go on: its part and its row (and what it held of the quota)."""
+        try:
+            await self.blobs.discard(file_id)
+            await self.store.delete_file(file_id)
+        except ApplianceError as exc:  # it expires; the sweep removes it then
+            log.warning("upload %s could not be removed: %s", file_id, exc)
+
+    async def receive_whole(self, record: FileRecord, body: ChunkSource) -> FileRecord:
+        """A one-shot upload (``POST /v1/files``, a picture): all of `body`, or nothing.
+
+        It cannot be resumed, so when its client goes away what arrived goes at
+        once, with the declared size it held against the app's quota: kept for
+        ``upload_expiry_s``, a few aborted large POSTs would block the app's uploads.
+
+        Raises:
+            UsageError: the body ended before the declared length.
+            (and what `receive` raises)
+        """
+        try:
+            done = await self.receive(record, body, 0)
+        except BaseException:
+            await self._drop(record.file_id)
+            raise
+        if not done.complete:
+            await self._drop(record.file_id)
+            raise UsageError("the body ended before Content-Length")
+        return done
 
     async def discard(self, record: FileRecord) -> None:
-        """tus termination: the upload and what it received go."""
+        """tus termination: the upload and what it received go.
+
+        Raises:
+            ConflictError: a request is still appending to it (past the settle wait):
+                removing it now would free its quota while the bytes keep coming.
+        """
+        if record.file_id in self._receiving:
+            raise ConflictError("a request is appending to this upload; retry when it ends")
         await self.blobs.discard(record.file_id)
         await self.store.delete_file(record.file_id)
 
@@ -297,6 +367,10 @@ class FileService:
         record = await self._record(file_id)
         if not record.complete:
             raise NotFoundError(f"file {file_id} is still being uploaded")
+        if record.expires_ms is not None and record.expires_ms <= self.clock.wall_ms():
+            # Expired, not swept yet (the sweep runs every few minutes, a bounded number
+            # per pass): gone for every reader, a signed link's holder included.
+            raise NotFoundError(f"no file {file_id}")
         if link is not None:
             signing.verify(await self.signing_key(), file_id, link[0], link[1],
                            self.clock.wall_ms() // 1000)
