@@ -146,10 +146,7 @@ class FileService:
             QuotaError: past ``media.max_file_bytes`` or ``media.max_app_bytes``.
         """
         self._count_start(user.user_id)
-        limit = self.config.max_file_bytes
-        if length > limit:
-            raise QuotaError(f"files are limited to {limit} bytes", limit="media.max_file_bytes",
-                             allowed=limit)
+        self._check_size(length)
         now = self.clock.wall_ms()
         record = FileRecord(
             file_id=new_file_id(), app_id=user.app_id, owner_id=user.user_id, size=length,
@@ -158,6 +155,13 @@ class FileService:
             expires_ms=now + self.config.upload_expiry_s * 1000)
         await self.store.create_file(record, self.config.max_app_bytes)
         return record
+
+    def _check_size(self, size: int) -> None:
+        """Raises QuotaError past ``media.max_file_bytes``."""
+        limit = self.config.max_file_bytes
+        if size > limit:
+            raise QuotaError(f"files are limited to {limit} bytes", limit="media.max_file_bytes",
+                             allowed=limit)
 
     def _count_start(self, user_id: int) -> None:
         """Refuse a user past ``media.uploads_per_minute``.
@@ -291,6 +295,9 @@ class FileService:
             clean = part.with_name(part.name + ".clean")
             try:
                 info = await self.images.sanitize(part, clean)
+                # Re-encoded, it may be larger than what was declared and counted (a
+                # palette PNG of noise grows 2.5 times as RGB): it must fit a file too.
+                self._check_size((await asyncio.to_thread(clean.stat)).st_size)
             except BaseException:
                 with contextlib.suppress(OSError):
                     clean.unlink()

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from appliance.engine.clock import FakeClock
 from appliance.errors import (
@@ -24,6 +27,7 @@ from appliance.errors import (
     ForbiddenError,
     MediaError,
     NotFoundError,
+    QuotaError,
     UsageError,
 )
 from appliance.media import files as files_module
@@ -244,4 +248,35 @@ def test_an_expired_file_is_not_served_by_link_either(tmp_path: Path) -> None:
                 await w.service.readable(record.file_id, user=w.alice)
             with pytest.raises(NotFoundError):
                 await w.service.readable(record.file_id, link=(exp, sig))
+    asyncio.run(go())
+
+
+def _palette_noise(side: int) -> bytes:
+    """A PNG of `side`² random palette indices: cleaned, it becomes RGB, 2.5 times larger."""
+    image = Image.frombytes("P", (side, side), os.urandom(side * side))
+    image.putpalette(list(os.urandom(768)))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def test_a_cleaned_image_larger_than_a_file_may_be_is_refused(tmp_path: Path) -> None:
+    """The quota is checked against the declared size; the clean copy (re-encoded) may
+    be larger: a palette PNG of noise grows 2.5 times as RGB, so a 64 MB upload would
+    store 160 MB past ``max_file_bytes``.  The clean copy must fit the limit too."""
+    async def go() -> None:
+        pool = ImagePool(1, 0, 10.0, ImageLimits(10**7, 4096, 10))
+        try:
+            async with world(tmp_path, pool, max_file_bytes=1 << 20) as w:
+                png = _palette_noise(800)
+                assert len(png) < 1 << 20
+                record = await w.service.create(w.alice, len(png), "image/png", "n.png")
+                with pytest.raises(QuotaError) as refused:
+                    await w.service.receive(record, Body(png), 0)
+                assert refused.value.limit == "media.max_file_bytes"
+                assert await w.store.file(record.file_id) is None
+                assert w.blob_files() == set()
+                assert list((w.root / "tmp").iterdir()) == []
+        finally:
+            await pool.close()
     asyncio.run(go())
