@@ -265,11 +265,13 @@ class FileService:
 
     async def _finish(self, record: FileRecord, writer: BlobWriter) -> FileRecord:
         await writer.pause()  # flushed: its first bytes (and an image worker) read the file
+        current = await self.store.file(record.file_id)
+        if current is not None and current.complete:  # by another process: not ours to drop
+            raise ConflictError("the upload is complete")
         try:
-            current = await self.store.file(record.file_id)
-            if current is None or current.complete:
-                # Swept (expired) or terminated while receiving: its bytes must not
-                # become a blob that no row refers to (the sweep would never find it).
+            if current is None:
+                # Swept (expired) while receiving: its bytes must not become a blob
+                # that no row refers to (the sweep would never find it).
                 raise NotFoundError(f"upload {record.file_id} was removed while receiving")
             sha256, size, content_type, width, height = await self._content(record)
         except Exception:
