@@ -353,6 +353,9 @@ class FileService:
         """
         if record.file_id in self._receiving:
             raise ConflictError("a request is appending to this upload; retry when it ends")
+        if any(key[0] == record.file_id for key in self._making):
+            # Its variant would be stored after the file went: a blob no row refers to.
+            raise ConflictError("a thumbnail of this file is being made; retry when it ends")
         await self.blobs.discard(record.file_id)
         await self.store.delete_file(record.file_id)
 
@@ -499,6 +502,10 @@ class FileService:
         try:
             info: ImageInfo = await self.images.thumbnail(
                 self.blobs.local_path(sha256), out, size=size, fmt=fmt, square=square)
+            if await self.store.file(record.file_id) is None:
+                # Deleted since the caller read it (or during the job): stored now, the
+                # variant's blob would have no row, and the sweep never finds those.
+                raise NotFoundError(f"no file {record.file_id}")
             digest, length = await self.blobs.adopt(out)
         finally:
             with contextlib.suppress(OSError):

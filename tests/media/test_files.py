@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -34,7 +35,7 @@ from appliance.media import files as files_module
 from appliance.media.blobs import DiskBlobStore
 from appliance.media.config import MediaConfig
 from appliance.media.files import FileService
-from appliance.media.images.model import ImageLimits
+from appliance.media.images.model import ImageInfo, ImageLimits
 from appliance.media.images.pool import ImagePool
 from appliance.storage.models import Principal
 from appliance.storage.sql.store import SqlStorage
@@ -277,6 +278,58 @@ def test_a_cleaned_image_larger_than_a_file_may_be_is_refused(tmp_path: Path) ->
                 assert await w.store.file(record.file_id) is None
                 assert w.blob_files() == set()
                 assert list((w.root / "tmp").iterdir()) == []
+        finally:
+            await pool.close()
+    asyncio.run(go())
+
+
+class GatedPool:
+    """The real pool, whose thumbnails start only once `gate` is set."""
+
+    def __init__(self, pool: ImagePool) -> None:
+        self.pool = pool
+        self.started = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def thumbnail(self, src: Path, dst: Path, **options: Any) -> ImageInfo:
+        self.started.set()
+        await self.gate.wait()
+        return await self.pool.thumbnail(src, dst, **options)
+
+
+def test_a_thumbnail_of_a_file_deleted_meanwhile_leaves_no_blob(tmp_path: Path) -> None:
+    """A user asks for a thumbnail and deletes the file (tus DELETE) at once: the
+    thumbnail must not be stored as a blob that nothing refers to (the sweep never finds
+    those: repeated, disk fills past the quota).  A DELETE while it is being made waits
+    for it (409); a thumbnail asked on a record read before the DELETE stores nothing."""
+    async def go() -> None:
+        pool = ImagePool(1, 2, 10.0, ImageLimits(10**7, 4096, 10))
+        try:
+            async with world(tmp_path, pool, thumbnail_sizes=(96,)) as w:
+                out = io.BytesIO()
+                Image.new("RGB", (300, 200), "teal").save(out, "JPEG")
+                photo = out.getvalue()
+                record = await w.service.create(w.alice, len(photo), "image/jpeg", "p.jpg")
+                record = await w.service.receive(record, Body(photo), 0)
+                assert record.sha256 is not None
+                gated = GatedPool(pool)
+                w.service.images = gated  # type: ignore[assignment]
+                making = spawn(w.service.variant(record, 96, "webp", square=False), "thumb")
+                await gated.started.wait()
+                with pytest.raises(ConflictError):
+                    await w.service.discard(record)
+                gated.gate.set()
+                thumb = await making
+                w.service.images = pool
+                await w.service.discard(record)
+                assert await w.store.file(record.file_id) is None
+                # A request that read the record before the DELETE.
+                again = await w.service.create(w.alice, len(photo), "image/jpeg", "p.jpg")
+                again = await w.service.receive(again, Body(photo), 0)
+                await w.service.discard(again)
+                with pytest.raises(NotFoundError):
+                    await w.service.variant(again, 96, "jpeg", square=False)
+                assert w.blob_files() == {record.sha256.hex(), thumb.sha256.hex()}
         finally:
             await pool.close()
     asyncio.run(go())
