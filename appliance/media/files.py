@@ -225,8 +225,8 @@ class FileService:
                 raise ConflictError("the upload is complete")
             if offset != record.received:
                 raise ConflictError(f"Upload-Offset is {record.received}, not {offset}")
-            writer = await (self.blobs.resume(record.file_id, offset) if offset
-                            else self.blobs.writer(record.file_id))
+            await self._trim_part(record.file_id, offset)
+            writer = await self.blobs.resume(record.file_id, offset)  # offset 0: a new part
             received = offset
             try:
                 while chunk := await body.read():
@@ -248,6 +248,20 @@ class FileService:
         finally:
             del self._receiving[record.file_id]
             settled.set()
+
+    async def _trim_part(self, upload_id: str, offset: int) -> None:
+        """Cut what a part holds past the recorded `offset`: a PATCH cut by a crash (or
+        whose progress could not be recorded) wrote bytes that the client, told the
+        recorded offset by HEAD, sends again.  Kept, every PATCH would be a 409."""
+        on_disk = await self.blobs.upload_offset(upload_id)
+        if on_disk is not None and on_disk > offset:
+            log.info("upload %s: %d bytes past the recorded offset dropped", upload_id,
+                     on_disk - offset)
+            try:
+                await asyncio.to_thread(os.truncate, self.blobs.part_path(upload_id), offset)
+            except OSError as exc:
+                raise BlobError(f"upload {upload_id} cannot be trimmed: {exc.strerror}"
+                                ) from None
 
     async def _suspend(self, record: FileRecord, writer: BlobWriter, received: int) -> FileRecord:
         try:

@@ -97,8 +97,12 @@ async def world(tmp_path: Path, images: ImagePool | None = None,
     try:
         clock = FakeClock(START_MS)
         store.clock_ms = clock.wall_ms  # type: ignore[method-assign]
-        users = [await store.create_user(1, name, START_MS) for name in ("alice", "bob")]
-        alice, bob = (Principal(1, u.user_id, u.address.encode(), START_MS * 2) for u in users)
+        ids = []
+        for name in ("alice", "bob"):  # made by an earlier `world` on the same store
+            found = await store.find_user(1, name.encode())
+            ids.append(found or (await store.create_user(1, name, START_MS)).user_id)
+        alice, bob = (Principal(1, i, n, START_MS * 2) for i, n in zip(ids, (b"alice", b"bob"),
+                                                                         strict=True))
         blobs = DiskBlobStore(tmp_path / "media")
         service = FileService(store, blobs, images, MediaConfig(**config), clock)
         yield World(service, store, blobs, clock, alice, bob, tmp_path / "media")
@@ -332,4 +336,30 @@ def test_a_thumbnail_of_a_file_deleted_meanwhile_leaves_no_blob(tmp_path: Path) 
                 assert w.blob_files() == {record.sha256.hex(), thumb.sha256.hex()}
         finally:
             await pool.close()
+    asyncio.run(go())
+
+
+def test_an_upload_resumes_after_a_crash_mid_patch(tmp_path: Path) -> None:
+    """kill -9 during a PATCH: the part holds bytes past the offset recorded (the
+    progress is recorded when a PATCH ends).  The restarted server reports the recorded
+    offset, and the PATCH the client then sends at it must succeed, not be a 409 for
+    ever (the part's size never matching again) -- the first PATCH included."""
+    async def go() -> None:
+        async with world(tmp_path) as w:
+            first = await w.service.create(w.alice, 10, "application/x-test", "a.bin")
+            first = await w.service.receive(first, Body(b"01234"), 0)
+            fresh = await w.service.create(w.alice, 4, "application/x-test", "b.bin")
+            with w.blobs.part_path(first.file_id).open("ab") as part:
+                part.write(b"56")  # written, never recorded
+            with w.blobs.part_path(fresh.file_id).open("ab") as part:
+                part.write(b"ab")
+        async with world(tmp_path) as w:  # the restarted server: a new process's state
+            record = await w.service.owned_upload(w.alice, first.file_id)
+            assert record.received == 5
+            done = await w.service.receive(record, Body(b"56789"), 5)
+            assert done.sha256 == hashlib.sha256(b"0123456789").digest()
+            record = await w.service.owned_upload(w.alice, fresh.file_id)
+            assert record.received == 0
+            done = await w.service.receive(record, Body(b"abcd"), 0)
+            assert done.sha256 == hashlib.sha256(b"abcd").digest()
     asyncio.run(go())
