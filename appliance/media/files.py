@@ -209,7 +209,9 @@ class FileService:
             ConflictError: `offset` is not what was received (tus 409), the upload
                 is complete already, or another request is appending to it.
             UsageError: the body is longer than the upload's declared length.
-            ImageRefusedError: an image that cannot be made clean (it is deleted).
+            ImageRefusedError: an image that cannot be made clean.  This and any other
+                failure to store the whole upload (busy image workers: ImageBusyError;
+                a cleaned image past max_file_bytes: QuotaError; the disk) delete it.
             BodyAbortedError: the client went away (the received part is kept).
         """
         if record.file_id in self._receiving:
