@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import io
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -303,3 +304,29 @@ def test_a_deleted_users_token_stops_at_once(world: World) -> None:
                          )[0] == 401
     # What alice sent stays for its recipients; her file is nobody's now.
     assert hashlib.sha256(b"mine").hexdigest() == doc["sha256"]
+
+
+def test_a_patch_that_says_no_length_and_sends_too_much(world: World) -> None:
+    """Chunked (no Content-Length): the body's length is learnt only as it comes.
+    Refused once past the upload's length; what was kept is what HEAD says, and the
+    upload goes on from there."""
+    data = bytes(range(256)) * 512  # 128 KiB
+    upload = world.create_upload(len(data))
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece)
+                      for piece in (data[i:i + 16384] for i in range(0, len(data), 16384)))
+    with socket.create_connection((world.server.host, world.server.port)) as sock:
+        sock.sendall(f"PATCH {upload} HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: Bearer {world.tokens['alice']}\r\n"
+                     "Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
+                     "Upload-Offset: 0\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+                     + chunks + b"5\r\nextra\r\n0\r\n\r\n")
+        sock.settimeout(10)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 422"), answer
+    offset = world.offset(upload)
+    assert offset <= len(data)
+    status, headers, _ = world.request("PATCH", upload, data[offset:],
+                                       headers={**PATCH, "Upload-Offset": str(offset)})
+    assert (status, headers["upload-offset"]) == (204, str(len(data)))
+    status, _, body = world.request("GET", headers["location"])
+    assert (status, body) == (200, data)
