@@ -330,3 +330,21 @@ def test_a_patch_that_says_no_length_and_sends_too_much(world: World) -> None:
     assert (status, headers["upload-offset"]) == (204, str(len(data)))
     status, _, body = world.request("GET", headers["location"])
     assert (status, body) == (200, data)
+
+
+def test_a_duplicate_or_refused_message_grants_nothing(world: World) -> None:
+    """A resend of a message id already stored is not stored again: a FILE payload that
+    the first one did not have grants nothing.  A refused message grants nothing."""
+    doc = world.upload(b"not for bob")
+    path = f"/v1/files/{doc['id']}"
+    payload = json.dumps({"files": [{"id": doc["id"]}]}).encode()
+    assert world.send("alice", Message(5, b"bob", b"hello")) == Status.SENT
+    world.send("alice", Message(5, b"bob", payload, flags=FILE))  # the same id: a duplicate
+    assert world.request("GET", path, user="bob")[0] == 403
+    # Refused: to nobody, and to a group alice is not in.
+    assert world.send("alice", Message(6, b"nobody", payload, flags=FILE)) \
+        == Status.INVALID_DEST
+    group = world.admin("POST", "/v1/groups", {"name": "g", "members": ["bob"]})["id"]
+    assert world.send("alice", Message(7, payload=payload, group_id=group, flags=FILE)) \
+        == Status.NOT_MEMBER
+    assert world.request("GET", path, user="bob")[0] == 403
