@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from appliance.api.files import declared_length, file_doc, files, variant_response
-from appliance.api.http import ApiError, ApiResponse, ok
+from appliance.api.http import ApiResponse, ok
 from appliance.api.inputs import decimal
 from appliance.errors import ForbiddenError, NotFoundError, UsageError
 from appliance.media.files import is_image
@@ -47,9 +47,7 @@ async def _store_picture(call: Call, kind: str, owner_id: int) -> ApiResponse:
     record = await service.create(
         user, declared_length(call),
         call.request.headers.get(b"content-type", b"").decode("latin-1"), f"{kind}-picture")
-    record = await service.receive(record, call.request.stream, 0)
-    if not record.complete:
-        raise ApiError(400, "bad request", "the body ended before Content-Length")
+    record = await service.receive_whole(record, call.request.stream)
     if not is_image(record):
         await service.store.delete_file(record.file_id)
         raise UsageError("a picture must be a JPEG, PNG, WebP or GIF image")

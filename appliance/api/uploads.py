@@ -93,6 +93,14 @@ async def append(call: Call) -> ApiResponse:
     except TusError as exc:
         raise _tus_error(exc) from None
     record = await service.owned_upload(call.user, call.params["id"])
+    length = call.request.stream.length
+    if length is not None and offset == record.received and not record.complete \
+            and offset + length > record.size:  # (else `receive` says 409)
+        # Refused before a byte is read (tusd answers 413 too); a body that turns out
+        # longer without saying so is cut by `FileService.receive` (422).
+        raise ApiError(413, "content too large",
+                       f"Upload-Offset {offset} + Content-Length {length} passes the"
+                       f" upload's {record.size} bytes")
     try:
         record = await service.receive(record, call.request.stream, offset)
     except ConflictError as exc:

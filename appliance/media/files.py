@@ -32,7 +32,7 @@ from typing import Protocol
 
 from appliance.errors import (
     ApplianceError,
-    BodyAbortedError,
+    BlobError,
     ConflictError,
     ForbiddenError,
     ImageRefusedError,
@@ -146,10 +146,7 @@ class FileService:
             QuotaError: past ``media.max_file_bytes`` or ``media.max_app_bytes``.
         """
         self._count_start(user.user_id)
-        limit = self.config.max_file_bytes
-        if length > limit:
-            raise QuotaError(f"files are limited to {limit} bytes", limit="media.max_file_bytes",
-                             allowed=limit)
+        self._check_size(length)
         now = self.clock.wall_ms()
         record = FileRecord(
             file_id=new_file_id(), app_id=user.app_id, owner_id=user.user_id, size=length,
@@ -158,6 +155,13 @@ class FileService:
             expires_ms=now + self.config.upload_expiry_s * 1000)
         await self.store.create_file(record, self.config.max_app_bytes)
         return record
+
+    def _check_size(self, size: int) -> None:
+        """Raises QuotaError past ``media.max_file_bytes``."""
+        limit = self.config.max_file_bytes
+        if size > limit:
+            raise QuotaError(f"files are limited to {limit} bytes", limit="media.max_file_bytes",
+                             allowed=limit)
 
     def _count_start(self, user_id: int) -> None:
         """Refuse a user past ``media.uploads_per_minute``.
@@ -183,13 +187,16 @@ class FileService:
         asks again at once) is waited for, up to `SETTLE_WAIT_S`: HEAD then
         reports every byte that arrived, not a stale offset.
         """
+        record = await self._record(file_id)
+        # Ownership first: anyone else's request must neither wait on the upload
+        # (up to SETTLE_WAIT_S each) nor learn by the delay that it is receiving.
+        if record.app_id != user.app_id or record.owner_id != user.user_id:
+            raise NotFoundError(f"no upload {file_id}")
         appending = self._receiving.get(file_id)
         if appending is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(appending.wait(), SETTLE_WAIT_S)
-        record = await self._record(file_id)
-        if record.app_id != user.app_id or record.owner_id != user.user_id:
-            raise NotFoundError(f"no upload {file_id}")
+            record = await self._record(file_id)
         return record
 
     async def receive(self, record: FileRecord, body: ChunkSource, offset: int) -> FileRecord:
@@ -202,19 +209,26 @@ class FileService:
             ConflictError: `offset` is not what was received (tus 409), the upload
                 is complete already, or another request is appending to it.
             UsageError: the body is longer than the upload's declared length.
-            ImageRefusedError: an image that cannot be made clean (it is deleted).
+            ImageRefusedError: an image that cannot be made clean.  This and any other
+                failure to store the whole upload (busy image workers: ImageBusyError;
+                a cleaned image past max_file_bytes: QuotaError; the disk) delete it.
             BodyAbortedError: the client went away (the received part is kept).
         """
-        if record.complete:
-            raise ConflictError("the upload is complete")
-        if offset != record.received:
-            raise ConflictError(f"Upload-Offset is {record.received}, not {offset}")
         if record.file_id in self._receiving:
             raise ConflictError("another request is appending to this upload")
         settled = self._receiving[record.file_id] = asyncio.Event()
         try:
-            writer = await (self.blobs.resume(record.file_id, offset) if offset
-                            else self.blobs.writer(record.file_id))
+            # Read again now that no other request of this process can append: the
+            # caller's copy may predate one that completed the upload meanwhile (its
+            # progress is committed before it lets go), and bytes written on such a
+            # stale copy would become a blob that no row refers to.
+            record = await self._record(record.file_id)
+            if record.complete:
+                raise ConflictError("the upload is complete")
+            if offset != record.received:
+                raise ConflictError(f"Upload-Offset is {record.received}, not {offset}")
+            await self._trim_part(record.file_id, offset)
+            writer = await self.blobs.resume(record.file_id, offset)  # offset 0: a new part
             received = offset
             try:
                 while chunk := await body.read():
@@ -224,11 +238,11 @@ class FileService:
                     for start in range(0, len(chunk), MAX_CHUNK):  # the writer's bound
                         await writer.write(chunk[start:start + MAX_CHUNK])
                     received += len(chunk)
-            except BodyAbortedError:
-                await self._suspend(record, writer, received)
-                raise
             except BaseException:
-                await self._suspend(record, writer, offset if received > offset else received)
+                # Every chunk before the failure is in the part (the one past the
+                # declared length was not written): the offset recorded must be the
+                # part's size, or every later PATCH is a 409.
+                await self._suspend(record, writer, received)
                 raise
             if received < record.size:
                 return await self._suspend(record, writer, received)
@@ -237,8 +251,28 @@ class FileService:
             del self._receiving[record.file_id]
             settled.set()
 
+    async def _trim_part(self, upload_id: str, offset: int) -> None:
+        """Cut what a part holds past the recorded `offset`: a PATCH cut by a crash (or
+        whose progress could not be recorded) wrote bytes that the client, told the
+        recorded offset by HEAD, sends again.  Kept, every PATCH would be a 409."""
+        on_disk = await self.blobs.upload_offset(upload_id)
+        if on_disk is not None and on_disk > offset:
+            log.info("upload %s: %d bytes past the recorded offset dropped", upload_id,
+                     on_disk - offset)
+            try:
+                await asyncio.to_thread(os.truncate, self.blobs.part_path(upload_id), offset)
+            except OSError as exc:
+                raise BlobError(f"upload {upload_id} cannot be trimmed: {exc.strerror}"
+                                ) from None
+
     async def _suspend(self, record: FileRecord, writer: BlobWriter, received: int) -> FileRecord:
-        await writer.pause()
+        try:
+            await writer.pause()
+        except ApplianceError:
+            # A write that failed or was cancelled half-way: what the part holds is
+            # unknown, so it goes and the upload starts again at 0.
+            await writer.abort()
+            received = 0
         try:
             await self.store.set_received(record.file_id, received)
         except ApplianceError as exc:  # the part keeps the bytes; HEAD would say less
@@ -246,17 +280,43 @@ class FileService:
         return _replace(record, received=received)
 
     async def _finish(self, record: FileRecord, writer: BlobWriter) -> FileRecord:
+        await writer.pause()  # flushed: its first bytes (and an image worker) read the file
+        current = await self.store.file(record.file_id)
+        if current is not None and current.complete:  # by another process: not ours to drop
+            raise ConflictError("the upload is complete")
+        try:
+            if current is None:
+                # Swept (expired) while receiving: its bytes must not become a blob
+                # that no row refers to (the sweep would never find it).
+                raise NotFoundError(f"upload {record.file_id} was removed while receiving")
+            sha256, size, content_type, width, height = await self._content(record)
+        except Exception:
+            # Whatever failed (a refused image, busy or stopped image workers, the disk),
+            # the upload goes whole and the client starts again (tus: HEAD is a 404).
+            # Kept, it would stay with its part whole and its offset behind: every PATCH
+            # a 409, its size held against the app's quota for upload_expiry_s.
+            await self._drop(record.file_id)
+            raise
+        return await self.store.complete_file(record.file_id, sha256, size, content_type,
+                                              width, height)
+
+    async def _content(self, record: FileRecord) -> tuple[bytes, int, str, int, int]:
+        """The whole part stored as a blob: (sha256, size, type, width, height)."""
         content_type, width, height = record.content_type, 0, 0
         part = self.blobs.part_path(record.file_id)
-        await writer.pause()  # flushed: its first bytes (and an image worker) read the file
-        head = await asyncio.to_thread(_head, part)
+        try:
+            head = await asyncio.to_thread(_head, part)
+        except OSError as exc:
+            raise BlobError(f"upload {record.file_id} cannot be read: {exc.strerror}"
+                            ) from None
         if looks_like_image(head) and self.images is not None:
             clean = part.with_name(part.name + ".clean")
             try:
                 info = await self.images.sanitize(part, clean)
-            except ImageRefusedError:
-                await self.blobs.discard(record.file_id)
-                await self.store.delete_file(record.file_id)
+                # Re-encoded, it may be larger than what was declared and counted (a
+                # palette PNG of noise grows 2.5 times as RGB): it must fit a file too.
+                self._check_size((await asyncio.to_thread(clean.stat)).st_size)
+            except BaseException:
                 with contextlib.suppress(OSError):
                     clean.unlink()
                 raise
@@ -269,11 +329,49 @@ class FileService:
             sha256, size = await writer.commit()
             if content_type.startswith("image/"):
                 content_type = OCTET_STREAM  # says image, is not one we know: never inline
-        return await self.store.complete_file(record.file_id, sha256, size, content_type,
-                                              width, height)
+        return sha256, size, content_type, width, height
+
+    async def _drop(self, file_id: str) -> None:
+        """An upload that cannot go on: its part and its row (and what it held of the quota)."""
+        try:
+            await self.blobs.discard(file_id)
+            await self.store.delete_file(file_id)
+        except ApplianceError as exc:  # it expires; the sweep removes it then
+            log.warning("upload %s could not be removed: %s", file_id, exc)
+
+    async def receive_whole(self, record: FileRecord, body: ChunkSource) -> FileRecord:
+        """A one-shot upload (``POST /v1/files``, a picture): all of `body`, or nothing.
+
+        It cannot be resumed, so when its client goes away what arrived goes at
+        once, with the declared size it held against the app's quota: kept for
+        ``upload_expiry_s``, a few aborted large POSTs would block the app's uploads.
+
+        Raises:
+            UsageError: the body ended before the declared length.
+            (and what `receive` raises)
+        """
+        try:
+            done = await self.receive(record, body, 0)
+        except BaseException:
+            await self._drop(record.file_id)
+            raise
+        if not done.complete:
+            await self._drop(record.file_id)
+            raise UsageError("the body ended before Content-Length")
+        return done
 
     async def discard(self, record: FileRecord) -> None:
-        """tus termination: the upload and what it received go."""
+        """tus termination: the upload and what it received go.
+
+        Raises:
+            ConflictError: a request is still appending to it (past the settle wait):
+                removing it now would free its quota while the bytes keep coming.
+        """
+        if record.file_id in self._receiving:
+            raise ConflictError("a request is appending to this upload; retry when it ends")
+        if any(key[0] == record.file_id for key in self._making):
+            # Its variant would be stored after the file went: a blob no row refers to.
+            raise ConflictError("a thumbnail of this file is being made; retry when it ends")
         await self.blobs.discard(record.file_id)
         await self.store.delete_file(record.file_id)
 
@@ -297,6 +395,10 @@ class FileService:
         record = await self._record(file_id)
         if not record.complete:
             raise NotFoundError(f"file {file_id} is still being uploaded")
+        if record.expires_ms is not None and record.expires_ms <= self.clock.wall_ms():
+            # Expired, not swept yet (the sweep runs every few minutes, a bounded number
+            # per pass): gone for every reader, a signed link's holder included.
+            raise NotFoundError(f"no file {file_id}")
         if link is not None:
             signing.verify(await self.signing_key(), file_id, link[0], link[1],
                            self.clock.wall_ms() // 1000)
@@ -416,6 +518,10 @@ class FileService:
         try:
             info: ImageInfo = await self.images.thumbnail(
                 self.blobs.local_path(sha256), out, size=size, fmt=fmt, square=square)
+            if await self.store.file(record.file_id) is None:
+                # Deleted since the caller read it (or during the job): stored now, the
+                # variant's blob would have no row, and the sweep never finds those.
+                raise NotFoundError(f"no file {record.file_id}")
             digest, length = await self.blobs.adopt(out)
         finally:
             with contextlib.suppress(OSError):
