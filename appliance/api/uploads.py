@@ -75,8 +75,11 @@ async def status(call: Call) -> ApiResponse:
     except TusError as exc:
         raise _tus_error(exc) from None
     record = await service.owned_upload(call.user, call.params["id"])
+    # Once complete, `received` is the declared length (an image's stored copy is
+    # re-encoded: its size differs), so a tus client sees offset == length: done.
+    length = record.received if record.complete else record.size
     return ApiResponse(200, headers=[(b"upload-offset", str(record.received).encode()),
-                                     (b"upload-length", str(record.size).encode()),
+                                     (b"upload-length", str(length).encode()),
                                      (b"cache-control", b"no-store"), _TUS])
 
 

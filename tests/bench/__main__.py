@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tests.bench.acme import AcmeFirstCertificate
 from tests.bench.edge import EdgeCost
+from tests.bench.files import Files
 from tests.bench.harness import BenchError, Users
 from tests.bench.lifecycle import Lifecycle
 from tests.bench.report import DISTURBED, FAILED, table
@@ -30,6 +31,7 @@ SCENARIOS[TlsHandshakes.name] = TlsHandshakes()  # issue 13
 SCENARIOS[AcmeFirstCertificate.name] = AcmeFirstCertificate()  # issue 13
 SCENARIOS[Lifecycle.name] = Lifecycle()  # issue 14
 SCENARIOS[Thumbnails.name] = Thumbnails()  # issue 15
+SCENARIOS[Files.name] = Files()  # issue 15
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

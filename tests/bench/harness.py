@@ -140,15 +140,15 @@ EDGE_OFF = '[edge]\nexempt = ["127.0.0.0/8", "::1/128"]\n'
 
 
 @contextlib.contextmanager
-def server(data_dir: Path, cpu: int, *, stub: bool = False, edge: str = EDGE_OFF
-           ) -> Iterator[ServerProcess]:
+def server(data_dir: Path, cpu: int, *, stub: bool = False, edge: str = EDGE_OFF,
+           extra: str = "") -> Iterator[ServerProcess]:
     """`tidings serve --port 0` on a fresh data dir, pinned to `cpu` (or the stub server);
-    `edge` is the ``[edge]`` table it runs with."""
+    `edge` is the ``[edge]`` table it runs with, `extra` more TOML tables (``[media]``)."""
     module = "tests.bench.stub_server" if stub else "appliance"
     config: list[str] = []
     if not stub:
         path = data_dir.parent / "edge.toml"
-        path.write_text(edge)
+        path.write_text(edge + extra)
         config = ["--config", str(path)]
     srv = ServerProcess(data_dir, command=["taskset", "-c", str(cpu), sys.executable, "-m",
                                            module, *config],

@@ -204,9 +204,12 @@ def complete_file(conn: Connection, file_id: str, sha256: bytes, size: int, cont
     _check_content_type(content_type)
     check_range(width, "a width", INT_MAX)
     check_range(height, "a height", INT_MAX)
-    conn.execute("UPDATE files SET sha256 = ?, size = ?, received = ?, content_type = ?,"
+    # `received` keeps the declared length (what the client sent: tus reports it as the
+    # finished offset) while `size` becomes what is stored.  It is assigned first: MariaDB
+    # evaluates SET left to right with the new values, SQLite with the old ones.
+    conn.execute("UPDATE files SET received = size, sha256 = ?, size = ?, content_type = ?,"
                  " width = ?, height = ? WHERE id = ?",
-                 (sha256, size, size, content_type, width, height, file_id))
+                 (sha256, size, content_type, width, height, file_id))
     _ref_blob(conn, sha256, size)
     done = file(conn, file_id)
     assert done is not None
