@@ -16,7 +16,8 @@ from urllib.parse import quote
 
 from appliance.api.http import ApiError, ApiResponse, ok, problem
 from appliance.errors import UsageError
-from appliance.media.files import FileService, disposition
+from appliance.media.content import disposition
+from appliance.media.files import FileService
 from appliance.media.ranges import RangeNotSatisfiableError, parse_range
 from appliance.storage.models import FileRecord, FileVariant, Principal
 

@@ -15,7 +15,7 @@ from appliance.api.files import declared_length, file_doc, files, variant_respon
 from appliance.api.http import ApiResponse, ok
 from appliance.api.inputs import decimal
 from appliance.errors import ForbiddenError, NotFoundError, UsageError
-from appliance.media.files import is_image
+from appliance.media.content import is_image
 from appliance.protocol.wire import STORED_U64_MAX
 from appliance.storage.models import Perm, Principal
 

@@ -25,17 +25,14 @@ import contextlib
 import dataclasses
 import logging
 import os
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol
 
 from appliance.errors import (
     ApplianceError,
     BlobError,
     ConflictError,
     ForbiddenError,
-    ImageRefusedError,
     NotFoundError,
     QuotaError,
     TooManyRequestsError,
@@ -45,8 +42,18 @@ from appliance.media import signing
 from appliance.media.blob_writer import MAX_CHUNK
 from appliance.media.blobs import BlobStore, BlobWriter
 from appliance.media.config import MAX_LINK_TTL_S, MediaConfig
+from appliance.media.content import (
+    OCTET_STREAM,
+    ChunkSource,
+    WallClock,
+    clean_name,
+    clean_type,
+    head_of,
+    looks_like_image,
+    read_range,
+)
+from appliance.media.derived import DerivedImages
 from appliance.media.ids import is_file_id, new_file_id
-from appliance.media.images.model import ImageInfo
 from appliance.media.images.pool import ImagePool
 from appliance.media.ranges import ByteRange
 from appliance.ratelimit import TokenBucket
@@ -59,64 +66,6 @@ log = logging.getLogger(__name__)
 MAX_RATE_USERS = 10_000
 #: How long a tus request waits for an earlier one on the same upload to settle.
 SETTLE_WAIT_S = 10.0
-#: Bytes read from disk per chunk of a download (one thread hop each).
-READ_CHUNK_BYTES = 1024 * 1024
-#: What a name and a declared type may be (longer ones are cut / refused).
-MAX_NAME_BYTES = 255
-MAX_TYPE_CHARS = 127
-_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
-#: Leading bytes of the formats the image pipeline takes (JPEG, PNG, GIF, WebP).
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
-#: Served inline: clean images (ours), audio and video; anything else a browser
-#: could run or render (HTML, SVG, XML, PDF, scripts) goes as an attachment.
-_INLINE_PREFIXES = ("audio/", "video/")
-OCTET_STREAM = "application/octet-stream"
-
-
-class ChunkSource(Protocol):
-    """A request body read as it arrives (`appliance.api.http.BodyStream`)."""
-
-    length: int | None
-
-    async def read(self) -> bytes: ...
-
-
-class WallClock(Protocol):
-    def wall_ms(self) -> int: ...
-
-
-def clean_type(declared: str) -> str:
-    """A declared media type reduced to ``type/subtype`` (parameters dropped), or
-    application/octet-stream if it is not one."""
-    kind = declared.partition(";")[0].strip().lower()
-    return kind if len(kind) <= MAX_TYPE_CHARS and _TYPE_RE.fullmatch(kind) else OCTET_STREAM
-
-
-def clean_name(name: str) -> str:
-    """A file name as a hint for the recipient: no directories, no control
-    characters, at most 255 UTF-8 bytes."""
-    name = name.replace("\\", "/").rpartition("/")[2]
-    name = "".join(ch for ch in name if ch.isprintable()).strip() or "file"
-    encoded = name.encode("utf-8")[:MAX_NAME_BYTES]
-    return encoded.decode("utf-8", "ignore")
-
-
-def looks_like_image(head: bytes) -> bool:
-    return head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
-
-
-def is_image(record: FileRecord) -> bool:
-    """A file whose stored bytes are a clean image made by our pipeline."""
-    return record.width > 0
-
-
-def disposition(record: FileRecord) -> str:
-    """``inline`` only for what a browser displays without running it."""
-    if is_image(record) or record.content_type.startswith(_INLINE_PREFIXES):
-        return "inline"
-    return "attachment"
-
-
 class FileService:
     """Uploads, downloads, thumbnails and signed links for the REST routes."""
 
@@ -133,8 +82,7 @@ class FileService:
         self._receiving: dict[str, asyncio.Event] = {}
         #: Upload starts per user (`media.uploads_per_minute`); bounded like the caches.
         self._starts: dict[int, TokenBucket] = {}
-        #: Variants being made: concurrent requests for one wait for it.
-        self._making: dict[tuple[str, str], asyncio.Future[FileVariant]] = {}
+        self.derived = DerivedImages(store, blobs, images, config, clock)
 
     # --- uploads ------------------------------------------------------------------------
 
@@ -305,7 +253,7 @@ class FileService:
         content_type, width, height = record.content_type, 0, 0
         part = self.blobs.part_path(record.file_id)
         try:
-            head = await asyncio.to_thread(_head, part)
+            head = await asyncio.to_thread(head_of, part)
         except OSError as exc:
             raise BlobError(f"upload {record.file_id} cannot be read: {exc.strerror}"
                             ) from None
@@ -369,7 +317,7 @@ class FileService:
         """
         if record.file_id in self._receiving:
             raise ConflictError("a request is appending to this upload; retry when it ends")
-        if any(key[0] == record.file_id for key in self._making):
+        if self.derived.making(record.file_id):
             # Its variant would be stored after the file went: a blob no row refers to.
             raise ConflictError("a thumbnail of this file is being made; retry when it ends")
         await self.blobs.discard(record.file_id)
@@ -414,7 +362,7 @@ class FileService:
         """The bytes of a stored blob (or a range of them), read in a thread."""
         path = self.blobs.local_path(sha256)
         start, length = (byte_range.start, byte_range.length) if byte_range else (0, size)
-        return _read_file(path, start, length)
+        return read_range(path, start, length)
 
     async def signing_key(self) -> bytes:
         if self._key is None:
@@ -425,49 +373,6 @@ class FileService:
         """A signed link's query string and expiry (Unix seconds)."""
         return await self.link_to(record.file_id, ttl_s)
 
-    # --- images -------------------------------------------------------------------------
-
-    async def _scratch(self, suffix: str) -> Path:
-        """A fresh path beside the upload parts for an image worker's output."""
-        path = self.blobs.part_path(new_file_id()).with_suffix(suffix)
-        await asyncio.to_thread(path.parent.mkdir, mode=0o700, parents=True, exist_ok=True)
-        return path
-
-    async def store_preview_image(self, app_id: int, source: Path, size: int,
-                                  lifetime_s: float) -> str | None:
-        """A link preview's image as a file of the app: thumbnailed (WebP, longest side
-        `size`, clean), owned by no user (owner 0: only signed links read it), removed
-        after `lifetime_s` by the sweep.  None if it is not an image we take.
-
-        Raises:
-            QuotaError: the app's storage is full.
-            ImageBusyError: every image worker is busy.
-        """
-        if self.images is None:
-            return None
-        out = await self._scratch(".preview.webp")
-        try:
-            try:
-                info = await self.images.thumbnail(source, out, size=size, fmt="webp",
-                                                   square=False)
-            except ImageRefusedError as exc:
-                log.info("a preview image was refused: %s", exc)
-                return None
-            length = (await asyncio.to_thread(out.stat)).st_size
-            now = self.clock.wall_ms()
-            record = FileRecord(
-                file_id=new_file_id(), app_id=app_id, owner_id=0, size=length, received=0,
-                sha256=None, content_type=info.mime, name="preview.webp", width=info.width,
-                height=info.height, created_ms=now, expires_ms=now + int(lifetime_s * 1000))
-            await self.store.create_file(record, self.config.max_app_bytes)
-            sha256, length = await self.blobs.adopt(out)
-            await self.store.complete_file(record.file_id, sha256, length, info.mime,
-                                           info.width, info.height)
-            return record.file_id
-        finally:
-            with contextlib.suppress(OSError):
-                out.unlink()
-
     async def link_to(self, file_id: str, ttl_s: int | None = None) -> tuple[str, int]:
         """A signed link's query string and expiry for a file id (see `link`)."""
         ttl = self.config.link_ttl_s if ttl_s is None else ttl_s
@@ -476,86 +381,18 @@ class FileService:
         expires = self.clock.wall_ms() // 1000 + ttl
         return signing.link_query(await self.signing_key(), file_id, expires), expires
 
+    # --- images (`derived`) ---------------------------------------------------------------
+
     async def variant(self, record: FileRecord, size: int, fmt: str, *,
                       square: bool) -> FileVariant:
-        """A thumbnail (or a square picture size) of an image file, made once.
+        """See `DerivedImages.variant`."""
+        return await self.derived.variant(record, size, fmt, square=square)
 
-        Raises:
-            UsageError: not an image, or a size/format not configured.
-        """
-        sizes = self.config.picture_sizes if square else self.config.thumbnail_sizes
-        if size not in sizes:
-            raise UsageError(f"size must be one of {', '.join(map(str, sizes))}")
-        if fmt not in ("webp", "jpeg"):
-            raise UsageError("format must be webp or jpeg")
-        if not is_image(record) or record.sha256 is None or self.images is None:
-            raise UsageError("this file is not an image")
-        name = f"{'p' if square else 't'}{size}.{fmt}"
-        found = await self.store.variant(record.file_id, name)
-        if found is not None:
-            return found
-        key = (record.file_id, name)
-        pending = self._making.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[FileVariant] = asyncio.get_running_loop().create_future()
-        self._making[key] = future
-        try:
-            made = await self._make_variant(record, record.sha256, name, size, fmt, square)
-            future.set_result(made)
-            return made
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning if no one waits
-            raise
-        finally:
-            del self._making[key]
-
-    async def _make_variant(self, record: FileRecord, sha256: bytes, name: str, size: int,
-                            fmt: str, square: bool) -> FileVariant:
-        assert self.images is not None
-        out = await self._scratch(f".{name}")
-        try:
-            info: ImageInfo = await self.images.thumbnail(
-                self.blobs.local_path(sha256), out, size=size, fmt=fmt, square=square)
-            if await self.store.file(record.file_id) is None:
-                # Deleted since the caller read it (or during the job): stored now, the
-                # variant's blob would have no row, and the sweep never finds those.
-                raise NotFoundError(f"no file {record.file_id}")
-            digest, length = await self.blobs.adopt(out)
-        finally:
-            with contextlib.suppress(OSError):
-                out.unlink()
-        made = FileVariant(name, digest, length, info.mime, info.width, info.height)
-        await self.store.save_variant(record.file_id, made)
-        return made
+    async def store_preview_image(self, app_id: int, source: Path, size: int,
+                                  lifetime_s: float) -> str | None:
+        """See `DerivedImages.store_preview_image`."""
+        return await self.derived.store_preview_image(app_id, source, size, lifetime_s)
 
 
 def _replace(record: FileRecord, *, received: int) -> FileRecord:
     return dataclasses.replace(record, received=received)
-
-
-def _head(path: Path) -> bytes:
-    with open(path, "rb") as file:
-        return file.read(16)
-
-
-async def _read_file(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
-    """Read in a thread: a cold disk must not stall the event loop."""
-    try:
-        file = await asyncio.to_thread(open, path, "rb")
-    except OSError as exc:
-        log.error("blob %s cannot be read: %s", path.name, exc.strerror)
-        return
-    try:
-        left = length
-        while left > 0:
-            chunk = await asyncio.to_thread(os.pread, file.fileno(),
-                                            min(left, READ_CHUNK_BYTES), start + length - left)
-            if not chunk:
-                return  # shorter than recorded: the transport cuts the response
-            left -= len(chunk)
-            yield chunk
-    finally:
-        file.close()
-

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from appliance.media.blobs import DiskBlobStore
 from appliance.media.config import MEDIA_DIR, MediaConfig
-from appliance.media.files import FileService, WallClock
+from appliance.media.content import WallClock
+from appliance.media.files import FileService
 from appliance.media.images.model import ImageLimits
 from appliance.media.images.pool import ImagePool
 from appliance.media.previews import PreviewService

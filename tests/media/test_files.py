@@ -317,14 +317,14 @@ def test_a_thumbnail_of_a_file_deleted_meanwhile_leaves_no_blob(tmp_path: Path) 
                 record = await w.service.receive(record, Body(photo), 0)
                 assert record.sha256 is not None
                 gated = GatedPool(pool)
-                w.service.images = gated  # type: ignore[assignment]
+                w.service.derived.images = gated  # type: ignore[assignment]
                 making = spawn(w.service.variant(record, 96, "webp", square=False), "thumb")
                 await gated.started.wait()
                 with pytest.raises(ConflictError):
                     await w.service.discard(record)
                 gated.gate.set()
                 thumb = await making
-                w.service.images = pool
+                w.service.derived.images = pool
                 await w.service.discard(record)
                 assert await w.store.file(record.file_id) is None
                 # A request that read the record before the DELETE.
