@@ -128,11 +128,13 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         api.metrics = exporter_for(config.metrics, server, store, tls, certs)
         media = media_for(config.media, store, config.storage.data_dir, clock)
         api.files = media.files
+        api.previews = media.previews
         api.on_auth = server.auth_result
         # Credential changes made here close this process's sessions at once;
         # secrets replaced by another process stop working at its next poll.
         api.credentials = engine.credentials
         engine.credentials.secrets_changed = lambda _app: api.forget_secrets()
+        engine.credentials.tokens_changed = api.forget_tokens
         if certs is not None:
             await certs.load_stored()
         host, port = await server.start(config.server.host, config.server.port,

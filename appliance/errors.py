@@ -243,3 +243,13 @@ class BlobError(MediaError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class AttachmentError(UsageError):
+    """A FILE message's payload is not the convention (PROTOCOL.md §3.3.1): `reason` says
+    why.  The message is refused with INVALID_FILE; the connection stays open (the frame
+    itself is well formed, its content is the app's)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -24,9 +24,11 @@ FORBIDDEN = {
     "appliance.service": ("appliance.transport", "appliance.cli", "appliance.storage.sqlite",
                           "click", "asyncio"),
     # The SDK ships alone (packaging/sdk): the codec and the error root, nothing else.
+    # Files (issue 15) go over HTTP with h11 alone: no server part, no HTTP/2, no Pillow.
     "appliance.sdk": ("appliance.engine", "appliance.storage", "appliance.transport",
                       "appliance.cli", "appliance.service", "appliance.config", "appliance.app",
-                      "click", "uvloop"),
+                      "appliance.api", "appliance.media", "appliance.certs", "click", "uvloop",
+                      "h2", "httpx", "PIL"),
     # The REST API: requests in, responses out; no sockets, no backend choice.
     "appliance.api": ("appliance.transport", "appliance.cli", "appliance.storage.sqlite",
                       "appliance.storage.mariadb", "mariadb", "appliance.dbserver",
@@ -57,6 +59,30 @@ FORBIDDEN = {
                         "appliance.engine", "appliance.service", "appliance.storage.sql",
                         "appliance.storage.sqlite", "appliance.storage.mariadb", "mariadb",
                         "sqlite3", "click", "h11", "h2", "wsproto"),
+    # Images: the codec runs in worker processes (Pillow, the stdlib, errors); the
+    # server side (pool, protocol, model) never loads Pillow.
+    "appliance.media.images": ("appliance.storage", "appliance.config", "appliance.protocol",
+                               "appliance.media.previews", "httpx", "socket", "ssl"),
+    "appliance.media.images.codec": ("asyncio", "appliance.system",
+                                     "appliance.media.images.pool",
+                                     "appliance.media.images.worker"),
+    "appliance.media.images.headers": ("PIL", "asyncio", "appliance.system"),
+    "appliance.media.images.pool": ("PIL", "appliance.media.images.codec",
+                                    "appliance.media.images.worker"),
+    "appliance.media.images.process": ("PIL", "appliance.media.images.codec",
+                                       "appliance.media.images.worker"),
+    "appliance.media.images.protocol": ("PIL", "asyncio", "appliance.media.images.codec"),
+    "appliance.media.images.model": ("PIL", "asyncio"),
+    # The server side of media never loads Pillow (only image workers do): the codec
+    # is reached through the pool.
+    "appliance.media.files": ("PIL", "appliance.media.images.codec"),
+    "appliance.media.runtime": ("PIL", "appliance.media.images.codec"),
+    # Link previews: no store (the image goes out through the store_image callback), no
+    # Pillow, and HTTP only through fetch's pinned httpcore connection: never httpx or
+    # urllib, which read proxies from the environment and resolve names themselves.
+    "appliance.media.previews": ("appliance.storage", "appliance.media.images", "PIL",
+                                 "httpx", "urllib.request", "http.client", "requests",
+                                 "aiohttp"),
     "appliance.config": ("appliance.transport", "appliance.cli", "appliance.storage", "click"),
     # What a running server says about itself (issue 14): a file format and its
     # readers, used by the server and by the CLI; no loop, no store, no TLS stack.

@@ -16,7 +16,8 @@ from urllib.parse import quote
 
 from appliance.api.http import ApiError, ApiResponse, ok, problem
 from appliance.errors import UsageError
-from appliance.media.files import FileService, disposition
+from appliance.media.content import disposition
+from appliance.media.files import FileService
 from appliance.media.ranges import RangeNotSatisfiableError, parse_range
 from appliance.storage.models import FileRecord, FileVariant, Principal
 
@@ -82,9 +83,7 @@ async def upload(call: Call) -> ApiResponse:
         call.user, declared_length(call),
         call.request.headers.get(b"content-type", b"").decode("latin-1"),
         call.request.query.get("name", _ONE_SHOT_NAME))
-    record = await service.receive(record, call.request.stream, 0)
-    if not record.complete:
-        raise ApiError(400, "bad request", "the body ended before Content-Length")
+    record = await service.receive_whole(record, call.request.stream)
     response = ok(201, file_doc(record, await service.link(record, None)))
     response.headers.append((b"location", f"/v1/files/{record.file_id}".encode()))
     return response

@@ -57,6 +57,7 @@ _REFUSED = {
     Status.RATE_LIMITED: (429, "too many requests"),
     Status.BLOCKED: (403, "blocked"),
     Status.INBOX_FULL: (507, "inbox full"),
+    Status.INVALID_FILE: (422, "invalid file"),
 }
 
 

@@ -75,6 +75,8 @@ def _query(route: Route, name: str) -> dict[str, Any]:
     if name == "limit":
         return {"name": "limit", "in": "query",
                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}}
+    if name != "after":  # media: names, sizes, formats, signed-link fields, URLs
+        return {"name": name, "in": "query", "schema": {"type": "string"}}
     if route.pattern == "/v1/groups":  # groups page by id, users by address
         return {"name": "after", "in": "query",
                 "schema": {"type": "integer", "minimum": 0, "maximum": STORED_U64_MAX}}

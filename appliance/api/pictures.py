@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from appliance.api.files import declared_length, file_doc, files, variant_response
-from appliance.api.http import ApiError, ApiResponse, ok
+from appliance.api.http import ApiResponse, ok
 from appliance.api.inputs import decimal
 from appliance.errors import ForbiddenError, NotFoundError, UsageError
-from appliance.media.files import is_image
+from appliance.media.content import is_image
 from appliance.protocol.wire import STORED_U64_MAX
 from appliance.storage.models import Perm, Principal
 
@@ -47,9 +47,7 @@ async def _store_picture(call: Call, kind: str, owner_id: int) -> ApiResponse:
     record = await service.create(
         user, declared_length(call),
         call.request.headers.get(b"content-type", b"").decode("latin-1"), f"{kind}-picture")
-    record = await service.receive(record, call.request.stream, 0)
-    if not record.complete:
-        raise ApiError(400, "bad request", "the body ended before Content-Length")
+    record = await service.receive_whole(record, call.request.stream)
     if not is_image(record):
         await service.store.delete_file(record.file_id)
         raise UsageError("a picture must be a JPEG, PNG, WebP or GIF image")
@@ -84,7 +82,7 @@ async def delete_own(call: Call) -> ApiResponse:
     return ApiResponse(204)
 
 
-async def get_user(call: Call) -> ApiResponse:
+async def get_user_picture(call: Call) -> ApiResponse:
     assert call.user is not None
     user_id = await call.api.store.find_user(call.user.app_id,
                                              call.params["address"].encode("utf-8"))
@@ -93,12 +91,12 @@ async def get_user(call: Call) -> ApiResponse:
     return await _picture(call, USER, user_id)
 
 
-async def put_group(call: Call) -> ApiResponse:
+async def put_group_picture(call: Call) -> ApiResponse:
     assert call.user is not None
     return await _store_picture(call, GROUP, await _group_member(call, call.user, admin=True))
 
 
-async def get_group(call: Call) -> ApiResponse:
+async def get_group_picture(call: Call) -> ApiResponse:
     assert call.user is not None
     return await _picture(call, GROUP, await _group_member(call, call.user, admin=False))
 
@@ -110,11 +108,12 @@ PICTURE_ROUTES: list[dict[str, Any]] = [
      "stream": True, "summary": "Set your own picture (an image; access token)"},
     {"method": "DELETE", "pattern": "/v1/profile/picture", "handler": delete_own,
      "user": True, "status": 204, "summary": "Remove your own picture"},
-    {"method": "GET", "pattern": "/v1/users/{address}/picture", "handler": get_user,
+    {"method": "GET", "pattern": "/v1/users/{address}/picture", "handler": get_user_picture,
      "user": True, "query": _IMAGE_QUERY,
      "summary": "A user's picture, square (media.picture_sizes; jpeg or webp)"},
-    {"method": "PUT", "pattern": "/v1/groups/{id}/picture", "handler": put_group, "user": True,
-     "stream": True, "summary": "Set a group's picture (a member with the admin permission)"},
-    {"method": "GET", "pattern": "/v1/groups/{id}/picture", "handler": get_group, "user": True,
-     "query": _IMAGE_QUERY, "summary": "A group's picture (members)"},
+    {"method": "PUT", "pattern": "/v1/groups/{id}/picture", "handler": put_group_picture,
+     "user": True, "stream": True,
+     "summary": "Set a group's picture (a member with the admin permission)"},
+    {"method": "GET", "pattern": "/v1/groups/{id}/picture", "handler": get_group_picture,
+     "user": True, "query": _IMAGE_QUERY, "summary": "A group's picture (members)"},
 ]

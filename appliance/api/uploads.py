@@ -34,6 +34,13 @@ def _tus_error(exc: TusError) -> ApiError:
     return ApiError(exc.status, "tus", str(exc))
 
 
+class _NoBody:
+    length: int | None = 0
+
+    async def read(self) -> bytes:
+        return b""
+
+
 async def options(call: Call) -> ApiResponse:
     """Discovery (tus §OPTIONS): no credential needed."""
     return ApiResponse(204, headers=options_headers(files(call).config.max_file_bytes))
@@ -54,6 +61,8 @@ async def create(call: Call) -> ApiResponse:
     record = await service.create(
         call.user, length, metadata.get("filetype", metadata.get("type", "")),
         metadata.get("filename", metadata.get("name", "file")))
+    if length == 0:  # complete as created: tus clients send no PATCH for an empty file
+        await service.receive(record, _NoBody(), 0)
     return ApiResponse(201, headers=[(b"location", f"/v1/uploads/{record.file_id}".encode()),
                                      _TUS])
 
@@ -66,8 +75,11 @@ async def status(call: Call) -> ApiResponse:
     except TusError as exc:
         raise _tus_error(exc) from None
     record = await service.owned_upload(call.user, call.params["id"])
+    # Once complete, `received` is the declared length (an image's stored copy is
+    # re-encoded: its size differs), so a tus client sees offset == length: done.
+    length = record.received if record.complete else record.size
     return ApiResponse(200, headers=[(b"upload-offset", str(record.received).encode()),
-                                     (b"upload-length", str(record.size).encode()),
+                                     (b"upload-length", str(length).encode()),
                                      (b"cache-control", b"no-store"), _TUS])
 
 
@@ -84,6 +96,14 @@ async def append(call: Call) -> ApiResponse:
     except TusError as exc:
         raise _tus_error(exc) from None
     record = await service.owned_upload(call.user, call.params["id"])
+    length = call.request.stream.length
+    if length is not None and offset == record.received and not record.complete \
+            and offset + length > record.size:  # (else `receive` says 409)
+        # Refused before a byte is read (tusd answers 413 too); a body that turns out
+        # longer without saying so is cut by `FileService.receive` (422).
+        raise ApiError(413, "content too large",
+                       f"Upload-Offset {offset} + Content-Length {length} passes the"
+                       f" upload's {record.size} bytes")
     try:
         record = await service.receive(record, call.request.stream, offset)
     except ConflictError as exc:

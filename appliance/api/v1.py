@@ -27,12 +27,14 @@ from appliance.api.inputs import (
 from appliance.api.messages import U32_MAX, BackendSender
 from appliance.api.metrics import METRICS_ROUTES, MetricsAccess
 from appliance.api.pictures import PICTURE_ROUTES
+from appliance.api.previews import PREVIEW_ROUTES
 from appliance.api.stats import AppStats
 from appliance.api.uploads import UPLOAD_ROUTES
 from appliance.api.usertokens import UserTokens
 from appliance.engine.clock import Clock
 from appliance.errors import ApplianceError
 from appliance.media.files import FileService
+from appliance.media.previews import PreviewService
 from appliance.protocol.wire import PRIORITY_MAX, STORED_U64_MAX, TYPE_MAX
 from appliance.protocol.wire.frames import MAX_ADDRESS_BYTES, U64_MAX
 from appliance.service.admin import (
@@ -402,6 +404,7 @@ ROUTES: list[Route] = [
     *(Route(**spec) for spec in FILE_ROUTES),
     *(Route(**spec) for spec in UPLOAD_ROUTES),
     *(Route(**spec) for spec in PICTURE_ROUTES),
+    *(Route(**spec) for spec in PREVIEW_ROUTES),
     *(Route(**spec) for spec in METRICS_ROUTES),
 ]
 
@@ -431,6 +434,7 @@ class RestApi:
         self.metrics: MetricsAccess | None = None
         #: Files, images and previews (issue 15); None: not served by this API.
         self.files: FileService | None = None
+        self.previews: PreviewService | None = None
 
     async def handle(self, request: ApiRequest) -> ApiResponse:
         """The response to `request`; never raises."""

@@ -9,7 +9,10 @@
   store, taken while the server runs;
 - ``config/tidings.toml``: the configuration file, if there is one;
 - ``data`` and ``data/...``: the data directory's state (certificates and
-  keys, ACME account, IP filter lists, the recorded store choice).
+  keys, ACME account, IP filter lists, the recorded store choice);
+- ``media/blobs/ab/cd/<sha256>``: the uploaded files' blobs, copied after the
+  store, streamed, last (`appliance.backup.media`); not with ``--no-media``
+  nor before an upgrade; unfinished uploads (``media/tmp``) never.
 
 ``tidings restore`` checks all of it before writing anything
 (`appliance.backup.restore`); ``tidings upgrade`` takes one before it swaps

@@ -10,9 +10,11 @@ Reading is one pass over the compressed stream (``r|gz``: no seeking, no
 member table read ahead of the data): every member must be a plain file or
 directory that the manifest lists, pass tarfile's ``data`` filter (no
 absolute path, no ``..``, no link, no device) and our own name allowlist,
-have exactly the size the manifest says, and hash to its sha256.  Members
-are written only into a private staging directory; the caller installs
-nothing until every member has checked out.
+have exactly the size the manifest says, and hash to its sha256.  Media
+blobs, which the manifest only counts, must pass the same filter and
+`appliance.backup.media`'s rules, and hash to their names.  Members are
+written only into a private staging directory; the caller installs nothing
+until every member has checked out.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ import shutil
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
 
 from appliance.backup.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, BackupManifest, Member
+from appliance.backup.media import BlobBudget
 from appliance.errors import LifecycleError
 
 _CHUNK: Final = 1 << 20
@@ -65,8 +68,11 @@ def sha256_of(source: bytes | Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def write_archive(target: Path, manifest: BackupManifest, entries: Iterable[Entry]) -> None:
+def write_archive(target: Path, manifest: BackupManifest, entries: Iterable[Entry],
+                  tail: Callable[[tarfile.TarFile], None] | None = None) -> None:
     """Write the archive at `target` (0600), atomically; refuses an existing `target`.
+
+    `tail` adds the members the manifest does not list (the media blobs) last.
 
     Raises:
         LifecycleError: `target` exists, or the file system refused.
@@ -83,6 +89,8 @@ def write_archive(target: Path, manifest: BackupManifest, entries: Iterable[Entr
                                 manifest.created_ms / 1000), io.BytesIO(data))
                 for entry in entries:
                     _add_entry(tar, entry)
+                if tail is not None:
+                    tail(tar)
             raw.flush()
             os.fsync(raw.fileno())
         os.link(temp, target)  # no-clobber: fails if someone made `target` meanwhile
@@ -158,18 +166,24 @@ def _extract(tar: tarfile.TarFile, staging: Path) -> BackupManifest:
     assert handle is not None
     manifest = BackupManifest.from_json(handle.read(MAX_MANIFEST_BYTES + 1))
     expected = manifest.by_name()
-    need = sum(m.size for m in manifest.members)
+    need = sum(m.size for m in manifest.members) + manifest.media.bytes
     if need + _DISK_MARGIN > shutil.disk_usage(staging).free:
         raise LifecycleError(f"the archive needs {need >> 20} MiB; {staging.parent} has less"
                              " free", step="restore", fix="free some space")
     seen: set[str] = set()
+    blobs = BlobBudget(manifest.media)
     while (info := tar.next()) is not None:
-        member = _admit(info, expected, seen, staging)
+        _filter(info, staging)
+        if info.name.startswith("media/"):
+            digest = blobs.admit(info)
+            _stage(_content(tar, info), staging / info.name, info.name, info.size, digest,
+                   durable=True)
+            continue
+        member = _admit(info, expected, seen)
         seen.add(member.name)
         if member.kind == "file":
-            source = tar.extractfile(info)
-            assert source is not None
-            _stage(source, staging / member.name, member)
+            _stage(_content(tar, info), staging / member.name, member.name, member.size,
+                   member.sha256)
         else:
             (staging / member.name).mkdir(mode=0o700, parents=True, exist_ok=True)
     missing = sorted(set(expected) - seen)
@@ -179,9 +193,14 @@ def _extract(tar: tarfile.TarFile, staging: Path) -> BackupManifest:
     return manifest
 
 
-def _admit(info: tarfile.TarInfo, expected: dict[str, Member], seen: set[str],
-           staging: Path) -> Member:
-    """The manifest entry of `info`, once it passed every check."""
+def _content(tar: tarfile.TarFile, info: tarfile.TarInfo) -> IO[bytes]:
+    source = tar.extractfile(info)
+    assert source is not None  # a plain file: admitted
+    return source
+
+
+def _filter(info: tarfile.TarInfo, staging: Path) -> None:
+    """Refuse a member that would leave `staging` or is a link or device, whatever its name."""
     if info.name.startswith("/") or ".." in info.name.split("/"):
         # tarfile's filter would strip the slash; such an archive is hostile all the same.
         raise LifecycleError(f"hostile member refused: {info.name[:200]!r} leaves the"
@@ -190,6 +209,10 @@ def _admit(info: tarfile.TarInfo, expected: dict[str, Member], seen: set[str],
         tarfile.data_filter(info, str(staging))
     except tarfile.FilterError as exc:
         raise LifecycleError(f"hostile member refused: {exc}", step=_STEP) from None
+
+
+def _admit(info: tarfile.TarInfo, expected: dict[str, Member], seen: set[str]) -> Member:
+    """The manifest entry of `info` (past `_filter`), once it passed every check."""
     if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE):
         raise LifecycleError(f"member {info.name[:200]!r} is not a plain file or directory",
                              step=_STEP)
@@ -205,10 +228,13 @@ def _admit(info: tarfile.TarInfo, expected: dict[str, Member], seen: set[str],
     return member
 
 
-def _stage(source: IO[bytes], path: Path, member: Member) -> None:
+def _stage(source: IO[bytes], path: Path, name: str, size: int, sha256: str, *,
+           durable: bool = False) -> None:
+    """Write `size` bytes of `source` at `path` (new), checking they hash to `sha256`;
+    `durable`: fsynced (a blob is renamed into place, not copied)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    left = member.size
+    left = size
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600)
     with os.fdopen(fd, "wb") as out:
@@ -219,6 +245,10 @@ def _stage(source: IO[bytes], path: Path, member: Member) -> None:
             digest.update(block)
             out.write(block)
             left -= len(block)
-    if left or digest.hexdigest() != member.sha256:
-        raise LifecycleError(f"member {member.name!r} is corrupted: its sha256 does not match"
-                             " the manifest", step=_STEP, fix="nothing was restored")
+        if durable:
+            out.flush()
+            os.fsync(out.fileno())
+    if left or digest.hexdigest() != sha256:
+        what = "its name" if durable else "the manifest"
+        raise LifecycleError(f"member {name!r} is corrupted: its sha256 does not match {what}",
+                             step=_STEP, fix="nothing was restored")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,13 +18,16 @@ from appliance.backup.manifest import (
     CONFIG_MEMBER,
     MAX_FILE_BYTES,
     BackupManifest,
+    MediaSummary,
     Member,
 )
+from appliance.backup.media import MediaOutcome, add_blobs, list_blobs
 from appliance.backup.owner import Owner, group_name, switching, user_name
 from appliance.backup.store import dump
 from appliance.config import ApplianceConfig
 from appliance.config.database import resolve_database
 from appliance.errors import LifecycleError
+from appliance.media.sweep import GRACE_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,10 @@ class BackupResult:
     manifest: BackupManifest
     #: Special files and odd names in the data directory that were left out.
     skipped: tuple[str, ...]
+    #: The media blobs written (None: left out, ``--no-media``).
+    media: MediaOutcome | None = None
+    #: What the operator should know (corrupted or late blobs).
+    warnings: tuple[str, ...] = ()
 
 
 def default_output(data_dir: Path, now_ms: int, label: str = "") -> Path:
@@ -44,10 +52,12 @@ def default_output(data_dir: Path, now_ms: int, label: str = "") -> Path:
 
 
 def create_backup(config: ApplianceConfig, config_path: Path | None, output: Path | None,
-                  now_ms: int) -> BackupResult:
+                  now_ms: int, *, media: bool = True) -> BackupResult:
     """Write the archive (0600) at `output` (default: `default_output`).
 
-    The store is copied consistently while a server may be running on it.
+    The store is copied consistently while a server may be running on it;
+    then, with `media`, the media blobs (`appliance.backup.media` says why
+    that order is enough).
 
     Raises:
         LifecycleError: a step failed (nothing is left behind but what existed).
@@ -62,6 +72,7 @@ def create_backup(config: ApplianceConfig, config_path: Path | None, output: Pat
     owner = Owner.of(data_dir)
     target = (output or default_output(data_dir, now_ms)).absolute()
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    began = time.monotonic()  # before the store's consistent moment: see backup.media
     # The store's copy is written by its owner (as root: `as_owner`), so it is
     # staged where the owner may write: in the data directory (a dot name is
     # never backed up itself), on the store's file system.
@@ -83,13 +94,32 @@ def create_backup(config: ApplianceConfig, config_path: Path | None, output: Pat
                 entries.append(_dir_entry(found.name, found.st))
             else:
                 entries.append(_file_entry(found.name, found.content, found.st))
+        listing = staging / "blobs"
+        summary = list_blobs(data_dir, listing, skipped) if media else MediaSummary()
         manifest = BackupManifest(__version__, version, location.kind, now_ms, str(data_dir),
-                                  str(config_path or ""), tuple(e.member for e in entries))
+                                  str(config_path or ""), tuple(e.member for e in entries),
+                                  summary)
         manifest.check()
-        write_archive(target, manifest, entries)
+        outcome = MediaOutcome() if media else None
+        write_archive(target, manifest, entries, None if outcome is None else
+                      lambda tar: add_blobs(tar, data_dir, listing, outcome))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return BackupResult(target, manifest, tuple(skipped))
+    late = time.monotonic() - began > GRACE_MS / 1000
+    return BackupResult(target, manifest, tuple(skipped), outcome,
+                        _warnings(outcome, late) if outcome is not None else ())
+
+
+def _warnings(outcome: MediaOutcome, late: bool) -> tuple[str, ...]:
+    said = []
+    if outcome.corrupted:
+        said.append(f"{outcome.corrupted} media blobs no longer match their sha256 (a disk"
+                    " fault?) and were left out: " + ", ".join(outcome.corrupted_paths))
+    if late:
+        said.append(f"the backup took longer than the media sweep's grace"
+                    f" ({GRACE_MS // 60000} min): a file deleted meanwhile may be in the"
+                    " store's copy without its bytes")
+    return tuple(said)
 
 
 def _file_entry(name: str, source: bytes | Path, st: os.stat_result) -> Entry:

@@ -3,10 +3,13 @@
 Backed up: everything in the data directory but the store itself (the
 SQLite files, the private MariaDB server's files: both go in as a consistent
 copy instead), the backups, the executable's temporary directory, and
-temporaries (dot files).  Today that is ``tls/`` (the self-signed pair and
-ACME certificates with their keys), ``acme/`` (the ACME account and its
-state), ``ipfilter/`` and ``database`` (the recorded store choice); whatever
-later state lands there is included without a change here.
+temporaries (dot files), and ``media/`` (issue 15: the uploaded files'
+blobs, any number of any size, are streamed into the archive on their own,
+`appliance.backup.media`; state files are read whole and bounded).  Today
+that is ``tls/`` (the self-signed pair and ACME certificates with their
+keys), ``acme/`` (the ACME account and its state), ``ipfilter/`` and
+``database`` (the recorded store choice); whatever later state lands there
+is included without a change here.
 
 Restore writes through directory file descriptors with ``O_NOFOLLOW``: a
 symlink planted in the data directory (by whoever could write there) is
@@ -16,6 +19,7 @@ refused, never followed out of it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -26,6 +30,7 @@ from typing import Final
 from appliance.backup.manifest import DATA_ROOT, MAX_DEPTH, MAX_FILE_BYTES, check_name
 from appliance.config.database import CHOICE_FILE, PRIVATE_DIR, SQLITE_FILE
 from appliance.errors import LifecycleError
+from appliance.media.config import MEDIA_DIR
 
 #: Where `tidings upgrade` keeps its pre-upgrade archives (never inside a backup).
 BACKUPS_DIR: Final = "backups"
@@ -33,6 +38,11 @@ BACKUPS_DIR: Final = "backups"
 NOT_STATE: Final = frozenset({
     SQLITE_FILE, f"{SQLITE_FILE}-wal", f"{SQLITE_FILE}-shm", f"{SQLITE_FILE}.lock",
     PRIVATE_DIR, BACKUPS_DIR, "tmp", "lost+found"})
+#: Left out of the state walk: media blobs are not state files (read whole, 64 MiB
+#: each, 256 MiB in all) but content-addressed uploads, streamed by
+#: `appliance.backup.media`.  Not in FRESH_INSTALL: blobs are state a restore must
+#: not mix with another install's without --force.
+_NOT_WALKED: Final = NOT_STATE | {MEDIA_DIR}
 #: What a fresh install may already have: a restore onto these needs no --force.
 FRESH_INSTALL: Final = NOT_STATE | {CHOICE_FILE}
 _READ_CHUNK: Final = 1 << 20
@@ -66,7 +76,7 @@ def _walk(directory: Path, prefix: str, depth: int, skipped: list[str]) -> Itera
     with os.scandir(directory) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
-        if entry.name.startswith(".") or (depth == 1 and entry.name in NOT_STATE):
+        if entry.name.startswith(".") or (depth == 1 and entry.name in _NOT_WALKED):
             continue
         name = f"{prefix}/{entry.name}"
         st = entry.stat(follow_symlinks=False)
@@ -142,31 +152,54 @@ class SafeTree:
         """Copy `source` to root/parts atomically (a temporary beside it, then rename)."""
         *dirs, name = parts
         with self.directory(dirs, create=True) as dfd:
-            temp = f".{name}.restoring"
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp, dir_fd=dfd)
-            out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                          | os.O_CLOEXEC, 0o600, dir_fd=dfd)
-            try:
-                with open(source, "rb") as src:
-                    while block := src.read(_READ_CHUNK):
-                        view = memoryview(block)
-                        while view:
-                            view = view[os.write(out, view):]
-                _own(out, mode, uid, gid)
-                os.fsync(out)
-            except BaseException:
-                os.close(out)
-                os.unlink(temp, dir_fd=dfd)
-                raise
-            os.close(out)
-            os.replace(temp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            _copy_into(dfd, name, source, mode, uid, gid)
             os.fsync(dfd)
+
+    @staticmethod
+    def move_file(dfd: int, name: str, source: Path, mode: int, uid: int, gid: int) -> None:
+        """Put `source` (a file of ours in a private directory, fsynced) at `name` in the
+        directory `dfd`: renamed when both are on one file system, else copied; either
+        way `source` is gone.  The caller fsyncs `dfd`."""
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            _own(fd, mode, uid, gid)
+        finally:
+            os.close(fd)
+        try:
+            os.rename(source, name, dst_dir_fd=dfd)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            _copy_into(dfd, name, source, mode, uid, gid)
+            source.unlink()
 
     def remove_file(self, parts: list[str]) -> None:
         *dirs, name = parts
         with self.directory(dirs) as dfd, contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=dfd)
+
+
+def _copy_into(dfd: int, name: str, source: Path, mode: int, uid: int, gid: int) -> None:
+    """Copy `source` to `name` in the directory `dfd` through a temporary, fsynced."""
+    temp = f".{name}.restoring"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp, dir_fd=dfd)
+    out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                  0o600, dir_fd=dfd)
+    try:
+        with open(source, "rb") as src:
+            while block := src.read(_READ_CHUNK):
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(out, view):]
+        _own(out, mode, uid, gid)
+        os.fsync(out)
+    except BaseException:
+        os.close(out)
+        os.unlink(temp, dir_fd=dfd)
+        raise
+    os.close(out)
+    os.replace(temp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
 
 
 def _own(fd: int, mode: int, uid: int, gid: int) -> None:

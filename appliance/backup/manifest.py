@@ -5,6 +5,12 @@ A member name is the allowlist's, nothing else: ``store/<file>``,
 ``data/<relative path>`` whose every component is a plain name (no ``..``,
 no leading dot, no slash, bounded length and depth).  A hostile archive is
 refused on its names before any byte of it is written.
+
+Format 2 (issue 15) adds the media blobs: members ``media/blobs/ab/cd/<hex>``
+that the manifest does not list one by one (there may be millions; a blob's
+name is its SHA-256, which is what restore checks), only as a `MediaSummary`
+(`appliance.backup.media`).  Format 1 archives (issue 14) have none and are
+still read.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from typing import Final
 from appliance.errors import LifecycleError
 
 MANIFEST_NAME: Final = "MANIFEST.json"
-#: The archive format; a reader refuses formats it does not know.
-FORMAT: Final = 1
+#: The archive format written; a reader refuses formats it does not know.
+FORMAT: Final = 2
+#: The formats this build reads: 1 (issue 14) has no media section.
+READABLE_FORMATS: Final = frozenset({1, FORMAT})
 MAX_MANIFEST_BYTES: Final = 1 << 20
 MAX_MEMBERS: Final = 4096
 #: A configuration file, key, certificate or list in the data directory.
@@ -28,6 +36,12 @@ MAX_FILES_TOTAL_BYTES: Final = 256 << 20
 #: The store itself (an embedded SQLite file or a MariaDB dump).
 MAX_STORE_BYTES: Final = 1 << 40
 MAX_DEPTH: Final = 8
+#: One media blob.  Generous: `media.max_file_bytes` has no ceiling of its own; what
+#: really bounds a restore is the free space checked against `MediaSummary.bytes`.
+MAX_BLOB_BYTES: Final = 1 << 40
+#: All media blobs together, and how many (range checks, not policy).
+MAX_MEDIA_BYTES: Final = 1 << 56
+MAX_MEDIA_BLOBS: Final = 1 << 40
 
 SQLITE_MEMBER: Final = "store/tidings.sqlite3"
 MARIADB_MEMBER: Final = "store/mariadb.sql"
@@ -82,6 +96,25 @@ class Member:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaSummary:
+    """The media blobs of an archive, as counted before they were written.
+
+    `count` and `bytes` are upper bounds: a blob the sweep deleted while the
+    backup ran is left out (`appliance.backup.media`), so an archive may hold
+    fewer.  `included` is False for ``--no-media`` and pre-upgrade backups.
+    """
+
+    included: bool = False
+    count: int = 0
+    bytes: int = 0
+
+    def check(self) -> None:
+        if not (0 <= self.count <= MAX_MEDIA_BLOBS and 0 <= self.bytes <= MAX_MEDIA_BYTES
+                and (self.included or self.count == self.bytes == 0)):
+            raise LifecycleError("the manifest's media section is malformed", step=_STEP)
+
+
+@dataclass(frozen=True, slots=True)
 class BackupManifest:
     """What the archive holds and where it came from."""
 
@@ -93,6 +126,7 @@ class BackupManifest:
     data_dir: str
     config_path: str
     members: tuple[Member, ...]
+    media: MediaSummary = MediaSummary()
     format: int = FORMAT
 
     @property
@@ -115,9 +149,9 @@ class BackupManifest:
                                  step=_STEP)
         try:
             tree = json.loads(data)
-            if tree["format"] != FORMAT:
+            if tree["format"] not in READABLE_FORMATS:
                 raise LifecycleError(f"archive format {tree['format']!r} unknown (this build"
-                                     f" reads {FORMAT}); restore with a newer tidings",
+                                     f" reads up to {FORMAT}); restore with a newer tidings",
                                      step=_STEP)
             raw = tree["members"]
             if not isinstance(raw, list) or not 0 < len(raw) <= MAX_MEMBERS:
@@ -127,7 +161,8 @@ class BackupManifest:
                                    _str(e["group"])) for e in raw)
             manifest = cls(_str(tree["tidings_version"]), _int(tree["schema_version"]),
                            _str(tree["backend"]), _int(tree["created_ms"]),
-                           _str(tree["data_dir"]), _str(tree["config_path"]), members)
+                           _str(tree["data_dir"]), _str(tree["config_path"]), members,
+                           _media(tree), _int(tree["format"]))
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise LifecycleError(f"{MANIFEST_NAME} is malformed: {exc!r}"[:300],
                                  step=_STEP) from None
@@ -135,6 +170,7 @@ class BackupManifest:
         return manifest
 
     def check(self) -> None:
+        self.media.check()
         if self.backend not in BACKENDS or not 0 <= self.schema_version < 1 << 31:
             raise LifecycleError(f"unknown backend {self.backend!r} or schema version",
                                  step=_STEP)
@@ -152,6 +188,21 @@ class BackupManifest:
                if not m.name.startswith("store/")) > MAX_FILES_TOTAL_BYTES:
             raise LifecycleError("the configuration and data files exceed"
                                  f" {MAX_FILES_TOTAL_BYTES} bytes", step=_STEP)
+
+
+def _media(tree: dict[str, object]) -> MediaSummary:
+    """The media section: format 1 has none (no media then), format 2 must have it."""
+    if tree["format"] == 1:
+        if "media" in tree:
+            raise ValueError("a format 1 manifest has no media section")
+        return MediaSummary()
+    raw = tree["media"]
+    if not isinstance(raw, dict):
+        raise TypeError("media is not an object")
+    included = raw["included"]
+    if not isinstance(included, bool):
+        raise TypeError("media.included is not a boolean")
+    return MediaSummary(included, _int(raw["count"]), _int(raw["bytes"]))
 
 
 def _int(value: object) -> int:

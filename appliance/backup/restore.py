@@ -5,6 +5,7 @@ into a private staging directory; check its schema against this build, its
 configuration, its backend against the configured store; refuse a data
 directory or store that already holds state (unless forced) and a store a
 server runs on (its lock, then held to the end); only then write the files,
+move the media blobs into place (before the store that refers to them),
 load the store and migrate it to this build's schema.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from appliance.backup.archive import extract_verified
 from appliance.backup.files import SafeTree, has_state
 from appliance.backup.manifest import CONFIG_MEMBER, DATA_ROOT, BackupManifest, Member
+from appliance.backup.media import check_room, install_blobs
 from appliance.backup.owner import Owner, as_owner, gid_of, login_as, uid_of
 from appliance.backup.store import load
 from appliance.config import ApplianceConfig
@@ -45,6 +47,8 @@ class RestoreResult:
     config_written: Path | None
     files: int
     migrated: tuple[int, ...]
+    #: Media blobs put in place.
+    blobs: int = 0
 
 
 def restore(archive: Path, config_path: Path | None, load_config: ConfigLoader, *,
@@ -96,6 +100,8 @@ def _restore(manifest: BackupManifest, staging: Path, config_path: Path | None,
     if not store_only and not data_dir.exists():
         data_dir.mkdir(parents=True, mode=0o700)
     owner = _owner(root, data_dir) if not store_only else Owner.of(data_dir)
+    if not store_only:
+        check_room(staging, data_dir, manifest.media)
     timeout = config.storage.timeout_s
     with running(location, data_dir), contextlib.ExitStack() as held:
         login = login_as(location, owner)
@@ -105,9 +111,10 @@ def _restore(manifest: BackupManifest, staging: Path, config_path: Path | None,
                 raise LifecycleError(f"{location.describe()} already holds users",
                                      step="restore", fix="restore onto a fresh install, or"
                                                          " --force")
-        files = 0
+        files = blobs = 0
         if not store_only:
             files = _write_files(manifest, staging, data_dir, owner)
+            blobs = install_blobs(staging, data_dir, owner)
             if write_config:
                 assert config_path is not None
                 _write_config(members[CONFIG_MEMBER], staged_config, config_path)
@@ -115,7 +122,7 @@ def _restore(manifest: BackupManifest, staging: Path, config_path: Path | None,
         with as_owner(owner):
             migrated = maintenance.migrate(login, timeout, now_ms)
     return RestoreResult(manifest, data_dir, location, config_path if write_config else None,
-                         files, tuple(migrated))
+                         files, tuple(migrated), blobs)
 
 
 def _location(config: ApplianceConfig, staging: Path, data_dir: Path,

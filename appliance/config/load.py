@@ -40,7 +40,7 @@ _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
              "image_timeout_s": 0.1, "max_image_pixels": 1, "max_image_side": 1,
              "max_image_frames": 1, "max_html_bytes": 1024, "max_image_bytes": 1024,
              "max_redirects": 0, "cache_ttl_s": 0, "failure_ttl_s": 0,
-             "per_user_per_minute": 1,
+             "per_user_per_minute": 1, "uploads_per_minute": 1,
              # [acme] (appliance.certs.config)
              "retry_min_s": 0.01, "retry_max_s": 0.01, "check_interval_s": 0.05,
              "attempt_timeout_s": 1}

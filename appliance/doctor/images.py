@@ -19,7 +19,6 @@ from typing import Final
 
 from appliance.doctor.model import Finding, Subject, Verdict
 from appliance.errors import ApplianceError
-from appliance.media.images.model import ImageLimits
 from appliance.media.images.pool import ImagePool
 
 NAME: Final = "images"
@@ -28,9 +27,7 @@ SAMPLE_PX, THUMB_PX = 64, 16
 
 
 def check_images(subject: Subject) -> Finding:
-    media = subject.config.media
-    limits = ImageLimits(media.max_image_pixels, media.max_image_side, media.max_image_frames)
-    pool = ImagePool(media.image_workers, 0, media.image_timeout_s, limits)
+    pool = ImagePool.from_config(subject.config.media)
     with tempfile.TemporaryDirectory(prefix="tidings-doctor-") as tmp:
         src = Path(tmp) / "sample.png"
         src.write_bytes(sample_png(SAMPLE_PX, SAMPLE_PX))

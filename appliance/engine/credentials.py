@@ -62,6 +62,9 @@ class CredentialWatcher:
         self._recheck_all = False
         #: Called with the app id when an app's secrets were replaced.
         self.secrets_changed: Callable[[int], None] | None = None
+        #: Called when users' tokens were revoked, or users deleted or renamed: the
+        #: REST API's cache of access tokens (files, previews) is dropped.
+        self.tokens_changed: Callable[[], None] | None = None
         self.stats_closed = 0
 
     # --- sessions --------------------------------------------------------------------
@@ -135,6 +138,8 @@ class CredentialWatcher:
             StorageError: the store cannot be read.
         """
         self.generation += 1
+        if self.tokens_changed is not None:
+            self.tokens_changed()
         by_user = self._engine.by_user
         sessions = [s for user in user_ids for s in by_user.get(user, ())]
         if not sessions:

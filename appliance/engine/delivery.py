@@ -30,7 +30,8 @@ from appliance.engine.figures import EngineFigures
 from appliance.engine.ports import EngineLimits, Link, Scheduler
 from appliance.engine.quotas import Quotas
 from appliance.engine.session import NO_ACKS, Session
-from appliance.errors import AuthError, StorageError
+from appliance.errors import AttachmentError, AuthError, StorageError
+from appliance.protocol.attachments import file_ids
 from appliance.protocol.wire import (
     Ack,
     CloseCode,
@@ -58,6 +59,7 @@ from appliance.storage.models import (
 log = logging.getLogger(__name__)
 
 _TRANSIENT = Flag.TRANSIENT
+_FILE = Flag.FILE
 _OUTGOING = Flag.OUTGOING_COPY
 _SENT = int(Status.SENT)
 _STORED = Outcome.STORED
@@ -238,6 +240,8 @@ class Engine:
             self._status(session, m.id, Status.INVALID_DEST)
             return
         flags = m.flags = m.flags & Flag.CLIENT_MASK
+        if flags & _FILE and not self._files_named(session, m):
+            return
         if m.expiry_s == 0 or flags & _TRANSIENT:
             if m.group_id or not self._relay_online(session, m):
                 session.relays += 1
@@ -266,6 +270,16 @@ class Engine:
         if session.unconfirmed == limits.max_unconfirmed:
             session.link.pause_reading()
         self._queue_flush()
+
+    def _files_named(self, session: Session, m: Message) -> bool:
+        """Whether a FILE message's payload is the convention (PROTOCOL.md §3.3.1); else
+        INVALID_FILE, before anything is batched.  The store checks the files themselves."""
+        try:
+            file_ids(m.payload, self.limits.max_payload_bytes)
+        except AttachmentError:
+            self._status(session, m.id, Status.INVALID_FILE)
+            return False
+        return True
 
     def on_ack(self, session: Session, ack: Ack) -> None:
         """An ACK: the device holds these messages; never send them again."""

@@ -142,6 +142,12 @@ class BlobStore(Protocol):
         """Up to `limit` part files as (upload id, last written, ms): what the sweep checks."""
         ...
 
+    async def drop_scratch(self, older_than_ms: int, limit: int) -> int:
+        """Delete up to `limit` scratch files beside the parts (an image worker's output,
+        a preview's download) last written before `older_than_ms`: what a crash left.
+        Returns how many went."""
+        ...
+
     def local_path(self, sha256: bytes) -> Path:
         """Where the blob's bytes are (for readers and image workers)."""
         ...
@@ -312,6 +318,7 @@ class DiskBlobStore:
         """See `BlobStore.adopt`."""
 
         def digest() -> tuple[bytes, int]:
+            self._prepare()
             hasher = hashlib.sha256()
             with open(path, "rb") as file:
                 while block := file.read(1024 * 1024):
@@ -376,6 +383,34 @@ class DiskBlobStore:
             return await asyncio.to_thread(scan)
         except OSError as exc:
             raise disk_error(exc, "cannot list uploads") from None
+
+    async def drop_scratch(self, older_than_ms: int, limit: int) -> int:
+        """See `BlobStore.drop_scratch`: regular files only, never a part or a link."""
+
+        def drop() -> int:
+            dropped = 0
+            try:
+                entries = os.scandir(self.tmp_dir)
+            except FileNotFoundError:
+                return 0
+            with entries:
+                for entry in entries:
+                    if dropped >= limit:
+                        break
+                    if entry.name.endswith(PART_SUFFIX) \
+                            or not entry.is_file(follow_symlinks=False):
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        if entry.stat(follow_symlinks=False).st_mtime_ns // 10**6 \
+                                < older_than_ms:
+                            os.unlink(entry.path)
+                            dropped += 1
+            return dropped
+
+        try:
+            return await asyncio.to_thread(drop)
+        except OSError as exc:
+            raise disk_error(exc, "cannot clean the uploads directory") from None
 
     def busy(self, upload_id: str) -> bool:
         """Whether a writer of this store holds the upload now."""

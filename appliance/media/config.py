@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from appliance.errors import ConfigError
 
+#: The media root inside the data directory: blobs and upload parts (`blobs.DiskBlobStore`).
+MEDIA_DIR = "media"
 #: A signed link lives at most this long, whatever is asked (mesibo's secure
 #: download links are short-lived too).
 MAX_LINK_TTL_S = 7 * 86400
@@ -53,6 +55,9 @@ class MediaConfig:
     upload_expiry_s: int = 86400
     #: A file shared in a message stays this long after the message expires.
     file_retention_s: int = 30 * 86400
+    #: Uploads (one-shot, tus, pictures) one user may start per minute (burst: as many):
+    #: each costs a row and, for an image, a worker's time, even at length 0.
+    uploads_per_minute: int = 60
     #: Default lifetime of a signed link (at most `MAX_LINK_TTL_S`).
     link_ttl_s: int = 86400
     thumbnail_sizes: tuple[int, ...] = (96, 320, 800)

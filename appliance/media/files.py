@@ -25,97 +25,47 @@ import contextlib
 import dataclasses
 import logging
 import os
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol
 
 from appliance.errors import (
     ApplianceError,
-    BodyAbortedError,
+    BlobError,
     ConflictError,
     ForbiddenError,
-    ImageRefusedError,
     NotFoundError,
     QuotaError,
+    TooManyRequestsError,
     UsageError,
 )
 from appliance.media import signing
 from appliance.media.blob_writer import MAX_CHUNK
 from appliance.media.blobs import BlobStore, BlobWriter
 from appliance.media.config import MAX_LINK_TTL_S, MediaConfig
+from appliance.media.content import (
+    OCTET_STREAM,
+    ChunkSource,
+    WallClock,
+    clean_name,
+    clean_type,
+    head_of,
+    looks_like_image,
+    read_range,
+)
+from appliance.media.derived import DerivedImages
 from appliance.media.ids import is_file_id, new_file_id
-from appliance.media.images.codec import ImageInfo
 from appliance.media.images.pool import ImagePool
 from appliance.media.ranges import ByteRange
+from appliance.ratelimit import TokenBucket
 from appliance.storage.interface import Storage
 from appliance.storage.models import FileRecord, FileVariant, Principal
 
 log = logging.getLogger(__name__)
 
+#: Users whose upload rate is tracked at once.
+MAX_RATE_USERS = 10_000
 #: How long a tus request waits for an earlier one on the same upload to settle.
 SETTLE_WAIT_S = 10.0
-#: Bytes read from disk per chunk of a download (one thread hop each).  Also
-#: what a client that stops reading holds in the server beside the transport's
-#: high-water mark: 256 KiB keeps that near 0.5 MiB a connection, and one core
-#: still sends GB/s (tests/bench files).
-READ_CHUNK_BYTES = 256 * 1024
-#: What a name and a declared type may be (longer ones are cut / refused).
-MAX_NAME_BYTES = 255
-MAX_TYPE_CHARS = 127
-_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
-#: Leading bytes of the formats the image pipeline takes (JPEG, PNG, GIF, WebP).
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
-#: Served inline: clean images (ours), audio and video; anything else a browser
-#: could run or render (HTML, SVG, XML, PDF, scripts) goes as an attachment.
-_INLINE_PREFIXES = ("audio/", "video/")
-OCTET_STREAM = "application/octet-stream"
-
-
-class ChunkSource(Protocol):
-    """A request body read as it arrives (`appliance.api.http.BodyStream`)."""
-
-    length: int | None
-
-    async def read(self) -> bytes: ...
-
-
-class WallClock(Protocol):
-    def wall_ms(self) -> int: ...
-
-
-def clean_type(declared: str) -> str:
-    """A declared media type reduced to ``type/subtype`` (parameters dropped), or
-    application/octet-stream if it is not one."""
-    kind = declared.partition(";")[0].strip().lower()
-    return kind if len(kind) <= MAX_TYPE_CHARS and _TYPE_RE.fullmatch(kind) else OCTET_STREAM
-
-
-def clean_name(name: str) -> str:
-    """A file name as a hint for the recipient: no directories, no control
-    characters, at most 255 UTF-8 bytes."""
-    name = name.replace("\\", "/").rpartition("/")[2]
-    name = "".join(ch for ch in name if ch.isprintable()).strip() or "file"
-    encoded = name.encode("utf-8")[:MAX_NAME_BYTES]
-    return encoded.decode("utf-8", "ignore")
-
-
-def looks_like_image(head: bytes) -> bool:
-    return head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
-
-
-def is_image(record: FileRecord) -> bool:
-    """A file whose stored bytes are a clean image made by our pipeline."""
-    return record.width > 0
-
-
-def disposition(record: FileRecord) -> str:
-    """``inline`` only for what a browser displays without running it."""
-    if is_image(record) or record.content_type.startswith(_INLINE_PREFIXES):
-        return "inline"
-    return "attachment"
-
-
 class FileService:
     """Uploads, downloads, thumbnails and signed links for the REST routes."""
 
@@ -130,8 +80,9 @@ class FileService:
         #: Uploads receiving a body in this process now (one writer each), and
         #: the event set when that request has recorded its progress.
         self._receiving: dict[str, asyncio.Event] = {}
-        #: Variants being made: concurrent requests for one wait for it.
-        self._making: dict[tuple[str, str], asyncio.Future[FileVariant]] = {}
+        #: Upload starts per user (`media.uploads_per_minute`); bounded like the caches.
+        self._starts: dict[int, TokenBucket] = {}
+        self.derived = DerivedImages(store, blobs, images, config, clock)
 
     # --- uploads ------------------------------------------------------------------------
 
@@ -142,10 +93,8 @@ class FileService:
         Raises:
             QuotaError: past ``media.max_file_bytes`` or ``media.max_app_bytes``.
         """
-        limit = self.config.max_file_bytes
-        if length > limit:
-            raise QuotaError(f"files are limited to {limit} bytes", limit="media.max_file_bytes",
-                             allowed=limit)
+        self._count_start(user.user_id)
+        self._check_size(length)
         now = self.clock.wall_ms()
         record = FileRecord(
             file_id=new_file_id(), app_id=user.app_id, owner_id=user.user_id, size=length,
@@ -155,6 +104,30 @@ class FileService:
         await self.store.create_file(record, self.config.max_app_bytes)
         return record
 
+    def _check_size(self, size: int) -> None:
+        """Raises QuotaError past ``media.max_file_bytes``."""
+        limit = self.config.max_file_bytes
+        if size > limit:
+            raise QuotaError(f"files are limited to {limit} bytes", limit="media.max_file_bytes",
+                             allowed=limit)
+
+    def _count_start(self, user_id: int) -> None:
+        """Refuse a user past ``media.uploads_per_minute``.
+
+        Raises:
+            TooManyRequestsError: with the wait before the next start.
+        """
+        per_minute = self.config.uploads_per_minute
+        now = self.clock.wall_ms() / 1000
+        bucket = self._starts.get(user_id)
+        if bucket is None:
+            if len(self._starts) >= MAX_RATE_USERS:
+                self._starts.clear()  # a fresh allowance for all beats unbounded memory
+            bucket = self._starts[user_id] = TokenBucket(now, per_minute / 60, per_minute)
+        if not bucket.take(now):
+            raise TooManyRequestsError(f"at most {per_minute} uploads per minute",
+                                       retry_after_s=60 / per_minute)
+
     async def owned_upload(self, user: Principal, file_id: str) -> FileRecord:
         """An upload of `user`'s (tus HEAD, PATCH, DELETE): 404 for anyone else's.
 
@@ -162,13 +135,16 @@ class FileService:
         asks again at once) is waited for, up to `SETTLE_WAIT_S`: HEAD then
         reports every byte that arrived, not a stale offset.
         """
+        record = await self._record(file_id)
+        # Ownership first: anyone else's request must neither wait on the upload
+        # (up to SETTLE_WAIT_S each) nor learn by the delay that it is receiving.
+        if record.app_id != user.app_id or record.owner_id != user.user_id:
+            raise NotFoundError(f"no upload {file_id}")
         appending = self._receiving.get(file_id)
         if appending is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(appending.wait(), SETTLE_WAIT_S)
-        record = await self._record(file_id)
-        if record.app_id != user.app_id or record.owner_id != user.user_id:
-            raise NotFoundError(f"no upload {file_id}")
+            record = await self._record(file_id)
         return record
 
     async def receive(self, record: FileRecord, body: ChunkSource, offset: int) -> FileRecord:
@@ -181,19 +157,26 @@ class FileService:
             ConflictError: `offset` is not what was received (tus 409), the upload
                 is complete already, or another request is appending to it.
             UsageError: the body is longer than the upload's declared length.
-            ImageRefusedError: an image that cannot be made clean (it is deleted).
+            ImageRefusedError: an image that cannot be made clean.  This and any other
+                failure to store the whole upload (busy image workers: ImageBusyError;
+                a cleaned image past max_file_bytes: QuotaError; the disk) delete it.
             BodyAbortedError: the client went away (the received part is kept).
         """
-        if record.complete:
-            raise ConflictError("the upload is complete")
-        if offset != record.received:
-            raise ConflictError(f"Upload-Offset is {record.received}, not {offset}")
         if record.file_id in self._receiving:
             raise ConflictError("another request is appending to this upload")
         settled = self._receiving[record.file_id] = asyncio.Event()
         try:
-            writer = await (self.blobs.resume(record.file_id, offset) if offset
-                            else self.blobs.writer(record.file_id))
+            # Read again now that no other request of this process can append: the
+            # caller's copy may predate one that completed the upload meanwhile (its
+            # progress is committed before it lets go), and bytes written on such a
+            # stale copy would become a blob that no row refers to.
+            record = await self._record(record.file_id)
+            if record.complete:
+                raise ConflictError("the upload is complete")
+            if offset != record.received:
+                raise ConflictError(f"Upload-Offset is {record.received}, not {offset}")
+            await self._trim_part(record.file_id, offset)
+            writer = await self.blobs.resume(record.file_id, offset)  # offset 0: a new part
             received = offset
             try:
                 while chunk := await body.read():
@@ -203,11 +186,11 @@ class FileService:
                     for start in range(0, len(chunk), MAX_CHUNK):  # the writer's bound
                         await writer.write(chunk[start:start + MAX_CHUNK])
                     received += len(chunk)
-            except BodyAbortedError:
-                await self._suspend(record, writer, received)
-                raise
             except BaseException:
-                await self._suspend(record, writer, offset if received > offset else received)
+                # Every chunk before the failure is in the part (the one past the
+                # declared length was not written): the offset recorded must be the
+                # part's size, or every later PATCH is a 409.
+                await self._suspend(record, writer, received)
                 raise
             if received < record.size:
                 return await self._suspend(record, writer, received)
@@ -216,8 +199,28 @@ class FileService:
             del self._receiving[record.file_id]
             settled.set()
 
+    async def _trim_part(self, upload_id: str, offset: int) -> None:
+        """Cut what a part holds past the recorded `offset`: a PATCH cut by a crash (or
+        whose progress could not be recorded) wrote bytes that the client, told the
+        recorded offset by HEAD, sends again.  Kept, every PATCH would be a 409."""
+        on_disk = await self.blobs.upload_offset(upload_id)
+        if on_disk is not None and on_disk > offset:
+            log.info("upload %s: %d bytes past the recorded offset dropped", upload_id,
+                     on_disk - offset)
+            try:
+                await asyncio.to_thread(os.truncate, self.blobs.part_path(upload_id), offset)
+            except OSError as exc:
+                raise BlobError(f"upload {upload_id} cannot be trimmed: {exc.strerror}"
+                                ) from None
+
     async def _suspend(self, record: FileRecord, writer: BlobWriter, received: int) -> FileRecord:
-        await writer.pause()
+        try:
+            await writer.pause()
+        except ApplianceError:
+            # A write that failed or was cancelled half-way: what the part holds is
+            # unknown, so it goes and the upload starts again at 0.
+            await writer.abort()
+            received = 0
         try:
             await self.store.set_received(record.file_id, received)
         except ApplianceError as exc:  # the part keeps the bytes; HEAD would say less
@@ -225,17 +228,43 @@ class FileService:
         return _replace(record, received=received)
 
     async def _finish(self, record: FileRecord, writer: BlobWriter) -> FileRecord:
+        await writer.pause()  # flushed: its first bytes (and an image worker) read the file
+        current = await self.store.file(record.file_id)
+        if current is not None and current.complete:  # by another process: not ours to drop
+            raise ConflictError("the upload is complete")
+        try:
+            if current is None:
+                # Swept (expired) while receiving: its bytes must not become a blob
+                # that no row refers to (the sweep would never find it).
+                raise NotFoundError(f"upload {record.file_id} was removed while receiving")
+            sha256, size, content_type, width, height = await self._content(record)
+        except Exception:
+            # Whatever failed (a refused image, busy or stopped image workers, the disk),
+            # the upload goes whole and the client starts again (tus: HEAD is a 404).
+            # Kept, it would stay with its part whole and its offset behind: every PATCH
+            # a 409, its size held against the app's quota for upload_expiry_s.
+            await self._drop(record.file_id)
+            raise
+        return await self.store.complete_file(record.file_id, sha256, size, content_type,
+                                              width, height)
+
+    async def _content(self, record: FileRecord) -> tuple[bytes, int, str, int, int]:
+        """The whole part stored as a blob: (sha256, size, type, width, height)."""
         content_type, width, height = record.content_type, 0, 0
         part = self.blobs.part_path(record.file_id)
-        await writer.pause()  # flushed: its first bytes (and an image worker) read the file
-        head = await asyncio.to_thread(_head, part)
+        try:
+            head = await asyncio.to_thread(head_of, part)
+        except OSError as exc:
+            raise BlobError(f"upload {record.file_id} cannot be read: {exc.strerror}"
+                            ) from None
         if looks_like_image(head) and self.images is not None:
             clean = part.with_name(part.name + ".clean")
             try:
                 info = await self.images.sanitize(part, clean)
-            except ImageRefusedError:
-                await self.blobs.discard(record.file_id)
-                await self.store.delete_file(record.file_id)
+                # Re-encoded, it may be larger than what was declared and counted (a
+                # palette PNG of noise grows 2.5 times as RGB): it must fit a file too.
+                self._check_size((await asyncio.to_thread(clean.stat)).st_size)
+            except BaseException:
                 with contextlib.suppress(OSError):
                     clean.unlink()
                 raise
@@ -248,11 +277,49 @@ class FileService:
             sha256, size = await writer.commit()
             if content_type.startswith("image/"):
                 content_type = OCTET_STREAM  # says image, is not one we know: never inline
-        return await self.store.complete_file(record.file_id, sha256, size, content_type,
-                                              width, height)
+        return sha256, size, content_type, width, height
+
+    async def _drop(self, file_id: str) -> None:
+        """An upload that cannot go on: its part and its row (and what it held of the quota)."""
+        try:
+            await self.blobs.discard(file_id)
+            await self.store.delete_file(file_id)
+        except ApplianceError as exc:  # it expires; the sweep removes it then
+            log.warning("upload %s could not be removed: %s", file_id, exc)
+
+    async def receive_whole(self, record: FileRecord, body: ChunkSource) -> FileRecord:
+        """A one-shot upload (``POST /v1/files``, a picture): all of `body`, or nothing.
+
+        It cannot be resumed, so when its client goes away what arrived goes at
+        once, with the declared size it held against the app's quota: kept for
+        ``upload_expiry_s``, a few aborted large POSTs would block the app's uploads.
+
+        Raises:
+            UsageError: the body ended before the declared length.
+            (and what `receive` raises)
+        """
+        try:
+            done = await self.receive(record, body, 0)
+        except BaseException:
+            await self._drop(record.file_id)
+            raise
+        if not done.complete:
+            await self._drop(record.file_id)
+            raise UsageError("the body ended before Content-Length")
+        return done
 
     async def discard(self, record: FileRecord) -> None:
-        """tus termination: the upload and what it received go."""
+        """tus termination: the upload and what it received go.
+
+        Raises:
+            ConflictError: a request is still appending to it (past the settle wait):
+                removing it now would free its quota while the bytes keep coming.
+        """
+        if record.file_id in self._receiving:
+            raise ConflictError("a request is appending to this upload; retry when it ends")
+        if self.derived.making(record.file_id):
+            # Its variant would be stored after the file went: a blob no row refers to.
+            raise ConflictError("a thumbnail of this file is being made; retry when it ends")
         await self.blobs.discard(record.file_id)
         await self.store.delete_file(record.file_id)
 
@@ -276,6 +343,10 @@ class FileService:
         record = await self._record(file_id)
         if not record.complete:
             raise NotFoundError(f"file {file_id} is still being uploaded")
+        if record.expires_ms is not None and record.expires_ms <= self.clock.wall_ms():
+            # Expired, not swept yet (the sweep runs every few minutes, a bounded number
+            # per pass): gone for every reader, a signed link's holder included.
+            raise NotFoundError(f"no file {file_id}")
         if link is not None:
             signing.verify(await self.signing_key(), file_id, link[0], link[1],
                            self.clock.wall_ms() // 1000)
@@ -291,7 +362,7 @@ class FileService:
         """The bytes of a stored blob (or a range of them), read in a thread."""
         path = self.blobs.local_path(sha256)
         start, length = (byte_range.start, byte_range.length) if byte_range else (0, size)
-        return _read_file(path, start, length)
+        return read_range(path, start, length)
 
     async def signing_key(self) -> bytes:
         if self._key is None:
@@ -300,91 +371,28 @@ class FileService:
 
     async def link(self, record: FileRecord, ttl_s: int | None) -> tuple[str, int]:
         """A signed link's query string and expiry (Unix seconds)."""
+        return await self.link_to(record.file_id, ttl_s)
+
+    async def link_to(self, file_id: str, ttl_s: int | None = None) -> tuple[str, int]:
+        """A signed link's query string and expiry for a file id (see `link`)."""
         ttl = self.config.link_ttl_s if ttl_s is None else ttl_s
         if not 1 <= ttl <= MAX_LINK_TTL_S:
             raise UsageError(f"ttl_s must be 1 to {MAX_LINK_TTL_S}")
         expires = self.clock.wall_ms() // 1000 + ttl
-        return signing.link_query(await self.signing_key(), record.file_id, expires), expires
+        return signing.link_query(await self.signing_key(), file_id, expires), expires
 
-    # --- images -------------------------------------------------------------------------
+    # --- images (`derived`) ---------------------------------------------------------------
 
     async def variant(self, record: FileRecord, size: int, fmt: str, *,
                       square: bool) -> FileVariant:
-        """A thumbnail (or a square picture size) of an image file, made once.
+        """See `DerivedImages.variant`."""
+        return await self.derived.variant(record, size, fmt, square=square)
 
-        Raises:
-            UsageError: not an image, or a size/format not configured.
-        """
-        sizes = self.config.picture_sizes if square else self.config.thumbnail_sizes
-        if size not in sizes:
-            raise UsageError(f"size must be one of {', '.join(map(str, sizes))}")
-        if fmt not in ("webp", "jpeg"):
-            raise UsageError("format must be webp or jpeg")
-        if not is_image(record) or record.sha256 is None or self.images is None:
-            raise UsageError("this file is not an image")
-        name = f"{'p' if square else 't'}{size}.{fmt}"
-        found = await self.store.variant(record.file_id, name)
-        if found is not None:
-            return found
-        key = (record.file_id, name)
-        pending = self._making.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[FileVariant] = asyncio.get_running_loop().create_future()
-        self._making[key] = future
-        try:
-            made = await self._make_variant(record, record.sha256, name, size, fmt, square)
-            future.set_result(made)
-            return made
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning if no one waits
-            raise
-        finally:
-            del self._making[key]
-
-    async def _make_variant(self, record: FileRecord, sha256: bytes, name: str, size: int,
-                            fmt: str, square: bool) -> FileVariant:
-        assert self.images is not None
-        out = self.blobs.part_path(record.file_id).with_name(
-            f"{record.file_id}.{name}.{new_file_id()}")
-        try:
-            info: ImageInfo = await self.images.thumbnail(
-                self.blobs.local_path(sha256), out, size=size, fmt=fmt, square=square)
-            digest, length = await self.blobs.adopt(out)
-        finally:
-            with contextlib.suppress(OSError):
-                out.unlink()
-        made = FileVariant(name, digest, length, info.mime, info.width, info.height)
-        await self.store.save_variant(record.file_id, made)
-        return made
+    async def store_preview_image(self, app_id: int, source: Path, size: int,
+                                  lifetime_s: float) -> str | None:
+        """See `DerivedImages.store_preview_image`."""
+        return await self.derived.store_preview_image(app_id, source, size, lifetime_s)
 
 
 def _replace(record: FileRecord, *, received: int) -> FileRecord:
     return dataclasses.replace(record, received=received)
-
-
-def _head(path: Path) -> bytes:
-    with open(path, "rb") as file:
-        return file.read(16)
-
-
-async def _read_file(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
-    """Read in a thread: a cold disk must not stall the event loop."""
-    try:
-        file = await asyncio.to_thread(open, path, "rb")
-    except OSError as exc:
-        log.error("blob %s cannot be read: %s", path.name, exc.strerror)
-        return
-    try:
-        left = length
-        while left > 0:
-            chunk = await asyncio.to_thread(os.pread, file.fileno(),
-                                            min(left, READ_CHUNK_BYTES), start + length - left)
-            if not chunk:
-                return  # shorter than recorded: the transport cuts the response
-            left -= len(chunk)
-            yield chunk
-    finally:
-        file.close()
-

@@ -8,7 +8,9 @@ deduplicating upload refreshes, `DiskBlobStore.settle`) keep the sweep from
 deleting bytes that an upload is about to refer to.  Part files of uploads
 whose file row is gone (a crash, an expired or deleted upload) go after the
 same grace: a part's upload id must be its file's id (an expired file's part
-goes with it; a part whose id names no unfinished file is stale).
+goes with it; a part whose id names no unfinished file is stale).  So do the
+scratch files beside the parts that a crash left (image outputs, preview
+downloads), counted with them.
 
 Every pass is bounded: `BATCH` rows per query and `MAX_BATCHES` queries per
 kind, so one sweep never holds the store's writer for long; what is left
@@ -54,6 +56,7 @@ class SweepReport:
     files_removed: int = 0
     blobs_removed: int = 0
     bytes_freed: int = 0
+    #: Stale part files of uploads and scratch files.
     parts_removed: int = 0
 
 
@@ -109,7 +112,7 @@ class MediaSweeper:
         return removed, freed
 
     async def _stale_parts(self, older_than_ms: int) -> int:
-        removed = 0
+        removed = await self._blobs.drop_scratch(older_than_ms, MAX_PARTS)
         for upload_id, written_ms in await self._blobs.parts(MAX_PARTS):
             if written_ms >= older_than_ms:
                 continue  # being written, or just paused

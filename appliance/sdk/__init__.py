@@ -6,8 +6,15 @@
         async for incoming in client.messages():
             print(incoming.sender, incoming.text)
 
-Installable on its own (``tidings-sdk``: pure Python, no dependencies); see
-the README.
+Files (issue 15) go over HTTP on the same port, resumable both ways::
+
+    message = await client.send_file("bob", "photo.jpg", caption="the view")
+    ...
+    for info in incoming.files:
+        path = await client.download_file(info, "downloads/")
+
+Installable on its own (``tidings-sdk``: pure Python; h11 for files only);
+see packaging/sdk/README.md.
 """
 
 from __future__ import annotations
@@ -22,10 +29,18 @@ from appliance.sdk.errors import (
     ClientError,
     ConnectFailedError,
     ExpiredError,
+    FileAccessDeniedError,
+    FileChangedError,
+    FileCorruptError,
+    FileRejectedError,
+    FileTransferError,
     HandshakeTimeoutError,
     InboxFullError,
     InvalidDestinationError,
+    InvalidFileError,
+    NoSuchFileError,
     NotMemberError,
+    QuotaExceededError,
     RateLimitedError,
     ReplacedError,
     SendError,
@@ -35,25 +50,35 @@ from appliance.sdk.errors import (
     TokenExpiredError,
     TooLargeError,
     TooManyDevicesError,
+    TransferInterruptedError,
+    UnauthorizedError,
     UserOfflineError,
 )
 from appliance.sdk.models import (
     ConnectionEvent,
     ConnectionState,
+    FileInfo,
     Group,
     IncomingMessage,
     OutgoingMessage,
     StatusUpdate,
     StoredMessage,
+    file_payload,
+    parse_file_payload,
 )
 
 __all__ = [
     "AuthenticationError", "Backoff", "BlockedError", "Client", "ClientClosedError",
     "ClientConnectionError", "ClientError", "ConnectFailedError", "ConnectionEvent",
     "ConnectionState", "ExpiredError", "Flag", "Group", "HandshakeTimeoutError",
-    "InboxFullError", "IncomingMessage", "InvalidDestinationError", "NotMemberError",
+    "InboxFullError", "IncomingMessage", "InvalidDestinationError", "InvalidFileError",
+    "NotMemberError",
     "OutgoingMessage", "RateLimitedError", "ReadSession", "ReplacedError", "SendError",
     "SendFailedError", "ServerClosedError", "ServerProtocolError", "Status", "StatusUpdate",
     "StoredMessage", "TokenExpiredError", "TooLargeError", "TooManyDevicesError",
     "UserOfflineError",
+    # files (issue 15)
+    "FileAccessDeniedError", "FileChangedError", "FileCorruptError", "FileInfo",
+    "FileRejectedError", "FileTransferError", "NoSuchFileError", "QuotaExceededError",
+    "TransferInterruptedError", "UnauthorizedError", "file_payload", "parse_file_payload",
 ]

@@ -25,8 +25,9 @@ import time
 import unicodedata
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
+from os import PathLike
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from appliance.errors import StorageError
 from appliance.protocol.wire import (
@@ -67,13 +68,18 @@ from appliance.sdk.errors import (
 from appliance.sdk.models import (
     ConnectionEvent,
     ConnectionState,
+    FileInfo,
     Group,
     IncomingMessage,
     OutgoingMessage,
     StatusUpdate,
     StoredMessage,
+    file_payload,
 )
 from appliance.sdk.store import LocalStore, queued
+
+if TYPE_CHECKING:
+    from appliance.sdk.files import FileTransfer, Progress
 
 log = logging.getLogger(__name__)
 
@@ -368,6 +374,7 @@ class Client:
         self._message_events: _Events[IncomingMessage] = _Events("message")
         self._status_events: _Events[StatusUpdate] = _Events("status")
         self._connection_events: _Events[ConnectionEvent] = _Events("connection")
+        self._files: FileTransfer | None = None
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -426,6 +433,8 @@ class Client:
         if self._store is not None:
             self._store.close()
             self._store = None
+        if self._files is not None:
+            self._files.close()
 
     @property
     def closing(self) -> bool:
@@ -535,6 +544,73 @@ class Client:
         wire.write(encode_message(Message(
             m.id, m.peer.encode(), m.payload, group_id=m.group_id, refid=m.refid,
             expiry_s=m.expiry_s, type=m.type, flags=m.flags, priority=m.priority)))
+
+    # --- files (appliance.sdk.files: HTTP on the same port) ---------------------------
+
+    def _file_transfer(self) -> FileTransfer:
+        if self._closing:
+            raise ClientClosedError("this client was closed")
+        if self._files is None:
+            # Imported here: files need h11 (a dependency of the wheel), messaging nothing.
+            try:
+                from appliance.sdk.files import FileTransfer
+                from appliance.sdk.http import Endpoint
+            except ImportError:
+                raise ClientError("files need h11: pip install h11") from None
+            self._files = FileTransfer(Endpoint(self.host, self.port, self._token, self.ssl,
+                                                self.connect_timeout_s), self.backoff)
+        return self._files
+
+    async def upload_file(self, path: str | PathLike[str], *, name: str | None = None,
+                          content_type: str | None = None, progress: Progress | None = None
+                          ) -> FileInfo:
+        """Upload a file (resumable, streamed from disk); see `send_file`.
+
+        Raises:
+            FileTransferError: its subclasses say why (`QuotaExceededError`...).
+        """
+        return await self._file_transfer().upload(path, name=name, content_type=content_type,
+                                                  progress=progress)
+
+    async def send_file(self, to: str | Group, path: str | PathLike[str], *,
+                        caption: str | None = None, content_type: str | None = None,
+                        name: str | None = None, progress: Progress | None = None,
+                        expiry_s: int | None = None, type: int = 0, priority: int = 0,
+                        flags: int = Flag.DEFAULT, refid: int = 0) -> OutgoingMessage:
+        """Upload a file, then send it: a MESSAGE with `Flag.FILE` whose payload is
+        ``{"files": [...], "text": caption}`` (PROTOCOL.md §3.3.1).  The server lets
+        the recipient (the user, or the group's members) download it.
+
+        `progress(sent_bytes, total_bytes)` (a function or coroutine function) is
+        called at most ten times a second, and once at the end.
+
+        Raises:
+            FileTransferError: the upload failed (see `upload_file`).
+            TooLargeError: the caption cannot fit in a message (checked first).
+            and what `send` raises.
+        """
+        self._store_or_raise()
+        size = len(file_payload([FileInfo("a" * 26, name or Path(path).name, "x" * 127, 2**53,
+                                          "0" * 64, 99999, 99999)], caption))
+        if size + _MAX_ADDRESS + _MESSAGE_OVERHEAD > self.max_frame_bytes:
+            raise TooLargeError(f"a caption of {len(caption or '')} characters does not fit"
+                                " in a message", status=Status.TOO_LARGE, message_id=0)
+        info = await self.upload_file(path, name=name, content_type=content_type,
+                                      progress=progress)
+        return self.send(to, file_payload([info], caption), expiry_s=expiry_s, type=type,
+                         priority=priority, flags=flags | Flag.FILE, refid=refid)
+
+    async def download_file(self, file: str | FileInfo, path: str | PathLike[str], *,
+                            progress: Progress | None = None) -> Path:
+        """Download a file (an id, or a `FileInfo` of `IncomingMessage.files`) to
+        `path`, or into the directory `path`; resumed after a cut, checked
+        against its SHA-256, then renamed into place.  Returns the file's path."""
+        return await self._file_transfer().download(file, path, progress=progress)
+
+    async def file_link(self, file_id: str, ttl_s: int | None = None) -> str:
+        """A signed URL that reads the file without a token for `ttl_s` seconds
+        (the server's ``media.link_ttl_s`` by default, 7 days at most)."""
+        return await self._file_transfer().link(file_id, ttl_s)
 
     # --- reading -----------------------------------------------------------------
 

@@ -117,6 +117,11 @@ class InboxFullError(SendError):
     """The recipient's queue is full."""
 
 
+class InvalidFileError(SendError):
+    """A FILE message's payload is not the convention, or names a file the sender may
+    not share (missing, unfinished, expired, another app's, not granted to it)."""
+
+
 _SEND_ERRORS: dict[int, type[SendError]] = {
     Status.FAILED: SendFailedError,
     Status.USER_OFFLINE: UserOfflineError,
@@ -127,6 +132,7 @@ _SEND_ERRORS: dict[int, type[SendError]] = {
     Status.TOO_LARGE: TooLargeError,
     Status.RATE_LIMITED: RateLimitedError,
     Status.INBOX_FULL: InboxFullError,
+    Status.INVALID_FILE: InvalidFileError,
 }
 
 _CLOSE_ERRORS: dict[int, type[ClientConnectionError]] = {
@@ -156,3 +162,64 @@ def close_error(code: int, reason: str) -> ClientConnectionError:
         name = f"code {code}"
     text = f"server closed the connection: {name}" + (f" ({reason})" if reason else "")
     return cls(text, close_code=code)
+
+
+# --- files (HTTP: appliance.sdk.files) ---------------------------------------------------
+
+
+class FileTransferError(ClientError):
+    """An upload, a download or a file request failed.
+
+    `http_status` is the server's answer (None when none came); `title` and
+    `detail` are its problem+json document's (RFC 9457), "" when it had none.
+    """
+
+    def __init__(self, message: str, *, http_status: int | None = None, title: str = "",
+                 detail: str = "") -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.title = title
+        self.detail = detail
+
+
+class TransferInterruptedError(FileTransferError):
+    """The connection failed, was cut or timed out, on every attempt the SDK made
+    (or the server stayed busy); what was transferred is kept: call again to resume."""
+
+
+class UnauthorizedError(FileTransferError):
+    """HTTP 401: the server refused the access token (unknown, revoked or expired)."""
+
+
+class FileAccessDeniedError(FileTransferError):
+    """HTTP 403: the file was not sent to this user (or a signed link is bad)."""
+
+
+class NoSuchFileError(FileTransferError):
+    """HTTP 404: no such file or upload (or one of another app, or one still uploading)."""
+
+
+class QuotaExceededError(FileTransferError):
+    """HTTP 413: the file is larger than the server takes (`limit`
+    ``"media.max_file_bytes"``) or the app's storage is full (``"media.max_app_bytes"``);
+    `allowed` is the limit in bytes (0 when the server did not say)."""
+
+    def __init__(self, message: str, *, http_status: int | None = None, title: str = "",
+                 detail: str = "", limit: str = "", allowed: int = 0) -> None:
+        super().__init__(message, http_status=http_status, title=title, detail=detail)
+        self.limit = limit
+        self.allowed = allowed
+
+
+class FileRejectedError(FileTransferError):
+    """HTTP 4xx: the server refused the request as made (for example a damaged
+    image, which the server never stores, or an invalid link lifetime)."""
+
+
+class FileCorruptError(FileTransferError):
+    """The bytes do not have the SHA-256 they must have (the server's, or the one
+    the message named); nothing is kept."""
+
+
+class FileChangedError(FileTransferError):
+    """The local file changed (its size) while it was uploaded."""

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
+from appliance.protocol.attachments import MAX_FILES_PER_MESSAGE, is_file_id
 from appliance.protocol.wire import Flag, Status
 from appliance.sdk.errors import ClientConnectionError, SendError, send_error
 
-__all__ = ["ConnectionEvent", "ConnectionState", "Group", "IncomingMessage", "OutgoingMessage",
-           "Status", "StatusUpdate", "StoredMessage", "is_error", "moves_forward"]
+__all__ = ["ConnectionEvent", "ConnectionState", "FileInfo", "Group", "IncomingMessage",
+           "OutgoingMessage", "Status", "StatusUpdate", "StoredMessage", "file_payload",
+           "is_error", "moves_forward", "parse_file_payload"]
 
 _SENT, _READ, _EXPIRED = Status.SENT, Status.READ, Status.EXPIRED
 _RETRIED = (Status.FAILED, Status.RATE_LIMITED)
@@ -35,6 +39,101 @@ def moves_forward(current: int, new: int) -> bool:
     if is_error(new):
         return new == _EXPIRED and current == _SENT
     return new > current
+
+
+_OCTET_STREAM = "application/octet-stream"
+#: Digits of an integer the parser converts (a size of thousands of digits is junk).
+_MAX_DIGITS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """A file on the server: what a FILE message lists, what an upload returns.
+
+    `sha256` is the hex digest of the stored bytes (None while unknown);
+    `width` and `height` are an image's pixels (0 for anything else).  Images
+    are cleaned by the server (orientation applied, metadata removed), so
+    their digest is the clean copy's, not the uploaded file's.
+    """
+
+    id: str
+    name: str
+    content_type: str
+    size: int
+    sha256: str | None = None
+    width: int = 0
+    height: int = 0
+
+    @property
+    def is_image(self) -> bool:
+        """An image the server cleaned (it has thumbnails)."""
+        return self.width > 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry of the payload convention (PROTOCOL.md §3.3.1)."""
+        return {"id": self.id, "name": self.name, "type": self.content_type, "size": self.size,
+                "sha256": self.sha256, "width": self.width, "height": self.height}
+
+    @classmethod
+    def from_json(cls, doc: object) -> FileInfo | None:
+        """An entry of a payload or the server's file document; None without a valid id.
+
+        Anything else that is not what it should be takes its default: the
+        payload comes from another client and is never trusted.
+        """
+        if not isinstance(doc, dict) or not is_file_id(doc.get("id")):
+            return None
+        name, kind, digest = doc.get("name"), doc.get("type"), doc.get("sha256")
+        return cls(
+            id=doc["id"], name=name if isinstance(name, str) and name else "file",
+            content_type=kind if isinstance(kind, str) and kind else _OCTET_STREAM,
+            size=_count(doc.get("size")),
+            sha256=digest.lower() if isinstance(digest, str) and _is_hex_digest(digest) else None,
+            width=_count(doc.get("width")), height=_count(doc.get("height")))
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _is_hex_digest(value: str) -> bool:
+    return len(value) == 64 and all(ch in "0123456789abcdefABCDEF" for ch in value)
+
+
+def _bounded_int(text: str) -> int | None:
+    return int(text) if len(text) <= _MAX_DIGITS else None
+
+
+def file_payload(files: list[FileInfo] | tuple[FileInfo, ...], caption: str | None = None
+                 ) -> bytes:
+    """The payload of a FILE message: ``{"files": [...], "text": caption}`` as UTF-8 JSON."""
+    doc: dict[str, Any] = {"files": [f.to_json() for f in files]}
+    if caption is not None:
+        doc["text"] = caption
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def parse_file_payload(payload: bytes) -> tuple[tuple[FileInfo, ...], str | None]:
+    """The files and caption of a FILE message's payload; ``((), None)`` for junk.
+
+    Bounded: the payload is one frame (64 KiB by default), nesting past
+    Python's recursion limit and integers of more than 20 digits are junk,
+    at most `MAX_FILES_PER_MESSAGE` entries are read.
+    """
+    try:
+        doc = json.loads(payload.decode("utf-8"), parse_int=_bounded_int,
+                         parse_float=lambda _: None, parse_constant=lambda _: None)
+    except (ValueError, RecursionError):  # UnicodeDecodeError, JSONDecodeError
+        return (), None
+    if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
+        return (), None
+    found = (FileInfo.from_json(entry) for entry in doc["files"][:MAX_FILES_PER_MESSAGE])
+    caption = doc.get("text")
+    return tuple(f for f in found if f is not None), caption if isinstance(caption, str) else None
+
+
+def _attachments(flags: int, payload: bytes) -> tuple[tuple[FileInfo, ...], str | None]:
+    return parse_file_payload(payload) if flags & Flag.FILE else ((), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +164,8 @@ class ConnectionEvent:
 class IncomingMessage:
     """A message this device received (or a copy of one another device of ours sent)."""
 
-    __slots__ = ("expiry_s", "flags", "group_id", "id", "outgoing_copy", "payload", "peer",
-                 "priority", "refid", "sender", "seq", "timestamp_ms", "type")
+    __slots__ = ("_attached", "expiry_s", "flags", "group_id", "id", "outgoing_copy", "payload",
+                 "peer", "priority", "refid", "sender", "seq", "timestamp_ms", "type")
 
     def __init__(self, *, id: int, sender: str, peer: str, group_id: int, refid: int, seq: int,
                  timestamp_ms: int, expiry_s: int, type: int, flags: int, priority: int,
@@ -86,11 +185,28 @@ class IncomingMessage:
         self.priority = priority
         self.payload = payload
         self.outgoing_copy = outgoing_copy
+        self._attached: tuple[tuple[FileInfo, ...], str | None] | None = None
 
     @property
     def text(self) -> str:
         """The payload as UTF-8 text (undecodable bytes replaced)."""
         return self.payload.decode("utf-8", "replace")
+
+    @property
+    def files(self) -> tuple[FileInfo, ...]:
+        """The files of a FILE message (`Flag.FILE`): download them with
+        ``client.download_file(info, path)``.  Empty for any other message, and
+        for a payload that is not the convention (`payload` keeps it)."""
+        if self._attached is None:
+            self._attached = _attachments(self.flags, self.payload)
+        return self._attached[0]
+
+    @property
+    def caption(self) -> str | None:
+        """The ``text`` of a FILE message's payload, if it has one."""
+        if self._attached is None:
+            self._attached = _attachments(self.flags, self.payload)
+        return self._attached[1]
 
     @property
     def realtime(self) -> bool:
@@ -135,6 +251,11 @@ class OutgoingMessage:
     def text(self) -> str:
         """The payload as UTF-8 text."""
         return self.payload.decode("utf-8", "replace")
+
+    @property
+    def files(self) -> tuple[FileInfo, ...]:
+        """The files of a FILE message (`Client.send_file`); empty otherwise."""
+        return _attachments(self.flags, self.payload)[0]
 
     def _update(self, status: int, timestamp_ms: int) -> None:
         self.status = status
@@ -244,3 +365,13 @@ class StoredMessage:
     def text(self) -> str:
         """The payload as UTF-8 text."""
         return self.payload.decode("utf-8", "replace")
+
+    @property
+    def files(self) -> tuple[FileInfo, ...]:
+        """The files of a FILE message; empty otherwise (see `IncomingMessage.files`)."""
+        return _attachments(self.flags, self.payload)[0]
+
+    @property
+    def caption(self) -> str | None:
+        """The caption of a FILE message, if it has one."""
+        return _attachments(self.flags, self.payload)[1]

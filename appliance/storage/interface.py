@@ -404,7 +404,17 @@ class FileStore(Protocol):
     Nothing crosses apps: a file belongs to one app, is granted only to users
     and groups of that app, and is read only by them.  Group grants reach the
     group's members with the RECEIVE permission at the time of the read.
+
+    A stored MESSAGE with flag FILE (PROTOCOL.md §3.3.1) is checked and its
+    files granted in `MessageStore.write`'s own transaction: the sender must
+    be able to read every file (else the message is REJECTED with
+    INVALID_FILE, 0x89), and the destination user or group gets a grant until
+    the message's expiry plus `file_retention_ms`.
     """
+
+    #: How long a FILE message's grant outlives the message (config
+    #: ``media.file_retention_s`` * 1000), set by the server at start-up; 0 until then.
+    file_retention_ms: int
 
     async def create_file(self, record: FileRecord, max_app_bytes: int) -> None:
         """Insert a new file (an upload starting, or complete with its blob).

@@ -306,7 +306,8 @@ class FileRecord:
     """A file of an app (issue 15): an upload in progress, or complete with its blob.
 
     `size` is the declared length until the upload completes, then the final
-    one; `received` counts what arrived (== `size` when complete).  `sha256`
+    one (a cleaned image's may differ); `received` counts what arrived, and stays
+    the declared length once complete (what tus reports as the final offset).  `sha256`
     names the content-addressed blob once complete.  `expires_ms` None means
     kept (a profile or group picture); otherwise the sweep removes the file
     after it (grants extend it, see `FileStore.grant_file`).

@@ -451,6 +451,10 @@ class HttpProtocol(asyncio.Protocol):
             # reset that can destroy this answer in flight.  Half-close, drop
             # what still arrives, and cut off after a grace period.
             self._h11 = None
+            # Drain what the client still sends (a refused upload's body) so that
+            # it can finish sending and read the answer; reading may have been
+            # held for the upload's reader or the body budget.
+            self._held = release(transport, self._held, self._held)
             transport.write_eof()
             # Whatever held reading (an upload's reader, the budget) no longer
             # does: what arrives is dropped.  A client that sends its whole body

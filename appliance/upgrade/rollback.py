@@ -87,7 +87,7 @@ def _restore_store(run: Upgrade) -> bool:
         with steps.step("saved the store as the failure left it"):
             saved = create_backup(run.config, run.opts.config_path, default_output(
                 storage.data_dir, run.now_ms(), f"failed-upgrade-{report.to_version}"),
-                run.now_ms())
+                run.now_ms(), media=False)
         report.saved_failed_store = saved.path
     except ApplianceError as exc:
         steps.say(f"  could not save it ({exc}); restoring the backup all the same")

@@ -7,6 +7,10 @@ the server still running), swap the executable, migrate the store with the
 *new* executable, restart the service through systemd, health-check it
 (`appliance.upgrade.health`).  Any failure after the swap rolls back
 (`appliance.upgrade.rollback`).
+
+The pre-upgrade backup leaves the media blobs out: an upgrade never
+rewrites them (a rollback restores the store alone), and copying gigabytes
+of uploads would only make the upgrade slower.
 """
 
 from __future__ import annotations
@@ -176,10 +180,11 @@ def _switch(run: Upgrade, new: Path) -> None:
     storage = run.config.storage
     label = f"pre-upgrade-{run.report.from_version}-to-{run.report.to_version}"
     try:
-        with run.steps.step("backed up the store, configuration and keys"):
+        with run.steps.step("backed up the store, configuration and keys (not the media"
+                            " files: an upgrade never rewrites them)"):
             run.backup = create_backup(run.config, run.opts.config_path,
                                        default_output(storage.data_dir, run.now_ms(), label),
-                                       run.now_ms())
+                                       run.now_ms(), media=False)
     except BaseException:
         new.unlink(missing_ok=True)
         raise

@@ -26,13 +26,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from appliance.protocol.attachments import FILE
 from appliance.protocol.wire import Message, Status
 from tests.support.client import Client
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.slow
-
-FILE = 0x40  # appliance.protocol.attachments.FILE (lands with the FILE flag)
 
 MAX_FILE = 4 * 1024 * 1024
 MAX_APP = 10 * 1024 * 1024
@@ -343,3 +342,70 @@ def test_profile_and_group_pictures(world: World) -> None:
     assert world.request("GET", "/v1/users/bob/picture", user="alice")[0] == 404
     assert world.request("PUT", "/v1/profile/picture", b"text",
                          headers={"Content-Type": "image/jpeg"})[0] == 422
+
+
+def test_a_revoked_token_stops_at_once(world: World) -> None:
+    doc = world.upload(b"mine")
+    assert world.request("GET", f"/v1/files/{doc['id']}")[0] == 200  # cached now
+    conn = http.client.HTTPConnection(world.server.host, world.server.port, timeout=30)
+    conn.request("DELETE", "/v1/users/alice/tokens",
+                 headers={"Authorization": f"Bearer {world.secret}"})
+    assert conn.getresponse().status == 200
+    conn.close()
+    status, headers, _ = world.request("GET", f"/v1/files/{doc['id']}")
+    assert status == 401
+    assert headers["www-authenticate"].startswith("Bearer")
+
+
+def test_upload_starts_are_rate_limited_per_user(data_dir: Path) -> None:
+    secret = _cli(data_dir, "app", "secret")
+    server = ServerProcess.configured(
+        data_dir, f'[storage]\ndata_dir = "{data_dir}"\n[media]\nuploads_per_minute = 3\n')
+    server.start()
+    try:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
+        auth = {"Authorization": f"Bearer {secret}"}
+        conn.request("POST", "/v1/users", json.dumps({"address": "zed"}), auth)
+        conn.getresponse().read()
+        conn.request("POST", "/v1/users/zed/tokens", "{}", auth)
+        token = json.loads(conn.getresponse().read())["token"]
+        tus = {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0",
+               "Upload-Length": "0"}
+        answers = []
+        for _ in range(4):
+            conn.request("POST", "/v1/uploads", headers=tus)
+            response = conn.getresponse()
+            response.read()
+            answers.append((response.status, response.getheader("retry-after")))
+        conn.close()
+        assert answers[:3] == [(201, None)] * 3
+        assert answers[3] == (429, "20")
+    finally:
+        server.stop()
+
+
+def test_an_empty_tus_upload_is_complete_when_created(world: World) -> None:
+    status, headers, _ = world.request("POST", "/v1/uploads", headers={
+        "Tus-Resumable": "1.0.0", "Upload-Length": "0"})
+    assert status == 201
+    file_id = headers["location"].rpartition("/")[2]
+    status, headers, body = world.request("GET", f"/v1/files/{file_id}")
+    assert (status, headers["content-length"], body) == (200, "0", b"")
+
+
+def test_a_backend_send_can_share_a_file_or_is_refused(world: World) -> None:
+    doc = world.upload(b"from the backend")
+    conn = http.client.HTTPConnection(world.server.host, world.server.port, timeout=30)
+    auth = {"Authorization": f"Bearer {world.secret}"}
+    sends = []
+    for file_id in (doc["id"], "c" * 26):
+        text = json.dumps({"files": [{"id": file_id}]})
+        conn.request("POST", "/v1/messages", json.dumps(
+            {"from": "alice", "to": "carol", "text": text, "flags": FILE | 0x3}), auth)
+        response = conn.getresponse()
+        sends.append((response.status, json.loads(response.read())))
+    conn.close()
+    assert sends[0][0] == 201, sends
+    assert (sends[1][0], sends[1][1]["message_status"]) == (422, "INVALID_FILE")
+    status, _, body = world.request("GET", f"/v1/files/{doc['id']}", user="carol")
+    assert (status, body) == (200, b"from the backend")

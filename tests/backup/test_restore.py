@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -13,12 +12,10 @@ from pathlib import Path
 import pytest
 
 from appliance.storage.snapshot import known_schema_version
+from tests.backup.archives import Edit, Members, refused, rewrite
 from tests.conftest import tidings
 from tests.support.provision import provision
 from tests.support.server import ServerProcess
-
-Members = list[tuple[tarfile.TarInfo, bytes | None]]
-Edit = Callable[[dict[str, object], Members], None]
 
 
 @pytest.fixture(scope="module")
@@ -33,49 +30,6 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = root / "genuine.tar.gz"
     tidings(data, "backup", "--output", str(path))
     return path
-
-
-def _rewrite(source: Path, target: Path, edit: Edit) -> Path:
-    """Copy `source` with its manifest and members changed by `edit`."""
-    with tarfile.open(source) as tar:
-        members: Members = []
-        for info in tar.getmembers():
-            handle = tar.extractfile(info)
-            members.append((info, handle.read() if handle else None))
-    manifest = json.loads(members[0][1] or b"")
-    rest = members[1:]
-    edit(manifest, rest)
-    data = json.dumps(manifest).encode()
-    head = tarfile.TarInfo("MANIFEST.json")
-    head.size = len(data)
-    with tarfile.open(target, "w:gz", format=tarfile.PAX_FORMAT) as out:
-        out.addfile(head, io.BytesIO(data))
-        for info, content in rest:
-            out.addfile(info, io.BytesIO(content) if content is not None else None)
-    return target
-
-
-def _listing(root: Path, *, live: bool = False) -> dict[str, bytes]:
-    """Every file's bytes; a store's empty lock file (what any server on it creates) is
-    not a change, nor (`live`) what a running server does to its own store."""
-    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() and not (
-                live and p.name.startswith("tidings.sqlite3")) else b""
-            for p in sorted(root.rglob("*")) if not p.name.endswith(".lock")}
-
-
-def _refused(tmp_path: Path, archive: Path, *words: str, force: bool = False,
-             live: bool = False) -> None:
-    """Restore into a fresh directory: refused naming `words`, nothing written."""
-    fresh = tmp_path / "fresh"
-    fresh.mkdir(exist_ok=True)
-    before = _listing(tmp_path, live=live)
-    args = ["--config", str(tmp_path / "etc" / "tidings.toml"), "restore", str(archive)]
-    done = tidings(fresh, *args, *(["--force"] if force else []), check=False)
-    assert done.returncode != 0, done.stdout
-    for word in words:
-        assert word in done.stderr, done.stderr
-    assert _listing(tmp_path, live=live) == before
-    assert not list(tmp_path.parent.glob(".tidings-restore-*"))
 
 
 def _add_member(info: tarfile.TarInfo, content: bytes | None = None) -> Edit:
@@ -105,9 +59,9 @@ def _link(name: str, kind: bytes, target: str) -> tarfile.TarInfo:
     ("fifo", _add_member(_link("data/acme/fifo", tarfile.FIFOTYPE, "")), ("hostile",)),
     ("unlisted", _add_member(tarfile.TarInfo("data/acme/extra"), b"x"), ("not in the manifest",)),
 ], ids=lambda v: v if isinstance(v, str) else "")
-def test_hostile_members_are_refused(tmp_path: Path, archive: Path, name: str, edit: Edit,
+def test_hostile_members_arerefused(tmp_path: Path, archive: Path, name: str, edit: Edit,
                                      words: tuple[str, ...]) -> None:
-    _refused(tmp_path, _rewrite(archive, tmp_path / f"{name}.tar.gz", edit), *words)
+    refused(tmp_path, rewrite(archive, tmp_path / f"{name}.tar.gz", edit), *words)
     assert not (tmp_path.parent / "evil").exists()
     assert not Path("/tmp/tidings-evil").exists()
 
@@ -137,29 +91,29 @@ def _setuid(manifest: dict[str, object]) -> None:
 
 
 def _newer_format(manifest: dict[str, object]) -> None:
-    manifest["format"] = 2
+    manifest["format"] = 3
 
 
 @pytest.mark.parametrize(("change", "words"), [
     (_huge_store, ("malformed",)),
     (_outside_allowlist, ("not one a backup holds",)),
     (_setuid, ("malformed",)),
-    (_newer_format, ("format 2 unknown",)),
+    (_newer_format, ("format 3 unknown",)),
 ], ids=["huge", "allowlist", "setuid", "format"])
-def test_hostile_manifests_are_refused(tmp_path: Path, archive: Path,
+def test_hostile_manifests_arerefused(tmp_path: Path, archive: Path,
                                        change: Callable[[dict[str, object]], None],
                                        words: tuple[str, ...]) -> None:
-    _refused(tmp_path, _rewrite(archive, tmp_path / "m.tar.gz", _manifest_edit(change)), *words)
+    refused(tmp_path, rewrite(archive, tmp_path / "m.tar.gz", _manifest_edit(change)), *words)
 
 
-def test_a_member_larger_than_the_manifest_says_is_refused(tmp_path: Path,
+def test_a_member_larger_than_the_manifest_says_isrefused(tmp_path: Path,
                                                            archive: Path) -> None:
     def grow(manifest: dict[str, object], members: Members) -> None:
         for i, (info, content) in enumerate(members):
             if info.name == "data/acme/key.pem":
                 info.size = 1 << 20
                 members[i] = (info, (content or b"") + b"\0" * ((1 << 20) - len(content or b"")))
-    _refused(tmp_path, _rewrite(archive, tmp_path / "g.tar.gz", grow), "size or mode differ")
+    refused(tmp_path, rewrite(archive, tmp_path / "g.tar.gz", grow), "size or mode differ")
 
 
 def test_a_corrupted_member_is_refused_before_anything_is_written(tmp_path: Path,
@@ -169,23 +123,23 @@ def test_a_corrupted_member_is_refused_before_anything_is_written(tmp_path: Path
         for i, (info, _content) in enumerate(members):
             if info.name == "data/acme/key.pem":
                 members[i] = (info, b"SECRET")  # same size, other bytes
-    _refused(tmp_path, _rewrite(archive, tmp_path / "c.tar.gz", corrupt), "corrupted")
+    refused(tmp_path, rewrite(archive, tmp_path / "c.tar.gz", corrupt), "corrupted")
 
 
-def test_a_truncated_or_foreign_file_is_refused(tmp_path: Path, archive: Path) -> None:
+def test_a_truncated_or_foreign_file_isrefused(tmp_path: Path, archive: Path) -> None:
     cut = tmp_path / "cut.tar.gz"
     cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
-    _refused(tmp_path, cut, "not a readable backup archive")
+    refused(tmp_path, cut, "not a readable backup archive")
     foreign = tmp_path / "foreign.tar.gz"
     with tarfile.open(foreign, "w:gz") as tar:
         tar.addfile(tarfile.TarInfo("README"), io.BytesIO(b""))
-    _refused(tmp_path, foreign, "does not start with MANIFEST.json")
+    refused(tmp_path, foreign, "does not start with MANIFEST.json")
 
 
-def test_a_newer_schema_is_refused(tmp_path: Path, archive: Path) -> None:
+def test_a_newer_schema_isrefused(tmp_path: Path, archive: Path) -> None:
     def newer(manifest: dict[str, object]) -> None:
         manifest["schema_version"] = known_schema_version("sqlite") + 1
-    _refused(tmp_path, _rewrite(archive, tmp_path / "n.tar.gz", _manifest_edit(newer)),
+    refused(tmp_path, rewrite(archive, tmp_path / "n.tar.gz", _manifest_edit(newer)),
              "newer than this build")
 
 
@@ -209,7 +163,7 @@ def test_an_older_backup_is_migrated(tmp_path: Path, archive: Path) -> None:
                 entry = _entry(manifest, info.name)
                 entry["size"], entry["sha256"] = len(data), hashlib.sha256(data).hexdigest()
                 manifest["schema_version"] = 6
-    old = _rewrite(archive, tmp_path / "old.tar.gz", older)
+    old = rewrite(archive, tmp_path / "old.tar.gz", older)
     fresh = tmp_path / "fresh"
     done = tidings(fresh, "--config", str(tmp_path / "t.toml"), "restore", str(old))
     assert "applied migrations 0007" in done.stdout
@@ -220,10 +174,10 @@ def test_a_data_directory_with_state_needs_force(tmp_path: Path, archive: Path) 
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     (fresh / "tls").mkdir()
-    _refused(tmp_path, archive, "already holds tls", "--force")
+    refused(tmp_path, archive, "already holds tls", "--force")
     (fresh / "tls").rmdir()
     provision(fresh, ["bob"])  # a store with users of its own
-    _refused(tmp_path, archive, "already holds users")
+    refused(tmp_path, archive, "already holds users")
     done = tidings(fresh, "--config", str(tmp_path / "t.toml"), "restore", str(archive),
                    "--force")
     assert done.returncode == 0
@@ -232,18 +186,18 @@ def test_a_data_directory_with_state_needs_force(tmp_path: Path, archive: Path) 
     assert (fresh / "acme" / "key.pem").read_text() == "secret"
 
 
-def test_a_running_server_is_refused(tmp_path: Path, archive: Path) -> None:
+def test_a_running_server_isrefused(tmp_path: Path, archive: Path) -> None:
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     server = ServerProcess(fresh)
     server.start()
     try:
-        _refused(tmp_path, archive, "another tidings server is using", force=True, live=True)
+        refused(tmp_path, archive, "another tidings server is using", force=True, live=True)
     finally:
         assert server.stop() == 0
 
 
-def test_a_sqlite_archive_onto_mariadb_is_refused(tmp_path: Path, archive: Path,
+def test_a_sqlite_archive_onto_mariadb_isrefused(tmp_path: Path, archive: Path,
                                                   mariadb: object) -> None:
     from tests.support.mariadb import MariaDBServer
 
@@ -251,4 +205,4 @@ def test_a_sqlite_archive_onto_mariadb_is_refused(tmp_path: Path, archive: Path,
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     mariadb.use_in(fresh, "other")
-    _refused(tmp_path, archive, "holds a sqlite store", "db copy")
+    refused(tmp_path, archive, "holds a sqlite store", "db copy")

@@ -23,12 +23,14 @@ from tests.bench.harness import BenchError, Users
 from tests.bench.lifecycle import Lifecycle
 from tests.bench.report import DISTURBED, FAILED, table
 from tests.bench.scenarios import SCENARIOS, Scenario, Settings
+from tests.bench.thumbnails import Thumbnails
 from tests.bench.tls import TlsHandshakes
 
 SCENARIOS[EdgeCost.name] = EdgeCost()  # issue 12, in its own module
 SCENARIOS[TlsHandshakes.name] = TlsHandshakes()  # issue 13
 SCENARIOS[AcmeFirstCertificate.name] = AcmeFirstCertificate()  # issue 13
 SCENARIOS[Lifecycle.name] = Lifecycle()  # issue 14
+SCENARIOS[Thumbnails.name] = Thumbnails()  # issue 15
 SCENARIOS[Files.name] = Files()  # issue 15
 
 

@@ -22,10 +22,10 @@ def test_doctor_reports_and_fails_on_a_failure(data_dir: Path) -> None:
     report = json.loads(done.stdout)
     assert [c["check"] for c in report["checks"]] == [
         "certificate", "store", "durability", "disk", "fd-limit", "clock", "ports",
-        "permissions"]
+        "permissions", "images"]
     failing = [c for c in report["checks"] if c["verdict"] == "fail"]
     assert done.returncode == report["exit_code"] == (1 if failing else 0), failing
-    permissions = report["checks"][-1]
+    permissions = next(c for c in report["checks"] if c["check"] == "permissions")
     assert (permissions["verdict"], permissions["fix"]) == ("ok", None)
 
     data_dir.chmod(0o777)
@@ -34,6 +34,6 @@ def test_doctor_reports_and_fails_on_a_failure(data_dir: Path) -> None:
     lines = done.stdout.splitlines()
     assert f"FAIL  permissions  {data_dir} is 0777: others may write" in lines
     assert f"                   fix: chmod 0750 {data_dir}" in lines
-    assert lines[-1].startswith("8 checks: ")
+    assert lines[-1].startswith("9 checks: ")
     assert lines[-1].endswith(" fail")
     assert not (data_dir / "tidings.sqlite3").exists()  # looking changed nothing

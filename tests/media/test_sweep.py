@@ -135,8 +135,21 @@ def test_parts_of_expired_or_unknown_uploads_go_after_the_grace(backend: Opener,
             await writer.pause()
             if upload_id != "fresh":
                 age(blobs.part_path(upload_id), now - 2 * GRACE_MS)
+        # Scratch files a crash left beside the parts: an image worker's output (old), a
+        # preview download (being written now); a link is never followed nor removed.
+        output, download = blobs.tmp_dir / f"{new_id()}.jpeg", blobs.tmp_dir / "preview-x1"
+        output.write_bytes(b"jpeg")
+        download.write_bytes(b"html")
+        age(output, now - 2 * GRACE_MS)
+        outside = tmp_path / "outside.txt"
+        outside.write_bytes(b"keep")
+        (blobs.tmp_dir / "link").symlink_to(outside)
+        age(outside, now - 2 * GRACE_MS)
         sweeper = MediaSweeper(store, blobs, Clock(now))
-        assert await sweeper.sweep_once(now) == SweepReport(files_removed=1, parts_removed=1)
+        assert await sweeper.sweep_once(now) == SweepReport(files_removed=1, parts_removed=2)
+        assert not output.exists()
+        assert download.exists()
+        assert outside.read_bytes() == b"keep"
         assert await blobs.upload_offset(paused) == 10
         assert await blobs.upload_offset(expired) is None
         assert await blobs.upload_offset("orphan") is None
@@ -162,7 +175,8 @@ def test_run_logs_a_failing_pass_and_goes_on(backend: Opener, tmp_path: Path,
             await sweeper.run(0, rounds=2)
         failures = [r.getMessage() for r in caplog.records]
         assert len(failures) == 2
-        assert "media sweep failed, retried in 0 s: cannot list uploads" in failures[0]
+        assert "media sweep failed, retried in 0 s: cannot clean the uploads directory: Not a" \
+            " directory" in failures[0]
         (tmp_path / "media" / "tmp").unlink()
         # The store fails: a table is missing (a broken restore, a hand edit).
         expired = await start(store, alice, 100, now - 1)

@@ -1,5 +1,7 @@
 """The SDK installs on its own: a fresh venv, the wheel, no other package (issue #3).
 
+Its one dependency, h11, is for files (issue 15): without it messages still flow.
+
 The wheel is built by packaging/sdk/build.sh (into <repo>/dist), then
 installed with ``--no-index --no-deps`` into a venv that has nothing else; a
 script run by that venv's Python exchanges a message through a real server.
@@ -11,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -23,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 EXCHANGE = textwrap.dedent('''
     import asyncio, importlib.util, sys
-    from appliance.sdk import Client, Status
+    from appliance.sdk import Client, ClientError, Status
 
     for absent in ("appliance.engine", "appliance.storage", "appliance.transport", "click",
                    "uvloop"):
@@ -37,6 +40,13 @@ EXCHANGE = textwrap.dedent('''
             await message.reached(Status.DELIVERED)
             got = await anext(inbox)
             print(got.sender, got.text, Status(message.status).name)
+            # Files need h11, which --no-deps left out: a clear error, not an ImportError.
+            try:
+                await alice.upload_file("any.bin")
+            except ClientError as exc:
+                assert "h11" in str(exc), exc
+            else:
+                raise AssertionError("uploaded without h11")
 
     asyncio.run(asyncio.wait_for(main(*sys.argv[1:]), 60))
 ''')
@@ -53,6 +63,12 @@ def test_the_wheel_alone_exchanges_a_message(tmp_path: Path) -> None:
     python = venv / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
                     str(wheels[-1])], check=True, timeout=120)
+    with zipfile.ZipFile(wheels[-1]) as wheel:
+        metadata = next(wheel.read(n) for n in wheel.namelist() if n.endswith("/METADATA"))
+    # Its one dependency, for files only (pure Python too).
+    assert [line for line in metadata.decode().splitlines()
+            if line.startswith("Requires-Dist:") and "extra ==" not in line] == [
+        "Requires-Dist: h11>=0.14"]
     installed = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"],
                                capture_output=True, text=True, check=True).stdout
     assert {line.split("==")[0] for line in installed.split()} <= {"pip", "setuptools",

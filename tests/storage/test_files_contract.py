@@ -91,6 +91,11 @@ def test_an_upload_is_created_progresses_and_completes(backend: Opener) -> None:
         assert done.sha256 == sha(b"hello world")
         assert (done.size, done.received, done.width, done.height) == (11, 11, 4000, 3000)
         assert await store.file(rec.file_id) == done
+        # A re-encoded image: stored size differs; `received` keeps the declared length.
+        grown = record(1, alice, 11)
+        await store.create_file(grown, 10**9)
+        done = await store.complete_file(grown.file_id, sha(b"bigger"), 20, "image/png", 4, 3)
+        assert (done.size, done.received) == (20, 11)
         with pytest.raises(ConflictError):
             await store.complete_file(rec.file_id, sha(b"x"), 1, "image/jpeg", 0, 0)
         with pytest.raises(ConflictError):
@@ -320,6 +325,9 @@ def test_pictures_replace_expire_and_go_with_their_user_or_group(backend: Opener
         assert await raw(store, "SELECT user_id, group_id FROM file_grants WHERE file_id = ?",
                          shared) == []
         assert await store.set_picture(1, "user", alice, None) == second
+        assert await store.picture(1, "user", alice) is None
+        assert await store.set_picture(1, "user", alice, second) is None
+        await store.delete_file(second)  # deleting the picture's file unsets it
         assert await store.picture(1, "user", alice) is None
         # A deleted owner owns nothing any more: its uploads in progress expire now.
         await store.delete_user(1, "alice")

@@ -8,6 +8,7 @@ service) is tests/upgrade/test_systemd.py's.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sqlite3
@@ -20,8 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from appliance.media.blobs import DiskBlobStore
 from appliance.release.manifest import MANIFEST, SIGNATURE, SUMS, format_sums, parse_sums
 from appliance.release.signature import sign
+from appliance.storage.snapshot import known_schema_version
 from tests.support.provision import provision
 from tests.upgrade.signed import EXE, Keys, ReleaseServer, release_files, script
 
@@ -58,6 +61,18 @@ class Install:
                 if not p.name.endswith(".lock")}
 
 
+def _upload(data: Path, content: bytes) -> Path:
+    """A blob in the data directory's blob store, written by the store; its path."""
+
+    async def go() -> Path:
+        store = DiskBlobStore(data / "media")
+        writer = await store.writer()
+        await writer.write(content)
+        return store.local_path((await writer.commit())[0])
+
+    return asyncio.run(go())
+
+
 @pytest.fixture
 def install(tmp_path: Path) -> Install:
     return Install(tmp_path)
@@ -78,6 +93,7 @@ def test_upgrade_swaps_migrates_and_keeps_a_backup(trusted: Path, keys: Keys,
     new = script(NEW, migrate=f'echo "migrated $DATA" >> {log}')
     _publish(release_server, keys, executable=new)
     old = install.bin.read_bytes()
+    blob = _upload(install.data, b"an uploaded file")
     done = install.upgrade(release_server.url, "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
     assert install.bin.read_bytes() == new
@@ -88,6 +104,10 @@ def test_upgrade_swaps_migrates_and_keeps_a_backup(trusted: Path, keys: Keys,
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
     with tarfile.open(backup) as tar:
         assert {"store/tidings.sqlite3", "config/tidings.toml"} <= set(tar.getnames())
+        # An upgrade never rewrites blobs: its backup leaves them out (and says so).
+        assert not [n for n in tar.getnames() if n.startswith(("media", "data/media"))]
+    assert "not the media files" in done.stdout
+    assert blob.read_bytes() == b"an uploaded file"
     for step in ("fetched and verified", "downloaded", f"says {NEW}", "backed up",
                  "swapped", "migrated"):
         assert step in done.stdout, done.stdout
@@ -118,10 +138,11 @@ def test_a_migration_that_moved_the_schema_restores_the_store(
     _publish(release_server, keys, executable=script(NEW, migrate=half))
     done = install.upgrade(release_server.url, "--yes")
     assert done.returncode == 1, done.stdout
-    assert "moved from 7 to 99" in done.stdout
+    schema = known_schema_version("sqlite")
+    assert f"moved from {schema} to 99" in done.stdout
     assert "the store was restored from" in done.stderr
     with sqlite3.connect(install.data / "tidings.sqlite3") as db:
-        assert db.execute("SELECT MAX(version) FROM schema_migrations").fetchone() == (7,)
+        assert db.execute("SELECT MAX(version) FROM schema_migrations").fetchone() == (schema,)
         assert db.execute("SELECT COUNT(*) FROM users").fetchone() == (1,)
     [saved] = (install.data / "backups").glob(f"failed-upgrade-{NEW}-*.tar.gz")
     assert f"saved in {saved}" in done.stderr

@@ -25,6 +25,7 @@ JPEG.  The EXIF orientation is applied (`ImageOps.exif_transpose`), so outputs n
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -73,8 +74,8 @@ def probe(path: Path | str, limits: ImageLimits) -> ImageInfo:
         ImageRefusedError: not an allowed format, damaged, or past `limits`.
         MediaError: `path` cannot be read (a server fault, not the image's).
     """
-    with _opened(path, limits) as (image, info):
-        orientation = _orientation(image, loaded=False)
+    with _opened(path, limits) as (image, info), _refusing():
+        orientation = _header_orientation(image)
     if orientation in _SWAPPING_ORIENTATIONS:
         return ImageInfo(info.format, info.mime, info.height, info.width, info.frames)
     return info
@@ -94,7 +95,7 @@ def sanitize(src: Path | str, dst: Path | str, limits: ImageLimits) -> ImageInfo
         lossless = info.format == "WEBP" and _webp_lossless(image)
         with _refusing():
             image.load()
-            pixels = _normalized(ImageOps.exif_transpose(image))
+            pixels = _normalized(_upright(image))
             pixels = _to_srgb(pixels, image.info.get("icc_profile"))
     if info.format == "JPEG":
         return _write(_for_jpeg(pixels), dst, "JPEG", quality=SANITIZED_JPEG_QUALITY)
@@ -128,7 +129,7 @@ def thumbnail(src: Path | str, dst: Path | str, *, size: int, fmt: str, square: 
         small = _resized(_normalized(image), size, square)
         # The orientation is applied after the resize: same result, a fraction of the
         # work; `info` (EXIF, XMP) travels with the resized copy for exif_transpose.
-        small = _to_srgb(ImageOps.exif_transpose(small), image.info.get("icc_profile"))
+        small = _to_srgb(_upright(small), image.info.get("icc_profile"))
     if fmt == "jpeg":
         return _write(_for_jpeg(small), dst, "JPEG", quality=THUMBNAIL_JPEG_QUALITY)
     return _write(_for_webp(small), dst, "WEBP", quality=THUMBNAIL_WEBP_QUALITY)
@@ -143,6 +144,7 @@ def _opened(path: Path | str, limits: ImageLimits) -> Iterator[tuple[ImageFile.I
     """The image opened and checked against `limits` from its header; closed after."""
     # One bound for Pillow and us: past it Pillow warns (an error here), past twice it raises.
     Image.MAX_IMAGE_PIXELS = limits.max_pixels
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # whatever else in the process may have set
     try:
         fp = open(path, "rb")  # noqa: SIM115 - closed below, also when the open fails
     except OSError as exc:
@@ -206,11 +208,14 @@ def _check(width: int, height: int, frames: int, limits: ImageLimits) -> None:
 def _refusing() -> Iterator[None]:
     """Pillow's exceptions on bad input -> ImageRefusedError (with a reason, never a path)."""
     with warnings.catch_warnings():
+        # Pillow's other warnings (corrupt EXIF...) say nothing the caller can act on.
+        warnings.simplefilter("ignore")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             yield
         except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-            raise ImageRefusedError("the image has too many pixels") from None
+            raise ImageRefusedError(f"the image has more than {Image.MAX_IMAGE_PIXELS:,}"
+                                    " pixels") from None
         except UnidentifiedImageError:
             raise ImageRefusedError("not a JPEG, PNG, WebP or GIF image") from None
         except MemoryError:
@@ -220,15 +225,25 @@ def _refusing() -> Iterator[None]:
                                     ) from None
 
 
-def _orientation(image: Image.Image, *, loaded: bool) -> int:
-    """EXIF (or XMP) orientation 1-8; 1 if none.  Unloaded, only what the header holds:
-    `Image.Image.getexif` reads ``info`` (PNG's override would decode the whole image)."""
+def _header_orientation(image: Image.Image) -> int:
+    """EXIF (or XMP) orientation 1-8 from what the header holds (1 if none or unreadable).
+
+    `Image.Image.getexif` reads ``info`` only; PNG's override would decode the image to
+    find an eXIf chunk after the pixel data (such a PNG's probe says "as stored")."""
     try:
-        exif = image.getexif() if loaded else Image.Image.getexif(image)
-        value = exif.get(_ORIENTATION_TAG, 1)
+        value = Image.Image.getexif(image).get(_ORIENTATION_TAG, 1)
     except _DECODE_ERRORS:
-        return 1  # unreadable EXIF: the image is kept as stored
+        return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """`ImageOps.exif_transpose`: always a new image; EXIF it cannot read or rewrite
+    leaves the pixels as stored, as image viewers do."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except _DECODE_ERRORS:
+        return image.copy()
 
 
 def _webp_lossless(image: ImageFile.ImageFile) -> bool:
@@ -330,15 +345,18 @@ def _write(image: Image.Image, dst: Path | str, fmt: ImageFormat, **params: obje
     clean = image
     clean.info = {}
     target = Path(dst)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as out:
             clean.save(out, format=fmt, **params)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, target)
     except OSError as exc:
-        os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise MediaError(f"cannot write the image: {exc.strerror or type(exc).__name__}"
                          ) from None
     return ImageInfo(fmt, MIME[fmt], clean.width, clean.height, 1)

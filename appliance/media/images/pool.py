@@ -8,26 +8,7 @@ SIGKILLed (a decoder stuck in C cannot be interrupted any other way) and gets
 ImageTimeoutError; a worker that dies on its own (a crash in a C decoder) fails only
 that job.  Either way a replacement starts in the background and the pool keeps going.
 
-Why these workers, and not `multiprocessing` or `concurrent.futures`:
-
-* ``ProcessPoolExecutor`` cannot kill one job's process, and a worker that dies breaks
-  the whole executor (``BrokenProcessPool``: every queued job fails, the pool must be
-  rebuilt) — exactly what a hostile image makes happen;
-* a ``multiprocessing`` 'spawn' worker re-imports the server's ``__main__`` (the CLI:
-  click and the whole appliance, ~0.7 s) and, frozen, needs ``freeze_support()`` and
-  PyInstaller's runtime hook to recognise its ``-c 'from multiprocessing.spawn ...'``
-  command line; it also starts a resource-tracker process of its own (one more process
-  to keep from being orphaned), and its ``Connection`` blocks (threads to wait on it);
-* our own command on pipes (``asyncio.create_subprocess_exec``) has none of that: the
-  loop waits on the pipes, a kill is ``proc.kill()``, the worker imports the codec and
-  Pillow only, and the same command works both ways (`worker_command`).  From the
-  sources: ``python -m appliance.media.images.worker`` with the working directory at
-  the root of the `appliance` package this server runs (so the worker runs the same
-  code; jobs carry absolute paths).  Frozen: ``sys.executable WORKER_ARG`` — the
-  one-file bootloader started as a subprocess of the one-file child finds that child's
-  ``_PYI_APPLICATION_HOME_DIR`` in its environment and runs from the files already
-  unpacked (no second unpacking, no second bootloader process), and packaging/entry.py
-  dispatches on `WORKER_ARG` before the CLI is imported.
+How workers are started and why (not `multiprocessing`): `process`.
 
 No orphans.  `close` closes every worker's stdin (a worker exits at the end of its
 input), waits `CLOSE_GRACE_S`, then SIGKILLs and reaps.  A SIGKILLed server cannot do
@@ -43,29 +24,36 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import os
-import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Final
 
-from appliance.errors import ImageBusyError, ImageRefusedError, ImageTimeoutError, MediaError
+from appliance.errors import (
+    ApplianceError,
+    ImageBusyError,
+    ImageRefusedError,
+    ImageTimeoutError,
+    MediaError,
+)
+from appliance.media.config import MediaConfig
 from appliance.media.images.model import (
     MAX_THUMBNAIL_SIZE,
     THUMBNAIL_FORMATS,
     ImageInfo,
     ImageLimits,
 )
+from appliance.media.images.process import (
+    WorkerLostError,
+    WorkerProcess,
+    worker_environment,
+)
 from appliance.media.images.protocol import (
     MEMORY_ENV,
     PARENT_PID_ENV,
-    WORKER_ARG,
     WorkerMessageError,
-    body_length,
-    decode,
     encode,
     info_from_wire,
     limits_to_wire,
@@ -74,109 +62,45 @@ from appliance.media.images.protocol import (
 
 log = logging.getLogger(__name__)
 
-#: A worker must say it is ready within this (cold start from the sources: ~0.1 s).
-STARTUP_TIMEOUT_S: Final = 10.0
 #: `close` lets a worker finish and exit this long before it is killed.
 CLOSE_GRACE_S: Final = 2.0
+#: A worker is replaced after this many jobs: whatever a decoder leaked or fragmented in
+#: its heap goes with it.
+RECYCLE_AFTER_JOBS: Final = 1000
 #: A reason from a worker is cut to this many characters.
 MAX_REASON_CHARS: Final = 200
-#: Root of the sources the server runs: ``<root>/appliance/media/images/pool.py``.
-_SOURCE_ROOT: Final = Path(__file__).resolve().parents[3]
-
-
-class _WorkerLostError(Exception):
-    """The worker's pipes closed: it died (killed, crashed, out of memory)."""
-
-
-def worker_command() -> tuple[list[str], str | None]:
-    """The command that starts a worker and its working directory (see the docstring)."""
-    if getattr(sys, "frozen", False):
-        return [sys.executable, WORKER_ARG], None
-    return [sys.executable, "-m", "appliance.media.images.worker"], str(_SOURCE_ROOT)
-
-
-class _Worker:
-    """One worker process and its pipes."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-
-    @classmethod
-    async def start(cls, env: dict[str, str]) -> _Worker:
-        command, cwd = worker_command()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                cwd=cwd, env=env)
-        except OSError as exc:
-            raise MediaError(f"cannot start an image worker: {exc}") from None
-        worker = cls(proc)
-        try:
-            async with asyncio.timeout(STARTUP_TIMEOUT_S):
-                hello = await worker.receive()
-            if hello != {"ready": True, "pid": proc.pid}:
-                raise WorkerMessageError(f"greeting {hello!r}")
-        except (TimeoutError, _WorkerLostError, WorkerMessageError) as exc:
-            await worker.stop(0)
-            raise MediaError(f"the image worker did not start: {type(exc).__name__} {exc}"
-                             ) from None
-        return worker
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    async def call(self, message: bytes) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(message)
-            await self.proc.stdin.drain()
-        except (ConnectionError, RuntimeError) as exc:  # RuntimeError: transport closed
-            raise _WorkerLostError(str(exc)) from None
-        return await self.receive()
-
-    async def receive(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        try:
-            length = body_length(await self.proc.stdout.readexactly(4))
-            return decode(await self.proc.stdout.readexactly(length))
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            raise _WorkerLostError(str(exc)) from None
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):  # already reaped
-            self.proc.kill()
-
-    async def stop(self, grace_s: float) -> None:
-        """End of input, `grace_s` to exit, then SIGKILL; reaped either way."""
-        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
-            self.proc.stdin.close()
-        try:
-            await asyncio.wait_for(self.proc.wait(), grace_s)
-        except TimeoutError:
-            self.kill()
-            await self.proc.wait()
 
 
 class ImagePool:
     """Image jobs in `workers` processes (0: min(2, CPUs)), `queue` more waiting."""
 
-    def __init__(self, workers: int, queue: int, timeout_s: float, limits: ImageLimits) -> None:
-        if workers < 0 or queue < 0 or not timeout_s > 0:
-            raise ValueError("workers and queue must be >= 0, timeout_s > 0")
+    def __init__(self, workers: int, queue: int, timeout_s: float, limits: ImageLimits, *,
+                 recycle_after: int = RECYCLE_AFTER_JOBS) -> None:
+        if workers < 0 or queue < 0 or not timeout_s > 0 or recycle_after < 1:
+            raise ValueError("workers and queue must be >= 0, timeout_s > 0,"
+                             " recycle_after >= 1")
+        self.recycle_after = recycle_after
         self.size = workers or min(2, os.cpu_count() or 1)
         self.queue = queue
         self.timeout_s = timeout_s
         self.limits = limits
         #: Seconds the latest worker took from spawn to ready (None before any).
         self.last_startup_s: float | None = None
-        self._idle: list[_Worker] = []
-        self._workers: set[_Worker] = set()
+        self._idle: list[WorkerProcess] = []
+        self._workers: set[WorkerProcess] = set()
         self._starting = 0
         self._jobs = 0  # running and waiting
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+
+    @classmethod
+    def from_config(cls, media: MediaConfig) -> ImagePool:
+        """The pool ``[media]`` describes (image_workers, image_queue, image_timeout_s,
+        max_image_pixels, max_image_side, max_image_frames)."""
+        limits = ImageLimits(media.max_image_pixels, media.max_image_side,
+                             media.max_image_frames)
+        return cls(media.image_workers, media.image_queue, media.image_timeout_s, limits)
 
     # --- the API ----------------------------------------------------------------------
 
@@ -190,7 +114,7 @@ class ImagePool:
         spawns = [self._spawn() for _ in range(self.size - self._alive)]
         results = await asyncio.gather(*spawns, return_exceptions=True)
         for result in results:
-            if isinstance(result, _Worker):
+            if isinstance(result, WorkerProcess):
                 self._release(result)
         for result in results:
             if isinstance(result, BaseException):
@@ -259,7 +183,7 @@ class ImagePool:
                 self._discard(worker)
                 raise ImageTimeoutError(f"the image took longer than {self.timeout_s:g} s"
                                         " to process") from None
-            except _WorkerLostError:
+            except WorkerLostError:
                 self._discard(worker)
                 self._check_open()
                 raise ImageRefusedError("the image worker died processing this image"
@@ -271,17 +195,19 @@ class ImagePool:
                 self._discard(worker)
                 raise
             try:
-                return _answer(answer)
+                info = _answer(answer)
             except WorkerMessageError as exc:
                 self._discard(worker)
                 raise MediaError(f"the image worker answered nonsense: {exc}") from None
-            finally:
-                if worker in self._workers:
-                    self._release(worker)
+            except ApplianceError:  # refused or failed: the worker is fine
+                self._done(worker)
+                raise
+            self._done(worker)
+            return info
         finally:
             self._jobs -= 1
 
-    async def _acquire(self) -> _Worker:
+    async def _acquire(self) -> WorkerProcess:
         """An idle worker; a new one if the pool is short of workers; else wait for one."""
         while True:
             self._check_open()
@@ -301,20 +227,28 @@ class ImagePool:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
 
-    def _release(self, worker: _Worker) -> None:
+    def _done(self, worker: WorkerProcess) -> None:
+        """`worker` answered a job: back to work, or replaced after `recycle_after` jobs."""
+        worker.jobs_done += 1
+        if worker.jobs_done >= self.recycle_after:
+            self._discard(worker)  # idle: nothing is lost; the replacement starts now
+        else:
+            self._release(worker)
+
+    def _release(self, worker: WorkerProcess) -> None:
         if self._closed:
             self._track(worker.stop(0))
             return
         self._idle.append(worker)
         self._wake_one()
 
-    def _discard(self, worker: _Worker) -> None:
+    def _discard(self, worker: WorkerProcess) -> None:
         """Kill `worker` (mid-job, lost or untrusted); reap it and start a replacement."""
         worker.kill()
         self._workers.discard(worker)
         self._track(self._reap_and_replace(worker))
 
-    async def _reap_and_replace(self, worker: _Worker) -> None:
+    async def _reap_and_replace(self, worker: WorkerProcess) -> None:
         await worker.proc.wait()
         log.info("image worker %d ended (status %s)", worker.pid, worker.proc.returncode)
         if self._closed or self._alive >= self.size:
@@ -340,7 +274,7 @@ class ImagePool:
     def _alive(self) -> int:
         return len(self._workers) + self._starting
 
-    async def _spawn(self) -> _Worker:
+    async def _spawn(self) -> WorkerProcess:
         """A new worker, counted from now (`_alive`); if our caller is cancelled while it
         starts, it goes idle when ready (it is started in a task of its own)."""
         self._starting += 1
@@ -351,12 +285,12 @@ class ImagePool:
             task.add_done_callback(self._adopt)
             raise
 
-    async def _start_worker(self) -> _Worker:
-        env = {**os.environ, PARENT_PID_ENV: str(os.getpid()),
+    async def _start_worker(self) -> WorkerProcess:
+        env = {**worker_environment(), PARENT_PID_ENV: str(os.getpid()),
                MEMORY_ENV: str(worker_memory_bytes(self.limits))}
         started = time.perf_counter()
         try:
-            worker = await _Worker.start(env)
+            worker = await WorkerProcess.start(env)
         finally:
             self._starting -= 1
         self.last_startup_s = time.perf_counter() - started
@@ -366,7 +300,7 @@ class ImagePool:
         self._workers.add(worker)
         return worker
 
-    def _adopt(self, task: asyncio.Task[_Worker]) -> None:
+    def _adopt(self, task: asyncio.Task[WorkerProcess]) -> None:
         if not task.cancelled() and task.exception() is None:
             self._release(task.result())
 

@@ -14,6 +14,7 @@ At start, before anything else:
   checks.  An image that still needs more makes Pillow's allocation fail: the job is
   refused ("needs too much memory") and the worker lives on; a crash in a C decoder
   kills only this process, and the pool fails only that job;
+* ``nice`` 10: on a busy machine the server's event loop gets the CPU first;
 * file descriptor 1 is pointed at stderr: a stray print() cannot corrupt the
   protocol, which keeps a private copy of the original stdout.
 
@@ -53,12 +54,16 @@ log = logging.getLogger(__name__)
 
 #: Exit status when the server that started us is already gone.
 ORPHANED_EXIT = 70
+#: Workers yield the CPU to the server's event loop (nice(2)): a busy machine delays
+#: thumbnails, not message delivery.
+WORKER_NICENESS = 10
 
 
 def main() -> int:
     """The worker's life; returns its exit status."""
     _bind_to_parent()
     _limit_memory()
+    os.nice(WORKER_NICENESS)
     jobs = sys.stdin.buffer
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)

@@ -63,6 +63,7 @@ class Status(IntEnum):
     TOO_LARGE = 0x86
     RATE_LIMITED = 0x87
     INBOX_FULL = 0x88
+    INVALID_FILE = 0x89
 
 
 class CloseCode(IntEnum):
@@ -93,6 +94,8 @@ class Flag:
     ENCRYPTED: Final = 1 << 3
     FORWARDED: Final = 1 << 4
     MODIFY: Final = 1 << 5
+    #: The payload names files it shares (attachments.py, PROTOCOL.md §3.3.1).
+    FILE: Final = 1 << 6
     DEFAULT: Final = DELIVERY_RECEIPT | READ_RECEIPT
     #: Set by the server on the copy of a message that another device of the
     #: same user sent; `peer` is then the destination, not the sender (M5).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from appliance.errors import ConflictError, NotFoundError
 from appliance.storage.models import AppInfo, GroupInfo, GroupMember, UserInfo
-from appliance.storage.sql import files
+from appliance.storage.sql import file_access
 from appliance.storage.sql.credentials import record_change
 from appliance.storage.sql.dialect import Connection
 
@@ -104,9 +104,9 @@ def _user(conn: Connection, app: int, address: str) -> int:
 
 
 def delete_user(conn: Connection, app: int, address: str, now_ms: int) -> None:
-    """See `AdminStore.delete_user`; its file grants and picture go too (`files.forget_user`)."""
+    """See `AdminStore.delete_user`; its file grants and picture go too (`forget_user`)."""
     user = _user(conn, app, address)
-    files.forget_user(conn, app, user, now_ms)
+    file_access.forget_user(conn, app, user, now_ms)
     devices = conn.execute("SELECT id FROM devices WHERE user_id = ?", (user,)).fetchall()
     conn.executemany("DELETE FROM deliveries WHERE device_id = ?", devices)
     for table, column in (("devices", "user_id"), ("tokens", "user_id"), ("members", "user_id"),
@@ -160,7 +160,7 @@ def _check_group(conn: Connection, app: int, group: int) -> str:
 def delete_group(conn: Connection, app: int, group: int, now_ms: int) -> None:
     """See `AdminStore.delete_group`; the grants to it and its picture go too."""
     _check_group(conn, app, group)
-    files.forget_group(conn, app, group, now_ms)
+    file_access.forget_group(conn, app, group, now_ms)
     conn.execute("DELETE FROM members WHERE group_id = ?", (group,))
     conn.execute("DELETE FROM groups WHERE id = ?", (group,))
 

@@ -1,16 +1,9 @@
-"""Files, grants, variants, blobs and pictures (issue 15): the SQL of `FileStore`.
+"""Files, variants, blobs and pictures (issue 15): the SQL of `FileStore`.
 
-Writes run in transactions of their own on the writer thread
-(`Writer.run_meta`: no directory change); reads on reader threads.  The FILE
-flag's check and grant (`check_shared`, `grant_shared`) run inside the
-writer's group-commit transaction of the message that carries them.
-
-Nothing crosses apps: a file names its app; a grant is given only to a user
-or a group of that app, and `may_read` checks the reader's app again (user
-and group ids are global, apps are not visible in them).  Group grants are
-read through the membership at the time of the read: removing a member
-revokes its access, adding one gives it.  Only members with the RECEIVE
-permission read (they are the ones a group message reaches, SPEC M5).
+Who may read a file (grants, FILE messages) is `file_access`.  Writes run in
+transactions of their own on the writer thread (`Writer.run_meta`: no
+directory change); reads on reader threads.  Nothing crosses apps: a file
+names its app, and so does every user, group and file it is linked to.
 
 The app quota sums `files.size` over the index ``files_app (app_id, size)``
 (exact, no counter to drift).  Two creates must not both pass the check:
@@ -26,7 +19,7 @@ from typing import Any
 
 from appliance.errors import ConflictError, NotFoundError, QuotaError, StorageError
 from appliance.protocol.attachments import is_file_id
-from appliance.storage.models import FileRecord, FileVariant, Perm
+from appliance.storage.models import FileRecord, FileVariant
 from appliance.storage.sql.dialect import Connection
 
 #: Column bounds (the MariaDB schema's sizes, checked on both backends).
@@ -35,8 +28,8 @@ NAME_BYTES = 255
 VARIANT_CHARS = 32
 SHA256_BYTES = 32
 #: Sizes, dimensions and times: what a signed 64-bit / 32-bit column holds.
-_BIGINT_MAX = 2**63 - 1
-_INT_MAX = 2**31 - 1
+BIGINT_MAX = 2**63 - 1
+INT_MAX = 2**31 - 1
 PICTURE_KINDS = ("user", "group")
 #: The name of the key that signs download links in media_keys.
 SIGNING_KEY = "links"
@@ -47,18 +40,9 @@ APP_LIMIT = "media.max_app_bytes"
 _COLUMNS = ("id, app_id, owner_id, size, received, sha256, content_type, name, width, height,"
             " created_ms, expires_ms")
 _VARIANT_COLUMNS = "variant, sha256, size, content_type, width, height"
-#: Whether `user` may read the file through a live grant (to the user, or to a
-#: group of the file's app the user receives in).  Parameters: file id, user,
-#: now, file id, app, user, now.
-_GRANTED = ("SELECT 1 FROM file_grants WHERE file_id = ? AND user_id = ? AND group_id = 0"
-            " AND expires_ms > ?"
-            " UNION ALL SELECT 1 FROM file_grants g JOIN groups gr ON gr.id = g.group_id"
-            " JOIN members m ON m.group_id = g.group_id"
-            " WHERE g.file_id = ? AND g.user_id = 0 AND gr.app_id = ? AND m.user_id = ?"
-            f" AND (m.perms & {Perm.RECEIVE}) != 0 AND g.expires_ms > ? LIMIT 1")
 
 
-def _check_range(value: int, what: str, high: int = _BIGINT_MAX) -> None:
+def check_range(value: int, what: str, high: int = BIGINT_MAX) -> None:
     if not 0 <= value <= high:
         raise StorageError(f"the store refused {what} {value}: it must be 0 to {high}")
 
@@ -82,8 +66,8 @@ def check_record(record: FileRecord) -> None:
     """
     if not is_file_id(record.file_id):
         raise StorageError(f"the store refused a file id {record.file_id!r:.80}")
-    _check_range(record.size, "a file size")
-    _check_range(record.received, "a received count", record.size)
+    check_range(record.size, "a file size")
+    check_range(record.received, "a received count", record.size)
     if record.sha256 is not None:
         _check_hash(record.sha256)
     _check_content_type(record.content_type)
@@ -94,11 +78,11 @@ def check_record(record: FileRecord) -> None:
     if name_bytes > NAME_BYTES:
         raise StorageError(f"the store refused a file name of {name_bytes} bytes"
                            f" (at most {NAME_BYTES})")
-    _check_range(record.width, "a width", _INT_MAX)
-    _check_range(record.height, "a height", _INT_MAX)
-    _check_range(record.created_ms, "a creation time")
+    check_range(record.width, "a width", INT_MAX)
+    check_range(record.height, "a height", INT_MAX)
+    check_range(record.created_ms, "a creation time")
     if record.expires_ms is not None:
-        _check_range(record.expires_ms, "an expiry time")
+        check_range(record.expires_ms, "an expiry time")
 
 
 def _row_to_record(row: Any) -> FileRecord:
@@ -115,12 +99,12 @@ def file(conn: Connection, file_id: str) -> FileRecord | None:
     return None if row is None else _row_to_record(row)
 
 
-def _user_app(conn: Connection, user: int) -> int | None:
+def user_app(conn: Connection, user: int) -> int | None:
     row = conn.execute("SELECT app_id FROM users WHERE id = ?", (user,)).fetchone()
     return None if row is None else int(row[0])
 
 
-def _group_app(conn: Connection, group: int) -> int | None:
+def group_app(conn: Connection, group: int) -> int | None:
     row = conn.execute("SELECT app_id FROM groups WHERE id = ?", (group,)).fetchone()
     return None if row is None else int(row[0])
 
@@ -145,7 +129,7 @@ def create_file(conn: Connection, record: FileRecord, max_app_bytes: int, now_ms
     if conn.execute(f"SELECT id FROM apps WHERE id = ?{conn.dialect.for_update}",
                     (record.app_id,)).fetchone() is None:
         raise NotFoundError(f"no app {record.app_id}")
-    if record.owner_id and _user_app(conn, record.owner_id) != record.app_id:
+    if record.owner_id and user_app(conn, record.owner_id) != record.app_id:
         raise NotFoundError(f"no user {record.owner_id} in app {record.app_id}")
     if conn.execute("SELECT 1 FROM files WHERE id = ?", (record.file_id,)).fetchone():
         raise ConflictError(f"file {record.file_id} exists")
@@ -186,7 +170,7 @@ def set_received(conn: Connection, file_id: str, received: int) -> None:
         StorageError: `received` is not 0 .. its size.
     """
     size = _open_upload(conn, file_id)
-    _check_range(received, "a received count", size)
+    check_range(received, "a received count", size)
     conn.execute("UPDATE files SET received = ? WHERE id = ?", (received, file_id))
 
 
@@ -216,71 +200,20 @@ def complete_file(conn: Connection, file_id: str, sha256: bytes, size: int, cont
     """
     _open_upload(conn, file_id)
     _check_hash(sha256)
-    _check_range(size, "a file size")
+    check_range(size, "a file size")
     _check_content_type(content_type)
-    _check_range(width, "a width", _INT_MAX)
-    _check_range(height, "a height", _INT_MAX)
-    conn.execute("UPDATE files SET sha256 = ?, size = ?, received = ?, content_type = ?,"
+    check_range(width, "a width", INT_MAX)
+    check_range(height, "a height", INT_MAX)
+    # `received` keeps the declared length (what the client sent: tus reports it as the
+    # finished offset) while `size` becomes what is stored.  It is assigned first: MariaDB
+    # evaluates SET left to right with the new values, SQLite with the old ones.
+    conn.execute("UPDATE files SET received = size, sha256 = ?, size = ?, content_type = ?,"
                  " width = ?, height = ? WHERE id = ?",
-                 (sha256, size, size, content_type, width, height, file_id))
+                 (sha256, size, content_type, width, height, file_id))
     _ref_blob(conn, sha256, size)
     done = file(conn, file_id)
     assert done is not None
     return done
-
-
-def grant_file(conn: Connection, file_id: str, user: int | None, group: int | None,
-               expires_ms: int) -> None:
-    """See `FileStore.grant_file`; in the caller's transaction.
-
-    Raises:
-        StorageError: neither or both of `user` and `group`, or a bad time.
-        NotFoundError: no such file, or the user or group is not of its app.
-    """
-    if (user is None) == (group is None):
-        raise StorageError("a grant names a user or a group, exactly one")
-    _check_range(expires_ms, "an expiry time")
-    row = conn.execute("SELECT app_id FROM files WHERE id = ?", (file_id,)).fetchone()
-    if row is None:
-        raise NotFoundError(f"no file {file_id}")
-    app = int(row[0])
-    if user is not None and (user <= 0 or _user_app(conn, user) != app):
-        raise NotFoundError(f"no user {user} in the file's app")
-    if group is not None and (group <= 0 or _group_app(conn, group) != app):
-        raise NotFoundError(f"no group {group} in the file's app")
-    _grant(conn, file_id, user or 0, group or 0, expires_ms)
-
-
-def _grant(conn: Connection, file_id: str, user: int, group: int, expires_ms: int) -> None:
-    greatest = conn.dialect.greatest
-    if conn.dialect.name == "sqlite":
-        upsert = ("INSERT INTO file_grants VALUES (?, ?, ?, ?) ON CONFLICT (file_id, user_id,"
-                  f" group_id) DO UPDATE SET expires_ms = {greatest}(expires_ms,"
-                  " excluded.expires_ms)")
-    else:
-        upsert = ("INSERT INTO file_grants VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE"
-                  f" expires_ms = {greatest}(expires_ms, VALUES(expires_ms))")
-    conn.execute(upsert, (file_id, user, group, expires_ms))
-    # A file lives at least as long as its grants; a kept one (NULL) stays kept.
-    conn.execute(f"UPDATE files SET expires_ms = {greatest}(expires_ms, ?) WHERE id = ?"
-                 " AND expires_ms IS NOT NULL", (expires_ms, file_id))
-
-
-def may_read(conn: Connection, file_id: str, user: int, now_ms: int) -> bool:
-    """See `FileStore.may_read`."""
-    row = conn.execute("SELECT app_id, owner_id, expires_ms FROM files WHERE id = ?",
-                       (file_id,)).fetchone()
-    if row is None or user <= 0:
-        return False
-    app, owner, expires = int(row[0]), int(row[1]), row[2]
-    if expires is not None and expires <= now_ms:
-        return False  # the sweep has yet to remove it
-    if _user_app(conn, user) != app:
-        return False
-    if owner == user:
-        return True
-    return conn.execute(_GRANTED, (file_id, user, now_ms, file_id, app, user,
-                                   now_ms)).fetchone() is not None
 
 
 def _check_variant(variant: FileVariant) -> None:
@@ -288,10 +221,10 @@ def _check_variant(variant: FileVariant) -> None:
     if not 0 < len(name) <= VARIANT_CHARS or not name.isascii() or not name.isprintable():
         raise StorageError(f"the store refused a variant name {name!r:.80}")
     _check_hash(variant.sha256)
-    _check_range(variant.size, "a variant size")
+    check_range(variant.size, "a variant size")
     _check_content_type(variant.content_type)
-    _check_range(variant.width, "a width", _INT_MAX)
-    _check_range(variant.height, "a height", _INT_MAX)
+    check_range(variant.width, "a width", INT_MAX)
+    check_range(variant.height, "a height", INT_MAX)
 
 
 def save_variant(conn: Connection, file_id: str, variant: FileVariant, now_ms: int) -> None:
@@ -346,7 +279,7 @@ def set_picture(conn: Connection, app: int, kind: str, owner: int, file_id: str 
         ConflictError: the file is not complete.
     """
     _check_kind(kind)
-    owner_app = _user_app(conn, owner) if kind == "user" else _group_app(conn, owner)
+    owner_app = user_app(conn, owner) if kind == "user" else group_app(conn, owner)
     if owner <= 0 or owner_app != app:
         raise NotFoundError(f"no {kind} {owner} in app {app}")
     if file_id is not None:
@@ -380,7 +313,8 @@ def picture(conn: Connection, app: int, kind: str, owner: int) -> str | None:
 
 def delete_file(conn: Connection, file_id: str, now_ms: int) -> None:
     """See `FileStore.delete_file`; in the caller's transaction.  Nothing if it is gone."""
-    row = conn.execute("SELECT sha256 FROM files WHERE id = ?", (file_id,)).fetchone()
+    row = conn.execute("SELECT sha256, expires_ms FROM files WHERE id = ?",
+                       (file_id,)).fetchone()
     if row is None:
         return
     for (sha,) in conn.execute("SELECT sha256 FROM file_variants WHERE file_id = ?",
@@ -389,8 +323,12 @@ def delete_file(conn: Connection, file_id: str, now_ms: int) -> None:
     if row[0] is not None:
         _unref_blob(conn, bytes(row[0]), now_ms)
     for table, column in (("file_variants", "file_id"), ("file_grants", "file_id"),
-                          ("pictures", "file_id"), ("files", "id")):
+                          ("files", "id")):
         conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (file_id,))
+    if row[1] is None:
+        # Only a kept file can be a picture (`set_picture`): the sweep's deletions of
+        # expired files never scan the pictures, which have no index on file_id.
+        conn.execute("DELETE FROM pictures WHERE file_id = ?", (file_id,))
 
 
 def expired_files(conn: Connection, now_ms: int, limit: int) -> list[str]:
@@ -429,27 +367,7 @@ def create_signing_key(conn: Connection, now_ms: int) -> bytes:
     return key
 
 
-def forget_user(conn: Connection, app: int, user: int, now_ms: int) -> None:
-    """A user is being deleted: its grants and picture go, its files lose their owner.
-
-    Its unfinished uploads expire now; what it shared stays for its recipients
-    until the grants run out.  The owner becomes 0 (nobody), so a user that
-    gets the id later (SQLite may reuse it) owns none of it.
-    """
-    conn.execute("DELETE FROM file_grants WHERE user_id = ? AND group_id = 0", (user,))
-    _drop_picture(conn, app, "user", user, now_ms)
-    conn.execute("UPDATE files SET expires_ms = ? WHERE owner_id = ? AND sha256 IS NULL",
-                 (now_ms, user))
-    conn.execute("UPDATE files SET owner_id = 0 WHERE owner_id = ?", (user,))
-
-
-def forget_group(conn: Connection, app: int, group: int, now_ms: int) -> None:
-    """A group is being deleted: the grants to it and its picture go."""
-    conn.execute("DELETE FROM file_grants WHERE group_id = ? AND user_id = 0", (group,))
-    _drop_picture(conn, app, "group", group, now_ms)
-
-
-def _drop_picture(conn: Connection, app: int, kind: str, owner: int, now_ms: int) -> None:
+def drop_picture(conn: Connection, app: int, kind: str, owner: int, now_ms: int) -> None:
     previous = picture(conn, app, kind, owner)
     if previous is not None:
         conn.execute("UPDATE files SET expires_ms = ? WHERE id = ?", (now_ms, previous))

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from appliance.storage.models import FileRecord, FileVariant
-from appliance.storage.sql import files
+from appliance.storage.sql import file_access, files
 
 T = TypeVar("T")
 
@@ -59,11 +59,11 @@ class SqlFileStore:
     async def grant_file(self, file_id: str, *, user_id: int | None = None,
                          group_id: int | None = None, expires_ms: int) -> None:
         """See `FileStore.grant_file`."""
-        await self._meta(files.grant_file, file_id, user_id, group_id, expires_ms)
+        await self._meta(file_access.grant_file, file_id, user_id, group_id, expires_ms)
 
     async def may_read(self, file_id: str, user_id: int, now_ms: int) -> bool:
         """See `FileStore.may_read`."""
-        return await self._read(files.may_read, file_id, user_id, now_ms)
+        return await self._read(file_access.may_read, file_id, user_id, now_ms)
 
     async def save_variant(self, file_id: str, variant: FileVariant) -> None:
         """See `FileStore.save_variant`."""

@@ -200,6 +200,17 @@ class SqlStorage(SqlFileStore):
     async def _meta(self, fn: Callable[..., T], *args: object, durable: bool = True) -> T:
         return await self._write(partial(self._writer.run_meta, fn, *args, durable=durable))
 
+    @property
+    def file_retention_ms(self) -> int:
+        """See `FileStore.file_retention_ms`."""
+        return self._writer.file_retention_ms
+
+    @file_retention_ms.setter
+    def file_retention_ms(self, value: int) -> None:
+        if not 0 <= value < 2**62:
+            raise StorageError(f"the store refused a file retention of {value} ms")
+        self._writer.file_retention_ms = value
+
     # --- MessageStore -----------------------------------------------------
 
     async def write(self, batch: WriteBatch, now_ms: int) -> WriteResult:

@@ -20,9 +20,11 @@ Invariants (SPEC M4):
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TypeVar
 
 from appliance.errors import QuotaError, StorageError, StorageUnavailableError
+from appliance.protocol.attachments import FILE
 from appliance.storage.models import (
     Accepted,
     DeviceRecord,
@@ -37,6 +39,7 @@ from appliance.storage.models import (
 from appliance.storage.sql.bulk import delivery_rows, message_sizes, messages_by_ids
 from appliance.storage.sql.dialect import Connection
 from appliance.storage.sql.directory import Directory
+from appliance.storage.sql.file_access import accept_shared
 from appliance.storage.sql.isolate import isolate
 from appliance.storage.sql.usage import QueueUsage
 
@@ -120,6 +123,9 @@ class Writer:
         self._trim: set[int] = set()
         self._stale = True
         self._next_seq = self._receipt_seq = 0
+        #: How long past its message's expiry a FILE grant lasts (``media.file_retention_s``,
+        #: set by the server at start-up; 0: as long as the message).
+        self.file_retention_ms = 0
         #: What waits for each user and app (the inbox quotas, SPEC M13).
         self.usage = QueueUsage(conn)
         self.directory = Directory(conn)
@@ -307,7 +313,15 @@ class Writer:
             if old is not None:
                 results[i] = Accepted(Outcome.DUPLICATE, old[1], old[0], old[2])
                 continue
-            targets = self._targets(m, recipients, now_ms, quota)
+            if m.flags & FILE:  # the one test a message without files pays
+                shared = accept_shared(self.conn, m, recipients, now_ms, self.file_retention_ms,
+                                       partial(self._targets, m, recipients, now_ms, quota))
+                if isinstance(shared, int):
+                    results[i] = Accepted(Outcome.REJECTED, shared)
+                    continue
+                targets = shared
+            else:
+                targets = self._targets(m, recipients, now_ms, quota)
             if targets is None:
                 results[i] = Accepted(Outcome.REJECTED, INBOX_FULL)
                 continue
