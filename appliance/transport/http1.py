@@ -456,10 +456,6 @@ class HttpProtocol(asyncio.Protocol):
             # held for the upload's reader or the body budget.
             self._held = release(transport, self._held, self._held)
             transport.write_eof()
-            # Whatever held reading (an upload's reader, the budget) no longer
-            # does: what arrives is dropped.  A client that sends its whole body
-            # before it reads (http.client) sees this answer, not a reset.
-            self._release(HELD_BY_READER | HELD_BY_BUDGET | HELD_BY_PROTOCOL)
             asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self._drop)
             return
         self.close(0, "")
