@@ -391,6 +391,9 @@ class HttpProtocol(asyncio.Protocol):
             self._send(response.status, response.body, response.content_type,
                        head=api_request.method == "HEAD", extra=response.headers)
         self._busy = False
+        # An upload answered without a read (a refusal: its body came whole with
+        # its head) leaves reading held for its reader: the next request is read.
+        self._release(HELD_BY_READER)
         self._next_request()
         self._process()  # a pipelined request may be buffered already
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import subprocess
 
 import pytest
@@ -122,3 +123,23 @@ def test_a_connection_over_its_request_rate_gets_429(server: ServerProcess) -> N
     assert answer.count(b"HTTP/1.1 200 ") >= 1000  # the burst allowance
     assert b"HTTP/1.1 429 Too Many Requests" in answer
     assert answer.count(b"HTTP/1.1 ") < 3000  # and then the connection was closed
+
+
+def test_an_upload_refused_unread_leaves_its_keep_alive_connection_usable(
+        server: ServerProcess) -> None:
+    # An upload's body is read only once its handler asks for it; a refusal (401)
+    # whose body came whole with its head must not leave reading paused.
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n"
+                     b"Content-Length: 5\r\n\r\nhello")
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            answer += sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 401 ")
+        sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b'{"status":"ok"}'):
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {answer!r}"
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ")
