@@ -485,8 +485,7 @@ class Http2Protocol(asyncio.Protocol):
             self._flush_soon()
         except H2Error:
             return  # the stream or the connection is gone
-        except Exception:  # its source failed (a disk error)
-            # Reset, so the client does not wait for the rest forever.
+        except Exception:  # its source failed (a disk error): reset, the client waits no more
             log.exception("a streamed response failed")
             with contextlib.suppress(H2Error):
                 h2.reset_stream(stream_id, ErrorCodes.INTERNAL_ERROR)
