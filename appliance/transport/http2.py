@@ -62,6 +62,7 @@ from appliance.transport.bounds import (
     cut,
     set_write_limits,
 )
+from appliance.transport.h2download import H2Downloads, close_stream
 from appliance.transport.host import Host
 from appliance.transport.tasks import spawn
 
@@ -109,8 +110,7 @@ class Http2Protocol(asyncio.Protocol):
         self._resets: collections.deque[float] = collections.deque()
         self._pending: dict[int, bytes] = {}  # response bodies waiting for flow control
         #: Streamed response bodies being written, and who waits for window or drain.
-        self._pumps: dict[int, asyncio.Task[None]] = {}
-        self._writable: asyncio.Future[None] | None = None
+        self._downloads = H2Downloads(self._h2, self)
         self._upload_window_opened = False
         self._closing = False
         now = server.clock.monotonic()
@@ -171,7 +171,7 @@ class Http2Protocol(asyncio.Protocol):
                     return
             elif isinstance(event, WindowUpdated):
                 self._send_pending()
-                self._wake_pumps()
+                self._downloads.wake()
             elif isinstance(event, ConnectionTerminated):
                 self._flush()
                 self.close(0, "")
@@ -319,9 +319,7 @@ class Http2Protocol(asyncio.Protocol):
     def _on_reset(self, stream_id: int, now: float) -> bool:
         self._forget(stream_id)
         self._pending.pop(stream_id, None)
-        pump = self._pumps.pop(stream_id, None)
-        if pump is not None:
-            pump.cancel()
+        self._downloads.cancel(stream_id)
         resets = self._resets
         resets.append(now)
         while resets and now - resets[0] > RESET_WINDOW_S:
@@ -403,10 +401,9 @@ class Http2Protocol(asyncio.Protocol):
             streamed = False  # the client gave up on this stream
         if response.stream is not None:
             if streamed:
-                self._pumps[stream_id] = spawn(self._pump(stream_id, response),
-                                               name="h2-download")
+                self._downloads.start(stream_id, response)
             else:
-                spawn(_close_stream(response), name="h2-download-close")
+                spawn(close_stream(response), name="h2-download-close")
             return
         if body:
             self._pending[stream_id] = body
@@ -449,51 +446,24 @@ class Http2Protocol(asyncio.Protocol):
                 self._h2.increment_flow_control_window(UPLOAD_WINDOW)
         self._flush_soon()
 
-    def _wake_pumps(self) -> None:
-        waiter, self._writable = self._writable, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    # What `H2Downloads` needs of this connection (`DownloadOutput`).
 
-    async def _writable_again(self) -> None:
-        """Wait for a WINDOW_UPDATE, or for the client to drain our output."""
-        if self._writable is None:
-            self._writable = asyncio.get_running_loop().create_future()
-        await self._writable
+    @property
+    def writable(self) -> bool:
+        return self._transport is not None and not self._closing
 
-    async def _pump(self, stream_id: int, response: ApiResponse) -> None:
-        """Write a streamed body within the client's windows and our high-water mark."""
-        h2 = self._h2
-        stream = response.stream
-        assert stream is not None
-        try:
-            async for chunk in stream:
-                view = memoryview(chunk)
-                while view:
-                    if self._transport is None or self._closing:
-                        return
-                    window = h2.local_flow_control_window(stream_id)
-                    if self._stalled_at or window <= 0:
-                        await self._writable_again()
-                        continue
-                    frame = h2.max_outbound_frame_size
-                    end = min(len(view), window)
-                    for start in range(0, end, frame):
-                        h2.send_data(stream_id, bytes(view[start:min(start + frame, end)]))
-                    view = view[end:]
-                    self._flush()  # now: pause_writing must see the backlog
-            h2.end_stream(stream_id)
-            self._flush_soon()
-        except H2Error:
-            return  # the stream or the connection is gone
-        except Exception:  # its source failed (a disk error): reset, the client waits no more
-            log.exception("a streamed response failed")
-            with contextlib.suppress(H2Error):
-                h2.reset_stream(stream_id, ErrorCodes.INTERNAL_ERROR)
-            self._flush_soon()
-        finally:
-            self._pumps.pop(stream_id, None)
-            self._idle_since = self._server.clock.monotonic()  # keep-alive runs from the end
-            await _close_stream(response)
+    @property
+    def stalled(self) -> bool:
+        return bool(self._stalled_at)
+
+    def flush(self) -> None:
+        self._flush()
+
+    def flush_soon(self) -> None:
+        self._flush_soon()
+
+    def download_ended(self) -> None:
+        self._idle_since = self._server.clock.monotonic()  # keep-alive runs from the end
 
     # --- flow of our output -------------------------------------------------------------
 
@@ -505,7 +475,7 @@ class Http2Protocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._stalled_at = 0.0
-        self._wake_pumps()
+        self._downloads.wake()
         if self._transport is not None and not self._closing:
             self._transport.resume_reading()
             self._send_pending()
@@ -545,7 +515,7 @@ class Http2Protocol(asyncio.Protocol):
             self._answer_early(stream_id, problem(
                 408, "request timeout",
                 f"the request did not arrive within {bounds.request_timeout_s} s"))
-        if not self._streams and not self._pumps:  # answers waiting for the window do not count
+        if not self._streams and not self._downloads:  # answers waiting for the window do not count
             limit = bounds.keepalive_timeout_s if self._served else bounds.request_timeout_s
             if now - self._idle_since > limit:
                 self.close(0, "idle")
@@ -579,10 +549,7 @@ class Http2Protocol(asyncio.Protocol):
         for stream_id in list(self._streams):
             self._forget(stream_id)
         self._pending.clear()
-        for pump in self._pumps.values():
-            pump.cancel()
-        self._pumps.clear()
-        self._wake_pumps()
+        self._downloads.cancel_all()
         self._server.body_budget.forget(self._grant_owed)
 
     def eof_received(self) -> bool | None:
@@ -610,11 +577,3 @@ class Http2Protocol(asyncio.Protocol):
             return
         self._transport = None
         close_within(transport)
-
-
-
-async def _close_stream(response: ApiResponse) -> None:
-    """Release a streamed body that will not be (fully) written (its open file)."""
-    closer = getattr(response.stream, "aclose", None)
-    if closer is not None:
-        await closer()
