@@ -50,6 +50,8 @@ class ServerProcess:
                 self._reader = threading.Thread(target=self._drain, daemon=True)
                 self._reader.start()
                 return
+        self.proc.wait()
+        self.proc.stdout.close()  # else its pipe is only closed by a later test's GC
         raise RuntimeError("server exited before listening:\n" + "".join(self.lines))
 
     def kill(self) -> None:
