@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from appliance.api.files import file_doc, files
 from appliance.api.http import ApiError, ApiResponse, ok
 from appliance.errors import ConflictError
+from appliance.media.files import FileService
 from appliance.media.tus import (
     OFFSET_CONTENT_TYPE,
     TUS_VERSION,
@@ -23,6 +24,7 @@ from appliance.media.tus import (
     options_headers,
     parse_metadata,
 )
+from appliance.storage.models import FileRecord
 
 if TYPE_CHECKING:
     from appliance.api.v1 import Call
@@ -39,6 +41,16 @@ class _NoBody:
 
     async def read(self) -> bytes:
         return b""
+
+
+async def _owned_upload(call: Call, service: FileService) -> FileRecord:
+    """The caller's upload named in the path, after the tus version check (HEAD, DELETE)."""
+    assert call.user is not None
+    try:
+        check_version(call.request.headers.get(b"tus-resumable"))
+    except TusError as exc:
+        raise _tus_error(exc) from None
+    return await service.owned_upload(call.user, call.params["id"])
 
 
 async def options(call: Call) -> ApiResponse:
@@ -69,12 +81,7 @@ async def create(call: Call) -> ApiResponse:
 
 async def status(call: Call) -> ApiResponse:
     service = files(call)
-    assert call.user is not None
-    try:
-        check_version(call.request.headers.get(b"tus-resumable"))
-    except TusError as exc:
-        raise _tus_error(exc) from None
-    record = await service.owned_upload(call.user, call.params["id"])
+    record = await _owned_upload(call, service)
     # Once complete, `received` is the declared length (an image's stored copy is
     # re-encoded: its size differs), so a tus client sees offset == length: done.
     length = record.received if record.complete else record.size
@@ -118,12 +125,7 @@ async def append(call: Call) -> ApiResponse:
 
 async def terminate(call: Call) -> ApiResponse:
     service = files(call)
-    assert call.user is not None
-    try:
-        check_version(call.request.headers.get(b"tus-resumable"))
-    except TusError as exc:
-        raise _tus_error(exc) from None
-    record = await service.owned_upload(call.user, call.params["id"])
+    record = await _owned_upload(call, service)
     await service.discard(record)
     return ApiResponse(204, headers=[_TUS])
 
