@@ -20,7 +20,7 @@ see packaging/sdk/README.md.
 from __future__ import annotations
 
 from appliance.protocol.wire import Flag, Status
-from appliance.sdk.client import Backoff, Client, ReadSession
+from appliance.sdk.client import Client, ReadSession
 from appliance.sdk.errors import (
     AuthenticationError,
     BlockedError,
@@ -54,6 +54,7 @@ from appliance.sdk.errors import (
     UnauthorizedError,
     UserOfflineError,
 )
+from appliance.sdk.events import Backoff
 from appliance.sdk.models import (
     ConnectionEvent,
     ConnectionState,

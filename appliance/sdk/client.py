@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import random
 import ssl as ssl_module
 import time
 import unicodedata
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING
 
 from appliance.errors import StorageError
 from appliance.protocol.wire import (
@@ -41,16 +40,11 @@ from appliance.protocol.wire import (
     Hello,
     Message,
     Ping,
-    Pong,
     ReadReport,
-    RemoteWireError,
     ReportAck,
-    Role,
     Status,
     StatusReport,
     Welcome,
-    WireConnection,
-    encode,
     encode_message,
 )
 from appliance.protocol.wire.frames import MAX_IDS_PER_FRAME
@@ -61,10 +55,9 @@ from appliance.sdk.errors import (
     ConnectFailedError,
     HandshakeTimeoutError,
     InvalidDestinationError,
-    ServerProtocolError,
     TooLargeError,
-    close_error,
 )
+from appliance.sdk.events import Backoff, Listener, _Events, _Subscription
 from appliance.sdk.models import (
     ConnectionEvent,
     ConnectionState,
@@ -76,6 +69,7 @@ from appliance.sdk.models import (
     StoredMessage,
     file_payload,
 )
+from appliance.sdk.native import NativeWire
 from appliance.sdk.store import LocalStore, queued
 
 if TYPE_CHECKING:
@@ -83,8 +77,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-Listener = Callable[[T], Awaitable[None] | None]
 
 _DEFAULT_EXPIRY_S = 7 * 86400
 _MAX_ADDRESS = 64
@@ -92,7 +84,6 @@ _MAX_IDS_PER_FRAME = MAX_IDS_PER_FRAME  # what the server takes from one ACK or 
 #: Frame overhead of a MESSAGE besides peer and payload (PROTOCOL.md §3.3).
 _MESSAGE_OVERHEAD = 5 + 54
 _RETRIED = (Status.FAILED, Status.RATE_LIMITED)
-_END = object()
 
 
 _U32, _U64 = 2**32 - 1, 2**64 - 1
@@ -104,182 +95,6 @@ def _check_ranges(**fields: tuple[int, int]) -> None:
             raise ValueError(f"{name} must be 0..{top}, got {value}")
 
 
-class Backoff:
-    """Exponential backoff with full jitter (AWS architecture blog, 2015).
-
-    Delay for attempt n is uniform in [0, min(cap, base * 2**n)], never below
-    `floor`, so a thousand clients that lost the same server do not return in
-    one wave.
-    """
-
-    def __init__(self, base_s: float = 0.5, cap_s: float = 30.0, floor_s: float = 0.05) -> None:
-        self.base_s, self.cap_s, self.floor_s = base_s, cap_s, floor_s
-
-    def delay(self, attempt: int) -> float:
-        return max(self.floor_s, random.uniform(0, min(self.cap_s, self.base_s * 2 ** attempt)))
-
-
-class _Subscription(Generic[T]):
-    """An async iterator fed by the client; ends when the client closes."""
-
-    def __init__(self, registry: list[_Subscription[T]]) -> None:
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._registry = registry
-        registry.append(self)
-
-    def put(self, item: T) -> None:
-        self._queue.put_nowait(item)
-
-    def end(self) -> None:
-        self._queue.put_nowait(_END)
-
-    def __aiter__(self) -> _Subscription[T]:
-        return self
-
-    async def __anext__(self) -> T:
-        item = await self._queue.get()
-        if item is _END:
-            self.close()
-            raise StopAsyncIteration
-        return item  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        """Stop receiving (also done when the client closes)."""
-        if self in self._registry:
-            self._registry.remove(self)
-
-
-class _Events(Generic[T]):
-    """Listeners and iterators of one kind of event."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.listeners: list[Listener[T]] = []
-        self.subscriptions: list[_Subscription[T]] = []
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def add(self, listener: Listener[T]) -> Callable[[], None]:
-        self.listeners.append(listener)
-        return lambda: self.listeners.remove(listener) if listener in self.listeners else None
-
-    def emit(self, item: T) -> None:
-        for sub in self.subscriptions:
-            sub.put(item)
-        for listener in self.listeners:
-            try:
-                result = listener(item)
-            except Exception:  # an app's listener must not break the client
-                log.exception("%s listener %r failed", self.what, listener)
-                continue
-            if result is not None and inspect.isawaitable(result):
-                task = asyncio.ensure_future(result)
-                self.tasks.add(task)
-                task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s listener failed", self.what, exc_info=task.exception())
-
-    def end(self) -> None:
-        for sub in list(self.subscriptions):
-            sub.end()
-
-
-class NativeWire(asyncio.Protocol):
-    """One TCP connection: bytes to the codec, events to the client."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.codec = WireConnection(Role.CLIENT)
-        self.transport: asyncio.Transport | None = None
-        loop = asyncio.get_running_loop()
-        self.welcome: asyncio.Future[Welcome] = loop.create_future()
-        self.closed: asyncio.Future[ClientConnectionError] = loop.create_future()
-        self.error: ClientConnectionError | None = None
-        self.online = False
-        self.last_rx = self.last_tx = time.monotonic()
-        self._out: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses: no isinstance.
-        self.transport = transport  # type: ignore[assignment]
-
-    def write(self, data: bytes) -> None:
-        # Frames of one loop turn leave in one write (one syscall).
-        if not self._out:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self._out.append(data)
-
-    def flush(self) -> None:
-        if self._out and self.transport is not None and not self.transport.is_closing():
-            self.send_bytes(b"".join(self._out))
-            self.last_tx = time.monotonic()
-        self._out.clear()
-
-    def start(self, hello: bytes) -> None:
-        """Open the conversation: the preface and HELLO."""
-        self.send_bytes(hello)
-
-    def send_bytes(self, data: bytes) -> None:
-        """Put native-protocol bytes on the wire (the WebSocket carrier wraps them)."""
-        if self.transport is not None:
-            self.transport.write(data)
-
-    def data_received(self, data: bytes) -> None:
-        self.last_rx = time.monotonic()
-        try:
-            events = self.codec.receive_data(data)
-        except RemoteWireError as exc:
-            self.fail(ServerProtocolError(f"server broke the protocol: {exc.reason}",
-                                          close_code=exc.close_code), exc.close_code)
-            return
-        try:
-            for event in events:
-                self._dispatch(event)
-        except Exception as exc:  # a bug of ours must cost one connection, not the app
-            log.exception("handling a frame from the server failed")
-            self.fail(ServerProtocolError(f"could not handle a frame from the server: {exc}"),
-                      CloseCode.PROTOCOL_ERROR)
-
-    def _dispatch(self, event: object) -> None:
-        client = self.client
-        kind = type(event)
-        if kind is Message:
-            client._on_frame_message(event)  # type: ignore[arg-type]
-        elif kind is StatusReport:
-            client._on_frame_status(event)  # type: ignore[arg-type]
-        elif kind is Ping:
-            self.write(self.codec.send(Pong(event.nonce)))  # type: ignore[attr-defined]
-        elif kind is Welcome:
-            if not self.welcome.done():
-                self.welcome.set_result(event)  # type: ignore[arg-type]
-        elif kind is Close:
-            self.error = close_error(event.code, event.reason)  # type: ignore[attr-defined]
-            self.abort()
-
-    def fail(self, error: ClientConnectionError, code: int) -> None:
-        """Close with a CLOSE frame carrying `code`, remembering `error`."""
-        if self.error is None:
-            self.error = error
-        if self.transport is not None and not self.transport.is_closing():
-            self.flush()
-            # Encoded directly: the codec may already be in ERROR.
-            self.send_bytes(encode(Close(code, str(error)[:200])))
-            self.transport.close()
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        error = self.error or ConnectFailedError(
-            "connection lost" + (f": {exc}" if exc else ""))
-        if not self.welcome.done():
-            self.welcome.set_exception(error)
-            self.welcome.exception()  # retrieved: no "never retrieved" warning
-        if not self.closed.done():
-            self.closed.set_result(error)
 
 
 class ReadSession:

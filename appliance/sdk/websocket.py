@@ -21,8 +21,8 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError
 
 from appliance.protocol.wire import CloseCode
-from appliance.sdk.client import NativeWire
 from appliance.sdk.errors import ConnectFailedError, ServerProtocolError
+from appliance.sdk.native import NativeWire
 
 if TYPE_CHECKING:
     from appliance.sdk.client import Client
