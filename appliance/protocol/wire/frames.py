@@ -1,8 +1,8 @@
 """Frame layouts of the native wire protocol (PROTOCOL.md beside this file).
 
-Owns: frame type codes, status and close codes, the event classes, and the
-pure functions that turn one frame body into an event and back.  No I/O, no
-asyncio, no storage; `connection.py` adds the byte stream and the state
+Owns: the event classes and the pure functions that turn one frame body into
+an event and back (the codes and bounds are `constants`).  No I/O, no asyncio,
+no storage; `connection.py` adds the byte stream and the state
 machine on top.
 
 Every frame is ``u32 body length | u8 frame type | body`` (big endian).  The
@@ -16,122 +16,27 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Final
 
+from appliance.protocol.wire.constants import (  # re-exported: importers use frames
+    HEADER as HEADER,
+    HEADER_SIZE as HEADER_SIZE,
+    MAGIC as MAGIC,
+    MAX_ADDRESS_BYTES as MAX_ADDRESS_BYTES,
+    MAX_IDS_PER_FRAME as MAX_IDS_PER_FRAME,
+    MAX_PRE_OPEN_FRAME_BYTES as MAX_PRE_OPEN_FRAME_BYTES,
+    PREFACE as PREFACE,
+    PRIORITY_MAX as PRIORITY_MAX,
+    PROTOCOL_VERSION as PROTOCOL_VERSION,
+    STORED_U64_MAX as STORED_U64_MAX,
+    TYPE_MAX as TYPE_MAX,
+    U64_MAX as U64_MAX,
+    CloseCode as CloseCode,
+    Flag as Flag,
+    FrameType as FrameType,
+    Status as Status,
+)
 from appliance.protocol.wire.errors import LocalWireError, RemoteWireError
-
-#: Bytes a client sends before its first frame.  0x89 can start neither a TLS
-#: record (0x16), an HTTP method (ASCII letters) nor the HTTP/2 preface ("P"),
-#: so one port can tell the protocols apart from the first byte (SPEC M12).
-MAGIC: Final = b"\x89TDNG\r\n"
-PROTOCOL_VERSION: Final = 1
-PREFACE: Final = MAGIC + bytes([PROTOCOL_VERSION])
-
-HEADER: Final = struct.Struct(">IB")
-HEADER_SIZE: Final = HEADER.size
-
-
-class FrameType(IntEnum):
-    """The frame type byte (PROTOCOL.md §3)."""
-
-    HELLO = 0x01
-    WELCOME = 0x02
-    MESSAGE = 0x10
-    ACK = 0x11
-    STATUS = 0x12
-    READ = 0x13
-    REPORT_ACK = 0x14
-    PING = 0x20
-    PONG = 0x21
-    CLOSE = 0x30
-
-
-class Status(IntEnum):
-    """Message statuses (SPEC M3).  Values below 0x80 only move forward."""
-
-    OUTBOX = 0
-    SENT = 1
-    DELIVERED = 2
-    READ = 3
-    FAILED = 0x80
-    USER_OFFLINE = 0x81
-    INVALID_DEST = 0x82
-    EXPIRED = 0x83
-    BLOCKED = 0x84
-    NOT_MEMBER = 0x85
-    TOO_LARGE = 0x86
-    RATE_LIMITED = 0x87
-    INBOX_FULL = 0x88
-    INVALID_FILE = 0x89
-
-
-class CloseCode(IntEnum):
-    """Why a connection is closed (PROTOCOL.md §5)."""
-
-    NORMAL = 0
-    GOING_AWAY = 1
-    PROTOCOL_ERROR = 2
-    FRAME_TOO_LARGE = 3
-    HELLO_REQUIRED = 4
-    UNSUPPORTED_VERSION = 5
-    AUTH_FAILED = 6
-    TOKEN_EXPIRED = 7
-    TOO_MANY_DEVICES = 8
-    REPLACED = 9
-    IDLE_TIMEOUT = 10
-    INTERNAL_ERROR = 11
-    SLOW_CONSUMER = 12
-    ADDRESS_CHANGED = 13
-
-
-class Flag:
-    """Message flag bits (SPEC M2).  Bits 0-15 belong to the app, 16-31 to the server."""
-
-    DELIVERY_RECEIPT: Final = 1 << 0
-    READ_RECEIPT: Final = 1 << 1
-    TRANSIENT: Final = 1 << 2
-    ENCRYPTED: Final = 1 << 3
-    FORWARDED: Final = 1 << 4
-    MODIFY: Final = 1 << 5
-    #: The payload names files it shares (attachments.py, PROTOCOL.md §3.3.1).
-    FILE: Final = 1 << 6
-    DEFAULT: Final = DELIVERY_RECEIPT | READ_RECEIPT
-    #: Set by the server on the copy of a message that another device of the
-    #: same user sent; `peer` is then the destination, not the sender (M5).
-    OUTGOING_COPY: Final = 1 << 31
-    CLIENT_MASK: Final = 0xFFFF
-
-
-MAX_ADDRESS_BYTES: Final = 64
-#: Ids of one READ, and seqs of one ACK not sent on that connection, that the
-#: server takes (PROTOCOL.md §3.4, §3.6): each costs a lookup in the store, so
-#: a frame's work is bounded.  Clients send more in several frames.
-MAX_IDS_PER_FRAME: Final = 1000
-U64_MAX: Final = (1 << 64) - 1
-
-# --- value ranges (PROTOCOL.md §3) ----------------------------------------
-# A field's wire width is not always its range.  Values the server keeps in
-# an integer column must fit what every store holds: SQLite INTEGER and
-# MariaDB BIGINT are signed 64-bit, MariaDB INT signed 32-bit (issue 12: a
-# group id of 2**63 raised OverflowError in the writer and stalled every
-# app's commits).  Message ids and refids are full u64: the store maps them
-# to signed (storage.sql.writes.to_db_id).  The decoder refuses a value out
-# of range with PROTOCOL_ERROR naming the field; the encoder refuses to send
-# one (LocalWireError).  Each bound is defined here once.
-
-#: Server-assigned handles and ids that are stored as they are (ACK and
-#: MESSAGE `seq`, REPORT_ACK `report_seq`, `group_id` everywhere).
-STORED_U64_MAX: Final = (1 << 63) - 1
-#: `priority`: 0 (highest) to 15 (lowest) (SPEC M2).
-PRIORITY_MAX: Final = 15
-#: `type`: application-defined, stored in a signed 32-bit column.
-TYPE_MAX: Final = (1 << 31) - 1
-#: The largest frame body a server takes before the connection is OPEN: a HELLO
-#: (9 bytes + a token + a device id of at most 64) or a CLOSE.  Nothing is
-#: buffered for an unauthenticated peer beyond this (issue 12).
-MAX_PRE_OPEN_FRAME_BYTES: Final = 1024
-
 
 # --- events ---------------------------------------------------------------
 # Plain slotted classes for the two hot-path events (Message, Status): a
