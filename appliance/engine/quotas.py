@@ -32,69 +32,13 @@ from __future__ import annotations
 
 from appliance.engine.ports import EngineLimits
 from appliance.engine.session import Session
-from appliance.ratelimit import TokenBucket
+from appliance.ratelimit import UserRates
 from appliance.storage.models import QueueQuota
 
 #: The `Session.send_credit` of a sender the per-user rate does not apply to:
 #: the app's backend (``POST /v1/messages``, authenticated by the app secret and
 #: held by the HTTP limits); the queue quotas still apply to what it sends.
 UNLIMITED_CREDIT = 1 << 62
-
-
-class _UserBucket(TokenBucket):
-    __slots__ = ()
-
-    def take_up_to(self, now: float, wanted: int) -> int:
-        """Take up to `wanted` whole tokens at once; how many were taken."""
-        tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        granted = min(wanted, int(tokens))
-        self._tokens = tokens - granted
-        return granted
-
-    def idle_full(self, now: float) -> bool:
-        """Whether the bucket has refilled: forgetting it changes nothing."""
-        return self._tokens + (now - self._at) * self.rate >= self.burst
-
-
-class UserRates:
-    """A token bucket per user id, for at most `max_users` users."""
-
-    __slots__ = ("_buckets", "burst", "max_users", "rate")
-
-    def __init__(self, rate: float, burst: float, max_users: int) -> None:
-        self.rate, self.burst, self.max_users = rate, burst, max_users
-        self._buckets: dict[int, _UserBucket] = {}
-
-    def take(self, user_id: int, now: float) -> bool:
-        """Spend one token of `user_id`'s; False when it has none left."""
-        return self.take_up_to(user_id, now, 1) == 1
-
-    def take_up_to(self, user_id: int, now: float, wanted: int) -> int:
-        """Spend up to `wanted` tokens of `user_id`'s; how many it got."""
-        bucket = self._buckets.get(user_id)
-        if bucket is None:
-            if len(self._buckets) >= self.max_users:
-                self._evict(now)
-            bucket = self._buckets[user_id] = _UserBucket(now, self.rate, self.burst)
-        return bucket.take_up_to(now, wanted)
-
-    def _evict(self, now: float) -> None:
-        """Make room: drop the buckets that refilled, else the oldest quarter.
-
-        Amortised O(1) per new user.  Dropping a bucket that has not refilled
-        gives its user a fresh burst: the price of a bounded table, paid only
-        by a server that sees more than `max_users` users within a refill time.
-        """
-        buckets = self._buckets
-        for user in [u for u, b in buckets.items() if b.idle_full(now)]:
-            del buckets[user]
-        if len(buckets) >= self.max_users:
-            for user in list(buckets)[:max(1, len(buckets) // 4)]:
-                del buckets[user]
-
-    def __len__(self) -> int:
-        return len(self._buckets)
 
 
 class IdBudget:

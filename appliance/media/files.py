@@ -56,7 +56,7 @@ from appliance.media.derived import DerivedImages
 from appliance.media.ids import is_file_id, new_file_id
 from appliance.media.images.pool import ImagePool
 from appliance.media.ranges import ByteRange
-from appliance.ratelimit import TokenBucket
+from appliance.ratelimit import UserRates
 from appliance.storage.interface import Storage
 from appliance.storage.models import FileRecord, FileVariant, Principal
 
@@ -80,8 +80,9 @@ class FileService:
         #: Uploads receiving a body in this process now (one writer each), and
         #: the event set when that request has recorded its progress.
         self._receiving: dict[str, asyncio.Event] = {}
-        #: Upload starts per user (`media.uploads_per_minute`); bounded like the caches.
-        self._starts: dict[int, TokenBucket] = {}
+        #: Upload starts per user (`media.uploads_per_minute`), bounded like the engine's.
+        self._starts = UserRates(config.uploads_per_minute / 60, config.uploads_per_minute,
+                                 MAX_RATE_USERS)
         self.derived = DerivedImages(store, blobs, images, config, clock)
 
     # --- uploads ------------------------------------------------------------------------
@@ -118,13 +119,7 @@ class FileService:
             TooManyRequestsError: with the wait before the next start.
         """
         per_minute = self.config.uploads_per_minute
-        now = self.clock.wall_ms() / 1000
-        bucket = self._starts.get(user_id)
-        if bucket is None:
-            if len(self._starts) >= MAX_RATE_USERS:
-                self._starts.clear()  # a fresh allowance for all beats unbounded memory
-            bucket = self._starts[user_id] = TokenBucket(now, per_minute / 60, per_minute)
-        if not bucket.take(now):
+        if not self._starts.take(user_id, self.clock.wall_ms() / 1000):
             raise TooManyRequestsError(f"at most {per_minute} uploads per minute",
                                        retry_after_s=60 / per_minute)
 

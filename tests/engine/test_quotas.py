@@ -11,34 +11,13 @@ from appliance.config import load_config
 from appliance.engine.clock import FakeClock
 from appliance.engine.delivery import Engine, token_hash
 from appliance.engine.ports import EngineLimits
-from appliance.engine.quotas import IdBudget, Quotas, UserRates
+from appliance.engine.quotas import IdBudget, Quotas
 from appliance.engine.session import Session
 from appliance.errors import AuthError, ConfigError
 from appliance.protocol.wire import Ack, CloseCode, Hello, Message, ReadReport, Status
 from appliance.protocol.wire.frames import MAX_IDS_PER_FRAME
 from appliance.storage.sqlite import SqliteStorage
 from tests.engine.test_delivery import FakeLink, Scheduler
-
-
-def test_user_rates_refill_and_stay_bounded() -> None:
-    rates = UserRates(rate=10.0, burst=3, max_users=100)
-    assert [rates.take(1, 0.0) for _ in range(4)] == [True, True, True, False]
-    assert rates.take(2, 0.0)  # another user has its own bucket
-    assert rates.take(1, 0.1)  # one token back after 0.1 s
-    assert not rates.take(1, 0.1)
-    # 10,000 users one after another: the table never holds more than max_users.
-    for user in range(10, 10_010):
-        rates.take(user, 1.0)
-        assert len(rates) <= 100
-    # Making room drops the buckets that refilled (forgetting them changes
-    # nothing), else the oldest quarter.
-    busy = UserRates(rate=1.0, burst=2, max_users=4)
-    for user in (1, 2, 3, 4):
-        busy.take(user, 0.0)
-    busy.take(5, 0.5)  # none refilled: user 1 (the oldest) goes
-    assert len(busy) == 4
-    busy.take(6, 10.0)  # all refilled: all go
-    assert len(busy) == 1
 
 
 def test_id_budget_pauses_until_the_batch_is_taken() -> None:

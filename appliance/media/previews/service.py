@@ -21,7 +21,6 @@ import ssl
 import sys
 import tempfile
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from appliance.media.previews.fetch import Fetcher, Page
 from appliance.media.previews.parse import PageMeta, parse_head
 from appliance.media.previews.resolve import Resolver, SystemResolver
 from appliance.media.previews.url import PreviewUrl, parse_url
-from appliance.ratelimit import TokenBucket
+from appliance.ratelimit import UserRates
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +99,8 @@ class PreviewService:
         self._cache: TtlCache[_Key, Preview | _Failure] = TtlCache(
             MAX_CACHE_ENTRIES, clock, MAX_CACHE_BYTES)
         self._inflight: dict[_Key, asyncio.Task[Preview]] = {}
-        self._buckets: OrderedDict[tuple[int, int], TokenBucket] = OrderedDict()
+        per_minute = config.per_user_per_minute
+        self._buckets = UserRates(per_minute / 60.0, float(per_minute), MAX_RATE_USERS)
         self._fetches = asyncio.Semaphore(MAX_CONCURRENT_FETCHES)
 
     async def preview(self, app_id: int, user_id: int, url: str) -> Preview:
@@ -147,16 +147,7 @@ class PreviewService:
 
     def _take(self, app_id: int, user_id: int) -> None:
         per_minute = self.config.per_user_per_minute
-        now = self._clock()
-        bucket = self._buckets.get((app_id, user_id))
-        if bucket is None:
-            bucket = TokenBucket(now, per_minute / 60.0, float(per_minute))
-            self._buckets[(app_id, user_id)] = bucket
-            if len(self._buckets) > MAX_RATE_USERS:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end((app_id, user_id))
-        if not bucket.take(now):
+        if not self._buckets.take((app_id, user_id), self._clock()):
             # A token comes back every 60/per_minute s: the wait is at most that.
             raise TooManyRequestsError(
                 f"at most {per_minute} new link previews a minute per user"
