@@ -422,6 +422,8 @@ class RestApi:
         self._routes = [(r, r.regex()) for r in ROUTES]
         #: (method, pattern) of the routes whose bodies stream to their handler.
         self._streamed = [(r.method, pattern) for r, pattern in self._routes if r.stream]
+        #: Asked on every request's headers: most (GET, DELETE) need no regex at all.
+        self._streamed_methods = frozenset(method for method, _ in self._streamed)
         self._secrets: dict[str, tuple[AppInfo, float]] = {}
         #: Users' access tokens, for the routes declared ``user=True`` (and downloads).
         self.tokens = UserTokens(store, clock)
@@ -448,6 +450,8 @@ class RestApi:
 
     def streams(self, method: str, path: str) -> bool:
         """Whether `method path` is an upload whose body streams to its handler."""
+        if method not in self._streamed_methods:
+            return False
         return any(m == method and p.match(path) for m, p in self._streamed)
 
     async def _dispatch(self, request: ApiRequest) -> ApiResponse:
