@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from appliance.protocol.wire.connection import Role, State, WireConnection
+from appliance.protocol.wire.constants import Feature, HelloFlag, WelcomeField
 from appliance.protocol.wire.errors import LocalWireError, RemoteWireError
 from appliance.protocol.wire.frames import (
     PREFACE,
@@ -33,7 +34,7 @@ from appliance.protocol.wire.frames import (
 
 __all__ = [
     "PREFACE", "PRIORITY_MAX", "PROTOCOL_VERSION", "STORED_U64_MAX", "TYPE_MAX", "Ack", "Close",
-    "CloseCode", "Event", "Flag", "FrameType",
+    "CloseCode", "Event", "Feature", "Flag", "FrameType", "HelloFlag", "WelcomeField",
     "Hello", "LocalWireError", "Message", "Ping", "Pong", "ReadReport", "RemoteWireError",
     "ReportAck", "Role", "State", "Status", "StatusReport", "Welcome", "WireConnection",
     "decode_status", "encode", "encode_message", "encode_status",
