@@ -168,6 +168,8 @@ def rewrite(source: str, where: str) -> str:
 def check_staged(text: str, where: str, staged: set[str]) -> None:
     """Fail unless `text` imports only staged modules and names no `appliance` module."""
     for node in ast.walk(ast.parse(text, where)):
+        if isinstance(node, ast.Constant) and node.value == SOURCE:  # __import__("appliance")
+            raise StageError(f"{where}:{node.lineno}: the string {SOURCE!r} after staging")
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
