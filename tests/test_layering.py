@@ -23,7 +23,8 @@ FORBIDDEN = {
                           "appliance.service", "click"),
     "appliance.service": ("appliance.transport", "appliance.cli", "appliance.storage.sqlite",
                           "click", "asyncio"),
-    # The SDK ships alone (packaging/sdk): the codec and the error root, nothing else.
+    # The SDK ships alone (packaging/sdk, as `tidings`): the codec and the error root,
+    # nothing else; packaging/sdk/stage.py refuses any other import at build time.
     # Files (issue 15) go over HTTP with h11 alone: no server part, no HTTP/2, no Pillow.
     "appliance.sdk": ("appliance.engine", "appliance.storage", "appliance.transport",
                       "appliance.cli", "appliance.service", "appliance.config", "appliance.app",
