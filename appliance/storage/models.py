@@ -8,6 +8,7 @@ are created tens of thousands of times a second and frozen dataclasses pay an
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -207,6 +208,18 @@ class Perm:
     RECEIVE = 2
     ADMIN = 4
     DEFAULT = SEND | RECEIVE
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRoster:
+    """A group as routing needs it (`appliance.storage.routing`): its app and who is in it.
+
+    `members` maps each member's user id to its `Perm` bits; it is read, never
+    changed (the writer caches rosters until the directory changes).
+    """
+
+    app_id: int
+    members: Mapping[int, int]
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from appliance.storage.models import (
     Receipt,
 )
 from appliance.storage.sql.dialect import Connection
-from appliance.storage.sql.writes import from_db_id
+from appliance.storage.sql.ids import from_db_id
 
 _PENDING = (
     "SELECT d.seq, m.msg_id, m.sender_id, su.address, du.address, m.dest_group, m.refid,"
