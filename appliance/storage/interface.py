@@ -23,6 +23,7 @@ from appliance.storage.models import (
     FileVariant,
     GroupInfo,
     GroupMember,
+    GroupRoster,
     Login,
     Pending,
     Principal,
@@ -126,6 +127,18 @@ class DirectoryStore(Protocol):
 
     async def group_members(self, app_id: int, group_id: int) -> list[GroupMember] | None:
         """The members of a group of the app, or None when there is no such group.
+
+        Raises:
+            StorageUnavailableError: the store cannot be read.
+        """
+        ...
+
+    async def group_roster(self, app_id: int, group_id: int) -> GroupRoster | None:
+        """What routing needs of a group of the app (`storage.routing.group_recipients`):
+        each member's user id and permissions; None when the app has no such group.
+
+        One indexed read of the members, without their addresses: the relay
+        of real-time group messages calls it once per message.
 
         Raises:
             StorageUnavailableError: the store cannot be read.

@@ -12,12 +12,14 @@ import contextlib
 import pytest
 
 from appliance.errors import ConflictError, NotFoundError, StorageError
+from appliance.protocol.wire.constants import Status
 from appliance.storage.interface import Storage
 from appliance.storage.models import NewMessage, Outcome, Perm, QueueQuota, WriteBatch
 
 NOW = 1_700_000_000_000
 HOUR = 3_600_000
-SENT, DELIVERED, READ, EXPIRED, INVALID_DEST, NOT_MEMBER = 1, 2, 3, 0x83, 0x82, 0x85
+SENT, DELIVERED, READ, EXPIRED = Status.SENT, Status.DELIVERED, Status.READ, Status.EXPIRED
+INVALID_DEST, NOT_MEMBER, INBOX_FULL = Status.INVALID_DEST, Status.NOT_MEMBER, Status.INBOX_FULL
 
 
 def run(backend, fn) -> None:  # type: ignore[no-untyped-def]
@@ -328,9 +330,6 @@ def test_stale_devices_are_forgotten_and_their_queue_passes_on(backend) -> None:
     run(backend, go)
 
 
-INBOX_FULL = 0x88
-
-
 def test_credential_changes_are_logged_in_commit_order(backend) -> None:  # type: ignore[no-untyped-def]
     async def go(store: Storage) -> None:
         alice, bob, carol = await _users(store, "alice", "bob", "carol")
@@ -451,9 +450,6 @@ def test_a_bad_item_alone_is_left_out_not_retried(backend, bad) -> None:  # type
         ok = await store.write(WriteBatch(messages=[msg(alice, a1, 6)]), NOW)
         assert [(a.outcome, a.status) for a in ok.accepted] == [(Outcome.STORED, SENT)]
     run(backend, go)
-
-
-INBOX_FULL = 0x88
 
 
 def test_inbox_quota_counts_device_copies_and_frees_on_ack_across_reopen(backend) -> None:  # type: ignore[no-untyped-def]

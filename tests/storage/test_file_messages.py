@@ -15,14 +15,13 @@ from appliance.protocol.attachments import FILE
 from appliance.protocol.wire import Status
 from appliance.storage.interface import Storage
 from appliance.storage.models import NewMessage, Outcome, Perm, QueueQuota, WriteBatch
-from appliance.storage.sql import file_access
 from tests.storage.conftest import Opener
 from tests.storage.test_files_contract import complete, new_id, record
 
 NOW = 1_700_000_000_000
 HOUR = 3_600_000
 RETENTION = 30 * 24 * HOUR
-SENT, INBOX_FULL, INVALID_FILE = 1, 0x88, 0x89
+SENT, INBOX_FULL, INVALID_FILE = Status.SENT, Status.INBOX_FULL, Status.INVALID_FILE
 
 
 def run(backend: Opener, fn: Callable[[Storage], Awaitable[None]]) -> None:
@@ -171,7 +170,3 @@ def test_the_grant_survives_the_retention_setting_of_zero(backend: Opener) -> No
         assert await store.may_read(fid, bob, NOW + HOUR - 1)
         assert not await store.may_read(fid, bob, NOW + HOUR)
     run(backend, go)
-
-
-def test_the_store_repeats_the_wire_status() -> None:
-    assert file_access.INVALID_FILE == Status.INVALID_FILE == INVALID_FILE

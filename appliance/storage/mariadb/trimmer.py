@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from appliance.config.database import DatabaseLocation
 from appliance.storage.mariadb.connection import MariaConnection
-from appliance.storage.sql.writes import trim_receipts
+from appliance.storage.sql.receipts import trim_receipts
 
 log = logging.getLogger(__name__)
 

@@ -8,17 +8,8 @@ so) and after any failed transaction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from appliance.storage.models import GroupRoster
 from appliance.storage.sql.dialect import Connection
-
-
-@dataclass(slots=True)
-class Group:
-    """A group as routing needs it."""
-
-    app_id: int
-    members: dict[int, int]  # user id -> perms
 
 
 class Directory:
@@ -36,7 +27,7 @@ class Directory:
         self._placeholders: dict[int, int] = {}
         #: device row id -> user id; read directly by the writer's ACK loop.
         self.device_user: dict[int, int] = {}
-        self._groups: dict[int, Group | None] = {}
+        self._groups: dict[int, GroupRoster | None] = {}
 
     # --- users and groups ---------------------------------------------------
 
@@ -64,7 +55,8 @@ class Directory:
         row = self.conn.execute("SELECT app_id FROM users WHERE id = ?", (user_id,)).fetchone()
         return 0 if row is None else int(row[0])
 
-    def group(self, group_id: int) -> Group | None:
+    def group(self, group_id: int) -> GroupRoster | None:
+        """The group's roster whatever its app (`storage.routing` checks the app)."""
         if group_id in self._groups:
             return self._groups[group_id]
         row = self.conn.execute("SELECT app_id FROM groups WHERE id = ?", (group_id,)).fetchone()
@@ -72,7 +64,7 @@ class Directory:
         if row is not None:
             members = dict(self.conn.execute("SELECT user_id, perms FROM members"
                                              " WHERE group_id = ?", (group_id,)).fetchall())
-            group = Group(row[0], members)
+            group = GroupRoster(row[0], members)
         self._groups[group_id] = group
         return group
 

@@ -19,12 +19,11 @@ from collections.abc import Callable
 
 from appliance.errors import AttachmentError, NotFoundError, StorageError
 from appliance.protocol import attachments
+from appliance.protocol.wire.constants import Status
 from appliance.storage.models import NewMessage, Perm
 from appliance.storage.sql.dialect import Connection
 from appliance.storage.sql.files import BIGINT_MAX, check_range, drop_picture, group_app, user_app
 
-#: Status.INVALID_FILE (PROTOCOL.md §4), repeated as storage.sql.writes does its statuses.
-INVALID_FILE = 0x89
 #: Whether `user` may read the file through a live grant (to the user, or to a
 #: group of the file's app the user receives in).  Parameters: file id, user,
 #: now, file id, app, user, now.
@@ -149,7 +148,7 @@ def accept_shared(conn: Connection, m: NewMessage, recipients: list[int], now_ms
                   ) -> list[int] | int | None:
     """The writer's path for a new message with flag FILE, in its transaction.
 
-    Returns INVALID_FILE when the payload is not the convention or the sender
+    Returns Status.INVALID_FILE when the payload is not the convention or the sender
     may not share a file (nothing is counted or written); else `targets()`
     (the delivery targets, None when a quota refuses the message), and when
     there are targets every file is granted to the destination until the
@@ -158,9 +157,9 @@ def accept_shared(conn: Connection, m: NewMessage, recipients: list[int], now_ms
     try:
         ids = attachments.file_ids(m.payload)
     except AttachmentError:
-        return INVALID_FILE
+        return Status.INVALID_FILE
     if not check_shared(conn, m.app_id, m.sender_id, ids, now_ms):
-        return INVALID_FILE
+        return Status.INVALID_FILE
     found = targets()
     if found is not None:
         grant_shared(conn, ids, recipients[0], m.group_id, m.expires_ms + retention_ms)

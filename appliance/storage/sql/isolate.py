@@ -13,12 +13,10 @@ import logging
 from collections.abc import Callable
 
 from appliance.errors import StorageError, StorageUnavailableError
+from appliance.protocol.wire.constants import Status
 from appliance.storage.models import Accepted, Outcome, Receipt, WriteBatch, WriteResult
 
 log = logging.getLogger(__name__)
-
-#: Status.FAILED (PROTOCOL.md §4): nothing stored, resend later with the same id.
-FAILED = 0x80
 
 Commit = Callable[[WriteBatch, int], WriteResult]
 
@@ -36,7 +34,8 @@ def isolate(commit: Commit, batch: WriteBatch, now_ms: int) -> WriteResult:
         StorageUnavailableError: the store went away meanwhile; what was
             committed before stays committed, the rest is FAILED by the caller.
     """
-    accepted = [Accepted(Outcome.REJECTED, FAILED)] * len(batch.messages)
+    # FAILED (PROTOCOL.md §4): nothing stored, resend later with the same id.
+    accepted = [Accepted(Outcome.REJECTED, Status.FAILED)] * len(batch.messages)
     receipts: list[Receipt] = []
     parts = _items(batch)
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 from appliance.storage.models import (
     DeviceRecord,
     GroupMember,
+    GroupRoster,
     Login,
     Pending,
     Principal,
     Receipt,
 )
 from appliance.storage.sql.dialect import Connection
-from appliance.storage.sql.writes import from_db_id
+from appliance.storage.sql.ids import from_db_id
 
 _PENDING = (
     "SELECT d.seq, m.msg_id, m.sender_id, su.address, du.address, m.dest_group, m.refid,"
@@ -100,6 +101,17 @@ def group_members(conn: Connection, app_id: int, group_id: int) -> list[GroupMem
                         " ON u.id = m.user_id WHERE m.group_id = ? ORDER BY u.address",
                         (group_id,))
     return [GroupMember(uid, bytes(addr), perms) for uid, addr, perms in rows]
+
+
+def group_roster(conn: Connection, app_id: int, group_id: int) -> GroupRoster | None:
+    """See `DirectoryStore.group_roster`."""
+    row = conn.execute("SELECT 1 FROM groups WHERE id = ? AND app_id = ?",
+                       (group_id, app_id)).fetchone()
+    if row is None:
+        return None
+    members = conn.execute("SELECT user_id, perms FROM members WHERE group_id = ?",
+                           (group_id,)).fetchall()
+    return GroupRoster(app_id, dict(members))
 
 
 def count_deliveries(conn: Connection, limit: int) -> int:

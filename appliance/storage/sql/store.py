@@ -24,6 +24,7 @@ from appliance.storage.models import (
     DeviceRecord,
     GroupInfo,
     GroupMember,
+    GroupRoster,
     Login,
     Pending,
     Principal,
@@ -264,6 +265,10 @@ class SqlStorage(SqlFileStore):
     async def group_members(self, app_id: int, group_id: int) -> list[GroupMember] | None:
         """See `DirectoryStore.group_members`."""
         return await self._read(reads.group_members, app_id, group_id)
+
+    async def group_roster(self, app_id: int, group_id: int) -> GroupRoster | None:
+        """See `DirectoryStore.group_roster`."""
+        return await self._read(reads.group_roster, app_id, group_id)
 
     async def user_address(self, user_id: int) -> bytes | None:
         """See `DirectoryStore.user_address`."""
