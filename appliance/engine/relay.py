@@ -20,7 +20,6 @@ from appliance.engine.session import Session
 from appliance.protocol.wire import Flag, Message, Status
 from appliance.protocol.wire.frames import pack_message
 from appliance.storage.interface import Storage
-from appliance.storage.models import GroupRoster
 from appliance.storage.routing import group_recipients
 
 _TRANSIENT = Flag.TRANSIENT
@@ -71,9 +70,7 @@ class Relay:
     async def _relay_looked_up(self, session: Session, m: Message) -> None:
         now = self.clock.wall_ms()
         if m.group_id:
-            members = await self.store.group_members(session.app_id, m.group_id)
-            roster = None if members is None else GroupRoster(
-                session.app_id, {x.user_id: x.perms for x in members})
+            roster = await self.store.group_roster(session.app_id, m.group_id)
             # The writer decides stored group messages by the same rule.
             users = group_recipients(roster, session.app_id, session.user_id)
             if isinstance(users, int):
