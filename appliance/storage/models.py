@@ -131,6 +131,7 @@ class WriteBatch:
         reads: (reader user id, app id, sender address, group id, message ids).
         report_acks: device row id -> highest report_seq it confirmed.
         seen: device row id -> when it last connected (not urgent: batched).
+        last_seen: user id -> its last-seen time, to the minute (presence, SPEC M6).
         quota: what may wait in the queues; None: no limit.
     """
 
@@ -139,11 +140,12 @@ class WriteBatch:
     reads: list[tuple[int, int, bytes, int, tuple[int, ...]]] = field(default_factory=list)
     report_acks: dict[int, int] = field(default_factory=dict)
     seen: dict[int, int] = field(default_factory=dict)
+    last_seen: dict[int, int] = field(default_factory=dict)
     quota: QueueQuota | None = None
 
     def __len__(self) -> int:
         return (len(self.messages) + len(self.acks) + len(self.reads) + len(self.report_acks)
-                + len(self.seen))
+                + len(self.seen) + len(self.last_seen))
 
 
 @dataclass(slots=True)
@@ -220,6 +222,31 @@ class GroupRoster:
 
     app_id: int
     members: Mapping[int, int]
+
+
+class Privacy(IntEnum):
+    """Who may see a user's presence (SPEC M6); its user or its app sets it."""
+
+    EVERYONE = 0
+    #: The users the app declared as its contacts (``PUT /v1/users/{address}/contacts``).
+    CONTACTS = 1
+    NOBODY = 2
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceRecord:
+    """What the store knows of a user's presence, as one viewer may see it.
+
+    `visible` is False when the user's privacy or its blocks hide it from
+    the viewer: the viewer must then not tell it from a user that does not
+    exist (`appliance.storage.routing.presence_visible`).
+    """
+
+    user_id: int
+    address: bytes
+    #: When its last device left, to the minute (0: never connected).
+    last_seen_ms: int
+    visible: bool
 
 
 @dataclass(frozen=True, slots=True)

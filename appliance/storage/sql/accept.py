@@ -22,6 +22,7 @@ from appliance.storage.sql.state import WriterState
 
 #: Plain ints, not the enum members: they go into rows the drivers bind.
 _SENT = int(Status.SENT)
+_BLOCKED = int(Status.BLOCKED)
 #: Cached message metadata beyond which `WriterState.recent` starts afresh.
 _RECENT_MAX = 200_000
 
@@ -36,16 +37,29 @@ def accept_all(s: WriterState, messages: list[NewMessage], now_ms: int,
     """
     results: list[Accepted | None] = [None] * len(messages)
     plans = []
+    blocked = []
     for i, m in enumerate(messages):
         recipients = route(s, m)
         if isinstance(recipients, int):
             results[i] = Accepted(Outcome.REJECTED, recipients)
+            if recipients == _BLOCKED:
+                blocked.append((i, m, to_db_id(m.msg_id)))
         else:
             plans.append((i, m, recipients, to_db_id(m.msg_id)))
     # Apps number their messages upwards (the SDK does), so an id above
-    # the sender's highest stored one is new without an index lookup.
-    stored = existing(s, [(m.sender_id, db_id) for _, m, _, db_id in plans
-                          if db_id is not None and db_id <= highest_id(s, m.sender_id)])
+    # the sender's highest stored one is new without an index lookup.  A
+    # message refused BLOCKED may be the resend of one stored before the
+    # block: it gets its stored status, as any duplicate (PROTOCOL.md §6).
+    keys = [(m.sender_id, db_id) for _, m, _, db_id in plans
+            if db_id is not None and db_id <= highest_id(s, m.sender_id)]
+    if blocked:
+        keys += [(m.sender_id, db_id) for _, m, db_id in blocked
+                 if db_id is not None and db_id <= highest_id(s, m.sender_id)]
+    stored = existing(s, keys)
+    for i, m, db_id in blocked:
+        old = stored.get((m.sender_id, db_id))
+        if old is not None:
+            results[i] = Accepted(Outcome.DUPLICATE, old[1], old[0], old[2])
     highest = s.highest
     key: tuple[int, int | None]
     rows, deliveries = [], []
@@ -94,9 +108,15 @@ def accept_all(s: WriterState, messages: list[NewMessage], now_ms: int,
 
 def route(s: WriterState, m: NewMessage) -> list[int] | Status:
     """The recipient user ids of `m`, or the error status that rejects it (`storage.routing`)."""
+    directory = s.directory
     if m.group_id:
-        return group_recipients(s.directory.group(m.group_id), m.app_id, m.sender_id)
-    return peer_recipients(s.directory.user_id(m.app_id, m.peer))
+        roster = directory.group(m.group_id)
+        if roster is None or roster.app_id != m.app_id:
+            return group_recipients(None, m.app_id, m.sender_id)
+        return group_recipients(roster, m.app_id, m.sender_id,
+                                directory.group_blockers(m.group_id, m.sender_id))
+    peer = directory.user_id(m.app_id, m.peer)
+    return peer_recipients(peer, peer is not None and directory.blocks(peer, m.sender_id))
 
 
 def highest_id(s: WriterState, sender: int) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from appliance.errors import ConflictError, NotFoundError
 from appliance.storage.models import AppInfo, GroupInfo, GroupMember, UserInfo
-from appliance.storage.sql import file_access
+from appliance.storage.sql import file_access, presence
 from appliance.storage.sql.credentials import record_change
 from appliance.storage.sql.dialect import Connection
 
@@ -107,6 +107,7 @@ def delete_user(conn: Connection, app: int, address: str, now_ms: int) -> None:
     """See `AdminStore.delete_user`; its file grants and picture go too (`forget_user`)."""
     user = _user(conn, app, address)
     file_access.forget_user(conn, app, user, now_ms)
+    presence.forget_user(conn, user)
     devices = conn.execute("SELECT id FROM devices WHERE user_id = ?", (user,)).fetchall()
     conn.executemany("DELETE FROM deliveries WHERE device_id = ?", devices)
     for table, column in (("devices", "user_id"), ("tokens", "user_id"), ("members", "user_id"),

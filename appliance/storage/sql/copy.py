@@ -37,7 +37,8 @@ class Table:
 #: its backoff, without asking the CA.
 TABLES = (
     Table("apps", ("id", "name", "created_ms"), ("id",)),
-    Table("users", ("id", "app_id", "address", "created_ms"), ("id",)),
+    Table("users", ("id", "app_id", "address", "created_ms", "last_seen_ms",
+                    "presence_privacy"), ("id",)),
     Table("tokens", ("hash", "user_id", "expires_ms", "created_ms"), ("hash",)),
     Table("devices", ("id", "user_id", "device", "last_seen_ms", "report_cursor"), ("id",)),
     Table("groups", ("id", "app_id", "name", "flags", "created_ms"), ("id",)),
@@ -67,6 +68,9 @@ TABLES = (
     Table("blobs", ("sha256", "size", "refs", "unreferenced_since_ms"), ("sha256",)),
     Table("pictures", ("app_id", "kind", "owner_id", "file_id"), ("app_id", "kind", "owner_id")),
     Table("media_keys", ("name", "secret", "created_ms"), ("name",)),
+    # Presence and blocking (issue 16).
+    Table("contacts", ("user_id", "contact_id"), ("user_id", "contact_id")),
+    Table("blocks", ("user_id", "blocked_id", "created_ms"), ("user_id", "blocked_id")),
 )
 
 

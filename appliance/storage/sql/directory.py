@@ -28,6 +28,10 @@ class Directory:
         #: device row id -> user id; read directly by the writer's ACK loop.
         self.device_user: dict[int, int] = {}
         self._groups: dict[int, GroupRoster | None] = {}
+        #: (user, sender) -> whether user blocks sender (1:1 messages).
+        self._blocks: dict[tuple[int, int], bool] = {}
+        #: (group, sender) -> the members who block sender (group messages).
+        self._group_blockers: dict[tuple[int, int], frozenset[int]] = {}
 
     # --- users and groups ---------------------------------------------------
 
@@ -67,6 +71,28 @@ class Directory:
             group = GroupRoster(row[0], members)
         self._groups[group_id] = group
         return group
+
+    # --- blocks (issue 16) -----------------------------------------------------
+
+    def blocks(self, user_id: int, sender_id: int) -> bool:
+        """Whether `user_id` blocks `sender_id`; cached per pair (one read per new pair)."""
+        key = (user_id, sender_id)
+        found = self._blocks.get(key)
+        if found is None:
+            found = self._blocks[key] = self.conn.execute(
+                "SELECT 1 FROM blocks WHERE user_id = ? AND blocked_id = ?", key
+            ).fetchone() is not None
+        return found
+
+    def group_blockers(self, group_id: int, sender_id: int) -> frozenset[int]:
+        """The members of a group who block `sender_id`; cached per (group, sender)."""
+        key = (group_id, sender_id)
+        found = self._group_blockers.get(key)
+        if found is None:
+            found = self._group_blockers[key] = frozenset(r[0] for r in self.conn.execute(
+                "SELECT b.user_id FROM blocks b JOIN members m ON m.user_id = b.user_id"
+                " WHERE b.blocked_id = ? AND m.group_id = ?", (sender_id, group_id)))
+        return found
 
     # --- devices --------------------------------------------------------------
 

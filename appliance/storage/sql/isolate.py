@@ -75,6 +75,7 @@ def _items(batch: WriteBatch) -> list[WriteBatch]:
     items += [WriteBatch(reads=[r]) for r in batch.reads]
     items += [WriteBatch(report_acks={d: s}) for d, s in batch.report_acks.items()]
     items += [WriteBatch(seen={d: ms}) for d, ms in batch.seen.items()]
+    items += [WriteBatch(last_seen={u: ms}) for u, ms in batch.last_seen.items()]
     return items
 
 
@@ -86,4 +87,5 @@ def _merge(part: list[WriteBatch]) -> WriteBatch:
         merged.reads += one.reads
         merged.report_acks.update(one.report_acks)
         merged.seen.update(one.seen)
+        merged.last_seen.update(one.last_seen)
     return merged

@@ -38,6 +38,7 @@ from appliance.storage.models import (
 from appliance.storage.sql import admin, certificates, credentials, reads
 from appliance.storage.sql.dialect import Connection
 from appliance.storage.sql.filestore import SqlFileStore
+from appliance.storage.sql.presencestore import SqlPresenceStore
 from appliance.storage.sql.writes import Writer
 
 T = TypeVar("T")
@@ -172,8 +173,9 @@ class Readers:
             conn.close()
 
 
-class SqlStorage(SqlFileStore):
-    """The `Storage` interface on one SQL database (`FileStore` from `SqlFileStore`)."""
+class SqlStorage(SqlFileStore, SqlPresenceStore):
+    """The `Storage` interface on one SQL database (`FileStore` from `SqlFileStore`,
+    `PresenceStore` from `SqlPresenceStore`)."""
 
     def __init__(self, writer: Writer, wpool: ThreadPoolExecutor, readers: Readers) -> None:
         self._writer = writer

@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from appliance.errors import QuotaError, StorageError, StorageUnavailableError
 from appliance.storage.models import DeviceRecord, Receipt, WriteBatch, WriteResult
-from appliance.storage.sql import accept, devices, expiry, receipts
+from appliance.storage.sql import accept, devices, expiry, presence, receipts
 from appliance.storage.sql.dialect import Connection
 from appliance.storage.sql.isolate import isolate
 from appliance.storage.sql.state import WriterState
@@ -200,6 +200,8 @@ class Writer:
             if batch.seen:
                 self.conn.executemany("UPDATE devices SET last_seen_ms = ? WHERE id = ?",
                                       [(ms, dev) for dev, ms in batch.seen.items()])
+            if batch.last_seen:
+                presence.stamp_last_seen(self.conn, batch.last_seen)
             self.conn.commit()
         except BaseException as exc:  # noqa: BLE001 - anything rolls back, see `_fail`
             self._trim.clear()
