@@ -140,6 +140,7 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         host, port = await server.start(config.server.host, config.server.port,
                                         sockets.get(MAIN))
         watcher = spawn(engine.credentials.run(), name="credentials")
+        typing = spawn(engine.presence.run(), name="presence")
         media.start()
         redirect_port = None
         # A passed redirect socket is served even when the configuration has none:
@@ -173,6 +174,7 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         pinger.cancel()
         reporter.cancel()
         watcher.cancel()
+        typing.cancel()
         if maintainer is not None:
             maintainer.cancel()
         await server.stop(config.server.shutdown_timeout_s)

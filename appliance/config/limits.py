@@ -59,3 +59,14 @@ class EngineLimits:
     device_registration_burst: int = 20
     #: Users whose rate state is kept (the oldest are forgotten beyond it).
     max_rate_users: int = 100_000
+    # --- presence and blocking (SPEC M6, issue 16; PROTOCOL.md §8.2) ----------
+    #: Users one device may watch (PRESENCE_SUBSCRIBE); announced in WELCOME.
+    max_presence_subscriptions: int = 1000
+    #: How long a typing state lasts without a refresh; announced in WELCOME.
+    typing_timeout_s: int = 5
+    #: PRESENCE_SET frames (typing, activity) one device may send per second, and the
+    #: burst it may save up; the ones above it are dropped.
+    presence_rate_per_s: float = 4.0
+    presence_burst: int = 8
+    #: Users whose blocks the engine keeps in memory for the real-time path.
+    max_cached_blocks: int = 100_000

@@ -29,6 +29,9 @@ _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
              "max_queued_bytes": 1, "max_app_queued_bytes": 1, "device_stale_s": 60,
              "device_registrations_per_hour": 0.01, "device_registration_burst": 1,
              "max_rate_users": 100,
+             # presence and blocking (appliance.engine.presence)
+             "max_presence_subscriptions": 1, "typing_timeout_s": 1,
+             "presence_rate_per_s": 0.01, "presence_burst": 1, "max_cached_blocks": 100,
              # [transport] (appliance.transport.bounds)
              "handshake_timeout_s": 0.1, "request_timeout_s": 0.1, "keepalive_timeout_s": 0.1,
              "send_timeout_s": 0.1, "output_high_water_bytes": 4096, "max_output_bytes": 65536,
@@ -48,7 +51,10 @@ _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
 #: sessions learn of revoked credentials within this (PROTOCOL.md §5.1).
 #: Lists of integers whose default is empty (the type cannot be read from it).
 _INTEGER_LISTS = {"ports"}
-_MAXIMUM = {"credentials_poll_s": 60.0}
+_MAXIMUM = {"credentials_poll_s": 60.0,
+            # WELCOME carries them as u32; a typing state of more than an hour is no
+            # typing state, and a device watching a million users is a crawler.
+            "typing_timeout_s": 3600, "max_presence_subscriptions": 100_000}
 
 
 def load_config(path: Path | None = None,

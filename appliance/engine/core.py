@@ -9,7 +9,9 @@ what a device sends and hands it to the part responsible:
 * `delivery` (`Delivery`): fan-out after a commit, paging of stored queues,
   receipts;
 * `relay` (`Relay`): real-time messages (expiry 0 or TRANSIENT), never stored;
-* `credentials` (`CredentialWatcher`): a session lasts only as long as its token.
+* `credentials` (`CredentialWatcher`): a session lasts only as long as its token;
+* `presence` (`Presence`): online, offline, typing, activity, last seen (SPEC M6),
+  and `blocks` (`BlockCache`): who blocks whom, for the real-time path.
 
 Real-time messages never touch the store; reliable ones are SENT only after
 their COMMIT (see `appliance.engine.delivery` for a message's whole path).
@@ -18,17 +20,20 @@ their COMMIT (see `appliance.engine.delivery` for a message's whole path).
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from appliance.config.limits import EngineLimits
 from appliance.credentials import token_hash
 from appliance.engine.answers import Answers
+from appliance.engine.blocks import BlockCache
 from appliance.engine.clock import Clock
 from appliance.engine.commit import GroupCommit
 from appliance.engine.credentials import CredentialWatcher
 from appliance.engine.delivery import Delivery
 from appliance.engine.figures import EngineFigures
 from appliance.engine.ports import Link, Pending, Scheduler
+from appliance.engine.presence.core import Presence
 from appliance.engine.quotas import UNLIMITED_CREDIT, Quotas
 from appliance.engine.registry import LocalRegistry
 from appliance.engine.relay import Relay
@@ -82,13 +87,25 @@ class Engine:
                                  answers)
         self.delivery.refusals = self.refusals
         self.commit.delivery = self.delivery
-        self.relay = Relay(store, clock, limits, scheduler, self.registry, answers)
+        #: Who blocks whom (issue 16), cached for the real-time path.
+        self.blocks = BlockCache(store, limits.max_cached_blocks)
+        self.relay = Relay(store, clock, limits, scheduler, self.registry, answers, self.blocks)
         #: Re-checks live sessions' tokens (revocation, expiry, rename).
         self.credentials = CredentialWatcher(self)
         #: What WELCOME tells a client that asked for extensions (PROTOCOL.md §3.2):
         #: parts of the engine add their `Feature` bits and fields.
         self.features = Feature(0)
         self.welcome_fields: dict[int, int] = {}
+        #: Extension frames (PROTOCOL.md §8) the parts take: event class -> handler.
+        self.extension_handlers: dict[type, Callable[[Session, Any], None]] = {}
+        self.presence = Presence(store, clock, limits, scheduler, self.registry, self.commit,
+                                 self.blocks, self.end_session)
+        self.extension_handlers.update(self.presence.handlers())
+        self.features |= Feature.PRESENCE | Feature.BLOCKING
+        self._presence_fields()
+        # Settings changed by another process (blocks, privacy, contacts) reach
+        # presence through the credential change log.
+        self.credentials.directory_changed = self.presence.users_changed
 
     @property
     def limits(self) -> EngineLimits:
@@ -99,6 +116,13 @@ class Engine:
     def limits(self, limits: EngineLimits) -> None:
         # Every part reads its own reference on its path: replaced in all of them.
         self._limits = self.commit.limits = self.delivery.limits = self.relay.limits = limits
+        self.presence.set_limits(limits)
+        self._presence_fields()
+
+    def _presence_fields(self) -> None:
+        self.welcome_fields[WelcomeField.MAX_PRESENCE_SUBSCRIPTIONS] = \
+            self._limits.max_presence_subscriptions
+        self.welcome_fields[WelcomeField.TYPING_TIMEOUT_S] = self._limits.typing_timeout_s
 
     # --- connection lifecycle -----------------------------------------------
 
@@ -158,13 +182,15 @@ class Engine:
                           hello.device_id, rowid, cursor, hashed, principal.token_expires_ms)
         session.acked = commit.acking.get(rowid, NO_ACKS)
         session.extensions = bool(hello.client_flags & HelloFlag.EXTENSIONS)
-        registry.add(session)
+        first = registry.add(session)
         self.credentials.track(session, generation)
         link.welcome(Welcome(address=session.address, server_time_ms=now,
                              keepalive_s=self.limits.keepalive_s,
                              max_frame_bytes=self.limits.max_frame_bytes,
                              server_version=self.server_version,
                              info=self.welcome_info() if session.extensions else None))
+        if first:
+            self.presence.online(session)
         # An idle reconnect costs no further read, unless a commit pushed
         # messages or reports while we were reading (its cut-through could not
         # find this session yet).  Other commits (the devices' last-seen times
@@ -203,7 +229,7 @@ class Engine:
         if session.closed:
             return
         session.closed = True
-        self.registry.remove(session)
+        self.presence.detached(session, self.registry.remove(session))
 
     # --- frames from a device ----------------------------------------------
 
@@ -296,6 +322,13 @@ class Engine:
             commit.reporting[session.device_rowid] = ack.report_seq
             session.report_cursor = max(session.report_cursor, ack.report_seq)
             commit.queue_flush()
+
+    def on_extension(self, session: Session, event: object) -> None:
+        """An extension frame (PROTOCOL.md §8) or another frame the engine does not take
+        (PONG): handed to the part that takes it, if any."""
+        handler = self.extension_handlers.get(type(event))
+        if handler is not None:
+            handler(session, event)
 
     # --- senders that are not connections ------------------------------------------
 

@@ -19,13 +19,16 @@ long as the session is open (issue 12, finding 5, PROTOCOL.md §5.1):
 * App secrets: a replaced secret must stop REST calls at once; the log says
   which app's secrets changed and `secrets_changed` drops the REST API's
   cache.
+* Presence settings (issue 16): a change of a user's blocks, presence
+  privacy or contacts is logged under that user too; `directory_changed`
+  (presence's `users_changed`) then re-checks what the user shows to whom.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING
 
 from appliance.engine.session import Session
@@ -65,6 +68,9 @@ class CredentialWatcher:
         #: Called when users' tokens were revoked, or users deleted or renamed: the
         #: REST API's cache of access tokens (files, previews) is dropped.
         self.tokens_changed: Callable[[], None] | None = None
+        #: Awaited with the users named in the log (blocks, privacy, contacts, and the
+        #: credential changes above): their presence is re-checked.
+        self.directory_changed: Callable[[Collection[int]], Awaitable[None]] | None = None
         self.stats_closed = 0
 
     # --- sessions --------------------------------------------------------------------
@@ -126,6 +132,8 @@ class CredentialWatcher:
             users.update(self._engine.registry.users())
         if users:
             await self.users_changed(users)
+            if self.directory_changed is not None:
+                await self.directory_changed(users)
         self._recheck_all = False
         if self.secrets_changed is not None:
             for app in apps:

@@ -2,9 +2,15 @@
 
 A 1:1 message to an online user is written at once, in the caller's turn
 (`relay_online`: no task, no store).  Anything that needs the store (a
-group's members, whether an offline address exists) runs as a task; while
-``limits.max_pending_relays`` of one sender's wait on it, the sender is not
-read from (a flood once held 763 MiB of payloads, issue 12).
+group's members, whether an offline address exists, a recipient's blocks
+not cached yet) runs as a task; while ``limits.max_pending_relays`` of one
+sender's wait on it, the sender is not read from (a flood once held 763 MiB
+of payloads, issue 12).
+
+Blocks (issue 16) decide as the writer does (`storage.routing`): a 1:1
+message to a user who blocks its sender is answered BLOCKED; a group message
+skips the members who block its sender.  Each check is a lookup in the
+engine's `BlockCache`, never a store read per message.
 """
 
 from __future__ import annotations
@@ -13,31 +19,37 @@ from collections.abc import Iterable
 
 from appliance.config.limits import EngineLimits
 from appliance.engine.answers import Answers
+from appliance.engine.blocks import BlockCache
 from appliance.engine.clock import Clock
 from appliance.engine.ports import Scheduler
 from appliance.engine.registry import SessionRegistry
 from appliance.engine.session import Session
+from appliance.errors import StorageError
 from appliance.protocol.wire import Flag, Message, Status
 from appliance.protocol.wire.frames import pack_message
 from appliance.storage.interface import Storage
-from appliance.storage.routing import group_recipients
+from appliance.storage.routing import group_recipients, peer_recipients
 
 _TRANSIENT = Flag.TRANSIENT
 _SENT = int(Status.SENT)
 _OFFLINE = int(Status.USER_OFFLINE)
+_BLOCKED = int(Status.BLOCKED)
+_FAILED = int(Status.FAILED)
 
 
 class Relay:
     """Delivers real-time messages to connected devices."""
 
     def __init__(self, store: Storage, clock: Clock, limits: EngineLimits, scheduler: Scheduler,
-                 registry: SessionRegistry, answers: Answers) -> None:
+                 registry: SessionRegistry, answers: Answers, blocks: BlockCache) -> None:
         self.store = store
         self.clock = clock
         self.limits = limits
         self.scheduler = scheduler
         self.registry = registry
         self._answer = answers.answer
+        self._blocks = blocks
+        self._blocks_of = blocks.known
 
     def relay(self, session: Session, m: Message) -> None:
         """Relay `m` (validated by the engine) from `session`."""
@@ -55,12 +67,20 @@ class Relay:
         user = self.registry.user_at((session.app_id, m.peer))
         if user is None:
             return False
+        blocked = self._blocks_of(user)
+        if blocked is None:
+            return False  # its blocks are read first, off this path
+        if session.user_id in blocked:
+            self._answer(session, m.id, _BLOCKED)
+            return True
         self._relay_to(session, m, (user,), self.clock.wall_ms())
         return True
 
     async def _relay(self, session: Session, m: Message) -> None:
         try:
             await self._relay_looked_up(session, m)
+        except StorageError:
+            self._answer(session, m.id, _FAILED)  # nothing delivered: resend later
         finally:
             session.relays -= 1
             if (session.relays == self.limits.max_pending_relays // 2 and not session.closed
@@ -76,14 +96,24 @@ class Relay:
             if isinstance(users, int):
                 self._answer(session, m.id, users)
                 return
+            # Of the members online, those who block the sender are skipped.
+            online = [u for u in users if self.registry.sessions_of(u)]
+            found = await self._blocks.load(online)
+            sender = session.user_id
+            users = [u for u in online if sender not in found[u]]
         else:
             user = self.registry.user_at((session.app_id, m.peer))
+            offline = user is None
             if user is None:
-                exists = await self.store.find_user(session.app_id, m.peer)
-                self._answer(session, m.id,
-                             _OFFLINE if exists is not None else Status.INVALID_DEST)
+                user = await self.store.find_user(session.app_id, m.peer)
+            blocked = user is not None and session.user_id in (
+                await self._blocks.load((user,)))[user]
+            users = peer_recipients(user, blocked)
+            if isinstance(users, int) or offline:
+                # INVALID_DEST, BLOCKED, or a user with no device online.
+                self._answer(session, m.id, users if isinstance(users, int) else _OFFLINE)
                 return
-            users = [user]
+        # `_relay_to` answers USER_OFFLINE if the devices left while we read.
         self._relay_to(session, m, users, now)
 
     def _relay_to(self, session: Session, m: Message, users: Iterable[int], now: int) -> None:

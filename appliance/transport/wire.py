@@ -151,6 +151,8 @@ class WireProtocol(FrameLink, asyncio.Protocol):
                 self.flush()
                 self._close_transport()
                 return
+            elif session is not None:  # extension frames (PROTOCOL.md §8), PONG
+                engine.on_extension(session, event)
 
     def eof_received(self) -> bool | None:
         return None  # close our side too

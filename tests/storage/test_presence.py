@@ -64,7 +64,8 @@ def test_presence_never_resolves_an_address_of_another_app(backend: Opener) -> N
         (twin,) = await users(store, "alice", app=theirs)
         assert await store.presence_of(theirs, mallory, [b"bob"]) == [None]
         (seen,) = await store.presence_of(theirs, mallory, [b"alice"])
-        assert seen is not None and seen.user_id == twin != alice
+        assert seen is not None
+        assert seen.user_id == twin != alice
         (mine,) = await store.presence_of(APP, None, [b"mallory"])
         assert mine is None
     run(backend, go)
@@ -97,11 +98,15 @@ def test_a_hidden_user_has_no_last_seen_for_the_viewer_to_read(backend: Opener) 
         await store.write(WriteBatch(last_seen={alice: NOW}), NOW)
         await store.set_privacy(APP, alice, Privacy.NOBODY)
         (seen,) = await store.presence_of(APP, bob, [b"alice"])
-        assert seen is not None and not seen.visible
+        assert seen is not None
+        assert not seen.visible
         (own,) = await store.presence_of(APP, alice, [b"alice"])
-        assert own is not None and own.visible and own.last_seen_ms == NOW
+        assert own is not None
+        assert own.visible
+        assert own.last_seen_ms == NOW
         (app_view,) = await store.presence_of(APP, None, [b"alice"])
-        assert app_view is not None and app_view.visible
+        assert app_view is not None
+        assert app_view.visible
     run(backend, go)
 
 
@@ -171,10 +176,12 @@ def test_last_seen_is_written_by_the_group_commit(backend: Opener) -> None:
     async def go(store: Storage) -> None:
         alice, bob = await users(store, "alice", "bob")
         (before,) = await store.presence_of(APP, bob, [b"alice"])
-        assert before is not None and before.last_seen_ms == 0
+        assert before is not None
+        assert before.last_seen_ms == 0
         await store.write(WriteBatch(last_seen={alice: NOW - NOW % 60_000, 999_999: NOW}), NOW)
         (after,) = await store.presence_of(APP, bob, [b"alice"])
-        assert after is not None and after.last_seen_ms == NOW - NOW % 60_000
+        assert after is not None
+        assert after.last_seen_ms == NOW - NOW % 60_000
     run(backend, go)
 
 

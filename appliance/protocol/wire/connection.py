@@ -244,7 +244,7 @@ class WireConnection:
         nxt = None if ftype is None else _SEND.get((self.role, self.state, ftype))
         if nxt is None:
             raise LocalWireError(f"cannot send {type(event).__name__} in state {self.state.value}")
-        data = encode(event)  # type: ignore[arg-type]  # not an extension: see above
+        data = encode(event)
         self.state = nxt
         if isinstance(event, Hello):
             return PREFACE + data

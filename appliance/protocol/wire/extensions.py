@@ -15,23 +15,13 @@ event class encodes itself (`encode_body`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from appliance.protocol.wire import groups, presence
+from appliance.protocol.wire.frames import ExtensionEvent
 
-
-class ExtensionEvent(Protocol):
-    """An event of an extension frame."""
-
-    FRAME_TYPE: int
-
-    def encode_body(self) -> bytes:
-        """The frame body (PROTOCOL.md §8).
-
-        Raises:
-            LocalWireError: a field is out of range.
-        """
-        ...
+__all__ = ["EXTENSION_FRAMES", "EXTENSION_TYPES", "FROM_CLIENT", "FROM_SERVER",
+           "ExtensionEvent"]
 
 
 #: Who may send an extension frame.

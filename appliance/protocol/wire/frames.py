@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from appliance.protocol.wire.constants import (  # re-exported: importers use frames
     HEADER as HEADER,
@@ -193,6 +193,20 @@ class Close:
 Event = (Message | StatusReport | Hello | Welcome | Ack | ReadReport | ReportAck | Ping | Pong
          | Close)
 
+
+class ExtensionEvent(Protocol):
+    """An event of an extension frame (PROTOCOL.md §8; `extensions.py` lists them)."""
+
+    FRAME_TYPE: int
+
+    def encode_body(self) -> bytes:
+        """The frame body.
+
+        Raises:
+            LocalWireError: a field is out of range.
+        """
+        ...
+
 # --- layouts --------------------------------------------------------------
 
 _MSG = struct.Struct(">QQQQIIIBQB")  # id refid seq ts expiry type flags prio group addrlen
@@ -273,7 +287,7 @@ def pack_status(id: int, status: int, report_seq: int = 0, timestamp_ms: int = 0
         raise _local(f"STATUS field out of range: {exc}") from exc
 
 
-def encode(event: Event) -> bytes:
+def encode(event: Event | ExtensionEvent) -> bytes:
     """Return the whole frame for any event.
 
     Raises:
@@ -283,6 +297,9 @@ def encode(event: Event) -> bytes:
         return encode_message(event)
     if type(event) is StatusReport:
         return encode_status(event)
+    if not isinstance(event, Event):
+        body = event.encode_body()
+        return _pack_header(len(body), event.FRAME_TYPE) + body
     try:
         ftype, body = _encode_control(event)
     except (struct.error, OverflowError, UnicodeEncodeError) as exc:
@@ -290,7 +307,7 @@ def encode(event: Event) -> bytes:
     return _pack_header(len(body), ftype) + body
 
 
-def _encode_control(event: Event) -> tuple[int, bytes]:
+def _encode_control(event: Event | ExtensionEvent) -> tuple[int, bytes]:
     if isinstance(event, Hello):
         return FrameType.HELLO, (_HELLO.pack(event.keepalive_s, event.client_flags,
                                              len(event.token)) + event.token

@@ -31,6 +31,15 @@ from appliance.protocol.wire import (
     WireConnection,
 )
 from appliance.protocol.wire.frames import PRIORITY_MAX, STORED_U64_MAX, TYPE_MAX
+from appliance.protocol.wire.presence import (
+    PresenceEntry,
+    PresenceKind,
+    PresenceSet,
+    PresenceState,
+    PresenceSubscribe,
+    PresenceUpdate,
+    SubscribeOp,
+)
 
 EVENT_TYPES = (Message, StatusReport, Hello, Welcome, Ack, ReadReport, ReportAck, Ping, Pong,
                Close)
@@ -92,6 +101,10 @@ SAMPLES: dict[FrameType, Event] = {
     FrameType.PING: Ping(1),
     FrameType.PONG: Pong(1),
     FrameType.CLOSE: Close(CloseCode.NORMAL, "bye"),
+    # Extensions (PROTOCOL.md §8.2).
+    FrameType.PRESENCE_SET: PresenceSet(PresenceKind.TYPING, peer=b"bob"),
+    FrameType.PRESENCE_SUBSCRIBE: PresenceSubscribe(SubscribeOp.ADD, [b"bob"]),
+    FrameType.PRESENCE: PresenceUpdate([PresenceEntry(b"bob", PresenceState.ONLINE)]),
 }
 
 # --- connections ----------------------------------------------------------------------------
