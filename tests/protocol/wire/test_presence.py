@@ -141,7 +141,7 @@ def test_a_count_beyond_the_bound_is_refused_before_any_address_is_read() -> Non
 ], ids=["no address", "unknown state", "not utf-8", "activity too long", "last seen"])
 def test_a_client_refuses_a_bad_presence_entry(entry: PresenceEntry) -> None:
     client, _ = open_pair()
-    with pytest.raises(ValueError, match="address|state|utf-8|exceeds|out of range"):
+    with pytest.raises(ValueError, match=r"address|state|utf-8|exceeds|out of range"):
         entry.encode()
     raw = (bytes((len(entry.address),)) + entry.address
            + struct.pack(">BQQB", entry.state, entry.last_seen_ms, entry.group_id,
