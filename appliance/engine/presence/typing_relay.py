@@ -39,6 +39,9 @@ class TypingRelay:
     def __init__(self, presence: Presence) -> None:
         self._presence = presence
         self.timers = TypingTimers(presence.limits.typing_timeout_s)
+        #: (user, target) -> whether a TYPING waiting on the store is still wanted: a
+        #: TYPING_STOPPED that arrives meanwhile cancels it (frames keep their order).
+        self._waiting: dict[tuple[int, Target], bool] = {}
         self.stats_sent = 0
 
     def on_typing(self, session: Session, frame: PresenceSet) -> None:
@@ -47,12 +50,15 @@ class TypingRelay:
         target: Target = (frame.group_id, frame.peer)
         user = session.user_id
         if not active:
+            if (user, target) in self._waiting:
+                self._waiting[user, target] = False
             state = self.timers.stop(user, target)
             if state is not None:
                 self._tell(state.recipients, state.address, frame.group_id, False)
             return
         presence = self._presence
         if frame.group_id:
+            self._waiting[user, target] = True
             presence.scheduler.spawn(self._to_group(session, frame.group_id), name="typing")
             return
         peer = presence.registry.user_at((session.app_id, frame.peer))
@@ -61,6 +67,7 @@ class TypingRelay:
         blocks = presence.blocks
         mine, theirs = blocks.known(user), blocks.known(peer)
         if mine is None or theirs is None:
+            self._waiting[user, target] = True
             presence.scheduler.spawn(self._to_peer(session, target, peer), name="typing")
             return
         if peer not in mine and user not in theirs:
@@ -71,29 +78,40 @@ class TypingRelay:
             found = await self._presence.blocks.load((session.user_id, peer))
         except StorageError as exc:
             log.debug("typing dropped, blocks unreadable: %s", exc)
-            return
+            found = None
+        if not self._waiting.pop((session.user_id, target), True) or found is None:
+            return  # stopped meanwhile
         if peer not in found[session.user_id] and session.user_id not in found[peer]:
             self._start(session, target, (peer,))
 
     async def _to_group(self, session: Session, group_id: int) -> None:
+        target: Target = (group_id, b"")
+        user = session.user_id
+        try:
+            recipients = await self._members(session, group_id)
+        finally:
+            wanted = self._waiting.pop((user, target), True)
+        if recipients is not None and wanted and not session.closed:
+            self._start(session, target, recipients)
+
+    async def _members(self, session: Session, group_id: int) -> tuple[int, ...] | None:
+        """The members told of typing in the group: None if the typist may not send to it."""
         presence = self._presence
         user = session.user_id
         try:
             roster = await presence.store.group_roster(session.app_id, group_id)
             members = group_recipients(roster, session.app_id, user)
             if isinstance(members, int):
-                return  # no such group in this app, or not a member who may send
+                return None  # no such group in this app, or not a member who may send
             sessions_of = presence.registry.sessions_of
             online = [m for m in members if m != user
                       and any(s.extensions for s in sessions_of(m))]
             found = await presence.blocks.load((user, *online))
         except StorageError as exc:
             log.debug("typing dropped, store unreadable: %s", exc)
-            return
+            return None
         mine = found[user]
-        recipients = tuple(m for m in online if m not in mine and user not in found[m])
-        if not session.closed:
-            self._start(session, (group_id, b""), recipients)
+        return tuple(m for m in online if m not in mine and user not in found[m])
 
     def _start(self, session: Session, target: Target, recipients: tuple[int, ...]) -> None:
         presence = self._presence
