@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,7 @@ Body = Callable[[World], Coroutine[Any, Any, None]]
 
 
 @pytest.fixture
-def world_runner(tmp_path: Path) -> Iterator[Callable[..., None]]:
+def world_runner(tmp_path: Path) -> Callable[..., None]:
     def runner(body: Body, *, names: tuple[str, ...] = ("alice", "bob", "carol"),
                limits: EngineLimits | None = None) -> None:
         async def main() -> None:
@@ -100,4 +100,4 @@ def world_runner(tmp_path: Path) -> Iterator[Callable[..., None]]:
                 await scheduler.settle()
                 await store.close()
         asyncio.run(main())
-    yield runner
+    return runner

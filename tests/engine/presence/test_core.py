@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from appliance.config.limits import EngineLimits
-from appliance.protocol.wire import CloseCode, Message, Status
+from appliance.protocol.wire import CloseCode, Feature, Message, Status, Welcome, WelcomeField
 from appliance.protocol.wire.presence import (
     MAX_PRESENCE_ENTRIES,
     PresenceKind,
@@ -182,7 +182,7 @@ def test_a_device_replaced_by_its_reconnect_changes_nothing(world_runner: Runner
 
 def test_a_device_that_disconnects_stops_watching(world_runner: Runner) -> None:
     async def body(w: World) -> None:
-        bob, link = await w.connect("bob")
+        bob, _ = await w.connect("bob")
         w.engine.on_extension(bob, subscribe(b"alice"))
         await w.settle()
         w.engine.close_session(bob)
@@ -401,14 +401,14 @@ def test_a_real_time_group_message_skips_the_members_who_block_its_sender(
 
 def test_welcome_announces_presence_limits_and_features(world_runner: Runner) -> None:
     async def body(w: World) -> None:
-        from appliance.protocol.wire import Feature, Welcome, WelcomeField
         _, link = await w.connect("bob")
         (welcome,) = [e for e in link.events if isinstance(e, Welcome)]
         assert welcome.info is not None
         assert welcome.info[WelcomeField.MAX_PRESENCE_SUBSCRIPTIONS] == 77
         assert welcome.info[WelcomeField.TYPING_TIMEOUT_S] == 3
         features = Feature(welcome.info[WelcomeField.FEATURES])
-        assert Feature.PRESENCE in features and Feature.BLOCKING in features
+        assert Feature.PRESENCE in features
+        assert Feature.BLOCKING in features
         w.engine.limits = EngineLimits(max_presence_subscriptions=5, typing_timeout_s=9)
         assert w.engine.welcome_info()[WelcomeField.TYPING_TIMEOUT_S] == 9
         assert w.engine.presence.typing.timers.timeout_s == 9
