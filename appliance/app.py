@@ -133,6 +133,7 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         # Credential changes made here close this process's sessions at once;
         # secrets replaced by another process stop working at its next poll.
         api.credentials = engine.credentials
+        api.presence = engine.presence
         engine.credentials.secrets_changed = lambda _app: api.forget_secrets()
         engine.credentials.tokens_changed = api.forget_tokens
         if certs is not None:

@@ -45,6 +45,8 @@ def document(routes: list[Route]) -> dict[str, Any]:
                                                         "format": "binary"}}}}
         if route.user:
             op["security"] = [{"accessToken": []}]
+        elif route.either:
+            op["security"] = [{"appSecret": []}, {"accessToken": []}]
         elif not route.auth:
             op["security"] = []
         elif route.operator:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.api.blocks import BLOCK_ROUTES
 from appliance.api.edge import EDGE_ROUTES, EdgeControl
 from appliance.api.files import FILE_ROUTES
 from appliance.api.http import ApiError, ApiRequest, ApiResponse, from_error, ok
@@ -28,6 +29,7 @@ from appliance.api.inputs import (
 from appliance.api.messages import MAX_BATCH, U32_MAX, BackendSender
 from appliance.api.metrics import METRICS_ROUTES, MetricsAccess
 from appliance.api.pictures import PICTURE_ROUTES
+from appliance.api.presence import PRESENCE_ROUTES, PresenceView
 from appliance.api.previews import PREVIEW_ROUTES
 from appliance.api.stats import AppStats
 from appliance.api.uploads import UPLOAD_ROUTES
@@ -41,6 +43,7 @@ from appliance.protocol.wire.frames import MAX_ADDRESS_BYTES, U64_MAX
 from appliance.service.admin import (
     MAX_GROUP_NAME_BYTES,
     MAX_TOKEN_TTL_S,
+    TOKEN_PREFIX,
     AdminService,
     CredentialsListener,
     app_for_secret,
@@ -89,6 +92,9 @@ class Route:
     #: Needs a user's access token (a device's credential) instead of an app secret;
     #: the handler finds the user in `Call.user` (issue 15: files, previews).
     user: bool = False
+    #: Takes the app secret or a user's access token (told apart by their prefix);
+    #: `Call.user` is set for the latter (presence: as that user may see it).
+    either: bool = False
     #: The body goes to the handler as it arrives (`ApiRequest.stream`): uploads.
     stream: bool = False
     body: dict[str, Any] | None = None  # JSON schema of the request body
@@ -413,7 +419,15 @@ ROUTES: list[Route] = [
     *(Route(**spec) for spec in PICTURE_ROUTES),
     *(Route(**spec) for spec in PREVIEW_ROUTES),
     *(Route(**spec) for spec in METRICS_ROUTES),
+    *(Route(**spec) for spec in PRESENCE_ROUTES),
+    *(Route(**spec) for spec in BLOCK_ROUTES),
 ]
+
+
+def _bearer(request: ApiRequest) -> str:
+    """The request's bearer credential, as sent (empty when none)."""
+    scheme, _, value = request.headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
 
 
 class RestApi:
@@ -444,6 +458,8 @@ class RestApi:
         #: Files, images and previews (issue 15); None: not served by this API.
         self.files: FileService | None = None
         self.previews: PreviewService | None = None
+        #: The engine's presence (issue 16); None: not served by this API.
+        self.presence: PresenceView | None = None
 
     async def handle(self, request: ApiRequest) -> ApiResponse:
         """The response to `request`; never raises."""
@@ -478,7 +494,7 @@ class RestApi:
                     await self._authenticate_scraper(request)
                 elif route.operator:
                     await self._authenticate_operator(request)
-                elif route.user:
+                elif route.user or (route.either and _bearer(request).startswith(TOKEN_PREFIX)):
                     user = await self.tokens.authenticate(request)
                 else:
                     app = await self._authenticate(request) if route.auth else None

@@ -224,6 +224,12 @@ class GroupRoster:
     members: Mapping[int, int]
 
 
+#: Users one user may block: each block is checked on the message path (cached).
+MAX_BLOCKS = 10_000
+#: Contacts one user may have (who may see its presence under `Privacy.CONTACTS`).
+MAX_CONTACTS = 10_000
+
+
 class Privacy(IntEnum):
     """Who may see a user's presence (SPEC M6); its user or its app sets it."""
 

@@ -16,16 +16,11 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 from appliance.errors import ConflictError, NotFoundError, StorageError
-from appliance.storage.models import PresenceRecord, Privacy
+from appliance.storage.models import MAX_BLOCKS, MAX_CONTACTS, PresenceRecord, Privacy
 from appliance.storage.routing import presence_visible
 from appliance.storage.sql.credentials import record_change
 from appliance.storage.sql.dialect import Connection
 
-#: Users one user may block; each is checked on the message path (a cache of
-#: each recipient's blocks: see `appliance.storage.sql.directory`).
-MAX_BLOCKS = 10_000
-#: Contacts one user may have.
-MAX_CONTACTS = 10_000
 #: Values per IN (...) list: below SQLite's and MariaDB's parameter limits.
 _CHUNK = 500
 
