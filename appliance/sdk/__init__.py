@@ -41,10 +41,12 @@ from appliance.sdk.errors import (
     InvalidDestinationError,
     InvalidFileError,
     NoSuchFileError,
+    NoSuchUserError,
     NotMemberError,
     QuotaExceededError,
     RateLimitedError,
     ReplacedError,
+    RequestError,
     SendError,
     SendFailedError,
     ServerClosedError,
@@ -69,6 +71,7 @@ from appliance.sdk.models import (
     file_payload,
     parse_file_payload,
 )
+from appliance.sdk.presence import PresenceEvent, PresenceState
 
 __all__ = [
     "__version__",
@@ -85,4 +88,6 @@ __all__ = [
     "FileAccessDeniedError", "FileChangedError", "FileCorruptError", "FileInfo",
     "FileRejectedError", "FileTransferError", "NoSuchFileError", "QuotaExceededError",
     "TransferInterruptedError", "UnauthorizedError", "file_payload", "parse_file_payload",
+    # presence and blocking (issue 16)
+    "NoSuchUserError", "PresenceEvent", "PresenceState", "RequestError",
 ]

@@ -38,6 +38,7 @@ from appliance.protocol.wire import (
     CloseCode,
     Flag,
     Hello,
+    HelloFlag,
     Message,
     Ping,
     ReadReport,
@@ -48,6 +49,7 @@ from appliance.protocol.wire import (
     encode_message,
 )
 from appliance.protocol.wire.frames import MAX_IDS_PER_FRAME
+from appliance.sdk.blocking import BlockingFeatures
 from appliance.sdk.errors import (
     ClientClosedError,
     ClientConnectionError,
@@ -70,6 +72,7 @@ from appliance.sdk.models import (
     file_payload,
 )
 from appliance.sdk.native import NativeWire
+from appliance.sdk.presence import PresenceFeatures
 from appliance.sdk.store import LocalStore, queued
 
 if TYPE_CHECKING:
@@ -84,8 +87,6 @@ _MAX_IDS_PER_FRAME = MAX_IDS_PER_FRAME  # what the server takes from one ACK or 
 #: Frame overhead of a MESSAGE besides peer and payload (PROTOCOL.md §3.3).
 _MESSAGE_OVERHEAD = 5 + 54
 _RETRIED = (Status.FAILED, Status.RATE_LIMITED)
-
-
 _U32, _U64 = 2**32 - 1, 2**64 - 1
 
 
@@ -93,8 +94,6 @@ def _check_ranges(**fields: tuple[int, int]) -> None:
     for name, (value, top) in fields.items():
         if not 0 <= value <= top:
             raise ValueError(f"{name} must be 0..{top}, got {value}")
-
-
 
 
 class ReadSession:
@@ -124,8 +123,8 @@ class ReadSession:
         return self._client.mark_read(Group(self.group_id) if self.group_id else self.peer, ids)
 
 
-class Client:
-    """One device of one user.
+class Client(PresenceFeatures, BlockingFeatures):
+    """One device of one user (presence: `PresenceFeatures`; blocks: `BlockingFeatures`).
 
     Args:
         host, port: the Tidings server.
@@ -190,6 +189,7 @@ class Client:
         self._status_events: _Events[StatusUpdate] = _Events("status")
         self._connection_events: _Events[ConnectionEvent] = _Events("connection")
         self._files: FileTransfer | None = None
+        self._presence_init()
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -243,7 +243,8 @@ class Client:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._set_state(ConnectionState.STOPPED)
-        for events in (self._message_events, self._status_events, self._connection_events):
+        for events in (self._message_events, self._status_events, self._connection_events,
+                       self._presence_events):
             events.end()
         if self._store is not None:
             self._store.close()
@@ -664,7 +665,7 @@ class Client:
         self._wire = wire
         try:
             wire.start(wire.codec.send(Hello(self._token, self.device_id.encode(),
-                                             self.keepalive_s)))
+                                             self.keepalive_s, HelloFlag.EXTENSIONS)))
             try:
                 welcome = await asyncio.wait_for(asyncio.shield(wire.welcome),
                                                  self.connect_timeout_s)
@@ -709,6 +710,7 @@ class Client:
         if expired:
             self._queue_commit()
         self._send_reads()
+        self._presence_online(wire, welcome)
         self._set_state(ConnectionState.ONLINE)
 
     async def _keepalive(self, wire: NativeWire, keepalive_s: int) -> None:

@@ -223,3 +223,25 @@ class FileCorruptError(FileTransferError):
 
 class FileChangedError(FileTransferError):
     """The local file changed (its size) while it was uploaded."""
+
+
+# --- blocks (HTTP: blocking.py) ------------------------------------------------------------
+
+
+class RequestError(ClientError):
+    """A request of the SDK's other HTTP calls (blocks) failed.
+
+    `http_status` is the server's answer (None when none came: the connection
+    failed); `title` and `detail` are its problem+json document's (RFC 9457).
+    """
+
+    def __init__(self, message: str, *, http_status: int | None = None, title: str = "",
+                 detail: str = "") -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.title = title
+        self.detail = detail
+
+
+class NoSuchUserError(RequestError):
+    """HTTP 404: the address names no user of this app."""

@@ -20,6 +20,7 @@ from appliance.protocol.wire import (
     WireConnection,
     encode,
 )
+from appliance.protocol.wire.presence import PresenceUpdate
 from appliance.sdk.errors import (
     ClientConnectionError,
     ConnectFailedError,
@@ -102,6 +103,8 @@ class NativeWire(asyncio.Protocol):
         elif kind is Welcome:
             if not self.welcome.done():
                 self.welcome.set_result(event)  # type: ignore[arg-type]
+        elif kind is PresenceUpdate:
+            client._on_frame_presence(event)  # type: ignore[arg-type]
         elif kind is Close:
             self.error = close_error(event.code, event.reason)  # type: ignore[attr-defined]
             self.abort()

@@ -197,7 +197,10 @@ Event = (Message | StatusReport | Hello | Welcome | Ack | ReadReport | ReportAck
 class ExtensionEvent(Protocol):
     """An event of an extension frame (PROTOCOL.md §8; `extensions.py` lists them)."""
 
-    FRAME_TYPE: int
+    @property
+    def FRAME_TYPE(self) -> int:  # noqa: N802 - a class constant of each event class
+        """The frame type byte."""
+        ...
 
     def encode_body(self) -> bytes:
         """The frame body.
