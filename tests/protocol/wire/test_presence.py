@@ -9,11 +9,14 @@ send what the decoder would refuse.
 
 from __future__ import annotations
 
+import re
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import appliance.protocol.wire
 from appliance.protocol.wire import (
     CloseCode,
     LocalWireError,
@@ -243,3 +246,24 @@ def test_the_largest_entries_fit_a_default_frame() -> None:
     (received,) = client.receive_data(data)
     assert isinstance(received, PresenceUpdate)
     assert len(received.entries) == MAX_PRESENCE_ENTRIES
+
+
+# --- PROTOCOL.md §8.2 says what the code does ------------------------------------------------
+
+
+def test_protocol_md_lists_the_presence_codes_and_bounds() -> None:
+    text = Path(appliance.protocol.wire.__file__).with_name("PROTOCOL.md").read_text()
+    section = text.split("\n### 8.2 Presence")[1].split("\n### 8.3")[0]
+
+    def listed(field: str) -> dict[str, int]:
+        row = re.search(rf"`{field}`: ([^|]+)\|", section)
+        assert row is not None, field
+        return {name: int(value) for value, name in re.findall(r"(\d+) ([A-Z_]+)", row[1])}
+
+    assert listed("kind") == {k.name: k.value for k in PresenceKind}
+    assert listed("op") == {o.name: o.value for o in SubscribeOp}
+    assert listed("state") == {s.name: s.value for s in PresenceState}
+    dash = "\N{EN DASH}"  # PROTOCOL.md writes ranges as 1–1000
+    assert f"1{dash}{MAX_SUBSCRIBE_ADDRESSES}" in section
+    assert f"1{dash}{MAX_PRESENCE_ENTRIES}" in section
+    assert f"at most {MAX_ACTIVITY_BYTES} bytes" in section
