@@ -263,7 +263,7 @@ def test_protocol_md_lists_the_presence_codes_and_bounds() -> None:
     assert listed("kind") == {k.name: k.value for k in PresenceKind}
     assert listed("op") == {o.name: o.value for o in SubscribeOp}
     assert listed("state") == {s.name: s.value for s in PresenceState}
-    dash = "\N{EN DASH}"  # PROTOCOL.md writes ranges as 1–1000
+    dash = "\N{EN DASH}"  # PROTOCOL.md writes ranges with one
     assert f"1{dash}{MAX_SUBSCRIBE_ADDRESSES}" in section
     assert f"1{dash}{MAX_PRESENCE_ENTRIES}" in section
     assert f"at most {MAX_ACTIVITY_BYTES} bytes" in section
