@@ -19,6 +19,12 @@ FORBIDDEN = {
                          "appliance.storage.mariadb", "mariadb", "appliance.cli",
                          "socket", "ssl", "sqlite3", "click", "asyncio", "prometheus_client",
                          "appliance.metrics"),
+    # Presence (issue 16): the engine's rules, and the store through its interface only;
+    # never the REST layer that serves it (the API calls in, through `PresenceView`).
+    "appliance.engine.presence": ("appliance.transport", "appliance.api", "appliance.service",
+                                  "appliance.storage.sql", "appliance.storage.sqlite",
+                                  "appliance.storage.mariadb", "asyncio", "socket", "click"),
+    "appliance.engine.blocks": ("appliance.storage.sql", "appliance.api", "asyncio"),
     "appliance.storage": ("appliance.engine", "appliance.transport", "appliance.cli",
                           "appliance.service", "click"),
     "appliance.service": ("appliance.transport", "appliance.cli", "appliance.storage.sqlite",
@@ -35,7 +41,9 @@ FORBIDDEN = {
                       "appliance.storage.mariadb", "mariadb", "appliance.dbserver",
                       "socket", "ssl", "click", "h11", "h2", "wsproto",
                       # /metrics: the route needs only `api.metrics.MetricsAccess`.
-                      "appliance.metrics", "prometheus_client"),
+                      "appliance.metrics", "prometheus_client",
+                      # presence and blocks (issue 16): the store's interface, not its SQL.
+                      "appliance.storage.sql"),
     # The certificate manager (issue 13): it keeps certificates in the store
     # through its interface, never a backend; TLS contexts are the transport's.
     "appliance.certs": ("appliance.transport", "appliance.cli", "appliance.storage.sql",
