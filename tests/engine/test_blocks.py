@@ -64,7 +64,7 @@ def test_a_change_while_a_read_is_in_flight_is_never_cached_stale(tmp_path: Path
         try:
             cache = BlockCache(store, max_users=100)
             store.hold, store.answered = asyncio.Event(), asyncio.Event()
-            reading = asyncio.ensure_future(cache.load([users[0]]))
+            reading = asyncio.get_running_loop().create_task(cache.load([users[0]]))
             await store.answered.wait()  # the read has its answer, not yet the caller
             await store.set_block(1, users[0], b"u3", True, NOW)
             cache.forget([users[0]])
