@@ -21,6 +21,7 @@ from tests.bench.edge import EdgeCost
 from tests.bench.files import Files
 from tests.bench.harness import BenchError, Users
 from tests.bench.lifecycle import Lifecycle
+from tests.bench.presence import Presence
 from tests.bench.report import DISTURBED, FAILED, table
 from tests.bench.scenarios import SCENARIOS, Scenario, Settings
 from tests.bench.thumbnails import Thumbnails
@@ -32,6 +33,7 @@ SCENARIOS[AcmeFirstCertificate.name] = AcmeFirstCertificate()  # issue 13
 SCENARIOS[Lifecycle.name] = Lifecycle()  # issue 14
 SCENARIOS[Thumbnails.name] = Thumbnails()  # issue 15
 SCENARIOS[Files.name] = Files()  # issue 15
+SCENARIOS[Presence.name] = Presence()  # issue 16
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

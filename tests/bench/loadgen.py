@@ -765,6 +765,9 @@ async def amain(spec: dict[str, Any]) -> None:
         await run_pairs(spec, control)
     elif spec["kind"] == "conns":
         await run_conns(spec, control)
+    elif spec["kind"] == "presence":
+        from tests.bench.presencegen import run_presence  # issue 16
+        await run_presence(spec, control)
     elif spec["kind"] == "sdk":
         from tests.bench.sdkgen import run_sdk_pairs  # the SDK only where it is measured
         await run_sdk_pairs(spec, control, emit, cpu_seconds, slope, sleep_until)
