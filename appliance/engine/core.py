@@ -153,6 +153,9 @@ class Engine:
                 self._detach(old)
                 old.link.close(CloseCode.REPLACED, "the same device connected again")
         rowid = device.device_rowid
+        # The stored cursor may predate a REPORT_ACK whose commit landed during
+        # the read (its `reporting` entry is gone by now): `drain_receipts`
+        # compares with the cursor stored when it reads (issue 16).
         cursor = max(device.report_cursor, commit.reporting.get(rowid, 0))
         session = Session(link, principal.app_id, principal.user_id, principal.address,
                           hello.device_id, rowid, cursor, hashed, principal.token_expires_ms)

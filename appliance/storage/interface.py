@@ -63,8 +63,12 @@ class MessageStore(Protocol):
         """
         ...
 
-    async def pending_receipts(self, user_id: int, after_seq: int, limit: int) -> list[Receipt]:
+    async def pending_receipts(self, user_id: int, after_seq: int, limit: int,
+                               device_rowid: int = 0) -> list[Receipt]:
         """Stored status reports for `user_id` with report_seq above `after_seq`.
+
+        With `device_rowid`, also above the report cursor stored for that
+        device (what it confirmed, as committed when the read runs).
 
         Raises:
             StorageUnavailableError: the store cannot be read.
