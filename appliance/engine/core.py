@@ -139,8 +139,8 @@ class Engine:
             device = await self.store.register_device(principal.user_id, hello.device_id, now,
                                                       stale_before)
             # A new device starts after every report that exists (its cursor)
-            # and has a queue only if it inherited its user's ("maybe" for a
-            # device another HELLO registered meanwhile).
+            # and has a queue only if it took over a placeholder's or a stale
+            # device's ("maybe" for a device another HELLO registered meanwhile).
             has_pending = has_receipts = device.inherited
         else:
             commit.batch.seen[device.device_rowid] = now  # bookkeeping: no need to wait
