@@ -21,6 +21,8 @@ from tests.support.server import ServerProcess
 pytestmark = pytest.mark.slow
 
 USERS = ["alice", "bob", "carol", "dave"]
+#: The server's `limits.sweep_interval_s` in these tests.
+SWEEP_INTERVAL_S = 0.2
 
 
 class World:
@@ -50,7 +52,8 @@ def world(tmp_path: Path, store_backend: StoreBackend) -> Iterator[World]:
     data.mkdir()
     store_backend.prepare(data)
     tokens, groups = provision(data, USERS, {"team": ["alice", "bob", "carol"]})
-    config = write_config(tmp_path / "tidings.toml", sweep_interval_s=0.2, max_devices=3)
+    config = write_config(tmp_path / "tidings.toml", sweep_interval_s=SWEEP_INTERVAL_S,
+                          max_devices=3)
     server = ServerProcess(data, env={"TIDINGS_CONFIG": str(config)})
     server.start()
     try:
@@ -172,6 +175,29 @@ def test_expired_message_is_never_delivered_and_sender_hears_expired(world: Worl
         assert (resend.id, resend.status) == (1, Status.EXPIRED)  # the stored status
         bob = await w.connect("bob")
         assert (await barrier(alice, bob, 2)).id == 2
+    run(go, world)
+
+
+def test_expired_is_reported_within_a_sweep_interval_of_the_expiry(world: World) -> None:
+    # PROTOCOL.md §6.1: at most sweep_interval_s plus one sweep's duration (a few ms
+    # on this idle server; the margin absorbs a loaded test machine's scheduling).
+    margin_ms = 250
+
+    async def go(w: World) -> None:
+        alice = await w.connect("alice")
+        for i in range(1, 5):
+            # Each send at another phase of the sweep loop (the previous EXPIRED came
+            # with a sweep): a quarter interval later each time, so the expiries fall
+            # from just after one sweep to just before the next.
+            await asyncio.sleep((i - 1) * SWEEP_INTERVAL_S / 4)
+            alice.send(Message(i, b"bob", b"soon gone", expiry_s=1))
+            sent = await alice.status()
+            expired = await alice.status(timeout=10)
+            assert (expired.id, expired.status) == (i, Status.EXPIRED)
+            # Both times are the server's: SENT's is the commit's, a little after
+            # the expiry was counted from, hence the small negative allowance.
+            late = expired.timestamp_ms - (sent.timestamp_ms + 1000)
+            assert -100 <= late <= SWEEP_INTERVAL_S * 1000 + margin_ms, late
     run(go, world)
 
 

@@ -67,12 +67,13 @@ class Gate:
 Body = Callable[[Engine, Storage, Scheduler, dict[str, bytes]], Coroutine[Any, Any, None]]
 
 
-def run(backend: Opener, body: Body) -> None:
+def run(backend: Opener, body: Body, limits: EngineLimits | None = None) -> None:
+    """Run `body` on an engine over the backend's store, with users alice and bob (tokens)."""
     async def main() -> None:
         clock = FakeClock()
         store = await backend()
         scheduler = Scheduler()
-        engine = Engine(store, clock, EngineLimits(commit_window_ms=0.0), scheduler)
+        engine = Engine(store, clock, limits or EngineLimits(commit_window_ms=0.0), scheduler)
         try:
             tokens = {}
             for name in ("alice", "bob"):
