@@ -70,6 +70,7 @@ from appliance.sdk.models import (
     file_payload,
 )
 from appliance.sdk.native import NativeWire
+from appliance.sdk.server_info import HELLO_FLAGS, server_info
 from appliance.sdk.store import LocalStore, queued
 
 if TYPE_CHECKING:
@@ -170,6 +171,7 @@ class Client:
         self.address = ""
         self.device_id = ""
         self.max_frame_bytes = 64 * 1024 + 512
+        self.limits, self.server_features = server_info(None)  # WELCOME's (server_info.py)
         self._store: LocalStore | None = None
         self._wire: NativeWire | None = None
         self._task: asyncio.Task[None] | None = None
@@ -664,7 +666,7 @@ class Client:
         self._wire = wire
         try:
             wire.start(wire.codec.send(Hello(self._token, self.device_id.encode(),
-                                             self.keepalive_s)))
+                                             self.keepalive_s, HELLO_FLAGS)))
             try:
                 welcome = await asyncio.wait_for(asyncio.shield(wire.welcome),
                                                  self.connect_timeout_s)
@@ -697,11 +699,12 @@ class Client:
     def _online_with(self, wire: NativeWire, welcome: Welcome) -> None:
         self.address = welcome.address.decode("utf-8", "replace")
         self.max_frame_bytes = welcome.max_frame_bytes
+        self.limits, self.server_features = server_info(welcome)
         wire.online = True
         store = self._store
         assert store is not None
         # What the store holds unanswered goes first, in order, with its ids
-        # (PROTOCOL.md §6.1); what this turn sends follows with its commit.
+        # (PROTOCOL.md §6 rule 1); what this turn sends follows with its commit.
         waiting, expired = self._outbox(store)
         for m in waiting:
             self._write_message(wire, m)
