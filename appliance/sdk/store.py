@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import StorageError
-from appliance.protocol.wire import Flag, Message, Status
+from appliance.protocol.wire import STORED_U64_MAX, U64_MAX, Flag, Message, Status
 from appliance.sdk.models import OutgoingMessage, StoredMessage, moves_forward
 
-_SIGN = 1 << 63
-_WRAP = 1 << 64
+_SIGN = STORED_U64_MAX + 1
+_WRAP = U64_MAX + 1
 _SCHEMA_VERSION = 1
 _RETRIED = (Status.OUTBOX, Status.FAILED, Status.RATE_LIMITED)
 NEW, READ_UNREPORTED, READ_REPORTED = 0, 1, 2
@@ -104,7 +104,7 @@ def _incoming_row(m: Message, now_ms: int) -> tuple[Any, ...]:
             now_ms, m.timestamp_ms, m.expiry_s, m.type, m.flags, m.priority, read, m.payload)
 
 
-# The server's SQL backends map ids the same way (storage/sql/writes.py);
+# The server's SQL backends map ids the same way (storage/sql/ids.py);
 # repeated here because the SDK ships without the server's packages.
 def to_db_id(msg_id: int) -> int | None:
     """A u64 message id as SQLite stores it (0 -> NULL)."""

@@ -98,6 +98,11 @@ MAX_ADDRESS_BYTES: Final = 64
 #: a frame's work is bounded.  Clients send more in several frames.
 MAX_IDS_PER_FRAME: Final = 1000
 U64_MAX: Final = (1 << 64) - 1
+#: `expiry_s` (and the other u32 fields) at most.
+U32_MAX: Final = (1 << 32) - 1
+#: A message's `expiry_s` when its sender names none (SDK, REST, CLI): 7 days
+#: (SPEC M2); the server's ``limits.max_expiry_s`` defaults to the same.
+DEFAULT_EXPIRY_S: Final = 7 * 86400
 
 # --- value ranges (PROTOCOL.md §3) ----------------------------------------
 # A field's wire width is not always its range.  Values the server keeps in
