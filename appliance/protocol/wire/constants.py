@@ -110,7 +110,7 @@ DEFAULT_EXPIRY_S: Final = 7 * 86400
 # MariaDB BIGINT are signed 64-bit, MariaDB INT signed 32-bit (issue 12: a
 # group id of 2**63 raised OverflowError in the writer and stalled every
 # app's commits).  Message ids and refids are full u64: the store maps them
-# to signed (storage.sql.ids.to_db_id).  The decoder refuses a value out
+# to signed (protocol.wire.ids).  The decoder refuses a value out
 # of range with PROTOCOL_ERROR naming the field; the encoder refuses to send
 # one (LocalWireError).  Each bound is defined here once.
 
