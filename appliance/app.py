@@ -27,7 +27,7 @@ from appliance.config import ApplianceConfig
 from appliance.config.database import resolve_database
 from appliance.dbserver.private import PrivateLayout, PrivateServer, socket_live
 from appliance.engine.clock import SystemClock
-from appliance.engine.delivery import Engine
+from appliance.engine.core import Engine
 from appliance.errors import ConfigError
 from appliance.media.runtime import media_for
 from appliance.metrics.wiring import exporter_for
@@ -118,7 +118,7 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         server = Server(engine, config.limits, clock, tls, edge=config.edge,
                         data_dir=config.storage.data_dir, bounds=config.transport)
         api = server.api = RestApi(store, clock, BackendSender(engine, store), lambda: Stats(
-            connections=len(server.connections), sessions=len(engine.by_device),
+            connections=len(server.connections), sessions=len(engine.registry),
             commits=engine.commits, failed_commits=engine.stats_failed_batches,
             credential_closes=engine.credentials.stats_closed,
             refusals={**engine.refusals, **server.refusals},

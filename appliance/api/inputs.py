@@ -37,6 +37,18 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     """A request body as a JSON object (an empty body is ``{}``).
 
     Raises:
+        ApiError: 400, see `parse_json`.
+    """
+    doc = parse_json(body)
+    if not isinstance(doc, dict):
+        _malformed("the body must be a JSON object")
+    return doc
+
+
+def parse_json(body: bytes) -> dict[str, Any] | list[Any]:
+    """A request body as a JSON object or array (an empty body is ``{}``).
+
+    Raises:
         ApiError: 400 for anything that is not one JSON object of valid
             Unicode: bad syntax, invalid UTF-8, NaN, an integer beyond Python's
             conversion limit, nesting too deep to parse, a lone surrogate.
@@ -47,8 +59,8 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         _malformed("the document is nested too deeply")
     except (ValueError, UnicodeDecodeError) as exc:  # ValueError: also 5000-digit numbers
         _malformed(str(exc)[:200])
-    if not isinstance(doc, dict):
-        _malformed("the body must be a JSON object")
+    if not isinstance(doc, dict | list):
+        _malformed("the body must be a JSON object or array")
     # A lone surrogate can only come from a \u escape (UTF-8 cannot carry one),
     # so only a body with an escape pays for the walk.
     if b"\\u" in body or b"\\U" in body:

@@ -1,12 +1,15 @@
 """Sending from the app's backend: ``POST /v1/messages`` (SPEC M8).
 
 Sent as a user (``from``) or, without ``from``, as the app itself (the
-reserved user ``@app``).  The message enters the engine exactly as if the
-sender's device had sent it
-(same validation, dedupe by (sender, id), group commit, fan-out, receipts),
-through a session with no device of its own; the engine's answer (SENT or an
-error status) is the HTTP answer.  Receipts (DELIVERED, READ) go to the
-sender's devices as usual.
+reserved user ``@app``).  The message enters the engine through
+`Engine.submit`, exactly as if the sender's device had sent it (same
+validation, dedupe by (sender, id), group commit, fan-out, receipts); the
+engine's typed answer (SENT or an error status) is the HTTP answer.  Receipts
+(DELIVERED, READ) go to the sender's devices as usual.
+
+A JSON array sends a batch (issue 16): up to `MAX_BATCH` messages, each
+answered on its own (an invalid one does not stop the others), committed
+together, so an app's backend is not bound by one HTTP request per message.
 """
 
 from __future__ import annotations
@@ -17,37 +20,32 @@ import binascii
 import collections
 import contextlib
 import random
-import struct
 from typing import Any
 
 from appliance.api.http import ApiError
 from appliance.api.inputs import checked, int_field
-from appliance.engine.delivery import Engine
-from appliance.engine.quotas import UNLIMITED_CREDIT
-from appliance.engine.session import Session
+from appliance.engine.core import Engine
+from appliance.engine.submit import Sender, Submitted
 from appliance.errors import ConflictError
 from appliance.protocol.wire import (
     PRIORITY_MAX,
     STORED_U64_MAX,
     TYPE_MAX,
     Flag,
-    FrameType,
     Message,
     Status,
-    Welcome,
-    decode_status,
 )
-from appliance.protocol.wire.frames import U64_MAX
+from appliance.protocol.wire.constants import DEFAULT_EXPIRY_S, U64_MAX
 from appliance.service.admin import APP_SENDER, check_address
 from appliance.storage.interface import Storage
 from appliance.storage.models import AppInfo
 
-_HEADER = struct.Struct(">IB")
 _TIMEOUT_S = 30.0
 #: How long a sender's user id is reused without a store read.
 USER_CACHE_S = 2.0
-_DEFAULT_EXPIRY_S = 7 * 86400
 U32_MAX = 2**32 - 1
+#: Messages in one ``POST /v1/messages`` array (each also within the 1 MiB body).
+MAX_BATCH = 1000
 #: status -> (HTTP status, title) for a message the engine refused.
 _REFUSED = {
     Status.INVALID_DEST: (422, "invalid destination"),
@@ -59,38 +57,6 @@ _REFUSED = {
     Status.INBOX_FULL: (507, "inbox full"),
     Status.INVALID_FILE: (422, "invalid file"),
 }
-
-
-class _StatusLink:
-    """The engine's `Link` for one backend send: it only listens for the STATUS."""
-
-    open = True
-
-    def __init__(self) -> None:
-        self.answer: asyncio.Future[tuple[int, int]] = (
-            asyncio.get_running_loop().create_future())
-
-    def write(self, data: bytes) -> None:
-        pos = 0
-        while pos + _HEADER.size <= len(data):
-            length, ftype = _HEADER.unpack_from(data, pos)
-            end = pos + _HEADER.size + length
-            if ftype == FrameType.STATUS and not self.answer.done():
-                status = decode_status(data, pos + _HEADER.size, end)
-                self.answer.set_result((status.status, status.timestamp_ms))
-            pos = end
-
-    def welcome(self, welcome: Welcome) -> None:
-        """Never called: the session is not opened with a HELLO."""
-
-    def close(self, code: int, reason: str) -> None:
-        """Nothing to close."""
-
-    def pause_reading(self) -> None:
-        """Nothing to pause."""
-
-    def resume_reading(self) -> None:
-        """Nothing to resume."""
 
 
 def _address(doc: dict[str, Any], name: str, default: str | None = None) -> str | None:
@@ -137,7 +103,7 @@ class _Deadlines:
 
 
 class BackendSender:
-    """Turns ``POST /v1/messages`` bodies into engine messages."""
+    """Turns ``POST /v1/messages`` bodies into `Engine.submit` calls."""
 
     def __init__(self, engine: Engine, store: Storage) -> None:
         self.engine = engine
@@ -153,46 +119,92 @@ class BackendSender:
         return self._last_id
 
     async def send(self, app: AppInfo, doc: dict[str, Any]) -> dict[str, Any]:
-        """Send; return {"id", "status", "timestamp_ms"}.
+        """Send one message; return {"id", "status", "timestamp_ms"}.
 
         Raises:
             ApiError: a malformed body, an unknown sender, or a refused message.
         """
-        sender = _address(doc, "from", APP_SENDER) or APP_SENDER  # never None: see _address
+        sender, message = await self._parse(app, doc)
+        [answer] = await self._submit(sender, [message])
+        if answer.status in _REFUSED:
+            raise _refusal(answer)
+        return _answer_doc(answer)
+
+    async def send_batch(self, app: AppInfo, docs: list[Any]) -> list[dict[str, Any]]:
+        """Send an array of messages; one result per message, in order.
+
+        A result is {"id", "status", "timestamp_ms"} or, for a message that
+        was not sent, {"error": <problem>} (with the id when it had one).
+
+        Raises:
+            ApiError: the array is empty or longer than `MAX_BATCH`, or the
+                store did not answer in time.
+        """
+        if not 1 <= len(docs) <= MAX_BATCH:
+            raise ApiError(422, "invalid request",
+                           f"an array of 1..{MAX_BATCH} messages is expected")
+        results: list[dict[str, Any] | None] = [None] * len(docs)
+        groups: dict[Sender, list[tuple[int, Message]]] = {}
+        seen: set[tuple[Sender, int]] = set()
+        for i, doc in enumerate(docs):
+            try:
+                if not isinstance(doc, dict):
+                    raise ApiError(422, "invalid request", "each message must be an object")
+                sender, message = await self._parse(app, doc)
+                if (sender, message.id) in seen:
+                    raise ApiError(422, "invalid request",
+                                   f"id {message.id} is given twice in this batch", field="id",
+                                   id=message.id)
+            except ApiError as exc:
+                results[i] = {"error": _problem_doc(exc)}
+                continue
+            seen.add((sender, message.id))
+            groups.setdefault(sender, []).append((i, message))
+        # One submission per sender: all of them land in the same group commit.
+        pending = [(items, self._submit(sender, [m for _, m in items]))
+                   for sender, items in groups.items()]
+        for items, answers in pending:
+            for (i, _), answer in zip(items, await answers, strict=True):
+                results[i] = ({"error": _problem_doc(_refusal(answer))}
+                              if answer.status in _REFUSED else _answer_doc(answer))
+        return results  # type: ignore[return-value]  # every slot was filled
+
+    async def _submit(self, sender: Sender, messages: list[Message]) -> list[Submitted]:
+        future = self.engine.submit(sender, messages)
+        self._deadlines.watch(future)  # type: ignore[arg-type]  # an asyncio future
+        try:
+            return await future
+        except TimeoutError:
+            raise ApiError(503, "storage unavailable", "the message was not answered in time;"
+                           " resend it with the same id") from None
+
+    async def _parse(self, app: AppInfo, doc: dict[str, Any]) -> tuple[Sender, Message]:
+        """The sender and the message a request names.
+
+        Raises:
+            ApiError: 422 naming the field at fault, or the unknown sender.
+        """
+        address = _address(doc, "from", APP_SENDER) or APP_SENDER  # never None: see _address
         to, group = _address(doc, "to"), doc.get("group")
         if (to is None) == (group is None):
             raise ApiError(422, "invalid request", "give exactly one of 'to' and 'group'")
         group_id = 0 if group is None else int_field(doc, "group", 0, 1, STORED_U64_MAX)
         payload = self._payload(doc)
         msg_id = int_field(doc, "id", 0, 0, U64_MAX) or self._next_id()
-        user_id = await self._user_id(app.app_id, sender.encode())
-        if user_id is None and sender == APP_SENDER:
-            user_id = await self._create_app_sender(app.app_id)
-        if user_id is None:
-            raise ApiError(422, "invalid request", f"no user {sender!r} in this app",
-                           field="from")
-        link = _StatusLink()
-        session = Session(link, app.app_id, user_id, sender.encode(), b"", 0, 0)
-        session.send_credit = UNLIMITED_CREDIT  # the app's backend: no per-user send rate
-        self.engine.on_message(session, Message(
+        message = Message(
             msg_id, (to or "").encode(), payload, group_id=group_id,
             refid=int_field(doc, "refid", 0, 0, U64_MAX),
-            expiry_s=int_field(doc, "expiry_s", _DEFAULT_EXPIRY_S, 0, U32_MAX),
+            expiry_s=int_field(doc, "expiry_s", DEFAULT_EXPIRY_S, 0, U32_MAX),
             type=int_field(doc, "type", 0, 0, TYPE_MAX),
             flags=int_field(doc, "flags", Flag.DEFAULT, 0, Flag.CLIENT_MASK),
-            priority=int_field(doc, "priority", 0, 0, PRIORITY_MAX)))
-        self._deadlines.watch(link.answer)
-        try:
-            status, ts = await link.answer
-        except TimeoutError:
-            raise ApiError(503, "storage unavailable", "the message was not answered in time;"
-                           " resend it with the same id") from None
-        name = Status(status).name
-        if status in _REFUSED:
-            http, title = _REFUSED[Status(status)]
-            raise ApiError(http, title, f"message {msg_id}: {name}", id=msg_id,
-                           message_status=name)
-        return {"id": msg_id, "status": name, "timestamp_ms": ts}
+            priority=int_field(doc, "priority", 0, 0, PRIORITY_MAX))
+        user_id = await self._user_id(app.app_id, address.encode())
+        if user_id is None and address == APP_SENDER:
+            user_id = await self._create_app_sender(app.app_id)
+        if user_id is None:
+            raise ApiError(422, "invalid request", f"no user {address!r} in this app",
+                           field="from")
+        return Sender(app.app_id, user_id, address.encode()), message
 
     async def _create_app_sender(self, app_id: int) -> int | None:
         with contextlib.suppress(ConflictError):  # a concurrent request created it
@@ -231,3 +243,23 @@ class BackendSender:
         except (binascii.Error, ValueError):
             raise ApiError(422, "invalid request", "'payload_base64' is not base64",
                            field="payload_base64") from None
+
+
+def _answer_doc(answer: Submitted) -> dict[str, Any]:
+    return {"id": answer.msg_id, "status": answer.status.name,
+            "timestamp_ms": answer.timestamp_ms}
+
+
+def _refusal(answer: Submitted) -> ApiError:
+    http, title = _REFUSED[answer.status]
+    return ApiError(http, title, f"message {answer.msg_id}: {answer.status.name}",
+                    id=answer.msg_id, message_status=answer.status.name)
+
+
+def _problem_doc(exc: ApiError) -> dict[str, Any]:
+    """What `http.problem` would answer, as one item of a batch's results."""
+    doc: dict[str, Any] = {"type": "about:blank", "title": exc.title, "status": exc.status}
+    if exc.detail:
+        doc["detail"] = exc.detail
+    doc.update(exc.extra)
+    return doc

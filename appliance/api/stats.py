@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from appliance.engine.clock import Clock
-from appliance.engine.delivery import Engine
+from appliance.engine.core import Engine
 
 #: How long one count serves every app: a count walks every online user, so
 #: an app polling in a loop costs at most one walk per this many seconds.
@@ -44,7 +44,9 @@ class AppFigures:
     def _count(self) -> dict[int, AppStats]:
         sessions: dict[int, int] = {}
         users: dict[int, int] = {}
-        for online in self._engine.by_user.values():
+        registry = self._engine.registry
+        for user in registry.users():
+            online = registry.sessions_of(user)
             if online:
                 app = online[0].app_id  # a user belongs to one app
                 sessions[app] = sessions.get(app, 0) + len(online)

@@ -11,8 +11,8 @@ same bound as app secrets, `SECRET_CACHE_S`).
 from __future__ import annotations
 
 from appliance.api.http import ApiError, ApiRequest
+from appliance.credentials import token_hash
 from appliance.engine.clock import Clock
-from appliance.engine.delivery import token_hash
 from appliance.storage.interface import Storage
 from appliance.storage.models import Principal
 

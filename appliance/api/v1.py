@@ -21,10 +21,11 @@ from appliance.api.inputs import (
     checked,
     decimal,
     page_limit,
+    parse_json,
     parse_json_object,
     path_segment,
 )
-from appliance.api.messages import BackendSender
+from appliance.api.messages import MAX_BATCH, BackendSender
 from appliance.api.metrics import METRICS_ROUTES, MetricsAccess
 from appliance.api.pictures import PICTURE_ROUTES
 from appliance.api.previews import PREVIEW_ROUTES
@@ -245,7 +246,10 @@ async def change_members(call: Call) -> ApiResponse:
 
 async def send_message(call: Call) -> ApiResponse:
     assert call.app is not None
-    result = await call.api.sender.send(call.app, call.json())
+    doc = parse_json(call.request.body)
+    if isinstance(doc, list):  # a batch: one result per message (issue 16)
+        return ok(200, {"results": await call.api.sender.send_batch(call.app, doc)})
+    result = await call.api.sender.send(call.app, doc)
     return ok(201 if result["status"] == "SENT" else 200, result)
 
 
@@ -367,8 +371,11 @@ ROUTES: list[Route] = [
           response=_GROUP),
     Route("POST", "/v1/messages", send_message,
           "Send a message as a user of the app, or as the app (stored and delivered like"
-          " any other)",
-          status=201, body=_MESSAGE_IN, response=_MESSAGE_OUT),
+          f" any other); an array sends up to {MAX_BATCH} at once, answered 200 with one"
+          " result per message (`results`: the answer, or `error`: a problem object)",
+          status=201, body={"oneOf": [_MESSAGE_IN, {"type": "array", "items": _MESSAGE_IN,
+                                                    "minItems": 1, "maxItems": MAX_BATCH}]},
+          response=_MESSAGE_OUT),
     Route("GET", "/v1/apps", list_apps, "List apps (operator key)", operator=True,
           response={"type": "object", "properties": {"apps": {"type": "array", "items": {
               "type": "object", "properties": {"name": {"type": "string"},

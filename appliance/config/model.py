@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.certs.config import AcmeConfig
+from appliance.config.limits import EngineLimits
 from appliance.edge.config import EdgeConfig
-from appliance.engine.ports import EngineLimits
 from appliance.media.config import MediaConfig
 from appliance.metrics.config import MetricsConfig
 

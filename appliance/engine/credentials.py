@@ -33,7 +33,7 @@ from appliance.errors import StorageError
 from appliance.protocol.wire import CloseCode
 
 if TYPE_CHECKING:
-    from appliance.engine.delivery import Engine
+    from appliance.engine.core import Engine
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class CredentialWatcher:
             if not session.closed:
                 self._end(session, CloseCode.TOKEN_EXPIRED, "access token expired")
                 closed += 1
-        if len(heap) > 2 * len(self._engine.by_device) + _HEAP_SLACK:
+        if len(heap) > 2 * len(self._engine.registry) + _HEAP_SLACK:
             self._expiries = [s for s in heap if not s.closed]
             heapq.heapify(self._expiries)
         return closed
@@ -123,7 +123,7 @@ class CredentialWatcher:
             if len(changes) < _CHANGES_PER_READ:
                 break
         if self._recheck_all:
-            users.update(self._engine.by_user)
+            users.update(self._engine.registry.users())
         if users:
             await self.users_changed(users)
         self._recheck_all = False
@@ -140,8 +140,8 @@ class CredentialWatcher:
         self.generation += 1
         if self.tokens_changed is not None:
             self.tokens_changed()
-        by_user = self._engine.by_user
-        sessions = [s for user in user_ids for s in by_user.get(user, ())]
+        sessions_of = self._engine.registry.sessions_of
+        sessions = [s for user in user_ids for s in sessions_of(user)]
         if not sessions:
             return 0
         owners = await self._engine.store.token_owners([s.token_hash for s in sessions])

@@ -30,7 +30,7 @@ number of users an attacker holds.
 
 from __future__ import annotations
 
-from appliance.engine.ports import EngineLimits
+from appliance.config.limits import EngineLimits
 from appliance.engine.session import Session
 from appliance.ratelimit import UserRates
 from appliance.storage.models import QueueQuota

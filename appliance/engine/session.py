@@ -29,7 +29,7 @@ class Session:
     """
 
     __slots__ = ("acked", "address", "app_id", "backlog", "closed", "device_id", "device_rowid",
-                 "draining",
+                 "draining", "extensions",
                  "inflight", "link", "relays", "report_backlog", "report_cursor",
                  "report_skipped", "send_block", "send_credit", "skipped", "token_expires_ms",
                  "token_hash", "unconfirmed", "user_id")
@@ -62,6 +62,9 @@ class Session:
         self.send_credit = 0
         self.send_block = 1
         self.closed = False
+        #: The client set HelloFlag.EXTENSIONS: it may be sent extension frames
+        #: (PROTOCOL.md §8); a client that did not would fail on them.
+        self.extensions = False
         #: The token that opened the session, re-checked while it is open
         #: (`appliance.engine.credentials`).
         self.token_hash = token_hash

@@ -24,7 +24,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from appliance import __version__
-from appliance.engine.delivery import Engine
+from appliance.engine.core import Engine
 from appliance.engine.figures import EngineFigures
 from appliance.protocol.wire import Status
 
@@ -92,7 +92,7 @@ class TidingsCollector(Collector):
         yield info
         yield self._connections()
         yield GaugeMetricFamily("tidings_sessions", "Authenticated devices connected",
-                                value=len(engine.by_device))
+                                value=len(engine.registry))
         yield from _messages(figures)
         yield _commit_latency(figures)
         yield GaugeMetricFamily(

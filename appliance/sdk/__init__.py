@@ -13,12 +13,14 @@ Files (issue 15) go over HTTP on the same port, resumable both ways::
     for info in incoming.files:
         path = await client.download_file(info, "downloads/")
 
-Installable on its own (``tidings-sdk``: pure Python; h11 for files only);
-see packaging/sdk/README.md.
+Installable on its own: the ``tidings-sdk`` wheel (pure Python; h11 for files
+only) installs this package as ``tidings`` (``from tidings import Client``), never
+as ``appliance``, so it lives beside the server; see packaging/sdk/README.md.
 """
 
 from __future__ import annotations
 
+from appliance import __version__
 from appliance.protocol.wire import Flag, Status
 from appliance.sdk.client import Client, ReadSession
 from appliance.sdk.errors import (
@@ -69,6 +71,7 @@ from appliance.sdk.models import (
 )
 
 __all__ = [
+    "__version__",
     "AuthenticationError", "Backoff", "BlockedError", "Client", "ClientClosedError",
     "ClientConnectionError", "ClientError", "ConnectFailedError", "ConnectionEvent",
     "ConnectionState", "ExpiredError", "Flag", "Group", "HandshakeTimeoutError",

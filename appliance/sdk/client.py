@@ -359,7 +359,7 @@ class Client:
             m.id, m.peer.encode(), m.payload, group_id=m.group_id, refid=m.refid,
             expiry_s=m.expiry_s, type=m.type, flags=m.flags, priority=m.priority)))
 
-    # --- files (appliance.sdk.files: HTTP on the same port) ---------------------------
+    # --- files (files.py: HTTP on the same port) --------------------------------------
 
     def _file_transfer(self) -> FileTransfer:
         if self._closing:

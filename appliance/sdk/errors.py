@@ -164,7 +164,7 @@ def close_error(code: int, reason: str) -> ClientConnectionError:
     return cls(text, close_code=code)
 
 
-# --- files (HTTP: appliance.sdk.files) ---------------------------------------------------
+# --- files (HTTP: files.py) --------------------------------------------------------------
 
 
 class FileTransferError(ClientError):

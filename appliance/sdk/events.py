@@ -7,9 +7,12 @@ import inspect
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
-log = logging.getLogger("appliance.sdk.client")
+#: The client's logger (client.py's own `__name__`), named from this package so that
+#: it follows the SDK when packaging/sdk renames it `tidings` (`tidings.client`).
+CLIENT_LOGGER: Final = __name__.rpartition(".")[0] + ".client"
+log = logging.getLogger(CLIENT_LOGGER)
 
 T = TypeVar("T")
 Listener = Callable[[T], Awaitable[None] | None]

@@ -26,11 +26,12 @@ from appliance.sdk.errors import (
     ServerProtocolError,
     close_error,
 )
+from appliance.sdk.events import CLIENT_LOGGER
 
 if TYPE_CHECKING:
     from appliance.sdk.client import Client
 
-log = logging.getLogger("appliance.sdk.client")
+log = logging.getLogger(CLIENT_LOGGER)
 
 
 class NativeWire(asyncio.Protocol):

@@ -1,4 +1,4 @@
-"""The pieces of a file transfer (`appliance.sdk.files`): progress, digests, the
+"""The pieces of a file transfer (files.py): progress, digests, the
 part file of a download, and reading what the server answers.
 
 Nothing here speaks to the network.  Every value taken from an answer is
@@ -49,7 +49,7 @@ Progress = Callable[[int, int], Awaitable[None] | None]
 
 
 class Delays(Protocol):
-    """`appliance.sdk.client.Backoff`: the delay before attempt `attempt` (from 0)."""
+    """`Backoff` (events.py): the delay before attempt `attempt` (from 0)."""
 
     def delay(self, attempt: int) -> float: ...
 

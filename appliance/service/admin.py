@@ -13,8 +13,8 @@ import unicodedata
 from collections.abc import Collection
 from typing import Final, Protocol
 
+from appliance.credentials import token_hash
 from appliance.engine.clock import Clock
-from appliance.engine.delivery import token_hash
 from appliance.errors import NotFoundError, StorageError, UsageError
 from appliance.protocol.wire.constants import MAX_ADDRESS_BYTES
 from appliance.storage.interface import Storage

@@ -13,10 +13,10 @@ import collections
 from typing import Any, Protocol
 
 from appliance.api.http import ApiRequest, ApiResponse
+from appliance.config.limits import EngineLimits
 from appliance.config.model import TransportConfig
 from appliance.engine.clock import Clock
-from appliance.engine.delivery import Engine
-from appliance.engine.ports import EngineLimits
+from appliance.engine.core import Engine
 from appliance.protocol.sniff import Detected
 from appliance.transport.bounds import ByteBudget
 

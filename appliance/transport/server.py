@@ -14,11 +14,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from appliance.config.limits import EngineLimits
 from appliance.config.model import TransportConfig
 from appliance.edge.config import EdgeConfig
 from appliance.engine.clock import Clock
-from appliance.engine.delivery import Engine
-from appliance.engine.ports import EngineLimits
+from appliance.engine.core import Engine
 from appliance.errors import ConfigError, StorageError
 from appliance.protocol.sniff import Detected
 from appliance.protocol.wire import CloseCode

@@ -52,3 +52,7 @@ class LoopScheduler:
     async def sleep(self, seconds: float) -> None:
         """See `Scheduler.sleep`."""
         await asyncio.sleep(seconds)
+
+    def future(self) -> asyncio.Future[Any]:
+        """See `Scheduler.future`."""
+        return self._loop.create_future()

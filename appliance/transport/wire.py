@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from appliance.engine.ports import FrameLink
 from appliance.engine.session import Session
 from appliance.errors import AuthError, StorageError
 from appliance.protocol.sniff import Detected, detect
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 _FLUSH_FRAMES = 256
 
 
-class WireProtocol(asyncio.Protocol):
+class WireProtocol(FrameLink, asyncio.Protocol):
     """Drives one connection; implements the engine's `Link` port."""
 
     __slots__ = ("_codec", "_held", "_out", "_server", "_sniff", "_stalled_at", "_transport",

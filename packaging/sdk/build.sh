@@ -4,8 +4,10 @@
 #   sh packaging/sdk/build.sh                # with .venv/bin/python
 #   PYTHON=python3 sh packaging/sdk/build.sh # with another interpreter
 #
-# The wheel holds only appliance/{__init__,errors}.py, appliance/protocol and
-# appliance/sdk: the client and the wire codec, nothing of the server.
+# The wheel holds one import package, `tidings`: appliance/sdk, with the wire
+# codec and the error root it imports (appliance/protocol, appliance/errors.py)
+# as tidings._shared, renamed by stage.py; nothing of the server, and never
+# `appliance`, so the SDK installs beside the server without touching it.
 set -eu
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -13,16 +15,7 @@ PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT
 
-mkdir -p "$STAGE/appliance"
-cp "$ROOT/appliance/__init__.py" "$ROOT/appliance/errors.py" "$ROOT/appliance/py.typed" \
-    "$STAGE/appliance/"
-for pkg in protocol sdk; do
-    (cd "$ROOT/appliance" && find "$pkg" -name '*.py' -o -name '*.md' -o -name '*.typed') |
-        while read -r f; do
-            mkdir -p "$STAGE/appliance/$(dirname "$f")"
-            cp "$ROOT/appliance/$f" "$STAGE/appliance/$f"
-        done
-done
+"$PYTHON" "$ROOT/packaging/sdk/stage.py" "$STAGE"
 cp "$ROOT/packaging/sdk/pyproject.toml" "$ROOT/packaging/sdk/README.md" "$STAGE/"
 
 mkdir -p "$ROOT/dist"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from appliance.engine.delivery import Engine, token_hash
+from appliance.credentials import token_hash
+from appliance.engine.core import Engine
 from appliance.errors import StorageUnavailableError
 from appliance.protocol.wire import CloseCode, Hello
 from appliance.storage.models import CredentialChange, Login
@@ -37,7 +38,7 @@ def test_a_session_closes_when_its_token_expires(tmp_path: Path) -> None:
         assert link.closed is not None
         assert link.closed[0] == CloseCode.TOKEN_EXPIRED
         assert session.closed
-        assert engine.by_device.get(session.device_rowid) is None
+        assert engine.registry.session_of_device(session.device_rowid) is None
         assert bob_link.closed is None
         assert not bob.closed
     run(tmp_path, body)
@@ -72,7 +73,7 @@ def test_revocation_from_another_process_closes_only_that_users_sessions(tmp_pat
         for link in (alice_link, second):
             assert link.closed is not None
             assert link.closed[0] == CloseCode.AUTH_FAILED
-        assert alice_id not in engine.by_user
+        assert alice_id not in engine.registry.users()
         assert bob_link.closed is None
         await watcher.poll()  # nothing new: nothing more closed
         assert watcher.stats_closed == 2
@@ -92,13 +93,13 @@ def test_a_rename_closes_the_old_sessions_and_the_address_moves_to_its_new_owner
         # The new owner connects before the server has read the log.
         carol_link = FakeLink()
         await engine.open_session(carol_link, Hello(b"carol", b"c"))
-        assert engine.by_address[(1, b"alice")] == carol.user_id
+        assert engine.registry.user_at((1, b"alice")) == carol.user_id
         await watcher.poll()
         assert alice_link.closed is not None
         assert alice_link.closed[0] == CloseCode.ADDRESS_CHANGED
         assert carol_link.closed is None
         # Closing the renamed user's session left the new owner's address alone.
-        assert engine.by_address[(1, b"alice")] == carol.user_id
+        assert engine.registry.user_at((1, b"alice")) == carol.user_id
         assert alice.closed
     run(tmp_path, body)
 

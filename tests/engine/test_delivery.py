@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
+from appliance.config.limits import EngineLimits
+from appliance.credentials import token_hash
 from appliance.engine.clock import FakeClock
-from appliance.engine.delivery import Engine, token_hash
-from appliance.engine.ports import EngineLimits
+from appliance.engine.core import Engine
+from appliance.engine.ports import FrameLink
 from appliance.engine.session import Session
 from appliance.errors import StorageUnavailableError
 from appliance.protocol.wire import (
@@ -29,7 +31,7 @@ from appliance.storage.models import Login, Pending, WriteBatch, WriteResult
 from appliance.storage.sqlite import SqliteStorage
 
 
-class FakeLink:
+class FakeLink(FrameLink):
     """Records what the engine writes, decoded by a real client-side codec."""
 
     def __init__(self) -> None:
@@ -76,6 +78,9 @@ class Scheduler:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+    def future(self) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
 
     async def settle(self) -> None:
         """Run until no task is pending (no sleeps: wait on the tasks themselves)."""

@@ -12,9 +12,10 @@ import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from appliance.config.limits import EngineLimits
+from appliance.credentials import token_hash
 from appliance.engine.clock import FakeClock
-from appliance.engine.delivery import Engine, token_hash
-from appliance.engine.ports import EngineLimits
+from appliance.engine.core import Engine
 from appliance.protocol.wire import Flag, Hello, Message, Status
 from appliance.storage.interface import Storage
 from appliance.storage.models import FileRecord
@@ -76,7 +77,7 @@ def test_a_bad_payload_is_refused_before_it_is_batched(backend: Opener) -> None:
                                      shares(*("a" * 26 for _ in range(11))),
                                      b"[" * 10_000 + b"]" * 10_000), start=1):
             engine.on_message(alice, Message(i, b"bob", payload, flags=FILE))
-            assert len(engine._batch.messages) == 0  # answered at once, never stored
+            assert len(engine.commit.batch.messages) == 0  # answered at once, never stored
             engine.on_message(alice, Message(100 + i, b"bob", payload, flags=FILE, expiry_s=0))
         await sched.settle()
         refused = [(i, Status.INVALID_FILE) for i in range(1, 6)]

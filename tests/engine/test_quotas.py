@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from appliance.config import load_config
+from appliance.config.limits import EngineLimits
+from appliance.credentials import token_hash
 from appliance.engine.clock import FakeClock
-from appliance.engine.delivery import Engine, token_hash
-from appliance.engine.ports import EngineLimits
+from appliance.engine.core import Engine
 from appliance.engine.quotas import IdBudget, Quotas
 from appliance.engine.session import Session
 from appliance.errors import AuthError, ConfigError
@@ -112,9 +113,9 @@ def test_ack_and_read_floods_pause_the_connection_and_take_at_most_a_window(
             engine.on_read(mallory, ReadReport(peer=b"bob", group_id=0,
                                                ids=tuple(range(1, 8001))))
             # At most MAX_IDS_PER_FRAME unknown seqs or ids are taken from a frame...
-            assert len(engine._batch.acks) == MAX_IDS_PER_FRAME
+            assert len(engine.commit.batch.acks) == MAX_IDS_PER_FRAME
             assert len(mallory.acked) == MAX_IDS_PER_FRAME
-            assert [len(r[4]) for r in engine._batch.reads] == [MAX_IDS_PER_FRAME]
+            assert [len(r[4]) for r in engine.commit.batch.reads] == [MAX_IDS_PER_FRAME]
             # ...and over a window, the connection is not read until they are committed.
             assert link.paused
             await sched.settle()
@@ -136,10 +137,10 @@ def test_connected_devices_are_seen_again_before_they_could_go_stale(tmp_path: P
             await sched.settle()
             clock.advance(600)
             await engine.sweep_once()  # within a quarter of device_stale_s: nothing
-            assert engine._batch.seen == {}
+            assert engine.commit.batch.seen == {}
             clock.advance(400)
             await engine.sweep_once()
-            assert engine._batch.seen == {session.device_rowid: clock.wall_ms()}
+            assert engine.commit.batch.seen == {session.device_rowid: clock.wall_ms()}
         finally:
             await sched.settle()
             await engine.store.close()

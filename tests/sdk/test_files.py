@@ -508,7 +508,12 @@ def test_the_readme_files_example_runs(world: World, monkeypatch: pytest.MonkeyP
             got_both.set()
 
     namespace: dict[str, object] = {"print": record}
-    exec(code[1].replace("Group(42)", f"Group({world.groups['team']})"), namespace)
+    # The wheel's `tidings` is this checkout's appliance.sdk renamed by stage.py (only
+    # import lines differ: tests/packaging/test_sdk_stage.py); in this process it is the
+    # latter that the world's clients are made of.
+    assert code[1].count("from tidings import ") == 1
+    example = code[1].replace("from tidings import ", "from appliance.sdk import ")
+    exec(example.replace("Group(42)", f"Group({world.groups['team']})"), namespace)
 
     async def body() -> None:
         alice, bob = await world.online("alice"), await world.online("bob")

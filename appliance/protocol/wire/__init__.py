@@ -9,6 +9,9 @@ from appliance.protocol.wire.constants import (
     MAX_IDS_PER_FRAME,
     U32_MAX,
     U64_MAX,
+    Feature,
+    HelloFlag,
+    WelcomeField,
 )
 from appliance.protocol.wire.errors import LocalWireError, RemoteWireError
 from appliance.protocol.wire.frames import (
@@ -41,7 +44,7 @@ from appliance.protocol.wire.frames import (
 __all__ = [
     "DEFAULT_EXPIRY_S", "MAX_ADDRESS_BYTES", "MAX_IDS_PER_FRAME", "U32_MAX", "U64_MAX",
     "PREFACE", "PRIORITY_MAX", "PROTOCOL_VERSION", "STORED_U64_MAX", "TYPE_MAX", "Ack", "Close",
-    "CloseCode", "Event", "Flag", "FrameType",
+    "CloseCode", "Event", "Feature", "Flag", "FrameType", "HelloFlag", "WelcomeField",
     "Hello", "LocalWireError", "Message", "Ping", "Pong", "ReadReport", "RemoteWireError",
     "ReportAck", "Role", "State", "Status", "StatusReport", "Welcome", "WireConnection",
     "decode_status", "encode", "encode_message", "encode_status",

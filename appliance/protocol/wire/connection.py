@@ -17,9 +17,16 @@ Rules (the h11 "theory of operation", adapted):
 
 from __future__ import annotations
 
+import struct
 from enum import Enum
 
 from appliance.protocol.wire.errors import LocalWireError, RemoteWireError
+from appliance.protocol.wire.extensions import (
+    EXTENSION_FRAMES,
+    EXTENSION_TYPES,
+    FROM_CLIENT,
+    ExtensionEvent,
+)
 from appliance.protocol.wire.frames import (
     HEADER,
     HEADER_SIZE,
@@ -173,6 +180,10 @@ class WireConnection:
                 events.append(decode_status(buf, pos + HEADER_SIZE, body_end))
             else:
                 nxt = _RECV.get((role, state, ftype))
+                if nxt is None and state is State.OPEN and ftype in EXTENSION_FRAMES:
+                    events.append(self._extension(ftype, bytes(buf[pos + HEADER_SIZE:body_end])))
+                    pos = body_end
+                    continue
                 if nxt is None:
                     raise RemoteWireError(self._unexpected(ftype),
                                           close_code=self._unexpected_code())
@@ -182,6 +193,27 @@ class WireConnection:
         if pos:
             del buf[:pos]
         return events
+
+    def _send_extension(self, ftype: int, event: ExtensionEvent) -> bytes:
+        _, _, sender = EXTENSION_FRAMES[ftype]
+        if self.state is not State.OPEN or (sender == FROM_CLIENT) != (self.role is Role.CLIENT):
+            raise LocalWireError(f"cannot send {type(event).__name__} in state {self.state.value}")
+        body = event.encode_body()
+        return HEADER.pack(len(body), ftype) + body
+
+    def _extension(self, ftype: int, body: bytes) -> Event:
+        """An extension frame (extensions.py) in OPEN, if the peer may send it."""
+        _, decoder, sender = EXTENSION_FRAMES[ftype]
+        if (sender == FROM_CLIENT) != (self.role is Role.SERVER):
+            raise RemoteWireError(f"{FrameType(ftype).name} not allowed from this side",
+                                  close_code=CloseCode.PROTOCOL_ERROR)
+        try:
+            return decoder(body)  # type: ignore[no-any-return]
+        except RemoteWireError:
+            raise
+        except (struct.error, IndexError, ValueError, UnicodeDecodeError) as exc:
+            raise RemoteWireError(f"malformed {FrameType(ftype).name}: {exc}",
+                                  close_code=CloseCode.PROTOCOL_ERROR) from None
 
     def _unexpected(self, ftype: int) -> str:
         try:
@@ -197,7 +229,7 @@ class WireConnection:
             return CloseCode.HELLO_REQUIRED
         return CloseCode.PROTOCOL_ERROR
 
-    def send(self, event: Event) -> bytes:
+    def send(self, event: Event | ExtensionEvent) -> bytes:
         """Return the bytes that carry `event`, advancing the state.
 
         Raises:
@@ -205,11 +237,14 @@ class WireConnection:
         """
         if type(event) is Message and self.state is State.OPEN:
             return encode_message(event)
+        ext = EXTENSION_TYPES.get(type(event))
+        if ext is not None:
+            return self._send_extension(ext, event)  # type: ignore[arg-type]
         ftype = _EVENT_TYPES.get(type(event).__name__)
         nxt = None if ftype is None else _SEND.get((self.role, self.state, ftype))
         if nxt is None:
             raise LocalWireError(f"cannot send {type(event).__name__} in state {self.state.value}")
-        data = encode(event)
+        data = encode(event)  # type: ignore[arg-type]  # not an extension: see above
         self.state = nxt
         if isinstance(event, Hello):
             return PREFACE + data

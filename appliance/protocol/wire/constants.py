@@ -7,7 +7,7 @@ checks against; `frames` encodes and decodes with them.
 from __future__ import annotations
 
 import struct
-from enum import IntEnum
+from enum import IntEnum, IntFlag
 from typing import Final
 
 #: Bytes a client sends before its first frame.  0x89 can start neither a TLS
@@ -34,6 +34,41 @@ class FrameType(IntEnum):
     PING = 0x20
     PONG = 0x21
     CLOSE = 0x30
+    # Extensions (PROTOCOL.md §8): only to clients that set HelloFlag.EXTENSIONS.
+    PRESENCE_SET = 0x40
+    PRESENCE_SUBSCRIBE = 0x41
+    PRESENCE = 0x42
+    GROUP_MANAGE = 0x50
+    GROUP_RESULT = 0x51
+
+
+class HelloFlag(IntFlag):
+    """HELLO `client_flags` (PROTOCOL.md §3.1); undefined bits are ignored."""
+
+    #: The client understands the extension frames and WELCOME fields (§8).
+    EXTENSIONS = 1
+
+
+class WelcomeField(IntEnum):
+    """Tags of the extension fields in WELCOME (PROTOCOL.md §3.2), each a u32 value."""
+
+    MAX_PAYLOAD_BYTES = 1
+    MAX_EXPIRY_S = 2
+    WINDOW = 3
+    MAX_DEVICES = 4
+    #: `Feature` bits: the extension frames this server has.
+    FEATURES = 5
+    MAX_PRESENCE_SUBSCRIPTIONS = 6
+    TYPING_TIMEOUT_S = 7
+
+
+class Feature(IntFlag):
+    """What a server supports beyond the base protocol (WELCOME field FEATURES)."""
+
+    PRESENCE = 1
+    GROUP_MANAGE = 2
+    BLOCKING = 4
+    GROUP_RECEIPTS = 8
 
 
 class Status(IntEnum):
@@ -100,8 +135,8 @@ MAX_IDS_PER_FRAME: Final = 1000
 U64_MAX: Final = (1 << 64) - 1
 #: `expiry_s` (and the other u32 fields) at most.
 U32_MAX: Final = (1 << 32) - 1
-#: A message's `expiry_s` when its sender names none (SDK, REST, CLI): 7 days
-#: (SPEC M2); the server's ``limits.max_expiry_s`` defaults to the same.
+#: A message's lifetime when the sender names none (SPEC M2: 7 days), and the
+#: longest the server keeps one (`limits.max_expiry_s`).
 DEFAULT_EXPIRY_S: Final = 7 * 86400
 
 # --- value ranges (PROTOCOL.md §3) ----------------------------------------

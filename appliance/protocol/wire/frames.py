@@ -141,6 +141,9 @@ class Welcome:
     keepalive_s: int
     max_frame_bytes: int
     server_version: bytes = b""
+    #: The extension fields (`WelcomeField` -> u32), sent only to a client that
+    #: set `HelloFlag.EXTENSIONS`; None: none were sent (PROTOCOL.md §3.2).
+    info: dict[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +201,7 @@ _STATUS = struct.Struct(">QBQQQB")  # id status report_seq ts group addrlen
 _HELLO = struct.Struct(">HIH")  # keepalive_s client_flags token_len ; then token, u8 + device
 _WELCOME = struct.Struct(">QIIB")  # server_time max_frame keepalive addrlen
 _U64 = struct.Struct(">Q")
+_INFO_FIELD = struct.Struct(">BI")  # WELCOME extension field: tag, value
 _U16 = struct.Struct(">H")
 _READ = struct.Struct(">QB")  # group addrlen ; then addr, u16 count, ids
 
@@ -293,9 +297,12 @@ def _encode_control(event: Event) -> tuple[int, bytes]:
                                              len(event.token)) + event.token
                                  + _short(event.device_id))
     if isinstance(event, Welcome):
+        if b"\0" in event.server_version:
+            raise _local("WELCOME server_version must not contain NUL (it starts the fields)")
         return FrameType.WELCOME, (_WELCOME.pack(event.server_time_ms, event.max_frame_bytes,
                                                  event.keepalive_s, len(event.address))
-                                   + event.address + event.server_version)
+                                   + event.address + event.server_version
+                                   + _welcome_info(event.info))
     if isinstance(event, Ack):
         if event.seqs and not 0 <= max(event.seqs) <= STORED_U64_MAX:
             raise _local(_out_of_range("ACK", "seq", max(event.seqs), STORED_U64_MAX))
@@ -449,8 +456,27 @@ def _dec_welcome(body: bytes) -> Welcome:
     p = _WELCOME.size
     if p + alen > len(body):
         raise ValueError("address overruns WELCOME")
+    version, nul, tail = body[p + alen:].partition(b"\0")
+    info = None
+    if nul:
+        if len(tail) % _INFO_FIELD.size:
+            raise ValueError("WELCOME extension fields are not 5-byte entries")
+        info = dict(_INFO_FIELD.iter_unpack(tail))
     return Welcome(address=body[p:p + alen], server_time_ms=ts, keepalive_s=keepalive,
-                   max_frame_bytes=max_frame, server_version=body[p + alen:])
+                   max_frame_bytes=max_frame, server_version=version, info=info)
+
+
+def _welcome_info(info: dict[int, int] | None) -> bytes:
+    """The WELCOME extension fields (PROTOCOL.md §3.2).
+
+    Raises:
+        ValueError: a tag or a value out of range (`encode` makes it a LocalWireError).
+    """
+    # The server version is text without NUL: the NUL that follows it starts the
+    # fields, so a client that never asked for them sees the version alone (§3.2).
+    if info is None:
+        return b""
+    return b"\0" + b"".join(_INFO_FIELD.pack(tag, value) for tag, value in info.items())
 
 
 def _dec_ack(body: bytes) -> Ack:

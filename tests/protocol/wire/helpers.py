@@ -59,7 +59,9 @@ status_reports = st.builds(StatusReport, id=u64, status=u8, report_seq=u64,
 hellos = st.builds(Hello, token=st.binary(max_size=600), device_id=short_bytes,
                    keepalive_s=u16, client_flags=u32)
 welcomes = st.builds(Welcome, address=short_bytes, server_time_ms=u64, keepalive_s=u32,
-                     max_frame_bytes=u32, server_version=st.binary(max_size=64))
+                     max_frame_bytes=u32,
+                     server_version=st.binary(max_size=64).filter(lambda v: b"\0" not in v),
+                     info=st.none() | st.dictionaries(st.integers(0, 255), u32, max_size=8))
 acks = st.builds(Ack, seqs=st.lists(stored_u64, max_size=50).map(tuple))
 read_reports = st.builds(ReadReport, peer=addresses, group_id=stored_u64,
                          ids=st.lists(u64, max_size=50).map(tuple))

@@ -1,0 +1,99 @@
+"""Real-time messages (expiry 0 or TRANSIENT): to the devices online now, never stored.
+
+A 1:1 message to an online user is written at once, in the caller's turn
+(`relay_online`: no task, no store).  Anything that needs the store (a
+group's members, whether an offline address exists) runs as a task; while
+``limits.max_pending_relays`` of one sender's wait on it, the sender is not
+read from (a flood once held 763 MiB of payloads, issue 12).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from appliance.config.limits import EngineLimits
+from appliance.engine.answers import Answers
+from appliance.engine.clock import Clock
+from appliance.engine.ports import Scheduler
+from appliance.engine.registry import SessionRegistry
+from appliance.engine.session import Session
+from appliance.protocol.wire import Flag, Message, Status
+from appliance.protocol.wire.frames import pack_message
+from appliance.storage.interface import Storage
+from appliance.storage.routing import group_recipients
+
+_TRANSIENT = Flag.TRANSIENT
+_SENT = int(Status.SENT)
+_OFFLINE = int(Status.USER_OFFLINE)
+
+
+class Relay:
+    """Delivers real-time messages to connected devices."""
+
+    def __init__(self, store: Storage, clock: Clock, limits: EngineLimits, scheduler: Scheduler,
+                 registry: SessionRegistry, answers: Answers) -> None:
+        self.store = store
+        self.clock = clock
+        self.limits = limits
+        self.scheduler = scheduler
+        self.registry = registry
+        self._answer = answers.answer
+
+    def relay(self, session: Session, m: Message) -> None:
+        """Relay `m` (validated by the engine) from `session`."""
+        if not m.group_id and self._relay_online(session, m):
+            return
+        session.relays += 1
+        if session.relays >= self.limits.max_pending_relays:
+            # `>=`, not `==`: another resume (commits, ACK budget) may
+            # let one more in; it pauses again here.
+            session.link.pause_reading()
+        self.scheduler.spawn(self._relay(session, m), name="relay")
+
+    def _relay_online(self, session: Session, m: Message) -> bool:
+        """Hot path of a 1:1 real-time message: no task, no store.  False if offline."""
+        user = self.registry.user_at((session.app_id, m.peer))
+        if user is None:
+            return False
+        self._relay_to(session, m, (user,), self.clock.wall_ms())
+        return True
+
+    async def _relay(self, session: Session, m: Message) -> None:
+        try:
+            await self._relay_looked_up(session, m)
+        finally:
+            session.relays -= 1
+            if (session.relays == self.limits.max_pending_relays // 2 and not session.closed
+                    and session.unconfirmed < self.limits.max_unconfirmed):
+                session.link.resume_reading()
+
+    async def _relay_looked_up(self, session: Session, m: Message) -> None:
+        now = self.clock.wall_ms()
+        if m.group_id:
+            roster = await self.store.group_roster(session.app_id, m.group_id)
+            # The writer decides stored group messages by the same rule.
+            users = group_recipients(roster, session.app_id, session.user_id)
+            if isinstance(users, int):
+                self._answer(session, m.id, users)
+                return
+        else:
+            user = self.registry.user_at((session.app_id, m.peer))
+            if user is None:
+                exists = await self.store.find_user(session.app_id, m.peer)
+                self._answer(session, m.id,
+                             _OFFLINE if exists is not None else Status.INVALID_DEST)
+                return
+            users = [user]
+        self._relay_to(session, m, users, now)
+
+    def _relay_to(self, session: Session, m: Message, users: Iterable[int], now: int) -> None:
+        frame = pack_message(m.id, session.address, m.payload, m.group_id, m.refid, 0, now, 0,
+                             m.type, m.flags | _TRANSIENT, m.priority & 15)
+        delivered = 0
+        sessions_of = self.registry.sessions_of
+        for user in users:
+            for target in sessions_of(user):
+                if target is not session:
+                    target.link.write(frame)
+                    delivered += 1
+        self._answer(session, m.id, _SENT if delivered else _OFFLINE, now)

@@ -1,0 +1,13 @@
+"""Presence frames (PROTOCOL.md §8.2): PRESENCE_SET, PRESENCE_SUBSCRIBE, PRESENCE.
+
+Filled in by issue 16's presence work; each frame is listed in `FRAMES`
+(see `extensions.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+#: frame type -> (event class, body decoder, "client" or "server").
+FRAMES: dict[int, tuple[type, Callable[[bytes], Any], str]] = {}
