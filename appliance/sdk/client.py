@@ -30,9 +30,14 @@ from typing import TYPE_CHECKING
 
 from appliance.errors import StorageError
 from appliance.protocol.wire import (
+    DEFAULT_EXPIRY_S,
+    MAX_ADDRESS_BYTES,
+    MAX_IDS_PER_FRAME,
     PRIORITY_MAX,
     STORED_U64_MAX,
     TYPE_MAX,
+    U32_MAX,
+    U64_MAX,
     Ack,
     Close,
     CloseCode,
@@ -47,7 +52,6 @@ from appliance.protocol.wire import (
     Welcome,
     encode_message,
 )
-from appliance.protocol.wire.frames import MAX_IDS_PER_FRAME
 from appliance.sdk.errors import (
     ClientClosedError,
     ClientConnectionError,
@@ -79,15 +83,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-_DEFAULT_EXPIRY_S = 7 * 86400
-_MAX_ADDRESS = 64
 _MAX_IDS_PER_FRAME = MAX_IDS_PER_FRAME  # what the server takes from one ACK or READ
 #: Frame overhead of a MESSAGE besides peer and payload (PROTOCOL.md §3.3).
 _MESSAGE_OVERHEAD = 5 + 54
 _RETRIED = (Status.FAILED, Status.RATE_LIMITED)
-
-
-_U32, _U64 = 2**32 - 1, 2**64 - 1
 
 
 def _check_ranges(**fields: tuple[int, int]) -> None:
@@ -152,7 +151,7 @@ class Client:
     def __init__(self, host: str, port: int, token: str, *, store: str | Path = ":memory:",
                  device_id: str | None = None, synchronous: str = "NORMAL",
                  backoff: Backoff | None = None, connect_timeout_s: float = 10.0,
-                 keepalive_s: int = 30, default_expiry_s: int = _DEFAULT_EXPIRY_S,
+                 keepalive_s: int = 30, default_expiry_s: int = DEFAULT_EXPIRY_S,
                  commit_interval_s: float = 0.002, websocket: bool = False,
                  ssl: ssl_module.SSLContext | None = None) -> None:
         self.host, self.port = host, port
@@ -321,8 +320,8 @@ class Client:
             peer = unicodedata.normalize("NFC", peer)
         peer_bytes = peer.encode()
         msg_id = self._next_id() if id is None else id
-        if not group_id and not 1 <= len(peer_bytes) <= _MAX_ADDRESS:
-            raise InvalidDestinationError(f"address must be 1-{_MAX_ADDRESS} bytes, got"
+        if not group_id and not 1 <= len(peer_bytes) <= MAX_ADDRESS_BYTES:
+            raise InvalidDestinationError(f"address must be 1-{MAX_ADDRESS_BYTES} bytes, got"
                                           f" {len(peer_bytes)}", status=Status.INVALID_DEST,
                                           message_id=msg_id)
         if len(data) + len(peer_bytes) + _MESSAGE_OVERHEAD > self.max_frame_bytes:
@@ -330,12 +329,12 @@ class Client:
                                 status=Status.TOO_LARGE, message_id=msg_id)
         expiry = self.default_expiry_s if expiry_s is None else expiry_s
         if not (0 <= priority <= PRIORITY_MAX and 0 <= type <= TYPE_MAX
-                and 0 <= flags <= Flag.CLIENT_MASK and 0 <= expiry <= _U32
-                and 0 <= msg_id <= _U64 and 0 <= refid <= _U64
+                and 0 <= flags <= Flag.CLIENT_MASK and 0 <= expiry <= U32_MAX
+                and 0 <= msg_id <= U64_MAX and 0 <= refid <= U64_MAX
                 and 0 <= group_id <= STORED_U64_MAX):
             _check_ranges(priority=(priority, PRIORITY_MAX), type=(type, TYPE_MAX),
-                          flags=(flags, Flag.CLIENT_MASK), expiry_s=(expiry, _U32),
-                          id=(msg_id, _U64), refid=(refid, _U64),
+                          flags=(flags, Flag.CLIENT_MASK), expiry_s=(expiry, U32_MAX),
+                          id=(msg_id, U64_MAX), refid=(refid, U64_MAX),
                           group=(group_id, STORED_U64_MAX))
         message = OutgoingMessage(id=msg_id, peer=peer, group_id=group_id, payload=data,
                                   refid=refid, expiry_s=expiry, type=type, flags=flags,
@@ -409,7 +408,7 @@ class Client:
         self._store_or_raise()
         size = len(file_payload([FileInfo("a" * 26, name or Path(path).name, "x" * 127, 2**53,
                                           "0" * 64, 99999, 99999)], caption))
-        if size + _MAX_ADDRESS + _MESSAGE_OVERHEAD > self.max_frame_bytes:
+        if size + MAX_ADDRESS_BYTES + _MESSAGE_OVERHEAD > self.max_frame_bytes:
             raise TooLargeError(f"a caption of {len(caption or '')} characters does not fit"
                                 " in a message", status=Status.TOO_LARGE, message_id=0)
         info = await self.upload_file(path, name=name, content_type=content_type,

@@ -15,21 +15,12 @@ from appliance.errors import ConflictError, NotFoundError, StorageError
 from appliance.protocol.wire.constants import Status
 from appliance.storage.interface import Storage
 from appliance.storage.models import NewMessage, Outcome, Perm, QueueQuota, WriteBatch
+from tests.storage.conftest import run
 
 NOW = 1_700_000_000_000
 HOUR = 3_600_000
 SENT, DELIVERED, READ, EXPIRED = Status.SENT, Status.DELIVERED, Status.READ, Status.EXPIRED
 INVALID_DEST, NOT_MEMBER, INBOX_FULL = Status.INVALID_DEST, Status.NOT_MEMBER, Status.INBOX_FULL
-
-
-def run(backend, fn) -> None:  # type: ignore[no-untyped-def]
-    async def main() -> None:
-        store = await backend()
-        try:
-            await fn(store)
-        finally:
-            await store.close()
-    asyncio.run(main())
 
 
 def msg(sender: int, device: int, msg_id: int, peer: bytes = b"bob", *, group: int = 0,

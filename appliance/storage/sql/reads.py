@@ -7,6 +7,7 @@ multiversioning).
 
 from __future__ import annotations
 
+from appliance.protocol.wire.ids import from_db_id
 from appliance.storage.models import (
     DeviceRecord,
     GroupMember,
@@ -17,7 +18,6 @@ from appliance.storage.models import (
     Receipt,
 )
 from appliance.storage.sql.dialect import Connection
-from appliance.storage.sql.ids import from_db_id
 
 _PENDING = (
     "SELECT d.seq, m.msg_id, m.sender_id, su.address, du.address, m.dest_group, m.refid,"

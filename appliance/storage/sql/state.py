@@ -16,10 +16,10 @@ no `AUTOINCREMENT` round trip, and the caches go without locks.
 
 from __future__ import annotations
 
+from appliance.protocol.wire.ids import from_db_id
 from appliance.storage.models import Receipt
 from appliance.storage.sql.dialect import Connection
 from appliance.storage.sql.directory import Directory
-from appliance.storage.sql.ids import from_db_id
 from appliance.storage.sql.usage import QueueUsage
 
 
