@@ -21,7 +21,7 @@ as ``appliance``, so it lives beside the server; see packaging/sdk/README.md.
 from __future__ import annotations
 
 from appliance import __version__
-from appliance.protocol.wire import Flag, Status
+from appliance.protocol.wire import Feature, Flag, Status
 from appliance.sdk.client import Client, ReadSession
 from appliance.sdk.errors import (
     AuthenticationError,
@@ -72,6 +72,7 @@ from appliance.sdk.models import (
     parse_file_payload,
 )
 from appliance.sdk.presence import PresenceEvent, PresenceState
+from appliance.sdk.server_info import ServerLimits
 
 __all__ = [
     "__version__",
@@ -90,4 +91,6 @@ __all__ = [
     "TransferInterruptedError", "UnauthorizedError", "file_payload", "parse_file_payload",
     # presence and blocking (issue 16)
     "NoSuchUserError", "PresenceEvent", "PresenceState", "RequestError",
+    # what the server announced in WELCOME (issue 16)
+    "Feature", "ServerLimits",
 ]

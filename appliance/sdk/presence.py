@@ -7,12 +7,13 @@
     async for event in client.presence(): ...
 
 The client asks the server for the protocol extensions in every HELLO and
-learns what the server has from WELCOME (`server_features`, `server_limits`).
+learns what the server has from WELCOME (`Client.server_features` and
+`Client.limits`, server_info.py).
 Subscriptions and the activity text are the app's wishes: kept here and sent
 again after every reconnect (the server keeps them only while a connection
 lasts), and sent only to a server that announced PRESENCE.  Typing is sent
 only while online (it would be stale later); the server ends a typing state
-by itself after ``TYPING_TIMEOUT_S`` (`typing_timeout_s`) unless refreshed.
+by itself after ``limits.typing_timeout_s`` unless refreshed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from appliance.protocol.wire import Feature, Welcome, WelcomeField
+from appliance.protocol.wire import Feature
 from appliance.protocol.wire.constants import MAX_ADDRESS_BYTES, STORED_U64_MAX
 from appliance.protocol.wire.presence import (
     MAX_ACTIVITY_BYTES,
@@ -36,6 +37,7 @@ from appliance.protocol.wire.presence import (
 )
 from appliance.sdk.events import Listener, _Events, _Subscription
 from appliance.sdk.models import Group
+from appliance.sdk.server_info import ServerLimits
 
 if TYPE_CHECKING:
     from appliance.sdk.native import NativeWire
@@ -77,34 +79,18 @@ class PresenceFeatures:
     """The presence half of `Client` (a mixin: the client holds the connection)."""
 
     _wire: NativeWire | None
+    #: What the last WELCOME announced (the client's, server_info.py).
+    limits: ServerLimits
+    server_features: Feature
     _presence_events: _Events[PresenceEvent]
     _watched: dict[bytes, None]
     _activity: bytes
-    _welcome_info: dict[int, int]
 
     def _presence_init(self) -> None:
         self._presence_events = _Events("presence")
         #: Addresses the app watches, in the order it asked (a dict as an ordered set).
         self._watched = {}
         self._activity = b""
-        self._welcome_info = {}
-
-    # --- what the server has ---------------------------------------------------------------
-
-    @property
-    def server_features(self) -> Feature:
-        """What the server announced in its last WELCOME (none before the first)."""
-        return Feature(self._welcome_info.get(WelcomeField.FEATURES, 0))
-
-    @property
-    def server_limits(self) -> dict[int, int]:
-        """The last WELCOME's extension fields (`WelcomeField` -> value)."""
-        return dict(self._welcome_info)
-
-    @property
-    def typing_timeout_s(self) -> int:
-        """How long the server keeps a typing state without a refresh (0: unknown)."""
-        return self._welcome_info.get(WelcomeField.TYPING_TIMEOUT_S, 0)
 
     def _presence_wire(self) -> NativeWire | None:
         wire = self._wire
@@ -118,14 +104,14 @@ class PresenceFeatures:
         """Watch these users: their state now, then each change (`on_presence`).
 
         Kept across reconnects.  The server takes at most
-        ``server_limits[WelcomeField.MAX_PRESENCE_SUBSCRIPTIONS]`` per device.
+        ``limits.max_presence_subscriptions`` per device.
 
         Raises:
             ValueError: an address that is not 1-64 bytes, or more users than the
                 server announced it takes.
         """
         new = [a for a in dict.fromkeys(map(_address, addresses)) if a not in self._watched]
-        most = self._welcome_info.get(WelcomeField.MAX_PRESENCE_SUBSCRIPTIONS)
+        most = self.limits.max_presence_subscriptions
         if most is not None and len(self._watched) + len(new) > most:
             raise ValueError(f"the server takes at most {most} presence subscriptions")
         self._watched.update(dict.fromkeys(new))
@@ -153,7 +139,7 @@ class PresenceFeatures:
         """Tell `peer` (or the members of `group`) that this user is typing, or stopped.
 
         Refresh it (call again) while typing: the server ends it after
-        `typing_timeout_s`.  Returns False when it was not sent (offline, or the
+        ``limits.typing_timeout_s``.  Returns False when it was not sent (offline, or the
         server has no presence).
 
         Raises:
@@ -202,9 +188,8 @@ class PresenceFeatures:
 
     # --- hooks of the client ---------------------------------------------------------------------
 
-    def _presence_online(self, wire: NativeWire, welcome: Welcome) -> None:
-        """A WELCOME: learn what the server has, then say again what the app asked for."""
-        self._welcome_info = dict(welcome.info or {})
+    def _presence_online(self, wire: NativeWire) -> None:
+        """A WELCOME (`server_features` is its): say again what the app asked for."""
         if not self.server_features & Feature.PRESENCE:
             return
         if self._watched:

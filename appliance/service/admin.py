@@ -16,7 +16,7 @@ from typing import Final, Protocol
 from appliance.credentials import token_hash
 from appliance.engine.clock import Clock
 from appliance.errors import NotFoundError, StorageError, UsageError
-from appliance.protocol.wire.frames import MAX_ADDRESS_BYTES
+from appliance.protocol.wire.constants import MAX_ADDRESS_BYTES
 from appliance.storage.interface import Storage
 from appliance.storage.models import AppInfo, GroupInfo, IssuedToken, Perm, UserInfo
 

@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from appliance.protocol.wire import Feature, WelcomeField
+from appliance.protocol.wire import Feature
 from appliance.sdk import (
     BlockedError,
     Client,
@@ -50,7 +50,8 @@ def test_bad_arguments_raise_before_anything_is_sent(world: World) -> None:
                 bob.set_activity("é" * 33)
             assert not bob.set_typing(peer="alice")  # not online yet: not sent
             await bob.wait_online()
-            most = bob.server_limits[WelcomeField.MAX_PRESENCE_SUBSCRIPTIONS]
+            most = bob.limits.max_presence_subscriptions
+            assert most == 1000
             with pytest.raises(ValueError, match=f"at most {most}"):
                 bob.subscribe_presence([f"u{i}" for i in range(most + 1)])
     asyncio.run(go())
@@ -65,7 +66,7 @@ def test_presence_events_reach_listeners_and_iterators_across_reconnects(
         bob.subscribe_presence(["alice", "nobody"])  # before the first connection
         await online(bob)
         assert Feature.PRESENCE in bob.server_features
-        assert bob.typing_timeout_s == 5
+        assert bob.limits.typing_timeout_s == 5
         first = {(e.address, e.state) for e in [await next_event(seen), await next_event(seen)]}
         assert first == {("alice", PresenceState.OFFLINE), ("nobody", PresenceState.UNKNOWN)}
         stream = bob.presence()

@@ -8,9 +8,7 @@ Attacks first: another app's group, a member without SEND, hostile ids.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -19,7 +17,7 @@ from appliance.protocol.wire.constants import Status
 from appliance.storage.interface import Storage
 from appliance.storage.models import GroupRoster, NewMessage, Outcome, Perm, WriteBatch
 from appliance.storage.routing import group_recipients, peer_recipients
-from tests.storage.conftest import Opener
+from tests.storage.conftest import Opener, run
 
 NOW = 1_700_000_000_000
 APP, OTHER_APP = 1, 2
@@ -114,16 +112,6 @@ def test_a_one_to_one_message_needs_its_peer_in_the_app() -> None:
 
 
 # --- the store's roster, and the writer deciding alike -----------------------------
-
-
-def run(backend: Opener, fn: Callable[[Storage], Awaitable[None]]) -> None:
-    async def main() -> None:
-        store = await backend()
-        try:
-            await fn(store)
-        finally:
-            await store.close()
-    asyncio.run(main())
 
 
 def test_a_roster_never_crosses_apps(backend: Opener) -> None:
