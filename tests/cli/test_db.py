@@ -68,11 +68,11 @@ def test_status_then_migrate_then_status(tmp_path: Path, store_backend: StoreBac
     store_backend.prepare(data)
     before = tidings(data, "db", "status").stdout
     assert "pending  0001 initial" in before
-    assert "8 migration(s) pending" in before
+    assert "9 migration(s) pending" in before
     assert tidings(data, "db", "migrate").stdout.strip() == \
-        "applied migrations 0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008"
+        "applied migrations 0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008, 0009"
     after = tidings(data, "db", "status").stdout
-    assert "applied  0008 files  sha256:" in after
+    assert "applied  0009 presence  sha256:" in after
     assert "schema up to date" in after
     assert tidings(data, "db", "migrate").stdout.strip() == "schema already up to date"
 
@@ -88,13 +88,13 @@ def test_two_processes_migrating_at_once_apply_each_migration_once(
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outs
     said = sorted(out.strip() for out, _ in outs)
-    assert said == ["applied migrations 0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008",
+    assert said == ["applied migrations 0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008, 0009",
                     "schema already up to date", "schema already up to date"]
     conn = open_raw(location, 10)
     try:
         cur = conn.cursor()
         cur.execute("SELECT version FROM schema_migrations ORDER BY version")
-        assert [v for (v,) in cur.fetchall()] == [1, 2, 3, 4, 5, 6, 7, 8]
+        assert [v for (v,) in cur.fetchall()] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
     finally:
         conn.close()
 
@@ -214,7 +214,7 @@ def test_bootstrap_on_the_system_server_with_socket_auth_twice(
     first = tidings(data, *args, binary=binary).stdout
     assert f"database '{system_database}' created" in first
     assert f"account '{user}'@localhost (unix_socket, no password)" in first
-    assert "applied migrations 0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008" in first
+    assert "applied migrations 0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008, 0009" in first
     second = tidings(data, *args, binary=binary).stdout
     assert f"database '{system_database}' exists" in second
     assert f"account '{user}'@localhost (unix_socket, no password) exists" in second
@@ -276,7 +276,7 @@ def test_private_server_bootstrap_twice_then_supervised_by_serve(tmp_path: Path)
     first = tidings(data, "db", "bootstrap", "--private", "--no-install-server").stdout
     assert f"initialised a private MariaDB server in {data / 'mariadb'}" in first
     assert "database 'tidings' created" in first
-    assert "applied migrations 0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008" in first
+    assert "applied migrations 0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008, 0009" in first
     socket = data / "mariadb" / "mysqld.sock"
     assert not socket_live(socket)  # the bootstrap stops what it started
     second = tidings(data, "db", "bootstrap", "--private", "--no-install-server").stdout
