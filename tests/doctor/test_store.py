@@ -42,23 +42,23 @@ def test_migrated_pending_and_newer_schemas(data_dir: Path) -> None:
     path = migrated(data_dir)
     found = check_store(subject(data_dir))
     assert found.verdict is Verdict.OK, found
-    assert found.summary == f"SQLite {path}: reachable, schema version 8 (up to date)"
+    assert found.summary == f"SQLite {path}: reachable, schema version 9 (up to date)"
     with sqlite3.connect(path) as db:
-        row = db.execute("SELECT * FROM schema_migrations WHERE version = 8").fetchone()
-        db.execute("DELETE FROM schema_migrations WHERE version = 8")
+        row = db.execute("SELECT * FROM schema_migrations WHERE version = 9").fetchone()
+        db.execute("DELETE FROM schema_migrations WHERE version = 9")
     found = check_store(subject(data_dir))
     assert found.verdict is Verdict.WARN
-    assert "schema version 7, 1 migration(s) pending" in found.summary
+    assert "schema version 8, 1 migration(s) pending" in found.summary
     assert found.fix.startswith("tidings db migrate")
-    assert found.figures["pending"] == [8]
+    assert found.figures["pending"] == [9]
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?, ?)", row)
-        db.execute("INSERT INTO schema_migrations VALUES (9, 'from_the_future', 'x', 0)")
+        db.execute("INSERT INTO schema_migrations VALUES (10, 'from_the_future', 'x', 0)")
     found = check_store(subject(data_dir))
     assert found.verdict is Verdict.FAIL
-    assert ("schema version 9, this executable knows up to 8: this executable is older than"
+    assert ("schema version 10, this executable knows up to 9: this executable is older than"
             " the database") in found.summary
-    assert (found.figures["schema_version"], found.figures["known_version"]) == (9, 8)
+    assert (found.figures["schema_version"], found.figures["known_version"]) == (10, 9)
 
 
 def test_an_unreachable_database(data_dir: Path, tmp_path: Path) -> None:
