@@ -1,13 +1,17 @@
-"""Blocking for the SDK's `Client`: over HTTP, with the device's access token (issue 16).
+"""Blocking and presence privacy for the SDK's `Client`: over HTTP, with the device's
+access token (issue 16).
 
     await client.block("mallory")      # no more messages, typing or presence between us
     await client.blocked()             # ["mallory"]
     await client.unblock("mallory")
+    await client.set_presence_privacy("contacts")   # everyone, contacts or nobody
 
 A block is the user's, on every device: the blocked user's 1:1 messages are
 answered BLOCKED (`BlockedError`), its group messages skip this user, and it
-sees nothing of this user's presence.  The calls go to ``/v1/blocks`` on the
-server's port (the same as the native protocol), one short request each.
+sees nothing of this user's presence.  Who sees this user's presence is its
+privacy: everyone, its contacts (the app declares them), or nobody.  The calls
+go to ``/v1/blocks`` and ``/v1/privacy`` on the server's port (the same as the
+native protocol), one short request each.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
 
 #: The answer to ``GET /v1/blocks`` is at most this long (10,000 addresses of 64 bytes).
 _MAX_LIST_BYTES = 1 << 20
+#: Who may see a user's presence (PROTOCOL.md §8.2).
+PRIVACY = ("everyone", "contacts", "nobody")
 
 
 class BlockingFeatures:
@@ -66,19 +72,47 @@ class BlockingFeatures:
             raise RequestError("the server sent no list of blocks")
         return found
 
+    async def presence_privacy(self) -> str:
+        """Who may see this user's presence: "everyone", "contacts" or "nobody".
+
+        Raises:
+            RequestError: the server refused (`http_status`) or could not be reached.
+        """
+        doc = await self._call("GET", "/v1/privacy")
+        value = doc.get("presence") if isinstance(doc, dict) else None
+        if value not in PRIVACY:
+            raise RequestError("the server sent no privacy setting")
+        return str(value)
+
+    async def set_presence_privacy(self, who: str) -> None:
+        """Let "everyone", only this user's "contacts" (the app declares them), or
+        "nobody" see its presence; watchers that may no longer see it are told at once.
+
+        Raises:
+            ValueError: another value.
+            RequestError: the server refused (`http_status`) or could not be reached.
+        """
+        if who not in PRIVACY:
+            raise ValueError(f"privacy is one of {', '.join(PRIVACY)}")
+        await self._call("PUT", "/v1/privacy", json.dumps({"presence": who}).encode())
+
     async def _blocks(self, method: str, address: str | None) -> Any:
+        target = "/v1/blocks"
+        if address is not None:
+            target += "/" + quote(unicodedata.normalize("NFC", address), safe="")
+        return await self._call(method, target)
+
+    async def _call(self, method: str, target: str, body: bytes = b"") -> Any:
         try:  # imported here: h11 is needed for the HTTP calls only, as for files
             from appliance.sdk.http import Endpoint, HttpConnection
         except ImportError:
             raise ClientError("blocking needs h11: pip install h11") from None
-        target = "/v1/blocks"
-        if address is not None:
-            target += "/" + quote(unicodedata.normalize("NFC", address), safe="")
         endpoint = Endpoint(self.host, self.port, self._token, self.ssl, self.connect_timeout_s)
+        headers = [(b"content-type", b"application/json")] if body else []
         try:
             conn = await HttpConnection.open(endpoint)
             try:
-                response = await conn.request(method, target)
+                response = await conn.request(method, target, headers, body=body)
                 body = await conn.document(_MAX_LIST_BYTES)
             finally:
                 conn.close()

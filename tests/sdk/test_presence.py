@@ -133,6 +133,11 @@ def test_blocking_from_the_sdk(world: World) -> None:
                     await message.sent()
             await bob.unblock("alice")
             assert await bob.blocked() == []
+            assert await bob.presence_privacy() == "everyone"
+            await bob.set_presence_privacy("nobody")
+            assert await bob.presence_privacy() == "nobody"
+            with pytest.raises(ValueError, match="everyone, contacts, nobody"):
+                await bob.set_presence_privacy("friends")
             async with asyncio.timeout(10):
                 await alice.send("bob", "thanks").sent()
     asyncio.run(go())
