@@ -210,6 +210,7 @@ class Server:
             self._redirect.close()
         for task in self._tasks:
             task.cancel()
+        self.engine.presence.stopping()  # last-seen times, committed by the drain
         try:
             async with asyncio.timeout(deadline_s):
                 await self.engine.drain_writes()

@@ -6,8 +6,8 @@ its last one leaves (`SessionRegistry.remove`); a device that leaves and
 comes back within one loop turn (a REPLACED reconnect) changes nothing.
 Its activity text lives while it is online.  Nothing of this is stored but
 its last-seen time, to the minute, written with the group commit when its
-first device connects and when its last one leaves (not again within the
-same minute): never a store write per message or frame.
+last device leaves (once a minute at most): never a store write per
+message, frame or connect.
 
 Devices watch users (`subscriptions`); a change fans out to the watching
 devices that may see the user (the store decides that when the watch is
@@ -92,7 +92,6 @@ class Presence:
         user = session.user_id
         if self._leaving.pop(user, None) is not None:
             return  # it left and came back in one loop turn: nobody noticed
-        self._stamp(user)
         self._fan_out(user, entries.online(session.address))
 
     def detached(self, session: Session, last: bool) -> None:
@@ -116,6 +115,12 @@ class Presence:
             self.activity.pop(user, None)
             self.typing.user_gone(user)
             self._fan_out(user, entries.offline(address, self._stamp(user)))
+
+    def stopping(self) -> None:
+        """The server stops: every user online now was last seen now (written by the
+        commit the shutdown drains)."""
+        for user in self.registry.users():
+            self._stamp(user)
 
     def _stamp(self, user: int) -> int:
         """Write the user's last-seen minute with the next group commit, once per minute."""

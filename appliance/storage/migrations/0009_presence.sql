@@ -1,6 +1,6 @@
 -- 0009: presence and blocking (issue 16, SPEC M6).  A user's last-seen time,
--- to the minute (written when its first device connects and when its last
--- one leaves, never per message), and who may see its presence: 0 everyone,
+-- to the minute (written when its last device leaves, once a minute at most,
+-- never per message or connect), and who may see its presence: 0 everyone,
 -- 1 its contacts, 2 nobody.  Contacts are declared by the app's backend
 -- (user_id lists contact_id); blocks by the user or the app (user_id blocks
 -- blocked_id: no 1:1 message, no group message, no presence from it).  Both

@@ -414,3 +414,18 @@ def test_welcome_announces_presence_limits_and_features(world_runner: Runner) ->
         assert w.engine.presence.typing.timers.timeout_s == 9
     world_runner(body, limits=EngineLimits(commit_window_ms=0.0, max_presence_subscriptions=77,
                                            typing_timeout_s=3))
+
+
+def test_a_stopping_server_writes_the_last_seen_time_of_who_is_online(
+        world_runner: Runner) -> None:
+    async def body(w: World) -> None:
+        await w.connect("alice")
+        await w.connect("alice", "second")
+        w.clock.advance(600)
+        w.engine.presence.stopping()
+        await w.engine.drain_writes()
+        (record,) = await w.store.presence_of(1, None, [b"alice"])
+        now = w.clock.wall_ms()
+        assert record is not None
+        assert record.last_seen_ms == now - now % 60_000
+    world_runner(body)
