@@ -15,8 +15,15 @@ import pytest
 from appliance.errors import StorageError
 from appliance.protocol.wire.constants import Status
 from appliance.storage.interface import Storage
-from appliance.storage.models import GroupRoster, NewMessage, Outcome, Perm, WriteBatch
-from appliance.storage.routing import group_recipients, peer_recipients
+from appliance.storage.models import (
+    GroupRoster,
+    NewMessage,
+    Outcome,
+    Perm,
+    Privacy,
+    WriteBatch,
+)
+from appliance.storage.routing import group_recipients, peer_recipients, presence_visible
 from tests.storage.conftest import Opener, run
 
 NOW = 1_700_000_000_000
@@ -199,3 +206,38 @@ def test_the_writer_routes_as_the_rule_says_for_every_sender(backend: Opener) ->
         assert (accepted.outcome, accepted.status) == (Outcome.REJECTED, Status.INVALID_DEST)
         assert await store.group_roster(other, group.group_id) is None
     run(backend, go)
+
+
+# --- blocks and presence (issue 16) -----------------------------------------------------
+
+
+def test_a_one_to_one_message_to_a_blocker_is_blocked_and_an_unknown_peer_stays_invalid(
+        ) -> None:
+    assert peer_recipients(7, blocked=True) is Status.BLOCKED
+    assert peer_recipients(None, blocked=True) is Status.INVALID_DEST  # no such user first
+    assert peer_recipients(7, blocked=False) == [7]
+
+
+def test_a_group_message_skips_members_who_block_the_sender_and_nothing_else() -> None:
+    roster = GroupRoster(APP, {SENDER: Perm.DEFAULT, 11: Perm.DEFAULT, 12: Perm.RECEIVE,
+                               13: Perm.SEND})
+    assert group_recipients(roster, APP, SENDER, frozenset({12})) == [SENDER, 11]
+    # Blocks never turn a refusal into a delivery, nor another app's group into one.
+    assert group_recipients(GroupRoster(APP, {11: 3}), APP, SENDER, frozenset({11})) \
+        is Status.NOT_MEMBER
+    assert group_recipients(GroupRoster(OTHER_APP, {SENDER: 3}), APP, SENDER,
+                            frozenset({11})) is Status.INVALID_DEST
+    # Everyone else blocking the sender: SENT to nobody else, never refused (a group
+    # does not reveal who blocks whom).
+    assert group_recipients(roster, APP, SENDER, frozenset({11, 12})) == [SENDER]
+
+
+@pytest.mark.parametrize("privacy", list(Privacy))
+@pytest.mark.parametrize("contact", [False, True])
+@pytest.mark.parametrize("blocks", [False, True])
+def test_who_may_see_a_users_presence(privacy: Privacy, contact: bool, blocks: bool) -> None:
+    """Every combination, against PROTOCOL.md §8.2 written out."""
+    want = not blocks and (privacy is Privacy.EVERYONE
+                           or (privacy is Privacy.CONTACTS and contact))
+    assert presence_visible(privacy, own=False, contact=contact, blocks_viewer=blocks) is want
+    assert presence_visible(privacy, own=True, contact=contact, blocks_viewer=blocks) is True
