@@ -95,16 +95,17 @@ class Subscriptions:
         watchers = presence.watchers
         device = session.device_rowid
         wanted = list(dict.fromkeys(addresses))
-        watching = watchers.watching(device)
-        known = {w.address for w in map(watchers.watched, watching) if w is not None}
-        quota = presence.limits.max_presence_subscriptions
-        if len(watching) + sum(1 for a in wanted if a not in known) > quota:
-            self._end_session(session, CloseCode.PROTOCOL_ERROR,
-                              f"more than {quota} presence subscriptions")
-            return False
         await self._throttle(device, len(wanted))
         records = await self._read(session, wanted)
         if session.closed:
+            return False
+        # Users count, not addresses: one that names nobody is answered, not watched.
+        watching = watchers.watching(device)
+        new = {r.user_id for r in records if r is not None and r.user_id not in watching}
+        quota = presence.limits.max_presence_subscriptions
+        if len(watching) + len(new) > quota:
+            self._end_session(session, CloseCode.PROTOCOL_ERROR,
+                              f"more than {quota} presence subscriptions")
             return False
         shown = []
         for address, record in zip(wanted, records, strict=True):
