@@ -16,11 +16,22 @@ from appliance.engine.clock import FakeClock
 from appliance.engine.core import Engine
 from appliance.engine.session import Session
 from appliance.protocol.wire import Hello, HelloFlag
-from appliance.protocol.wire.presence import PresenceEntry, PresenceUpdate
+from appliance.protocol.wire.presence import (
+    PresenceEntry,
+    PresenceKind,
+    PresenceSet,
+    PresenceState,
+    PresenceSubscribe,
+    PresenceUpdate,
+    SubscribeOp,
+)
 from appliance.storage.sqlite import SqliteStorage
 from tests.engine.test_delivery import FakeLink, Scheduler
 
 OTHER_APP = "other"
+Runner = Callable[..., None]
+ONLINE, OFFLINE, UNKNOWN = PresenceState.ONLINE, PresenceState.OFFLINE, PresenceState.UNKNOWN
+TYPING, STOPPED = PresenceState.TYPING, PresenceState.TYPING_STOPPED
 
 
 @dataclass
@@ -66,6 +77,16 @@ def states(link: FakeLink) -> list[tuple[bytes, int]]:
 def clear(*links: FakeLink) -> None:
     for link in links:
         link.events.clear()
+
+
+
+def subscribe(*names: bytes) -> PresenceSubscribe:
+    return PresenceSubscribe(SubscribeOp.ADD, names)
+
+
+def typing_to(peer: bytes = b"", group: int = 0, active: bool = True) -> PresenceSet:
+    kind = PresenceKind.TYPING if active else PresenceKind.TYPING_STOPPED
+    return PresenceSet(kind, peer=peer, group_id=group)
 
 
 Body = Callable[[World], Coroutine[Any, Any, None]]
