@@ -190,11 +190,15 @@ class Presence:
 
     def entry_of(self, record: PresenceRecord) -> bytes:
         """The entry a viewer gets for a user (`record` says whether it may see it)."""
-        if not record.visible:
-            return entries.unknown(record.address)
+        return self._entry(record.address, record).encode()
+
+    def _entry(self, address: bytes, record: PresenceRecord | None) -> PresenceEntry:
+        if record is None or not record.visible:
+            return PresenceEntry(address, PresenceState.UNKNOWN)
         if self.registry.sessions_of(record.user_id):
-            return entries.online(record.address, self.activity.get(record.user_id, b""))
-        return entries.offline(record.address, record.last_seen_ms)
+            return PresenceEntry(address, PresenceState.ONLINE,
+                                 activity=self.activity.get(record.user_id, b""))
+        return PresenceEntry(address, PresenceState.OFFLINE, last_seen_ms=record.last_seen_ms)
 
     async def lookup(self, app_id: int, viewer_id: int | None, address: bytes
                      ) -> PresenceEntry:
@@ -204,12 +208,7 @@ class Presence:
             StorageError: the store cannot be read.
         """
         (record,) = await self.store.presence_of(app_id, viewer_id, [address])
-        if record is None or not record.visible:
-            return PresenceEntry(address, PresenceState.UNKNOWN)
-        if self.registry.sessions_of(record.user_id):
-            return PresenceEntry(address, PresenceState.ONLINE,
-                                 activity=self.activity.get(record.user_id, b""))
-        return PresenceEntry(address, PresenceState.OFFLINE, last_seen_ms=record.last_seen_ms)
+        return self._entry(address, record)
 
     async def users_changed(self, user_ids: Collection[int]) -> None:
         """These users' privacy, contacts or blocks changed (or they were renamed, deleted,
