@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 
 from appliance.engine.session import Session
+from appliance.protocol.wire.constants import FrameType
 from appliance.protocol.wire.presence import (
     MAX_PRESENCE_ENTRIES,
     PresenceEntry,
@@ -31,10 +33,21 @@ def offline(address: bytes, last_seen_ms: int) -> bytes:
     return PresenceEntry(address, PresenceState.OFFLINE, last_seen_ms=last_seen_ms).encode()
 
 
-def typing(address: bytes, group_id: int, active: bool) -> bytes:
-    """The entry of a user typing (or no longer) to the reader, or in a group."""
-    state = PresenceState.TYPING if active else PresenceState.TYPING_STOPPED
-    return PresenceEntry(address, state, group_id=group_id).encode()
+#: A PRESENCE frame of one typing entry, up to its address: header, count, address length.
+_TYPING_HEAD = struct.Struct(">IBHB")
+#: ...and after the address: state, last seen (0), group, activity length (0).
+_TYPING_TAIL = struct.Struct(">BQQB")
+_TYPING_FIXED = 2 + 1 + _TYPING_TAIL.size
+_PRESENCE = int(FrameType.PRESENCE)
+_TYPING, _STOPPED = int(PresenceState.TYPING), int(PresenceState.TYPING_STOPPED)
+
+
+def typing_frame(address: bytes, group_id: int, active: bool) -> bytes:
+    """The whole PRESENCE frame telling that a user types (or no longer) to the reader,
+    or in a group: the typing path's, two `struct.pack` calls.  `address` is a
+    session's and `group_id` came through the decoder's range check."""
+    return (_TYPING_HEAD.pack(_TYPING_FIXED + len(address), _PRESENCE, 1, len(address))
+            + address + _TYPING_TAIL.pack(_TYPING if active else _STOPPED, 0, group_id, 0))
 
 
 def frames(entries: Iterable[bytes], max_frame_bytes: int) -> list[bytes]:

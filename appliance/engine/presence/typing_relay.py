@@ -24,7 +24,7 @@ from appliance.engine.presence import entries
 from appliance.engine.presence.typing_timers import Target, Typing, TypingTimers
 from appliance.engine.session import Session
 from appliance.errors import StorageError
-from appliance.protocol.wire.presence import PresenceKind, PresenceSet, pack_presence
+from appliance.protocol.wire.presence import PresenceKind, PresenceSet
 from appliance.storage.routing import group_recipients
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ class TypingRelay:
               sender: Session | None = None) -> None:
         if not recipients:
             return
-        frame = pack_presence((entries.typing(address, group_id, active),))
+        frame = entries.typing_frame(address, group_id, active)
         sessions_of = self._presence.registry.sessions_of
         sent = 0
         for user in recipients:

@@ -4,6 +4,8 @@ itself after the timeout (the clock is moved by hand), and rate-limited per devi
 
 from __future__ import annotations
 
+from appliance.engine.presence.entries import typing_frame
+from appliance.protocol.wire.presence import PresenceEntry, pack_presence
 from tests.engine.presence.conftest import (
     STOPPED,
     TYPING,
@@ -109,3 +111,11 @@ def test_typing_in_a_group_reaches_its_members_not_the_typist(world_runner: Runn
         w.engine.presence.expire(w.clock.monotonic())
         assert states(b_link)[-1] == (b"alice", STOPPED)
     world_runner(body)
+
+
+def test_the_typing_fast_path_encodes_what_the_codec_does() -> None:
+    for address, group, active in [(b"a", 0, True), (b"x" * 64, 2**63 - 1, False),
+                                   ("é".encode(), 7, True)]:
+        state = TYPING if active else STOPPED
+        want = pack_presence([PresenceEntry(address, state, group_id=group).encode()])
+        assert typing_frame(address, group, active) == want
