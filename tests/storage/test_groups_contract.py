@@ -16,7 +16,9 @@ import pytest
 
 from appliance.errors import NotFoundError, StorageError
 from appliance.protocol.wire.constants import Flag, Status
+from appliance.storage import migrations
 from appliance.storage.interface import Storage
+from appliance.storage.mariadb.connection import MariaConnection
 from appliance.storage.models import (
     GroupFlag,
     GroupMember,
@@ -26,8 +28,6 @@ from appliance.storage.models import (
     Receipt,
     WriteBatch,
 )
-from appliance.storage import migrations
-from appliance.storage.mariadb.connection import MariaConnection
 from appliance.storage.sql import migrate as migrate_module
 from appliance.storage.sql.dialect import Connection
 from appliance.storage.sql.migrate import migrate
@@ -112,7 +112,8 @@ def test_update_group_renames_and_sets_flags(backend: Opener) -> None:
         flagged = await store.update_group(APP, group.group_id, flags=GroupFlag.NO_STORE)
         assert (flagged.name, flagged.flags) == ("renamed", GroupFlag.NO_STORE)
         roster = await store.group_roster(APP, group.group_id)
-        assert roster is not None and roster.flags == GroupFlag.NO_STORE
+        assert roster is not None
+        assert roster.flags == GroupFlag.NO_STORE
         for bad in (-1, GroupFlag.ALL + 1, 2**40):
             with pytest.raises(StorageError):
                 await store.update_group(APP, group.group_id, flags=bad)
@@ -188,7 +189,8 @@ def test_aggregate_receipts_count_the_recipients_at_send_time(backend: Opener) -
         found = await store.message_receipts(APP, alice, 7)
         assert found is not None
         assert (found.group_id, found.recipients, found.delivered, found.read) == (gid, 3, 3, 3)
-        assert found.delivered_all and found.read_all
+        assert found.delivered_all
+        assert found.read_all
         assert [(m.address, m.status, m.timestamp_ms) for m in found.members] == [
             (b"bob", READ, NOW + 7), (b"carol", READ, NOW + 8), (b"dave", READ, NOW + 5)]
     run(backend, go)
@@ -235,7 +237,8 @@ def test_receipts_flags_decide_ledger_and_aggregate(backend: Opener) -> None:
         plain = await store.message_receipts(APP, alice, 2)
         assert plain is not None
         # No ledger kept for it: no count, and only the statuses reached are known.
-        assert plain.recipients == 0 and not plain.delivered_all
+        assert plain.recipients == 0
+        assert not plain.delivered_all
         assert [(m.address, m.status) for m in plain.members] == [(b"bob", READ)]
     run(backend, go)
 
