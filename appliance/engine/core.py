@@ -18,10 +18,12 @@ their COMMIT (see `appliance.engine.delivery` for a message's whole path).
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from appliance.config.limits import EngineLimits
 from appliance.credentials import token_hash
+from appliance.engine import groups
 from appliance.engine.answers import Answers
 from appliance.engine.clock import Clock
 from appliance.engine.commit import GroupCommit
@@ -89,6 +91,11 @@ class Engine:
         #: parts of the engine add their `Feature` bits and fields.
         self.features = Feature(0)
         self.welcome_fields: dict[int, int] = {}
+        #: Extension frame event class -> its handler (`on_extension`); parts add theirs.
+        self.extension_handlers: dict[type, Callable[[Session, Any], None]] = {}
+        self.delivery.relay = self.relay
+        #: Group management from clients and the REST API, with its announcements.
+        self.groups = groups.install(self)
 
     @property
     def limits(self) -> EngineLimits:
@@ -207,8 +214,12 @@ class Engine:
 
     # --- frames from a device ----------------------------------------------
 
-    def on_message(self, session: Session, m: Message) -> None:
-        """A MESSAGE frame from `session` (SPEC M2-M4)."""
+    def on_message(self, session: Session, m: Message, server_flags: int = 0) -> None:
+        """A MESSAGE frame from `session` (SPEC M2-M4).
+
+        `server_flags`: bits the server sets (`Flag.SYSTEM` on its own
+        announcements, `submit`); a device's are always cleared.
+        """
         limits = self.limits
         if len(m.payload) > limits.max_payload_bytes:
             self._answer(session, m.id, Status.TOO_LARGE)
@@ -216,7 +227,7 @@ class Engine:
         if bool(m.group_id) == bool(m.peer) or len(m.peer) > MAX_ADDRESS_BYTES:
             self._answer(session, m.id, Status.INVALID_DEST)
             return
-        flags = m.flags = m.flags & Flag.CLIENT_MASK
+        flags = m.flags = m.flags & Flag.CLIENT_MASK | server_flags
         if flags & _FILE and not self._files_named(session, m):
             return
         if m.expiry_s == 0 or flags & _TRANSIENT:
@@ -321,9 +332,17 @@ class Engine:
         session = Session(link, sender.app_id, sender.user_id, sender.address, b"", 0, 0)
         if not sender.rate_limited:
             session.send_credit = UNLIMITED_CREDIT
+        server_flags = Flag.SYSTEM if sender.system else 0
         for m in messages:
-            self.on_message(session, m)
+            self.on_message(session, m, server_flags)
         return future
+
+    def on_extension(self, session: Session, event: object) -> None:
+        """An extension frame from `session` (PROTOCOL.md §8): to the part that registered
+        its event class in `extension_handlers`; one nobody handles is ignored."""
+        handler = self.extension_handlers.get(type(event))
+        if handler is not None:
+            handler(session, event)
 
     # --- expiry -------------------------------------------------------------------
 

@@ -52,6 +52,17 @@ class GroupFlag:
     ALL: Final = SEND_BY_SELECTED | NO_STORE
 
 
+#: Names of the permission and flag bits, as the REST API and the announcements spell them.
+PERM_NAMES: Final = {"send": Perm.SEND, "receive": Perm.RECEIVE, "admin": Perm.ADMIN}
+FLAG_NAMES: Final = {"send_by_selected": GroupFlag.SEND_BY_SELECTED,
+                     "no_store": GroupFlag.NO_STORE}
+
+
+def bit_names(bits: int, names: dict[str, int]) -> list[str]:
+    """The names of the bits set in `bits` (`PERM_NAMES`, `FLAG_NAMES`), in their order."""
+    return [name for name, bit in names.items() if bits & bit]
+
+
 class GroupOp(IntEnum):
     """What a GROUP_MANAGE asks for (PROTOCOL.md §8.3)."""
 
@@ -82,6 +93,8 @@ class GroupResultCode(IntEnum):
     INVALID = 5
     #: Another request of this connection is still being handled.
     BUSY = 6
+    #: The user is over its send rate (each request counts as a message).
+    RATE_LIMITED = 7
 
 
 #: Members one GROUP_MANAGE may name (a bigger change takes several frames).
