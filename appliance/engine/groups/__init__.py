@@ -25,5 +25,5 @@ def install(engine: Engine) -> GroupManager:
     """The engine's group part: its manager, and GROUP_MANAGE taken from clients
     (registered with `engine`: the frame's handler, the features it announces)."""
     manager = GroupManager(engine)
-    GroupRequests(engine, manager)
+    manager.requests = GroupRequests(engine, manager)
     return manager

@@ -43,6 +43,7 @@ from appliance.storage.models import GroupFlag, GroupInfo, GroupRoster, Perm
 
 if TYPE_CHECKING:
     from appliance.engine.core import Engine
+    from appliance.engine.groups.requests import GroupRequests
 
 _RESERVED = RESERVED_PREFIX.encode()
 
@@ -62,6 +63,8 @@ class GroupManager:
         self.store = engine.store
         self.clock = engine.clock
         self.announcer = Announcer(engine)
+        #: GROUP_MANAGE from clients (`install` sets it).
+        self.requests: GroupRequests | None = None
 
     # --- reading what a change needs -------------------------------------------------
 
