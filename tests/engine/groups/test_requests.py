@@ -10,8 +10,13 @@ from __future__ import annotations
 
 from appliance.config.limits import EngineLimits
 from appliance.protocol.wire import CloseCode, Message, Status
-from appliance.protocol.wire.groups import GroupFlag, GroupManage, GroupOp, Perm
-from appliance.protocol.wire.groups import GroupResultCode as R
+from appliance.protocol.wire.groups import (
+    GroupFlag,
+    GroupManage,
+    GroupOp,
+    GroupResultCode as R,
+    Perm,
+)
 from tests.engine.groups.harness import World, announcements, ordinary, results, run
 from tests.storage.conftest import (
     Opener,
@@ -166,7 +171,7 @@ def test_create_add_and_the_members_hear_it_once_offline_ones_on_reconnect(
         for name in ("alice", "bob", "carol"):
             await w.user(name)
         alice, alice_link = await w.connect("alice")
-        bob, bob_link = await w.connect("bob")  # carol is offline
+        _bob, bob_link = await w.connect("bob")  # carol is offline
         w.engine.on_extension(alice, GroupManage(1, GroupOp.CREATE, 0, "Équipe".encode(),
                                                  GroupFlag.DEFAULT, ((b"bob", DEFAULT),)))
         await w.settle()
@@ -283,7 +288,7 @@ def test_a_no_store_group_relays_and_stores_nothing(backend: Opener) -> None:
         w.engine.on_message(alice, Message(2, b"", b"anyone?", group_id=gid))
         await w.settle()
         assert alice_link.statuses()[-1] == (2, Status.USER_OFFLINE)
-        bob, bob_link = await w.connect("bob")
+        _bob, bob_link = await w.connect("bob")
         assert ordinary(bob_link) == []
         # The change itself was stored: bob gets that announcement.
         assert [a["flags"] for a in announcements(bob_link)] == [["send_by_selected",
