@@ -90,7 +90,7 @@ def test_the_aggregate_waits_in_the_store_for_a_sender_offline(backend: Opener) 
         gid = await group_of(w, "alice", "bob")
         old, _ = await w.connect("alice", b"old", extensions=False)
         w.engine.close_session(old)  # registered: a device starts after the reports that exist
-        alice, alice_link = await w.connect("alice")
+        alice, _alice_link = await w.connect("alice")
         bob, bob_link = await w.connect("bob")
         w.engine.on_message(alice, Message(9, b"", b"x", group_id=gid))
         await w.settle()
