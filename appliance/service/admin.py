@@ -26,7 +26,7 @@ from appliance.names import (
 )
 from appliance.protocol.wire.groups import PERM_NAMES
 from appliance.storage.interface import Storage
-from appliance.storage.models import AppInfo, GroupInfo, IssuedToken, UserInfo
+from appliance.storage.models import AppInfo, GroupFlag, GroupInfo, IssuedToken, UserInfo
 
 TOKEN_PREFIX = "tdg_"
 APP_SECRET_PREFIX = "tds_"
@@ -233,7 +233,10 @@ class AdminService:
         return count
 
     async def add_group(self, name: str, members: list[str], perms: int) -> GroupInfo:
-        """Create a group with initial members.
+        """Create a group with initial members, in one transaction.
+
+        Not announced to its members: the CLI runs no engine (the REST API's
+        changes are, `appliance.engine.groups`).
 
         Raises:
             UsageError: a bad name or member address.
@@ -242,10 +245,8 @@ class AdminService:
         name = check_group_name(name)
         app_id = await self._app()
         ids = [await self._user_id(app_id, m) for m in members]
-        group = await self.store.create_group(app_id, name, self.clock.wall_ms())
-        for user in ids:
-            await self.store.set_member(app_id, group.group_id, user, perms)
-        return await self.store.get_group(app_id, group.group_id)
+        return await self.store.create_group(app_id, name, self.clock.wall_ms(),
+                                             GroupFlag.DEFAULT, [(user, perms) for user in ids])
 
     async def delete_group(self, group_id: int) -> None:
         """Delete a group.
@@ -257,19 +258,16 @@ class AdminService:
 
     async def set_members(self, group_id: int, add: list[str], remove: list[str],
                           perms: int) -> GroupInfo:
-        """Add (or re-permission) and remove members.
+        """Add (or re-permission) and remove members, all or nothing (not announced:
+        see `add_group`).
 
         Raises:
             NotFoundError: no such group, user, or membership.
         """
         app_id = await self._app()
-        for address in add:
-            await self.store.set_member(app_id, group_id, await self._user_id(app_id, address),
-                                        perms)
-        for address in remove:
-            await self.store.remove_member(app_id, group_id,
-                                           await self._user_id(app_id, address))
-        return await self.store.get_group(app_id, group_id)
+        upserts = [(await self._user_id(app_id, address), perms) for address in add]
+        removals = [await self._user_id(app_id, address) for address in remove]
+        return await self.store.change_members(app_id, group_id, upserts, removals)
 
     async def get_group(self, group_id: int) -> GroupInfo:
         """A group with its members.

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from appliance.errors import ConflictError, NotFoundError
+from appliance.errors import (
+    ConflictError,
+    GroupNotFoundError,
+    MemberNotFoundError,
+    NotFoundError,
+)
 from appliance.storage.models import AppInfo, GroupInfo, GroupMember, UserInfo
 from appliance.storage.sql import file_access
 from appliance.storage.sql.credentials import record_change
@@ -159,7 +164,7 @@ def _check_group(conn: Connection, app: int, group: int) -> str:
     row = conn.execute("SELECT name FROM groups WHERE id = ? AND app_id = ?",
                        (group, app)).fetchone()
     if row is None:
-        raise NotFoundError(f"no group {group}")
+        raise GroupNotFoundError(f"no group {group}")
     return str(row[0])
 
 
@@ -172,7 +177,7 @@ def _check_users(conn: Connection, app: int, users: list[int]) -> None:
             f"SELECT id FROM users WHERE app_id = ? AND id IN ({marks})", (app, *chunk))}
         missing = next((u for u in chunk if u not in found), None)
         if missing is not None:
-            raise NotFoundError(f"no user with id {missing} in this app")
+            raise MemberNotFoundError(f"no user with id {missing} in this app")
 
 
 def update_group(conn: Connection, app: int, group: int, name: str | None,
@@ -194,7 +199,7 @@ def change_members(conn: Connection, app: int, group: int, upserts: Sequence[tup
     for user in removals:
         if conn.execute("DELETE FROM members WHERE group_id = ? AND user_id = ?",
                         (group, user)).rowcount == 0:
-            raise NotFoundError(f"user {user} is not a member of group {group}")
+            raise MemberNotFoundError(f"user {user} is not a member of group {group}")
     conn.executemany(conn.dialect.upsert_member, [(group, user, perms) for user, perms in upserts])
     return get_group(conn, app, group)
 
@@ -218,7 +223,7 @@ def remove_member(conn: Connection, app: int, group: int, user: int) -> None:
     _check_group(conn, app, group)
     if conn.execute("DELETE FROM members WHERE group_id = ? AND user_id = ?",
                     (group, user)).rowcount == 0:
-        raise NotFoundError(f"user {user} is not a member of group {group}")
+        raise MemberNotFoundError(f"user {user} is not a member of group {group}")
 
 
 def get_group(conn: Connection, app: int, group: int) -> GroupInfo:
@@ -226,7 +231,7 @@ def get_group(conn: Connection, app: int, group: int) -> GroupInfo:
     row = conn.execute("SELECT name, flags FROM groups WHERE id = ? AND app_id = ?",
                        (group, app)).fetchone()
     if row is None:
-        raise NotFoundError(f"no group {group}")
+        raise GroupNotFoundError(f"no group {group}")
     rows = conn.execute("SELECT m.user_id, u.address, m.perms FROM members m JOIN users u"
                         " ON u.id = m.user_id WHERE m.group_id = ? ORDER BY u.address", (group,))
     members = tuple(GroupMember(uid, bytes(addr), perms) for uid, addr, perms in rows)
