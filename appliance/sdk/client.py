@@ -26,7 +26,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from appliance.errors import StorageError
 from appliance.protocol.wire import (
@@ -38,6 +38,7 @@ from appliance.protocol.wire import (
     CloseCode,
     Flag,
     Hello,
+    HelloFlag,
     Message,
     Ping,
     ReadReport,
@@ -74,6 +75,7 @@ from appliance.sdk.store import LocalStore, queued
 
 if TYPE_CHECKING:
     from appliance.sdk.files import FileTransfer, Progress
+    from appliance.sdk.groups import Groups
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +192,11 @@ class Client:
         self._status_events: _Events[StatusUpdate] = _Events("status")
         self._connection_events: _Events[ConnectionEvent] = _Events("connection")
         self._files: FileTransfer | None = None
+        #: WELCOME's extension fields (`WelcomeField` -> value); empty from an older server.
+        self.server_info: dict[int, int] = {}
+        #: Extension frame event class -> its handler (sdk/groups.py...).
+        self._extension_handlers: dict[type, Callable[[Any], None]] = {}
+        self._groups: Groups | None = None
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -495,6 +502,19 @@ class Client:
         self._st_new.append(s)
         self._queue_commit()
 
+    def _on_frame_extension(self, event: object) -> None:
+        handler = self._extension_handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    @property
+    def groups(self) -> Groups:
+        """Group changes, announcements and aggregate reports (sdk/groups.py)."""
+        if self._groups is None:
+            from appliance.sdk.groups import Groups  # it imports this module
+            self._groups = Groups(self)
+        return self._groups
+
     # --- the per-turn commit -----------------------------------------------------------
 
     def _queue_commit(self) -> None:
@@ -664,7 +684,8 @@ class Client:
         self._wire = wire
         try:
             wire.start(wire.codec.send(Hello(self._token, self.device_id.encode(),
-                                             self.keepalive_s)))
+                                             self.keepalive_s,
+                                             client_flags=HelloFlag.EXTENSIONS)))
             try:
                 welcome = await asyncio.wait_for(asyncio.shield(wire.welcome),
                                                  self.connect_timeout_s)
@@ -697,6 +718,7 @@ class Client:
     def _online_with(self, wire: NativeWire, welcome: Welcome) -> None:
         self.address = welcome.address.decode("utf-8", "replace")
         self.max_frame_bytes = welcome.max_frame_bytes
+        self.server_info = welcome.info or {}
         wire.online = True
         store = self._store
         assert store is not None

@@ -17,7 +17,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from appliance.protocol.wire.constants import (
     MAX_ADDRESS_BYTES,
@@ -118,7 +118,7 @@ class GroupManage:
     SET_FLAGS); `group_id` is 0 for CREATE.
     """
 
-    FRAME_TYPE = FrameType.GROUP_MANAGE
+    FRAME_TYPE: ClassVar[int] = FrameType.GROUP_MANAGE
 
     request_id: int
     op: int
@@ -145,7 +145,7 @@ class GroupResult:
     number of members after the change (0 when it failed, or after DELETE).
     """
 
-    FRAME_TYPE = FrameType.GROUP_RESULT
+    FRAME_TYPE: ClassVar[int] = FrameType.GROUP_RESULT
 
     request_id: int
     result: int
