@@ -35,7 +35,7 @@ from appliance.protocol.wire import (
     Message,
     Status,
 )
-from appliance.protocol.wire.constants import DEFAULT_EXPIRY_S, U64_MAX
+from appliance.protocol.wire.constants import DEFAULT_EXPIRY_S, U32_MAX, U64_MAX
 from appliance.service.admin import APP_SENDER, check_address
 from appliance.storage.interface import Storage
 from appliance.storage.models import AppInfo
@@ -43,7 +43,6 @@ from appliance.storage.models import AppInfo
 _TIMEOUT_S = 30.0
 #: How long a sender's user id is reused without a store read.
 USER_CACHE_S = 2.0
-U32_MAX = 2**32 - 1
 #: Messages in one ``POST /v1/messages`` array (each also within the 1 MiB body).
 MAX_BATCH = 1000
 #: status -> (HTTP status, title) for a message the engine refused.

@@ -25,7 +25,7 @@ from appliance.api.inputs import (
     parse_json_object,
     path_segment,
 )
-from appliance.api.messages import MAX_BATCH, U32_MAX, BackendSender
+from appliance.api.messages import MAX_BATCH, BackendSender
 from appliance.api.metrics import METRICS_ROUTES, MetricsAccess
 from appliance.api.pictures import PICTURE_ROUTES
 from appliance.api.previews import PREVIEW_ROUTES
@@ -37,8 +37,14 @@ from appliance.engine.groups import GroupManager
 from appliance.errors import ApplianceError
 from appliance.media.files import FileService
 from appliance.media.previews import PreviewService
-from appliance.protocol.wire import PRIORITY_MAX, STORED_U64_MAX, TYPE_MAX
-from appliance.protocol.wire.frames import MAX_ADDRESS_BYTES, U64_MAX
+from appliance.protocol.wire import (
+    MAX_ADDRESS_BYTES,
+    PRIORITY_MAX,
+    STORED_U64_MAX,
+    TYPE_MAX,
+    U32_MAX,
+    U64_MAX,
+)
 from appliance.service.admin import (
     MAX_TOKEN_TTL_S,
     AdminService,
@@ -228,8 +234,8 @@ async def operator_stats(call: Call) -> ApiResponse:
 # --- the table ----------------------------------------------------------------------------
 
 _ADDRESS = {"type": "string", "minLength": 1, "maxLength": MAX_ADDRESS_BYTES,
-            "description": "1-64 bytes of UTF-8, stored in Unicode NFC; no control, format"
-                           " (bidi, zero-width) or other invisible characters"}
+            "description": f"1-{MAX_ADDRESS_BYTES} bytes of UTF-8, stored in Unicode NFC; no"
+                           " control, format (bidi, zero-width) or other invisible characters"}
 _USER = {"type": "object", "properties": {"address": _ADDRESS, "created_ms": {"type": "integer"}},
          "required": ["address", "created_ms"]}
 _MESSAGE_IN = {"type": "object", "properties": {

@@ -109,7 +109,6 @@ class CertificateManager:
         self.serving = "self-signed"
         self.suggested_ms = 0  # the CA's RFC 9773 suggestion for the current certificate
         self._ari_recheck_ms = 0
-        self.orders = 0  # orders this process placed (tests: one per renewal across processes)
         self._loop: asyncio.AbstractEventLoop | None = None
         answers.publish = self._publish
 
@@ -223,7 +222,6 @@ class CertificateManager:
         failures: list[CertificateError] = []
         challenge = self._challenge(state.attempts)
         for issuer in self._issuer_list():
-            self.orders += 1
             log.info("ordering a certificate for %s from %s (%s)",
                      ", ".join(self.config.hostnames), issuer.url, challenge)
             try:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from appliance.protocol.wire.constants import DEFAULT_EXPIRY_S
 from appliance.sdk import Client, Group, IncomingMessage, Status
 from appliance.transport.loop import run
 
@@ -63,7 +64,8 @@ def client() -> None:
 @click.argument("to")
 @click.argument("text")
 @click.option("--group", "to_group", is_flag=True, help="TO is a group id, not a user address.")
-@click.option("--expiry", default=7 * 86400, help="Seconds to deliver within (0: real time).")
+@click.option("--expiry", default=DEFAULT_EXPIRY_S,
+              help="Seconds to deliver within (0: real time).")
 @click.option("--wait", "wait_for", type=click.Choice(sorted(_WAIT)), default="sent",
               help="Return once the message has this status.")
 @_connection_options

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import getpass
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
@@ -173,8 +173,3 @@ def record_database(location: DatabaseLocation, data_dir: Path) -> Path:
     tmp.chmod(0o600)  # a remote URL may carry a password
     tmp.replace(target)
     return target
-
-
-def with_user(location: DatabaseLocation, user: str) -> DatabaseLocation:
-    """The same location, logging in as `user`."""
-    return replace(location, user=user)

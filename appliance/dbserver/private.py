@@ -125,7 +125,6 @@ class PrivateServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
-        self.restarts = 0
 
     def start(self, timeout_s: float = _START_TIMEOUT_S) -> None:
         """Start mariadbd and return once it reported READY=1.
@@ -161,7 +160,6 @@ class PrivateServer:
                 return
             try:
                 self.proc = self._spawn(_START_TIMEOUT_S)
-                self.restarts += 1
                 attempt = 0
             except DbServerError as exc:
                 log.error("private MariaDB server did not restart: %s", exc)

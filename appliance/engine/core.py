@@ -146,8 +146,8 @@ class Engine:
             device = await self.store.register_device(principal.user_id, hello.device_id, now,
                                                       stale_before)
             # A new device starts after every report that exists (its cursor)
-            # and has a queue only if it inherited its user's ("maybe" for a
-            # device another HELLO registered meanwhile).
+            # and has a queue only if it took over a placeholder's or a stale
+            # device's ("maybe" for a device another HELLO registered meanwhile).
             has_pending = has_receipts = device.inherited
         else:
             commit.batch.seen[device.device_rowid] = now  # bookkeeping: no need to wait
@@ -160,6 +160,9 @@ class Engine:
                 self._detach(old)
                 old.link.close(CloseCode.REPLACED, "the same device connected again")
         rowid = device.device_rowid
+        # The stored cursor may predate a REPORT_ACK whose commit landed during
+        # the read (its `reporting` entry is gone by now): `drain_receipts`
+        # compares with the cursor stored when it reads (issue 16).
         cursor = max(device.report_cursor, commit.reporting.get(rowid, 0))
         session = Session(link, principal.app_id, principal.user_id, principal.address,
                           hello.device_id, rowid, cursor, hashed, principal.token_expires_ms)

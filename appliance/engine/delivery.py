@@ -229,13 +229,22 @@ class Delivery:
             inflight[p.seq] = p.priority
 
     async def drain_receipts(self, session: Session) -> None:
-        """Send the stored status reports the device has not confirmed."""
+        """Send the stored status reports the device has not confirmed.
+
+        Never one it confirmed (PROTOCOL.md §3.7), whatever commits meanwhile:
+        the read also compares with the device's cursor as stored when it runs
+        (the session's may come from a HELLO read older than the commit of
+        the device's last REPORT_ACK), and a row the device confirmed while
+        the read was in flight (`Engine.on_report_ack`) is not sent.
+        """
         cursor = session.report_cursor
         while not session.closed:
             skipped = session.report_skipped
+            cursor = max(cursor, session.report_cursor)
             try:
                 rows = await self.store.pending_receipts(session.user_id, cursor,
-                                                         _RECEIPTS_PER_READ)
+                                                         _RECEIPTS_PER_READ,
+                                                         session.device_rowid)
             except StorageError as exc:
                 log.warning("cannot read receipts of %r: %s", session, exc)
                 self.figures.store_errors["read"] += 1
@@ -245,10 +254,10 @@ class Delivery:
                 return
             status = session.link.status
             extensions = session.extensions
+            confirmed = session.report_cursor
             for r in rows:
-                if extensions or r.status not in _AGGREGATE:
-                    status(r.msg_id, r.status, r.timestamp_ms, r.report_seq, r.group_id,
-                           r.peer)
+                if r.report_seq > confirmed and (extensions or r.status not in _AGGREGATE):
+                    status(r.msg_id, r.status, r.timestamp_ms, r.report_seq, r.group_id, r.peer)
                 cursor = r.report_seq
             if len(rows) < _RECEIPTS_PER_READ and session.report_skipped == skipped:
                 session.report_backlog = False

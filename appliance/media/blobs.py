@@ -412,10 +412,6 @@ class DiskBlobStore:
         except OSError as exc:
             raise disk_error(exc, "cannot clean the uploads directory") from None
 
-    def busy(self, upload_id: str) -> bool:
-        """Whether a writer of this store holds the upload now."""
-        return upload_id in self._busy
-
     async def open(self, sha256: bytes) -> BinaryIO:
         """See `BlobStore.open`."""
         path = self.local_path(sha256)

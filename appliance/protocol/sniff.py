@@ -19,8 +19,10 @@ from __future__ import annotations
 
 from enum import Enum
 
+from appliance.protocol.wire.constants import MAGIC
+
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-NATIVE_FIRST_BYTE = 0x89
+NATIVE_FIRST_BYTE = MAGIC[0]
 TLS_HANDSHAKE, TLS_MAJOR = 0x16, 0x03
 #: The longest method we wait for before calling the bytes garbage.
 MAX_METHOD = 24

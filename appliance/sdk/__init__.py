@@ -25,7 +25,7 @@ as ``appliance``, so it lives beside the server; see packaging/sdk/README.md.
 from __future__ import annotations
 
 from appliance import __version__
-from appliance.protocol.wire import Flag, Status
+from appliance.protocol.wire import Feature, Flag, Status
 from appliance.sdk.client import Client, ReadSession
 from appliance.sdk.errors import (
     AuthenticationError,
@@ -75,6 +75,7 @@ from appliance.sdk.models import (
     file_payload,
     parse_file_payload,
 )
+from appliance.sdk.server_info import ServerLimits
 
 __all__ = [
     "__version__",
@@ -91,6 +92,8 @@ __all__ = [
     "FileAccessDeniedError", "FileChangedError", "FileCorruptError", "FileInfo",
     "FileRejectedError", "FileTransferError", "NoSuchFileError", "QuotaExceededError",
     "TransferInterruptedError", "UnauthorizedError", "file_payload", "parse_file_payload",
+    # what the server announced in WELCOME (issue 16)
+    "Feature", "ServerLimits",
     # groups (issue 16): client.groups
     "GroupChange", "GroupEvent", "GroupFlag", "GroupRequestError", "MemberChange", "Perm",
 ]

@@ -30,15 +30,19 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.errors import StorageError
 from appliance.protocol.wire import (
+    DEFAULT_EXPIRY_S,
+    MAX_ADDRESS_BYTES,
+    MAX_IDS_PER_FRAME,
     PRIORITY_MAX,
     STORED_U64_MAX,
     TYPE_MAX,
+    U32_MAX,
+    U64_MAX,
     Ack,
     Close,
     CloseCode,
     Flag,
     Hello,
-    HelloFlag,
     Message,
     Ping,
     ReadReport,
@@ -48,7 +52,6 @@ from appliance.protocol.wire import (
     Welcome,
     encode_message,
 )
-from appliance.protocol.wire.frames import MAX_IDS_PER_FRAME
 from appliance.sdk.errors import (
     ClientClosedError,
     ClientConnectionError,
@@ -71,6 +74,7 @@ from appliance.sdk.models import (
     file_payload,
 )
 from appliance.sdk.native import NativeWire
+from appliance.sdk.server_info import HELLO_FLAGS, server_info
 from appliance.sdk.store import LocalStore, queued
 
 if TYPE_CHECKING:
@@ -80,15 +84,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-_DEFAULT_EXPIRY_S = 7 * 86400
-_MAX_ADDRESS = 64
 _MAX_IDS_PER_FRAME = MAX_IDS_PER_FRAME  # what the server takes from one ACK or READ
 #: Frame overhead of a MESSAGE besides peer and payload (PROTOCOL.md §3.3).
 _MESSAGE_OVERHEAD = 5 + 54
 _RETRIED = (Status.FAILED, Status.RATE_LIMITED)
-
-
-_U32, _U64 = 2**32 - 1, 2**64 - 1
 
 
 def _check_ranges(**fields: tuple[int, int]) -> None:
@@ -153,7 +152,7 @@ class Client:
     def __init__(self, host: str, port: int, token: str, *, store: str | Path = ":memory:",
                  device_id: str | None = None, synchronous: str = "NORMAL",
                  backoff: Backoff | None = None, connect_timeout_s: float = 10.0,
-                 keepalive_s: int = 30, default_expiry_s: int = _DEFAULT_EXPIRY_S,
+                 keepalive_s: int = 30, default_expiry_s: int = DEFAULT_EXPIRY_S,
                  commit_interval_s: float = 0.002, websocket: bool = False,
                  ssl: ssl_module.SSLContext | None = None) -> None:
         self.host, self.port = host, port
@@ -172,6 +171,7 @@ class Client:
         self.address = ""
         self.device_id = ""
         self.max_frame_bytes = 64 * 1024 + 512
+        self.limits, self.server_features = server_info(None)  # WELCOME's (server_info.py)
         self._store: LocalStore | None = None
         self._wire: NativeWire | None = None
         self._task: asyncio.Task[None] | None = None
@@ -192,8 +192,6 @@ class Client:
         self._status_events: _Events[StatusUpdate] = _Events("status")
         self._connection_events: _Events[ConnectionEvent] = _Events("connection")
         self._files: FileTransfer | None = None
-        #: WELCOME's extension fields (`WelcomeField` -> value); empty from an older server.
-        self.server_info: dict[int, int] = {}
         #: Extension frame event class -> its handler (sdk/groups.py...).
         self._extension_handlers: dict[type, Callable[[Any], None]] = {}
         self._groups: Groups | None = None
@@ -326,8 +324,8 @@ class Client:
             peer = unicodedata.normalize("NFC", peer)
         peer_bytes = peer.encode()
         msg_id = self._next_id() if id is None else id
-        if not group_id and not 1 <= len(peer_bytes) <= _MAX_ADDRESS:
-            raise InvalidDestinationError(f"address must be 1-{_MAX_ADDRESS} bytes, got"
+        if not group_id and not 1 <= len(peer_bytes) <= MAX_ADDRESS_BYTES:
+            raise InvalidDestinationError(f"address must be 1-{MAX_ADDRESS_BYTES} bytes, got"
                                           f" {len(peer_bytes)}", status=Status.INVALID_DEST,
                                           message_id=msg_id)
         if len(data) + len(peer_bytes) + _MESSAGE_OVERHEAD > self.max_frame_bytes:
@@ -335,12 +333,12 @@ class Client:
                                 status=Status.TOO_LARGE, message_id=msg_id)
         expiry = self.default_expiry_s if expiry_s is None else expiry_s
         if not (0 <= priority <= PRIORITY_MAX and 0 <= type <= TYPE_MAX
-                and 0 <= flags <= Flag.CLIENT_MASK and 0 <= expiry <= _U32
-                and 0 <= msg_id <= _U64 and 0 <= refid <= _U64
+                and 0 <= flags <= Flag.CLIENT_MASK and 0 <= expiry <= U32_MAX
+                and 0 <= msg_id <= U64_MAX and 0 <= refid <= U64_MAX
                 and 0 <= group_id <= STORED_U64_MAX):
             _check_ranges(priority=(priority, PRIORITY_MAX), type=(type, TYPE_MAX),
-                          flags=(flags, Flag.CLIENT_MASK), expiry_s=(expiry, _U32),
-                          id=(msg_id, _U64), refid=(refid, _U64),
+                          flags=(flags, Flag.CLIENT_MASK), expiry_s=(expiry, U32_MAX),
+                          id=(msg_id, U64_MAX), refid=(refid, U64_MAX),
                           group=(group_id, STORED_U64_MAX))
         message = OutgoingMessage(id=msg_id, peer=peer, group_id=group_id, payload=data,
                                   refid=refid, expiry_s=expiry, type=type, flags=flags,
@@ -414,7 +412,7 @@ class Client:
         self._store_or_raise()
         size = len(file_payload([FileInfo("a" * 26, name or Path(path).name, "x" * 127, 2**53,
                                           "0" * 64, 99999, 99999)], caption))
-        if size + _MAX_ADDRESS + _MESSAGE_OVERHEAD > self.max_frame_bytes:
+        if size + MAX_ADDRESS_BYTES + _MESSAGE_OVERHEAD > self.max_frame_bytes:
             raise TooLargeError(f"a caption of {len(caption or '')} characters does not fit"
                                 " in a message", status=Status.TOO_LARGE, message_id=0)
         info = await self.upload_file(path, name=name, content_type=content_type,
@@ -684,8 +682,7 @@ class Client:
         self._wire = wire
         try:
             wire.start(wire.codec.send(Hello(self._token, self.device_id.encode(),
-                                             self.keepalive_s,
-                                             client_flags=HelloFlag.EXTENSIONS)))
+                                             self.keepalive_s, HELLO_FLAGS)))
             try:
                 welcome = await asyncio.wait_for(asyncio.shield(wire.welcome),
                                                  self.connect_timeout_s)
@@ -718,12 +715,12 @@ class Client:
     def _online_with(self, wire: NativeWire, welcome: Welcome) -> None:
         self.address = welcome.address.decode("utf-8", "replace")
         self.max_frame_bytes = welcome.max_frame_bytes
-        self.server_info = welcome.info or {}
+        self.limits, self.server_features = server_info(welcome)
         wire.online = True
         store = self._store
         assert store is not None
         # What the store holds unanswered goes first, in order, with its ids
-        # (PROTOCOL.md §6.1); what this turn sends follows with its commit.
+        # (PROTOCOL.md §6 rule 1); what this turn sends follows with its commit.
         waiting, expired = self._outbox(store)
         for m in waiting:
             self._write_message(wire, m)

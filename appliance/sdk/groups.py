@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from appliance.protocol.wire import Feature, Flag, LocalWireError, WelcomeField
+from appliance.protocol.wire import Feature, Flag, LocalWireError
 from appliance.protocol.wire.groups import (
     FLAG_NAMES,
     MAX_MANAGE_MEMBERS,
@@ -168,8 +168,7 @@ class Groups:
     @property
     def supported(self) -> bool:
         """Whether the server takes group changes from clients (WELCOME FEATURES)."""
-        info = self._client.server_info
-        return bool(info.get(WelcomeField.FEATURES, 0) & Feature.GROUP_MANAGE)
+        return Feature.GROUP_MANAGE in self._client.server_features
 
     async def create(self, name: str, members: Mapping[str, int] | Iterable[str] = (), *,
                      perms: int = Perm.DEFAULT, flags: int = GroupFlag.DEFAULT) -> GroupChange:

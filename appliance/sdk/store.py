@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import StorageError
-from appliance.protocol.wire import Flag, Message, Status
+from appliance.protocol.wire import STORED_U64_MAX, Flag, Message, Status
+from appliance.protocol.wire.ids import LOWEST_DB_ID, from_db_id, to_db_id
 from appliance.sdk.models import OutgoingMessage, StoredMessage, moves_forward
 
-_SIGN = 1 << 63
-_WRAP = 1 << 64
 _SCHEMA_VERSION = 1
 _RETRIED = (Status.OUTBOX, Status.FAILED, Status.RATE_LIMITED)
 NEW, READ_UNREPORTED, READ_REPORTED = 0, 1, 2
@@ -85,7 +84,7 @@ _INSERT_INCOMING = (
 
 
 def queued(m: OutgoingMessage) -> bool:
-    """Whether `m` waits in the outbox until answered (PROTOCOL.md §6.1).
+    """Whether `m` waits in the outbox until answered (PROTOCOL.md §6 rule 1).
 
     Real-time messages (expiry 0 or TRANSIENT) and id 0 ("no status") are sent
     once, if the client is online: they are neither stored by the server nor
@@ -102,22 +101,6 @@ def _incoming_row(m: Message, now_ms: int) -> tuple[Any, ...]:
         peer = b"" if m.group_id else m.peer
     return (outgoing, sender, peer, m.group_id, to_db_id(m.id), to_db_id(m.refid) or 0, m.seq,
             now_ms, m.timestamp_ms, m.expiry_s, m.type, m.flags, m.priority, read, m.payload)
-
-
-# The server's SQL backends map ids the same way (storage/sql/writes.py);
-# repeated here because the SDK ships without the server's packages.
-def to_db_id(msg_id: int) -> int | None:
-    """A u64 message id as SQLite stores it (0 -> NULL)."""
-    if msg_id == 0:
-        return None
-    return msg_id - _WRAP if msg_id >= _SIGN else msg_id
-
-
-def from_db_id(value: int | None) -> int:
-    """Inverse of `to_db_id`."""
-    if value is None:
-        return 0
-    return value + _WRAP if value < 0 else value
 
 
 class LocalStore:
@@ -302,7 +285,7 @@ class LocalStore:
         if high is None:
             row = self.conn.execute("SELECT max(msg_id) FROM messages WHERE sender = ?",
                                     (sender,)).fetchone()
-            high = self._highest[sender] = -_SIGN if row[0] is None else row[0]
+            high = self._highest[sender] = LOWEST_DB_ID if row[0] is None else row[0]
         return high
 
     # --- reads -----------------------------------------------------------------
@@ -340,7 +323,7 @@ class LocalStore:
             f"SELECT m.rowid, {_COLUMNS} FROM messages AS m LEFT JOIN own_status AS s"
             " ON m.outgoing = 1 AND m.sender = x'' AND s.msg_id = m.msg_id"
             " WHERE m.group_id = ? AND m.peer = ? AND m.rowid < ? ORDER BY m.rowid DESC LIMIT ?",
-            (group_id, peer if not group_id else b"", before or _SIGN - 1, limit)).fetchall()
+            (group_id, peer if not group_id else b"", before or STORED_U64_MAX, limit)).fetchall()
         return [(r[0], StoredMessage(
             id=from_db_id(r[1]), outgoing=bool(r[2]), sender=bytes(r[3]).decode(),
             peer=bytes(r[4]).decode(), group_id=r[5], refid=from_db_id(r[6]),

@@ -35,7 +35,7 @@ from appliance.dbserver.private import (
 )
 from appliance.errors import DbServerError, DbServerMissingError, UsageError
 from appliance.storage import maintenance
-from appliance.storage.sql.migrate import SchemaStatus
+from appliance.storage.models import SchemaStatus
 
 SYSTEM_SOCKET = "/run/mysqld/mysqld.sock"
 
@@ -96,8 +96,6 @@ def bootstrap_system(data_dir: Path, *, socket: str = SYSTEM_SOCKET,
         UsageError: a bad name, or the service user does not exist.
         StorageError: the server refused a step.
     """
-    from appliance.storage.mariadb.bootstrap import bootstrap
-
     account = _service_account(service_user)
     installed = ensure_server_installed(confirm_install)
     if not socket_live(Path(socket)):
@@ -105,7 +103,7 @@ def bootstrap_system(data_dir: Path, *, socket: str = SYSTEM_SOCKET,
                             " (systemctl start mariadb) or name its socket with --socket")
     admin = parse_database(socket, data_dir, key="--socket")
     admin = replace(admin, database=database)
-    report = bootstrap(admin, database, account.pw_name, timeout_s)
+    report = maintenance.bootstrap(admin, database, account.pw_name, timeout_s)
     migrated = maintenance.migrate(admin, timeout_s, now_ms)  # as the administrator
     location = replace(admin, user=account.pw_name)
     recorded = _record(location, data_dir, account)
@@ -124,8 +122,6 @@ def bootstrap_private(data_dir: Path, *, database: str = DEFAULT_DATABASE,
             the server cannot be initialised or started.
         StorageError: the server refused a step.
     """
-    from appliance.storage.mariadb.bootstrap import bootstrap
-
     account = _service_account(service_user)
     installed = ensure_server_installed(confirm_install)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -141,7 +137,7 @@ def bootstrap_private(data_dir: Path, *, database: str = DEFAULT_DATABASE,
     try:
         location = replace(parse_database("private", data_dir), user=os_user(),
                            database=database)
-        report = bootstrap(location, database, account.pw_name, timeout_s)
+        report = maintenance.bootstrap(location, database, account.pw_name, timeout_s)
         migrated = maintenance.migrate(location, timeout_s, now_ms)
     finally:
         if server is not None:
@@ -208,9 +204,7 @@ def status(config: StorageConfig) -> DatabaseStatus:
     with running(location, config.data_dir):
         schema = maintenance.status(location, config.timeout_s)
         if location.kind == "mariadb":
-            from appliance.storage.mariadb.bootstrap import durability_warnings
-
-            warnings = durability_warnings(location, config.timeout_s)
+            warnings = maintenance.durability_warnings(location, config.timeout_s)
     return DatabaseStatus(location, chosen, schema, warnings)
 
 

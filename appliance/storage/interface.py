@@ -65,8 +65,12 @@ class MessageStore(Protocol):
         """
         ...
 
-    async def pending_receipts(self, user_id: int, after_seq: int, limit: int) -> list[Receipt]:
+    async def pending_receipts(self, user_id: int, after_seq: int, limit: int,
+                               device_rowid: int = 0) -> list[Receipt]:
         """Stored status reports for `user_id` with report_seq above `after_seq`.
+
+        With `device_rowid`, also above the report cursor stored for that
+        device (what it confirmed, as committed when the read runs).
 
         Raises:
             StorageUnavailableError: the store cannot be read.
@@ -123,11 +127,16 @@ class DirectoryStore(Protocol):
 
     async def register_device(self, user_id: int, device_id: bytes, now_ms: int,
                               stale_before_ms: int) -> DeviceRecord:
-        """Record that a device connected; a new device gets the user's queue.
+        """Record that a device connected.
 
-        Devices not seen since `stale_before_ms` are forgotten first.  The
-        record says whether a device created here inherited any queued message
-        (`DeviceRecord.inherited`; True when the device already existed).
+        A new device gets every message accepted after it (the next commits'
+        delivery rows) and takes over what waited for the devices it
+        replaces: the user's placeholder (queued while the user had no
+        device) and the devices not seen since `stale_before_ms`, which are
+        forgotten.  Nothing is copied from the user's other devices
+        (PROTOCOL.md §3.1).  The record says whether a device created here
+        inherited any queued message (`DeviceRecord.inherited`; True when the
+        device already existed).
 
         Raises:
             StorageUnavailableError: nothing was changed.

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 
 from appliance.config.database import DatabaseLocation
 from appliance.errors import StorageError
+from appliance.storage.models import BootstrapReport, SchemaStatus
 from appliance.storage.sql import copy as sql_copy, migrate as sql_migrate
 from appliance.storage.sql.dialect import Connection
-from appliance.storage.sql.migrate import SchemaStatus
 
 
 @contextlib.contextmanager
@@ -83,6 +83,32 @@ def flush_log_at_trx_commit(location: DatabaseLocation, timeout_s: float) -> int
         except conn.errors as exc:
             raise conn.translate(exc) from None
     return int(row[0])
+
+
+def bootstrap(admin: DatabaseLocation, database: str, service_user: str,
+              timeout_s: float) -> BootstrapReport:
+    """Create `database` on a MariaDB server and the service's account, reached by
+    unix_socket (no password anywhere); idempotent.  See `storage.mariadb.bootstrap`.
+
+    Raises:
+        UsageError: the database or user name is not acceptable.
+        StorageUnavailableError: the server cannot be reached as `admin`.
+        StorageError: the server refused a statement.
+    """
+    from appliance.storage.mariadb.bootstrap import bootstrap as bootstrap_mariadb
+
+    return bootstrap_mariadb(admin, database, service_user, timeout_s)
+
+
+def durability_warnings(location: DatabaseLocation, timeout_s: float) -> tuple[str, ...]:
+    """MariaDB settings that weaken durability (SPEC M14), with their values; empty: fine.
+
+    Raises:
+        StorageUnavailableError: unreachable.
+    """
+    from appliance.storage.mariadb.bootstrap import durability_warnings as warnings_of
+
+    return warnings_of(location, timeout_s)
 
 
 def migrate(location: DatabaseLocation, timeout_s: float, now_ms: int) -> list[int]:

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-# Defined with the wire (PROTOCOL.md §8.3), where they travel; the store keeps them.
+# Perm and GroupFlag are defined with the wire (PROTOCOL.md §8.3), where they travel.
 from appliance.protocol.wire.groups import GroupFlag as GroupFlag, Perm as Perm
+from appliance.storage.migrations import Migration
 
 
 class Outcome(IntEnum):
@@ -399,3 +400,32 @@ class FileVariant:
     content_type: str
     width: int
     height: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedMigration:
+    """A row of schema_migrations."""
+
+    version: int
+    name: str
+    checksum: str
+    applied_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaStatus:
+    """What the database has and what this binary would still apply (`maintenance.status`)."""
+
+    applied: tuple[AppliedMigration, ...]
+    pending: tuple[Migration, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapReport:
+    """What preparing a database on a MariaDB server found and did (`maintenance.bootstrap`)."""
+
+    server_version: str
+    created_database: bool
+    created_user: bool
+    #: Settings that weaken durability, with their values (empty = fine).
+    warnings: tuple[str, ...]

@@ -6,7 +6,6 @@ process; the service never restarts itself from its own cgroup.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -47,7 +46,3 @@ def unit_property(unit: str, name: str) -> str:
     """One property of a unit (``systemctl show -p``), "" when unknown."""
     done = systemctl("show", "-p", name, "--value", unit, check=False)
     return done.stdout.strip() if done.returncode == 0 else ""
-
-
-def is_root() -> bool:
-    return os.geteuid() == 0

@@ -3,58 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from openapi_spec_validator import validate
 
 from appliance.protocol.wire import CloseCode, Flag, Message, Status
+from tests.api.rest_support import Api
 from tests.support.client import Client, ServerClosedError
-from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.slow
-
-
-@dataclass
-class Api:
-    server: ServerProcess
-    secret: str
-
-    def call(self, method: str, path: str, body: Any = None, *, secret: str | None = None,
-             raw: bytes | None = None) -> tuple[int, dict[str, str], Any]:
-        conn = http.client.HTTPConnection(self.server.host, self.server.port, timeout=30)
-        headers = {"Authorization": f"Bearer {self.secret if secret is None else secret}"}
-        if secret == "":
-            headers = {}
-        data = raw if raw is not None else (None if body is None else json.dumps(body))
-        conn.request(method, path, body=data, headers=headers)
-        response = conn.getresponse()
-        payload = response.read()
-        conn.close()
-        doc = json.loads(payload) if payload else None
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, doc
-
-
-@pytest.fixture
-def api(data_dir: Path) -> Iterator[Api]:
-    secret = subprocess.run([sys.executable, "-m", "appliance", "--data-dir", str(data_dir),
-                             "app", "secret"], capture_output=True, text=True, check=True,
-                            timeout=60).stdout.strip()
-    server = ServerProcess(data_dir)
-    server.start()
-    try:
-        yield Api(server, secret)
-    finally:
-        server.stop()
-    assert "Traceback" not in server.output, server.output
 
 
 def test_authentication_is_required_and_errors_are_problems(api: Api) -> None:

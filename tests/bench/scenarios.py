@@ -8,6 +8,7 @@ keyed by `Row.key`.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import math
 import re
@@ -568,41 +569,55 @@ class Rest:
             ok=at_least(5_000)),
         Row("h2.failed", "HTTP/2: failed requests"),
         Row("h2.server_cpu", "HTTP/2: server CPU %"),
+        Row("batch.messages", "HTTP/2, arrays of 100: messages per s", target=">= 25,000",
+            ok=at_least(25_000)),
+        Row("batch.rate", "HTTP/2, arrays of 100: requests per s"),
+        Row("batch.failed", "HTTP/2, arrays of 100: failed requests"),
+        Row("batch.sent", "HTTP/2, arrays of 100: answers SENT in a sample request"),
+        Row("batch.server_cpu", "HTTP/2, arrays of 100: server CPU %"),
     ]
 
     def title(self, s: Settings) -> str:
         return (f"rest: {self.requests(s.quick):,} POST /v1/messages (100-byte text, stored for an"
                 " offline user) with h2load on the generator CPU: HTTP/1.1 with 50 keep-alive"
-                " connections; HTTP/2 with 10 connections x 10 streams")
+                " connections; HTTP/2 with 10 connections x 10 streams; then arrays of"
+                f" {BATCH} messages (to {BATCH} offline users) over HTTP/2, 10 connections x 4"
+                " streams (issue 16)")
 
     @staticmethod
     def requests(quick: bool) -> int:
         return 10_000 if quick else 40_000
 
     def users_needed(self, quick: bool) -> int:
-        return 2
+        return 1 + BATCH
 
     def run(self, s: Settings) -> dict[str, float]:
         users = s.template()
         out: dict[str, float] = {}
-        for label, flags in (("h1", ["--h1", "-c", "50", "-m", "1"]),
-                             ("h2", ["-c", "10", "-m", "10"])):
+        single = {"from": users.addresses[0], "to": users.addresses[1], "text": "x" * 100}
+        batch = [{"from": users.addresses[0], "to": users.addresses[1 + i], "text": "x" * 100}
+                 for i in range(BATCH)]
+        for label, flags, doc, n in (
+                ("h1", ["--h1", "-c", "50", "-m", "1"], single, self.requests(s.quick)),
+                ("h2", ["-c", "10", "-m", "10"], single, self.requests(s.quick)),
+                ("batch", ["-c", "10", "-m", "4"], batch, 10 * self.requests(s.quick) // BATCH)):
             s.settle()
             with users.fresh_copy(s.root) as run_dir, \
                     server(run_dir / "data", s.server_cpu) as srv:
                 assert srv.proc is not None
                 body = run_dir / "body.json"
-                body.write_text(json.dumps({"from": users.addresses[0],
-                                            "to": users.addresses[1], "text": "x" * 100}))
+                body.write_text(json.dumps(doc))
                 usage = Usage(srv.proc.pid, s.cpus)
                 result = subprocess.run(
                     ["taskset", "-c", str(s.gen_cpu), "h2load", *flags,
-                     "-n", str(self.requests(s.quick)), "-d", str(body),
+                     "-n", str(n), "-d", str(body),
                      "-H", f"authorization: Bearer {users.app_secret}",
                      "-H", "content-type: application/json",
                      f"http://{srv.host}:{srv.port}/v1/messages"],
                     capture_output=True, text=True, timeout=600)
                 usage.stop()
+                if label == "batch":
+                    out["batch.sent"] = _batch_sample(srv.host, srv.port, users.app_secret, body)
             if result.returncode != 0:
                 raise BenchError(f"h2load failed: {result.stderr[-2000:]}")
             rate = re.search(r"finished in [0-9.]+m?s, ([0-9.]+) req/s", result.stdout)
@@ -614,7 +629,24 @@ class Rest:
             out[f"{label}.rate"] = float(rate[1])
             out[f"{label}.failed"] = float(failed[1])
             out[f"{label}.server_cpu"] = usage.server_pct
+        out["batch.messages"] = out["batch.rate"] * BATCH
         return out
+
+
+#: Messages per request in the batch run of `Rest`.
+BATCH = 100
+
+
+def _batch_sample(host: str, port: int, secret: str, body: Path) -> float:
+    """How many messages of one more array the server answered SENT (h2load sees 200 only)."""
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        conn.request("POST", "/v1/messages", body.read_bytes(),
+                     {"authorization": f"Bearer {secret}", "content-type": "application/json"})
+        doc = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    return float(sum(1 for r in doc["results"] if r.get("status") == "SENT"))
 
 
 # --- MariaDB beside SQLite (issue #5) ------------------------------------------------

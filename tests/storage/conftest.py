@@ -7,6 +7,7 @@ run).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -33,6 +34,17 @@ class Opener:
 
     def __call__(self, *, server: bool = True) -> Awaitable[Storage]:
         return self._open(server)
+
+
+def run(backend: Opener, fn: Callable[[Storage], Awaitable[None]]) -> None:
+    """Open the test's store, run `fn` on it, close it."""
+    async def main() -> None:
+        store = await backend()
+        try:
+            await fn(store)
+        finally:
+            await store.close()
+    asyncio.run(main())
 
 
 @pytest.fixture(params=["sqlite", "mariadb"])

@@ -9,7 +9,6 @@ the database they are two clients, as two processes or nodes would be.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -17,21 +16,11 @@ from appliance.errors import StorageError
 from appliance.storage.interface import Storage
 from appliance.storage.models import RenewalState, StoredCertificate
 from appliance.storage.sql.store import SqlStorage
-from tests.storage.conftest import Opener
+from tests.storage.conftest import Opener, run
 
 NOW = 1_700_000_000_000
 TTL = 60_000
 ROUNDS = 20
-
-
-def run(backend: Opener, fn: Callable[[Storage], Awaitable[None]]) -> None:
-    async def main() -> None:
-        store = await backend()
-        try:
-            await fn(store)
-        finally:
-            await store.close()
-    asyncio.run(main())
 
 
 def cert(name: str, fill: bytes, *, version: int = 0) -> StoredCertificate:

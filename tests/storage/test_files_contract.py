@@ -12,7 +12,6 @@ import asyncio
 import base64
 import hashlib
 import os
-from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -21,21 +20,11 @@ from appliance.storage.interface import Storage
 from appliance.storage.models import FileRecord, FileVariant, Perm
 from appliance.storage.sql.filestore import wall_ms
 from appliance.storage.sql.store import SqlStorage
-from tests.storage.conftest import Opener
+from tests.storage.conftest import Opener, run
 
 NOW = 1_700_000_000_000
 DAY = 86_400_000
 MiB = 1 << 20
-
-
-def run(backend: Opener, fn: Callable[[Storage], Awaitable[None]]) -> None:
-    async def main() -> None:
-        store = await backend()
-        try:
-            await fn(store)
-        finally:
-            await store.close()
-    asyncio.run(main())
 
 
 def new_id() -> str:

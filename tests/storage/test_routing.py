@@ -8,9 +8,7 @@ Attacks first: another app's group, a member without SEND, hostile ids.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -26,7 +24,7 @@ from appliance.storage.models import (
     WriteBatch,
 )
 from appliance.storage.routing import group_recipients, group_stores, peer_recipients
-from tests.storage.conftest import Opener
+from tests.storage.conftest import Opener, run
 
 NOW = 1_700_000_000_000
 APP, OTHER_APP = 1, 2
@@ -121,16 +119,6 @@ def test_a_one_to_one_message_needs_its_peer_in_the_app() -> None:
 
 
 # --- the store's roster, and the writer deciding alike -----------------------------
-
-
-def run(backend: Opener, fn: Callable[[Storage], Awaitable[None]]) -> None:
-    async def main() -> None:
-        store = await backend()
-        try:
-            await fn(store)
-        finally:
-            await store.close()
-    asyncio.run(main())
 
 
 def test_a_roster_never_crosses_apps(backend: Opener) -> None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 from appliance.engine.submit import Sender
 from appliance.errors import ConflictError, StorageError
 from appliance.names import APP_SENDER
-from appliance.protocol.wire import Message, Status
+from appliance.protocol.wire import STORED_U64_MAX, Message, Status
 from appliance.protocol.wire.groups import FLAG_NAMES, PERM_NAMES, bit_names
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ _ATTEMPTS: Final = 5
 _APP_USERS_MAX: Final = 10_000
 #: Announcement ids have the top bit set, apart from the time-ordered ids the REST
 #: API gives what an app sends as @app (`api.messages`): the two never collide.
-_ID_SPACE: Final = 1 << 63
+_ID_SPACE: Final = STORED_U64_MAX + 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from appliance.protocol.wire.connection import Role, State, WireConnection
-from appliance.protocol.wire.constants import Feature, HelloFlag, WelcomeField
+from appliance.protocol.wire.constants import (
+    DEFAULT_EXPIRY_S,
+    MAX_ADDRESS_BYTES,
+    MAX_IDS_PER_FRAME,
+    U32_MAX,
+    U64_MAX,
+    Feature,
+    HelloFlag,
+    WelcomeField,
+)
 from appliance.protocol.wire.errors import LocalWireError, RemoteWireError
 from appliance.protocol.wire.frames import (
     PREFACE,
@@ -33,6 +42,7 @@ from appliance.protocol.wire.frames import (
 )
 
 __all__ = [
+    "DEFAULT_EXPIRY_S", "MAX_ADDRESS_BYTES", "MAX_IDS_PER_FRAME", "U32_MAX", "U64_MAX",
     "PREFACE", "PRIORITY_MAX", "PROTOCOL_VERSION", "STORED_U64_MAX", "TYPE_MAX", "Ack", "Close",
     "CloseCode", "Event", "Feature", "Flag", "FrameType", "HelloFlag", "WelcomeField",
     "Hello", "LocalWireError", "Message", "Ping", "Pong", "ReadReport", "RemoteWireError",

@@ -141,6 +141,8 @@ MAX_ADDRESS_BYTES: Final = 64
 #: a frame's work is bounded.  Clients send more in several frames.
 MAX_IDS_PER_FRAME: Final = 1000
 U64_MAX: Final = (1 << 64) - 1
+#: `expiry_s` (and the other u32 fields) at most.
+U32_MAX: Final = (1 << 32) - 1
 #: A message's lifetime when the sender names none (SPEC M2: 7 days), and the
 #: longest the server keeps one (`limits.max_expiry_s`).
 DEFAULT_EXPIRY_S: Final = 7 * 86400
@@ -151,7 +153,7 @@ DEFAULT_EXPIRY_S: Final = 7 * 86400
 # MariaDB BIGINT are signed 64-bit, MariaDB INT signed 32-bit (issue 12: a
 # group id of 2**63 raised OverflowError in the writer and stalled every
 # app's commits).  Message ids and refids are full u64: the store maps them
-# to signed (storage.sql.ids.to_db_id).  The decoder refuses a value out
+# to signed (protocol.wire.ids).  The decoder refuses a value out
 # of range with PROTOCOL_ERROR naming the field; the encoder refuses to send
 # one (LocalWireError).  Each bound is defined here once.
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from appliance.protocol.wire.constants import (  # re-exported: importers use frames
+    DEFAULT_EXPIRY_S,
     HEADER as HEADER,
     HEADER_SIZE as HEADER_SIZE,
     MAGIC as MAGIC,
@@ -59,7 +60,7 @@ class Message:
 
     def __init__(self, id: int = 0, peer: bytes = b"", payload: bytes = b"", *,
                  group_id: int = 0, refid: int = 0, seq: int = 0, timestamp_ms: int = 0,
-                 expiry_s: int = 7 * 86400, type: int = 0, flags: int = Flag.DEFAULT,
+                 expiry_s: int = DEFAULT_EXPIRY_S, type: int = 0, flags: int = Flag.DEFAULT,
                  priority: int = 0) -> None:
         self.id = id
         self.peer = peer

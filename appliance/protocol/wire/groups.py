@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Final
 from appliance.protocol.wire.constants import (
     MAX_ADDRESS_BYTES,
     STORED_U64_MAX,
+    U32_MAX,
     FrameType,
 )
 from appliance.protocol.wire.errors import LocalWireError
@@ -105,7 +106,6 @@ MAX_GROUP_NAME_BYTES: Final = 255
 _MANAGE = struct.Struct(">IBQIB")  # request_id op group_id flags name_len
 _COUNT = struct.Struct(">H")
 _RESULT = struct.Struct(">IBQI")  # request_id result group_id members
-_U32_MAX = 0xFFFF_FFFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +154,8 @@ class GroupResult:
 
     def encode_body(self) -> bytes:
         """See `ExtensionEvent.encode_body`."""
-        if not (0 <= self.request_id <= _U32_MAX and self.result in _RESULTS
-                and 0 <= self.group_id <= STORED_U64_MAX and 0 <= self.members <= _U32_MAX):
+        if not (0 <= self.request_id <= U32_MAX and self.result in _RESULTS
+                and 0 <= self.group_id <= STORED_U64_MAX and 0 <= self.members <= U32_MAX):
             raise LocalWireError(f"GROUP_RESULT field out of range: {self!r}")
         return _RESULT.pack(self.request_id, self.result, self.group_id, self.members)
 
@@ -168,8 +168,8 @@ def _check_manage(request_id: int, op: int, group_id: int, name: bytes, flags: i
                   members: tuple[tuple[bytes, int], ...],
                   error: type[Exception]) -> None:
     """Every range GROUP_MANAGE has (both directions raise: `error` says which)."""
-    if not 0 <= request_id <= _U32_MAX:
-        raise error(f"GROUP_MANAGE request_id {request_id} out of range 0..{_U32_MAX}")
+    if not 0 <= request_id <= U32_MAX:
+        raise error(f"GROUP_MANAGE request_id {request_id} out of range 0..{U32_MAX}")
     if op not in _OPS:
         raise error(f"GROUP_MANAGE op {op} is not one of {sorted(_OPS)}")
     if not 0 <= group_id <= STORED_U64_MAX:

@@ -11,28 +11,17 @@ idempotent: running the bootstrap twice changes nothing.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import mariadb
 
 from appliance.config.database import DatabaseLocation
 from appliance.errors import UsageError
 from appliance.storage.mariadb.connection import open_raw, translate
+from appliance.storage.models import BootstrapReport
 
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,79}$")
 _DATABASE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _GRANTS = "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX, DROP, REFERENCES, LOCK TABLES"
-
-
-@dataclass(frozen=True, slots=True)
-class BootstrapReport:
-    """What the bootstrap found and did."""
-
-    server_version: str
-    created_database: bool
-    created_user: bool
-    #: Settings that weaken durability, with their values (empty = fine).
-    warnings: tuple[str, ...]
 
 
 def bootstrap(admin: DatabaseLocation, database: str, service_user: str,

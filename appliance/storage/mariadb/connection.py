@@ -134,7 +134,7 @@ class MariaConnection:
 
     def _take_server_lock(self, raw: mariadb.Connection) -> None:
         # One writer per database: the message and receipt counters live in
-        # the server's memory (see storage.sql.writes).  The lock belongs to
+        # the server's memory (see storage.sql.state).  The lock belongs to
         # this connection and goes with it, also when the server is killed.
         cur = raw.cursor()
         cur.execute("SELECT GET_LOCK(CONCAT('tidings.server.', DATABASE()), 0)")

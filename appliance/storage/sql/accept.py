@@ -14,11 +14,11 @@ from functools import partial
 
 from appliance.protocol.attachments import FILE
 from appliance.protocol.wire.constants import Flag, Status
+from appliance.protocol.wire.ids import LOWEST_DB_ID, to_db_id
 from appliance.storage.models import Accepted, NewMessage, Outcome, QueueQuota
 from appliance.storage.routing import group_recipients, group_stores, peer_recipients
 from appliance.storage.sql import aggregate
 from appliance.storage.sql.file_access import accept_shared
-from appliance.storage.sql.ids import LOWEST_DB_ID, to_db_id
 from appliance.storage.sql.state import WriterState
 
 #: Plain ints, not the enum members: they go into rows the drivers bind.

@@ -19,9 +19,9 @@ accept.py, expiry.py); the counters are cached on the writer thread
 from __future__ import annotations
 
 from appliance.protocol.wire.constants import Flag, Status
+from appliance.protocol.wire.ids import to_db_id
 from appliance.storage.models import MemberReceipt, MessageReceipts, Receipt
 from appliance.storage.sql.dialect import Connection
-from appliance.storage.sql.ids import to_db_id
 from appliance.storage.sql.state import WriterState
 
 _SENT, _DELIVERED, _READ = int(Status.SENT), int(Status.DELIVERED), int(Status.READ)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from appliance.errors import StorageError
 from appliance.storage.models import RenewalState, StoredCertificate
 from appliance.storage.sql.dialect import Connection
+from appliance.storage.sql.files import BIGINT_MAX
 
 #: Longest name (certificates, renewal states, leases) and lease owner, in
 #: characters: the MariaDB columns are VARCHAR(255).
@@ -30,7 +31,6 @@ NAME_CHARS = 255
 #: to read, and a CA's whole error document must not fail the save (MariaDB's
 #: TEXT holds 65,535 bytes, 4 per character at worst).
 ERROR_CHARS = 4000
-_BIGINT_MAX = 2**63 - 1
 
 _CERTIFICATE = ("SELECT name, fullchain_pem, key_pem, issuer, not_before_ms, not_after_ms,"
                 " version FROM certificates WHERE name = ?")
@@ -125,7 +125,7 @@ def acquire_lease(conn: Connection, name: str, owner: str, now_ms: int, ttl_ms: 
     check_name(owner, "lease owner")
     if ttl_ms <= 0:
         raise StorageError(f"the store refused a lease of {ttl_ms} ms: it must be positive")
-    if not 0 <= now_ms <= _BIGINT_MAX - ttl_ms:
+    if not 0 <= now_ms <= BIGINT_MAX - ttl_ms:
         raise StorageError(f"the store refused a lease from {now_ms} for {ttl_ms} ms:"
                            " out of range")
     conn.execute(_TAKE_LEASE, (owner, now_ms + ttl_ms, name, owner, now_ms))

@@ -94,7 +94,7 @@ class Directory:
         placeholder = self._placeholders.get(user_id, 0)
         if not placeholder:
             # The user has never connected: queue on a placeholder device that
-            # the first real device inherits (see `Writer.register_devices`).
+            # the first real device inherits (see `devices.register`).
             cur = self.conn.execute("INSERT INTO devices (user_id, device, last_seen_ms)"
                                     " VALUES (?, x'', ?)", (user_id, now_ms))
             assert cur.lastrowid is not None

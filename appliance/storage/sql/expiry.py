@@ -16,6 +16,9 @@ from appliance.storage.sql.state import WriterState
 #: Plain ints, not the enum members: they go into rows the drivers bind.
 _SENT, _EXPIRED = int(Status.SENT), int(Status.EXPIRED)
 _DELIVERY_RECEIPT = Flag.DELIVERY_RECEIPT
+#: Delivery rows expired, and messages past retention removed, per sweep at most: one
+#: sweep's transaction stays short (PROTOCOL.md §6.1 states the bound it gives clients).
+SWEEP_LIMIT = 5000
 
 
 def expire(s: WriterState, now_ms: int, retention_ms: int, limit: int, *, full: bool,

@@ -19,6 +19,7 @@ from typing import Any
 
 from appliance.errors import ConflictError, NotFoundError, QuotaError, StorageError
 from appliance.protocol.attachments import is_file_id
+from appliance.protocol.wire.constants import STORED_U64_MAX
 from appliance.storage.models import FileRecord, FileVariant
 from appliance.storage.sql.dialect import Connection
 
@@ -27,8 +28,9 @@ CONTENT_TYPE_CHARS = 127
 NAME_BYTES = 255
 VARIANT_CHARS = 32
 SHA256_BYTES = 32
-#: Sizes, dimensions and times: what a signed 64-bit / 32-bit column holds.
-BIGINT_MAX = 2**63 - 1
+#: Sizes, dimensions and times: what a signed 64-bit / 32-bit column holds (the
+#: first is the protocol's bound of every stored value).
+BIGINT_MAX = STORED_U64_MAX
 INT_MAX = 2**31 - 1
 PICTURE_KINDS = ("user", "group")
 #: The name of the key that signs download links in media_keys.

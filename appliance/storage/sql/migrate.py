@@ -10,32 +10,13 @@ resumes where it stopped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from appliance.errors import SchemaNewerError, StorageError
 from appliance.storage import migrations
+from appliance.storage.models import AppliedMigration, SchemaStatus
 from appliance.storage.sql.dialect import Connection
 
 _LOCK = "tidings.migrate"
 _LOCK_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class AppliedMigration:
-    """A row of schema_migrations."""
-
-    version: int
-    name: str
-    checksum: str
-    applied_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class SchemaStatus:
-    """What the database has and what this binary would still apply."""
-
-    applied: tuple[AppliedMigration, ...]
-    pending: tuple[migrations.Migration, ...]
 
 
 def status(conn: Connection) -> SchemaStatus:

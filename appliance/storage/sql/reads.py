@@ -7,6 +7,7 @@ multiversioning).
 
 from __future__ import annotations
 
+from appliance.protocol.wire.ids import from_db_id
 from appliance.storage.models import (
     DeviceRecord,
     GroupMember,
@@ -17,7 +18,6 @@ from appliance.storage.models import (
     Receipt,
 )
 from appliance.storage.sql.dialect import Connection
-from appliance.storage.sql.ids import from_db_id
 
 _PENDING = (
     "SELECT d.seq, m.msg_id, m.sender_id, su.address, du.address, m.dest_group, m.refid,"
@@ -45,13 +45,17 @@ def pending(conn: Connection, device_rowid: int, user_id: int, now_ms: int, limi
     return out
 
 
-def pending_receipts(conn: Connection, user_id: int, after_seq: int,
-                     limit: int) -> list[Receipt]:
+def pending_receipts(conn: Connection, user_id: int, after_seq: int, limit: int,
+                     device_rowid: int = 0) -> list[Receipt]:
     """See `MessageStore.pending_receipts`."""
+    # The device's stored cursor is read by the same statement: the caller's
+    # `after_seq` may come from an older read (a HELLO's, taken before the
+    # commit of the device's last REPORT_ACK landed; issue 16).
     rows = conn.execute(
         "SELECT r.seq, r.msg_id, r.status, u.address, r.group_id, r.ts_ms FROM receipts r"
-        " LEFT JOIN users u ON u.id = r.peer_id WHERE r.user_id = ? AND r.seq > ?"
-        " ORDER BY r.seq LIMIT ?", (user_id, after_seq, limit))
+        " LEFT JOIN users u ON u.id = r.peer_id WHERE r.user_id = ?"
+        f" AND r.seq > {conn.dialect.greatest}(?, coalesce((SELECT report_cursor FROM devices"
+        " WHERE id = ?), 0)) ORDER BY r.seq LIMIT ?", (user_id, after_seq, device_rowid, limit))
     return [Receipt(user_id, seq, from_db_id(db_id), status, bytes(addr or b""), group, ts)
             for seq, db_id, status, addr, group, ts in rows]
 

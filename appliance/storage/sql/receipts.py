@@ -10,11 +10,11 @@ path: its per-row work calls `delivered` directly, a module function.
 from __future__ import annotations
 
 from appliance.protocol.wire.constants import Flag, Status
+from appliance.protocol.wire.ids import to_db_id
 from appliance.storage.models import Receipt
 from appliance.storage.sql import aggregate
 from appliance.storage.sql.bulk import delivery_rows, messages_by_ids
 from appliance.storage.sql.dialect import Connection
-from appliance.storage.sql.ids import to_db_id
 from appliance.storage.sql.state import WriterState
 
 #: Plain ints, not the enum members: they go into rows the drivers bind.

@@ -16,10 +16,10 @@ no `AUTOINCREMENT` round trip, and the caches go without locks.
 
 from __future__ import annotations
 
+from appliance.protocol.wire.ids import from_db_id
 from appliance.storage.models import Receipt
 from appliance.storage.sql.dialect import Connection
 from appliance.storage.sql.directory import Directory
-from appliance.storage.sql.ids import from_db_id
 from appliance.storage.sql.usage import QueueUsage
 
 
@@ -39,9 +39,9 @@ class WriterState:
         self.sql_first_status = d.first_group_status
         self.sql_cursor = (f"UPDATE devices SET report_cursor = {d.greatest}(report_cursor, ?)"
                            " WHERE id = ?")
+        #: Completed with the "(?, ...)" list of the replaced devices (`devices.register`).
         self.sql_inherit = (f"{d.insert_ignore} INTO deliveries SELECT ?, priority, seq,"
-                            " expires_ms FROM deliveries WHERE device_id IN (SELECT id FROM"
-                            " devices WHERE user_id = ? AND id != ?)")
+                            " expires_ms FROM deliveries WHERE device_id IN")
         #: The dedupe lookup's text by padded batch size (see `accept.existing`).
         self.sql_existing: dict[int, str] = {}
         self.existing_for = d.existing

@@ -224,9 +224,10 @@ class SqlStorage(SqlGroupStore, SqlFileStore):
         """See `MessageStore.pending`."""
         return await self._read(reads.pending, device_rowid, user_id, now_ms, limit, exclude)
 
-    async def pending_receipts(self, user_id: int, after_seq: int, limit: int) -> list[Receipt]:
+    async def pending_receipts(self, user_id: int, after_seq: int, limit: int,
+                               device_rowid: int = 0) -> list[Receipt]:
         """See `MessageStore.pending_receipts`."""
-        return await self._read(reads.pending_receipts, user_id, after_seq, limit)
+        return await self._read(reads.pending_receipts, user_id, after_seq, limit, device_rowid)
 
     async def sweep(self, now_ms: int, retention_ms: int) -> list[Receipt]:
         """See `MessageStore.sweep`."""

@@ -215,7 +215,8 @@ class Writer:
 
     # --- expiry -----------------------------------------------------------
 
-    def sweep(self, now_ms: int, retention_ms: int, limit: int = 5000) -> list[Receipt]:
+    def sweep(self, now_ms: int, retention_ms: int, limit: int = expiry.SWEEP_LIMIT
+              ) -> list[Receipt]:
         """Expire deliveries, drop messages and receipts past their time (`expiry.expire`)."""
         out: list[Receipt] = []
         try:

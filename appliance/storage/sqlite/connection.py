@@ -145,7 +145,7 @@ class ServerLock:
     """An exclusive lock on ``<database>.lock``: one server per SQLite file.
 
     The message and receipt counters live in the server's memory (see
-    storage.sql.writes), so a second server on the same file would reuse
+    storage.sql.state), so a second server on the same file would reuse
     them; `flock` is released by the kernel when the process dies, even by
     SIGKILL.
     """

@@ -1,8 +1,10 @@
-"""Wire ids (unsigned 64-bit) in the store's signed 64-bit columns.
+"""Wire ids (unsigned 64-bit) in signed 64-bit SQL columns: the server's store and the SDK's.
 
 Message ids and refids are full u64 on the wire (PROTOCOL.md §3.3); SQLite
 INTEGER and MariaDB BIGINT are signed, so an id of 2**63 or more is stored
-as its two's-complement value.  0 (no id) is stored as NULL.
+as its two's-complement value.  0 (no id) is stored as NULL, so it never
+collides in a (sender, id) key.  Here once for both stores (the SDK ships
+with this package, not with the server's).
 """
 
 from __future__ import annotations

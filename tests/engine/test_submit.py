@@ -1,0 +1,110 @@
+"""`Engine.submit`: senders that are not connections get typed answers (issue 16)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.engine.core import Engine
+from appliance.engine.submit import Sender, Submitted
+from appliance.protocol.wire import Feature, Hello, HelloFlag, Message, Status, WelcomeField
+from tests.engine.test_delivery import FakeLink, FlakyStore, Scheduler, run
+
+
+async def _sender(engine: Engine, name: bytes) -> Sender:
+    user = await engine.store.find_user(1, name)
+    assert user is not None
+    return Sender(1, user, name)
+
+
+def test_submit_answers_every_message_in_order_and_delivers_like_a_device(
+        tmp_path: Path) -> None:
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        bob_link = FakeLink()
+        await engine.open_session(bob_link, Hello(tokens["bob"], b"b"))
+        alice = await _sender(engine, b"alice")
+        answers = await engine.submit(alice, [
+            Message(1, b"bob", b"stored"),
+            Message(2, b"nobody", b"lost"),
+            Message(3, b"bob", b"x" * (engine.limits.max_payload_bytes + 1)),
+            Message(4, b"bob", b"live", expiry_s=0),
+        ])
+        assert [(a.msg_id, a.status) for a in answers] == [
+            (1, Status.SENT), (2, Status.INVALID_DEST), (3, Status.TOO_LARGE), (4, Status.SENT)]
+        assert all(isinstance(a, Submitted) for a in answers)
+        assert [a.ok for a in answers] == [True, False, False, True]
+        assert answers[0].timestamp_ms > 0
+        await sched.settle()
+        assert sorted(m.payload for m in bob_link.messages()) == [b"live", b"stored"]
+        # Again with the same ids: the stored one is a duplicate, answered, never re-delivered.
+        again = await engine.submit(alice, [Message(1, b"bob", b"stored")])
+        assert again[0].status == Status.SENT
+        await sched.settle()
+        assert len(bob_link.messages()) == 2
+
+    run(tmp_path, body)
+
+
+def test_submit_refuses_ids_it_could_not_answer_by(tmp_path: Path) -> None:
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        alice = await _sender(engine, b"alice")
+        with pytest.raises(ValueError, match="id of its own"):
+            engine.submit(alice, [Message(0, b"bob", b"x")])
+        with pytest.raises(ValueError, match="id of its own"):
+            engine.submit(alice, [Message(5, b"bob", b"x"), Message(5, b"bob", b"y")])
+        assert await engine.submit(alice, []) == []
+        assert engine.commit.uncommitted == 0  # nothing of a refused call was batched
+
+    run(tmp_path, body)
+
+
+def test_submit_answers_failed_when_the_store_fails(tmp_path: Path) -> None:
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        alice = await _sender(engine, b"alice")
+        store.failing = True
+        answers = await engine.submit(alice, [Message(1, b"bob", b"a"), Message(2, b"bob", b"b")])
+        assert [a.status for a in answers] == [Status.FAILED, Status.FAILED]
+        store.failing = False
+        answers = await engine.submit(alice, [Message(1, b"bob", b"a")])
+        assert answers[0].status == Status.SENT
+
+    run(tmp_path, body)
+
+
+def test_a_rate_limited_sender_is_held_to_the_user_rate(tmp_path: Path) -> None:
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        alice = await _sender(engine, b"alice")
+        limited = Sender(alice.app_id, alice.user_id, alice.address, rate_limited=True)
+        burst = engine.limits.send_burst
+        answers = await engine.submit(limited, [Message(i, b"bob", b"m")
+                                                for i in range(1, burst + 3)])
+        assert {a.status for a in answers[:burst]} == {Status.SENT}
+        assert {a.status for a in answers[burst:]} == {Status.RATE_LIMITED}
+        backend = await engine.submit(alice, [Message(10**6, b"bob", b"m")])
+        assert backend[0].status == Status.SENT  # the app's backend is not
+
+    run(tmp_path, body)
+
+
+def test_welcome_carries_the_limits_only_to_a_client_that_asks(tmp_path: Path) -> None:
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        old, new = FakeLink(), FakeLink()
+        await engine.open_session(old, Hello(tokens["alice"], b"a"))
+        await engine.open_session(new, Hello(tokens["bob"], b"b",
+                                             client_flags=HelloFlag.EXTENSIONS | 0x80))
+        assert old.events[0].info is None
+        info = new.events[0].info
+        limits = engine.limits
+        assert info[WelcomeField.MAX_PAYLOAD_BYTES] == limits.max_payload_bytes
+        assert info[WelcomeField.MAX_EXPIRY_S] == limits.max_expiry_s
+        assert info[WelcomeField.WINDOW] == limits.window
+        assert info[WelcomeField.MAX_DEVICES] == limits.max_devices
+        assert Feature(info[WelcomeField.FEATURES]) == engine.features
+
+    run(tmp_path, body)
