@@ -25,6 +25,7 @@ from typing import Any
 
 from appliance.config.limits import EngineLimits
 from appliance.credentials import token_hash
+from appliance.engine import groups
 from appliance.engine.answers import Answers
 from appliance.engine.blocks import BlockCache
 from appliance.engine.clock import Clock
@@ -96,8 +97,11 @@ class Engine:
         #: parts of the engine add their `Feature` bits and fields.
         self.features = Feature(0)
         self.welcome_fields: dict[int, int] = {}
-        #: Extension frames (PROTOCOL.md §8) the parts take: event class -> handler.
+        #: Extension frame event class -> its handler (`on_extension`); parts add theirs.
         self.extension_handlers: dict[type, Callable[[Session, Any], None]] = {}
+        self.delivery.relay = self.relay
+        #: Group management from clients and the REST API, with its announcements.
+        self.groups = groups.install(self)
         self.presence = Presence(store, clock, limits, scheduler, self.registry, self.commit,
                                  self.blocks, self.end_session)
         self.extension_handlers.update(self.presence.handlers())
@@ -236,8 +240,12 @@ class Engine:
 
     # --- frames from a device ----------------------------------------------
 
-    def on_message(self, session: Session, m: Message) -> None:
-        """A MESSAGE frame from `session` (SPEC M2-M4)."""
+    def on_message(self, session: Session, m: Message, server_flags: int = 0) -> None:
+        """A MESSAGE frame from `session` (SPEC M2-M4).
+
+        `server_flags`: bits the server sets (`Flag.SYSTEM` on its own
+        announcements, `submit`); a device's are always cleared.
+        """
         limits = self.limits
         if len(m.payload) > limits.max_payload_bytes:
             self._answer(session, m.id, Status.TOO_LARGE)
@@ -245,7 +253,7 @@ class Engine:
         if bool(m.group_id) == bool(m.peer) or len(m.peer) > MAX_ADDRESS_BYTES:
             self._answer(session, m.id, Status.INVALID_DEST)
             return
-        flags = m.flags = m.flags & Flag.CLIENT_MASK
+        flags = m.flags = m.flags & Flag.CLIENT_MASK | server_flags
         if flags & _FILE and not self._files_named(session, m):
             return
         if m.expiry_s == 0 or flags & _TRANSIENT:
@@ -326,13 +334,6 @@ class Engine:
             session.report_cursor = max(session.report_cursor, ack.report_seq)
             commit.queue_flush()
 
-    def on_extension(self, session: Session, event: object) -> None:
-        """An extension frame (PROTOCOL.md §8) or another frame the engine does not take
-        (PONG): handed to the part that takes it, if any."""
-        handler = self.extension_handlers.get(type(event))
-        if handler is not None:
-            handler(session, event)
-
     # --- senders that are not connections ------------------------------------------
 
     def submit(self, sender: Sender, messages: Sequence[Message]) -> Pending[list[Submitted]]:
@@ -357,9 +358,17 @@ class Engine:
         session = Session(link, sender.app_id, sender.user_id, sender.address, b"", 0, 0)
         if not sender.rate_limited:
             session.send_credit = UNLIMITED_CREDIT
+        server_flags = Flag.SYSTEM if sender.system else 0
         for m in messages:
-            self.on_message(session, m)
+            self.on_message(session, m, server_flags)
         return future
+
+    def on_extension(self, session: Session, event: object) -> None:
+        """An extension frame from `session` (PROTOCOL.md §8): to the part that registered
+        its event class in `extension_handlers`; one nobody handles is ignored."""
+        handler = self.extension_handlers.get(type(event))
+        if handler is not None:
+            handler(session, event)
 
     # --- expiry -------------------------------------------------------------------
 

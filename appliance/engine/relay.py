@@ -73,7 +73,7 @@ class Relay:
         if session.user_id in blocked:
             self._answer(session, m.id, _BLOCKED)
             return True
-        self._relay_to(session, m, (user,), self.clock.wall_ms())
+        self.relay_to(session, m, (user,), self.clock.wall_ms())
         return True
 
     async def _relay(self, session: Session, m: Message) -> None:
@@ -113,10 +113,12 @@ class Relay:
                 # INVALID_DEST, BLOCKED, or a user with no device online.
                 self._answer(session, m.id, users if isinstance(users, int) else _OFFLINE)
                 return
-        # `_relay_to` answers USER_OFFLINE if the devices left while we read.
-        self._relay_to(session, m, users, now)
+        # `relay_to` answers USER_OFFLINE if the devices left while we read.
+        self.relay_to(session, m, users, now)
 
-    def _relay_to(self, session: Session, m: Message, users: Iterable[int], now: int) -> None:
+    def relay_to(self, session: Session, m: Message, users: Iterable[int], now: int) -> None:
+        """Write `m` to every connected device of `users` but `session`'s; answer the sender
+        SENT if one got it, else USER_OFFLINE (also for a NO_STORE group's, `Delivery`)."""
         frame = pack_message(m.id, session.address, m.payload, m.group_id, m.refid, 0, now, 0,
                              m.type, m.flags | _TRANSIENT, m.priority & 15)
         delivered = 0

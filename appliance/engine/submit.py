@@ -24,6 +24,9 @@ class Sender:
     #: Held to the per-user send rate (``limits.send_rate_per_s``), as a device
     #: is; the app's backend is not (the HTTP limits hold it).
     rate_limited: bool = False
+    #: The server speaks (a group's announcements): its messages carry `Flag.SYSTEM`,
+    #: which no device can set, and reach a group's members without membership.
+    system: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,10 @@ Files (issue 15) go over HTTP on the same port, resumable both ways::
     for info in incoming.files:
         path = await client.download_file(info, "downloads/")
 
+Groups (issue 16): ``await client.groups.create("team", ["bob"])``; announcements
+arrive parsed (``client.groups.on_event``); a group message's aggregate reports
+are statuses (``await message.reached(Status.READ_ALL)``).
+
 Installable on its own: the ``tidings-sdk`` wheel (pure Python; h11 for files
 only) installs this package as ``tidings`` (``from tidings import Client``), never
 as ``appliance``, so it lives beside the server; see packaging/sdk/README.md.
@@ -36,6 +40,7 @@ from appliance.sdk.errors import (
     FileCorruptError,
     FileRejectedError,
     FileTransferError,
+    GroupRequestError,
     HandshakeTimeoutError,
     InboxFullError,
     InvalidDestinationError,
@@ -59,6 +64,7 @@ from appliance.sdk.errors import (
     UserOfflineError,
 )
 from appliance.sdk.events import Backoff
+from appliance.sdk.groups import GroupChange, GroupEvent, GroupFlag, MemberChange, Perm
 from appliance.sdk.models import (
     ConnectionEvent,
     ConnectionState,
@@ -93,4 +99,6 @@ __all__ = [
     "NoSuchUserError", "PresenceEvent", "PresenceState", "RequestError",
     # what the server announced in WELCOME (issue 16)
     "Feature", "ServerLimits",
+    # groups (issue 16): client.groups
+    "GroupChange", "GroupEvent", "GroupFlag", "GroupRequestError", "MemberChange", "Perm",
 ]

@@ -26,7 +26,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from appliance.errors import StorageError
 from appliance.protocol.wire import (
@@ -81,6 +81,7 @@ from appliance.sdk.store import LocalStore, queued
 
 if TYPE_CHECKING:
     from appliance.sdk.files import FileTransfer, Progress
+    from appliance.sdk.groups import Groups
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,9 @@ class Client(PresenceFeatures, BlockingFeatures):
         self._status_events: _Events[StatusUpdate] = _Events("status")
         self._connection_events: _Events[ConnectionEvent] = _Events("connection")
         self._files: FileTransfer | None = None
+        #: Extension frame event class -> its handler (sdk/groups.py...).
+        self._extension_handlers: dict[type, Callable[[Any], None]] = {}
+        self._groups: Groups | None = None
         self._presence_init()
 
     # --- lifecycle -------------------------------------------------------------
@@ -497,6 +501,19 @@ class Client(PresenceFeatures, BlockingFeatures):
     def _on_frame_status(self, s: StatusReport) -> None:
         self._st_new.append(s)
         self._queue_commit()
+
+    def _on_frame_extension(self, event: object) -> None:
+        handler = self._extension_handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    @property
+    def groups(self) -> Groups:
+        """Group changes, announcements and aggregate reports (sdk/groups.py)."""
+        if self._groups is None:
+            from appliance.sdk.groups import Groups  # it imports this module
+            self._groups = Groups(self)
+        return self._groups
 
     # --- the per-turn commit -----------------------------------------------------------
 

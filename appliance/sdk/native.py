@@ -20,7 +20,6 @@ from appliance.protocol.wire import (
     WireConnection,
     encode,
 )
-from appliance.protocol.wire.presence import PresenceUpdate
 from appliance.sdk.errors import (
     ClientConnectionError,
     ConnectFailedError,
@@ -103,11 +102,11 @@ class NativeWire(asyncio.Protocol):
         elif kind is Welcome:
             if not self.welcome.done():
                 self.welcome.set_result(event)  # type: ignore[arg-type]
-        elif kind is PresenceUpdate:
-            client._on_frame_presence(event)  # type: ignore[arg-type]
         elif kind is Close:
             self.error = close_error(event.code, event.reason)  # type: ignore[attr-defined]
             self.abort()
+        else:  # an extension frame (PROTOCOL.md §8)
+            client._on_frame_extension(event)
 
     def fail(self, error: ClientConnectionError, code: int) -> None:
         """Close with a CLOSE frame carrying `code`, remembering `error`."""

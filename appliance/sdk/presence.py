@@ -21,7 +21,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from appliance.protocol.wire import Feature
 from appliance.protocol.wire.constants import MAX_ADDRESS_BYTES, STORED_U64_MAX
@@ -85,8 +85,10 @@ class PresenceFeatures:
     _presence_events: _Events[PresenceEvent]
     _watched: dict[bytes, None]
     _activity: bytes
+    _extension_handlers: dict[type, Callable[[Any], None]]
 
     def _presence_init(self) -> None:
+        self._extension_handlers[PresenceUpdate] = self._on_frame_presence
         self._presence_events = _Events("presence")
         #: Addresses the app watches, in the order it asked (a dict as an ordered set).
         self._watched = {}

@@ -21,10 +21,12 @@ from appliance.storage.models import (
     DeviceRecord,
     FileRecord,
     FileVariant,
+    GroupFlag,
     GroupInfo,
     GroupMember,
     GroupRoster,
     Login,
+    MessageReceipts,
     Pending,
     PresenceRecord,
     Principal,
@@ -82,6 +84,21 @@ class MessageStore(Protocol):
 
         Raises:
             StorageUnavailableError: nothing was changed.
+        """
+        ...
+
+    async def message_receipts(self, app_id: int, sender_id: int, msg_id: int,
+                               after: bytes = b"", limit: int = 100) -> MessageReceipts | None:
+        """Where message `msg_id` of `sender_id` (a user of `app_id`) stands, or None when
+        no such message is stored (never sent, or past retention).
+
+        For a group message: each recipient's status in address order, `limit`
+        of them (1..1000) with an address above `after`, and the aggregate counts
+        (PROTOCOL.md §8.4).
+
+        Raises:
+            StorageError: `limit` out of range.
+            StorageUnavailableError: the store cannot be read.
         """
         ...
 
@@ -247,12 +264,45 @@ class AdminStore(Protocol):
         """Delete every token of a user; return how many there were."""
         ...
 
-    async def create_group(self, app_id: int, name: str, now_ms: int) -> GroupInfo:
-        """Create an empty group and return it with its new numeric id."""
+    async def create_group(self, app_id: int, name: str, now_ms: int,
+                           flags: int = GroupFlag.DEFAULT,
+                           members: Sequence[tuple[int, int]] = ()) -> GroupInfo:
+        """Create a group with `GroupFlag` bits `flags` and its first members (user id,
+        `Perm` bits); return it with its new numeric id.
+
+        Raises:
+            NotFoundError: a member is no user of the app (nothing is created).
+            StorageError: flags out of range.
+        """
+        ...
+
+    async def update_group(self, app_id: int, group_id: int, *, name: str | None = None,
+                           flags: int | None = None) -> GroupInfo:
+        """Rename a group and/or replace its `GroupFlag` bits (None: unchanged).
+
+        Raises:
+            NotFoundError: no such group in the app.
+            StorageError: flags out of range.
+        """
+        ...
+
+    async def change_members(self, app_id: int, group_id: int,
+                             upserts: Sequence[tuple[int, int]],
+                             removals: Sequence[int] = ()) -> GroupInfo:
+        """Add members or set their permissions ((user id, `Perm` bits)) and remove
+        members, in one transaction: all of it, or nothing.
+
+        Raises:
+            NotFoundError: no such group in the app, a user of `upserts` is no user
+                of the app, or one of `removals` is no member.
+        """
         ...
 
     async def delete_group(self, app_id: int, group_id: int) -> None:
         """Delete a group and its memberships.
+
+        What was accepted for it before stays queued and is delivered (its
+        members' delivery rows are theirs); reports of it still reach its senders.
 
         Raises:
             NotFoundError: no such group.

@@ -190,7 +190,9 @@ def test_group_fan_out_to_member_devices(backend) -> None:  # type: ignore[no-un
         assert acc.targets == (b1,)
         assert c1 not in acc.targets
         r = (await store.write(WriteBatch(acks=[(b1, acc.seq, 0)]), NOW)).receipts
-        assert [(x.peer, x.group_id, x.status) for x in r] == [(b"bob", g.group_id, DELIVERED)]
+        # bob was its only recipient: the aggregate follows his report (PROTOCOL.md §8.4).
+        assert [(x.peer, x.group_id, x.status) for x in r] == [
+            (b"bob", g.group_id, DELIVERED), (b"", g.group_id, Status.DELIVERED_ALL)]
     run(backend, go)
 
 

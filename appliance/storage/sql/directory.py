@@ -63,12 +63,13 @@ class Directory:
         """The group's roster whatever its app (`storage.routing` checks the app)."""
         if group_id in self._groups:
             return self._groups[group_id]
-        row = self.conn.execute("SELECT app_id FROM groups WHERE id = ?", (group_id,)).fetchone()
+        row = self.conn.execute("SELECT app_id, flags FROM groups WHERE id = ?",
+                                (group_id,)).fetchone()
         group = None
         if row is not None:
             members = dict(self.conn.execute("SELECT user_id, perms FROM members"
                                              " WHERE group_id = ?", (group_id,)).fetchall())
-            group = GroupRoster(row[0], members)
+            group = GroupRoster(row[0], members, row[1])
         self._groups[group_id] = group
         return group
 

@@ -109,13 +109,13 @@ def group_members(conn: Connection, app_id: int, group_id: int) -> list[GroupMem
 
 def group_roster(conn: Connection, app_id: int, group_id: int) -> GroupRoster | None:
     """See `DirectoryStore.group_roster`."""
-    row = conn.execute("SELECT 1 FROM groups WHERE id = ? AND app_id = ?",
+    row = conn.execute("SELECT flags FROM groups WHERE id = ? AND app_id = ?",
                        (group_id, app_id)).fetchone()
     if row is None:
         return None
     members = conn.execute("SELECT user_id, perms FROM members WHERE group_id = ?",
                            (group_id,)).fetchall()
-    return GroupRoster(app_id, dict(members))
+    return GroupRoster(app_id, dict(members), row[0])
 
 
 def count_deliveries(conn: Connection, limit: int) -> int:
