@@ -12,15 +12,15 @@ Nothing in a batch is visible to readers before that.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
+from appliance.storage.certificate_store import CertificateStore
+from appliance.storage.file_store import FileStore
 from appliance.storage.models import (
     AppInfo,
     CredentialChange,
     DeviceRecord,
-    FileRecord,
-    FileVariant,
     GroupFlag,
     GroupInfo,
     GroupMember,
@@ -28,16 +28,13 @@ from appliance.storage.models import (
     Login,
     MessageReceipts,
     Pending,
-    PresenceRecord,
     Principal,
-    Privacy,
     Receipt,
-    RenewalState,
-    StoredCertificate,
     UserInfo,
     WriteBatch,
     WriteResult,
 )
+from appliance.storage.presence_store import PresenceStore
 
 
 class MessageStore(Protocol):
@@ -374,338 +371,7 @@ class CredentialStore(Protocol):
         ...
 
 
-class CertificateStore(Protocol):
-    """What the ACME manager keeps in the store (issue 13), so that several
-    processes or nodes sharing one database obtain a certificate once (the one
-    holding the lease) and all serve it.
 
-    None of these calls raise the store's caches or the directory version:
-    they are not directory changes.
-    """
-
-    async def load_certificate(self, name: str) -> StoredCertificate | None:
-        """The newest saved certificate for `name`, or None.
-
-        Raises:
-            StorageUnavailableError: the store cannot be read.
-        """
-        ...
-
-    async def certificate_version(self, name: str) -> int:
-        """The `version` of the newest saved certificate for `name` (0 when none).
-
-        Raises:
-            StorageUnavailableError: the store cannot be read.
-        """
-        ...
-
-    async def save_certificate(self, cert: StoredCertificate) -> int:
-        """Replace `cert.name`'s certificate; returns its new version (the old one + 1;
-        `cert.version` is ignored).
-
-        Raises:
-            StorageUnavailableError: the store cannot be written.
-        """
-        ...
-
-    async def renewal_state(self, name: str) -> RenewalState:
-        """Where obtaining `name` stands (a zero state when never attempted).
-
-        Raises:
-            StorageUnavailableError: the store cannot be read.
-        """
-        ...
-
-    async def save_renewal_state(self, state: RenewalState) -> None:
-        """Replace `state.name`'s renewal state.
-
-        Raises:
-            StorageUnavailableError: the store cannot be written.
-        """
-        ...
-
-    async def acquire_lease(self, name: str, owner: str, now_ms: int, ttl_ms: int) -> bool:
-        """Take or extend the lease `name` for `owner` until `now_ms + ttl_ms`.
-
-        True when `owner` now holds it: nobody held it, its holder's lease had
-        expired (a crashed process), or `owner` held it already (a refresh).
-        Atomic across processes and nodes sharing the store.
-
-        Raises:
-            StorageUnavailableError: the store cannot be written.
-        """
-        ...
-
-    async def release_lease(self, name: str, owner: str) -> None:
-        """Give the lease `name` up, if `owner` holds it (otherwise nothing happens).
-
-        Raises:
-            StorageUnavailableError: the store cannot be written.
-        """
-        ...
-
-    async def save_challenge_answer(self, name: str, answer: bytes, expires_ms: int,
-                                    now_ms: int) -> None:
-        """Publish a challenge answer (``http-01:<token>`` or ``tls-alpn-01:<hostname>``
-        -> key authorization) to every process until `expires_ms`.
-
-        Raises:
-            StorageError: `name` or `answer` out of bounds.
-            StorageUnavailableError: the store cannot be written.
-        """
-        ...
-
-    async def challenge_answer(self, name: str, now_ms: int) -> bytes | None:
-        """The published, unexpired answer called `name`, or None.
-
-        Raises:
-            StorageUnavailableError: the store cannot be read.
-        """
-        ...
-
-    async def drop_challenge_answer(self, name: str) -> None:
-        """Withdraw an answer (the validation is over).
-
-        Raises:
-            StorageUnavailableError: the store cannot be written.
-        """
-        ...
-
-
-class FileStore(Protocol):
-    """Files, their grants, variants and blobs, and pictures (issue 15).
-
-    Nothing crosses apps: a file belongs to one app, is granted only to users
-    and groups of that app, and is read only by them.  Group grants reach the
-    group's members with the RECEIVE permission at the time of the read.
-
-    A stored MESSAGE with flag FILE (PROTOCOL.md §3.3.1) is checked and its
-    files granted in `MessageStore.write`'s own transaction: the sender must
-    be able to read every file (else the message is REJECTED with
-    INVALID_FILE, 0x89), and the destination user or group gets a grant until
-    the message's expiry plus `file_retention_ms`.
-    """
-
-    #: How long a FILE message's grant outlives the message (config
-    #: ``media.file_retention_s`` * 1000), set by the server at start-up; 0 until then.
-    file_retention_ms: int
-
-    async def create_file(self, record: FileRecord, max_app_bytes: int) -> None:
-        """Insert a new file (an upload starting, or complete with its blob).
-
-        Atomic: concurrent creates, from any process or node, never let the
-        app's files (sum of `size`, complete or not) pass `max_app_bytes`.
-
-        Raises:
-            QuotaError: ``limit="media.max_app_bytes"``, nothing inserted.
-            ConflictError: the file id exists.
-            NotFoundError: no such app, or the owner (when not 0) is not a user of it.
-            StorageError: a field out of bounds (id not 26 base32 characters,
-                content type over 127 characters, name over 255 UTF-8 bytes...).
-        """
-        ...
-
-    async def file(self, file_id: str) -> FileRecord | None:
-        """The file, or None."""
-        ...
-
-    async def set_received(self, file_id: str, received: int) -> None:
-        """Record an unfinished upload's progress (tus ``Upload-Offset``).
-
-        Not fsynced on its own (SQLite): a crash may lose it; the part file's
-        size is the truth a resumed upload is checked against.
-
-        Raises:
-            NotFoundError: no such file.
-            ConflictError: it is complete.
-            StorageError: `received` is not 0 .. its size.
-        """
-        ...
-
-    async def complete_file(self, file_id: str, sha256: bytes, size: int, content_type: str,
-                            width: int, height: int) -> FileRecord:
-        """Mark an upload complete and take a reference on its blob `sha256`.
-
-        Raises:
-            NotFoundError: no such file.
-            ConflictError: it is complete already.
-        """
-        ...
-
-    async def grant_file(self, file_id: str, *, user_id: int | None = None,
-                         group_id: int | None = None, expires_ms: int) -> None:
-        """Let a user, or a group's members, read the file until `expires_ms`.
-
-        An existing grant is only ever extended.  The file's own `expires_ms`
-        becomes at least `expires_ms` (unless it is kept: None).
-
-        Raises:
-            NotFoundError: no such file, or the user or group is not of its app.
-            StorageError: neither or both of `user_id` and `group_id`.
-        """
-        ...
-
-    async def may_read(self, file_id: str, user_id: int, now_ms: int) -> bool:
-        """Whether `user_id` may read the file now: it exists, has not expired, and
-        the user is of its app and its owner, or holds a live grant, or receives in
-        a group (of the app) holding one."""
-        ...
-
-    async def save_variant(self, file_id: str, variant: FileVariant) -> None:
-        """Keep a derived image of a complete file (replacing one of the same name);
-        takes a reference on its blob.
-
-        Raises:
-            NotFoundError: no such file.
-            ConflictError: the file is not complete.
-        """
-        ...
-
-    async def variant(self, file_id: str, name: str) -> FileVariant | None:
-        """A variant of the file by name, or None."""
-        ...
-
-    async def set_picture(self, app_id: int, kind: str, owner_id: int,
-                          file_id: str | None) -> str | None:
-        """Set (or with None, remove) the picture of a user or group (`kind` "user" or
-        "group"); returns the previous picture's file id.
-
-        The new file is kept (expires_ms None); the previous one expires now
-        and the sweep removes it.
-
-        Raises:
-            NotFoundError: no such user or group in the app, or no such file in it.
-            ConflictError: the file is not complete.
-            StorageError: an unknown kind.
-        """
-        ...
-
-    async def picture(self, app_id: int, kind: str, owner_id: int) -> str | None:
-        """The file id of a user's or group's picture, or None."""
-        ...
-
-    async def delete_file(self, file_id: str) -> None:
-        """Delete a file with its grants and variants; its blobs lose a reference.
-        Nothing happens if it is gone already."""
-        ...
-
-    async def app_stored_bytes(self, app_id: int) -> int:
-        """What the app's files count against ``media.max_app_bytes``."""
-        ...
-
-    async def expired_files(self, now_ms: int, limit: int) -> list[str]:
-        """Up to `limit` files whose `expires_ms` has passed, the oldest first."""
-        ...
-
-    async def unreferenced_blobs(self, older_than_ms: int, limit: int) -> list[bytes]:
-        """Up to `limit` blobs without a reference since before `older_than_ms`
-        (a grace against an upload that deduplicates onto one right now)."""
-        ...
-
-    async def forget_blob(self, sha256: bytes) -> bool:
-        """Delete a blob's row if it still has no reference; whether it did."""
-        ...
-
-    async def media_signing_key(self) -> bytes:
-        """The 32-byte key that signs download links: created once, shared by every
-        process and node on the store."""
-        ...
-
-
-class PresenceStore(Protocol):
-    """Last-seen times, presence privacy, contacts and blocks (issue 16, SPEC M6).
-
-    Nothing crosses apps: contacts and blocks link users of one app, set by
-    address within it.  Every change is logged in the credential change log
-    under the user it changes (the one whose privacy or contacts changed, the
-    one who blocks), so that every server process re-checks what that user
-    shows to whom (`CredentialStore.credential_changes`).  A user's last-seen
-    time is written by the group commit (`WriteBatch.last_seen`).
-    """
-
-    async def presence_of(self, app_id: int, viewer_id: int | None,
-                          addresses: Sequence[bytes]) -> list[PresenceRecord | None]:
-        """What `viewer_id` (None: the app itself, which sees everything) may know of
-        the users at `addresses` in the app: one record per address, in order, None
-        for an address that names no user of the app.
-
-        Raises:
-            StorageUnavailableError: the store cannot be read.
-        """
-        ...
-
-    async def presence_viewers(self, user_id: int, viewer_ids: Collection[int]) -> set[int]:
-        """Which of `viewer_ids` may see the presence of `user_id` now (none once the
-        user is gone).
-
-        Raises:
-            StorageUnavailableError: the store cannot be read.
-        """
-        ...
-
-    async def blocks_of(self, user_ids: Sequence[int]) -> dict[int, frozenset[int]]:
-        """For each user, the ids of the users it blocks (an empty set when none).
-
-        Raises:
-            StorageUnavailableError: the store cannot be read.
-        """
-        ...
-
-    async def blocks(self, app_id: int, user_id: int) -> list[bytes]:
-        """The addresses `user_id` blocks, in address order.
-
-        Raises:
-            NotFoundError: no such user in the app.
-        """
-        ...
-
-    async def set_block(self, app_id: int, user_id: int, address: bytes, blocked: bool,
-                        now_ms: int) -> bool:
-        """Block (or with False, unblock) the user at `address` for `user_id`; whether
-        anything changed.
-
-        Raises:
-            NotFoundError: either user is not of the app.
-            ConflictError: `user_id` already blocks the most users it may.
-            StorageError: a user blocking itself.
-        """
-        ...
-
-    async def privacy(self, app_id: int, user_id: int) -> Privacy:
-        """Who may see the user's presence.
-
-        Raises:
-            NotFoundError: no such user in the app.
-        """
-        ...
-
-    async def set_privacy(self, app_id: int, user_id: int, privacy: int) -> None:
-        """Set who may see the user's presence (a `Privacy` value).
-
-        Raises:
-            NotFoundError: no such user in the app.
-            StorageError: an unknown value.
-        """
-        ...
-
-    async def contacts(self, app_id: int, user_id: int) -> list[bytes]:
-        """The addresses of the user's contacts, in address order.
-
-        Raises:
-            NotFoundError: no such user in the app.
-        """
-        ...
-
-    async def set_contacts(self, app_id: int, user_id: int, addresses: Sequence[bytes]
-                           ) -> list[bytes]:
-        """Replace the user's contacts by the users at `addresses` in the app; returns
-        the addresses that name no user (left out).
-
-        Raises:
-            NotFoundError: no such user in the app.
-            StorageError: more than the most contacts a user may have.
-        """
-        ...
 
 
 class Storage(MessageStore, DirectoryStore, AdminStore, CredentialStore, CertificateStore,
@@ -715,3 +381,6 @@ class Storage(MessageStore, DirectoryStore, AdminStore, CredentialStore, Certifi
     async def close(self) -> None:
         """Finish pending work and release the database."""
         ...
+
+__all__ = ["AdminStore", "CertificateStore", "CredentialStore", "DirectoryStore", "FileStore",
+           "MessageStore", "PresenceStore", "Storage"]
