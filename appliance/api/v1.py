@@ -246,6 +246,9 @@ async def change_members(call: Call) -> ApiResponse:
 
 async def send_message(call: Call) -> ApiResponse:
     assert call.app is not None
+    # No room for even one more message of this app: refused before the body is
+    # parsed (a flood of arrays refused after parsing them held the core).
+    call.api.sender.engine.submissions.check({call.app.app_id: 1})
     doc = parse_json(call.request.body)
     if isinstance(doc, list):  # a batch: one result per message (issue 16)
         return ok(200, {"results": await call.api.sender.send_batch(call.app, doc)})
@@ -372,7 +375,10 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/messages", send_message,
           "Send a message as a user of the app, or as the app (stored and delivered like"
           f" any other); an array sends up to {MAX_BATCH} at once, answered 200 with one"
-          " result per message (`results`: the answer, or `error`: a problem object)",
+          " result per message (`results`: the answer, or `error`: a problem object);"
+          " while the server holds as many sent messages not yet answered as it takes"
+          " (`limits.max_app_submitted` of this app, `limits.max_submitted` in all), the"
+          " request is refused whole, 429 or 503 with Retry-After",
           status=201, body={"oneOf": [_MESSAGE_IN, {"type": "array", "items": _MESSAGE_IN,
                                                     "minItems": 1, "maxItems": MAX_BATCH}]},
           response=_MESSAGE_OUT),

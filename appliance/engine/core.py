@@ -33,7 +33,7 @@ from appliance.engine.quotas import UNLIMITED_CREDIT, Quotas
 from appliance.engine.registry import LocalRegistry
 from appliance.engine.relay import Relay
 from appliance.engine.session import NO_ACKS, Session
-from appliance.engine.submit import Sender, SubmitLink, Submitted
+from appliance.engine.submit import Sender, SubmitBudget, SubmitLink, Submitted
 from appliance.errors import AttachmentError, AuthError
 from appliance.protocol.attachments import file_ids
 from appliance.protocol.wire import (
@@ -83,6 +83,8 @@ class Engine:
         self.delivery.refusals = self.refusals
         self.commit.delivery = self.delivery
         self.relay = Relay(store, clock, limits, scheduler, self.registry, answers)
+        #: Messages submitted (`submit`) and not answered yet, server-wide and per app.
+        self.submissions = SubmitBudget(limits)
         #: Re-checks live sessions' tokens (revocation, expiry, rename).
         self.credentials = CredentialWatcher(self)
         #: What WELCOME tells a client that asked for extensions (PROTOCOL.md §3.2):
@@ -99,6 +101,7 @@ class Engine:
     def limits(self, limits: EngineLimits) -> None:
         # Every part reads its own reference on its path: replaced in all of them.
         self._limits = self.commit.limits = self.delivery.limits = self.relay.limits = limits
+        self.submissions.limits = limits
 
     # --- connection lifecycle -----------------------------------------------
 
@@ -309,21 +312,48 @@ class Engine:
 
         Raises:
             ValueError: an id is 0 or given twice.
+            BusyError, TooManyRequestsError: see `submit_many`.
         """
-        ids = [m.id for m in messages]
-        if 0 in ids or len(set(ids)) != len(ids):
-            raise ValueError("every submitted message needs an id of its own")
-        future: Pending[list[Submitted]] = self.scheduler.future()
-        if not ids:
-            future.set_result([])
-            return future
-        link = SubmitLink(ids, future)
-        session = Session(link, sender.app_id, sender.user_id, sender.address, b"", 0, 0)
-        if not sender.rate_limited:
-            session.send_credit = UNLIMITED_CREDIT
-        for m in messages:
-            self.on_message(session, m)
-        return future
+        return self.submit_many([(sender, messages)])[0]
+
+    def submit_many(self, submissions: Sequence[tuple[Sender, Sequence[Message]]]
+                    ) -> list[Pending[list[Submitted]]]:
+        """`submit` for several senders at once: one future each, in order.
+
+        All of them enter the open batch now, so they share one group commit
+        (awaiting one sender's answers before submitting the next cost a
+        commit per sender).  Nothing is batched unless all of them fit the
+        budget of unanswered submitted messages (`SubmitBudget`).
+
+        Raises:
+            ValueError: an id is 0 or given twice within one sender's messages.
+            BusyError: the server holds ``limits.max_submitted`` unanswered
+                submitted messages (HTTP 503).
+            TooManyRequestsError: the app holds ``limits.max_app_submitted``
+                of them (HTTP 429).
+        """
+        counts: dict[int, int] = {}
+        for sender, messages in submissions:
+            ids = [m.id for m in messages]
+            if 0 in ids or len(set(ids)) != len(ids):
+                raise ValueError("every submitted message needs an id of its own")
+            counts[sender.app_id] = counts.get(sender.app_id, 0) + len(ids)
+        self.submissions.take(counts)
+        futures = []
+        for sender, messages in submissions:
+            future: Pending[list[Submitted]] = self.scheduler.future()
+            futures.append(future)
+            if not messages:
+                future.set_result([])
+                continue
+            link = SubmitLink([m.id for m in messages], future, self.submissions,
+                              sender.app_id)
+            session = Session(link, sender.app_id, sender.user_id, sender.address, b"", 0, 0)
+            if not sender.rate_limited:
+                session.send_credit = UNLIMITED_CREDIT
+            for m in messages:
+                self.on_message(session, m)
+        return futures
 
     # --- expiry -------------------------------------------------------------------
 

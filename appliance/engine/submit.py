@@ -8,10 +8,17 @@ answer comes back typed through `SubmitLink`, never as encoded bytes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from appliance.config.limits import EngineLimits
 from appliance.engine.ports import FrameLink, Pending
+from appliance.errors import BusyError, TooManyRequestsError
 from appliance.protocol.wire import Status, Welcome
+
+#: What a refused submission is told to wait: a commit answers in milliseconds,
+#: so room comes back within a second unless the store is stuck.
+RETRY_AFTER_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,23 +47,94 @@ class Submitted:
         return self.status < Status.FAILED
 
 
+class SubmitBudget:
+    """Messages submitted and not answered yet: the whole server's, and each app's.
+
+    A device's unanswered messages pause its connection (`max_unconfirmed`);
+    a submission has no connection to pause, and nothing else bounded what
+    the engine holds for it (every message, its payload and its answer wait
+    in the open batch, and one commit takes them all).  A submission that
+    would pass ``limits.max_submitted`` or ``limits.max_app_submitted`` is
+    refused whole, before anything of it is batched.  Room comes back as
+    messages are answered (`SubmitLink.status`), not when a caller stops
+    waiting: until its answer, a message is in the engine.
+    """
+
+    __slots__ = ("_apps", "limits", "total")
+
+    def __init__(self, limits: EngineLimits) -> None:
+        self.limits = limits
+        self.total = 0
+        self._apps: dict[int, int] = {}
+
+    def take(self, counts: Mapping[int, int]) -> None:
+        """Reserve room for `counts` (app id -> messages), all or nothing.
+
+        Raises:
+            BusyError: the server holds `max_submitted` unanswered messages.
+            TooManyRequestsError: this app holds `max_app_submitted` of them.
+        """
+        self.check(counts)
+        self.total += sum(counts.values())
+        apps = self._apps
+        for app_id, count in counts.items():
+            apps[app_id] = apps.get(app_id, 0) + count
+
+    def check(self, counts: Mapping[int, int]) -> None:
+        """Whether `take(counts)` would pass now, reserving nothing: a caller with
+        work to do before it submits (parsing an array) asks first, so that what
+        is refused costs next to nothing.
+
+        Raises:
+            BusyError, TooManyRequestsError: see `take`.
+        """
+        limits = self.limits
+        wanted = sum(counts.values())
+        # One larger than a limit could never fit: it is taken when nothing else
+        # is held (REST arrays are smaller than either limit: see config/load.py).
+        if self.total + wanted > limits.max_submitted and self.total:
+            raise BusyError(f"the server has {self.total} submitted messages waiting for their"
+                            f" commit (at most {limits.max_submitted})",
+                            retry_after_s=RETRY_AFTER_S)
+        apps = self._apps
+        for app_id, count in counts.items():
+            if apps.get(app_id, 0) + count > limits.max_app_submitted and apps.get(app_id):
+                raise TooManyRequestsError(
+                    f"this app has {apps.get(app_id, 0)} submitted messages waiting for"
+                    f" their commit (at most {limits.max_app_submitted})",
+                    retry_after_s=RETRY_AFTER_S)
+
+    def give(self, app_id: int) -> None:
+        """One message of `app_id` was answered."""
+        self.total -= 1
+        left = self._apps[app_id] - 1
+        if left:
+            self._apps[app_id] = left
+        else:
+            del self._apps[app_id]
+
+
 class SubmitLink(FrameLink):
     """The `Link` of a submission: it only listens for its messages' answers.
 
     Ids are unique within one submission (`Engine.submit` checks), so an
     answer finds its message by id.  The session is never registered, so
-    nothing is ever delivered to it.
+    nothing is ever delivered to it.  Each first answer gives its room back
+    to the `SubmitBudget` the submission was taken from.
     """
 
-    __slots__ = ("_index", "_left", "_results", "future")
+    __slots__ = ("_app_id", "_budget", "_index", "_left", "_results", "future")
 
     open = True
 
-    def __init__(self, ids: list[int], future: Pending[list[Submitted]]) -> None:
+    def __init__(self, ids: list[int], future: Pending[list[Submitted]],
+                 budget: SubmitBudget | None = None, app_id: int = 0) -> None:
         self._index = {msg_id: i for i, msg_id in enumerate(ids)}
         self._results: list[Submitted | None] = [None] * len(ids)
         self._left = len(ids)
         self.future = future
+        self._budget = budget
+        self._app_id = app_id
 
     def write(self, data: bytes) -> None:
         """Nothing is written to a submission but its answers (`status`)."""
@@ -69,6 +147,8 @@ class SubmitLink(FrameLink):
             return
         self._results[i] = Submitted(msg_id, Status(status), timestamp_ms)
         self._left -= 1
+        if self._budget is not None:
+            self._budget.give(self._app_id)
         if not self._left and not self.future.done():
             self.future.set_result(self._results)  # type: ignore[arg-type]  # all filled
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from appliance.engine.core import Engine
 from appliance.engine.submit import Sender, Submitted
+from appliance.errors import BusyError, TooManyRequestsError
 from appliance.protocol.wire import Feature, Hello, HelloFlag, Message, Status, WelcomeField
 from tests.engine.test_delivery import FakeLink, FlakyStore, Scheduler, run
 
@@ -106,5 +111,94 @@ def test_welcome_carries_the_limits_only_to_a_client_that_asks(tmp_path: Path) -
         assert info[WelcomeField.WINDOW] == limits.window
         assert info[WelcomeField.MAX_DEVICES] == limits.max_devices
         assert Feature(info[WelcomeField.FEATURES]) == engine.features
+
+    run(tmp_path, body)
+
+
+def _limited(engine: Engine, **limits: int) -> None:
+    engine.limits = dataclasses.replace(engine.limits, **limits)
+
+
+def _holding_writes(body: Callable[..., Coroutine[Any, Any, None]]
+                    ) -> Callable[..., Coroutine[Any, Any, None]]:
+    """`body` with the store's writes held until it sets `store.hold_writes` (or fails:
+    then they are released, so that the run can settle and report the failure)."""
+    async def held(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        store.hold_writes = asyncio.Event()
+        try:
+            await body(engine, store, sched, tokens)
+        finally:
+            store.hold_writes.set()
+    return held
+
+
+def test_unanswered_submissions_are_bounded_per_app_and_server_wide(tmp_path: Path) -> None:
+    """Attack: a backend submits faster than the store commits.  Before, nothing
+    bounded what the engine held for it (400 arrays of 1,000 held 800 MiB)."""
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        _limited(engine, max_submitted=1500, max_app_submitted=1000)
+        alice = await _sender(engine, b"alice")
+        other_app = Sender(2, alice.user_id + 100, b"x")  # its messages are INVALID_DEST
+        assert store.hold_writes is not None  # the commit takes its time
+        first = engine.submit(alice, [Message(i, b"bob", b"m") for i in range(1, 1001)])
+        with pytest.raises(TooManyRequestsError) as refused:
+            engine.submit(alice, [Message(5000, b"bob", b"one more")])
+        assert refused.value.retry_after_s > 0
+        held = engine.commit.uncommitted
+        with pytest.raises(TooManyRequestsError):  # all or nothing across senders
+            engine.submit_many([(other_app, [Message(900, b"bob", b"m")]),
+                                (alice, [Message(901, b"bob", b"m")])])
+        assert engine.commit.uncommitted == held  # nothing of it was batched
+        # Another app still has room of its own, up to the server's bound.
+        second = engine.submit(other_app, [Message(i, b"bob", b"m") for i in range(1, 501)])
+        with pytest.raises(BusyError) as busy:
+            engine.submit(Sender(3, alice.user_id + 200, b"y"), [Message(1, b"bob", b"m")])
+        assert busy.value.retry_after_s > 0
+        assert engine.commit.uncommitted == held + 500
+        store.hold_writes.set()
+        assert {a.status for a in await first} == {Status.SENT}
+        assert {a.status for a in await second} == {Status.INVALID_DEST}
+        assert engine.submissions.total == 0  # room comes back with the answers
+        assert engine.submit(alice, [Message(5000, b"bob", b"m")]) is not None
+
+    run(tmp_path, _holding_writes(body))
+
+
+def test_room_comes_back_only_with_the_answers(tmp_path: Path) -> None:
+    """A caller that stops waiting (the REST deadline) does not free its messages'
+    room: they are still in the engine until they are answered."""
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        _limited(engine, max_submitted=1000, max_app_submitted=1000)
+        alice = await _sender(engine, b"alice")
+        assert store.hold_writes is not None
+        future = engine.submit(alice, [Message(i, b"bob", b"m") for i in range(1, 1001)])
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(future), 0.01)  # type: ignore[arg-type]
+        with pytest.raises(BusyError):
+            engine.submit(alice, [Message(2000, b"bob", b"m")])
+        store.hold_writes.set()
+        await future
+        assert engine.submissions.total == 0
+        # A submission larger than a bound is taken when nothing else is held.
+        assert len(await engine.submit(alice, [Message(i, b"bob", b"m")
+                                               for i in range(3000, 4500)])) == 1500
+
+    run(tmp_path, _holding_writes(body))
+
+
+def test_several_senders_share_one_group_commit(tmp_path: Path) -> None:
+    """Before, a REST array from N senders cost N commits one after the other."""
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        alice, bob = await _sender(engine, b"alice"), await _sender(engine, b"bob")
+        commits = engine.commits
+        futures = engine.submit_many([(alice, [Message(1, b"bob", b"a")]),
+                                      (bob, [Message(1, b"alice", b"b")])])
+        answers = [await f for f in futures]
+        assert [[a.status for a in group] for group in answers] == [[Status.SENT]] * 2
+        assert engine.commits == commits + 1
 
     run(tmp_path, body)
