@@ -81,9 +81,7 @@ class SubmitBudget:
             apps[app_id] = apps.get(app_id, 0) + count
 
     def check(self, counts: Mapping[int, int]) -> None:
-        """Whether `take(counts)` would pass now, reserving nothing: a caller with
-        work to do before it submits (parsing an array) asks first, so that what
-        is refused costs next to nothing.
+        """Whether `take(counts)` would pass now, reserving nothing.
 
         Raises:
             BusyError, TooManyRequestsError: see `take`.
@@ -104,10 +102,10 @@ class SubmitBudget:
                     f" their commit (at most {limits.max_app_submitted})",
                     retry_after_s=RETRY_AFTER_S)
 
-    def give(self, app_id: int) -> None:
-        """One message of `app_id` was answered."""
-        self.total -= 1
-        left = self._apps[app_id] - 1
+    def give(self, app_id: int, count: int = 1) -> None:
+        """`count` messages of `app_id` were answered (or room taken for them is not used)."""
+        self.total -= count
+        left = self._apps[app_id] - count
         if left:
             self._apps[app_id] = left
         else:

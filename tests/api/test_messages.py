@@ -115,3 +115,55 @@ def test_an_array_not_answered_in_time_names_each_id(tmp_path: Path,
         assert unretrieved == []
 
     run(tmp_path, body)
+
+
+def test_arrays_waiting_on_their_senders_lookups_hold_room_too(tmp_path: Path) -> None:
+    """Attack: arrays of 1,000 distinct unknown senders.  Before, the room was taken only
+    once every sender was looked up, so any number of arrays sat in their 1,000 reads
+    each, holding their results meanwhile: 8 connections x 50 streams held +230 MiB
+    and no array was answered within 8 s."""
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        engine.limits = dataclasses.replace(engine.limits, max_submitted=2000,
+                                            max_app_submitted=1000)
+        slow = asyncio.Event()
+        real = store.find_user
+
+        async def find_user(app_id: int, address: bytes) -> int | None:
+            await slow.wait()  # a store that answers slowly (or an attacker's many reads)
+            return await real(app_id, address)
+
+        store.find_user = find_user  # type: ignore[method-assign]
+        asked = _count_lookups(store)
+        sender = BackendSender(engine, store)
+        array = [{"from": f"nobody{i}", "to": "bob", "text": ""} for i in range(1000)]
+        first = spawn(sender.send_batch(APP, array), name="first-array")
+        await asyncio.sleep(0)
+        assert asked == [b"nobody0"]  # waiting on its first lookup
+        with pytest.raises(TooManyRequestsError):  # (before the fix: it waited, in lookups)
+            await asyncio.wait_for(sender.send_batch(APP, array), 5)
+        assert asked == [b"nobody0"]  # the second array was refused before any lookup
+        slow.set()
+        assert {r["error"]["field"] for r in await first} == {"from"}
+        assert engine.submissions.total == 0  # an array's unused room comes back
+        assert len(await sender.send_batch(APP, array[:10])) == 10
+
+    run(tmp_path, body)
+
+
+def test_one_array_from_several_senders_is_one_commit(tmp_path: Path) -> None:
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        sender = BackendSender(engine, store)
+        commits = engine.commits
+        results = await sender.send_batch(APP, [
+            {"from": "alice", "to": "bob", "text": "1"}, {"from": "bob", "to": "alice",
+                                                          "text": "2"},
+            {"text": "3", "to": "alice"}])
+        assert [r["status"] for r in results] == ["SENT"] * 3
+        # The app's own sender (@app) is created by the first array that uses it: a commit
+        # of its own; the three messages share one.
+        assert engine.commits <= commits + 2
+        assert len({r["timestamp_ms"] for r in results}) == 1
+
+    run(tmp_path, body)
