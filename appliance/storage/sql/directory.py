@@ -27,7 +27,7 @@ class Directory:
         self._placeholders: dict[int, int] = {}
         #: device row id -> user id; read directly by the writer's ACK loop.
         self.device_user: dict[int, int] = {}
-        self._groups: dict[int, GroupRoster | None] = {}
+        self._groups: dict[int, GroupRoster] = {}
 
     # --- users and groups ---------------------------------------------------
 
@@ -56,16 +56,21 @@ class Directory:
         return 0 if row is None else int(row[0])
 
     def group(self, group_id: int) -> GroupRoster | None:
-        """The group's roster whatever its app (`storage.routing` checks the app)."""
-        if group_id in self._groups:
-            return self._groups[group_id]
+        """The group's roster whatever its app (`storage.routing` checks the app).
+
+        Only groups that exist are cached: ids of none come from the senders
+        (any of 2**63), and remembering each one grew the server ~80 bytes an id
+        without bound; refusing one costs a primary-key read instead.
+        """
+        group = self._groups.get(group_id)
+        if group is not None:
+            return group
         row = self.conn.execute("SELECT app_id FROM groups WHERE id = ?", (group_id,)).fetchone()
-        group = None
-        if row is not None:
-            members = dict(self.conn.execute("SELECT user_id, perms FROM members"
-                                             " WHERE group_id = ?", (group_id,)).fetchall())
-            group = GroupRoster(row[0], members)
-        self._groups[group_id] = group
+        if row is None:
+            return None
+        members = dict(self.conn.execute("SELECT user_id, perms FROM members"
+                                         " WHERE group_id = ?", (group_id,)).fetchall())
+        group = self._groups[group_id] = GroupRoster(row[0], members)
         return group
 
     # --- devices --------------------------------------------------------------
