@@ -16,6 +16,7 @@ from appliance.config.database import parse_database
 from appliance.config.model import ApplianceConfig
 from appliance.edge.config import check as check_edge
 from appliance.errors import ConfigError
+from appliance.protocol.wire.constants import U32_MAX
 from appliance.media.config import check as check_media
 from appliance.metrics.config import check as check_metrics
 
@@ -46,11 +47,16 @@ _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
              # [acme] (appliance.certs.config)
              "retry_min_s": 0.01, "retry_max_s": 0.01, "check_interval_s": 0.05,
              "attempt_timeout_s": 1}
-#: Upper bounds where a larger value would quietly break a promise: live
-#: sessions learn of revoked credentials within this (PROTOCOL.md §5.1).
 #: Lists of integers whose default is empty (the type cannot be read from it).
 _INTEGER_LISTS = {"ports"}
-_MAXIMUM = {"credentials_poll_s": 60.0}
+#: Upper bounds where a larger value would quietly break a promise: live
+#: sessions learn of revoked credentials within this (PROTOCOL.md §5.1).
+_MAXIMUM: dict[str, float] = {
+    "credentials_poll_s": 60.0,
+    # WELCOME carries these as u32 (PROTOCOL.md §3.2): a larger one could not be
+    # encoded, and every client that asked for the extension fields was refused.
+    **dict.fromkeys(("max_payload_bytes", "max_expiry_s", "window", "max_devices",
+                     "keepalive_s", "max_frame_bytes"), U32_MAX)}
 
 
 def load_config(path: Path | None = None,

@@ -13,7 +13,15 @@ import pytest
 from appliance.engine.core import Engine
 from appliance.engine.submit import Sender, Submitted
 from appliance.errors import BusyError, TooManyRequestsError
-from appliance.protocol.wire import Feature, Hello, HelloFlag, Message, Status, WelcomeField
+from appliance.protocol.wire import (
+    U32_MAX,
+    Feature,
+    Hello,
+    HelloFlag,
+    Message,
+    Status,
+    WelcomeField,
+)
 from tests.engine.test_delivery import FakeLink, FlakyStore, Scheduler, run
 
 
@@ -200,5 +208,20 @@ def test_several_senders_share_one_group_commit(tmp_path: Path) -> None:
         answers = [await f for f in futures]
         assert [[a.status for a in group] for group in answers] == [[Status.SENT]] * 2
         assert engine.commits == commits + 1
+
+    run(tmp_path, body)
+
+
+def test_the_largest_limits_a_config_takes_still_go_in_a_welcome(tmp_path: Path) -> None:
+    """Every limit WELCOME announces is a u32: the configuration refuses more
+    (tests/config), and at its largest the fields still encode."""
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        _limited(engine, max_payload_bytes=U32_MAX, max_expiry_s=U32_MAX, window=U32_MAX,
+                 max_devices=U32_MAX, keepalive_s=U32_MAX, max_frame_bytes=U32_MAX)
+        link = FakeLink()
+        await engine.open_session(link, Hello(tokens["bob"], b"b",
+                                              client_flags=HelloFlag.EXTENSIONS))
+        assert link.events[0].info[WelcomeField.MAX_EXPIRY_S] == U32_MAX
 
     run(tmp_path, body)
