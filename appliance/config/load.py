@@ -16,9 +16,9 @@ from appliance.config.database import parse_database
 from appliance.config.model import ApplianceConfig
 from appliance.edge.config import check as check_edge
 from appliance.errors import ConfigError
-from appliance.protocol.wire.constants import U32_MAX
 from appliance.media.config import check as check_media
 from appliance.metrics.config import check as check_metrics
+from appliance.protocol.wire.constants import U32_MAX
 
 _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
              "max_expiry_s": 1, "keepalive_s": 1,
