@@ -251,6 +251,10 @@ class BackendSender:
             await self.store.create_user(app_id, APP_SENDER, self.engine.clock.wall_ms())
         return await self.store.find_user(app_id, APP_SENDER.encode())
 
+    def forget_users(self) -> None:
+        """Drop the cached senders (users were deleted or renamed, here or elsewhere)."""
+        self._users.clear()
+
     async def _user_id(self, app_id: int, address: bytes) -> int | None:
         # Cached briefly: a store read per request cost as much as the rest of it.
         now = self.engine.clock.monotonic()

@@ -515,8 +515,10 @@ class RestApi:
         self._secrets.clear()
 
     def forget_tokens(self) -> None:
-        """Drop cached access tokens (a user's tokens were revoked or the user renamed)."""
+        """Drop cached access tokens and senders (users' tokens were revoked, or users
+        deleted or renamed: a cached sender would send as a user that is gone)."""
         self.tokens.forget()
+        self.sender.forget_users()
 
     async def _authenticate_operator(self, request: ApiRequest) -> None:
         scheme, _, key = request.headers.get(b"authorization", b"").decode(
