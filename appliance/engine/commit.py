@@ -113,9 +113,14 @@ class GroupCommit:
                 paused = self.quotas.ids.batch_taken()
                 try:
                     result = await self.store.write(batch, self.clock.wall_ms())
-                except StorageError as exc:
+                except Exception as exc:  # see below
                     # What is retried waits for `_retry_later`; looping here
-                    # would spin on a store that keeps failing.
+                    # would spin on a store that keeps failing.  Not only a
+                    # StorageError: whatever a bug below raises fails this batch
+                    # (answered FAILED), never every sender in it for good.
+                    if not isinstance(exc, StorageError):
+                        log.exception("group commit failed unexpectedly")
+                        exc = StorageError(f"{type(exc).__name__}: {exc}")
                     self.committing = 0
                     self._failed(senders, batch, exc)
                     self._resume(paused)

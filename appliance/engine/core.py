@@ -51,6 +51,8 @@ from appliance.protocol.wire import (
     WelcomeField,
 )
 from appliance.protocol.wire.constants import MAX_ADDRESS_BYTES, MAX_IDS_PER_FRAME
+from appliance.protocol.wire.errors import LocalWireError
+from appliance.protocol.wire.frames import encode_message
 from appliance.storage.interface import Storage
 from appliance.storage.models import NewMessage
 
@@ -326,7 +328,8 @@ class Engine:
         budget of unanswered submitted messages (`SubmitBudget`).
 
         Raises:
-            ValueError: an id is 0 or given twice within one sender's messages.
+            ValueError: an id is 0 or given twice within one sender's messages, or
+                a field is out of its range (PROTOCOL.md §3.3).
             BusyError: the server holds ``limits.max_submitted`` unanswered
                 submitted messages (HTTP 503).
             TooManyRequestsError: the app holds ``limits.max_app_submitted``
@@ -337,6 +340,13 @@ class Engine:
             ids = [m.id for m in messages]
             if 0 in ids or len(set(ids)) != len(ids):
                 raise ValueError("every submitted message needs an id of its own")
+            for m in messages:
+                # Where these messages enter: no codec checked them (a group id of
+                # 2**64 reached the writer, whose OverflowError failed its commit).
+                try:
+                    encode_message(m)
+                except LocalWireError as exc:
+                    raise ValueError(f"message {m.id}: {exc}") from None
             counts[sender.app_id] = counts.get(sender.app_id, 0) + len(ids)
         self.submissions.take(counts)
         futures = []

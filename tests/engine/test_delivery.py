@@ -110,6 +110,8 @@ class FlakyStore(SqliteStorage):
     hold_logins: asyncio.Event | None = None
     #: Set: writes wait for it (a commit the store takes its time over).
     hold_writes: asyncio.Event | None = None
+    #: Set: writes raise it (a bug below the engine, not a StorageError).
+    broken: Exception | None = None
     pending_reads = 0
 
     async def authenticate(self, token_hash: bytes, device_id: bytes) -> Login | None:
@@ -121,6 +123,8 @@ class FlakyStore(SqliteStorage):
     async def write(self, batch: WriteBatch, now_ms: int) -> WriteResult:
         if self.hold_writes is not None:
             await self.hold_writes.wait()
+        if self.broken is not None:
+            raise self.broken
         if self.failing:
             raise StorageUnavailableError("SQLite: database or disk is full")
         result = await super().write(batch, now_ms)

@@ -225,3 +225,54 @@ def test_the_largest_limits_a_config_takes_still_go_in_a_welcome(tmp_path: Path)
         assert link.events[0].info[WelcomeField.MAX_EXPIRY_S] == U32_MAX
 
     run(tmp_path, body)
+
+
+@pytest.mark.parametrize("bad", [
+    {"group_id": 2**64, "peer": b""}, {"type": 2**40}, {"priority": 99}, {"refid": 2**64},
+    {"expiry_s": 2**32}, {"expiry_s": -1}, {"peer": b"x" * 256}, {"id": 2**64}])
+def test_a_submitted_message_out_of_range_is_refused_before_it_is_batched(
+        tmp_path: Path, bad: dict[str, Any]) -> None:
+    """`submit` is where messages from senders that are not connections enter: the codec
+    never checked them.  Before, a group id of 2**64 reached the writer, whose
+    OverflowError killed the whole group commit (every sender in it unanswered)."""
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        alice = await _sender(engine, b"alice")
+        fields: dict[str, Any] = {"id": 1, "peer": b"bob", "payload": b"x", **bad}
+        with pytest.raises(ValueError, match=r"out of range|does not fit|id of its own"):
+            engine.submit(alice, [Message(2, b"bob", b"fine"), Message(**fields)])
+        assert engine.commit.uncommitted == 0
+        assert engine.submissions.total == 0
+        answers = await engine.submit(alice, [Message(3, b"bob", b"fine")])
+        assert answers[0].status == Status.SENT
+
+    run(tmp_path, body)
+
+
+def test_an_unexpected_error_in_a_commit_fails_its_batch_and_the_next_commits(
+        tmp_path: Path) -> None:
+    """A bug below the engine (anything but a StorageError) cost every sender of the
+    batch its answer for good: devices stayed paused at max_unconfirmed, and the
+    submitted messages' room never came back."""
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        alice = await _sender(engine, b"alice")
+        link = FakeLink()
+        bob = await engine.open_session(link, Hello(tokens["bob"], b"b"))
+        store.broken = OverflowError("Python int too large to convert to SQLite INTEGER")
+        for i in range(1, 5):  # max_unconfirmed is 4: bob is paused
+            engine.on_message(bob, Message(i, b"alice", b"m"))
+        assert link.paused
+        answers = await asyncio.wait_for(
+            engine.submit(alice, [Message(1, b"bob", b"m")]), 5)  # type: ignore[arg-type]
+        await sched.settle()
+        assert answers[0].status == Status.FAILED
+        assert link.statuses() == [(i, Status.FAILED) for i in range(1, 5)]
+        assert not link.paused
+        assert engine.commit.uncommitted == 0
+        assert engine.submissions.total == 0
+        store.broken = None
+        answers = await engine.submit(alice, [Message(2, b"bob", b"m")])
+        assert answers[0].status == Status.SENT
+
+    run(tmp_path, body)
