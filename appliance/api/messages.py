@@ -205,14 +205,22 @@ class BackendSender:
         for future in futures:
             self._deadlines.watch(future)  # type: ignore[arg-type]  # an asyncio future
         out: list[list[Submitted] | ApiError] = []
-        for (_, messages), future in zip(submissions, futures, strict=True):
-            try:  # every future is awaited: none leaves an exception unretrieved
-                out.append(await future)
-            except TimeoutError:
-                ids = [m.id for m in messages]
-                out.append(ApiError(503, "storage unavailable",
-                                    "the message was not answered in time; resend it with the"
-                                    " same id", **({"id": ids[0]} if len(ids) == 1 else {})))
+        try:
+            for (_, messages), future in zip(submissions, futures, strict=True):
+                try:
+                    out.append(await future)
+                except TimeoutError:
+                    ids = [m.id for m in messages]
+                    out.append(ApiError(503, "storage unavailable",
+                                        "the message was not answered in time; resend it with"
+                                        " the same id",
+                                        **({"id": ids[0]} if len(ids) == 1 else {})))
+        finally:
+            # The request was cancelled (its client went away): the deadline's
+            # TimeoutError in the futures left is nobody's, and each would log
+            # "Future exception was never retrieved".
+            for future in futures[len(out):]:
+                future.add_done_callback(_retrieve)  # type: ignore[attr-defined]
         return out
 
     async def _parse(self, app: AppInfo, doc: dict[str, Any], users: dict[bytes, int | None]
@@ -287,6 +295,11 @@ class BackendSender:
         except (binascii.Error, ValueError):
             raise ApiError(422, "invalid request", "'payload_base64' is not base64",
                            field="payload_base64") from None
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _answer_doc(answer: Submitted) -> dict[str, Any]:
