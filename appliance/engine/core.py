@@ -33,7 +33,13 @@ from appliance.engine.quotas import UNLIMITED_CREDIT, Quotas
 from appliance.engine.registry import LocalRegistry
 from appliance.engine.relay import Relay
 from appliance.engine.session import NO_ACKS, Session
-from appliance.engine.submit import Sender, SubmitBudget, SubmitLink, Submitted
+from appliance.engine.submit import (
+    Sender,
+    SubmitBudget,
+    SubmitLink,
+    Submitted,
+    checked_counts,
+)
 from appliance.errors import AttachmentError, AuthError
 from appliance.protocol.attachments import file_ids
 from appliance.protocol.wire import (
@@ -51,8 +57,6 @@ from appliance.protocol.wire import (
     WelcomeField,
 )
 from appliance.protocol.wire.constants import MAX_ADDRESS_BYTES, MAX_IDS_PER_FRAME
-from appliance.protocol.wire.errors import LocalWireError
-from appliance.protocol.wire.frames import encode_message
 from appliance.storage.interface import Storage
 from appliance.storage.models import NewMessage
 
@@ -328,27 +332,10 @@ class Engine:
         budget of unanswered submitted messages (`SubmitBudget`).
 
         Raises:
-            ValueError: an id is 0 or given twice within one sender's messages, or
-                a field is out of its range (PROTOCOL.md §3.3).
-            BusyError: the server holds ``limits.max_submitted`` unanswered
-                submitted messages (HTTP 503).
-            TooManyRequestsError: the app holds ``limits.max_app_submitted``
-                of them (HTTP 429).
+            ValueError: see `checked_counts`.
+            BusyError, TooManyRequestsError: no room (`SubmitBudget.take`).
         """
-        counts: dict[int, int] = {}
-        for sender, messages in submissions:
-            ids = [m.id for m in messages]
-            if 0 in ids or len(set(ids)) != len(ids):
-                raise ValueError("every submitted message needs an id of its own")
-            for m in messages:
-                # Where these messages enter: no codec checked them (a group id of
-                # 2**64 reached the writer, whose OverflowError failed its commit).
-                try:
-                    encode_message(m)
-                except LocalWireError as exc:
-                    raise ValueError(f"message {m.id}: {exc}") from None
-            counts[sender.app_id] = counts.get(sender.app_id, 0) + len(ids)
-        self.submissions.take(counts)
+        self.submissions.take(checked_counts(submissions))
         futures = []
         for sender, messages in submissions:
             future: Pending[list[Submitted]] = self.scheduler.future()

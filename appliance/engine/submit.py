@@ -8,13 +8,15 @@ answer comes back typed through `SubmitLink`, never as encoded bytes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from appliance.config.limits import EngineLimits
 from appliance.engine.ports import FrameLink, Pending
 from appliance.errors import BusyError, TooManyRequestsError
-from appliance.protocol.wire import Status, Welcome
+from appliance.protocol.wire import Message, Status, Welcome
+from appliance.protocol.wire.errors import LocalWireError
+from appliance.protocol.wire.frames import encode_message
 
 #: What a refused submission is told to wait: a commit answers in milliseconds,
 #: so room comes back within a second unless the store is stuck.
@@ -45,6 +47,30 @@ class Submitted:
     def ok(self) -> bool:
         """Whether the message was accepted (SENT, stored or relayed)."""
         return self.status < Status.FAILED
+
+
+def checked_counts(submissions: Sequence[tuple[Sender, Sequence[Message]]]) -> dict[int, int]:
+    """How many messages `submissions` hold per app, each one checked first.
+
+    `Engine.submit` is where these messages enter: no codec checked them (a
+    group id of 2**64 reached the writer, whose OverflowError failed its commit).
+
+    Raises:
+        ValueError: an id is 0 or given twice within one sender's messages, or
+            a field is out of its range (PROTOCOL.md §3.3).
+    """
+    counts: dict[int, int] = {}
+    for sender, messages in submissions:
+        ids = [m.id for m in messages]
+        if 0 in ids or len(set(ids)) != len(ids):
+            raise ValueError("every submitted message needs an id of its own")
+        for m in messages:
+            try:
+                encode_message(m)  # the ranges and widths a device's MESSAGE is held to
+            except LocalWireError as exc:
+                raise ValueError(f"message {m.id}: {exc}") from None
+        counts[sender.app_id] = counts.get(sender.app_id, 0) + len(ids)
+    return counts
 
 
 class SubmitBudget:
