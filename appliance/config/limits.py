@@ -35,6 +35,10 @@ class EngineLimits:
     #: took the honest clients' messages seconds, issue 16).
     max_submitted: int = 8000
     max_app_submitted: int = 4000
+    #: Of those, how many one group commit takes (devices' messages all go in the
+    #: next one): the rest wait for the commit after, so that a backend at full
+    #: rate does not make every commit, and the devices' messages in it, wait.
+    commit_max_submitted: int = 500
     #: Group commit pacing (see `Engine._pace`): a batch smaller than
     #: `commit_batch` waits until `commit_window_ms` after the previous commit.
     commit_window_ms: float = 2.0

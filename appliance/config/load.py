@@ -25,7 +25,7 @@ _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
              "max_frame_bytes": 64, "sweep_interval_s": 0.01, "shutdown_timeout_s": 0,
              "max_unconfirmed": 2, "max_pending_relays": 2, "timeout_s": 0.1,
              # a whole REST batch (`api.messages.MAX_BATCH`) must fit
-             "max_submitted": 1000, "max_app_submitted": 1000,
+             "max_submitted": 1000, "max_app_submitted": 1000, "commit_max_submitted": 1,
              "credentials_poll_s": 0.05,
              # quotas (appliance.engine.quotas)
              "send_rate_per_s": 0.01, "send_burst": 1, "max_queued_messages": 1,
