@@ -132,11 +132,7 @@ class Engine:
         principal = login.principal
         if principal.token_expires_ms <= now:
             raise AuthError("access token expired", close_code=CloseCode.TOKEN_EXPIRED)
-        online = registry.sessions_of(principal.user_id)
-        same = [s for s in online if s.device_id == hello.device_id]
-        if not same and len(online) >= self.limits.max_devices:
-            raise AuthError(f"more than {self.limits.max_devices} devices connected",
-                            close_code=CloseCode.TOO_MANY_DEVICES)
+        self._within_devices(principal.user_id, hello.device_id)
         device = login.device
         has_pending, has_receipts = login.has_pending, login.has_receipts
         if device is None:
@@ -147,6 +143,8 @@ class Engine:
             stale_before = now - self.limits.device_stale_s * 1000
             device = await self.store.register_device(principal.user_id, hello.device_id, now,
                                                       stale_before)
+            # Checked again: the user's other new devices may have come in meanwhile.
+            self._within_devices(principal.user_id, hello.device_id)
             # A new device starts after every report that exists (its cursor)
             # and has a queue only if it inherited its user's ("maybe" for a
             # device another HELLO registered meanwhile).
@@ -188,6 +186,12 @@ class Engine:
         else:
             session.report_backlog = False
         return session
+
+    def _within_devices(self, user_id: int, device_id: bytes) -> None:
+        online = [s.device_id for s in self.registry.sessions_of(user_id)]
+        if len(online) >= self.limits.max_devices and device_id not in online:
+            raise AuthError(f"more than {self.limits.max_devices} devices connected",
+                            close_code=CloseCode.TOO_MANY_DEVICES)
 
     def welcome_info(self) -> dict[int, int]:
         """The WELCOME extension fields: the limits a client needs, and the features."""
@@ -311,14 +315,10 @@ class Engine:
     def submit(self, sender: Sender, messages: Sequence[Message]) -> Pending[list[Submitted]]:
         """Send `messages` as `sender`, as its device would; answered in order.
 
-        Every message needs an id, unique within the call (the answer finds
-        its message by it): the caller assigns them.  The future resolves
-        with one `Submitted` per message once each is answered (after its
-        commit, for a stored one).  Receipts go to the sender's devices.
-
-        Raises:
-            ValueError: an id is 0 or given twice.
-            BusyError, TooManyRequestsError: see `submit_many`.
+        Every message needs an id of its own within the call (the answer finds
+        its message by it).  The future resolves with one `Submitted` per
+        message once each is answered (after its commit, for a stored one).
+        Receipts go to the sender's devices.  Raises as `submit_many` does.
         """
         return self.submit_many([(sender, messages)])[0]
 
