@@ -409,6 +409,7 @@ ROUTES: list[Route] = [
                                                   "failed_commits", "credential_closes")},
               "refusals": {"type": "object", "additionalProperties": {"type": "integer"},
                            "description": "refusals by reason: rate_limited, inbox_full,"
+                                          " submitted_busy, submitted_app,"
                                           " device_registration_rate, slow_consumer,"
                                           " h2_control_flood, h2_rapid_reset,"
                                           " http_request_timeout, http_rate_limited"},

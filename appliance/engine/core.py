@@ -90,7 +90,7 @@ class Engine:
         self.commit.delivery = self.delivery
         self.relay = Relay(store, clock, limits, scheduler, self.registry, answers)
         #: Messages submitted (`submit`) and not answered yet, server-wide and per app.
-        self.submissions = SubmitBudget(limits)
+        self.submissions = SubmitBudget(limits, self.refusals)
         #: Re-checks live sessions' tokens (revocation, expiry, rename).
         self.credentials = CredentialWatcher(self)
         #: What WELCOME tells a client that asked for extensions (PROTOCOL.md §3.2):

@@ -86,12 +86,14 @@ class SubmitBudget:
     waiting: until its answer, a message is in the engine.
     """
 
-    __slots__ = ("_apps", "limits", "total")
+    __slots__ = ("_apps", "limits", "refusals", "total")
 
-    def __init__(self, limits: EngineLimits) -> None:
+    def __init__(self, limits: EngineLimits, refusals: dict[str, int] | None = None) -> None:
         self.limits = limits
         self.total = 0
         self._apps: dict[int, int] = {}
+        #: Refusals by reason (the engine's, for the operator's statistics).
+        self.refusals: dict[str, int] = {} if refusals is None else refusals
 
     def take(self, counts: Mapping[int, int]) -> None:
         """Reserve room for `counts` (app id -> messages), all or nothing.
@@ -117,12 +119,14 @@ class SubmitBudget:
         # One larger than a limit could never fit: it is taken when nothing else
         # is held (REST arrays are smaller than either limit: see config/load.py).
         if self.total + wanted > limits.max_submitted and self.total:
+            self.refusals["submitted_busy"] = self.refusals.get("submitted_busy", 0) + 1
             raise BusyError(f"the server has {self.total} submitted messages waiting for their"
                             f" commit (at most {limits.max_submitted})",
                             retry_after_s=RETRY_AFTER_S)
         apps = self._apps
         for app_id, count in counts.items():
             if apps.get(app_id, 0) + count > limits.max_app_submitted and apps.get(app_id):
+                self.refusals["submitted_app"] = self.refusals.get("submitted_app", 0) + 1
                 raise TooManyRequestsError(
                     f"this app has {apps.get(app_id, 0)} submitted messages waiting for"
                     f" their commit (at most {limits.max_app_submitted})",

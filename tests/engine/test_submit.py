@@ -166,6 +166,8 @@ def test_unanswered_submissions_are_bounded_per_app_and_server_wide(tmp_path: Pa
             engine.submit(Sender(3, alice.user_id + 200, b"y"), [Message(1, b"bob", b"m")])
         assert busy.value.retry_after_s > 0
         assert engine.commit.uncommitted == held + 500
+        # The operator sees them (/v1/operator/stats, tidings_refusals).
+        assert (engine.refusals["submitted_app"], engine.refusals["submitted_busy"]) == (2, 1)
         store.hold_writes.set()
         assert {a.status for a in await first} == {Status.SENT}
         assert {a.status for a in await second} == {Status.INVALID_DEST}
