@@ -125,6 +125,7 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
             tls=_tls_figures(tls, certs)),
             AppFigures(engine, clock))
         api.edge = server.edge
+        api.groups = engine.groups  # changes announced to the members, as a GROUP_MANAGE's
         api.metrics = exporter_for(config.metrics, server, store, tls, certs)
         media = media_for(config.media, store, config.storage.data_dir, clock)
         api.files = media.files

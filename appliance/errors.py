@@ -61,6 +61,15 @@ class NotFoundError(StorageError):
     """The named record does not exist."""
 
 
+class GroupNotFoundError(NotFoundError):
+    """No such group in the caller's app (GROUP_RESULT NO_GROUP, HTTP 404)."""
+
+
+class MemberNotFoundError(NotFoundError):
+    """An address names no user of the app, or no member of the group where one must
+    (GROUP_RESULT NO_USER, HTTP 404)."""
+
+
 class ConflictError(StorageError):
     """The record already exists or the change conflicts with stored state."""
 

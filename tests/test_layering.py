@@ -21,6 +21,13 @@ FORBIDDEN = {
                          "appliance.storage.mariadb", "mariadb", "appliance.cli",
                          "socket", "ssl", "sqlite3", "click", "asyncio", "prometheus_client",
                          "appliance.metrics"),
+    # Groups (issue 16): changes through the store's interface and the engine's submit;
+    # never the service layer (the CLI's), the REST API, a backend or SQL.
+    "appliance.engine.groups": ("appliance.service", "appliance.api", "appliance.storage.sql",
+                                "appliance.storage.sqlite", "appliance.storage.mariadb"),
+    # The name rules: pure, under every layer that checks a name.
+    "appliance.names": ("appliance.engine", "appliance.storage", "appliance.service",
+                        "appliance.api", "appliance.transport", "appliance.cli", "asyncio"),
     "appliance.storage": ("appliance.engine", "appliance.transport", "appliance.cli",
                           "appliance.service", "click"),
     # Administration: the store through its interface and maintenance calls, never a

@@ -16,10 +16,10 @@ from typing import Any
 
 from appliance.api.edge import EDGE_ROUTES, EdgeControl
 from appliance.api.files import FILE_ROUTES
+from appliance.api.groups import GROUP_ROUTES
 from appliance.api.http import ApiError, ApiRequest, ApiResponse, from_error, ok
 from appliance.api.inputs import (
     checked,
-    decimal,
     page_limit,
     parse_json,
     parse_json_object,
@@ -33,6 +33,7 @@ from appliance.api.stats import AppStats
 from appliance.api.uploads import UPLOAD_ROUTES
 from appliance.api.usertokens import UserTokens
 from appliance.engine.clock import Clock
+from appliance.engine.groups import GroupManager
 from appliance.errors import ApplianceError
 from appliance.media.files import FileService
 from appliance.media.previews import PreviewService
@@ -45,20 +46,16 @@ from appliance.protocol.wire import (
     U64_MAX,
 )
 from appliance.service.admin import (
-    MAX_GROUP_NAME_BYTES,
     MAX_TOKEN_TTL_S,
     AdminService,
     CredentialsListener,
     app_for_secret,
     check_address,
-    check_group_name,
     check_token_ttl,
     is_operator_key,
-    parse_perms,
-    perm_names,
 )
 from appliance.storage.interface import Storage
-from appliance.storage.models import AppInfo, GroupInfo, Perm, Principal
+from appliance.storage.models import AppInfo, Principal
 
 SECRET_CACHE_S = 5.0
 log = logging.getLogger(__name__)
@@ -139,21 +136,6 @@ def _field(doc: dict[str, Any], name: str, kind: type | tuple[type, ...], defaul
     return value
 
 
-def _int_param(call: Call, name: str) -> int:
-    value = call.params[name]
-    number = decimal(value, STORED_U64_MAX)
-    if number is None:
-        raise ApiError(404, "not found", f"no {name} {value[:40]!r}")
-    return number
-
-
-def _group_doc(g: GroupInfo) -> dict[str, Any]:
-    return {"id": g.group_id, "name": g.name,
-            "members": [{"address": m.address.decode("utf-8", "replace"),
-                         "perms": perm_names(m.perms)}
-                        for m in g.members]}
-
-
 # --- handlers ---------------------------------------------------------------------------
 
 
@@ -195,53 +177,6 @@ async def issue_token(call: Call) -> ApiResponse:
 
 async def revoke_tokens(call: Call) -> ApiResponse:
     return ok(200, {"revoked": await call.admin().revoke_tokens(call.params["address"])})
-
-
-async def list_groups(call: Call) -> ApiResponse:
-    query = call.request.query
-    limit = page_limit(query)
-    after = 0
-    if "after" in query:
-        found = decimal(query["after"], STORED_U64_MAX)
-        if found is None:
-            raise ApiError(422, "invalid request", "after must be a group id", field="after")
-        after = found
-    groups = await call.admin().list_groups(after, limit + 1)
-    more = len(groups) > limit
-    groups = groups[:limit]
-    return ok(200, {"groups": [_group_doc(g) for g in groups],
-                    "next": groups[-1].group_id if more and groups else None})
-
-
-async def create_group(call: Call) -> ApiResponse:
-    doc = call.json()
-    members = _field(doc, "members", list, [])
-    if not all(isinstance(m, str) for m in members):
-        raise ApiError(422, "invalid request", "'members' must be a list of addresses",
-                       field="members")
-    perms = parse_perms(_field(doc, "perms", str, perm_names(Perm.DEFAULT)))
-    name = checked(check_group_name, _field(doc, "name", str), "name")
-    group = await call.admin().add_group(name, members, perms)
-    return ok(201, _group_doc(group))
-
-
-async def get_group(call: Call) -> ApiResponse:
-    return ok(200, _group_doc(await call.admin().get_group(_int_param(call, "group_id"))))
-
-
-async def delete_group(call: Call) -> ApiResponse:
-    await call.admin().delete_group(_int_param(call, "group_id"))
-    return ApiResponse(204)
-
-
-async def change_members(call: Call) -> ApiResponse:
-    doc = call.json()
-    add, remove = _field(doc, "add", list, []), _field(doc, "remove", list, [])
-    if not all(isinstance(m, str) for m in add + remove):
-        raise ApiError(422, "invalid request", "'add' and 'remove' must list addresses")
-    perms = parse_perms(_field(doc, "perms", str, perm_names(Perm.DEFAULT)))
-    group = await call.admin().set_members(_int_param(call, "group_id"), add, remove, perms)
-    return ok(200, _group_doc(group))
 
 
 async def send_message(call: Call) -> ApiResponse:
@@ -306,13 +241,6 @@ _ADDRESS = {"type": "string", "minLength": 1, "maxLength": MAX_ADDRESS_BYTES,
                            " control, format (bidi, zero-width) or other invisible characters"}
 _USER = {"type": "object", "properties": {"address": _ADDRESS, "created_ms": {"type": "integer"}},
          "required": ["address", "created_ms"]}
-_GROUP_NAME = {"type": "string", "minLength": 1, "maxLength": MAX_GROUP_NAME_BYTES,
-               "description": f"1-{MAX_GROUP_NAME_BYTES} bytes of UTF-8"}
-_GROUP = {"type": "object", "required": ["id", "name", "members"], "properties": {
-    "id": {"type": "integer"}, "name": _GROUP_NAME,
-    "members": {"type": "array", "items": {"type": "object", "properties": {
-        "address": _ADDRESS, "perms": {"type": "string"}}}}}}
-_PERMS = {"type": "string", "description": "comma-separated: send, receive, admin"}
 _MESSAGE_IN = {"type": "object", "properties": {
     "from": {**_ADDRESS, "description": "the sending user; absent: the app itself (@app)"},
     "to": _ADDRESS, "group": {"type": "integer", "minimum": 1, "maximum": STORED_U64_MAX},
@@ -353,25 +281,6 @@ ROUTES: list[Route] = [
     Route("DELETE", "/v1/users/{address}/tokens", revoke_tokens,
           "Revoke every access token of a user",
           response={"type": "object", "properties": {"revoked": {"type": "integer"}}}),
-    Route("GET", "/v1/groups", list_groups, "List groups in id order, paged",
-          query=("after", "limit"),
-          response={"type": "object", "properties": {
-              "groups": {"type": "array", "items": _GROUP},
-              "next": {"type": ["integer", "null"]}}}),
-    Route("POST", "/v1/groups", create_group, "Create a group", status=201,
-          body={"type": "object", "required": ["name"], "properties": {
-              "name": _GROUP_NAME, "members": {"type": "array", "items": _ADDRESS},
-              "perms": _PERMS}},
-          response=_GROUP),
-    Route("GET", "/v1/groups/{group_id}", get_group, "A group and its members",
-          response=_GROUP),
-    Route("DELETE", "/v1/groups/{group_id}", delete_group, "Delete a group", status=204),
-    Route("POST", "/v1/groups/{group_id}/members", change_members,
-          "Add, re-permission and remove members",
-          body={"type": "object", "properties": {
-              "add": {"type": "array", "items": _ADDRESS},
-              "remove": {"type": "array", "items": _ADDRESS}, "perms": _PERMS}},
-          response=_GROUP),
     Route("POST", "/v1/messages", send_message,
           "Send a message as a user of the app, or as the app (stored and delivered like"
           f" any other); an array sends up to {MAX_BATCH} at once, answered 200 with one"
@@ -420,6 +329,7 @@ ROUTES: list[Route] = [
                       " with ACME, `certificate` has its hostnames, issuer, not_after,"
                       " next_renewal, failed_attempts, next_attempt and last_error, as"
                       " `tidings cert status` prints them"}}}),
+    *(Route(**spec) for spec in GROUP_ROUTES),
     *(Route(**spec) for spec in EDGE_ROUTES),
     *(Route(**spec) for spec in FILE_ROUTES),
     *(Route(**spec) for spec in UPLOAD_ROUTES),
@@ -454,6 +364,8 @@ class RestApi:
         self.on_auth: Callable[[Any, bool], None] = lambda connection, passed: None
         #: `/metrics` (None: this server exports none).
         self.metrics: MetricsAccess | None = None
+        #: Group changes and their announcements (the engine's); None: read-only here.
+        self.groups: GroupManager | None = None
         #: Files, images and previews (issue 15); None: not served by this API.
         self.files: FileService | None = None
         self.previews: PreviewService | None = None

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _FAILED = int(Status.FAILED)
+#: Seconds between two attempts to commit the acknowledgements, reads and report
+#: confirmations of a failed batch while the store fails (PROTOCOL.md §6.1).
+RETRY_PAUSE_S = 0.5
 
 
 class GroupCommit:
@@ -213,7 +216,7 @@ class GroupCommit:
             self.scheduler.spawn(self._retry_later(), name="retry-commit")
 
     async def _retry_later(self) -> None:
-        await self.scheduler.sleep(0.5)
+        await self.scheduler.sleep(RETRY_PAUSE_S)
         self.store_failing = False
         self.queue_flush()
 

@@ -18,10 +18,12 @@ their COMMIT (see `appliance.engine.delivery` for a message's whole path).
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from appliance.config.limits import EngineLimits
 from appliance.credentials import token_hash
+from appliance.engine import groups
 from appliance.engine.answers import Answers
 from appliance.engine.clock import Clock
 from appliance.engine.commit import GroupCommit
@@ -29,17 +31,11 @@ from appliance.engine.credentials import CredentialWatcher
 from appliance.engine.delivery import Delivery
 from appliance.engine.figures import EngineFigures
 from appliance.engine.ports import Link, Pending, Scheduler
-from appliance.engine.quotas import UNLIMITED_CREDIT, Quotas
+from appliance.engine.quotas import Quotas
 from appliance.engine.registry import LocalRegistry
 from appliance.engine.relay import Relay
 from appliance.engine.session import NO_ACKS, Session
-from appliance.engine.submit import (
-    Sender,
-    SubmitBudget,
-    SubmitLink,
-    Submitted,
-    checked_counts,
-)
+from appliance.engine.submit import Sender, SubmitBudget, Submitted, submit_all
 from appliance.errors import AttachmentError, AuthError
 from appliance.protocol.attachments import file_ids
 from appliance.protocol.wire import (
@@ -97,6 +93,11 @@ class Engine:
         #: parts of the engine add their `Feature` bits and fields.
         self.features = Feature(0)
         self.welcome_fields: dict[int, int] = {}
+        #: Extension frame event class -> its handler (`on_extension`); parts add theirs.
+        self.extension_handlers: dict[type, Callable[[Session, Any], None]] = {}
+        self.delivery.relay = self.relay
+        #: Group management from clients and the REST API, with its announcements.
+        self.groups = groups.install(self)
 
     @property
     def limits(self) -> EngineLimits:
@@ -146,8 +147,8 @@ class Engine:
             # Checked again: the user's other new devices may have come in meanwhile.
             self._within_devices(principal.user_id, hello.device_id)
             # A new device starts after every report that exists (its cursor)
-            # and has a queue only if it inherited its user's ("maybe" for a
-            # device another HELLO registered meanwhile).
+            # and has a queue only if it took over a placeholder's or a stale
+            # device's ("maybe" for a device another HELLO registered meanwhile).
             has_pending = has_receipts = device.inherited
         else:
             commit.batch.seen[device.device_rowid] = now  # bookkeeping: no need to wait
@@ -160,6 +161,9 @@ class Engine:
                 self._detach(old)
                 old.link.close(CloseCode.REPLACED, "the same device connected again")
         rowid = device.device_rowid
+        # The stored cursor may predate a REPORT_ACK whose commit landed during
+        # the read (its `reporting` entry is gone by now): `drain_receipts`
+        # compares with the cursor stored when it reads (issue 16).
         cursor = max(device.report_cursor, commit.reporting.get(rowid, 0))
         session = Session(link, principal.app_id, principal.user_id, principal.address,
                           hello.device_id, rowid, cursor, hashed, principal.token_expires_ms)
@@ -220,8 +224,12 @@ class Engine:
 
     # --- frames from a device ----------------------------------------------
 
-    def on_message(self, session: Session, m: Message) -> None:
-        """A MESSAGE frame from `session` (SPEC M2-M4)."""
+    def on_message(self, session: Session, m: Message, server_flags: int = 0) -> None:
+        """A MESSAGE frame from `session` (SPEC M2-M4).
+
+        `server_flags`: bits the server sets (`Flag.SYSTEM` on its own
+        announcements, `submit`); a device's are always cleared.
+        """
         limits = self.limits
         if len(m.payload) > limits.max_payload_bytes:
             self._answer(session, m.id, Status.TOO_LARGE)
@@ -229,7 +237,7 @@ class Engine:
         if bool(m.group_id) == bool(m.peer) or len(m.peer) > MAX_ADDRESS_BYTES:
             self._answer(session, m.id, Status.INVALID_DEST)
             return
-        flags = m.flags = m.flags & Flag.CLIENT_MASK
+        flags = m.flags = m.flags & Flag.CLIENT_MASK | server_flags
         if flags & _FILE and not self._files_named(session, m):
             return
         if m.expiry_s == 0 or flags & _TRANSIENT:
@@ -335,22 +343,14 @@ class Engine:
             ValueError: see `checked_counts`.
             BusyError, TooManyRequestsError: no room (`SubmitBudget.take`).
         """
-        self.submissions.take(checked_counts(submissions))
-        futures = []
-        for sender, messages in submissions:
-            future: Pending[list[Submitted]] = self.scheduler.future()
-            futures.append(future)
-            if not messages:
-                future.set_result([])
-                continue
-            link = SubmitLink([m.id for m in messages], future, self.submissions,
-                              sender.app_id)
-            session = Session(link, sender.app_id, sender.user_id, sender.address, b"", 0, 0)
-            if not sender.rate_limited:
-                session.send_credit = UNLIMITED_CREDIT
-            for m in messages:
-                self.on_message(session, m)
-        return futures
+        return submit_all(submissions, self.submissions, self.scheduler, self.on_message)
+
+    def on_extension(self, session: Session, event: object) -> None:
+        """An extension frame from `session` (PROTOCOL.md §8): to the part that registered
+        its event class in `extension_handlers`; one nobody handles is ignored."""
+        handler = self.extension_handlers.get(type(event))
+        if handler is not None:
+            handler(session, event)
 
     # --- expiry -------------------------------------------------------------------
 

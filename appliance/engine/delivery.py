@@ -24,6 +24,7 @@ from appliance.engine.clock import Clock
 from appliance.engine.figures import EngineFigures
 from appliance.engine.ports import Scheduler
 from appliance.engine.registry import SessionRegistry
+from appliance.engine.relay import Relay
 from appliance.engine.session import Session
 from appliance.errors import StorageError
 from appliance.protocol.wire import Flag, Message, Status
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 _OUTGOING = Flag.OUTGOING_COPY
 _SENT = int(Status.SENT)
 _STORED = Outcome.STORED
+_RELAY = Outcome.RELAY
+#: Reports only clients with `HelloFlag.EXTENSIONS` are sent (PROTOCOL.md §8.4).
+_AGGREGATE = frozenset((int(Status.DELIVERED_ALL), int(Status.READ_ALL)))
 #: Stored reports read per query while a device catches up.
 _RECEIPTS_PER_READ = 1000
 
@@ -68,6 +72,8 @@ class Delivery:
         #: Counts the commits that pushed stored messages or reports to online
         #: devices: only those can miss a device whose HELLO is being read.
         self.fanouts = 0
+        #: Set by the engine: relays what the store would not keep (`Outcome.RELAY`).
+        self.relay: Relay
 
     # --- after a commit ------------------------------------------------------------
 
@@ -81,6 +87,8 @@ class Delivery:
                 stored = True
                 answer(session, m.id, _SENT, acc.timestamp_ms)
                 self._fan_out(session, m, acc, now)
+            elif acc.outcome is _RELAY:  # a NO_STORE group: real-time, its members' ids
+                self.relay.relay_to(session, m, acc.targets, now)
             else:
                 if acc.status == Status.INBOX_FULL and self.refusals is not None:
                     self.refusals["inbox_full"] += 1
@@ -135,9 +143,14 @@ class Delivery:
         sessions_of = self.registry.sessions_of
         for r in receipts:
             reported[r.status & 0xFF] += 1
+            # DELIVERED_ALL and READ_ALL only to clients that asked for extensions: an
+            # older one's REPORT_ACK, cumulative, passes them by (PROTOCOL.md §8.4).
+            extended = r.group_id and r.status in _AGGREGATE
             for target in sessions_of(r.user_id):
                 if target.report_backlog:
                     target.report_skipped += 1
+                    continue
+                if extended and not target.extensions:
                     continue
                 target.link.status(r.msg_id, r.status, r.timestamp_ms, r.report_seq,
                                    r.group_id, r.peer)
@@ -216,13 +229,22 @@ class Delivery:
             inflight[p.seq] = p.priority
 
     async def drain_receipts(self, session: Session) -> None:
-        """Send the stored status reports the device has not confirmed."""
+        """Send the stored status reports the device has not confirmed.
+
+        Never one it confirmed (PROTOCOL.md §3.7), whatever commits meanwhile:
+        the read also compares with the device's cursor as stored when it runs
+        (the session's may come from a HELLO read older than the commit of
+        the device's last REPORT_ACK), and a row the device confirmed while
+        the read was in flight (`Engine.on_report_ack`) is not sent.
+        """
         cursor = session.report_cursor
         while not session.closed:
             skipped = session.report_skipped
+            cursor = max(cursor, session.report_cursor)
             try:
                 rows = await self.store.pending_receipts(session.user_id, cursor,
-                                                         _RECEIPTS_PER_READ)
+                                                         _RECEIPTS_PER_READ,
+                                                         session.device_rowid)
             except StorageError as exc:
                 log.warning("cannot read receipts of %r: %s", session, exc)
                 self.figures.store_errors["read"] += 1
@@ -231,8 +253,11 @@ class Delivery:
             if _gone(session):
                 return
             status = session.link.status
+            extensions = session.extensions
+            confirmed = session.report_cursor
             for r in rows:
-                status(r.msg_id, r.status, r.timestamp_ms, r.report_seq, r.group_id, r.peer)
+                if r.report_seq > confirmed and (extensions or r.status not in _AGGREGATE):
+                    status(r.msg_id, r.status, r.timestamp_ms, r.report_seq, r.group_id, r.peer)
                 cursor = r.report_seq
             if len(rows) < _RECEIPTS_PER_READ and session.report_skipped == skipped:
                 session.report_backlog = False

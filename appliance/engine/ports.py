@@ -9,7 +9,8 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Protocol, TypeVar
 
 from appliance.protocol.wire import Message, Welcome
-from appliance.protocol.wire.frames import pack_message, pack_status
+from appliance.protocol.wire.frames import HEADER, pack_message, pack_status
+from appliance.protocol.wire.groups import GroupResult
 
 T = TypeVar("T")
 
@@ -41,6 +42,10 @@ class Link(Protocol):
 
     def welcome(self, welcome: Welcome) -> None:
         """Send WELCOME: the connection is now open for messages."""
+        ...
+
+    def group_result(self, result: GroupResult) -> None:
+        """Send GROUP_RESULT (PROTOCOL.md §8.3; only to a session with `extensions`)."""
         ...
 
     def close(self, code: int, reason: str) -> None:
@@ -79,6 +84,11 @@ class FrameLink:
         m = message
         self.write(pack_message(m.id, m.peer, m.payload, m.group_id, m.refid, m.seq,
                                 m.timestamp_ms, m.expiry_s, m.type, m.flags, m.priority))
+
+    def group_result(self, result: GroupResult) -> None:
+        """See `Link.group_result`."""
+        body = result.encode_body()
+        self.write(HEADER.pack(len(body), result.FRAME_TYPE) + body)
 
 
 class Pending(Protocol[T]):

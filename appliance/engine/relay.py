@@ -60,7 +60,7 @@ class Relay:
         user = self.registry.user_at((session.app_id, m.peer))
         if user is None:
             return False
-        self._relay_to(session, m, (user,), self.clock.wall_ms())
+        self.relay_to(session, m, (user,), self.clock.wall_ms())
         return True
 
     async def _relay(self, session: Session, m: Message) -> None:
@@ -97,9 +97,11 @@ class Relay:
                              _OFFLINE if exists is not None else Status.INVALID_DEST)
                 return
             users = [user]
-        self._relay_to(session, m, users, now)
+        self.relay_to(session, m, users, now)
 
-    def _relay_to(self, session: Session, m: Message, users: Iterable[int], now: int) -> None:
+    def relay_to(self, session: Session, m: Message, users: Iterable[int], now: int) -> None:
+        """Write `m` to every connected device of `users` but `session`'s; answer the sender
+        SENT if one got it, else USER_OFFLINE (also for a NO_STORE group's, `Delivery`)."""
         frame = pack_message(m.id, session.address, m.payload, m.group_id, m.refid, 0, now, 0,
                              m.type, m.flags | _TRANSIENT, m.priority & 15)
         delivered = 0

@@ -8,13 +8,15 @@ answer comes back typed through `SubmitLink`, never as encoded bytes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from appliance.config.limits import EngineLimits
-from appliance.engine.ports import FrameLink, Pending
+from appliance.engine.ports import FrameLink, Pending, Scheduler
+from appliance.engine.quotas import UNLIMITED_CREDIT
+from appliance.engine.session import Session
 from appliance.errors import BusyError, TooManyRequestsError
-from appliance.protocol.wire import Message, Status, Welcome
+from appliance.protocol.wire import Flag, Message, Status, Welcome
 from appliance.protocol.wire.errors import LocalWireError
 from appliance.protocol.wire.frames import encode_message
 
@@ -33,6 +35,9 @@ class Sender:
     #: Held to the per-user send rate (``limits.send_rate_per_s``), as a device
     #: is; the app's backend is not (the HTTP limits hold it).
     rate_limited: bool = False
+    #: The server speaks (a group's announcements): its messages carry `Flag.SYSTEM`,
+    #: which no device can set, and reach a group's members without membership.
+    system: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +74,38 @@ def checked_counts(submissions: Sequence[tuple[Sender, Sequence[Message]]]) -> d
                 encode_message(m)  # the ranges and widths a device's MESSAGE is held to
             except LocalWireError as exc:
                 raise ValueError(f"message {m.id}: {exc}") from None
-        counts[sender.app_id] = counts.get(sender.app_id, 0) + len(ids)
+        if not sender.system:  # the server's own announcements are not the app's
+            counts[sender.app_id] = counts.get(sender.app_id, 0) + len(ids)
     return counts
+
+
+def submit_all(submissions: Sequence[tuple[Sender, Sequence[Message]]], budget: SubmitBudget,
+               scheduler: Scheduler, on_message: Callable[[Session, Message, int], None]
+               ) -> list[Pending[list[Submitted]]]:
+    """`Engine.submit_many`: each sender's messages go to `on_message` through a
+    session of their own (never registered), all in this turn.
+
+    Raises:
+        ValueError: see `checked_counts`.
+        BusyError, TooManyRequestsError: see `SubmitBudget.take`.
+    """
+    budget.take(checked_counts(submissions))
+    futures = []
+    for sender, messages in submissions:
+        future: Pending[list[Submitted]] = scheduler.future()
+        futures.append(future)
+        if not messages:
+            future.set_result([])
+            continue
+        link = SubmitLink([m.id for m in messages], future,
+                          None if sender.system else budget, sender.app_id)
+        session = Session(link, sender.app_id, sender.user_id, sender.address, b"", 0, 0)
+        if not sender.rate_limited:
+            session.send_credit = UNLIMITED_CREDIT
+        server_flags = Flag.SYSTEM if sender.system else 0
+        for m in messages:
+            on_message(session, m, server_flags)
+    return futures
 
 
 class SubmitBudget:

@@ -13,6 +13,10 @@ Files (issue 15) go over HTTP on the same port, resumable both ways::
     for info in incoming.files:
         path = await client.download_file(info, "downloads/")
 
+Groups (issue 16): ``await client.groups.create("team", ["bob"])``; announcements
+arrive parsed (``client.groups.on_event``); a group message's aggregate reports
+are statuses (``await message.reached(Status.READ_ALL)``).
+
 Installable on its own: the ``tidings-sdk`` wheel (pure Python; h11 for files
 only) installs this package as ``tidings`` (``from tidings import Client``), never
 as ``appliance``, so it lives beside the server; see packaging/sdk/README.md.
@@ -21,7 +25,7 @@ as ``appliance``, so it lives beside the server; see packaging/sdk/README.md.
 from __future__ import annotations
 
 from appliance import __version__
-from appliance.protocol.wire import Flag, Status
+from appliance.protocol.wire import Feature, Flag, Status
 from appliance.sdk.client import Client, ReadSession
 from appliance.sdk.errors import (
     AuthenticationError,
@@ -36,6 +40,7 @@ from appliance.sdk.errors import (
     FileCorruptError,
     FileRejectedError,
     FileTransferError,
+    GroupRequestError,
     HandshakeTimeoutError,
     InboxFullError,
     InvalidDestinationError,
@@ -57,6 +62,7 @@ from appliance.sdk.errors import (
     UserOfflineError,
 )
 from appliance.sdk.events import Backoff
+from appliance.sdk.groups import GroupChange, GroupEvent, GroupFlag, MemberChange, Perm
 from appliance.sdk.models import (
     ConnectionEvent,
     ConnectionState,
@@ -69,6 +75,7 @@ from appliance.sdk.models import (
     file_payload,
     parse_file_payload,
 )
+from appliance.sdk.server_info import ServerLimits
 
 __all__ = [
     "__version__",
@@ -85,4 +92,8 @@ __all__ = [
     "FileAccessDeniedError", "FileChangedError", "FileCorruptError", "FileInfo",
     "FileRejectedError", "FileTransferError", "NoSuchFileError", "QuotaExceededError",
     "TransferInterruptedError", "UnauthorizedError", "file_payload", "parse_file_payload",
+    # what the server announced in WELCOME (issue 16)
+    "Feature", "ServerLimits",
+    # groups (issue 16): client.groups
+    "GroupChange", "GroupEvent", "GroupFlag", "GroupRequestError", "MemberChange", "Perm",
 ]

@@ -26,7 +26,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from appliance.errors import StorageError
 from appliance.protocol.wire import (
@@ -74,10 +74,12 @@ from appliance.sdk.models import (
     file_payload,
 )
 from appliance.sdk.native import NativeWire
+from appliance.sdk.server_info import HELLO_FLAGS, server_info
 from appliance.sdk.store import LocalStore, queued
 
 if TYPE_CHECKING:
     from appliance.sdk.files import FileTransfer, Progress
+    from appliance.sdk.groups import Groups
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +171,7 @@ class Client:
         self.address = ""
         self.device_id = ""
         self.max_frame_bytes = 64 * 1024 + 512
+        self.limits, self.server_features = server_info(None)  # WELCOME's (server_info.py)
         self._store: LocalStore | None = None
         self._wire: NativeWire | None = None
         self._task: asyncio.Task[None] | None = None
@@ -189,6 +192,9 @@ class Client:
         self._status_events: _Events[StatusUpdate] = _Events("status")
         self._connection_events: _Events[ConnectionEvent] = _Events("connection")
         self._files: FileTransfer | None = None
+        #: Extension frame event class -> its handler (sdk/groups.py...).
+        self._extension_handlers: dict[type, Callable[[Any], None]] = {}
+        self._groups: Groups | None = None
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -494,6 +500,19 @@ class Client:
         self._st_new.append(s)
         self._queue_commit()
 
+    def _on_frame_extension(self, event: object) -> None:
+        handler = self._extension_handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    @property
+    def groups(self) -> Groups:
+        """Group changes, announcements and aggregate reports (sdk/groups.py)."""
+        if self._groups is None:
+            from appliance.sdk.groups import Groups  # it imports this module
+            self._groups = Groups(self)
+        return self._groups
+
     # --- the per-turn commit -----------------------------------------------------------
 
     def _queue_commit(self) -> None:
@@ -663,7 +682,7 @@ class Client:
         self._wire = wire
         try:
             wire.start(wire.codec.send(Hello(self._token, self.device_id.encode(),
-                                             self.keepalive_s)))
+                                             self.keepalive_s, HELLO_FLAGS)))
             try:
                 welcome = await asyncio.wait_for(asyncio.shield(wire.welcome),
                                                  self.connect_timeout_s)
@@ -696,11 +715,12 @@ class Client:
     def _online_with(self, wire: NativeWire, welcome: Welcome) -> None:
         self.address = welcome.address.decode("utf-8", "replace")
         self.max_frame_bytes = welcome.max_frame_bytes
+        self.limits, self.server_features = server_info(welcome)
         wire.online = True
         store = self._store
         assert store is not None
         # What the store holds unanswered goes first, in order, with its ids
-        # (PROTOCOL.md §6.1); what this turn sends follows with its commit.
+        # (PROTOCOL.md §6 rule 1); what this turn sends follows with its commit.
         waiting, expired = self._outbox(store)
         for m in waiting:
             self._write_message(wire, m)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from appliance.errors import ApplianceError
 from appliance.protocol.wire import CloseCode, Status
+from appliance.protocol.wire.groups import GroupResultCode
+
+_RETRYABLE = (GroupResultCode.FAILED, GroupResultCode.BUSY, GroupResultCode.RATE_LIMITED)
 
 
 class ClientError(ApplianceError):
@@ -223,3 +226,22 @@ class FileCorruptError(FileTransferError):
 
 class FileChangedError(FileTransferError):
     """The local file changed (its size) while it was uploaded."""
+
+
+class GroupRequestError(ClientError):
+    """A group change the server refused or could not answer (PROTOCOL.md §8.3).
+
+    `result` is the GROUP_RESULT code (`GroupResultCode`: NO_GROUP, FORBIDDEN,
+    NO_USER, INVALID...), or None when no answer came (the connection dropped:
+    the change may or may not have been made; read the group to know).
+    `retryable`: sending it again later may succeed (FAILED, BUSY, RATE_LIMITED).
+    """
+
+    def __init__(self, message: str, *, result: int | None, group_id: int = 0) -> None:
+        super().__init__(message)
+        self.result = result
+        self.group_id = group_id
+
+    @property
+    def retryable(self) -> bool:
+        return self.result is None or self.result in _RETRYABLE

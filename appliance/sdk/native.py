@@ -105,6 +105,8 @@ class NativeWire(asyncio.Protocol):
         elif kind is Close:
             self.error = close_error(event.code, event.reason)  # type: ignore[attr-defined]
             self.abort()
+        else:  # an extension frame (PROTOCOL.md §8)
+            client._on_frame_extension(event)
 
     def fail(self, error: ClientConnectionError, code: int) -> None:
         """Close with a CLOSE frame carrying `code`, remembering `error`."""

@@ -84,7 +84,7 @@ _INSERT_INCOMING = (
 
 
 def queued(m: OutgoingMessage) -> bool:
-    """Whether `m` waits in the outbox until answered (PROTOCOL.md §6.1).
+    """Whether `m` waits in the outbox until answered (PROTOCOL.md §6 rule 1).
 
     Real-time messages (expiry 0 or TRANSIENT) and id 0 ("no status") are sent
     once, if the client is online: they are neither stored by the server nor

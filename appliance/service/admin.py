@@ -9,26 +9,30 @@ from __future__ import annotations
 
 import logging
 import secrets
-import unicodedata
 from collections.abc import Collection
 from typing import Final, Protocol
 
 from appliance.credentials import token_hash
 from appliance.engine.clock import Clock
 from appliance.errors import NotFoundError, StorageError, UsageError
-from appliance.protocol.wire.constants import MAX_ADDRESS_BYTES
+
+# The name rules live in appliance.names (the engine checks names too); kept importable here.
+from appliance.names import (
+    APP_SENDER as APP_SENDER,
+    MAX_GROUP_NAME_BYTES as MAX_GROUP_NAME_BYTES,
+    RESERVED_PREFIX as RESERVED_PREFIX,
+    check_address as check_address,
+    check_group_name as check_group_name,
+)
+from appliance.protocol.wire.groups import PERM_NAMES
 from appliance.storage.interface import Storage
-from appliance.storage.models import AppInfo, GroupInfo, IssuedToken, Perm, UserInfo
+from appliance.storage.models import AppInfo, GroupFlag, GroupInfo, IssuedToken, UserInfo
 
 TOKEN_PREFIX = "tdg_"
 APP_SECRET_PREFIX = "tds_"
 OPERATOR_KEY_PREFIX = "tdo_"
-RESERVED_PREFIX = "@"
-#: The sender of what the app's backend sends as the app (``POST /v1/messages``
-#: without ``from``); created on first use, never a device's user.
-APP_SENDER = "@app"
 DEFAULT_APP = "default"
-_PERM_NAMES = {"send": Perm.SEND, "receive": Perm.RECEIVE, "admin": Perm.ADMIN}
+_PERM_NAMES = PERM_NAMES
 log = logging.getLogger(__name__)
 
 
@@ -40,64 +44,9 @@ class CredentialsListener(Protocol):
         ...
 
 
-#: A group name's limit: it must fit the MariaDB column (VARCHAR(255) characters)
-#: whatever its characters, and a 1 MB name was once accepted (issue 12).
-MAX_GROUP_NAME_BYTES: Final = 255
 #: The longest access-token lifetime: about 100 years.  Its expiry, in ms, must fit
 #: a signed 64-bit column (issue 12: ttl_s 2**62 overflowed the store).
 MAX_TOKEN_TTL_S: Final = 100 * 365 * 86400
-#: Unicode categories an address may not contain: controls, format characters
-#: (bidi controls such as U+202E, zero-width U+200B-U+200D, U+FEFF), surrogates,
-#: private use, unassigned, line and paragraph separators.  Two addresses that
-#: look alike must not be two users (UTS #39, "confusable" spoofing).
-_INVISIBLE: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-
-
-def _text(value: str, what: str, limit: int) -> bytes:
-    """`value` as UTF-8, 1..`limit` bytes, with no invisible character."""
-    try:
-        raw = value.encode()
-    except UnicodeEncodeError:
-        raise UsageError(f"{what} is not valid Unicode (a lone surrogate)") from None
-    if not 1 <= len(raw) <= limit:
-        raise UsageError(f"{what} must be 1-{limit} bytes of UTF-8, got {len(raw)}")
-    if not value.isprintable():  # true of no character in _INVISIBLE: the fast path
-        bad = next((c for c in value if unicodedata.category(c) in _INVISIBLE), None)
-        if bad is not None:
-            raise UsageError(f"{what} must not contain control, format or invisible"
-                             f" characters (found U+{ord(bad):04X})")
-    return raw
-
-
-def check_address(address: str) -> str:
-    """The one address rule (SPEC M1), for the CLI, REST and every lookup.
-
-    Returns the address in Unicode NFC, so that a name typed with combining
-    accents and the same name precomposed are one user.
-
-    Raises:
-        UsageError: not 1-64 bytes of UTF-8, invisible or control characters,
-            or the reserved prefix.
-    """
-    if not address.isascii():  # ASCII is NFC already: the usual case costs nothing
-        address = unicodedata.normalize("NFC", address)
-    _text(address, "address", MAX_ADDRESS_BYTES)
-    if address.startswith(RESERVED_PREFIX):
-        raise UsageError(f"addresses starting with {RESERVED_PREFIX!r} are reserved"
-                         f" ({APP_SENDER!r} is the app itself)")
-    return address
-
-
-def check_group_name(name: str) -> str:
-    """A group name: 1-255 bytes of UTF-8 in NFC, no invisible or control characters.
-
-    Raises:
-        UsageError: anything else.
-    """
-    if not name.isascii():
-        name = unicodedata.normalize("NFC", name)
-    _text(name, "group name", MAX_GROUP_NAME_BYTES)
-    return name
 
 
 def check_token_ttl(ttl_s: int) -> int:
@@ -284,7 +233,10 @@ class AdminService:
         return count
 
     async def add_group(self, name: str, members: list[str], perms: int) -> GroupInfo:
-        """Create a group with initial members.
+        """Create a group with initial members, in one transaction.
+
+        Not announced to its members: the CLI runs no engine (the REST API's
+        changes are, `appliance.engine.groups`).
 
         Raises:
             UsageError: a bad name or member address.
@@ -293,10 +245,8 @@ class AdminService:
         name = check_group_name(name)
         app_id = await self._app()
         ids = [await self._user_id(app_id, m) for m in members]
-        group = await self.store.create_group(app_id, name, self.clock.wall_ms())
-        for user in ids:
-            await self.store.set_member(app_id, group.group_id, user, perms)
-        return await self.store.get_group(app_id, group.group_id)
+        return await self.store.create_group(app_id, name, self.clock.wall_ms(),
+                                             GroupFlag.DEFAULT, [(user, perms) for user in ids])
 
     async def delete_group(self, group_id: int) -> None:
         """Delete a group.
@@ -308,19 +258,16 @@ class AdminService:
 
     async def set_members(self, group_id: int, add: list[str], remove: list[str],
                           perms: int) -> GroupInfo:
-        """Add (or re-permission) and remove members.
+        """Add (or re-permission) and remove members, all or nothing (not announced:
+        see `add_group`).
 
         Raises:
             NotFoundError: no such group, user, or membership.
         """
         app_id = await self._app()
-        for address in add:
-            await self.store.set_member(app_id, group_id, await self._user_id(app_id, address),
-                                        perms)
-        for address in remove:
-            await self.store.remove_member(app_id, group_id,
-                                           await self._user_id(app_id, address))
-        return await self.store.get_group(app_id, group_id)
+        upserts = [(await self._user_id(app_id, address), perms) for address in add]
+        removals = [await self._user_id(app_id, address) for address in remove]
+        return await self.store.change_members(app_id, group_id, upserts, removals)
 
     async def get_group(self, group_id: int) -> GroupInfo:
         """A group with its members.

@@ -21,10 +21,12 @@ from appliance.storage.models import (
     DeviceRecord,
     FileRecord,
     FileVariant,
+    GroupFlag,
     GroupInfo,
     GroupMember,
     GroupRoster,
     Login,
+    MessageReceipts,
     Pending,
     Principal,
     Receipt,
@@ -63,8 +65,12 @@ class MessageStore(Protocol):
         """
         ...
 
-    async def pending_receipts(self, user_id: int, after_seq: int, limit: int) -> list[Receipt]:
+    async def pending_receipts(self, user_id: int, after_seq: int, limit: int,
+                               device_rowid: int = 0) -> list[Receipt]:
         """Stored status reports for `user_id` with report_seq above `after_seq`.
+
+        With `device_rowid`, also above the report cursor stored for that
+        device (what it confirmed, as committed when the read runs).
 
         Raises:
             StorageUnavailableError: the store cannot be read.
@@ -76,6 +82,21 @@ class MessageStore(Protocol):
 
         Raises:
             StorageUnavailableError: nothing was changed.
+        """
+        ...
+
+    async def message_receipts(self, app_id: int, sender_id: int, msg_id: int,
+                               after: bytes = b"", limit: int = 100) -> MessageReceipts | None:
+        """Where message `msg_id` of `sender_id` (a user of `app_id`) stands, or None when
+        no such message is stored (never sent, or past retention).
+
+        For a group message: each recipient's status in address order, `limit`
+        of them (1..1000) with an address above `after`, and the aggregate counts
+        (PROTOCOL.md §8.4).
+
+        Raises:
+            StorageError: `limit` out of range.
+            StorageUnavailableError: the store cannot be read.
         """
         ...
 
@@ -106,11 +127,16 @@ class DirectoryStore(Protocol):
 
     async def register_device(self, user_id: int, device_id: bytes, now_ms: int,
                               stale_before_ms: int) -> DeviceRecord:
-        """Record that a device connected; a new device gets the user's queue.
+        """Record that a device connected.
 
-        Devices not seen since `stale_before_ms` are forgotten first.  The
-        record says whether a device created here inherited any queued message
-        (`DeviceRecord.inherited`; True when the device already existed).
+        A new device gets every message accepted after it (the next commits'
+        delivery rows) and takes over what waited for the devices it
+        replaces: the user's placeholder (queued while the user had no
+        device) and the devices not seen since `stale_before_ms`, which are
+        forgotten.  Nothing is copied from the user's other devices
+        (PROTOCOL.md §3.1).  The record says whether a device created here
+        inherited any queued message (`DeviceRecord.inherited`; True when the
+        device already existed).
 
         Raises:
             StorageUnavailableError: nothing was changed.
@@ -236,12 +262,45 @@ class AdminStore(Protocol):
         """Delete every token of a user; return how many there were."""
         ...
 
-    async def create_group(self, app_id: int, name: str, now_ms: int) -> GroupInfo:
-        """Create an empty group and return it with its new numeric id."""
+    async def create_group(self, app_id: int, name: str, now_ms: int,
+                           flags: int = GroupFlag.DEFAULT,
+                           members: Sequence[tuple[int, int]] = ()) -> GroupInfo:
+        """Create a group with `GroupFlag` bits `flags` and its first members (user id,
+        `Perm` bits); return it with its new numeric id.
+
+        Raises:
+            NotFoundError: a member is no user of the app (nothing is created).
+            StorageError: flags out of range.
+        """
+        ...
+
+    async def update_group(self, app_id: int, group_id: int, *, name: str | None = None,
+                           flags: int | None = None) -> GroupInfo:
+        """Rename a group and/or replace its `GroupFlag` bits (None: unchanged).
+
+        Raises:
+            NotFoundError: no such group in the app.
+            StorageError: flags out of range.
+        """
+        ...
+
+    async def change_members(self, app_id: int, group_id: int,
+                             upserts: Sequence[tuple[int, int]],
+                             removals: Sequence[int] = ()) -> GroupInfo:
+        """Add members or set their permissions ((user id, `Perm` bits)) and remove
+        members, in one transaction: all of it, or nothing.
+
+        Raises:
+            NotFoundError: no such group in the app, a user of `upserts` is no user
+                of the app, or one of `removals` is no member.
+        """
         ...
 
     async def delete_group(self, app_id: int, group_id: int) -> None:
         """Delete a group and its memberships.
+
+        What was accepted for it before stays queued and is delivered (its
+        members' delivery rows are theirs); reports of it still reach its senders.
 
         Raises:
             NotFoundError: no such group.

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+# Perm and GroupFlag are defined with the wire (PROTOCOL.md §8.3), where they travel.
+from appliance.protocol.wire.groups import GroupFlag as GroupFlag, Perm as Perm
 from appliance.storage.migrations import Migration
 
 
@@ -21,6 +23,9 @@ class Outcome(IntEnum):
     STORED = 0  # new, committed durably
     DUPLICATE = 1  # (sender, id) was stored before: `status` is its current status
     REJECTED = 2  # not stored: `status` is the error status (INVALID_DEST, NOT_MEMBER...)
+    #: Not stored, to be relayed to whoever is online (a group with `GroupFlag.NO_STORE`):
+    #: `Accepted.targets` then lists the recipients' user ids, not devices.
+    RELAY = 3
 
 
 class NewMessage:
@@ -203,18 +208,10 @@ class GroupMember:
     perms: int
 
 
-class Perm:
-    """Group member permission bits (SPEC M5)."""
-
-    SEND = 1
-    RECEIVE = 2
-    ADMIN = 4
-    DEFAULT = SEND | RECEIVE
-
-
 @dataclass(frozen=True, slots=True)
 class GroupRoster:
-    """A group as routing needs it (`appliance.storage.routing`): its app and who is in it.
+    """A group as routing needs it (`appliance.storage.routing`): its app, who is in it,
+    and its `GroupFlag` bits.
 
     `members` maps each member's user id to its `Perm` bits; it is read, never
     changed (the writer caches rosters until the directory changes).
@@ -222,6 +219,7 @@ class GroupRoster:
 
     app_id: int
     members: Mapping[int, int]
+    flags: int = GroupFlag.DEFAULT
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +249,48 @@ class GroupInfo:
     app_id: int
     name: str
     members: tuple[GroupMember, ...]
+    flags: int = GroupFlag.DEFAULT
+
+
+@dataclass(frozen=True, slots=True)
+class MemberReceipt:
+    """Where one recipient of a group message stands (`MessageReceipts`)."""
+
+    address: bytes
+    #: SENT (nothing yet), DELIVERED, READ or EXPIRED.
+    status: int
+    #: When it reached `status` (for SENT: when the message was accepted).
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceipts:
+    """A stored message's delivery state, for its sender (``GET /v1/messages/{id}/receipts``).
+
+    A group message has a status per recipient (the members with RECEIVE when
+    it was accepted, its sender excluded; `members` is one page of them, in
+    address order) and the aggregate: how many of the `recipients` delivered
+    (or read) and read it.  A one-to-one message has `status` alone.
+    """
+
+    msg_id: int
+    group_id: int
+    status: int
+    accepted_ms: int
+    recipients: int = 0
+    delivered: int = 0
+    read: int = 0
+    members: tuple[MemberReceipt, ...] = ()
+
+    @property
+    def delivered_all(self) -> bool:
+        """Every recipient has a device that acknowledged it (or read it)."""
+        return self.recipients > 0 and self.delivered >= self.recipients
+
+    @property
+    def read_all(self) -> bool:
+        """Every recipient read it."""
+        return self.recipients > 0 and self.read >= self.recipients
 
 
 @dataclass(frozen=True, slots=True)

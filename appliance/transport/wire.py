@@ -151,6 +151,8 @@ class WireProtocol(FrameLink, asyncio.Protocol):
                 self.flush()
                 self._close_transport()
                 return
+            elif kind is not Pong:  # an extension frame (PROTOCOL.md §8): OPEN => session
+                engine.on_extension(session, event)  # type: ignore[arg-type]
 
     def eof_received(self) -> bool | None:
         return None  # close our side too

@@ -45,6 +45,8 @@ def test_a_batch_with_mixed_valid_and_invalid_messages_answers_each(api: Api) ->
 
     async def go() -> None:
         bob = await Client.connect(api.server.host, api.server.port, token, "b")
+        created = await bob.message()  # the group's announcement (PROTOCOL.md §8.3)
+        assert json.loads(created.payload)["event"] == "created"
         status, _, doc = await asyncio.to_thread(api.call, "POST", "/v1/messages", batch)
         assert status == 200
         results = doc["results"]

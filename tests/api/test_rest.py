@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from openapi_spec_validator import validate
 
-from appliance.protocol.wire import CloseCode, Message, Status
+from appliance.protocol.wire import CloseCode, Flag, Message, Status
 from tests.api.rest_support import Api
 from tests.support.client import Client, ServerClosedError
 
@@ -67,6 +68,7 @@ def test_groups_and_backend_messages_reach_devices(api: Api) -> None:
                                                        "members": ["alice", "bob"]})
     assert status == 201
     assert {m["address"] for m in group["members"]} == {"alice", "bob"}
+    assert group["flags"] == ["send_by_selected"]
     _, _, group = api.call("POST", f"/v1/groups/{group['id']}/members", {"add": ["carol"],
                                                                           "remove": ["bob"]})
     assert {m["address"] for m in group["members"]} == {"alice", "carol"}
@@ -76,6 +78,11 @@ def test_groups_and_backend_messages_reach_devices(api: Api) -> None:
 
     async def go() -> None:
         bob = await Client.connect(api.server.host, api.server.port, token, "b")
+        # The group's changes came first (PROTOCOL.md §8.3): created, and bob's removal.
+        for event in ("created", "member_removed"):
+            told = await bob.message()
+            assert (told.peer, told.flags & Flag.SYSTEM) == (b"@app", Flag.SYSTEM)
+            assert json.loads(told.payload)["event"] == event
         status, _, sent = await asyncio.to_thread(
             api.call, "POST", "/v1/messages", {"from": "alice", "to": "bob", "text": "hello",
                                                "id": 42, "type": 3})
@@ -91,6 +98,7 @@ def test_groups_and_backend_messages_reach_devices(api: Api) -> None:
             api.call, "POST", "/v1/messages", {"from": "alice", "to": "nobody", "text": "x"})
         assert (status, doc["message_status"]) == (422, "INVALID_DEST")
         c = await Client.connect(api.server.host, api.server.port, carol, "c")
+        assert json.loads((await c.message()).payload)["event"] == "member_added"
         status, _, _ = await asyncio.to_thread(
             api.call, "POST", "/v1/messages", {"from": "alice", "group": group["id"],
                                                "payload_base64": "AAE="})

@@ -13,7 +13,7 @@ from appliance.config.database import SQLITE_FILE, resolve_database
 from appliance.doctor.model import Subject, Verdict
 from appliance.doctor.store import check_durability, check_store
 from appliance.engine.clock import SystemClock
-from appliance.storage import maintenance
+from appliance.storage import maintenance, migrations
 from appliance.storage.mariadb.connection import open_raw
 from tests.support.components import missing
 from tests.support.mariadb import MariaDBServer
@@ -42,23 +42,27 @@ def test_migrated_pending_and_newer_schemas(data_dir: Path) -> None:
     path = migrated(data_dir)
     found = check_store(subject(data_dir))
     assert found.verdict is Verdict.OK, found
-    assert found.summary == f"SQLite {path}: reachable, schema version 8 (up to date)"
+    known = [m.version for m in migrations.load("sqlite")]
+    last, before, future = known[-1], known[-2], known[-1] + 1
+    assert found.summary == f"SQLite {path}: reachable, schema version {last} (up to date)"
     with sqlite3.connect(path) as db:
-        row = db.execute("SELECT * FROM schema_migrations WHERE version = 8").fetchone()
-        db.execute("DELETE FROM schema_migrations WHERE version = 8")
+        row = db.execute("SELECT * FROM schema_migrations WHERE version = ?",
+                         (last,)).fetchone()
+        db.execute("DELETE FROM schema_migrations WHERE version = ?", (last,))
     found = check_store(subject(data_dir))
     assert found.verdict is Verdict.WARN
-    assert "schema version 7, 1 migration(s) pending" in found.summary
+    assert f"schema version {before}, 1 migration(s) pending" in found.summary
     assert found.fix.startswith("tidings db migrate")
-    assert found.figures["pending"] == [8]
+    assert found.figures["pending"] == [last]
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?, ?)", row)
-        db.execute("INSERT INTO schema_migrations VALUES (9, 'from_the_future', 'x', 0)")
+        db.execute("INSERT INTO schema_migrations VALUES (?, 'from_the_future', 'x', 0)",
+                   (future,))
     found = check_store(subject(data_dir))
     assert found.verdict is Verdict.FAIL
-    assert ("schema version 9, this executable knows up to 8: this executable is older than"
-            " the database") in found.summary
-    assert (found.figures["schema_version"], found.figures["known_version"]) == (9, 8)
+    assert (f"schema version {future}, this executable knows up to {last}: this executable is"
+            " older than the database") in found.summary
+    assert (found.figures["schema_version"], found.figures["known_version"]) == (future, last)
 
 
 def test_an_unreachable_database(data_dir: Path, tmp_path: Path) -> None:

@@ -21,6 +21,8 @@ from tests.support.server import ServerProcess
 pytestmark = pytest.mark.slow
 
 USERS = ["alice", "bob", "carol", "dave"]
+#: The server's `limits.sweep_interval_s` in these tests.
+SWEEP_INTERVAL_S = 0.2
 
 
 class World:
@@ -50,7 +52,8 @@ def world(tmp_path: Path, store_backend: StoreBackend) -> Iterator[World]:
     data.mkdir()
     store_backend.prepare(data)
     tokens, groups = provision(data, USERS, {"team": ["alice", "bob", "carol"]})
-    config = write_config(tmp_path / "tidings.toml", sweep_interval_s=0.2, max_devices=3)
+    config = write_config(tmp_path / "tidings.toml", sweep_interval_s=SWEEP_INTERVAL_S,
+                          max_devices=3)
     server = ServerProcess(data, env={"TIDINGS_CONFIG": str(config)})
     server.start()
     try:
@@ -175,6 +178,29 @@ def test_expired_message_is_never_delivered_and_sender_hears_expired(world: Worl
     run(go, world)
 
 
+def test_expired_is_reported_within_a_sweep_interval_of_the_expiry(world: World) -> None:
+    # PROTOCOL.md §6.1: at most sweep_interval_s plus one sweep's duration (a few ms
+    # on this idle server; the margin absorbs a loaded test machine's scheduling).
+    margin_ms = 250
+
+    async def go(w: World) -> None:
+        alice = await w.connect("alice")
+        for i in range(1, 5):
+            # Each send at another phase of the sweep loop (the previous EXPIRED came
+            # with a sweep): a quarter interval later each time, so the expiries fall
+            # from just after one sweep to just before the next.
+            await asyncio.sleep((i - 1) * SWEEP_INTERVAL_S / 4)
+            alice.send(Message(i, b"bob", b"soon gone", expiry_s=1))
+            sent = await alice.status()
+            expired = await alice.status(timeout=10)
+            assert (expired.id, expired.status) == (i, Status.EXPIRED)
+            # Both times are the server's: SENT's is the commit's, a little after
+            # the expiry was counted from, hence the small negative allowance.
+            late = expired.timestamp_ms - (sent.timestamp_ms + 1000)
+            assert -100 <= late <= SWEEP_INTERVAL_S * 1000 + margin_ms, late
+    run(go, world)
+
+
 def test_expiry_zero_is_real_time_only(world: World) -> None:
     async def go(w: World) -> None:
         alice = await w.connect("alice")
@@ -233,15 +259,18 @@ def test_every_device_gets_every_message_and_sender_devices_get_a_copy(world: Wo
     run(go, world)
 
 
-def test_new_device_inherits_the_queue_of_a_user_who_never_connected(world: World) -> None:
+def test_first_device_takes_the_queue_later_devices_get_what_follows(world: World) -> None:
     async def go(w: World) -> None:
         alice = await w.connect("alice")
         alice.send(Message(1, b"dave", b"waiting"))
         await alice.status()
         dave = await w.connect("dave", "first")
         assert (await dave.message(ack=False)).payload == b"waiting"
+        # Still unacknowledged by the first device, yet not for the second:
+        # it registered after the message was accepted (PROTOCOL.md §3.1).
         dave2 = await w.connect("dave", "second")
-        assert (await dave2.message()).payload == b"waiting"
+        assert (await barrier(alice, dave2, 2)).id == 2
+        assert (await dave.message()).id == 2
     run(go, world)
 
 

@@ -321,3 +321,26 @@ def test_a_commit_takes_a_bounded_share_of_submitted_messages(tmp_path: Path) ->
         assert engine.commit.uncommitted == 0
 
     run(tmp_path, _holding_writes(body))
+
+
+def test_the_servers_own_announcements_are_not_held_to_the_apps_room(tmp_path: Path) -> None:
+    """A group's announcements (system senders) follow a change already made: a backend
+    that fills its app's room must not make them fail (they are few, and bounded by
+    the changes that cause them)."""
+    async def body(engine: Engine, store: FlakyStore, sched: Scheduler,
+                   tokens: dict[str, bytes]) -> None:
+        _limited(engine, max_submitted=1000, max_app_submitted=1000)
+        alice = await _sender(engine, b"alice")
+        assert store.hold_writes is not None
+        flood = engine.submit(alice, [Message(i, b"bob", b"m") for i in range(1, 1001)])
+        with pytest.raises(BusyError):
+            engine.submit(alice, [Message(5000, b"bob", b"m")])
+        system = Sender(1, alice.user_id, b"@app", system=True)
+        announced = engine.submit(system, [Message(7, b"", b"{}", group_id=99)])
+        assert engine.submissions.total == 1000  # not counted
+        store.hold_writes.set()
+        await flood
+        assert [a.status for a in await announced] == [Status.INVALID_DEST]
+        assert engine.submissions.total == 0
+
+    run(tmp_path, _holding_writes(body))

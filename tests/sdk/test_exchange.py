@@ -76,6 +76,9 @@ def test_group_message_reaches_every_member_with_per_member_reports(world: World
                 seen.append(await _next(reports))
             assert seen[0].status == Status.SENT
             assert {u.peer for u in seen if u.status == Status.DELIVERED} == {"bob", "carol"}
+            # Then the aggregate (PROTOCOL.md §8.4): every member has it.
+            aggregate = await _next(reports)
+            assert (aggregate.status, aggregate.peer) == (Status.DELIVERED_ALL, "")
             bob.mark_read(team)
             update = await _next(reports)
             assert (update.status, update.peer, update.message_id) == (Status.READ, "bob",

@@ -127,7 +127,7 @@ def test_pending_order_expiry_and_exclusion(backend) -> None:  # type: ignore[no
     run(backend, go)
 
 
-def test_new_devices_inherit_the_queue_and_copies_go_to_sender_devices(backend) -> None:  # type: ignore[no-untyped-def]
+def test_new_devices_get_what_follows_them_and_copies_go_to_sender_devices(backend) -> None:  # type: ignore[no-untyped-def]
     async def go(store: Storage) -> None:
         alice, bob = await _users(store, "alice", "bob")
         a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
@@ -140,11 +140,38 @@ def test_new_devices_inherit_the_queue_and_copies_go_to_sender_devices(backend) 
         first = await store.register_device(bob, b"b1", NOW, 0)
         b1 = first.device_rowid
         assert first.inherited  # what waited for bob before he had a device
-        b2 = (await store.register_device(bob, b"b2", NOW, 0)).device_rowid
+        # b1 has not acknowledged it: a second device still gets nothing that
+        # was accepted before it registered (PROTOCOL.md §3.1).
+        second = await store.register_device(bob, b"b2", NOW, 0)
+        b2 = second.device_rowid
+        assert not second.inherited
+        a3 = (await store.register_device(alice, b"a3", NOW, 0)).device_rowid
         carol = (await store.create_user(1, "carol", NOW)).user_id
         assert not (await store.register_device(carol, b"c1", NOW, 0)).inherited
         assert [p.msg_id for p in await store.pending(b1, bob, NOW, 10)] == [1]
-        assert [p.msg_id for p in await store.pending(b2, bob, NOW, 10)] == [1]
+        assert await store.pending(b2, bob, NOW, 10) == []
+        assert await store.pending(a3, alice, NOW, 10) == []  # nor an older own copy
+        # What is accepted after a device registered reaches it.
+        acc = (await store.write(WriteBatch(messages=[msg(alice, a1, 2)]), NOW)).accepted[0]
+        assert sorted(acc.targets) == sorted([a2, a3, b1, b2])
+        assert [p.msg_id for p in await store.pending(b2, bob, NOW, 10)] == [2]
+    run(backend, go)
+
+
+def test_what_a_new_device_gets_does_not_depend_on_other_devices_acks(backend) -> None:  # type: ignore[no-untyped-def]
+    async def go(store: Storage) -> None:
+        alice, bob = await _users(store, "alice", "bob")
+        a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
+        b1 = (await store.register_device(bob, b"b1", NOW, 0)).device_rowid
+        b2 = (await store.register_device(bob, b"b2", NOW, 0)).device_rowid
+        seqs = [acc.seq for acc in (await store.write(
+            WriteBatch(messages=[msg(alice, a1, i) for i in (1, 2, 3)]), NOW)).accepted]
+        # b1 acknowledged the first, b2 the second; the third waits on both.
+        await store.write(WriteBatch(acks=[(b1, seqs[0], 0), (b2, seqs[1], 0)]), NOW)
+        new = await store.register_device(bob, b"b3", NOW, 0)
+        assert not new.inherited
+        assert await store.pending(new.device_rowid, bob, NOW, 10) == []
+        assert [p.msg_id for p in await store.pending(b1, bob, NOW, 10)] == [2, 3]
     run(backend, go)
 
 
@@ -163,7 +190,9 @@ def test_group_fan_out_to_member_devices(backend) -> None:  # type: ignore[no-un
         assert acc.targets == (b1,)
         assert c1 not in acc.targets
         r = (await store.write(WriteBatch(acks=[(b1, acc.seq, 0)]), NOW)).receipts
-        assert [(x.peer, x.group_id, x.status) for x in r] == [(b"bob", g.group_id, DELIVERED)]
+        # bob was its only recipient: the aggregate follows his report (PROTOCOL.md §8.4).
+        assert [(x.peer, x.group_id, x.status) for x in r] == [
+            (b"bob", g.group_id, DELIVERED), (b"", g.group_id, Status.DELIVERED_ALL)]
     run(backend, go)
 
 
@@ -307,11 +336,19 @@ def test_stale_devices_are_forgotten_and_their_queue_passes_on(backend) -> None:
         await store.write(WriteBatch(messages=[msg(alice, a1, 1, expires=NOW + 99 * HOUR)]), NOW)
         assert [p.msg_id for p in await store.pending(old, bob, NOW, 10)] == [1]
         later = NOW + 10 * HOUR
+        # A live device seen since, that acknowledged what it got: it does not
+        # change what the stale device's queue holds, nor what passes on.
+        live = (await store.register_device(bob, b"live", later, 0)).device_rowid
+        await store.write(WriteBatch(messages=[msg(alice, a1, 2, expires=NOW + 99 * HOUR)]),
+                          later)
+        [two] = await store.pending(live, bob, later, 10)
+        await store.write(WriteBatch(acks=[(live, two.seq, 0)]), later)
         fresh = await store.register_device(bob, b"new", later, stale_before_ms=NOW + HOUR)
         # The stale device is gone; what waited for it waits for the new one.
         assert fresh.inherited
         assert await store.pending(old, bob, later, 10) == []
-        assert [p.msg_id for p in await store.pending(fresh.device_rowid, bob, later, 10)] == [1]
+        assert [p.msg_id for p in await store.pending(fresh.device_rowid, bob, later, 10)] == \
+            [1, 2]
         again = await store.register_device(bob, b"old", later, 0)
         assert again.device_rowid not in (old, fresh.device_rowid)  # a new device now
         # The same device registering again is the same row, and keeps its cursor.

@@ -13,10 +13,17 @@ import itertools
 import pytest
 
 from appliance.errors import StorageError
-from appliance.protocol.wire.constants import Status
+from appliance.protocol.wire.constants import Flag, Status
 from appliance.storage.interface import Storage
-from appliance.storage.models import GroupRoster, NewMessage, Outcome, Perm, WriteBatch
-from appliance.storage.routing import group_recipients, peer_recipients
+from appliance.storage.models import (
+    GroupFlag,
+    GroupRoster,
+    NewMessage,
+    Outcome,
+    Perm,
+    WriteBatch,
+)
+from appliance.storage.routing import group_recipients, group_stores, peer_recipients
 from tests.storage.conftest import Opener, run
 
 NOW = 1_700_000_000_000
@@ -198,4 +205,74 @@ def test_the_writer_routes_as_the_rule_says_for_every_sender(backend: Opener) ->
         (accepted,) = (await store.write(WriteBatch(messages=[probe]), NOW)).accepted
         assert (accepted.outcome, accepted.status) == (Outcome.REJECTED, Status.INVALID_DEST)
         assert await store.group_roster(other, group.group_id) is None
+    run(backend, go)
+
+
+# --- group flags and the server's own messages (issue 16) ------------------------------
+
+
+def test_without_send_by_selected_every_member_posts_and_outsiders_still_do_not() -> None:
+    for perms in ALL_PERMS:
+        roster = GroupRoster(APP, {SENDER: perms, 11: Perm.RECEIVE}, flags=0)
+        want = [u for u, bits in ((SENDER, perms), (11, Perm.RECEIVE)) if bits & Perm.RECEIVE]
+        assert group_recipients(roster, APP, SENDER) == want
+    assert group_recipients(GroupRoster(APP, {11: Perm.DEFAULT}, flags=0), APP, SENDER) \
+        is Status.NOT_MEMBER
+    assert group_recipients(GroupRoster(OTHER_APP, {SENDER: 3}, flags=0), APP, SENDER) \
+        is Status.INVALID_DEST
+
+
+def test_a_roster_has_send_by_selected_unless_told_otherwise() -> None:
+    assert GroupRoster(APP, {}).flags == GroupFlag.SEND_BY_SELECTED == GroupFlag.DEFAULT
+    assert group_recipients(GroupRoster(APP, {SENDER: Perm.RECEIVE}), APP, SENDER) \
+        is Status.NOT_MEMBER
+
+
+def test_a_system_message_needs_no_membership_but_never_crosses_apps() -> None:
+    roster = GroupRoster(APP, {11: Perm.DEFAULT, 12: Perm.SEND, 13: Perm.RECEIVE})
+    assert group_recipients(roster, APP, SENDER, system=True) == [11, 13]
+    assert group_recipients(roster, OTHER_APP, SENDER, system=True) is Status.INVALID_DEST
+    assert group_recipients(None, APP, SENDER, system=True) is Status.INVALID_DEST
+
+
+def test_no_store_groups_relay_members_messages_but_keep_system_ones() -> None:
+    assert group_stores(GroupRoster(APP, {}))
+    no_store = GroupRoster(APP, {}, flags=GroupFlag.NO_STORE | GroupFlag.SEND_BY_SELECTED)
+    assert not group_stores(no_store)
+    assert group_stores(no_store, system=True)
+
+
+def test_the_writer_relays_no_store_groups_and_stores_system_messages(backend: Opener) -> None:
+    async def go(store: Storage) -> None:
+        alice, bob, app_user = [(await store.create_user(APP, n, NOW)).user_id
+                                for n in ("alice", "bob", "@app")]
+        a1 = (await store.register_device(alice, b"a1", NOW, 0)).device_rowid
+        b1 = (await store.register_device(bob, b"b1", NOW, 0)).device_rowid
+        group = await store.create_group(APP, "live", NOW, GroupFlag.NO_STORE,
+                                         [(alice, Perm.RECEIVE), (bob, Perm.DEFAULT)])
+        gid = group.group_id
+
+        def message(sender: int, device: int, msg_id: int, flags: int = 3) -> NewMessage:
+            return NewMessage(APP, sender, device, msg_id, b"", gid, 0, NOW + 60_000, 0,
+                              flags, 0, b"hi")
+
+        # alice has no SEND: NO_STORE without SEND_BY_SELECTED lets every member post.
+        (relayed,) = (await store.write(WriteBatch(messages=[message(alice, a1, 1)]),
+                                        NOW)).accepted
+        assert (relayed.outcome, relayed.status) == (Outcome.RELAY, Status.SENT)
+        assert set(relayed.targets) == {alice, bob}  # user ids: the relay's recipients
+        assert await store.pending(b1, bob, NOW, 10) == []
+        # Not stored, so not deduplicated either: the same id is relayed again.
+        (again,) = (await store.write(WriteBatch(messages=[message(alice, a1, 1)]),
+                                      NOW)).accepted
+        assert again.outcome is Outcome.RELAY
+        (system,) = (await store.write(WriteBatch(messages=[
+            message(app_user, 0, 2, Flag.SYSTEM)]), NOW)).accepted
+        assert (system.outcome, set(system.targets)) == (Outcome.STORED, {a1, b1})
+        assert [(p.peer, p.flags) for p in await store.pending(b1, bob, NOW, 10)] == [
+            (b"@app", Flag.SYSTEM)]
+        # An outsider's SYSTEM-less message is refused as before.
+        (refused,) = (await store.write(WriteBatch(messages=[message(app_user, 0, 3)]),
+                                        NOW)).accepted
+        assert (refused.outcome, refused.status) == (Outcome.REJECTED, Status.NOT_MEMBER)
     run(backend, go)

@@ -50,12 +50,12 @@ class Client:
     @classmethod
     async def connect(cls, host: str, port: int, token: str | bytes, device: str = "dev1",
                       *, expect_welcome: bool = True, tls: ssl.SSLContext | None = None,
-                      server_hostname: str | None = None) -> Client:
+                      server_hostname: str | None = None, client_flags: int = 0) -> Client:
         reader, writer = await asyncio.open_connection(host, port, ssl=tls,
                                                        server_hostname=server_hostname)
         client = cls(reader, writer)
         tok = token.encode() if isinstance(token, str) else token
-        client.send(Hello(token=tok, device_id=device.encode()))
+        client.send(Hello(token=tok, device_id=device.encode(), client_flags=client_flags))
         if expect_welcome:
             try:
                 event = await client.next_event()

@@ -204,8 +204,10 @@ class WireConnection:
     def _extension(self, ftype: int, body: bytes) -> Event:
         """An extension frame (extensions.py) in OPEN, if the peer may send it."""
         cls, decoder, sender = EXTENSION_FRAMES[ftype]
-        # Named by its class and number: a family's frame need not be in FrameType.
-        name = f"{cls.__name__} (0x{ftype:02x})"
+        try:
+            name = FrameType(ftype).name
+        except ValueError:  # a family's frame need not be in FrameType
+            name = f"{cls.__name__} (0x{ftype:02x})"
         if (sender == FROM_CLIENT) != (self.role is Role.SERVER):
             raise RemoteWireError(f"{name} not allowed from this side",
                                   close_code=CloseCode.PROTOCOL_ERROR)

@@ -78,6 +78,11 @@ class Status(IntEnum):
     SENT = 1
     DELIVERED = 2
     READ = 3
+    #: Aggregate group reports (PROTOCOL.md §8.4), only to EXTENSIONS clients:
+    #: every member that was a recipient when the message was accepted has a
+    #: device that acknowledged it (DELIVERED_ALL) or reported it read (READ_ALL).
+    DELIVERED_ALL = 4
+    READ_ALL = 5
     FAILED = 0x80
     USER_OFFLINE = 0x81
     INVALID_DEST = 0x82
@@ -124,6 +129,9 @@ class Flag:
     #: Set by the server on the copy of a message that another device of the
     #: same user sent; `peer` is then the destination, not the sender (M5).
     OUTGOING_COPY: Final = 1 << 31
+    #: Set by the server on what the server itself says: a group's membership
+    #: announcements, sent by the app's reserved user ``@app`` (PROTOCOL.md §8.3).
+    SYSTEM: Final = 1 << 30
     CLIENT_MASK: Final = 0xFFFF
 
 

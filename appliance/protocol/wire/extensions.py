@@ -23,7 +23,10 @@ from appliance.protocol.wire import groups, presence
 class ExtensionEvent(Protocol):
     """An event of an extension frame."""
 
-    FRAME_TYPE: int
+    @property
+    def FRAME_TYPE(self) -> int:  # noqa: N802 - a class constant in the event classes
+        """The frame type (`FrameType`): read-only, so a class attribute of the event fits."""
+        ...
 
     def encode_body(self) -> bytes:
         """The frame body (PROTOCOL.md §8).

@@ -14,6 +14,8 @@ Schema history:
   6  credential_changes: revocations, deletions, renames seen by live servers.
   7  certificates, renewal_state, leases: the ACME manager's shared state.
   8  files, file_grants, file_variants, blobs, pictures, media_keys (issue 15).
+  10 group flags (SEND_BY_SELECTED on existing groups), group_status.ts_ms,
+     group_counts: per-recipient ledger and aggregate receipts (issue 16).
 """
 
 from __future__ import annotations

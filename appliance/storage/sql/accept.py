@@ -13,15 +13,18 @@ from __future__ import annotations
 from functools import partial
 
 from appliance.protocol.attachments import FILE
-from appliance.protocol.wire.constants import Status
+from appliance.protocol.wire.constants import Flag, Status
 from appliance.protocol.wire.ids import LOWEST_DB_ID, to_db_id
 from appliance.storage.models import Accepted, NewMessage, Outcome, QueueQuota
-from appliance.storage.routing import group_recipients, peer_recipients
+from appliance.storage.routing import group_recipients, group_stores, peer_recipients
+from appliance.storage.sql import aggregate
 from appliance.storage.sql.file_access import accept_shared
 from appliance.storage.sql.state import WriterState
 
 #: Plain ints, not the enum members: they go into rows the drivers bind.
 _SENT = int(Status.SENT)
+_SYSTEM = Flag.SYSTEM
+_RECEIPTS = aggregate.RECEIPTS
 #: Cached message metadata beyond which `WriterState.recent` starts afresh.
 _RECENT_MAX = 200_000
 
@@ -40,6 +43,9 @@ def accept_all(s: WriterState, messages: list[NewMessage], now_ms: int,
         recipients = route(s, m)
         if isinstance(recipients, int):
             results[i] = Accepted(Outcome.REJECTED, recipients)
+        elif m.group_id and not kept(s, m):
+            # NO_STORE: nothing written, no dedupe; the engine relays it.
+            results[i] = Accepted(Outcome.RELAY, _SENT, 0, now_ms, tuple(recipients))
         else:
             plans.append((i, m, recipients, to_db_id(m.msg_id)))
     # Apps number their messages upwards (the SDK does), so an id above
@@ -49,6 +55,8 @@ def accept_all(s: WriterState, messages: list[NewMessage], now_ms: int,
     highest = s.highest
     key: tuple[int, int | None]
     rows, deliveries = [], []
+    ledger: list[tuple[int, int, int, int]] = []
+    counts: list[tuple[int, int]] = []
     recent = s.recent
     if len(recent) > _RECENT_MAX:
         recent.clear()
@@ -81,6 +89,9 @@ def accept_all(s: WriterState, messages: list[NewMessage], now_ms: int,
                      to_db_id(m.refid) or 0, now_ms, m.expires_ms, m.type, m.flags,
                      m.priority, _SENT, m.payload))
         deliveries.extend([(d, m.priority, seq, m.expires_ms) for d in devices])
+        if m.group_id and m.flags & _RECEIPTS:
+            aggregate.open_ledger(s, seq, aggregate.recipients_reached(s, m.sender_id, devices),
+                                  now_ms, ledger, counts)
         recent[seq] = [m.sender_id, db_id, m.flags, _SENT, m.group_id,  # type: ignore[list-item]
                        len(m.payload), m.app_id]
         results[i] = Accepted(Outcome.STORED, _SENT, seq, now_ms, tuple(devices))
@@ -89,14 +100,23 @@ def accept_all(s: WriterState, messages: list[NewMessage], now_ms: int,
         " accepted_ms, expires_ms, type, flags, priority, status, payload)"
         " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
     s.conn.executemany(s.sql_deliver, deliveries)
+    if counts:
+        aggregate.write_ledgers(s.conn, ledger, counts)
     return results  # type: ignore[return-value]  # every slot was filled above
 
 
 def route(s: WriterState, m: NewMessage) -> list[int] | Status:
     """The recipient user ids of `m`, or the error status that rejects it (`storage.routing`)."""
     if m.group_id:
-        return group_recipients(s.directory.group(m.group_id), m.app_id, m.sender_id)
+        return group_recipients(s.directory.group(m.group_id), m.app_id, m.sender_id,
+                                bool(m.flags & _SYSTEM))
     return peer_recipients(s.directory.user_id(m.app_id, m.peer))
+
+
+def kept(s: WriterState, m: NewMessage) -> bool:
+    """Whether group message `m` (routed: its group exists) is stored (`storage.routing`)."""
+    roster = s.directory.group(m.group_id)
+    return roster is None or group_stores(roster, bool(m.flags & _SYSTEM))
 
 
 def highest_id(s: WriterState, sender: int) -> int:

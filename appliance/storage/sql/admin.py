@@ -9,7 +9,14 @@ driver's integrity error).
 
 from __future__ import annotations
 
-from appliance.errors import ConflictError, NotFoundError
+from collections.abc import Sequence
+
+from appliance.errors import (
+    ConflictError,
+    GroupNotFoundError,
+    MemberNotFoundError,
+    NotFoundError,
+)
 from appliance.storage.models import AppInfo, GroupInfo, GroupMember, UserInfo
 from appliance.storage.sql import file_access
 from appliance.storage.sql.credentials import record_change
@@ -141,20 +148,60 @@ def revoke_tokens(conn: Connection, user: int) -> int:
     return count
 
 
-def create_group(conn: Connection, app: int, name: str, now_ms: int) -> GroupInfo:
+def create_group(conn: Connection, app: int, name: str, now_ms: int, flags: int,
+                 members: Sequence[tuple[int, int]] = ()) -> GroupInfo:
     """See `AdminStore.create_group`."""
-    cur = conn.execute("INSERT INTO groups (app_id, name, created_ms) VALUES (?, ?, ?)",
-                       (app, name, now_ms))
+    _check_users(conn, app, [user for user, _ in members])
+    cur = conn.execute("INSERT INTO groups (app_id, name, flags, created_ms) VALUES (?, ?, ?, ?)",
+                       (app, name, flags, now_ms))
     assert cur.lastrowid is not None
-    return GroupInfo(cur.lastrowid, app, name, ())
+    conn.executemany(conn.dialect.upsert_member,
+                     [(cur.lastrowid, user, perms) for user, perms in members])
+    return get_group(conn, app, cur.lastrowid)
 
 
 def _check_group(conn: Connection, app: int, group: int) -> str:
     row = conn.execute("SELECT name FROM groups WHERE id = ? AND app_id = ?",
                        (group, app)).fetchone()
     if row is None:
-        raise NotFoundError(f"no group {group}")
+        raise GroupNotFoundError(f"no group {group}")
     return str(row[0])
+
+
+def _check_users(conn: Connection, app: int, users: list[int]) -> None:
+    """Every one of `users` is a user of `app` (nothing crosses apps)."""
+    for start in range(0, len(users), 500):
+        chunk = users[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        found = {r[0] for r in conn.execute(
+            f"SELECT id FROM users WHERE app_id = ? AND id IN ({marks})", (app, *chunk))}
+        missing = next((u for u in chunk if u not in found), None)
+        if missing is not None:
+            raise MemberNotFoundError(f"no user with id {missing} in this app")
+
+
+def update_group(conn: Connection, app: int, group: int, name: str | None,
+                 flags: int | None) -> GroupInfo:
+    """See `AdminStore.update_group`."""
+    _check_group(conn, app, group)
+    if name is not None:
+        conn.execute("UPDATE groups SET name = ? WHERE id = ?", (name, group))
+    if flags is not None:
+        conn.execute("UPDATE groups SET flags = ? WHERE id = ?", (flags, group))
+    return get_group(conn, app, group)
+
+
+def change_members(conn: Connection, app: int, group: int, upserts: Sequence[tuple[int, int]],
+                   removals: Sequence[int]) -> GroupInfo:
+    """See `AdminStore.change_members`: all of it, or (an error) none of it."""
+    _check_group(conn, app, group)
+    _check_users(conn, app, [user for user, _ in upserts])
+    for user in removals:
+        if conn.execute("DELETE FROM members WHERE group_id = ? AND user_id = ?",
+                        (group, user)).rowcount == 0:
+            raise MemberNotFoundError(f"user {user} is not a member of group {group}")
+    conn.executemany(conn.dialect.upsert_member, [(group, user, perms) for user, perms in upserts])
+    return get_group(conn, app, group)
 
 
 def delete_group(conn: Connection, app: int, group: int, now_ms: int) -> None:
@@ -176,16 +223,19 @@ def remove_member(conn: Connection, app: int, group: int, user: int) -> None:
     _check_group(conn, app, group)
     if conn.execute("DELETE FROM members WHERE group_id = ? AND user_id = ?",
                     (group, user)).rowcount == 0:
-        raise NotFoundError(f"user {user} is not a member of group {group}")
+        raise MemberNotFoundError(f"user {user} is not a member of group {group}")
 
 
 def get_group(conn: Connection, app: int, group: int) -> GroupInfo:
     """See `AdminStore.get_group`."""
-    name = _check_group(conn, app, group)
+    row = conn.execute("SELECT name, flags FROM groups WHERE id = ? AND app_id = ?",
+                       (group, app)).fetchone()
+    if row is None:
+        raise GroupNotFoundError(f"no group {group}")
     rows = conn.execute("SELECT m.user_id, u.address, m.perms FROM members m JOIN users u"
                         " ON u.id = m.user_id WHERE m.group_id = ? ORDER BY u.address", (group,))
     members = tuple(GroupMember(uid, bytes(addr), perms) for uid, addr, perms in rows)
-    return GroupInfo(group, app, name, members)
+    return GroupInfo(group, app, str(row[0]), members, int(row[1]))
 
 
 def list_groups(conn: Connection, app: int, after: int = 0,

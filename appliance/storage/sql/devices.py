@@ -1,4 +1,4 @@
-"""Registering a device that connected: a new one inherits what waits for its user.
+"""Registering a device that connected: a new one takes over the queues of those it replaces.
 
 Runs inside the writer's registration transaction (`Writer.register_devices`).
 """
@@ -20,7 +20,6 @@ def register(s: WriterState, user_id: int, device_id: bytes, now_ms: int,
                         " WHERE user_id = ?", (user_id,)).fetchall()
     stale: list[tuple[int]] = []
     placeholders: list[tuple[int]] = []
-    others = 0
     for row_id, device, cursor, seen in rows:
         device = bytes(device)
         if device == device_id:
@@ -30,27 +29,27 @@ def register(s: WriterState, user_id: int, device_id: bytes, now_ms: int,
             placeholders.append((row_id,))
         elif seen < stale_before_ms:
             stale.append((row_id,))
-        else:
-            others += 1
-    usage = s.usage
-    before = usage.count_user(user_id) if others or placeholders or stale else None
     cur = conn.execute("INSERT INTO devices (user_id, device, last_seen_ms, report_cursor)"
                        " VALUES (?, ?, ?, ?)", (user_id, device_id, now_ms, s.receipt_seq))
     new_id = cur.lastrowid
     assert new_id is not None
     inherited = 0
-    if before is not None:
-        # A new device gets everything still queued for its user (SPEC M1:
-        # each device receives every message), including what waited on the
-        # placeholder while the user had no device at all, and on devices
-        # gone stale (config limits.device_stale_s): forgetting those loses
-        # nothing.
-        inherited = conn.execute(s.sql_inherit, (new_id, user_id, new_id)).rowcount
     gone = placeholders + stale
     if gone:
+        # What waited for the devices this one replaces passes to it: the
+        # placeholder of a user who had no device, and devices gone stale
+        # (config limits.device_stale_s), forgotten now.  Nothing is copied
+        # from the user's live devices (PROTOCOL.md §3.1: a new device gets
+        # what is accepted after it registered), so what it gets never
+        # depends on when they acknowledge.  A replaced device's queue is
+        # frozen (no device reads it), so this is deterministic too.
+        usage = s.usage
+        before = usage.count_user(user_id)
+        marks = ",".join("?" * len(gone))
+        inherited = conn.execute(s.sql_inherit + f" ({marks})",
+                                 [new_id, *(g for (g,) in gone)]).rowcount
         conn.executemany("DELETE FROM deliveries WHERE device_id = ?", gone)
         conn.executemany("DELETE FROM devices WHERE id = ?", gone)
-    if before is not None:
         usage.set_user(user_id, s.directory.app_of(user_id), before, usage.count_user(user_id))
     s.directory.device_added(user_id, new_id)
     return DeviceRecord(new_id, s.receipt_seq, inherited != 0)

@@ -92,8 +92,9 @@ class Dialect:
     insert_ignore: str
     #: The two-argument maximum: max() in SQLite, GREATEST() in MariaDB.
     greatest: str
-    #: Insert a group member's status, or raise it to a higher one.
-    raise_group_status: str
+    #: A group recipient's first DELIVERED or EXPIRED (seq, member, status, ts): inserted,
+    #: or raised from SENT (its ledger row); changes nothing otherwise (rowcount 0).
+    first_group_status: str
     #: Insert a member, or change its permissions.
     upsert_member: str
     #: (sender, id) lookup of `n` pairs: builds the statement for a padded size.
@@ -148,8 +149,10 @@ SQLITE = Dialect(
     name="sqlite",
     insert_ignore="INSERT OR IGNORE",
     greatest="max",
-    raise_group_status="INSERT INTO group_status VALUES (?, ?, ?) ON CONFLICT (seq, member_id)"
-                       " DO UPDATE SET status = excluded.status WHERE status < excluded.status",
+    first_group_status="INSERT INTO group_status (seq, member_id, status, ts_ms)"
+                       " VALUES (?, ?, ?, ?) ON CONFLICT (seq, member_id) DO UPDATE SET"
+                       " status = excluded.status, ts_ms = excluded.ts_ms"
+                       " WHERE group_status.status = 1",
     upsert_member="INSERT INTO members VALUES (?, ?, ?) ON CONFLICT (group_id, user_id)"
                   " DO UPDATE SET perms = excluded.perms",
     existing=_sqlite_existing,
@@ -163,9 +166,12 @@ MARIADB = Dialect(
     name="mariadb",
     insert_ignore="INSERT IGNORE",
     greatest="GREATEST",
-    # Affected rows: 1 inserted, 2 raised, 0 unchanged (as SQLite's WHERE).
-    raise_group_status="INSERT INTO group_status VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE"
-                       " status = GREATEST(status, VALUES(status))",
+    # Affected rows: 1 inserted, 2 raised, 0 unchanged (as SQLite's WHERE).  The
+    # assignments run in order: ts_ms first, while `status` is still the old one.
+    first_group_status="INSERT INTO group_status (seq, member_id, status, ts_ms)"
+                       " VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE"
+                       " ts_ms = IF(status = 1, VALUES(ts_ms), ts_ms),"
+                       " status = IF(status = 1, VALUES(status), status)",
     upsert_member="INSERT INTO members VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE"
                   " perms = VALUES(perms)",
     existing=_mariadb_existing,

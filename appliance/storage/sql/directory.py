@@ -65,12 +65,13 @@ class Directory:
         group = self._groups.get(group_id)
         if group is not None:
             return group
-        row = self.conn.execute("SELECT app_id FROM groups WHERE id = ?", (group_id,)).fetchone()
+        row = self.conn.execute("SELECT app_id, flags FROM groups WHERE id = ?",
+                                (group_id,)).fetchone()
         if row is None:
             return None
         members = dict(self.conn.execute("SELECT user_id, perms FROM members"
                                          " WHERE group_id = ?", (group_id,)).fetchall())
-        group = self._groups[group_id] = GroupRoster(row[0], members)
+        group = self._groups[group_id] = GroupRoster(row[0], members, row[1])
         return group
 
     # --- devices --------------------------------------------------------------

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from appliance.protocol.wire.constants import Flag, Status
 from appliance.storage.models import Receipt
+from appliance.storage.sql import aggregate
 from appliance.storage.sql.bulk import message_sizes
 from appliance.storage.sql.state import WriterState
 
 #: Plain ints, not the enum members: they go into rows the drivers bind.
 _SENT, _EXPIRED = int(Status.SENT), int(Status.EXPIRED)
 _DELIVERY_RECEIPT = Flag.DELIVERY_RECEIPT
+#: Delivery rows expired, and messages past retention removed, per sweep at most: one
+#: sweep's transaction stays short (PROTOCOL.md §6.1 states the bound it gives clients).
+SWEEP_LIMIT = 5000
 
 
 def expire(s: WriterState, now_ms: int, retention_ms: int, limit: int, *, full: bool,
@@ -39,8 +43,9 @@ def expire(s: WriterState, now_ms: int, retention_ms: int, limit: int, *, full: 
                           (limit,)).fetchall()
     old = [(seq,) for seq, accepted in oldest if accepted <= now_ms - retention_ms]
     conn.executemany("DELETE FROM messages WHERE seq = ?", old)
-    conn.executemany("DELETE FROM group_status WHERE seq = ?", old)
+    aggregate.forget(s, old)
     s.flush_receipts()
+    aggregate.flush_counts(s)
     if full:
         conn.execute("DELETE FROM receipts WHERE ts_ms <= ?", (now_ms - retention_ms,))
         s.usage.forget_apps()
@@ -70,7 +75,7 @@ def _expire_one(s: WriterState, device: int, seq: int, now_ms: int,
         return
     sender, db_id, flags, status, group = row
     if group and user is not None:
-        cur = conn.execute(s.sql_first_status, (seq, user, _EXPIRED))
+        cur = conn.execute(s.sql_first_status, (seq, user, _EXPIRED, now_ms))
         changed = cur.rowcount > 0
         peer = user
     else:

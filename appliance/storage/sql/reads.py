@@ -45,13 +45,17 @@ def pending(conn: Connection, device_rowid: int, user_id: int, now_ms: int, limi
     return out
 
 
-def pending_receipts(conn: Connection, user_id: int, after_seq: int,
-                     limit: int) -> list[Receipt]:
+def pending_receipts(conn: Connection, user_id: int, after_seq: int, limit: int,
+                     device_rowid: int = 0) -> list[Receipt]:
     """See `MessageStore.pending_receipts`."""
+    # The device's stored cursor is read by the same statement: the caller's
+    # `after_seq` may come from an older read (a HELLO's, taken before the
+    # commit of the device's last REPORT_ACK landed; issue 16).
     rows = conn.execute(
         "SELECT r.seq, r.msg_id, r.status, u.address, r.group_id, r.ts_ms FROM receipts r"
-        " LEFT JOIN users u ON u.id = r.peer_id WHERE r.user_id = ? AND r.seq > ?"
-        " ORDER BY r.seq LIMIT ?", (user_id, after_seq, limit))
+        " LEFT JOIN users u ON u.id = r.peer_id WHERE r.user_id = ?"
+        f" AND r.seq > {conn.dialect.greatest}(?, coalesce((SELECT report_cursor FROM devices"
+        " WHERE id = ?), 0)) ORDER BY r.seq LIMIT ?", (user_id, after_seq, device_rowid, limit))
     return [Receipt(user_id, seq, from_db_id(db_id), status, bytes(addr or b""), group, ts)
             for seq, db_id, status, addr, group, ts in rows]
 
@@ -105,13 +109,13 @@ def group_members(conn: Connection, app_id: int, group_id: int) -> list[GroupMem
 
 def group_roster(conn: Connection, app_id: int, group_id: int) -> GroupRoster | None:
     """See `DirectoryStore.group_roster`."""
-    row = conn.execute("SELECT 1 FROM groups WHERE id = ? AND app_id = ?",
+    row = conn.execute("SELECT flags FROM groups WHERE id = ? AND app_id = ?",
                        (group_id, app_id)).fetchone()
     if row is None:
         return None
     members = conn.execute("SELECT user_id, perms FROM members WHERE group_id = ?",
                            (group_id,)).fetchall()
-    return GroupRoster(app_id, dict(members))
+    return GroupRoster(app_id, dict(members), row[0])
 
 
 def count_deliveries(conn: Connection, limit: int) -> int:

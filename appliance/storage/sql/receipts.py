@@ -12,6 +12,7 @@ from __future__ import annotations
 from appliance.protocol.wire.constants import Flag, Status
 from appliance.protocol.wire.ids import to_db_id
 from appliance.storage.models import Receipt
+from appliance.storage.sql import aggregate
 from appliance.storage.sql.bulk import delivery_rows, messages_by_ids
 from appliance.storage.sql.dialect import Connection
 from appliance.storage.sql.state import WriterState
@@ -72,7 +73,7 @@ def delivered(s: WriterState, device: int, seq: int, now_ms: int, out: list[Rece
         return row  # swept, or our own sent copy: no receipt
     sender, db_id, flags, status, group = row[:5]
     if group:
-        cur = s.conn.execute(s.sql_first_status, (seq, user, _DELIVERED))
+        cur = s.conn.execute(s.sql_first_status, (seq, user, _DELIVERED, now_ms))
         changed = cur.rowcount > 0
     else:
         changed = status == _SENT
@@ -81,6 +82,8 @@ def delivered(s: WriterState, device: int, seq: int, now_ms: int, out: list[Rece
             row[3] = _DELIVERED
     if changed and flags & _DELIVERY_RECEIPT and db_id is not None:
         s.receipt(sender, db_id, _DELIVERED, user, group, now_ms, out)
+    if changed and group:
+        aggregate.count(s, seq, sender, db_id, flags, group, 1, 0, now_ms, out)
     return row
 
 
@@ -88,25 +91,27 @@ def read(s: WriterState, reader: int, app_id: int, peer: bytes, group_id: int,
          ids: tuple[int, ...], now_ms: int, out: list[Receipt]) -> None:
     """`reader` read messages `ids` of `peer` (in `group_id`, or 1:1 when 0): move them to READ.
 
-    Only a recipient may report a message read: a member of the group, or the
-    1:1 message's destination; anything else is ignored.
+    Only a recipient may report a message read: one the group message was
+    sent to (`aggregate.read_by`: a member then, whether or not one now), or
+    the 1:1 message's destination; anything else is ignored.
     """
     conn = s.conn
     sender = s.directory.user_id(app_id, peer)
     if sender is None:
         return
+    member = False
+    was: int | None = None
     if group_id:
         group = s.directory.group(group_id)
-        if group is None or reader not in group.members:
-            return
+        member = group is not None and group.app_id == app_id and reader in group.members
     db_ids = [db_id for db_id in map(to_db_id, ids) if db_id is not None]
     for db_id, seq, flags, status, dest_user, dest_group in messages_by_ids(
             conn, sender, db_ids):
         if dest_group != group_id or (not group_id and dest_user != reader):
             continue  # only a recipient may report a message read
         if group_id:
-            cur = conn.execute(s.sql_raise_status, (seq, reader, _READ))
-            changed = cur.rowcount > 0
+            was = aggregate.read_by(s, seq, reader, member, now_ms)
+            changed = was is not None
         else:
             changed = status in (_SENT, _DELIVERED)
             if changed:
@@ -114,6 +119,9 @@ def read(s: WriterState, reader: int, app_id: int, peer: bytes, group_id: int,
                 s.set_cached_status(seq, _READ)
         if changed and flags & _READ_RECEIPT:
             s.receipt(sender, db_id, _READ, reader, group_id, now_ms, out)
+        if changed and group_id:
+            aggregate.count(s, seq, sender, db_id, flags, group_id, int(was == _SENT), 1,
+                            now_ms, out)
 
 
 def confirm_reports(s: WriterState, acks: dict[int, int]) -> list[int]:

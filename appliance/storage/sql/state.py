@@ -26,22 +26,22 @@ from appliance.storage.sql.usage import QueueUsage
 class WriterState:
     """The writer thread's connection, statements, caches and counters."""
 
-    __slots__ = ("conn", "directory", "existing_for", "file_retention_ms", "highest",
-                 "next_seq", "receipt_rows", "receipt_seq", "recent", "sql_cursor",
-                 "sql_deliver", "sql_existing", "sql_first_status", "sql_inherit",
-                 "sql_raise_status", "usage")
+    __slots__ = ("conn", "counts", "counts_dirty", "directory", "existing_for",
+                 "file_retention_ms", "highest", "next_seq", "receipt_rows", "receipt_seq",
+                 "recent", "sql_cursor", "sql_deliver", "sql_existing", "sql_first_status",
+                 "sql_inherit", "usage")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         d = conn.dialect
         self.sql_deliver = f"{d.insert_ignore} INTO deliveries VALUES (?, ?, ?, ?)"
-        self.sql_first_status = f"{d.insert_ignore} INTO group_status VALUES (?, ?, ?)"
-        self.sql_raise_status = d.raise_group_status
+        #: A recipient's first DELIVERED or EXPIRED of a group message (`aggregate`).
+        self.sql_first_status = d.first_group_status
         self.sql_cursor = (f"UPDATE devices SET report_cursor = {d.greatest}(report_cursor, ?)"
                            " WHERE id = ?")
+        #: Completed with the "(?, ...)" list of the replaced devices (`devices.register`).
         self.sql_inherit = (f"{d.insert_ignore} INTO deliveries SELECT ?, priority, seq,"
-                            " expires_ms FROM deliveries WHERE device_id IN (SELECT id FROM"
-                            " devices WHERE user_id = ? AND id != ?)")
+                            " expires_ms FROM deliveries WHERE device_id IN")
         #: The dedupe lookup's text by padded batch size (see `accept.existing`).
         self.sql_existing: dict[int, str] = {}
         self.existing_for = d.existing
@@ -55,6 +55,10 @@ class WriterState:
         self.recent: dict[int, list[int]] = {}
         self.highest: dict[int, int] = {}
         self.receipt_rows: list[tuple[int, ...]] = []
+        #: seq -> [recipients, delivered, read] of group messages (None: no aggregate),
+        #: and the seqs whose counters this transaction changed (`aggregate`).
+        self.counts: dict[int, list[int] | None] = {}
+        self.counts_dirty: set[int] = set()
 
     def clear(self) -> None:
         """Drop every cache (the directory may have changed, or a transaction failed)."""
@@ -64,6 +68,8 @@ class WriterState:
         #: sender -> an upper bound of its stored message ids (`accept.highest_id`).
         self.highest = {}
         self.receipt_rows = []
+        self.counts = {}
+        self.counts_dirty = set()
         self.usage.forget_users()
 
     def load_counters(self) -> None:

@@ -22,7 +22,6 @@ from appliance.storage.models import (
     AppInfo,
     CredentialChange,
     DeviceRecord,
-    GroupInfo,
     GroupMember,
     GroupRoster,
     Login,
@@ -38,6 +37,7 @@ from appliance.storage.models import (
 from appliance.storage.sql import admin, certificates, credentials, reads
 from appliance.storage.sql.dialect import Connection
 from appliance.storage.sql.filestore import SqlFileStore
+from appliance.storage.sql.groupstore import SqlGroupStore
 from appliance.storage.sql.writes import Writer
 
 T = TypeVar("T")
@@ -172,8 +172,9 @@ class Readers:
             conn.close()
 
 
-class SqlStorage(SqlFileStore):
-    """The `Storage` interface on one SQL database (`FileStore` from `SqlFileStore`)."""
+class SqlStorage(SqlGroupStore, SqlFileStore):
+    """The `Storage` interface on one SQL database (groups from `SqlGroupStore`, `FileStore`
+    from `SqlFileStore`)."""
 
     def __init__(self, writer: Writer, wpool: ThreadPoolExecutor, readers: Readers) -> None:
         self._writer = writer
@@ -223,9 +224,10 @@ class SqlStorage(SqlFileStore):
         """See `MessageStore.pending`."""
         return await self._read(reads.pending, device_rowid, user_id, now_ms, limit, exclude)
 
-    async def pending_receipts(self, user_id: int, after_seq: int, limit: int) -> list[Receipt]:
+    async def pending_receipts(self, user_id: int, after_seq: int, limit: int,
+                               device_rowid: int = 0) -> list[Receipt]:
         """See `MessageStore.pending_receipts`."""
-        return await self._read(reads.pending_receipts, user_id, after_seq, limit)
+        return await self._read(reads.pending_receipts, user_id, after_seq, limit, device_rowid)
 
     async def sweep(self, now_ms: int, retention_ms: int) -> list[Receipt]:
         """See `MessageStore.sweep`."""
@@ -331,31 +333,6 @@ class SqlStorage(SqlFileStore):
     async def revoke_tokens(self, user_id: int) -> int:
         """See `AdminStore.revoke_tokens`."""
         return await self._admin(admin.revoke_tokens, user_id)
-
-    async def create_group(self, app_id: int, name: str, now_ms: int) -> GroupInfo:
-        """See `AdminStore.create_group`."""
-        return await self._admin(admin.create_group, app_id, name, now_ms)
-
-    async def delete_group(self, app_id: int, group_id: int) -> None:
-        """See `AdminStore.delete_group`."""
-        await self._admin(admin.delete_group, app_id, group_id, self.clock_ms())
-
-    async def set_member(self, app_id: int, group_id: int, user_id: int, perms: int) -> None:
-        """See `AdminStore.set_member`."""
-        await self._admin(admin.set_member, app_id, group_id, user_id, perms)
-
-    async def remove_member(self, app_id: int, group_id: int, user_id: int) -> None:
-        """See `AdminStore.remove_member`."""
-        await self._admin(admin.remove_member, app_id, group_id, user_id)
-
-    async def get_group(self, app_id: int, group_id: int) -> GroupInfo:
-        """See `AdminStore.get_group`."""
-        return await self._read(admin.get_group, app_id, group_id)
-
-    async def list_groups(self, app_id: int, after: int = 0,
-                          limit: int | None = None) -> list[GroupInfo]:
-        """See `AdminStore.list_groups`."""
-        return await self._read(admin.list_groups, app_id, after, limit)
 
     # --- CredentialStore --------------------------------------------------
 

@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from appliance.errors import QuotaError, StorageError, StorageUnavailableError
 from appliance.storage.models import DeviceRecord, Receipt, WriteBatch, WriteResult
-from appliance.storage.sql import accept, devices, expiry, receipts
+from appliance.storage.sql import accept, aggregate, devices, expiry, receipts
 from appliance.storage.sql.dialect import Connection
 from appliance.storage.sql.isolate import isolate
 from appliance.storage.sql.state import WriterState
@@ -191,6 +191,7 @@ class Writer:
             for reader, app_id, peer, group_id, ids in batch.reads:
                 receipts.read(state, reader, app_id, peer, group_id, ids, now_ms, out)
             state.flush_receipts()
+            aggregate.flush_counts(state)
             if batch.report_acks:
                 users = receipts.confirm_reports(state, batch.report_acks)
                 if self.trimmer is None:
@@ -214,7 +215,8 @@ class Writer:
 
     # --- expiry -----------------------------------------------------------
 
-    def sweep(self, now_ms: int, retention_ms: int, limit: int = 5000) -> list[Receipt]:
+    def sweep(self, now_ms: int, retention_ms: int, limit: int = expiry.SWEEP_LIMIT
+              ) -> list[Receipt]:
         """Expire deliveries, drop messages and receipts past their time (`expiry.expire`)."""
         out: list[Receipt] = []
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
+from typing import Any
 
 from hypothesis import strategies as st
 
@@ -30,7 +31,14 @@ from appliance.protocol.wire import (
     Welcome,
     WireConnection,
 )
-from appliance.protocol.wire.frames import PRIORITY_MAX, STORED_U64_MAX, TYPE_MAX
+from appliance.protocol.wire.frames import HEADER, PRIORITY_MAX, STORED_U64_MAX, TYPE_MAX
+from appliance.protocol.wire.groups import (
+    GroupManage,
+    GroupOp,
+    GroupResult,
+    GroupResultCode,
+    Perm,
+)
 
 EVENT_TYPES = (Message, StatusReport, Hello, Welcome, Ack, ReadReport, ReportAck, Ping, Pong,
                Close)
@@ -81,7 +89,7 @@ WELCOME = Welcome(address=b"alice@example.org", server_time_ms=1_767_225_600_000
                   keepalive_s=60, max_frame_bytes=64 * 1024 + 512, server_version=b"tidings 0.1")
 
 #: One minimal valid event per frame type.
-SAMPLES: dict[FrameType, Event] = {
+SAMPLES: dict[FrameType, Any] = {
     FrameType.HELLO: HELLO,
     FrameType.WELCOME: WELCOME,
     FrameType.MESSAGE: Message(1, b"bob", b"hi"),
@@ -92,6 +100,9 @@ SAMPLES: dict[FrameType, Event] = {
     FrameType.PING: Ping(1),
     FrameType.PONG: Pong(1),
     FrameType.CLOSE: Close(CloseCode.NORMAL, "bye"),
+    # Extension frames (PROTOCOL.md §8), encoded by `encode_extension`.
+    FrameType.GROUP_MANAGE: GroupManage(1, GroupOp.ADD, 7, members=((b"bob", Perm.DEFAULT),)),
+    FrameType.GROUP_RESULT: GroupResult(1, GroupResultCode.OK, 7, 3),
 }
 
 # --- connections ----------------------------------------------------------------------------
@@ -129,3 +140,9 @@ def cut(data: bytes, points: Iterable[int]) -> list[bytes]:
 def stream(conn: WireConnection, events: Sequence[Event]) -> bytes:
     """The bytes `conn` sends for `events`, in order."""
     return b"".join(conn.send(e) for e in events)
+
+
+def encode_extension(event: Any) -> bytes:
+    """The whole frame of an extension event (PROTOCOL.md §8), as a peer sends it."""
+    body = event.encode_body()
+    return HEADER.pack(len(body), event.FRAME_TYPE) + body

@@ -266,8 +266,8 @@ def test_the_client_enforces_its_limit_too() -> None:
 # --- the handshake -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("event", [SAMPLES[t] for t in SAMPLES
-                                   if t not in (FrameType.HELLO, FrameType.CLOSE)], ids=repr)
+@pytest.mark.parametrize("event", [SAMPLES[t] for t in SAMPLES if t < 0x40
+                                   and t not in (FrameType.HELLO, FrameType.CLOSE)], ids=repr)
 def test_anything_but_hello_after_the_preface_is_hello_required(event: Event) -> None:
     server = _server_after_preface()
     with pytest.raises(RemoteWireError) as info:
