@@ -235,6 +235,16 @@ class TooManyRequestsError(UsageError):
         self.retry_after_s = retry_after_s
 
 
+class BusyError(ApplianceError):
+    """The server holds as much of some work as it takes at once (HTTP 503): nothing of
+    the request was done; retry after `retry_after_s` (messages submitted by app backends
+    and not answered yet, `limits.max_submitted`)."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class BodyAbortedError(ApplianceError):
     """A streamed request body ended early: the client went away, reset the stream, or
     stopped sending past the request deadline.  What arrived before stays usable (tus)."""

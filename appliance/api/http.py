@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 from appliance.errors import (
     ApplianceError,
     AuthError,
+    BusyError,
     ConflictError,
     ForbiddenError,
     ImageBusyError,
@@ -111,6 +112,7 @@ PROBLEMS: list[tuple[type[ApplianceError], int, str]] = [
     (QuotaError, 413, "content too large"),
     (TooManyRequestsError, 429, "too many requests"),
     (ImageBusyError, 503, "busy"),
+    (BusyError, 503, "busy"),
     (PreviewFetchError, 502, "bad gateway"),
     (NotFoundError, 404, "not found"),
     (ConflictError, 409, "conflict"),
@@ -142,7 +144,7 @@ def from_error(exc: ApplianceError) -> ApiResponse:
             if isinstance(exc, QuotaError):
                 extra = {"limit": exc.limit, "allowed": exc.allowed}
             response = problem(status, title, str(exc), **extra)
-            if isinstance(exc, TooManyRequestsError):
+            if isinstance(exc, TooManyRequestsError | BusyError):
                 response.headers.append(
                     (b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
             return response

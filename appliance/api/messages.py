@@ -122,9 +122,14 @@ class BackendSender:
 
         Raises:
             ApiError: a malformed body, an unknown sender, or a refused message.
+            BusyError, TooManyRequestsError: the engine holds as many submitted
+                messages as it takes (`Engine.submit_many`): nothing was sent.
         """
-        sender, message = await self._parse(app, doc)
-        [answer] = await self._submit(sender, [message])
+        sender, message = await self._parse(app, doc, {})
+        [answers] = await self._answered([(sender, [message])])
+        if isinstance(answers, ApiError):
+            raise answers
+        [answer] = answers
         if answer.status in _REFUSED:
             raise _refusal(answer)
         return _answer_doc(answer)
@@ -136,20 +141,49 @@ class BackendSender:
         was not sent, {"error": <problem>} (with the id when it had one).
 
         Raises:
-            ApiError: the array is empty or longer than `MAX_BATCH`, or the
-                store did not answer in time.
+            ApiError: the array is empty or longer than `MAX_BATCH`.
+            BusyError, TooManyRequestsError: see `send`; the whole array is refused.
         """
         if not 1 <= len(docs) <= MAX_BATCH:
             raise ApiError(422, "invalid request",
                            f"an array of 1..{MAX_BATCH} messages is expected")
+        # The array's room is held from now on, not from its submission: parsing
+        # it and looking up its senders (a store read each) is the work a flood
+        # of arrays refused only after it spent (the core, or +230 MiB of results
+        # waiting on 1,000 lookups each).  Given back in the same turn as
+        # `_answered` takes what is submitted: nothing can slip in between.
+        budget = self.engine.submissions
+        budget.take({app.app_id: len(docs)})
         results: list[dict[str, Any] | None] = [None] * len(docs)
+        try:
+            groups = await self._parse_all(app, docs, results)
+        finally:
+            budget.give(app.app_id, len(docs))
+        items = list(groups.values())
+        answered = await self._answered([(sender, [m for _, m in group])
+                                         for sender, group in groups.items()])
+        for group, answers in zip(items, answered, strict=True):
+            if isinstance(answers, ApiError):  # not answered in time
+                for i, m in group:
+                    results[i] = {"error": _problem_doc(answers) | {"id": m.id}}
+                continue
+            for (i, _), answer in zip(group, answers, strict=True):
+                results[i] = ({"error": _problem_doc(_refusal(answer))}
+                              if answer.status in _REFUSED else _answer_doc(answer))
+        return results  # type: ignore[return-value]  # every slot was filled
+
+    async def _parse_all(self, app: AppInfo, docs: list[Any],
+                         results: list[dict[str, Any] | None]
+                         ) -> dict[Sender, list[tuple[int, Message]]]:
+        """An array's messages by sender; each one refused goes into `results`."""
         groups: dict[Sender, list[tuple[int, Message]]] = {}
         seen: set[tuple[Sender, int]] = set()
+        users: dict[bytes, int | None] = {}  # each sender looked up once per array
         for i, doc in enumerate(docs):
             try:
                 if not isinstance(doc, dict):
                     raise ApiError(422, "invalid request", "each message must be an object")
-                sender, message = await self._parse(app, doc)
+                sender, message = await self._parse(app, doc, users)
                 if (sender, message.id) in seen:
                     raise ApiError(422, "invalid request",
                                    f"id {message.id} is given twice in this batch", field="id",
@@ -159,26 +193,39 @@ class BackendSender:
                 continue
             seen.add((sender, message.id))
             groups.setdefault(sender, []).append((i, message))
-        # One submission per sender: all of them land in the same group commit.
-        pending = [(items, self._submit(sender, [m for _, m in items]))
-                   for sender, items in groups.items()]
-        for items, answers in pending:
-            for (i, _), answer in zip(items, await answers, strict=True):
-                results[i] = ({"error": _problem_doc(_refusal(answer))}
-                              if answer.status in _REFUSED else _answer_doc(answer))
-        return results  # type: ignore[return-value]  # every slot was filled
+        return groups
 
-    async def _submit(self, sender: Sender, messages: list[Message]) -> list[Submitted]:
-        future = self.engine.submit(sender, messages)
-        self._deadlines.watch(future)  # type: ignore[arg-type]  # an asyncio future
+    async def _answered(self, submissions: list[tuple[Sender, list[Message]]]
+                        ) -> list[list[Submitted] | ApiError]:
+        """Submit every sender's messages at once (one group commit), then wait for each
+        sender's answers; an ApiError (503) for a sender not answered in time."""
+        if not submissions:
+            return []
+        futures = self.engine.submit_many(submissions)
+        for future in futures:
+            self._deadlines.watch(future)  # type: ignore[arg-type]  # an asyncio future
+        out: list[list[Submitted] | ApiError] = []
         try:
-            return await future
-        except TimeoutError:
-            raise ApiError(503, "storage unavailable", "the message was not answered in time;"
-                           " resend it with the same id") from None
+            for (_, messages), future in zip(submissions, futures, strict=True):
+                try:
+                    out.append(await future)
+                except TimeoutError:
+                    ids = [m.id for m in messages]
+                    out.append(ApiError(503, "storage unavailable",
+                                        "the message was not answered in time; resend it with"
+                                        " the same id",
+                                        **({"id": ids[0]} if len(ids) == 1 else {})))
+        finally:
+            # The request was cancelled (its client went away): the deadline's
+            # TimeoutError in the futures left is nobody's, and each would log
+            # "Future exception was never retrieved".
+            for future in futures[len(out):]:
+                future.add_done_callback(_retrieve)  # type: ignore[attr-defined]
+        return out
 
-    async def _parse(self, app: AppInfo, doc: dict[str, Any]) -> tuple[Sender, Message]:
-        """The sender and the message a request names.
+    async def _parse(self, app: AppInfo, doc: dict[str, Any], users: dict[bytes, int | None]
+                     ) -> tuple[Sender, Message]:
+        """The sender and the message a request names (`users`: senders already looked up).
 
         Raises:
             ApiError: 422 naming the field at fault, or the unknown sender.
@@ -197,9 +244,11 @@ class BackendSender:
             type=int_field(doc, "type", 0, 0, TYPE_MAX),
             flags=int_field(doc, "flags", Flag.DEFAULT, 0, Flag.CLIENT_MASK),
             priority=int_field(doc, "priority", 0, 0, PRIORITY_MAX))
-        user_id = await self._user_id(app.app_id, address.encode())
+        key = address.encode()
+        user_id = users[key] if key in users else await self._user_id(app.app_id, key)
         if user_id is None and address == APP_SENDER:
             user_id = await self._create_app_sender(app.app_id)
+        users[key] = user_id
         if user_id is None:
             raise ApiError(422, "invalid request", f"no user {address!r} in this app",
                            field="from")
@@ -209,6 +258,10 @@ class BackendSender:
         with contextlib.suppress(ConflictError):  # a concurrent request created it
             await self.store.create_user(app_id, APP_SENDER, self.engine.clock.wall_ms())
         return await self.store.find_user(app_id, APP_SENDER.encode())
+
+    def forget_users(self) -> None:
+        """Drop the cached senders (users were deleted or renamed, here or elsewhere)."""
+        self._users.clear()
 
     async def _user_id(self, app_id: int, address: bytes) -> int | None:
         # Cached briefly: a store read per request cost as much as the rest of it.
@@ -242,6 +295,11 @@ class BackendSender:
         except (binascii.Error, ValueError):
             raise ApiError(422, "invalid request", "'payload_base64' is not base64",
                            field="payload_base64") from None
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _answer_doc(answer: Submitted) -> dict[str, Any]:

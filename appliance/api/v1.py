@@ -187,6 +187,9 @@ async def revoke_tokens(call: Call) -> ApiResponse:
 
 async def send_message(call: Call) -> ApiResponse:
     assert call.app is not None
+    # No room for even one more message of this app: refused before the body is
+    # parsed (a flood of arrays refused after parsing them held the core).
+    call.api.sender.engine.submissions.check({call.app.app_id: 1})
     doc = parse_json(call.request.body)
     if isinstance(doc, list):  # a batch: one result per message (issue 16)
         return ok(200, {"results": await call.api.sender.send_batch(call.app, doc)})
@@ -287,7 +290,10 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/messages", send_message,
           "Send a message as a user of the app, or as the app (stored and delivered like"
           f" any other); an array sends up to {MAX_BATCH} at once, answered 200 with one"
-          " result per message (`results`: the answer, or `error`: a problem object)",
+          " result per message (`results`: the answer, or `error`: a problem object);"
+          " while the server holds as many sent messages not yet answered as it takes"
+          " (`limits.max_app_submitted` of this app, `limits.max_submitted` in all), the"
+          " request is refused whole, 429 or 503 with Retry-After",
           status=201, body={"oneOf": [_MESSAGE_IN, {"type": "array", "items": _MESSAGE_IN,
                                                     "minItems": 1, "maxItems": MAX_BATCH}]},
           response=_MESSAGE_OUT),
@@ -318,6 +324,7 @@ ROUTES: list[Route] = [
                                                   "failed_commits", "credential_closes")},
               "refusals": {"type": "object", "additionalProperties": {"type": "integer"},
                            "description": "refusals by reason: rate_limited, inbox_full,"
+                                          " submitted_busy, submitted_app,"
                                           " device_registration_rate, slow_consumer,"
                                           " h2_control_flood, h2_rapid_reset,"
                                           " http_request_timeout, http_rate_limited"},
@@ -437,8 +444,10 @@ class RestApi:
         self._secrets.clear()
 
     def forget_tokens(self) -> None:
-        """Drop cached access tokens (a user's tokens were revoked or the user renamed)."""
+        """Drop cached access tokens and senders (users' tokens were revoked, or users
+        deleted or renamed: a cached sender would send as a user that is gone)."""
         self.tokens.forget()
+        self.sender.forget_users()
 
     async def _authenticate_operator(self, request: ApiRequest) -> None:
         scheme, _, key = request.headers.get(b"authorization", b"").decode(

@@ -26,6 +26,19 @@ class EngineLimits:
     #: recipient, a group's members) before the sender is not read from: each
     #: holds its payload, and a flood once held 763 MiB of them (issue 12).
     max_pending_relays: int = 64
+    #: Messages submitted by senders that are not connections (`Engine.submit`: app
+    #: backends over ``POST /v1/messages``) and not answered yet, over the whole server
+    #: and per app.  A device is paused at `max_unconfirmed`; a submission has no
+    #: connection to pause, so past these it is refused whole (REST 503 / 429 with
+    #: Retry-After): otherwise what one backend submits has no bound but the HTTP
+    #: body budget (400 arrays of 1,000 once held 800 MiB and one commit of them
+    #: took the honest clients' messages seconds, issue 16).
+    max_submitted: int = 8000
+    max_app_submitted: int = 4000
+    #: Of those, how many one group commit takes (devices' messages all go in the
+    #: next one): the rest wait for the commit after, so that a backend at full
+    #: rate does not make every commit, and the devices' messages in it, wait.
+    commit_max_submitted: int = 500
     #: Group commit pacing (see `Engine._pace`): a batch smaller than
     #: `commit_batch` waits until `commit_window_ms` after the previous commit.
     commit_window_ms: float = 2.0

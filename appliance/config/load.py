@@ -18,11 +18,14 @@ from appliance.edge.config import check as check_edge
 from appliance.errors import ConfigError
 from appliance.media.config import check as check_media
 from appliance.metrics.config import check as check_metrics
+from appliance.protocol.wire.constants import U32_MAX
 
 _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
              "max_expiry_s": 1, "keepalive_s": 1,
              "max_frame_bytes": 64, "sweep_interval_s": 0.01, "shutdown_timeout_s": 0,
              "max_unconfirmed": 2, "max_pending_relays": 2, "timeout_s": 0.1,
+             # a whole REST batch (`api.messages.MAX_BATCH`) must fit
+             "max_submitted": 1000, "max_app_submitted": 1000, "commit_max_submitted": 1,
              "credentials_poll_s": 0.05,
              # quotas (appliance.engine.quotas)
              "send_rate_per_s": 0.01, "send_burst": 1, "max_queued_messages": 1,
@@ -47,14 +50,19 @@ _POSITIVE = {"port": 0, "max_devices": 1, "max_payload_bytes": 1, "window": 1,
              # [acme] (appliance.certs.config)
              "retry_min_s": 0.01, "retry_max_s": 0.01, "check_interval_s": 0.05,
              "attempt_timeout_s": 1}
-#: Upper bounds where a larger value would quietly break a promise: live
-#: sessions learn of revoked credentials within this (PROTOCOL.md §5.1).
 #: Lists of integers whose default is empty (the type cannot be read from it).
 _INTEGER_LISTS = {"ports"}
-_MAXIMUM = {"credentials_poll_s": 60.0,
-            # WELCOME carries them as u32; a typing state of more than an hour is no
-            # typing state, and a device watching a million users is a crawler.
-            "typing_timeout_s": 3600, "max_presence_subscriptions": 100_000}
+#: Upper bounds where a larger value would quietly break a promise: live
+#: sessions learn of revoked credentials within this (PROTOCOL.md §5.1).
+_MAXIMUM: dict[str, float] = {
+    "credentials_poll_s": 60.0,
+    # WELCOME carries these as u32 (PROTOCOL.md §3.2): a larger one could not be
+    # encoded, and every client that asked for the extension fields was refused.
+    **dict.fromkeys(("max_payload_bytes", "max_expiry_s", "window", "max_devices",
+                     "keepalive_s", "max_frame_bytes"), U32_MAX),
+    # A typing state of more than an hour is no typing state, and a device watching a
+    # million users is a crawler.
+    "typing_timeout_s": 3600, "max_presence_subscriptions": 100_000}
 
 
 def load_config(path: Path | None = None,

@@ -35,11 +35,11 @@ from appliance.engine.delivery import Delivery
 from appliance.engine.figures import EngineFigures
 from appliance.engine.ports import Link, Pending, Scheduler
 from appliance.engine.presence.core import Presence
-from appliance.engine.quotas import UNLIMITED_CREDIT, Quotas
+from appliance.engine.quotas import Quotas
 from appliance.engine.registry import LocalRegistry
 from appliance.engine.relay import Relay
 from appliance.engine.session import NO_ACKS, Session
-from appliance.engine.submit import Sender, SubmitLink, Submitted
+from appliance.engine.submit import Sender, SubmitBudget, Submitted, submit_all
 from appliance.errors import AttachmentError, AuthError
 from appliance.protocol.attachments import file_ids
 from appliance.protocol.wire import (
@@ -91,6 +91,8 @@ class Engine:
         #: Who blocks whom (issue 16), cached for the real-time path.
         self.blocks = BlockCache(store, limits.max_cached_blocks)
         self.relay = Relay(store, clock, limits, scheduler, self.registry, answers, self.blocks)
+        #: Messages submitted (`submit`) and not answered yet, server-wide and per app.
+        self.submissions = SubmitBudget(limits, self.refusals)
         #: Re-checks live sessions' tokens (revocation, expiry, rename).
         self.credentials = CredentialWatcher(self)
         #: What WELCOME tells a client that asked for extensions (PROTOCOL.md §3.2):
@@ -120,6 +122,7 @@ class Engine:
     def limits(self, limits: EngineLimits) -> None:
         # Every part reads its own reference on its path: replaced in all of them.
         self._limits = self.commit.limits = self.delivery.limits = self.relay.limits = limits
+        self.submissions.limits = limits
         self.presence.set_limits(limits)
         self._presence_fields()
 
@@ -151,11 +154,7 @@ class Engine:
         principal = login.principal
         if principal.token_expires_ms <= now:
             raise AuthError("access token expired", close_code=CloseCode.TOKEN_EXPIRED)
-        online = registry.sessions_of(principal.user_id)
-        same = [s for s in online if s.device_id == hello.device_id]
-        if not same and len(online) >= self.limits.max_devices:
-            raise AuthError(f"more than {self.limits.max_devices} devices connected",
-                            close_code=CloseCode.TOO_MANY_DEVICES)
+        self._within_devices(principal.user_id, hello.device_id)
         device = login.device
         has_pending, has_receipts = login.has_pending, login.has_receipts
         if device is None:
@@ -166,6 +165,8 @@ class Engine:
             stale_before = now - self.limits.device_stale_s * 1000
             device = await self.store.register_device(principal.user_id, hello.device_id, now,
                                                       stale_before)
+            # Checked again: the user's other new devices may have come in meanwhile.
+            self._within_devices(principal.user_id, hello.device_id)
             # A new device starts after every report that exists (its cursor)
             # and has a queue only if it took over a placeholder's or a stale
             # device's ("maybe" for a device another HELLO registered meanwhile).
@@ -212,6 +213,12 @@ class Engine:
         else:
             session.report_backlog = False
         return session
+
+    def _within_devices(self, user_id: int, device_id: bytes) -> None:
+        online = [s.device_id for s in self.registry.sessions_of(user_id)]
+        if len(online) >= self.limits.max_devices and device_id not in online:
+            raise AuthError(f"more than {self.limits.max_devices} devices connected",
+                            close_code=CloseCode.TOO_MANY_DEVICES)
 
     def welcome_info(self) -> dict[int, int]:
         """The WELCOME extension fields: the limits a client needs, and the features."""
@@ -339,29 +346,27 @@ class Engine:
     def submit(self, sender: Sender, messages: Sequence[Message]) -> Pending[list[Submitted]]:
         """Send `messages` as `sender`, as its device would; answered in order.
 
-        Every message needs an id, unique within the call (the answer finds
-        its message by it): the caller assigns them.  The future resolves
-        with one `Submitted` per message once each is answered (after its
-        commit, for a stored one).  Receipts go to the sender's devices.
+        Every message needs an id of its own within the call (the answer finds
+        its message by it).  The future resolves with one `Submitted` per
+        message once each is answered (after its commit, for a stored one).
+        Receipts go to the sender's devices.  Raises as `submit_many` does.
+        """
+        return self.submit_many([(sender, messages)])[0]
+
+    def submit_many(self, submissions: Sequence[tuple[Sender, Sequence[Message]]]
+                    ) -> list[Pending[list[Submitted]]]:
+        """`submit` for several senders at once: one future each, in order.
+
+        All of them enter the open batch now, so they share one group commit
+        (awaiting one sender's answers before submitting the next cost a
+        commit per sender).  Nothing is batched unless all of them fit the
+        budget of unanswered submitted messages (`SubmitBudget`).
 
         Raises:
-            ValueError: an id is 0 or given twice.
+            ValueError: see `checked_counts`.
+            BusyError, TooManyRequestsError: no room (`SubmitBudget.take`).
         """
-        ids = [m.id for m in messages]
-        if 0 in ids or len(set(ids)) != len(ids):
-            raise ValueError("every submitted message needs an id of its own")
-        future: Pending[list[Submitted]] = self.scheduler.future()
-        if not ids:
-            future.set_result([])
-            return future
-        link = SubmitLink(ids, future)
-        session = Session(link, sender.app_id, sender.user_id, sender.address, b"", 0, 0)
-        if not sender.rate_limited:
-            session.send_credit = UNLIMITED_CREDIT
-        server_flags = Flag.SYSTEM if sender.system else 0
-        for m in messages:
-            self.on_message(session, m, server_flags)
-        return future
+        return submit_all(submissions, self.submissions, self.scheduler, self.on_message)
 
     def on_extension(self, session: Session, event: object) -> None:
         """An extension frame from `session` (PROTOCOL.md §8): to the part that registered

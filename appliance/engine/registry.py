@@ -91,13 +91,16 @@ class LocalRegistry:
         peers = self._by_user.get(session.user_id)
         if peers is not None and session in peers:
             peers[:] = [s for s in peers if s is not session]
+            # Its address goes with the last of the user's sessions under it: a
+            # renamed user's other devices may be online under the new name (and
+            # the old one then names another user, or no one).
+            key = (session.app_id, session.address)
+            if self._by_address.get(key) == session.user_id \
+                    and not any(s.address == session.address for s in peers):
+                del self._by_address[key]
             if not peers:
                 last = True
                 del self._by_user[session.user_id]
-                # After a rename the address may already name another user.
-                key = (session.app_id, session.address)
-                if self._by_address.get(key) == session.user_id:
-                    del self._by_address[key]
         if self._by_device.get(session.device_rowid) is session:
             del self._by_device[session.device_rowid]
         return last

@@ -17,6 +17,9 @@ NO_ACKS: set[int] = set()
 class Session:
     """One authenticated device connection.
 
+    A submission (`Engine.submit`: an app's backend) has a session too, never
+    registered, with `device_rowid` 0: it is no device.
+
     Attributes:
         inflight: delivery handle (seq) -> priority, for messages written to
             this connection and not yet acknowledged.

@@ -108,3 +108,17 @@ def test_a_batch_of_a_thousand_over_http2_with_curl(api: Api) -> None:
     assert [r["id"] for r in results] == list(range(1, MAX_BATCH + 1))
     assert {r["status"] for r in results} == {"SENT"}
     assert len({r["timestamp_ms"] for r in results}) <= 3  # committed together, not one by one
+
+
+def test_a_deleted_sender_is_refused_at_once(api: Api) -> None:
+    """Attack: send as a user just deleted.  Before, the sender's id was cached for 2 s:
+    the message was SENT from a user that no longer exists (and cut through to online
+    recipients under its old name)."""
+    _setup(api)
+    one = {"from": "alice", "to": "bob", "text": "hi"}
+    assert api.call("POST", "/v1/messages", one)[0] == 201  # alice's id is cached now
+    assert api.call("DELETE", "/v1/users/alice")[0] == 204
+    status, _, doc = api.call("POST", "/v1/messages", one)
+    assert (status, doc["field"]) == (422, "from")
+    status, _, doc = api.call("POST", "/v1/messages", [one])
+    assert doc["results"][0]["error"]["field"] == "from"

@@ -35,6 +35,14 @@ def test_file_and_overrides(tmp_path: Path) -> None:
     ("[limits]\ncredentials_poll_s = 0\n", "limits.credentials_poll_s"),
     ("[limits]\ncredentials_poll_s = 600\n", "limits.credentials_poll_s"),
     ("server = 3\n", "server"),
+    # WELCOME carries these as u32 (PROTOCOL.md §3.2): a larger one made every HELLO
+    # that asked for the extension fields fail to encode its WELCOME.
+    *((f"[limits]\n{name} = 4294967296\n", f"limits.{name}")
+      for name in ("max_payload_bytes", "max_expiry_s", "window", "max_devices",
+                   "keepalive_s", "max_frame_bytes")),
+    # A REST array of MAX_BATCH messages must fit the budget of submitted messages.
+    ("[limits]\nmax_app_submitted = 999\n", "limits.max_app_submitted"),
+    ("[limits]\nmax_submitted = 10\n", "limits.max_submitted"),
     ("[transport]\nsend_timeout_s = 0\n", "transport.send_timeout_s"),
     ("[transport]\nkeepalive_timeout = 5\n", "transport.keepalive_timeout"),
     ("[transport]\nh2_body_bytes_total = 1024\n", "transport.h2_body_bytes_total"),

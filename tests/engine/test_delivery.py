@@ -108,6 +108,10 @@ class FlakyStore(SqliteStorage):
     reads_failing = False
     #: Set: authenticate waits for it (a HELLO read still in flight).
     hold_logins: asyncio.Event | None = None
+    #: Set: writes wait for it (a commit the store takes its time over).
+    hold_writes: asyncio.Event | None = None
+    #: Set: writes raise it (a bug below the engine, not a StorageError).
+    broken: Exception | None = None
     pending_reads = 0
 
     async def authenticate(self, token_hash: bytes, device_id: bytes) -> Login | None:
@@ -117,6 +121,10 @@ class FlakyStore(SqliteStorage):
         return login
 
     async def write(self, batch: WriteBatch, now_ms: int) -> WriteResult:
+        if self.hold_writes is not None:
+            await self.hold_writes.wait()
+        if self.broken is not None:
+            raise self.broken
         if self.failing:
             raise StorageUnavailableError("SQLite: database or disk is full")
         result = await super().write(batch, now_ms)

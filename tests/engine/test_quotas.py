@@ -181,3 +181,25 @@ def test_quota_config_defaults_are_on() -> None:
     assert limits.send_rate_per_s > 0
     assert limits.max_queued_messages > 0
     assert limits.device_stale_s < limits.max_expiry_s  # well before the 7-day retention
+
+
+def test_new_devices_racing_their_hellos_stay_within_max_devices(tmp_path: Path) -> None:
+    """Attack: HELLOs with new device ids sent at once.  The count of connected devices
+    was checked before the new device was registered (a store write), so every HELLO
+    that read the count before the first one was added got in: 4 devices with
+    max_devices 1 (bounded only by the registration burst)."""
+    async def go() -> None:
+        engine, _clock, sched, tokens = await _engine(tmp_path, max_devices=1)
+        try:
+            answers = await asyncio.gather(
+                *(engine.open_session(FakeLink(), Hello(tokens["alice"], b"d%d" % i))
+                  for i in range(4)), return_exceptions=True)
+            opened = [a for a in answers if isinstance(a, Session)]
+            refused = [a for a in answers if isinstance(a, AuthError)]
+            assert len(opened) == 1
+            assert {e.close_code for e in refused} == {CloseCode.TOO_MANY_DEVICES}
+            assert len(engine.registry.sessions_of(opened[0].user_id)) == 1
+        finally:
+            await sched.settle()
+            await engine.store.close()
+    asyncio.run(go())

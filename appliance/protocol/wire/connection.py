@@ -203,16 +203,25 @@ class WireConnection:
 
     def _extension(self, ftype: int, body: bytes) -> Event:
         """An extension frame (extensions.py) in OPEN, if the peer may send it."""
-        _, decoder, sender = EXTENSION_FRAMES[ftype]
+        cls, decoder, sender = EXTENSION_FRAMES[ftype]
+        try:
+            name = FrameType(ftype).name
+        except ValueError:  # a family's frame need not be in FrameType
+            name = f"{cls.__name__} (0x{ftype:02x})"
         if (sender == FROM_CLIENT) != (self.role is Role.SERVER):
-            raise RemoteWireError(f"{FrameType(ftype).name} not allowed from this side",
+            raise RemoteWireError(f"{name} not allowed from this side",
                                   close_code=CloseCode.PROTOCOL_ERROR)
         try:
             return decoder(body)  # type: ignore[no-any-return]
         except RemoteWireError:
             raise
-        except (struct.error, IndexError, ValueError, UnicodeDecodeError) as exc:
-            raise RemoteWireError(f"malformed {FrameType(ftype).name}: {exc}",
+        # A family's decoder is asked for ValueError or struct.error; whatever else
+        # the peer's bytes make it raise is the peer's fault too, never an
+        # exception out of the codec (the transport would drop the connection
+        # with a traceback and no CLOSE).
+        except (struct.error, ArithmeticError, LookupError, TypeError, ValueError,
+                LocalWireError) as exc:
+            raise RemoteWireError(f"malformed {name}: {exc}",
                                   close_code=CloseCode.PROTOCOL_ERROR) from None
 
     def _unexpected(self, ftype: int) -> str:

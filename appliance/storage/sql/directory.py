@@ -12,6 +12,10 @@ from appliance.storage.models import GroupRoster
 from appliance.storage.sql.dialect import Connection
 
 
+#: (user, sender) and (group, sender) pairs whose block answer is kept; beyond it the
+#: cache starts again (an attacker naming many pairs costs reads, never memory).
+MAX_CACHED_PAIRS = 100_000
+
 class Directory:
     """Lookups by address, user, device and group, each cached after its first read."""
 
@@ -27,7 +31,7 @@ class Directory:
         self._placeholders: dict[int, int] = {}
         #: device row id -> user id; read directly by the writer's ACK loop.
         self.device_user: dict[int, int] = {}
-        self._groups: dict[int, GroupRoster | None] = {}
+        self._groups: dict[int, GroupRoster] = {}
         #: (user, sender) -> whether user blocks sender (1:1 messages).
         self._blocks: dict[tuple[int, int], bool] = {}
         #: (group, sender) -> the members who block sender (group messages).
@@ -60,17 +64,22 @@ class Directory:
         return 0 if row is None else int(row[0])
 
     def group(self, group_id: int) -> GroupRoster | None:
-        """The group's roster whatever its app (`storage.routing` checks the app)."""
-        if group_id in self._groups:
-            return self._groups[group_id]
+        """The group's roster whatever its app (`storage.routing` checks the app).
+
+        Only groups that exist are cached: ids of none come from the senders
+        (any of 2**63), and remembering each one grew the server ~80 bytes an id
+        without bound; refusing one costs a primary-key read instead.
+        """
+        group = self._groups.get(group_id)
+        if group is not None:
+            return group
         row = self.conn.execute("SELECT app_id, flags FROM groups WHERE id = ?",
                                 (group_id,)).fetchone()
-        group = None
-        if row is not None:
-            members = dict(self.conn.execute("SELECT user_id, perms FROM members"
-                                             " WHERE group_id = ?", (group_id,)).fetchall())
-            group = GroupRoster(row[0], members, row[1])
-        self._groups[group_id] = group
+        if row is None:
+            return None
+        members = dict(self.conn.execute("SELECT user_id, perms FROM members"
+                                         " WHERE group_id = ?", (group_id,)).fetchall())
+        group = self._groups[group_id] = GroupRoster(row[0], members, row[1])
         return group
 
     # --- blocks (issue 16) -----------------------------------------------------
@@ -80,6 +89,8 @@ class Directory:
         key = (user_id, sender_id)
         found = self._blocks.get(key)
         if found is None:
+            if len(self._blocks) >= MAX_CACHED_PAIRS:
+                self._blocks.clear()  # pairs come from senders: bounded, re-read as needed
             found = self._blocks[key] = self.conn.execute(
                 "SELECT 1 FROM blocks WHERE user_id = ? AND blocked_id = ?", key
             ).fetchone() is not None
@@ -90,6 +101,8 @@ class Directory:
         key = (group_id, sender_id)
         found = self._group_blockers.get(key)
         if found is None:
+            if len(self._group_blockers) >= MAX_CACHED_PAIRS:
+                self._group_blockers.clear()
             found = self._group_blockers[key] = frozenset(r[0] for r in self.conn.execute(
                 "SELECT b.user_id FROM blocks b JOIN members m ON m.user_id = b.user_id"
                 " WHERE b.blocked_id = ? AND m.group_id = ?", (sender_id, group_id)))
