@@ -11,7 +11,6 @@ from __future__ import annotations
 from appliance.storage.models import GroupRoster
 from appliance.storage.sql.dialect import Connection
 
-
 #: (user, sender) and (group, sender) pairs whose block answer is kept; beyond it the
 #: cache starts again (an attacker naming many pairs costs reads, never memory).
 MAX_CACHED_PAIRS = 100_000
