@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from appliance import __version__
 from appliance.protocol.wire import Feature, Flag, Status
-from appliance.sdk.client import Client, ReadSession
+from appliance.sdk.client import Client
 from appliance.sdk.errors import (
     AuthenticationError,
     BlockedError,
@@ -78,6 +78,7 @@ from appliance.sdk.models import (
     parse_file_payload,
 )
 from appliance.sdk.presence import PresenceEvent, PresenceState
+from appliance.sdk.reading import ReadSession
 from appliance.sdk.server_info import ServerLimits
 
 __all__ = [

@@ -23,8 +23,7 @@ import ssl as ssl_module
 import time
 import unicodedata
 import weakref
-from collections.abc import AsyncIterator, Callable
-from os import PathLike
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,53 +41,47 @@ from appliance.protocol.wire import (
     Close,
     CloseCode,
     Flag,
-    Hello,
     Message,
-    Ping,
-    ReadReport,
     ReportAck,
     Status,
     StatusReport,
-    Welcome,
     encode_message,
 )
 from appliance.sdk.blocking import BlockingFeatures
+from appliance.sdk.connection import ConnectionFeatures
 from appliance.sdk.errors import (
     ClientClosedError,
     ClientConnectionError,
-    ClientError,
-    ConnectFailedError,
-    HandshakeTimeoutError,
     InvalidDestinationError,
     TooLargeError,
 )
-from appliance.sdk.events import Backoff, Listener, _Events, _Subscription
+from appliance.sdk.events import Backoff, EventFeatures, _Events
+from appliance.sdk.file_features import FileFeatures
 from appliance.sdk.models import (
+    MESSAGE_OVERHEAD,
     ConnectionEvent,
     ConnectionState,
-    FileInfo,
     Group,
     IncomingMessage,
     OutgoingMessage,
     StatusUpdate,
-    StoredMessage,
-    file_payload,
 )
 from appliance.sdk.native import NativeWire
 from appliance.sdk.presence import PresenceFeatures
-from appliance.sdk.server_info import HELLO_FLAGS, server_info
+from appliance.sdk.reading import (
+    ReadingFeatures,
+    ReadSession as ReadSession,  # re-exported, as before
+)
+from appliance.sdk.server_info import server_info
 from appliance.sdk.store import LocalStore, queued
 
 if TYPE_CHECKING:
-    from appliance.sdk.files import FileTransfer, Progress
+    from appliance.sdk.files import FileTransfer
     from appliance.sdk.groups import Groups
 
 log = logging.getLogger(__name__)
 
 
-_MAX_IDS_PER_FRAME = MAX_IDS_PER_FRAME  # what the server takes from one ACK or READ
-#: Frame overhead of a MESSAGE besides peer and payload (PROTOCOL.md §3.3).
-_MESSAGE_OVERHEAD = 5 + 54
 _RETRIED = (Status.FAILED, Status.RATE_LIMITED)
 
 
@@ -98,35 +91,14 @@ def _check_ranges(**fields: tuple[int, int]) -> None:
             raise ValueError(f"{name} must be 0..{top}, got {value}")
 
 
-class ReadSession:
-    """One conversation's history from the local store, newest first, in pages."""
+class Client(EventFeatures, ConnectionFeatures, ReadingFeatures, FileFeatures,
+             PresenceFeatures, BlockingFeatures):
+    """One device of one user.
 
-    def __init__(self, client: Client, peer: str, group_id: int) -> None:
-        self._client = client
-        self.peer = peer
-        self.group_id = group_id
-        self._cursor: int | None = None
-        self.exhausted = False
-
-    def older(self, limit: int = 50) -> list[StoredMessage]:
-        """The next `limit` older messages (an empty list at the beginning)."""
-        if self.exhausted:
-            return []
-        rows = self._client._store_or_raise().history(
-            self.peer.encode(), self.group_id, limit, self._cursor)
-        if len(rows) < limit:
-            self.exhausted = True
-        if rows:
-            self._cursor = rows[-1][0]
-        return [m for _, m in rows]
-
-    def mark_read(self, ids: list[int] | None = None) -> int:
-        """Mark the conversation's received messages read and send READ reports."""
-        return self._client.mark_read(Group(self.group_id) if self.group_id else self.peer, ids)
-
-
-class Client(PresenceFeatures, BlockingFeatures):
-    """One device of one user (presence: `PresenceFeatures`; blocks: `BlockingFeatures`).
+    Its parts: listeners and iterators (`EventFeatures`, events.py), the
+    connection task (`ConnectionFeatures`, connection.py), history and READ
+    reports (`ReadingFeatures`, reading.py), files (`FileFeatures`,
+    file_features.py), presence (`PresenceFeatures`) and blocks (`BlockingFeatures`).
 
     Args:
         host, port: the Tidings server.
@@ -270,35 +242,6 @@ class Client(PresenceFeatures, BlockingFeatures):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # --- events ----------------------------------------------------------------
-
-    def on_message(self, listener: Listener[IncomingMessage]) -> Callable[[], None]:
-        """Call `listener` (a function or coroutine function) for each new message.
-
-        Returns a function that removes the listener.
-        """
-        return self._message_events.add(listener)
-
-    def on_status(self, listener: Listener[StatusUpdate]) -> Callable[[], None]:
-        """Call `listener` for each status change of a message this user sent."""
-        return self._status_events.add(listener)
-
-    def on_connection(self, listener: Listener[ConnectionEvent]) -> Callable[[], None]:
-        """Call `listener` for each connection state change."""
-        return self._connection_events.add(listener)
-
-    def messages(self) -> AsyncIterator[IncomingMessage]:
-        """New messages from now on: ``async for message in client.messages()``."""
-        return _Subscription(self._message_events.subscriptions)
-
-    def statuses(self) -> AsyncIterator[StatusUpdate]:
-        """Status changes from now on."""
-        return _Subscription(self._status_events.subscriptions)
-
-    def connection_events(self) -> AsyncIterator[ConnectionEvent]:
-        """Connection state changes from now on."""
-        return _Subscription(self._connection_events.subscriptions)
-
     # --- sending -----------------------------------------------------------------
 
     def send(self, to: str | Group, payload: bytes | str, *, expiry_s: int | None = None,
@@ -330,7 +273,7 @@ class Client(PresenceFeatures, BlockingFeatures):
             raise InvalidDestinationError(f"address must be 1-{MAX_ADDRESS_BYTES} bytes, got"
                                           f" {len(peer_bytes)}", status=Status.INVALID_DEST,
                                           message_id=msg_id)
-        if len(data) + len(peer_bytes) + _MESSAGE_OVERHEAD > self.max_frame_bytes:
+        if len(data) + len(peer_bytes) + MESSAGE_OVERHEAD > self.max_frame_bytes:
             raise TooLargeError(f"payload of {len(data)} bytes exceeds the server's limit",
                                 status=Status.TOO_LARGE, message_id=msg_id)
         expiry = self.default_expiry_s if expiry_s is None else expiry_s
@@ -367,105 +310,7 @@ class Client(PresenceFeatures, BlockingFeatures):
             m.id, m.peer.encode(), m.payload, group_id=m.group_id, refid=m.refid,
             expiry_s=m.expiry_s, type=m.type, flags=m.flags, priority=m.priority)))
 
-    # --- files (files.py: HTTP on the same port) --------------------------------------
-
-    def _file_transfer(self) -> FileTransfer:
-        if self._closing:
-            raise ClientClosedError("this client was closed")
-        if self._files is None:
-            # Imported here: files need h11 (a dependency of the wheel), messaging nothing.
-            try:
-                from appliance.sdk.files import FileTransfer
-                from appliance.sdk.http import Endpoint
-            except ImportError:
-                raise ClientError("files need h11: pip install h11") from None
-            self._files = FileTransfer(Endpoint(self.host, self.port, self._token, self.ssl,
-                                                self.connect_timeout_s), self.backoff)
-        return self._files
-
-    async def upload_file(self, path: str | PathLike[str], *, name: str | None = None,
-                          content_type: str | None = None, progress: Progress | None = None
-                          ) -> FileInfo:
-        """Upload a file (resumable, streamed from disk); see `send_file`.
-
-        Raises:
-            FileTransferError: its subclasses say why (`QuotaExceededError`...).
-        """
-        return await self._file_transfer().upload(path, name=name, content_type=content_type,
-                                                  progress=progress)
-
-    async def send_file(self, to: str | Group, path: str | PathLike[str], *,
-                        caption: str | None = None, content_type: str | None = None,
-                        name: str | None = None, progress: Progress | None = None,
-                        expiry_s: int | None = None, type: int = 0, priority: int = 0,
-                        flags: int = Flag.DEFAULT, refid: int = 0) -> OutgoingMessage:
-        """Upload a file, then send it: a MESSAGE with `Flag.FILE` whose payload is
-        ``{"files": [...], "text": caption}`` (PROTOCOL.md §3.3.1).  The server lets
-        the recipient (the user, or the group's members) download it.
-
-        `progress(sent_bytes, total_bytes)` (a function or coroutine function) is
-        called at most ten times a second, and once at the end.
-
-        Raises:
-            FileTransferError: the upload failed (see `upload_file`).
-            TooLargeError: the caption cannot fit in a message (checked first).
-            and what `send` raises.
-        """
-        self._store_or_raise()
-        size = len(file_payload([FileInfo("a" * 26, name or Path(path).name, "x" * 127, 2**53,
-                                          "0" * 64, 99999, 99999)], caption))
-        if size + MAX_ADDRESS_BYTES + _MESSAGE_OVERHEAD > self.max_frame_bytes:
-            raise TooLargeError(f"a caption of {len(caption or '')} characters does not fit"
-                                " in a message", status=Status.TOO_LARGE, message_id=0)
-        info = await self.upload_file(path, name=name, content_type=content_type,
-                                      progress=progress)
-        return self.send(to, file_payload([info], caption), expiry_s=expiry_s, type=type,
-                         priority=priority, flags=flags | Flag.FILE, refid=refid)
-
-    async def download_file(self, file: str | FileInfo, path: str | PathLike[str], *,
-                            progress: Progress | None = None) -> Path:
-        """Download a file (an id, or a `FileInfo` of `IncomingMessage.files`) to
-        `path`, or into the directory `path`; resumed after a cut, checked
-        against its SHA-256, then renamed into place.  Returns the file's path."""
-        return await self._file_transfer().download(file, path, progress=progress)
-
-    async def file_link(self, file_id: str, ttl_s: int | None = None) -> str:
-        """A signed URL that reads the file without a token for `ttl_s` seconds
-        (the server's ``media.link_ttl_s`` by default, 7 days at most)."""
-        return await self._file_transfer().link(file_id, ttl_s)
-
-    # --- reading -----------------------------------------------------------------
-
-    def read_session(self, conversation: str | Group) -> ReadSession:
-        """A conversation's history, newest first: ``session.older(20)`` pages back."""
-        if isinstance(conversation, Group):
-            return ReadSession(self, "", conversation.id)
-        return ReadSession(self, conversation, 0)
-
-    def mark_read(self, conversation: str | Group, ids: list[int] | None = None) -> int:
-        """Mark received messages of a conversation read (all, or those `ids`).
-
-        READ reports go to their senders now, or when the client is next
-        online.  Returns how many messages changed.
-        """
-        store = self._store_or_raise()
-        if isinstance(conversation, Group):
-            changed = store.mark_read(b"", conversation.id, ids)
-        else:
-            changed = store.mark_read(conversation.encode(), 0, ids)
-        if changed and self.state is ConnectionState.ONLINE:
-            self._send_reads()
-        return changed
-
-    def _send_reads(self) -> None:
-        wire = self._wire
-        store = self._store
-        if wire is None or store is None or not wire.online:
-            return
-        for sender, group_id, ids in store.unreported_reads():
-            for start in range(0, len(ids), _MAX_IDS_PER_FRAME):
-                wire.write(wire.codec.send(ReadReport(
-                    sender, group_id, tuple(ids[start:start + _MAX_IDS_PER_FRAME]))))
+    # --- the outbox and the store ------------------------------------------------------
 
     def outbox(self) -> list[OutgoingMessage]:
         """Messages waiting for the server's answer, oldest first (also from earlier runs).
@@ -594,8 +439,8 @@ class Client(PresenceFeatures, BlockingFeatures):
     def _deliver(self, incoming: list[Message], fresh: list[bool], wire: NativeWire | None) -> None:
         seqs = [m.seq for m in incoming if m.seq]
         if seqs and wire is not None:
-            for start in range(0, len(seqs), _MAX_IDS_PER_FRAME):
-                wire.write(wire.codec.send(Ack(tuple(seqs[start:start + _MAX_IDS_PER_FRAME]))))
+            for start in range(0, len(seqs), MAX_IDS_PER_FRAME):
+                wire.write(wire.codec.send(Ack(tuple(seqs[start:start + MAX_IDS_PER_FRAME]))))
         own = self.address
         for m, new in zip(incoming, fresh, strict=True):
             if not new:
@@ -634,119 +479,3 @@ class Client(PresenceFeatures, BlockingFeatures):
                 self._status_events.emit(StatusUpdate(0, Status.FAILED, "", m.group_id, 0, m))
         if self._st_new:
             self._queue_commit()
-
-    # --- the connection task -------------------------------------------------------------
-
-    def _set_state(self, state: ConnectionState, error: ClientConnectionError | None = None,
-                   retry_in_s: float | None = None) -> None:
-        if state is self.state and error is None:
-            return
-        self.state = state
-        if error is not None:
-            self.last_error = error
-        if state is ConnectionState.ONLINE:
-            self._online.set()
-        else:
-            self._online.clear()
-        self._connection_events.emit(ConnectionEvent(state, error, retry_in_s))
-
-    async def _run(self) -> None:
-        attempt = 0
-        try:
-            while True:
-                self._set_state(ConnectionState.CONNECTING)
-                error, was_online = await self._connect_once()
-                if self.closing:
-                    break
-                if not error.retryable:
-                    self._set_state(ConnectionState.STOPPED, error)
-                    return
-                attempt = 0 if was_online else attempt + 1
-                delay = self.backoff.delay(attempt)
-                self._set_state(ConnectionState.OFFLINE, error, delay)
-                await asyncio.sleep(delay)
-        finally:
-            self._wire = None
-
-    async def _connect_once(self) -> tuple[ClientConnectionError, bool]:
-        """One connection, from TCP connect to its end; returns why it ended."""
-        loop = asyncio.get_running_loop()
-        try:
-            transport, wire = await asyncio.wait_for(
-                loop.create_connection(self._new_wire, self.host, self.port, ssl=self.ssl,
-                                       server_hostname=self.host if self.ssl else None),
-                self.connect_timeout_s)
-        except (OSError, TimeoutError) as exc:
-            return ConnectFailedError(f"cannot connect to {self.host}:{self.port}: "
-                                      f"{str(exc) or 'timed out'}"), False
-        # uvloop may call connection_made only after create_connection returned.
-        wire.transport = transport
-        self._wire = wire
-        try:
-            wire.start(wire.codec.send(Hello(self._token, self.device_id.encode(),
-                                             self.keepalive_s, HELLO_FLAGS)))
-            try:
-                welcome = await asyncio.wait_for(asyncio.shield(wire.welcome),
-                                                 self.connect_timeout_s)
-            except TimeoutError:
-                wire.fail(HandshakeTimeoutError(
-                    f"no WELCOME within {self.connect_timeout_s} s"), CloseCode.NORMAL)
-                return await wire.closed, False
-            except ClientConnectionError:
-                return await wire.closed, False
-            self._online_with(wire, welcome)
-            await self._keepalive(wire, welcome.keepalive_s or self.keepalive_s)
-            return await wire.closed, True
-        finally:
-            wire.online = False
-            self._wire = None
-            if wire.transport is not None:
-                wire.transport.abort()
-            self._fail_realtime()
-
-    def _new_wire(self) -> NativeWire:
-        if not self.websocket:
-            return NativeWire(self)
-        try:
-            from appliance.sdk.websocket import WebSocketWire
-        except ImportError:
-            raise ClientError("WebSocket needs wsproto: pip install 'tidings-sdk[websocket]'"
-                              ) from None
-        return WebSocketWire(self, f"{self.host}:{self.port}")
-
-    def _online_with(self, wire: NativeWire, welcome: Welcome) -> None:
-        self.address = welcome.address.decode("utf-8", "replace")
-        self.max_frame_bytes = welcome.max_frame_bytes
-        self.limits, self.server_features = server_info(welcome)
-        wire.online = True
-        store = self._store
-        assert store is not None
-        # What the store holds unanswered goes first, in order, with its ids
-        # (PROTOCOL.md §6 rule 1); what this turn sends follows with its commit.
-        waiting, expired = self._outbox(store)
-        for m in waiting:
-            self._write_message(wire, m)
-        self._st_new.extend(StatusReport(i, Status.EXPIRED) for i in expired)
-        if expired:
-            self._queue_commit()
-        self._send_reads()
-        self._presence_online(wire)
-        self._set_state(ConnectionState.ONLINE)
-
-    async def _keepalive(self, wire: NativeWire, keepalive_s: int) -> None:
-        """PING when idle; give up on a server silent for two keepalive periods."""
-        nonce = 0
-        while not wire.closed.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(wire.closed), keepalive_s / 2)
-                return
-            except TimeoutError:
-                pass
-            now = time.monotonic()
-            if now - wire.last_rx > 2 * keepalive_s:
-                wire.fail(ConnectFailedError(f"server silent for {2 * keepalive_s} s"),
-                          CloseCode.IDLE_TIMEOUT)
-            elif now - wire.last_tx >= keepalive_s / 2:
-                nonce += 1
-                wire.write(wire.codec.send(Ping(nonce)))
-

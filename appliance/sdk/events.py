@@ -6,8 +6,11 @@ import asyncio
 import inspect
 import logging
 import random
-from collections.abc import Awaitable, Callable
-from typing import Any, Final, Generic, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from appliance.sdk.models import ConnectionEvent, IncomingMessage, StatusUpdate
 
 #: The client's logger (client.py's own `__name__`), named from this package so that
 #: it follows the SDK when packaging/sdk renames it `tidings` (`tidings.client`).
@@ -99,3 +102,38 @@ class _Events(Generic[T]):
     def end(self) -> None:
         for sub in list(self.subscriptions):
             sub.end()
+
+
+class EventFeatures:
+    """The events half of `Client` (a mixin: the client owns the registries and feeds them)."""
+
+    _message_events: _Events[IncomingMessage]
+    _status_events: _Events[StatusUpdate]
+    _connection_events: _Events[ConnectionEvent]
+
+    def on_message(self, listener: Listener[IncomingMessage]) -> Callable[[], None]:
+        """Call `listener` (a function or coroutine function) for each new message.
+
+        Returns a function that removes the listener.
+        """
+        return self._message_events.add(listener)
+
+    def on_status(self, listener: Listener[StatusUpdate]) -> Callable[[], None]:
+        """Call `listener` for each status change of a message this user sent."""
+        return self._status_events.add(listener)
+
+    def on_connection(self, listener: Listener[ConnectionEvent]) -> Callable[[], None]:
+        """Call `listener` for each connection state change."""
+        return self._connection_events.add(listener)
+
+    def messages(self) -> AsyncIterator[IncomingMessage]:
+        """New messages from now on: ``async for message in client.messages()``."""
+        return _Subscription(self._message_events.subscriptions)
+
+    def statuses(self) -> AsyncIterator[StatusUpdate]:
+        """Status changes from now on."""
+        return _Subscription(self._status_events.subscriptions)
+
+    def connection_events(self) -> AsyncIterator[ConnectionEvent]:
+        """Connection state changes from now on."""
+        return _Subscription(self._connection_events.subscriptions)

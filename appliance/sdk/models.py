@@ -18,6 +18,9 @@ __all__ = ["ConnectionEvent", "ConnectionState", "FileInfo", "Group", "IncomingM
 
 _SENT, _READ, _EXPIRED = Status.SENT, Status.READ, Status.EXPIRED
 _RETRIED = (Status.FAILED, Status.RATE_LIMITED)
+#: Frame overhead of a MESSAGE besides peer and payload (PROTOCOL.md §3.3): what
+#: `Client.send` and `Client.send_file` add to the payload to check the frame limit.
+MESSAGE_OVERHEAD = 5 + 54
 
 
 def is_error(status: int) -> bool:
