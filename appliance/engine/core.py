@@ -253,7 +253,7 @@ class Engine:
         `server_flags`: bits the server sets (`Flag.SYSTEM` on its own
         announcements, `submit`); a device's are always cleared.
         """
-        limits = self.limits
+        limits = self._limits  # the attribute, not the property: once per message
         if len(m.payload) > limits.max_payload_bytes:
             self._answer(session, m.id, Status.TOO_LARGE)
             return

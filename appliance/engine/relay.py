@@ -53,31 +53,30 @@ class Relay:
         self._answer = answers.answer
         self._blocks = blocks
         self._blocks_of = blocks.known
+        self._user_at = registry.user_at
+        self._sessions_of = registry.sessions_of
+        self._wall_ms = clock.wall_ms
 
     def relay(self, session: Session, m: Message) -> None:
         """Relay `m` (validated by the engine) from `session`."""
-        if not m.group_id and self._relay_online(session, m):
-            return
+        # Hot path of a 1:1 real-time message to an online user: no task, no store,
+        # written inline (one call less than a helper: ~5 % of a transient message).
+        if not m.group_id:
+            user = self._user_at((session.app_id, m.peer))
+            if user is not None:
+                blocked = self._blocks_of(user)
+                if blocked is not None:  # else its blocks are read first, off this path
+                    if session.user_id in blocked:
+                        self._answer(session, m.id, _BLOCKED)
+                    else:
+                        self.relay_to(session, m, (user,), self._wall_ms())
+                    return
         session.relays += 1
         if session.relays >= self.limits.max_pending_relays:
             # `>=`, not `==`: another resume (commits, ACK budget) may
             # let one more in; it pauses again here.
             session.link.pause_reading()
         self.scheduler.spawn(self._relay(session, m), name="relay")
-
-    def _relay_online(self, session: Session, m: Message) -> bool:
-        """Hot path of a 1:1 real-time message: no task, no store.  False if offline."""
-        user = self.registry.user_at((session.app_id, m.peer))
-        if user is None:
-            return False
-        blocked = self._blocks_of(user)
-        if blocked is None:
-            return False  # its blocks are read first, off this path
-        if session.user_id in blocked:
-            self._answer(session, m.id, _BLOCKED)
-            return True
-        self.relay_to(session, m, (user,), self.clock.wall_ms())
-        return True
 
     async def _relay(self, session: Session, m: Message) -> None:
         try:
@@ -131,7 +130,7 @@ class Relay:
         frame = pack_message(m.id, session.address, m.payload, m.group_id, m.refid, 0, now, 0,
                              m.type, m.flags | _TRANSIENT, m.priority & 15)
         delivered = 0
-        sessions_of = self.registry.sessions_of
+        sessions_of = self._sessions_of
         for user in users:
             for target in sessions_of(user):
                 if target is not session:
