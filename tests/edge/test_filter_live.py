@@ -133,7 +133,9 @@ def test_block_list_cli_rest_and_sighup(data_dir: Path, tmp_path: Path) -> None:
             status, stats = await t(rest, server, "GET", "/v1/edge", key)
             assert status == 200
             assert isinstance(stats, dict)
-            assert stats["refused_filter"] >= 5
+            # .2, .3, .4 and .5 were each refused at least once (more when a wait_for
+            # probed while a change was being picked up): 4 is the guaranteed count.
+            assert stats["refused_filter"] >= 4
             assert stats["filter_block"] == 3
             assert stats["connections"] >= 2  # the honest pair was never dropped
             assert (await t(rest, server, "GET", "/v1/edge", "wrong"))[0] == 401

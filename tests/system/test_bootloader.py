@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import select
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -153,6 +154,12 @@ def test_stale_extractions_are_removed_and_live_ones_kept(
     runner = subprocess.Popen(["sleep", "60"],
                               env={**os.environ, "_PYI_APPLICATION_HOME_DIR": str(used)})
     try:
+        # Until the child has exec'd, /proc shows the environment it forked with (ours):
+        # wait for the one it runs with (a loaded machine took long enough to see it).
+        environ = Path(f"/proc/{runner.pid}/environ")
+        deadline = time.monotonic() + 10
+        while str(used).encode() not in environ.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.001)
         assert remove_stale_extractions(now) == [old]
     finally:
         runner.kill()
