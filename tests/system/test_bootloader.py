@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import select
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 import pytest
