@@ -91,7 +91,7 @@ def test_a_hidden_user_reads_as_an_unknown_address(api: Api) -> None:
     assert api.call("GET", "/v1/users/alice/presence")[1]["state"] == "offline"  # the app
 
 
-@pytest.mark.parametrize(("method", "path", "body"), [
+MALFORMED: list[tuple[str, str, Any]] = [
     ("PUT", "/v1/privacy", {"presence": "friends"}),
     ("PUT", "/v1/privacy", {"presence": {"x": 1}}),
     ("PUT", "/v1/privacy", {}),
@@ -103,12 +103,17 @@ def test_a_hidden_user_reads_as_an_unknown_address(api: Api) -> None:
     ("PUT", "/v1/blocks/alice", None),
     ("PUT", "/v1/users/alice/blocks/alice", None),
     ("GET", "/v1/users/%ff/presence", None),
-])
-def test_malformed_requests_are_problems(api: Api, method: str, path: str, body: Any) -> None:
-    auth = api.tokens["alice"] if path.startswith(("/v1/privacy", "/v1/blocks")) else None
-    status, doc = api.call(method, path, body, auth=auth)
-    assert status in (400, 422), doc
-    assert doc["status"] == status
+]
+
+
+def test_malformed_requests_are_problems(api: Api) -> None:
+    # One server for every case (a server each cost 1.5 s): a refused request changes nothing.
+    for method, path, body in MALFORMED:
+        auth = api.tokens["alice"] if path.startswith(("/v1/privacy", "/v1/blocks")) else None
+        status, doc = api.call(method, path, body, auth=auth)
+        assert status in (400, 422), (method, path, doc)
+        assert doc["status"] == status
+    assert api.call("GET", "/v1/privacy", auth=api.tokens["alice"])[1] == {"presence": "everyone"}
 
 
 def test_tokens_are_checked(api: Api) -> None:
