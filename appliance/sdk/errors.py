@@ -170,8 +170,8 @@ def close_error(code: int, reason: str) -> ClientConnectionError:
 # --- files (HTTP: files.py) --------------------------------------------------------------
 
 
-class FileTransferError(ClientError):
-    """An upload, a download or a file request failed.
+class HttpProblemError(ClientError):
+    """An HTTP request of the SDK failed (the root of `FileTransferError` and `RequestError`).
 
     `http_status` is the server's answer (None when none came); `title` and
     `detail` are its problem+json document's (RFC 9457), "" when it had none.
@@ -183,6 +183,10 @@ class FileTransferError(ClientError):
         self.http_status = http_status
         self.title = title
         self.detail = detail
+
+
+class FileTransferError(HttpProblemError):
+    """An upload, a download or a file request failed (see `HttpProblemError`)."""
 
 
 class TransferInterruptedError(FileTransferError):
@@ -250,19 +254,8 @@ class GroupRequestError(ClientError):
 # --- blocks (HTTP: blocking.py) ------------------------------------------------------------
 
 
-class RequestError(ClientError):
-    """A request of the SDK's other HTTP calls (blocks) failed.
-
-    `http_status` is the server's answer (None when none came: the connection
-    failed); `title` and `detail` are its problem+json document's (RFC 9457).
-    """
-
-    def __init__(self, message: str, *, http_status: int | None = None, title: str = "",
-                 detail: str = "") -> None:
-        super().__init__(message)
-        self.http_status = http_status
-        self.title = title
-        self.detail = detail
+class RequestError(HttpProblemError):
+    """A request of the SDK's other HTTP calls (blocks) failed (see `HttpProblemError`)."""
 
 
 class NoSuchUserError(RequestError):
