@@ -415,6 +415,6 @@ class Edge:
             self._reloading = False
 
     def close_pending(self) -> None:
-        """Shutdown: connections whose protocol is not known yet just go."""
+        """Shutdown: connections that have not said what they speak within the grace go."""
         for gate in list(self.pending):
             gate._abort()

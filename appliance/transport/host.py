@@ -32,6 +32,12 @@ class Connection(Protocol):
         """Say goodbye (native `code`/`reason`; HTTP says it its own way) and close."""
         ...
 
+    def finish(self) -> None:
+        """The server stops: close once what has begun is answered (HTTP), at once
+        with GOING_AWAY (native), or not yet (a TLS handshake, which then carries
+        a request to answer)."""
+        ...
+
 
 class Flushable(Protocol):
     """A connection whose output is coalesced per loop turn (the native hot path)."""
@@ -64,6 +70,8 @@ class Host(Protocol):
     clock: Clock
     #: Every connection the deadline scan watches.
     connections: set[Connection]
+    #: The server stops (`Connection.finish`): answers close their connection.
+    stopping: bool
     #: Refusals by reason (slow consumers, HTTP/2 floods, HTTP 408/429), for the operator.
     refusals: collections.Counter[str]
     #: Request bodies in flight, server-wide (HTTP/2 flow control).

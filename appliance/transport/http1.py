@@ -423,7 +423,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
                    (b"server", SERVER_HEADER)]
-        if close:
+        if close or self._server.stopping:  # the last answer of a stopping server
             headers.append((b"connection", b"close"))
         headers.extend(extra or ())
         try:
@@ -464,6 +464,13 @@ class HttpProtocol(asyncio.Protocol):
         self.close(0, "")
 
     # --- what the server's deadline scan and shutdown call ---------------------------------
+
+    def finish(self) -> None:
+        """See `Connection.finish`: a request that has begun is answered, and the
+        answer closes the connection (`_send`); an idle one closes now."""
+        if self._busy or self._raw or self._request is not None:
+            return
+        self.close(0, "server shutting down")
 
     def close(self, code: int, reason: str) -> None:
         """Close the connection (`code` is the native protocol's; unused).

@@ -113,6 +113,8 @@ class Http2Protocol(asyncio.Protocol):
         self._downloads = H2Downloads(self._h2, self)
         self._upload_window_opened = False
         self._closing = False
+        #: The server stops: streams already open are answered, new ones refused.
+        self._finishing = False
         now = server.clock.monotonic()
         self._bucket = TokenBucket(now)
         self._control = ControlFrameCounter()
@@ -177,10 +179,13 @@ class Http2Protocol(asyncio.Protocol):
                 self.close(0, "")
                 return
         self._flush()
+        if self._server.stopping and not self._finishing:
+            self.finish()  # a connection made during the shutdown's grace
 
     def _on_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]],
                     now: float) -> None:
-        if len(self._streams) >= MAX_STREAMS:
+        if len(self._streams) >= MAX_STREAMS or self._finishing:
+            # Not processed: the client may retry it elsewhere (RFC 9113 §8.7).
             self._h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             return
         if not self._bucket.take(now):
@@ -373,6 +378,8 @@ class Http2Protocol(asyncio.Protocol):
                 with contextlib.suppress(H2Error):
                     self._h2.reset_stream(stream_id, ErrorCodes.NO_ERROR)
             self._flush_soon()
+            if self._finishing:
+                self._finished()
         elif response.stream is not None:
             closer = getattr(response.stream, "aclose", None)
             if closer is not None:
@@ -430,6 +437,8 @@ class Http2Protocol(asyncio.Protocol):
             else:
                 del self._pending[stream_id]
         self._flush_soon()
+        if self._finishing and not self._pending:
+            self._finished()
 
     # --- streamed bodies (uploads and downloads, issue 15) --------------------------------
 
@@ -464,6 +473,8 @@ class Http2Protocol(asyncio.Protocol):
 
     def download_ended(self) -> None:
         self._idle_since = self._server.clock.monotonic()  # keep-alive runs from the end
+        if self._finishing:
+            self._finished()
 
     # --- flow of our output -------------------------------------------------------------
 
@@ -566,6 +577,17 @@ class Http2Protocol(asyncio.Protocol):
         self._server.connections.discard(self)
         if transport is not None:
             cut(transport)
+
+    def finish(self) -> None:
+        """See `Connection.finish`: open streams are answered, new ones refused; GOAWAY
+        once the last is answered.  (h2 sends nothing more after its GOAWAY, so the
+        GOAWAY comes last, not first.)"""
+        self._finishing = True
+        self._finished()
+
+    def _finished(self) -> None:
+        if not self._streams and not self._downloads and not self._pending:
+            self.close(0, "server shutting down")
 
     def close(self, code: int, reason: str) -> None:
         """Close the connection (the native `code` is unused); with a `reason`, GOAWAY."""

@@ -40,6 +40,17 @@ log = logging.getLogger(__name__)
 BACKLOG = 4096
 #: How often the deadline scan runs: deadlines are kept to within this.
 _SCAN_INTERVAL_S = 1.0
+#: Shutdown: how long a request begun before SIGTERM has to be answered.  Answers
+#: take milliseconds; an upload still arriving is cut after this (tus resumes it),
+#: and a slow peer cannot hold an upgrade's downtime up for longer.
+ANSWER_GRACE_S = 3.0
+#: Shutdown: how long a connection accepted just before SIGTERM has to send its
+#: first bytes.  An honest client sends them right after connecting (one round
+#: trip); a silent one is not worth a longer restart.
+FIRST_BYTES_GRACE_S = 1.0
+#: How often the shutdown looks whether every begun answer has gone.  Polling:
+#: connections leave the set from a dozen places, and it lasts a second or two.
+_SETTLE_POLL_S = 0.01
 
 
 class Server:
@@ -56,6 +67,8 @@ class Server:
         self.bounds = bounds or TransportConfig()
         self.clock = clock
         self.connections: set[Connection] = set()
+        #: SIGTERM came: answers say ``Connection: close``, HELLOs get GOING_AWAY.
+        self.stopping = False
         self.refusals: collections.Counter[str] = collections.Counter()
         self.body_budget = ByteBudget(self.bounds.h2_body_bytes_total)
         self._server: asyncio.Server | None = None
@@ -203,7 +216,16 @@ class Server:
                 log.exception("expiry sweep failed")
 
     async def stop(self, deadline_s: float = 10.0) -> None:
-        """Stop accepting, commit what is queued, say GOING_AWAY, close everything."""
+        """Stop accepting, commit what is queued, say GOING_AWAY to native clients,
+        answer every HTTP request that has begun (with ``Connection: close``), then close.
+
+        Only a crash may cut an answer: a restart or an upgrade loses no request
+        the old server had accepted, and what waits in the socket's backlog is
+        the next server's (socket activation).
+        """
+        self.stopping = True
+        log.info("stopping: accepting no more connections; %d open, %d not yet speaking",
+                 len(self.connections), len(self.edge.pending))
         if self._server is not None:
             self._server.close()
         if self._redirect is not None:
@@ -211,14 +233,14 @@ class Server:
         for task in self._tasks:
             task.cancel()
         self.engine.presence.stopping()  # last-seen times, committed by the drain
-        try:
-            async with asyncio.timeout(deadline_s):
-                await self.engine.drain_writes()
-        except TimeoutError:
-            log.error("shutdown: queued writes not committed within %.0f s", deadline_s)
+        await self._drain_writes(deadline_s)
+        for conn in list(self.connections):
+            conn.finish()
+        await self._settle(min(deadline_s, ANSWER_GRACE_S))
+        await self._drain_writes(deadline_s)  # what the last answers submitted
         self.edge.close_pending()
         for conn in list(self.connections):
-            conn.close(CloseCode.GOING_AWAY, "server shutting down")
+            conn.close(CloseCode.GOING_AWAY, "")  # past the grace: just go
         if self._server is not None:
             try:
                 async with asyncio.timeout(deadline_s):
@@ -226,3 +248,24 @@ class Server:
             except TimeoutError:
                 log.warning("shutdown: connections still open after %.0f s", deadline_s)
 
+    async def _drain_writes(self, deadline_s: float) -> None:
+        try:
+            async with asyncio.timeout(deadline_s):
+                await self.engine.drain_writes()
+        except TimeoutError:
+            log.error("shutdown: queued writes not committed within %.0f s", deadline_s)
+
+    async def _settle(self, grace_s: float) -> None:
+        """Until every begun answer has gone and every accepted connection has said
+        what it speaks (or the graces end)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while self.connections or self.edge.pending:
+            elapsed = loop.time() - start
+            if elapsed >= grace_s:
+                log.warning("shutdown: %d connections still answering after %.1f s: closed",
+                            len(self.connections), grace_s)
+                return
+            if self.edge.pending and elapsed >= FIRST_BYTES_GRACE_S:
+                self.edge.close_pending()  # silent since before SIGTERM
+            await asyncio.sleep(_SETTLE_POLL_S)

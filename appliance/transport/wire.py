@@ -160,6 +160,9 @@ class WireProtocol(FrameLink, asyncio.Protocol):
     # --- hello ---------------------------------------------------------------
 
     async def _authenticate(self, hello: Hello) -> None:
+        if self._server.stopping:  # connected during the shutdown's grace
+            self.close(CloseCode.GOING_AWAY, "server shutting down")
+            return
         try:
             self.session = await self._server.engine.open_session(self, hello)
         except AuthError as exc:
@@ -234,6 +237,10 @@ class WireProtocol(FrameLink, asyncio.Protocol):
         """See `Link.welcome`."""
         if self._transport is not None:
             self.write(self._codec.send(welcome))
+
+    def finish(self) -> None:
+        """See `Connection.finish`: the client reconnects (to the next server)."""
+        self.close(CloseCode.GOING_AWAY, "server shutting down")
 
     def close(self, code: int, reason: str) -> None:
         """See `Link.close`."""

@@ -68,11 +68,11 @@ def test_no_connection_refused_while_the_server_restarts(tmp_path: Path, kind: s
           f" {', '.join(f'{b - a:.2f}' for a, b in gaps)} s")
     assert prober.count("refused") == 0
     assert waited, "no attempt fell into a restart: the test proved nothing"
-    # The client never hung (each attempt ended), and the only attempts not served
-    # are those the old server had accepted when it stopped (at most the one in
-    # flight per restart; a client retries them): all on the next server.
+    # The client never hung (each attempt ended).  A SIGTERM cuts nothing (the
+    # stopping server answers what it accepted: tests/transport/test_shutdown.py);
+    # only the SIGKILL may cut the one attempt in flight (a client retries it).
     assert set(cut) <= CUT, cut
-    assert len(cut) <= RESTARTS, cut
+    assert len(cut) <= 1, cut
 
 
 def test_redirect_socket_serves_redirects_and_the_main_one_the_api(tmp_path: Path) -> None:
