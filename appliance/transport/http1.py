@@ -347,6 +347,10 @@ class HttpProtocol(asyncio.Protocol):
     def _upgrade(self) -> bool:
         assert self._transport is not None
         raw = bytes(self._raw)
+        assert self._h11 is not None
+        # What came behind the request (a client's first frames, sent before the 101:
+        # RFC 6455 §4.1 allows it) is the carrier's; h11 has not consumed it.
+        early = self._h11.trailing_data[0]
         self._h11 = None
         self._raw = bytearray()
         self._server.connections.discard(self)
@@ -361,7 +365,8 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self._transport.set_protocol(carrier)
         self._transport = None
-        return carrier.start(raw)
+        head = raw[:len(raw) - len(early)] if early and raw.endswith(early) else raw
+        return carrier.start(head, early)
 
     async def _respond(self) -> None:
         request = self._request

@@ -74,14 +74,21 @@ class WebSocketCarrier(Carrier):
         self._closed = False
         self.inner = WireProtocol(host)
 
-    def start(self, handshake: bytes) -> bool:
-        """Answer the HTTP upgrade request (raw bytes); False if it was refused."""
+    def start(self, handshake: bytes, early: bytes = b"") -> bool:
+        """Answer the HTTP upgrade request (raw bytes); False if it was refused.
+
+        `early`: what the client sent behind the request, before our answer (its
+        first frames); read once the connection is open, under the same bounds.
+        """
         ws = WSConnection(ConnectionType.SERVER)
         try:
             ws.receive_data(handshake)
             for event in ws.events():
                 if isinstance(event, Request):
-                    return self._accept(ws, event)
+                    accepted = self._accept(ws, event)
+                    if accepted and early:
+                        self.data_received(early)
+                    return accepted
         except RemoteProtocolError as exc:
             if exc.event_hint is not None:
                 self._write_tcp(ws.send(exc.event_hint))

@@ -135,3 +135,39 @@ def test_websocket_refusals(world) -> None:  # type: ignore[no-untyped-def]
         await alice.ws.close()
 
     asyncio.run(go())
+
+
+def _client_frame(payload: bytes) -> bytes:
+    """One masked binary frame (RFC 6455 §5.2), as a browser sends it."""
+    mask = b"\x01\x02\x03\x04"
+    size = len(payload)
+    head = bytes([0x82, 0x80 | size]) if size < 126 else bytes([0x82, 0xFE]) + size.to_bytes(2)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def test_a_frame_sent_with_the_upgrade_request_is_not_lost(world) -> None:  # type: ignore[no-untyped-def]
+    """A client may send its first frame right behind the upgrade request, before the
+    101 (RFC 6455 §4.1 lets it once the handshake is sent; some clients do, and one
+    TCP segment then carries both): the HELLO in it is answered."""
+    server, tokens = world
+
+    async def go() -> None:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        codec = WireConnection(Role.CLIENT)
+        hello = codec.send(Hello(tokens["alice"].encode(), b"eager"))
+        writer.write(b"GET /v1/ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: tidings.v1\r\n\r\n"
+                     + _client_frame(hello))
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101"), head
+            first, size = await reader.readexactly(2)
+            assert first == 0x82
+            if size == 126:
+                size = int.from_bytes(await reader.readexactly(2))
+            events = codec.receive_data(await reader.readexactly(size))
+        assert isinstance(events[0], Welcome), events
+        writer.close()
+
+    asyncio.run(go())
