@@ -30,6 +30,8 @@ from appliance.engine.clock import SystemClock
 from appliance.engine.core import Engine
 from appliance.errors import ConfigError
 from appliance.media.runtime import media_for
+from appliance.metrics.config import allowed_networks
+from appliance.metrics.exporter import Exporter
 from appliance.metrics.wiring import exporter_for
 from appliance.service.admin import AdminService
 from appliance.service.database import running
@@ -126,7 +128,7 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
             AppFigures(engine, clock))
         api.edge = server.edge
         api.groups = engine.groups  # changes announced to the members, as a GROUP_MANAGE's
-        api.metrics = exporter_for(config.metrics, server, store, tls, certs)
+        api.metrics = metrics = exporter_for(config.metrics, server, store, tls, certs)
         media = media_for(config.media, store, config.storage.data_dir, clock)
         api.files = media.files
         api.previews = media.previews
@@ -156,7 +158,7 @@ async def _serve(config: ApplianceConfig, ready: Callable[[str, int, int | None]
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         status = _listening(host, port, redirect_port, sockets)
-        reloader = Reloader(tls, server, reload, notifier, status)
+        reloader = Reloader(tls, server, reload, notifier, status, metrics)
         loop.add_signal_handler(signal.SIGHUP, reloader.request)
         _tune_gc()
         listeners = tuple(replace(listener, activated=listener.role in sockets)
@@ -208,14 +210,16 @@ def _listening(host: str, port: int, redirect_port: int | None,
 
 class Reloader:
     """SIGHUP: RELOADING=1, the certificate, the configuration's ``[edge]`` with the IP
-    filter files, then READY=1, also when something failed (the old settings stay
-    and STATUS= says so).  Open connections stay up unless the new filter refuses
-    their address.  A SIGHUP during a reload runs it once more before READY=1."""
+    filter files and ``[metrics] allow``, then READY=1, also when something failed
+    (the old settings stay and STATUS= says so).  Open connections stay up unless the
+    new filter refuses their address.  A SIGHUP during a reload runs it once more
+    before READY=1."""
 
     def __init__(self, tls: TlsContexts, server: Server, reload: Callable[[], ApplianceConfig],
-                 notifier: Notifier, status: str) -> None:
+                 notifier: Notifier, status: str, metrics: Exporter) -> None:
         self._tls = tls
         self._server = server
+        self._metrics = metrics
         self._reload = reload
         self._notifier = notifier
         self._status = status
@@ -263,11 +267,17 @@ class Reloader:
             log.error("TLS reload failed, keeping the previous certificate: %s", exc)
             failed.append("TLS certificate")
         try:
-            edge = self._reload().edge
+            config = self._reload()
+            allow = allowed_networks(config.metrics)
         except ConfigError as exc:
-            log.error("configuration not reloaded, keeping the previous edge settings: %s", exc)
+            log.error("configuration not reloaded, keeping the previous edge and metrics"
+                      " settings: %s", exc)
             failed.append("configuration")
             edge = self._server.edge.config
+        else:
+            edge = config.edge
+            self._metrics.reconfigure(allow)
+            log.info("metrics: %d allowed networks", len(allow))
         if not await self._server.edge.try_reload(edge):
             failed.append("IP filter")
         return failed

@@ -87,6 +87,11 @@ class Exporter:
         PlatformCollector(registry=self._registry)
         GCCollector(registry=self._registry)
 
+    def reconfigure(self, allow: CidrSet) -> None:
+        """SIGHUP: a new ``[metrics] allow`` (checked by the configuration's loading),
+        for the next scrape."""
+        self._allow = allow
+
     @property
     def has_allowlist(self) -> bool:
         return len(self._allow) > 0

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from appliance import __version__
@@ -90,8 +92,31 @@ def test_an_allowed_address_needs_no_key(data_dir: Path) -> None:
         answer = answer_until(server, key, lambda a: value(
             samples(a.text), REFUSED, limit="metrics_unauthorized") == 6)
         assert value(samples(answer.text), REFUSED, limit="metrics_unauthorized") == 6
+
+        # SIGHUP reloads the allowlist: a bad entry keeps the old one, named in the log...
+        config = data_dir.parent / "tidings.toml"
+        config.write_text('[metrics]\nallow = ["127.0.0.1/33"]\n')
+        _reload(server, "configuration not reloaded")
+        assert "metrics.allow" in server.output
+        assert scrape(server, *HTTP1, source="127.0.0.2").status == 200
+        # ... a good one replaces it.
+        config.write_text('[metrics]\nallow = ["127.0.0.1/32"]\n')
+        _reload(server, "metrics: 1 allowed networks")
+        assert scrape(server, *HTTP1, source="127.0.0.1").status == 200
+        _problem(scrape(server, *HTTP1, source="127.0.0.2"), 403)
     finally:
         server.stop()
+
+
+def _reload(server: ServerProcess, line: str) -> None:
+    """SIGHUP, and wait for the reload's `line` in the log (a new one)."""
+    assert server.proc is not None
+    seen = server.output.count(line)
+    server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while server.output.count(line) == seen:
+        assert time.monotonic() < deadline, server.output
+        time.sleep(0.01)
 
 
 def test_a_render_is_reused_for_a_second(data_dir: Path) -> None:
