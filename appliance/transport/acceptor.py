@@ -169,12 +169,16 @@ class Gate(asyncio.BufferedProtocol):
             self._refuse(Refusal.PROXY, "PROXY protocol header from an untrusted address")
             return
         self._edge.pending.discard(self)
-        protocol = self._edge.protocol_for(detected, self.transport)
+        protocol = self._protocol_for(detected, self.transport)
         if protocol is None:
             self.transport.close()
             return
         self.inner = protocol
         protocol.data_received(data)
+
+    def _protocol_for(self, detected: Detected, transport: asyncio.Transport
+                      ) -> asyncio.Protocol | None:
+        return self._edge.protocol_for(detected, transport)
 
     def adopt(self, protocol: asyncio.Protocol) -> None:
         """The protocol inside changes (HTTP/1.1 upgraded to a WebSocket carrier)."""
@@ -295,6 +299,24 @@ class Gate(asyncio.BufferedProtocol):
             transport.abort()
 
 
+class RedirectGate(Gate):
+    """A gate of the plain-HTTP redirect listener (port 80): the same filter, limits
+    and deadlines as the main port's (its connections count against the same caps,
+    so a flood there cannot spend the descriptors the main port needs); behind it,
+    HTTP/1.1 only."""
+
+    __slots__ = ()
+
+    def _protocol_for(self, detected: Detected, transport: asyncio.Transport
+                      ) -> asyncio.Protocol | None:
+        make = self._edge.redirect_for
+        if detected is not Detected.HTTP1 or make is None:
+            return None  # TLS, HTTP/2 or the native protocol on port 80: closed
+        protocol = make()
+        protocol.connection_made(transport)
+        return protocol
+
+
 class Edge:
     """The server's edge: the filter, the limits, and the gates of open connections."""
 
@@ -317,10 +339,16 @@ class Edge:
         #: Gates not yet authenticated -> when they opened, oldest first (the cap evicts).
         self.handshaking: dict[Gate, float] = {}
         self.evicted = 0
+        #: Makes the redirect listener's protocol (`Server.start_redirect` sets it).
+        self.redirect_for: Callable[[], asyncio.Protocol] | None = None
 
     def gate(self) -> Gate:
         """The protocol factory for the listening socket."""
         return Gate(self)
+
+    def redirect_gate(self) -> Gate:
+        """The protocol factory for the redirect listener's socket."""
+        return RedirectGate(self)
 
     # --- hooks -------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from appliance.edge.ipfilter import Address
 from appliance.transport.acceptor import Gate, gate_of
 from appliance.transport.http1 import HttpProtocol
 from appliance.transport.http2 import Http2Protocol
+from appliance.transport.redirect import RedirectProtocol
 from appliance.transport.tls import TlsCarrier
 from appliance.transport.websocket import WebSocketCarrier
 from appliance.transport.wire import WireProtocol
@@ -23,7 +24,7 @@ from appliance.transport.wire import WireProtocol
 #: none yet: "detecting" (the first bytes or the TLS handshake are awaited).
 _KINDS: dict[type[asyncio.BaseProtocol], str] = {
     WireProtocol: "native", WebSocketCarrier: "websocket", HttpProtocol: "http1",
-    Http2Protocol: "http2"}
+    Http2Protocol: "http2", RedirectProtocol: "http1"}  # the redirect listener: HTTP/1.1
 
 
 def by_protocol(gates: Iterable[Gate]) -> collections.Counter[tuple[str, bool]]:

@@ -177,13 +177,14 @@ class Server:
         def protocol() -> RedirectProtocol:
             return RedirectProtocol(tls_port, answers, fetch)
 
+        self.edge.redirect_for = protocol
         try:
             if sock is not None:
-                self._redirect = await loop.create_server(protocol, sock=sock,
+                self._redirect = await loop.create_server(self.edge.redirect_gate, sock=sock,
                                                           backlog=BACKLOG)
             else:
-                self._redirect = await loop.create_server(protocol, host, port,
-                                                          backlog=BACKLOG, reuse_address=True)
+                self._redirect = await loop.create_server(
+                    self.edge.redirect_gate, host, port, backlog=BACKLOG, reuse_address=True)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}",
                               key_path="server.redirect_port") from None
