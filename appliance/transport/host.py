@@ -38,6 +38,11 @@ class Connection(Protocol):
         a request to answer)."""
         ...
 
+    def finished(self) -> bool:
+        """Closed or closing (its last bytes may still be on their way): the shutdown
+        no longer waits for it."""
+        ...
+
 
 class Flushable(Protocol):
     """A connection whose output is coalesced per loop turn (the native hot path)."""

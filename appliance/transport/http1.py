@@ -477,6 +477,10 @@ class HttpProtocol(asyncio.Protocol):
             return
         self.close(0, "server shutting down")
 
+    def finished(self) -> bool:
+        """See `Connection.finished` (after `_fail`, only its answer is on its way)."""
+        return self._transport is None or self._h11 is None
+
     def close(self, code: int, reason: str) -> None:
         """Close the connection (`code` is the native protocol's; unused).
 

@@ -585,6 +585,10 @@ class Http2Protocol(asyncio.Protocol):
         self._finishing = True
         self._finished()
 
+    def finished(self) -> bool:
+        """See `Connection.finished`: after GOAWAY only its last bytes are on their way."""
+        return self._transport is None or self._closing
+
     def _finished(self) -> None:
         if not self._streams and not self._downloads and not self._pending:
             self.close(0, "server shutting down")

@@ -49,8 +49,8 @@ ANSWER_GRACE_S = 3.0
 #: trip); a silent one is not worth a longer restart.
 FIRST_BYTES_GRACE_S = 1.0
 #: How often the shutdown looks whether every begun answer has gone.  Polling:
-#: connections leave the set from a dozen places, and it lasts a second or two.
-_SETTLE_POLL_S = 0.01
+#: connections finish in a dozen places, and it lasts a second or two at most.
+_SETTLE_POLL_S = 0.02
 
 
 class Server:
@@ -261,11 +261,12 @@ class Server:
         what it speaks (or the graces end)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
-        while self.connections or self.edge.pending:
+        while (answering := [c for c in self.connections if not c.finished()]) \
+                or self.edge.pending:
             elapsed = loop.time() - start
             if elapsed >= grace_s:
                 log.warning("shutdown: %d connections still answering after %.1f s: closed",
-                            len(self.connections), grace_s)
+                            len(answering), grace_s)
                 return
             if self.edge.pending and elapsed >= FIRST_BYTES_GRACE_S:
                 self.edge.close_pending()  # silent since before SIGTERM

@@ -396,6 +396,10 @@ class TlsCarrier(Carrier):
         """See `Connection.finish`: a handshake goes on (the server's grace bounds it);
         what it carries learns that the server stops from the server."""
 
+    def finished(self) -> bool:
+        """See `Connection.finished`."""
+        return self._tcp is None
+
     def close(self, code: int = 0, reason: str = "") -> None:
         """Close with close_notify (`code`, `reason`: the deadline scan's; unused)."""
         if self._tcp is None:

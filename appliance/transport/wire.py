@@ -242,6 +242,10 @@ class WireProtocol(FrameLink, asyncio.Protocol):
         """See `Connection.finish`: the client reconnects (to the next server)."""
         self.close(CloseCode.GOING_AWAY, "server shutting down")
 
+    def finished(self) -> bool:
+        """See `Connection.finished`."""
+        return self._transport is None
+
     def close(self, code: int, reason: str) -> None:
         """See `Link.close`."""
         self.flush()
