@@ -41,9 +41,28 @@ class _UserBucket(TokenBucket):
         """Take up to `wanted` whole tokens at once; how many were taken."""
         tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
         self._at = now
-        granted = min(wanted, int(tokens))
+        granted = max(0, min(wanted, int(tokens)))  # none while in debt (`charge`)
         self._tokens = tokens - granted
         return granted
+
+    def take_cost(self, now: float, cost: int) -> bool:
+        """Spend `cost` tokens at once, or none.  A cost above the burst passes when the
+        bucket is full, leaving it in debt: what costs more than the burst is still
+        possible, at the rate."""
+        tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if tokens < min(cost, self.burst):
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - cost
+        return True
+
+    def charge(self, now: float, amount: float) -> None:
+        """Spend `amount` (a refund when negative) whatever is left: the bucket may go
+        into debt, and takes nothing until the rate has paid it back."""
+        tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        self._tokens = min(self.burst, tokens - amount)
 
     def idle_full(self, now: float) -> bool:
         """Whether the bucket has refilled: forgetting it changes nothing."""
@@ -65,12 +84,23 @@ class UserRates:
 
     def take_up_to(self, user_id: Hashable, now: float, wanted: int) -> int:
         """Spend up to `wanted` tokens of `user_id`'s; how many it got."""
+        return self._bucket(user_id, now).take_up_to(now, wanted)
+
+    def take_cost(self, user_id: Hashable, now: float, cost: int) -> bool:
+        """Spend `cost` tokens of `user_id`'s at once, or none (`_UserBucket.take_cost`)."""
+        return self._bucket(user_id, now).take_cost(now, cost)
+
+    def charge(self, user_id: Hashable, now: float, amount: float) -> None:
+        """Spend `amount` of `user_id`'s tokens, into debt if need be (`_UserBucket.charge`)."""
+        self._bucket(user_id, now).charge(now, amount)
+
+    def _bucket(self, user_id: Hashable, now: float) -> _UserBucket:
         bucket = self._buckets.get(user_id)
         if bucket is None:
             if len(self._buckets) >= self.max_users:
                 self._evict(now)
             bucket = self._buckets[user_id] = _UserBucket(now, self.rate, self.burst)
-        return bucket.take_up_to(now, wanted)
+        return bucket
 
     def _evict(self, now: float) -> None:
         """Make room: drop the buckets that refilled, else the oldest quarter.

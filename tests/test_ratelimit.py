@@ -40,3 +40,21 @@ def test_user_rates_take_any_hashable_key() -> None:
     assert rates.take((1, 42), 0.0)
     assert rates.take((2, 42), 0.0)  # the same user id in another app: another bucket
     assert not rates.take((1, 42), 0.0)
+
+
+def test_a_cost_is_taken_whole_or_not_at_all_and_a_debt_is_paid_back_at_the_rate() -> None:
+    rates = UserRates(rate=100.0, burst=1000, max_users=10)
+    assert rates.take_cost(1, 0.0, 600)
+    assert not rates.take_cost(1, 0.0, 600)  # 400 left: none of it is taken
+    assert rates.take_cost(1, 0.0, 400)
+    # A cost above the burst passes on a full bucket, into debt.
+    assert rates.take_cost(2, 0.0, 5000)
+    assert not rates.take_cost(2, 39.0, 1)  # 1,000 - 5,000 + 3,900
+    assert rates.take_up_to(2, 39.0, 10) == 0  # no tokens while in debt
+    assert rates.take_cost(2, 40.1, 1)  # paid back after 40 s at 100/s
+    # `charge` puts into debt whatever is left, and refunds (never beyond the burst).
+    rates.charge(3, 0.0, 1500)
+    assert not rates.take_cost(3, 4.9, 1)
+    assert rates.take_cost(3, 5.1, 1)
+    rates.charge(3, 5.1, -10_000)
+    assert rates.take_up_to(3, 5.1, 2000) == 1000

@@ -79,18 +79,20 @@ class Engine:
         #: Refusals by reason (quotas, issue 12), for the operator's statistics.
         self.refusals: collections.Counter[str] = collections.Counter()
         self.quotas = Quotas(limits)
+        self._fanout = self.quotas.fanout
         answers = Answers(self.figures)
         self._answer = answers.answer
         self.registry = LocalRegistry()
         self.commit = GroupCommit(store, clock, limits, scheduler, self.quotas, self.figures,
-                                  answers)
+                                  answers, self.refusals)
         self.delivery = Delivery(store, clock, limits, scheduler, self.registry, self.figures,
                                  answers)
         self.delivery.refusals = self.refusals
         self.commit.delivery = self.delivery
         #: Who blocks whom (issue 16), cached for the real-time path.
         self.blocks = BlockCache(store, limits.max_cached_blocks)
-        self.relay = Relay(store, clock, limits, scheduler, self.registry, answers, self.blocks)
+        self.relay = Relay(store, clock, limits, scheduler, self.registry, answers, self.blocks,
+                           self.quotas.fanout)
         #: Messages submitted (`submit`) and not answered yet, server-wide and per app.
         self.submissions = SubmitBudget(limits, self.refusals)
         #: Re-checks live sessions' tokens (revocation, expiry, rename).
@@ -263,6 +265,16 @@ class Engine:
         flags = m.flags = m.flags & Flag.CLIENT_MASK | server_flags
         if flags & _FILE and not self._files_named(session, m):
             return
+        cost = 0
+        if m.group_id:
+            # What its deliveries will cost (`appliance.engine.fanout`): a stored one's
+            # by the group's last commit, a relayed one's settled after the relay.
+            transient = m.expiry_s == 0 or flags & _TRANSIENT
+            cost = 1 if transient else self._fanout.estimate(m.group_id)
+            if not self._fanout.take(session.user_id, self.clock.monotonic(), cost):
+                self.refusals["fanout_limited"] += 1
+                self._answer(session, m.id, Status.RATE_LIMITED)
+                return
         if m.expiry_s == 0 or flags & _TRANSIENT:
             self.relay.relay(session, m)
             return
@@ -279,7 +291,7 @@ class Engine:
         self.commit.add_message(session, m, NewMessage(
             session.app_id, session.user_id, session.device_rowid, m.id, m.peer, m.group_id,
             m.refid, self.clock.wall_ms() + m.expiry_s * 1000, m.type, flags,
-            m.priority & 15, m.payload))
+            m.priority & 15, m.payload), cost)
 
     def _files_named(self, session: Session, m: Message) -> bool:
         """Whether a FILE message's payload is the convention (PROTOCOL.md §3.3.1); else

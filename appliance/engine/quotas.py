@@ -31,6 +31,7 @@ number of users an attacker holds.
 from __future__ import annotations
 
 from appliance.config.limits import EngineLimits
+from appliance.engine.fanout import GroupFanout
 from appliance.engine.session import Session
 from appliance.ratelimit import UserRates
 from appliance.storage.models import QueueQuota
@@ -72,8 +73,8 @@ class IdBudget:
 class Quotas:
     """The engine's quota state, built from `EngineLimits`."""
 
-    __slots__ = ("_seen_refreshed", "credit", "ids", "queue", "registrations", "sends",
-                 "stale_s")
+    __slots__ = ("_seen_refreshed", "credit", "fanout", "ids", "queue", "registrations",
+                 "sends", "stale_s")
 
     def __init__(self, limits: EngineLimits) -> None:
         self.sends = UserRates(limits.send_rate_per_s, limits.send_burst,
@@ -83,6 +84,8 @@ class Quotas:
         self.registrations = UserRates(limits.device_registrations_per_hour / 3600,
                                        limits.device_registration_burst,
                                        limits.max_rate_users)
+        #: Group messages' deliveries per user (`appliance.engine.fanout`).
+        self.fanout = GroupFanout(limits)
         self.queue = QueueQuota(limits.max_queued_messages, limits.max_queued_bytes,
                                 limits.max_app_queued_bytes)
         self.stale_s = limits.device_stale_s

@@ -22,6 +22,7 @@ from appliance.config.limits import EngineLimits
 from appliance.engine.answers import Answers
 from appliance.engine.blocks import BlockCache
 from appliance.engine.clock import Clock
+from appliance.engine.fanout import GroupFanout
 from appliance.engine.ports import Scheduler
 from appliance.engine.registry import SessionRegistry
 from appliance.engine.session import Session
@@ -44,8 +45,10 @@ class Relay:
     """Delivers real-time messages to connected devices."""
 
     def __init__(self, store: Storage, clock: Clock, limits: EngineLimits, scheduler: Scheduler,
-                 registry: SessionRegistry, answers: Answers, blocks: BlockCache) -> None:
+                 registry: SessionRegistry, answers: Answers, blocks: BlockCache,
+                 fanout: GroupFanout) -> None:
         self.store = store
+        self._fanout = fanout
         self.clock = clock
         self.limits = limits
         self.scheduler = scheduler
@@ -122,11 +125,14 @@ class Relay:
                 self._answer(session, m.id, users if isinstance(users, int) else _OFFLINE)
                 return
         # `relay_to` answers USER_OFFLINE if the devices left while we read.
-        self.relay_to(session, m, users, now)
+        delivered = self.relay_to(session, m, users, now)
+        if m.group_id:  # `Engine.on_message` charged 1: the rest, into debt if need be
+            self._fanout.settle(session.user_id, self.clock.monotonic(), 1, delivered)
 
-    def relay_to(self, session: Session, m: Message, users: Iterable[int], now: int) -> None:
+    def relay_to(self, session: Session, m: Message, users: Iterable[int], now: int) -> int:
         """Write `m` to every connected device of `users` but `session`'s; answer the sender
-        SENT if one got it, else USER_OFFLINE (also for a NO_STORE group's, `Delivery`)."""
+        SENT if one got it, else USER_OFFLINE (also for a NO_STORE group's, `Delivery`);
+        how many devices got it."""
         frame = pack_message(m.id, session.address, m.payload, m.group_id, m.refid, 0, now, 0,
                              m.type, m.flags | _TRANSIENT, m.priority & 15)
         delivered = 0
@@ -137,3 +143,4 @@ class Relay:
                     target.link.write(frame)
                     delivered += 1
         self._answer(session, m.id, _SENT if delivered else _OFFLINE, now)
+        return delivered
