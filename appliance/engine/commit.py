@@ -27,7 +27,7 @@ from appliance.engine.ports import Scheduler
 from appliance.engine.quotas import Quotas
 from appliance.engine.session import Session
 from appliance.errors import StorageError
-from appliance.protocol.wire import Message, Status
+from appliance.protocol.wire import Flag, Message, Status
 from appliance.storage.interface import Storage
 from appliance.storage.models import NewMessage, Outcome, WriteBatch, WriteResult
 
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 _FAILED = int(Status.FAILED)
 _RATE_LIMITED = int(Status.RATE_LIMITED)
+_SYSTEM = Flag.SYSTEM
 #: Seconds between two attempts to commit the acknowledgements, reads and report
 #: confirmations of a failed batch while the store fails (PROTOCOL.md §6.1).
 RETRY_PAUSE_S = 0.5
@@ -96,7 +97,7 @@ class GroupCommit:
         self._senders.append((session, m))
         if not session.device_rowid:
             self._submitted += 1
-        if cost:
+        if new.group_id:  # an announcement's cost is 0: it is learnt from, not paid
             self._charged[id(m)] = cost
         session.unconfirmed += 1
         if session.unconfirmed == self.limits.max_unconfirmed:
@@ -200,8 +201,9 @@ class GroupCommit:
                     hold = new.group_id in unknown
                     unknown.add(new.group_id)
                     cost = 1
-                elif not self._paid(pair, charged, cost, now):
-                    continue  # answered RATE_LIMITED: not written
+                elif not new.flags & _SYSTEM and not self._paid(pair, charged, cost, now):
+                    continue  # answered RATE_LIMITED: not written (announcements are
+                    # not charged: the change they tell was)
                 hold = hold or bool(rows and rows + cost > most_rows)
                 if not hold:
                     rows += cost
@@ -255,7 +257,10 @@ class GroupCommit:
             cost = charged.get(id(m))
             if cost is None:
                 continue
-            if acc is None or acc.outcome is not Outcome.STORED:
+            if m.flags & _SYSTEM:  # paid by the change it tells: only learnt from
+                if acc is not None and acc.outcome is Outcome.STORED:
+                    settle(session.user_id, now, 0, 0, m.group_id, len(acc.targets))
+            elif acc is None or acc.outcome is not Outcome.STORED:
                 # Refused (answered), failed, or relayed: the relay counts users, not
                 # devices, so the group's stored cost is not learnt from it.
                 actual = len(acc.targets) if acc is not None and acc.outcome is Outcome.RELAY \

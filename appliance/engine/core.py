@@ -62,6 +62,7 @@ from appliance.storage.models import NewMessage
 
 _TRANSIENT = Flag.TRANSIENT
 _FILE = Flag.FILE
+_SYSTEM = Flag.SYSTEM
 
 
 class Engine:
@@ -266,7 +267,7 @@ class Engine:
         if flags & _FILE and not self._files_named(session, m):
             return
         cost = 0
-        if m.group_id:
+        if m.group_id and not server_flags & _SYSTEM:  # announcements: paid by the change
             # What its deliveries will cost (`appliance.engine.fanout`): a stored one's
             # by the group's last commit, a relayed one's settled after the relay.
             transient = m.expiry_s == 0 or flags & _TRANSIENT

@@ -48,14 +48,14 @@ class GroupFanout:
         return self.rates.take_cost(user_id, now, cost)
 
     def settle(self, user_id: int, now: float, charged: int, actual: int,
-               group_id: int = 0) -> None:
+               group_id: int = 0, learnt: int | None = None) -> None:
         """The message `charged` with made `actual` deliveries: charge or refund the
-        difference; remember `group_id`'s cost (a stored message's, not a relayed one's:
-        that counts only the members online)."""
+        difference; remember `group_id`'s cost, `learnt` or else `actual` (a stored
+        message's, not a relayed one's: that counts only the members online)."""
         if group_id:
             costs = self._costs
             if len(costs) >= MAX_GROUPS and group_id not in costs:
                 costs.clear()
-            costs[group_id] = max(1, actual)
+            costs[group_id] = max(1, actual if learnt is None else learnt)
         if actual != charged:
             self.rates.charge(user_id, now, actual - charged)

@@ -91,6 +91,16 @@ class GroupRequests:
         if not check(frame):
             self._answer(session, frame, _R.INVALID)
             return
+        # The change is announced to every member (a stored SYSTEM message from
+        # ``@app``, exempt itself): its deliveries are the requester's to pay
+        # (`appliance.engine.fanout`), or membership churn would amplify as a
+        # flood of group messages does.
+        cost = len(frame.members) + 1 if frame.op == _OP.CREATE \
+            else engine.quotas.fanout.estimate(frame.group_id)
+        if not engine.quotas.fanout.take(session.user_id, engine.clock.monotonic(), cost):
+            engine.refusals["fanout_limited"] += 1
+            self._answer(session, frame, _R.RATE_LIMITED)
+            return
         self._busy.add(session)
         engine.scheduler.spawn(self._handle(session, frame), name="group-manage")
 

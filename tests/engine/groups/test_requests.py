@@ -149,6 +149,35 @@ def test_one_request_at_a_time_and_the_send_rate(backend: Opener) -> None:
     run(backend, body, EngineLimits(commit_window_ms=0.0, send_burst=1, send_rate_per_s=0.001))
 
 
+def test_changes_pay_for_the_announcements_they_fan_out(backend: Opener) -> None:
+    """Each change is announced to every member: churning a group's membership must
+    not amplify as a flood of group messages would (`appliance.engine.fanout`)."""
+    async def body(w: World) -> None:
+        gid = await team(w)
+        alice, link = await w.connect("alice")
+        # The first announcement teaches the group's cost: 3 members, 1 device each.
+        w.engine.on_extension(alice, GroupManage(1, GroupOp.RENAME, gid, b"n1"))
+        await w.settle()
+        assert w.engine.quotas.fanout.known(gid) == 3
+        for i in range(2, 8):
+            w.engine.on_extension(alice, GroupManage(i, GroupOp.RENAME, gid, b"n%d" % i))
+            await w.settle()
+        # Burst 10: 1 (the first, unknown) + 3 + 3 + 3 paid, then refused.
+        codes = [r[1] for r in results(link)]
+        assert codes == [R.OK] * 4 + [R.RATE_LIMITED] * 3, codes
+        assert w.engine.refusals["fanout_limited"] == 3
+        # The announcements themselves (from @app) were never refused.
+        _, bob_link = await w.connect("bob")
+        assert [a["name"] for a in announcements(bob_link)] == ["n1", "n2", "n3", "n4"]
+        # The rate pays the debt back.
+        w.clock.advance(10.0)
+        w.engine.on_extension(alice, GroupManage(9, GroupOp.RENAME, gid, b"n9"))
+        await w.settle()
+        assert results(link)[-1][1] == R.OK
+    run(backend, body, EngineLimits(commit_window_ms=0.0, fanout_burst=10,
+                                    fanout_rate_per_s=1.0))
+
+
 def test_a_client_without_extensions_is_closed_not_answered(backend: Opener) -> None:
     async def body(w: World) -> None:
         gid = await team(w)
