@@ -266,17 +266,13 @@ class Engine:
         flags = m.flags = m.flags & Flag.CLIENT_MASK | server_flags
         if flags & _FILE and not self._files_named(session, m):
             return
-        cost = 0
-        if m.group_id and not server_flags & _SYSTEM:  # announcements: paid by the change
-            # What its deliveries will cost (`appliance.engine.fanout`): a stored one's
-            # by the group's last commit, a relayed one's settled after the relay.
-            transient = m.expiry_s == 0 or flags & _TRANSIENT
-            cost = 1 if transient else self._fanout.estimate(m.group_id)
-            if not self._fanout.take(session.user_id, self.clock.monotonic(), cost):
-                self.refusals["fanout_limited"] += 1
-                self._answer(session, m.id, Status.RATE_LIMITED)
-                return
+        # A group message is charged its deliveries (`appliance.engine.fanout`): a
+        # relayed one 1 now and the rest after the relay, a stored one its group's
+        # cost at the last commit.  Announcements are paid by the change they tell.
+        charged = m.group_id and not server_flags & _SYSTEM
         if m.expiry_s == 0 or flags & _TRANSIENT:
+            if charged and not self._charge_fanout(session, m, 1):
+                return
             self.relay.relay(session, m)
             return
         # The per-user rate counts what is stored (quotas.py): real-time
@@ -287,12 +283,25 @@ class Engine:
             self._answer(session, m.id, Status.RATE_LIMITED)
             return
         session.send_credit -= 1
+        cost = 0
+        if charged:
+            cost = self._fanout.estimate(m.group_id)
+            if not self._charge_fanout(session, m, cost):
+                return
         if m.expiry_s > limits.max_expiry_s:
             m.expiry_s = limits.max_expiry_s
         self.commit.add_message(session, m, NewMessage(
             session.app_id, session.user_id, session.device_rowid, m.id, m.peer, m.group_id,
             m.refid, self.clock.wall_ms() + m.expiry_s * 1000, m.type, flags,
             m.priority & 15, m.payload), cost)
+
+    def _charge_fanout(self, session: Session, m: Message, cost: int) -> bool:
+        """Whether `session`'s user could pay group message `m`'s `cost`; else answered."""
+        if self._fanout.take(session.user_id, self.clock.monotonic(), cost):
+            return True
+        self.refusals["fanout_limited"] += 1
+        self._answer(session, m.id, Status.RATE_LIMITED)
+        return False
 
     def _files_named(self, session: Session, m: Message) -> bool:
         """Whether a FILE message's payload is the convention (PROTOCOL.md §3.3.1); else
