@@ -270,8 +270,8 @@ class Reloader:
             config = self._reload()
             allow = allowed_networks(config.metrics)
         except ConfigError as exc:
-            log.error("configuration not reloaded, keeping the previous edge and metrics"
-                      " settings: %s", exc)
+            log.error("configuration not reloaded, keeping the previous edge settings"
+                      " (and [metrics] allow): %s", exc)
             failed.append("configuration")
             edge = self._server.edge.config
         else:
