@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 _FAILED = int(Status.FAILED)
 _RATE_LIMITED = int(Status.RATE_LIMITED)
 _SYSTEM = Flag.SYSTEM
+#: Outcomes whose targets are the group's cost (`_settle`).
+_ROUTED = (Outcome.STORED, Outcome.RELAY)
 #: Seconds between two attempts to commit the acknowledgements, reads and report
 #: confirmations of a failed batch while the store fails (PROTOCOL.md §6.1).
 RETRY_PAUSE_S = 0.5
@@ -260,13 +262,13 @@ class GroupCommit:
             if m.flags & _SYSTEM:  # paid by the change it tells: only learnt from
                 if acc is not None and acc.outcome is Outcome.STORED:
                     settle(session.user_id, now, 0, 0, m.group_id, len(acc.targets))
-            elif acc is None or acc.outcome is not Outcome.STORED:
-                # Refused (answered), failed, or relayed: the relay counts users, not
-                # devices, so the group's stored cost is not learnt from it.
-                actual = len(acc.targets) if acc is not None and acc.outcome is Outcome.RELAY \
-                    else 0
-                settle(session.user_id, now, cost, actual)
+            elif acc is None or acc.outcome not in _ROUTED:
+                settle(session.user_id, now, cost, 0)  # refused (answered) or failed
             else:
+                # Stored: its delivery rows; relayed (a NO_STORE group): its members.
+                # Learnt from both: a group whose cost is not known has its held-back
+                # messages let through unchecked (`_hold_back`), and a NO_STORE
+                # group's never was (200 of a flood relayed with a burst worth 9).
                 settle(session.user_id, now, cost, len(acc.targets), m.group_id)
 
     async def _pace(self) -> None:

@@ -8,6 +8,7 @@ so a reconnect of the device is not sent that message again.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -19,8 +20,11 @@ from appliance.engine.commit import RETRY_PAUSE_S
 from appliance.engine.core import Engine
 from appliance.errors import StorageUnavailableError
 from appliance.protocol.wire import Ack, Hello, Message, ReportAck, Status
+from appliance.protocol.wire.groups import GroupFlag
 from appliance.storage.interface import Storage
+from tests.engine.groups.harness import World, run as run_world
 from tests.engine.test_delivery import FakeLink, Scheduler
+from tests.engine.test_delivery_groups import group_of
 from tests.engine.test_delivery_reports import Gate, delivered_to_alice, reports, run
 from tests.storage.conftest import (
     Opener,
@@ -28,6 +32,9 @@ from tests.storage.conftest import (
 )
 
 WINDOW_MS = 2.0
+#: A NO_STORE group's members besides its sender, and the sender's fan-out burst.
+MEMBERS = 50
+BURST = 500
 
 
 def record_sleeps(engine: Engine, sched: Scheduler) -> list[float]:
@@ -123,3 +130,29 @@ def test_a_reconnect_before_the_ack_is_durable_is_not_sent_the_message_again(
         assert last.messages() == []
         assert reports(last) == []
     run(backend, body)
+
+
+def test_a_flood_to_a_no_store_group_pays_for_its_relays(backend: Opener) -> None:
+    """A NO_STORE group's messages go through the commit (its roster) and are relayed,
+    never stored: the commit never learnt such a group's cost, so every message let in
+    at 1 token before the first commit settled was relayed to every member unpaid (one
+    a commit), however deep in debt its sender was (found by the session 17 review:
+    200 of 200 relayed with a burst worth 9)."""
+    async def body(w: World) -> None:
+        names = [f"m{i}" for i in range(MEMBERS)]
+        gid = await group_of(w, "alice", *names)
+        await w.store.update_group(1, gid, flags=GroupFlag.NO_STORE)
+        alice, link = await w.connect("alice")
+        _, member = await w.connect("m0")
+        for i in range(1, 201):  # at once: all of them before the first commit
+            w.engine.on_message(alice, Message(i, b"", b"x", group_id=gid, expiry_s=3600))
+        await w.settle()
+        relayed = len(member.messages())
+        statuses = Counter(status for _, status in link.statuses())
+        # The burst, and the first message (its group's cost not known yet) at most.
+        assert relayed * (MEMBERS + 1) <= BURST + MEMBERS + 1, (relayed, statuses)
+        assert statuses == {Status.SENT: relayed, Status.RATE_LIMITED: 200 - relayed}
+        assert w.engine.refusals["fanout_limited"] == 200 - relayed
+        assert w.engine.uncommitted == 0
+    run_world(backend, body, EngineLimits(commit_window_ms=0.0, fanout_burst=BURST,
+                                          fanout_rate_per_s=0.001))
