@@ -18,6 +18,7 @@ from appliance.credentials import token_hash
 from appliance.engine.clock import FakeClock
 from appliance.engine.commit import RETRY_PAUSE_S
 from appliance.engine.core import Engine
+from appliance.engine.submit import Sender
 from appliance.errors import StorageUnavailableError
 from appliance.protocol.wire import Ack, Hello, Message, ReportAck, Status
 from appliance.protocol.wire.groups import GroupFlag
@@ -156,3 +157,61 @@ def test_a_flood_to_a_no_store_group_pays_for_its_relays(backend: Opener) -> Non
         assert w.engine.uncommitted == 0
     run_world(backend, body, EngineLimits(commit_window_ms=0.0, fanout_burst=BURST,
                                           fanout_rate_per_s=0.001))
+
+
+def test_the_drain_waits_for_what_was_queued_not_for_what_keeps_coming(
+        backend: Opener) -> None:
+    """At shutdown the engine commits what is queued before the devices are told
+    GOING_AWAY.  It waited for an empty batch: a device that goes on sending (or
+    ACKing) never leaves one, and held the stop for its whole deadline (found by the
+    session 17 review; tests/transport/test_shutdown.py has it end to end)."""
+    async def body(w: World) -> None:
+        await w.user("alice")
+        await w.user("bob")
+        alice, link = await w.connect("alice")
+        for i in range(1, 6):
+            w.engine.on_message(alice, Message(i, b"bob", b"queued", expiry_s=3600))
+        more = iter(range(100, 300))
+        write = w.store.write
+
+        async def busy(batch: Any, now_ms: int) -> Any:
+            result = await write(batch, now_ms)
+            for i in more:  # one more message during every commit, 200 in all
+                w.engine.on_message(alice, Message(i, b"bob", b"more", expiry_s=3600))
+                break
+            return result
+
+        w.store.write = busy  # type: ignore[method-assign]
+        commits = w.engine.commit.commits
+        await w.engine.drain_writes()
+        assert w.engine.commit.commits - commits <= 2
+        assert [s for s in link.statuses() if s[0] < 100] == [
+            (i, Status.SENT) for i in range(1, 6)]
+    run_world(backend, body, EngineLimits(commit_window_ms=0.0))
+
+
+def test_the_drain_waits_for_the_messages_held_back_for_later_commits(
+        backend: Opener) -> None:
+    """Submitted messages past ``commit_max_submitted`` wait for the commits after
+    while a device's messages go in every one: the drain waits for all of them."""
+    async def body(w: World) -> None:
+        alice_id = await w.user("alice")
+        await w.user("bob")
+        alice, _ = await w.connect("alice")
+        answers = w.engine.submit(Sender(1, alice_id, b"alice"), [
+            Message(i, b"bob", b"submitted", expiry_s=3600) for i in range(1, 7)])
+        more = iter(range(100, 300))
+        write = w.store.write
+
+        async def busy(batch: Any, now_ms: int) -> Any:
+            result = await write(batch, now_ms)
+            for i in more:  # the device sends during every commit
+                w.engine.on_message(alice, Message(i, b"bob", b"more", expiry_s=3600))
+                break
+            return result
+
+        w.store.write = busy  # type: ignore[method-assign]
+        await w.engine.drain_writes()
+        assert answers.done()  # 2 a commit: three commits, all of them waited for
+        assert [a.status for a in await answers] == [Status.SENT] * 6
+    run_world(backend, body, EngineLimits(commit_window_ms=0.0, commit_max_submitted=2))
