@@ -107,13 +107,17 @@ class Limits:
     # --- a connection's life -------------------------------------------------------------
 
     def admit(self, address: Address, now: float,
-              make_room: Callable[[], bool] | None = None) -> Peer | Refusal:
+              make_room: Callable[[], bool] | None = None, *,
+              allow_list: bool = True) -> Peer | Refusal:
         """A new connection from `address`: its `Peer` (counted) or why it is refused.
 
         At the global handshake cap, `make_room()` may end another handshake (True if
-        it did); it is asked only for a connection every other rule admits.
+        it did); it is asked only for a connection every other rule admits.  Without
+        `allow_list`, only the block list of the filter applies (ACME's validators on
+        the redirect port: `RedirectGate`).
         """
-        if not self.filter.permits(address):
+        if not (self.filter.permits(address) if allow_list
+                else not self.filter.block.contains(address)):
             return self._refuse(Refusal.FILTER)
         key = self.key(address)
         if self.blocked:

@@ -23,7 +23,7 @@ from appliance.config.limits import EngineLimits
 from appliance.engine.answers import Answers
 from appliance.engine.clock import Clock
 from appliance.engine.figures import EngineFigures
-from appliance.engine.ports import Scheduler
+from appliance.engine.ports import Pending, Scheduler
 from appliance.engine.quotas import Quotas
 from appliance.engine.session import Session
 from appliance.errors import StorageError
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 _FAILED = int(Status.FAILED)
 _RATE_LIMITED = int(Status.RATE_LIMITED)
 _SYSTEM = Flag.SYSTEM
+#: Outcomes whose targets are the group's cost (`_settle`).
+_ROUTED = (Outcome.STORED, Outcome.RELAY)
 #: Seconds between two attempts to commit the acknowledgements, reads and report
 #: confirmations of a failed batch while the store fails (PROTOCOL.md §6.1).
 RETRY_PAUSE_S = 0.5
@@ -78,6 +80,10 @@ class GroupCommit:
         #: Counts group commits, so a HELLO can tell whether one landed while
         #: it was reading (see `Engine.open_session`).
         self.commits = 0
+        #: Commits begun and ended (or failed): what `drain` waits for.
+        self._began = self._ended = 0
+        #: `drain` waits on it: woken at the end of every commit.
+        self._drained: Pending[None] | None = None
         self.stats_failed_batches = 0
         self.store_failing = False
         #: device -> handles it acknowledged whose deletion is not committed yet,
@@ -135,6 +141,7 @@ class GroupCommit:
                     self._submitted = 0
                 charged = self._take_charges(senders) if self._charged else None
                 self.committing = len(senders)
+                self._began += 1
                 batch.quota = self.quotas.queue
                 paused = self.quotas.ids.batch_taken()
                 try:
@@ -148,6 +155,7 @@ class GroupCommit:
                         log.exception("group commit failed unexpectedly")
                         exc = StorageError(f"{type(exc).__name__}: {exc}")
                     self.committing = 0
+                    self._commit_ended()
                     if charged:
                         self._settle(senders, charged, None)
                     self._failed(senders, batch, exc)
@@ -156,6 +164,7 @@ class GroupCommit:
                 # One observation per batch (`_pace` stamped its start), none per message.
                 self.figures.commit_seconds.observe(self.clock.monotonic() - self._last_commit)
                 self.committing = 0
+                self._commit_ended()
                 self._resume(paused)
                 self.commits += 1
                 self._acks_committed(batch)
@@ -166,6 +175,14 @@ class GroupCommit:
                 self.delivery.committed(senders, result)
         finally:
             self._flushing = False
+            self._commit_ended(commit=False)
+
+    def _commit_ended(self, *, commit: bool = True) -> None:
+        """A commit ended (or the flushing did): wake `drain`."""
+        self._ended += commit
+        waiter, self._drained = self._drained, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _hold_back(self, batch: WriteBatch, senders: list[tuple[Session, Message]]) -> None:
         """Leave submitted messages past ``limits.commit_max_submitted``, and group
@@ -260,13 +277,13 @@ class GroupCommit:
             if m.flags & _SYSTEM:  # paid by the change it tells: only learnt from
                 if acc is not None and acc.outcome is Outcome.STORED:
                     settle(session.user_id, now, 0, 0, m.group_id, len(acc.targets))
-            elif acc is None or acc.outcome is not Outcome.STORED:
-                # Refused (answered), failed, or relayed: the relay counts users, not
-                # devices, so the group's stored cost is not learnt from it.
-                actual = len(acc.targets) if acc is not None and acc.outcome is Outcome.RELAY \
-                    else 0
-                settle(session.user_id, now, cost, actual)
+            elif acc is None or acc.outcome not in _ROUTED:
+                settle(session.user_id, now, cost, 0)  # refused (answered) or failed
             else:
+                # Stored: its delivery rows; relayed (a NO_STORE group): its members.
+                # Learnt from both: a group whose cost is not known has its held-back
+                # messages let through unchecked (`_hold_back`), and a NO_STORE
+                # group's never was (200 of a flood relayed with a burst worth 9).
                 settle(session.user_id, now, cost, len(acc.targets), m.group_id)
 
     async def _pace(self) -> None:
@@ -345,10 +362,24 @@ class GroupCommit:
             session.link.resume_reading()
 
     async def drain(self) -> None:
-        """Commit whatever is queued and wait for it (used at shutdown)."""
-        while self._flushing or len(self.batch):
+        """Commit what is queued now and wait for it (used at shutdown).
+
+        Only what is queued now: what arrives meanwhile goes with those commits,
+        unwaited for.  Waiting for an empty batch let a device that sends or ACKs
+        every few milliseconds (never an empty batch) hold every stop for its
+        whole deadline (10 s; an upgrade's downtime).  The next commit to begin
+        takes the open batch, but for the messages `_hold_back` leaves for the one
+        after (looked up by identity, alive while queued).
+        """
+        queued = {id(m) for _, m in self._senders}
+        last = self._began + (1 if len(self.batch) else 0)
+        while self._ended < last:
             if not self._flushing:
+                if not len(self.batch):
+                    return
                 self._flushing = True
-                await self._flush()
-            else:
-                await self.scheduler.sleep(0.005)
+                self.scheduler.spawn(self._flush(), name="group-commit")
+            self._drained = waiter = self.scheduler.future()
+            await waiter
+            if queued and any(id(m) in queued for _, m in self._senders):
+                last = self._began + 1  # held back: the next commit takes them

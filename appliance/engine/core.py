@@ -94,6 +94,7 @@ class Engine:
         self.blocks = BlockCache(store, limits.max_cached_blocks)
         self.relay = Relay(store, clock, limits, scheduler, self.registry, answers, self.blocks,
                            self.quotas.fanout)
+        self.relay.refusals = self.refusals
         #: Messages submitted (`submit`) and not answered yet, server-wide and per app.
         self.submissions = SubmitBudget(limits, self.refusals)
         #: Re-checks live sessions' tokens (revocation, expiry, rename).

@@ -224,9 +224,10 @@ class Gate(asyncio.BufferedProtocol):
         except (UsageError, TypeError, IndexError):
             return None
 
-    def _admit(self, address: Address) -> bool:
+    def _admit(self, address: Address, *, allow_list: bool = True) -> bool:
         edge = self._edge
-        verdict = edge.limits.admit(address, edge.clock.monotonic(), edge.evict_handshake)
+        verdict = edge.limits.admit(address, edge.clock.monotonic(), edge.evict_handshake,
+                                    allow_list=allow_list)
         if isinstance(verdict, Refusal):
             self.peer = None
             return False
@@ -303,16 +304,33 @@ class RedirectGate(Gate):
     """A gate of the plain-HTTP redirect listener (port 80): the same filter, limits
     and deadlines as the main port's (its connections count against the same caps,
     so a flood there cannot spend the descriptors the main port needs); behind it,
-    HTTP/1.1 only."""
+    HTTP/1.1 only.
 
-    __slots__ = ()
+    But for the allow list while ACME answers HTTP-01 challenges there: the CA
+    validates from addresses no operator can list (RFC 8555 §10.2 even asks it to
+    vary them), so an allow list that kept them out failed every order and renewal.
+    A stranger to the allow list gets the challenge answers alone (403 for anything
+    else); the block list, the caps and the deadlines hold for everyone.
+    """
+
+    __slots__ = ("_stranger",)
+
+    def __init__(self, edge: Edge) -> None:
+        super().__init__(edge)
+        #: Outside a non-empty allow list, admitted for the challenge answers alone.
+        self._stranger = False
+
+    def _admit(self, address: Address, *, allow_list: bool = True) -> bool:
+        edge = self._edge
+        self._stranger = edge.redirect_answers_acme and not edge.limits.filter.permits(address)
+        return super()._admit(address, allow_list=allow_list and not self._stranger)
 
     def _protocol_for(self, detected: Detected, transport: asyncio.Transport
                       ) -> asyncio.Protocol | None:
         make = self._edge.redirect_for
         if detected is not Detected.HTTP1 or make is None:
             return None  # TLS, HTTP/2 or the native protocol on port 80: closed
-        protocol = make()
+        protocol = make(self._stranger)
         protocol.connection_made(transport)
         return protocol
 
@@ -340,7 +358,10 @@ class Edge:
         self.handshaking: dict[Gate, float] = {}
         self.evicted = 0
         #: Makes the redirect listener's protocol (`Server.start_redirect` sets it).
-        self.redirect_for: Callable[[], asyncio.Protocol] | None = None
+        #: Its argument: answer ACME challenges alone (`RedirectGate`).
+        self.redirect_for: Callable[[bool], asyncio.Protocol] | None = None
+        #: The redirect listener answers ACME's HTTP-01 challenges (`RedirectGate`).
+        self.redirect_answers_acme = False
 
     def gate(self) -> Gate:
         """The protocol factory for the listening socket."""

@@ -238,6 +238,8 @@ class HttpProtocol(asyncio.Protocol):
             headers = [(b"content-type", response.content_type),
                        (b"content-length", str(response.length).encode()),
                        (b"server", SERVER_HEADER), *response.headers]
+            if self._server.stopping:  # the last answer of a stopping server, as `_send`'s
+                headers.append((b"connection", b"close"))
             transport.write(conn.send(h11.Response(
                 status_code=response.status, headers=headers,
                 reason=_REASONS[response.status])) or b"")
@@ -412,7 +414,8 @@ class HttpProtocol(asyncio.Protocol):
         self._deadline = self._server.clock.monotonic() + self._server.bounds.keepalive_timeout_s
         if conn is None or self._transport is None:
             return
-        if conn.our_state is h11.MUST_CLOSE or self._requests >= MAX_REQUESTS:
+        if conn.our_state is h11.MUST_CLOSE or self._requests >= MAX_REQUESTS \
+                or self._server.stopping:  # a streamed answer begun before SIGTERM
             self.close(0, "")
             return
         try:
@@ -475,7 +478,9 @@ class HttpProtocol(asyncio.Protocol):
         answer closes the connection (`_send`); an idle one closes now."""
         if self._busy or self._raw or self._request is not None:
             return
-        self.close(0, "server shutting down")
+        # No reason, so no 408: nothing is on its way, and a request sent meanwhile
+        # would read the 408 as its answer instead of retrying elsewhere.
+        self.close(0, "")
 
     def finished(self) -> bool:
         """See `Connection.finished` (after `_fail`, only its answer is on its way)."""

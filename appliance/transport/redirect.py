@@ -43,8 +43,10 @@ class RedirectProtocol(asyncio.Protocol):
     """Answers one request with a redirect to ``https://<host>:<tls_port><target>``."""
 
     def __init__(self, tls_port: int, answers: ChallengeAnswers | None = None,
-                 fetch: AnswerFetcher | None = None) -> None:
+                 fetch: AnswerFetcher | None = None, *, challenges_only: bool = False) -> None:
         self._tls_port = tls_port
+        #: A client outside the allow list: ACME's challenge answers, nothing else.
+        self._challenges_only = challenges_only
         self._answers = answers
         self._fetch = fetch
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
@@ -78,6 +80,9 @@ class RedirectProtocol(asyncio.Protocol):
                 if token is not None:
                     self._answer_challenge(token, event.method == b"GET")
                     return
+            if self._challenges_only:
+                self._answer(403, b"")  # not in the allow list: no redirect either
+                return
             headers = dict(event.headers)
             host = headers.get(b"host", b"").decode("latin-1").strip()
             if not host or any(c in host for c in "/\\@ "):

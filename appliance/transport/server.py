@@ -174,10 +174,11 @@ class Server:
         tls_port = self.address[1]
         answers = self.tls.answers if self.tls is not None else None
         fetch = self.tls.fetch_answer if self.tls is not None else None
-        def protocol() -> RedirectProtocol:
-            return RedirectProtocol(tls_port, answers, fetch)
+        def protocol(challenges_only: bool) -> RedirectProtocol:
+            return RedirectProtocol(tls_port, answers, fetch, challenges_only=challenges_only)
 
         self.edge.redirect_for = protocol
+        self.edge.redirect_answers_acme = answers is not None
         try:
             if sock is not None:
                 self._redirect = await loop.create_server(self.edge.redirect_gate, sock=sock,

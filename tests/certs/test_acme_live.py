@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,28 @@ def test_every_hostname_rsa_on_request_and_the_next_issuer_when_one_fails(
         assert status["last_error"] is None
     finally:
         server.stop()
+
+
+def test_http01_passes_an_allow_list_that_keeps_strangers_out(
+        make_pebble: MakePebble, data_dir: Path) -> None:
+    """An operator who lets only the office in (``[edge] allow``) still gets a
+    certificate by HTTP-01: the CA validates from addresses no one can list.  Since
+    the redirect port stands behind the edge (session 16) its allow list refused the
+    validators, and every order and renewal failed (found by the session 17 review).
+    Strangers now get the challenge answers there and nothing else."""
+    pebble = make_pebble()
+    server = start_server(data_dir, pebble, acme_toml(
+        pebble, challenge="http-01", redirect=True,
+        extra='[edge]\nallow = ["192.0.2.0/24"]\n'))  # not 127.0.0.1, where pebble is
+    code = None
+    try:
+        wait_for_output(server, SERVING)
+        with socket.create_connection(("127.0.0.1", pebble.http_port), timeout=10) as sock:
+            sock.sendall(b"GET /x HTTP/1.1\r\nHost: chat.tidings.test\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 403"), answer  # no redirect for a stranger
+    finally:
+        code = server.stop()
+    assert code == 0, server.output

@@ -8,6 +8,7 @@ so a reconnect of the device is not sent that message again.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -17,10 +18,14 @@ from appliance.credentials import token_hash
 from appliance.engine.clock import FakeClock
 from appliance.engine.commit import RETRY_PAUSE_S
 from appliance.engine.core import Engine
+from appliance.engine.submit import Sender
 from appliance.errors import StorageUnavailableError
 from appliance.protocol.wire import Ack, Hello, Message, ReportAck, Status
+from appliance.protocol.wire.groups import GroupFlag
 from appliance.storage.interface import Storage
+from tests.engine.groups.harness import World, run as run_world
 from tests.engine.test_delivery import FakeLink, Scheduler
+from tests.engine.test_delivery_groups import group_of
 from tests.engine.test_delivery_reports import Gate, delivered_to_alice, reports, run
 from tests.storage.conftest import (
     Opener,
@@ -28,6 +33,9 @@ from tests.storage.conftest import (
 )
 
 WINDOW_MS = 2.0
+#: A NO_STORE group's members besides its sender, and the sender's fan-out burst.
+MEMBERS = 50
+BURST = 500
 
 
 def record_sleeps(engine: Engine, sched: Scheduler) -> list[float]:
@@ -123,3 +131,87 @@ def test_a_reconnect_before_the_ack_is_durable_is_not_sent_the_message_again(
         assert last.messages() == []
         assert reports(last) == []
     run(backend, body)
+
+
+def test_a_flood_to_a_no_store_group_pays_for_its_relays(backend: Opener) -> None:
+    """A NO_STORE group's messages go through the commit (its roster) and are relayed,
+    never stored: the commit never learnt such a group's cost, so every message let in
+    at 1 token before the first commit settled was relayed to every member unpaid (one
+    a commit), however deep in debt its sender was (found by the session 17 review:
+    200 of 200 relayed with a burst worth 9)."""
+    async def body(w: World) -> None:
+        names = [f"m{i}" for i in range(MEMBERS)]
+        gid = await group_of(w, "alice", *names)
+        await w.store.update_group(1, gid, flags=GroupFlag.NO_STORE)
+        alice, link = await w.connect("alice")
+        _, member = await w.connect("m0")
+        for i in range(1, 201):  # at once: all of them before the first commit
+            w.engine.on_message(alice, Message(i, b"", b"x", group_id=gid, expiry_s=3600))
+        await w.settle()
+        relayed = len(member.messages())
+        statuses = Counter(status for _, status in link.statuses())
+        # The burst, and the first message (its group's cost not known yet) at most.
+        assert relayed * (MEMBERS + 1) <= BURST + MEMBERS + 1, (relayed, statuses)
+        assert statuses == {Status.SENT: relayed, Status.RATE_LIMITED: 200 - relayed}
+        assert w.engine.refusals["fanout_limited"] == 200 - relayed
+        assert w.engine.uncommitted == 0
+    run_world(backend, body, EngineLimits(commit_window_ms=0.0, fanout_burst=BURST,
+                                          fanout_rate_per_s=0.001))
+
+
+def test_the_drain_waits_for_what_was_queued_not_for_what_keeps_coming(
+        backend: Opener) -> None:
+    """At shutdown the engine commits what is queued before the devices are told
+    GOING_AWAY.  It waited for an empty batch: a device that goes on sending (or
+    ACKing) never leaves one, and held the stop for its whole deadline (found by the
+    session 17 review; tests/transport/test_shutdown.py has it end to end)."""
+    async def body(w: World) -> None:
+        await w.user("alice")
+        await w.user("bob")
+        alice, link = await w.connect("alice")
+        for i in range(1, 6):
+            w.engine.on_message(alice, Message(i, b"bob", b"queued", expiry_s=3600))
+        more = iter(range(100, 300))
+        write = w.store.write
+
+        async def busy(batch: Any, now_ms: int) -> Any:
+            result = await write(batch, now_ms)
+            for i in more:  # one more message during every commit, 200 in all
+                w.engine.on_message(alice, Message(i, b"bob", b"more", expiry_s=3600))
+                break
+            return result
+
+        w.store.write = busy  # type: ignore[method-assign]
+        commits = w.engine.commit.commits
+        await w.engine.drain_writes()
+        assert w.engine.commit.commits - commits <= 2
+        assert [s for s in link.statuses() if s[0] < 100] == [
+            (i, Status.SENT) for i in range(1, 6)]
+    run_world(backend, body, EngineLimits(commit_window_ms=0.0))
+
+
+def test_the_drain_waits_for_the_messages_held_back_for_later_commits(
+        backend: Opener) -> None:
+    """Submitted messages past ``commit_max_submitted`` wait for the commits after
+    while a device's messages go in every one: the drain waits for all of them."""
+    async def body(w: World) -> None:
+        alice_id = await w.user("alice")
+        await w.user("bob")
+        alice, _ = await w.connect("alice")
+        answers = w.engine.submit(Sender(1, alice_id, b"alice"), [
+            Message(i, b"bob", b"submitted", expiry_s=3600) for i in range(1, 7)])
+        more = iter(range(100, 300))
+        write = w.store.write
+
+        async def busy(batch: Any, now_ms: int) -> Any:
+            result = await write(batch, now_ms)
+            for i in more:  # the device sends during every commit
+                w.engine.on_message(alice, Message(i, b"bob", b"more", expiry_s=3600))
+                break
+            return result
+
+        w.store.write = busy  # type: ignore[method-assign]
+        await w.engine.drain_writes()
+        assert answers.done()  # 2 a commit: three commits, all of them waited for
+        assert [a.status for a in await answers] == [Status.SENT] * 6
+    run_world(backend, body, EngineLimits(commit_window_ms=0.0, commit_max_submitted=2))

@@ -1,15 +1,28 @@
-"""Real-time messages whose lookup fails: the sender is answered, never left waiting."""
+"""Real-time messages whose lookup fails: the sender is answered, never left waiting;
+real-time group messages pay their fan-out before they are relayed."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
+from appliance.config.limits import EngineLimits
 from appliance.engine.core import Engine
 from appliance.engine.submit import Sender
 from appliance.errors import StorageUnavailableError
 from appliance.protocol.wire import Hello, Message, Status
 from appliance.storage.models import GroupRoster
+from tests.engine.groups.harness import World, run as run_world
 from tests.engine.test_delivery import FakeLink, FlakyStore, Scheduler, run
+from tests.engine.test_delivery_groups import group_of
+from tests.storage.conftest import (
+    Opener,
+    backend as backend,  # the fixture: SQLite and MariaDB
+)
+
+#: A group's members besides its sender, and the sender's fan-out burst.
+MEMBERS = 50
+BURST = 500
 
 
 def _fail_lookups(store: FlakyStore) -> None:
@@ -58,3 +71,27 @@ def test_a_submitted_real_time_message_is_answered_when_its_lookup_fails(
         assert [a.status for a in answers] == [Status.FAILED, Status.FAILED]
 
     run(tmp_path, body)
+
+
+def test_real_time_group_messages_pay_before_they_are_relayed(backend: Opener) -> None:
+    """A real-time group message is let in at 1 token and relayed after its roster is
+    read: the rest used to be charged after the relay, so every lookup already waiting
+    (`max_pending_relays`, per device) was relayed to every member online unpaid (found
+    by the session 17 review: 60 of 60 to 50 members with a burst worth 9)."""
+    async def body(w: World) -> None:
+        names = [f"m{i}" for i in range(MEMBERS)]
+        gid = await group_of(w, "alice", *names)
+        alice, link = await w.connect("alice")
+        links = [(await w.connect(name))[1] for name in names]
+        for i in range(1, 61):  # at once: every roster lookup waits
+            w.engine.on_message(alice, Message(i, b"", b"x", group_id=gid, expiry_s=0))
+        await w.settle()
+        relayed = len(links[0].messages())
+        frames = sum(len(member.messages()) for member in links)
+        statuses = Counter(status for _, status in link.statuses())
+        assert frames <= BURST, (relayed, frames, statuses)
+        assert statuses == {Status.SENT: relayed, Status.RATE_LIMITED: 60 - relayed}
+        assert w.engine.refusals["fanout_limited"] == 60 - relayed
+        assert alice.relays == 0
+    run_world(backend, body, EngineLimits(commit_window_ms=0.0, fanout_burst=BURST,
+                                          fanout_rate_per_s=0.001))

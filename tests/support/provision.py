@@ -16,10 +16,11 @@ from appliance.storage.models import Perm
 
 
 def provision(data_dir: Path, users: list[str], groups: dict[str, list[str]] | None = None,
-              token_ttl_s: int = 3600, *, app: str = DEFAULT_APP
+              token_ttl_s: int = 3600, *, app: str = DEFAULT_APP,
+              flags: dict[str, int] | None = None
               ) -> tuple[dict[str, str], dict[str, int]]:
-    """Create `users` (with one token each) and `groups` in `app` (created if it is new);
-    return (tokens, group ids)."""
+    """Create `users` (with one token each) and `groups` in `app` (created if it is new),
+    with their `GroupFlag` bits from `flags` (by name); return (tokens, group ids)."""
 
     async def go() -> tuple[dict[str, str], dict[str, int]]:
         clock = SystemClock()
@@ -38,7 +39,10 @@ def provision(data_dir: Path, users: list[str], groups: dict[str, list[str]] | N
                 tokens[name] = (await svc.issue_token(name, token_ttl_s)).token
             ids = {}
             for name, members in (groups or {}).items():
-                ids[name] = (await svc.add_group(name, members, Perm.DEFAULT)).group_id
+                group = await svc.add_group(name, members, Perm.DEFAULT)
+                ids[name] = group.group_id
+                if flags and name in flags:
+                    await store.update_group(group.app_id, group.group_id, flags=flags[name])
             return tokens, ids
         finally:
             await store.close()
