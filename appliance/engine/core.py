@@ -268,8 +268,8 @@ class Engine:
         if flags & _FILE and not self._files_named(session, m):
             return
         # A group message is charged its deliveries (`appliance.engine.fanout`): a
-        # relayed one 1 now and the rest after the relay, a stored one its group's
-        # cost at the last commit.  Announcements are paid by the change they tell.
+        # relayed one 1 now and the rest once its roster is read, before the relay;
+        # a stored one its group's cost at the last commit.  Announcements are paid by the change they tell.
         charged = m.group_id and not server_flags & _SYSTEM
         if m.expiry_s == 0 or flags & _TRANSIENT:
             if charged and not self._charge_fanout(session, m, 1):
