@@ -269,7 +269,8 @@ class Engine:
             return
         # A group message is charged its deliveries (`appliance.engine.fanout`): a
         # relayed one 1 now and the rest once its roster is read, before the relay;
-        # a stored one its group's cost at the last commit.  Announcements are paid by the change they tell.
+        # a stored one its group's cost at the last commit.  Announcements are paid
+        # by the change they tell.
         charged = m.group_id and not server_flags & _SYSTEM
         if m.expiry_s == 0 or flags & _TRANSIENT:
             if charged and not self._charge_fanout(session, m, 1):
