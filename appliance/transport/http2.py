@@ -63,33 +63,11 @@ from appliance.transport.bounds import (
     set_write_limits,
 )
 from appliance.transport.h2download import H2Downloads, close_stream
+from appliance.transport.h2stream import UPLOAD_WINDOW, H2Stream
 from appliance.transport.host import Host
 from appliance.transport.tasks import spawn
 
 log = logging.getLogger(__name__)
-
-
-#: A streamed upload's window once its handler reads (after authentication),
-#: and what the connection's window grows by, once, for uploads: a fast client
-#: then keeps a megabyte in flight instead of 64 KiB (RFC 9113 §6.9).  The
-#: server holds at most this much of one connection's uploads, since credit is
-#: given back only for what the handler has taken.
-UPLOAD_WINDOW = 1024 * 1024
-
-
-class _Stream:
-    __slots__ = ("body", "credited", "headers", "opened_at", "owed", "task", "upload")
-
-    def __init__(self, headers: list[tuple[bytes, bytes]], now: float) -> None:
-        self.headers = headers
-        self.body = bytearray()
-        self.opened_at = now
-        self.credited = 0  # body bytes held and already given back as flow-control credit
-        self.owed = 0  # body bytes held whose credit waits for room in the budgets
-        self.task: asyncio.Task[None] | None = None
-        #: A streamed upload (its handler runs from the headers on); `opened_at`
-        #: then moves with each DATA frame (the upload's progress deadline).
-        self.upload: StreamedBody | None = None
 
 
 class Http2Protocol(asyncio.Protocol):
@@ -106,7 +84,7 @@ class Http2Protocol(asyncio.Protocol):
                                                 validate_outbound_headers=False,
                                                 normalize_outbound_headers=False))
         self._flush_queued = False
-        self._streams: dict[int, _Stream] = {}
+        self._streams: dict[int, H2Stream] = {}
         self._resets: collections.deque[float] = collections.deque()
         self._pending: dict[int, bytes] = {}  # response bodies waiting for flow control
         #: Streamed response bodies being written, and who waits for window or drain.
@@ -194,7 +172,7 @@ class Http2Protocol(asyncio.Protocol):
                 429, "too many requests", f"at most {RATE_PER_S:.0f} requests/s per"
                 " connection"))
             return
-        stream = self._streams[stream_id] = _Stream(headers, now)
+        stream = self._streams[stream_id] = H2Stream(headers, now)
         api = self._server.api
         pseudo = {k: v for k, v in headers if k.startswith(b":")}
         if api is not None and api.streams(
@@ -300,7 +278,7 @@ class Http2Protocol(asyncio.Protocol):
         if granted:
             self._flush_soon()
 
-    def _release(self, stream: _Stream) -> None:
+    def _release(self, stream: H2Stream) -> None:
         """A stream's body is no longer held: its bytes go back to the budgets."""
         if stream.credited:
             self._held.release(stream.credited)
@@ -337,7 +315,7 @@ class Http2Protocol(asyncio.Protocol):
             return True
         return False
 
-    def _forget(self, stream_id: int) -> _Stream | None:
+    def _forget(self, stream_id: int) -> H2Stream | None:
         stream = self._streams.pop(stream_id, None)
         if stream is not None:
             if stream.upload is not None:
@@ -356,7 +334,7 @@ class Http2Protocol(asyncio.Protocol):
 
     # --- answers ------------------------------------------------------------------------
 
-    async def _serve(self, stream_id: int, stream: _Stream) -> None:
+    async def _serve(self, stream_id: int, stream: H2Stream) -> None:
         headers = {k: v for k, v in stream.headers if k.startswith(b":")}
         target = headers.get(b":path", b"/").decode("latin-1")
         path, _, query = target.partition("?")
