@@ -215,8 +215,15 @@ class GroupCommit:
             if new.group_id and not hold:
                 cost = known(new.group_id)
                 if cost is None:
-                    hold = new.group_id in unknown
-                    unknown.add(new.group_id)
+                    # Its cost is learnt from this commit (it paid 1): one such message
+                    # a commit, and only from a sender not in debt, or one message to
+                    # each of many big groups is written unpaid (after a restart).
+                    if unknown:
+                        hold = True
+                    elif not new.flags & _SYSTEM and not self._solvent(pair, charged, now):
+                        continue  # answered RATE_LIMITED: not written
+                    else:
+                        unknown.add(new.group_id)
                     cost = 1
                 elif not new.flags & _SYSTEM and not self._paid(pair, charged, cost, now):
                     continue  # answered RATE_LIMITED: not written (announcements are
@@ -247,12 +254,26 @@ class GroupCommit:
         if self._fanout.take(session.user_id, now, cost - paid):
             charged[id(m)] = cost
             return True
-        del charged[id(m)]
+        self._refuse_unpaid(pair, charged, now)
+        return False
+
+    def _solvent(self, pair: tuple[Session, Message], charged: dict[int, int],
+                 now: float) -> bool:
+        """Whether the sender of group message `pair` is not in debt; if it is, the
+        message is answered RATE_LIMITED and refunded."""
+        if self._fanout.take(pair[0].user_id, now, 0):
+            return True
+        self._refuse_unpaid(pair, charged, now)
+        return False
+
+    def _refuse_unpaid(self, pair: tuple[Session, Message], charged: dict[int, int],
+                       now: float) -> None:
+        session, m = pair
+        paid = charged.pop(id(m), 0)
         self._fanout.settle(session.user_id, now, paid, 0)
         self.confirmed(session)
         self._answer(session, m.id, _RATE_LIMITED)
         self.refusals["fanout_limited"] += 1
-        return False
 
     def _take_charges(self, senders: list[tuple[Session, Message]]) -> dict[int, int]:
         """The charges of the batch about to be committed (the held-back keep theirs)."""

@@ -215,3 +215,27 @@ def test_the_drain_waits_for_the_messages_held_back_for_later_commits(
         assert answers.done()  # 2 a commit: three commits, all of them waited for
         assert [a.status for a in await answers] == [Status.SENT] * 6
     run_world(backend, body, EngineLimits(commit_window_ms=0.0, commit_max_submitted=2))
+
+
+def test_groups_not_seen_yet_are_learnt_one_a_commit_and_only_while_paid(
+        backend: Opener) -> None:
+    """After a restart no group's cost is known, and each message costs 1 until its
+    commit teaches the cost: one message to each of many big groups, at once, wrote
+    them all in one commit, unpaid (20 groups of 51: 1,020 deliveries with a burst of
+    500).  A commit takes one message of a group not seen yet, and only from a sender
+    not in debt."""
+    async def body(w: World) -> None:
+        names = [f"m{i}" for i in range(MEMBERS)]
+        groups = [await group_of(w, "alice", *names) for _ in range(20)]
+        alice, link = await w.connect("alice")
+        for i, gid in enumerate(groups, 1):  # at once: before any commit
+            w.engine.on_message(alice, Message(i, b"", b"x", group_id=gid, expiry_s=3600))
+        await w.settle()
+        statuses = Counter(status for _, status in link.statuses())
+        sent = statuses[Status.SENT]
+        # The burst, and one group's deliveries the debt came from.
+        assert sent * (MEMBERS + 1) <= BURST + MEMBERS + 1, statuses
+        assert statuses == {Status.SENT: sent, Status.RATE_LIMITED: 20 - sent}
+        assert w.engine.uncommitted == 0
+    run_world(backend, body, EngineLimits(commit_window_ms=0.0, fanout_burst=BURST,
+                                          fanout_rate_per_s=0.001))
