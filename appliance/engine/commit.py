@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from appliance.config.limits import EngineLimits
 from appliance.engine.answers import Answers
 from appliance.engine.clock import Clock
+from appliance.engine.fanout import BatchCharges
 from appliance.engine.figures import EngineFigures
 from appliance.engine.ports import Pending, Scheduler
 from appliance.engine.quotas import Quotas
@@ -29,7 +30,7 @@ from appliance.engine.session import Session
 from appliance.errors import StorageError
 from appliance.protocol.wire import Flag, Message, Status
 from appliance.storage.interface import Storage
-from appliance.storage.models import NewMessage, Outcome, WriteBatch, WriteResult
+from appliance.storage.models import NewMessage, WriteBatch
 
 if TYPE_CHECKING:
     from appliance.engine.delivery import Delivery
@@ -39,8 +40,6 @@ log = logging.getLogger(__name__)
 _FAILED = int(Status.FAILED)
 _RATE_LIMITED = int(Status.RATE_LIMITED)
 _SYSTEM = Flag.SYSTEM
-#: Outcomes whose targets are the group's cost (`_settle`).
-_ROUTED = (Outcome.STORED, Outcome.RELAY)
 #: Seconds between two attempts to commit the acknowledgements, reads and report
 #: confirmations of a failed batch while the store fails (PROTOCOL.md §6.1).
 RETRY_PAUSE_S = 0.5
@@ -68,10 +67,8 @@ class GroupCommit:
         self._senders: list[tuple[Session, Message]] = []
         #: Messages of submissions (`Engine.submit`: device_rowid 0) in the open batch.
         self._submitted = 0
-        #: What each group message of the open batch was charged (by `id` of its
-        #: `Message`, alive until its commit): settled after the commit
-        #: (`appliance.engine.fanout`).
-        self._charged: dict[int, int] = {}
+        #: What each group message waiting for a commit was charged, settled after it.
+        self._charges = BatchCharges(quotas.fanout)
         self._fanout = quotas.fanout
         self._flushing = False
         self._flush_queued = False
@@ -104,7 +101,7 @@ class GroupCommit:
         if not session.device_rowid:
             self._submitted += 1
         if new.group_id:  # an announcement's cost is 0: it is learnt from, not paid
-            self._charged[id(m)] = cost
+            self._charges.add(m, cost)
         session.unconfirmed += 1
         if session.unconfirmed == self.limits.max_unconfirmed:
             session.link.pause_reading()
@@ -135,11 +132,12 @@ class GroupCommit:
                 await self._pace()
                 batch, senders = self.batch, self._senders
                 self.batch, self._senders = WriteBatch(), []
-                if self._submitted > self.limits.commit_max_submitted or self._charged:
+                charges = self._charges
+                if self._submitted > self.limits.commit_max_submitted or charges:
                     self._hold_back(batch, senders)
                 else:
                     self._submitted = 0
-                charged = self._take_charges(senders) if self._charged else None
+                charged = charges.take(senders) if charges else None
                 self.committing = len(senders)
                 self._began += 1
                 batch.quota = self.quotas.queue
@@ -157,7 +155,7 @@ class GroupCommit:
                     self.committing = 0
                     self._commit_ended()
                     if charged:
-                        self._settle(senders, charged, None)
+                        charges.settle(senders, charged, None, self.clock.monotonic())
                     self._failed(senders, batch, exc)
                     self._resume(paused)
                     return
@@ -171,7 +169,7 @@ class GroupCommit:
                 for session, _ in senders:
                     self.confirmed(session)
                 if charged:
-                    self._settle(senders, charged, result)
+                    charges.settle(senders, charged, result, self.clock.monotonic())
                 self.delivery.committed(senders, result)
         finally:
             self._flushing = False
@@ -202,7 +200,7 @@ class GroupCommit:
         What stays is first in the next batch, in order.
         """
         most, most_rows = self.limits.commit_max_submitted, self.limits.commit_max_fanout
-        known, charged = self._fanout.known, self._charged
+        known, charges = self._fanout.known, self._charges
         now = self.clock.monotonic()
         kept: list[NewMessage] = []
         kept_senders: list[tuple[Session, Message]] = []
@@ -220,14 +218,16 @@ class GroupCommit:
                     # each of many big groups is written unpaid (after a restart).
                     if unknown:
                         hold = True
-                    elif not new.flags & _SYSTEM and not self._solvent(pair, charged, now):
-                        continue  # answered RATE_LIMITED: not written
+                    elif not new.flags & _SYSTEM and not charges.solvent(pair, now):
+                        self._refuse_unpaid(pair)
+                        continue  # not written
                     else:
                         unknown.add(new.group_id)
                     cost = 1
-                elif not new.flags & _SYSTEM and not self._paid(pair, charged, cost, now):
-                    continue  # answered RATE_LIMITED: not written (announcements are
-                    # not charged: the change they tell was)
+                elif not new.flags & _SYSTEM and not charges.pay(pair, cost, now):
+                    self._refuse_unpaid(pair)
+                    continue  # not written (announcements are not charged: the
+                    # change they tell was)
                 hold = hold or bool(rows and rows + cost > most_rows)
                 if not hold:
                     rows += cost
@@ -243,69 +243,13 @@ class GroupCommit:
         senders[:] = kept_senders
         self._submitted = later_submitted
 
-    def _paid(self, pair: tuple[Session, Message], charged: dict[int, int], cost: int,
-               now: float) -> bool:
-        """Whether group message `pair` has paid `cost`, its group's known cost (taking
-        what is missing); if it cannot, it is answered RATE_LIMITED and refunded."""
+    def _refuse_unpaid(self, pair: tuple[Session, Message]) -> None:
+        """Group message `pair` could not pay its deliveries (`BatchCharges`, which
+        refunded it): answered RATE_LIMITED and not written."""
         session, m = pair
-        paid = charged.get(id(m), 0)
-        if paid >= cost:
-            return True
-        if self._fanout.take(session.user_id, now, cost - paid):
-            charged[id(m)] = cost
-            return True
-        self._refuse_unpaid(pair, charged, now)
-        return False
-
-    def _solvent(self, pair: tuple[Session, Message], charged: dict[int, int],
-                 now: float) -> bool:
-        """Whether the sender of group message `pair` is not in debt; if it is, the
-        message is answered RATE_LIMITED and refunded."""
-        if self._fanout.take(pair[0].user_id, now, 0):
-            return True
-        self._refuse_unpaid(pair, charged, now)
-        return False
-
-    def _refuse_unpaid(self, pair: tuple[Session, Message], charged: dict[int, int],
-                       now: float) -> None:
-        session, m = pair
-        paid = charged.pop(id(m), 0)
-        self._fanout.settle(session.user_id, now, paid, 0)
         self.confirmed(session)
         self._answer(session, m.id, _RATE_LIMITED)
         self.refusals["fanout_limited"] += 1
-
-    def _take_charges(self, senders: list[tuple[Session, Message]]) -> dict[int, int]:
-        """The charges of the batch about to be committed (the held-back keep theirs)."""
-        charged, taken = self._charged, {}
-        for _, m in senders:
-            cost = charged.pop(id(m), None) if m.group_id else None
-            if cost is not None:
-                taken[id(m)] = cost
-        return taken
-
-    def _settle(self, senders: list[tuple[Session, Message]], charged: dict[int, int],
-                result: WriteResult | None) -> None:
-        """Charge or refund each group message's deliveries (`GroupFanout.settle`); a
-        failed commit (`result` None) refunds them all."""
-        now = self.clock.monotonic()
-        settle = self._fanout.settle
-        accepted = result.accepted if result is not None else [None] * len(senders)
-        for (session, m), acc in zip(senders, accepted, strict=True):
-            cost = charged.get(id(m))
-            if cost is None:
-                continue
-            if m.flags & _SYSTEM:  # paid by the change it tells: only learnt from
-                if acc is not None and acc.outcome is Outcome.STORED:
-                    settle(session.user_id, now, 0, 0, m.group_id, len(acc.targets))
-            elif acc is None or acc.outcome not in _ROUTED:
-                settle(session.user_id, now, cost, 0)  # refused (answered) or failed
-            else:
-                # Stored: its delivery rows; relayed (a NO_STORE group): its members.
-                # Learnt from both: a group whose cost is not known has its held-back
-                # messages let through unchecked (`_hold_back`), and a NO_STORE
-                # group's never was (200 of a flood relayed with a burst worth 9).
-                settle(session.user_id, now, cost, len(acc.targets), m.group_id)
 
     async def _pace(self) -> None:
         """Let a small batch grow for up to `commit_window_ms` after the last commit.

@@ -16,12 +16,22 @@ The estimate also bounds a commit (``limits.commit_max_fanout``, `GroupCommit`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from appliance.config.limits import EngineLimits
+from appliance.protocol.wire import Flag, Message
 from appliance.ratelimit import UserRates
+from appliance.storage.models import Outcome, WriteResult
+
+if TYPE_CHECKING:
+    from appliance.engine.session import Session
 
 #: Groups whose last cost is remembered; past it the table starts again (a group
 #: forgotten costs 1 until its next commit, which `settle` then corrects).
 MAX_GROUPS = 65_536
+_SYSTEM = Flag.SYSTEM
+#: Outcomes whose targets are the group's cost (`BatchCharges.settle`).
+_ROUTED = (Outcome.STORED, Outcome.RELAY)
 
 
 class GroupFanout:
@@ -59,3 +69,77 @@ class GroupFanout:
             costs[group_id] = max(1, actual if learnt is None else learnt)
         if actual != charged:
             self.rates.charge(user_id, now, actual - charged)
+
+
+class BatchCharges:
+    """What each group message waiting for a commit was charged (`GroupCommit`), by
+    `id` of its `Message` (alive until its commit), and the settling after it."""
+
+    __slots__ = ("_charged", "_fanout")
+
+    def __init__(self, fanout: GroupFanout) -> None:
+        self._fanout = fanout
+        self._charged: dict[int, int] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._charged)
+
+    def add(self, m: Message, cost: int) -> None:
+        """Group message `m` waits for a commit, charged `cost` (0: an announcement)."""
+        self._charged[id(m)] = cost
+
+    def pay(self, pair: tuple[Session, Message], cost: int, now: float) -> bool:
+        """Whether group message `pair` has paid `cost`, its group's known cost (taking
+        what is missing); if it cannot, it is refunded and forgotten."""
+        session, m = pair
+        paid = self._charged.get(id(m), 0)
+        if paid >= cost:
+            return True
+        if self._fanout.take(session.user_id, now, cost - paid):
+            self._charged[id(m)] = cost
+            return True
+        self._refund(pair, now)
+        return False
+
+    def solvent(self, pair: tuple[Session, Message], now: float) -> bool:
+        """Whether the sender of group message `pair` is not in debt; if it is, the
+        message is refunded and forgotten."""
+        if self._fanout.take(pair[0].user_id, now, 0):
+            return True
+        self._refund(pair, now)
+        return False
+
+    def _refund(self, pair: tuple[Session, Message], now: float) -> None:
+        session, m = pair
+        self._fanout.settle(session.user_id, now, self._charged.pop(id(m), 0), 0)
+
+    def take(self, senders: list[tuple[Session, Message]]) -> dict[int, int]:
+        """The charges of the batch about to be committed (the held-back keep theirs)."""
+        charged, taken = self._charged, {}
+        for _, m in senders:
+            cost = charged.pop(id(m), None) if m.group_id else None
+            if cost is not None:
+                taken[id(m)] = cost
+        return taken
+
+    def settle(self, senders: list[tuple[Session, Message]], charged: dict[int, int],
+               result: WriteResult | None, now: float) -> None:
+        """Charge or refund each group message's deliveries (`GroupFanout.settle`); a
+        failed commit (`result` None) refunds them all."""
+        settle = self._fanout.settle
+        accepted = result.accepted if result is not None else [None] * len(senders)
+        for (session, m), acc in zip(senders, accepted, strict=True):
+            cost = charged.get(id(m))
+            if cost is None:
+                continue
+            if m.flags & _SYSTEM:  # paid by the change it tells: only learnt from
+                if acc is not None and acc.outcome is Outcome.STORED:
+                    settle(session.user_id, now, 0, 0, m.group_id, len(acc.targets))
+            elif acc is None or acc.outcome not in _ROUTED:
+                settle(session.user_id, now, cost, 0)  # refused (answered) or failed
+            else:
+                # Stored: its delivery rows; relayed (a NO_STORE group): its members.
+                # Learnt from both: a group whose cost is not known has its held-back
+                # messages let through unchecked (`GroupCommit._hold_back`), and a
+                # NO_STORE group's never was (200 of a flood relayed with a burst worth 9).
+                settle(session.user_id, now, cost, len(acc.targets), m.group_id)
