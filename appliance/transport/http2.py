@@ -45,6 +45,7 @@ from h2.exceptions import H2Error, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes
 
 from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse, parse_query, problem
+from appliance.protocol import h2repr  # noqa: F401 - installs the cheap frame repr
 from appliance.protocol.h2frames import ControlFrameCounter
 from appliance.ratelimit import RATE_PER_S, TokenBucket
 from appliance.transport.bodystream import StreamedBody

@@ -41,6 +41,9 @@ def accept_all(s: WriterState, messages: list[NewMessage], now_ms: int,
     results: list[Accepted | None] = [None] * len(messages)
     plans = []
     blocked = []
+    directory = s.directory
+    # One read per CHUNK new addresses, not one per message (`Directory.prefetch`).
+    directory.prefetch([(m.app_id, m.peer, m.sender_id) for m in messages if not m.group_id])
     for i, m in enumerate(messages):
         recipients = route(s, m)
         if isinstance(recipients, int):
@@ -116,6 +119,7 @@ def accept_all(s: WriterState, messages: list[NewMessage], now_ms: int,
     s.conn.executemany(s.sql_deliver, deliveries)
     if counts:
         aggregate.write_ledgers(s.conn, ledger, counts)
+    directory.forget_absent()  # on failure `WriterState.clear` forgets it
     return results  # type: ignore[return-value]  # every slot was filled above
 
 

@@ -16,7 +16,8 @@ from appliance.storage.sql.dialect import Connection
 CHUNK = 500
 
 
-def _marks(count: int) -> str:
+def marks(count: int) -> str:
+    """The "?,?,..." of an IN list of `count` values."""
     return ",".join("?" * count)
 
 
@@ -31,7 +32,7 @@ def delivery_rows(conn: Connection, device: int,
         # walk over the device's queue, which the inbox quota bounds.
         found.extend((device, priority, seq) for priority, seq in conn.execute(
             f"SELECT priority, seq FROM deliveries WHERE device_id = ?"
-            f" AND seq IN ({_marks(len(chunk))})", [device, *chunk]).fetchall())
+            f" AND seq IN ({marks(len(chunk))})", [device, *chunk]).fetchall())
     return found
 
 
@@ -48,7 +49,7 @@ def messages_by_ids(conn: Connection, sender: int,
         chunk = wanted[start:start + CHUNK]
         found.extend(conn.execute(
             "SELECT msg_id, seq, flags, status, dest_user, dest_group FROM messages"
-            f" WHERE sender_id = ? AND msg_id IN ({_marks(len(chunk))})",
+            f" WHERE sender_id = ? AND msg_id IN ({marks(len(chunk))})",
             [sender, *chunk]).fetchall())
     found.sort(key=lambda row: order[row[0]])
     return found
@@ -62,7 +63,7 @@ def message_sizes(conn: Connection, seqs: Iterable[int]) -> dict[int, tuple[int,
         chunk = ordered[start:start + CHUNK]
         for seq, size, app in conn.execute(
                 "SELECT m.seq, length(m.payload), coalesce(u.app_id, 0) FROM messages m"
-                f" LEFT JOIN users u ON u.id = m.sender_id WHERE m.seq IN ({_marks(len(chunk))})",
+                f" LEFT JOIN users u ON u.id = m.sender_id WHERE m.seq IN ({marks(len(chunk))})",
                 chunk).fetchall():
             sizes[int(seq)] = (int(size), int(app))
     return sizes

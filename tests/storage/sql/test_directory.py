@@ -40,3 +40,50 @@ def test_ids_of_no_group_are_not_remembered(backend: Opener) -> None:
         directory = store._writer.state.directory  # type: ignore[attr-defined]
         assert len(directory._groups) <= 1  # the group that exists, not 5,000 that do not
     run(backend, go)
+
+
+def _to_user(sender: int, msg_id: int, address: bytes) -> NewMessage:
+    return NewMessage(APP, sender, 0, msg_id, address, 0, 0, NOW + 60_000, 0, 0, 0, b"x")
+
+
+def test_a_batch_to_many_new_addresses_costs_a_few_reads(backend: Opener) -> None:
+    """Attack first: a backend's arrays to 1,000 addresses of no one.  Each address
+    cost the writer one read inside the commit (1,000+ statements a batch): under
+    an HTTP/2 flood of such arrays a commit of 500 took ~100 ms and every
+    device's message in it waited as long (honest p99 500-900 ms).  Now the
+    batch's users and blocks are read `CHUNK` at a time (`Directory.prefetch`)."""
+    async def go(store: Storage) -> None:
+        sender = (await store.create_user(APP, "backend", NOW)).user_id
+        real = [(await store.create_user(APP, f"real{i}", NOW)).user_id for i in range(6)]
+        await store.set_block(APP, real[0], b"backend", True, NOW)
+        await store.set_block(APP, real[1], b"backend", True, NOW)
+        conn = store._writer.state.conn  # type: ignore[attr-defined]
+        statements: list[str] = []
+        execute = conn.execute
+
+        def counting(sql: str, *args: object) -> object:
+            statements.append(sql)
+            return execute(sql, *args)
+
+        conn.execute = counting
+        messages = [_to_user(sender, i + 1, f"ghost{i}".encode()) for i in range(1200)]
+        messages += [_to_user(sender, 2000 + i, f"real{i}".encode()) for i in range(6)]
+        result = await store.write(WriteBatch(messages=messages), NOW)
+        reads = [sql for sql in statements if sql.lstrip().upper().startswith("SELECT")]
+        statuses = [a.status for a in result.accepted]
+        assert set(statuses[:1200]) == {Status.INVALID_DEST}
+        assert statuses[1200:] == [Status.BLOCKED, Status.BLOCKED] + [Status.SENT] * 4
+        # 3 chunks of addresses, 1 of blocks, then the batch's own (dedupe, quotas, ...).
+        assert len(reads) < 20, reads
+        directory = store._writer.state.directory  # type: ignore[attr-defined]
+        assert not directory._absent  # addresses of no one are forgotten after the batch
+        # An address of no one then, of someone now: its next message is stored.
+        conn.execute = execute
+        await store.create_user(APP, "ghost7", NOW)
+        again = await store.write(WriteBatch(messages=[_to_user(sender, 5000, b"ghost7")]), NOW)
+        assert again.accepted[0].outcome is Outcome.STORED
+        # A block set after the batch read its pairs is seen by the next batch.
+        await store.set_block(APP, real[2], b"backend", True, NOW)
+        later = await store.write(WriteBatch(messages=[_to_user(sender, 5001, b"real2")]), NOW)
+        assert later.accepted[0].status is Status.BLOCKED
+    run(backend, go)
