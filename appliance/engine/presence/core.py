@@ -33,7 +33,7 @@ from appliance.engine.ports import Scheduler
 from appliance.engine.presence import entries
 from appliance.engine.presence.subscriptions import Subscriptions
 from appliance.engine.presence.typing_relay import TypingRelay
-from appliance.engine.presence.watchers import LocalWatchIndex, WatchIndex
+from appliance.engine.presence.watchers import LocalWatchIndex, Watched, WatchIndex
 from appliance.engine.registry import SessionRegistry
 from appliance.engine.session import Session
 from appliance.protocol.wire.presence import (
@@ -220,8 +220,30 @@ class Presence:
         self.changes += 1
         self.blocks.forget(user_ids)
         for user in user_ids:
-            if self.watchers.watched(user) is not None:
+            watched = self.watchers.watched(user)
+            if watched is None:
+                continue
+            if await self.store.user_address(user) != watched.address:
+                self._unwatch_everywhere(user, watched)
+            else:
                 await self._recheck(user)
+
+    def _unwatch_everywhere(self, user: int, watched: Watched) -> None:
+        """`user` was renamed or deleted: its watches end, each watcher told UNKNOWN.
+
+        A watch follows a user id shown under the address it was made with;
+        kept, a renamed user went on being shown under its old address (a
+        watcher of "alice" saw "alicia" come and go, and a later "alice" could
+        not be told apart).  A watcher that wants the address's new owner
+        subscribes again, and that owner's privacy decides then.
+        """
+        hidden = entries.unknown(watched.address)
+        session_of = self.registry.session_of_device
+        for device, visible in list(watched.devices.items()):
+            self.watchers.unwatch(device, user)
+            session = session_of(device)
+            if visible and session is not None:
+                entries.send(session, (hidden,), self.limits.max_frame_bytes)
 
     async def _recheck(self, user: int) -> None:
         session_of = self.registry.session_of_device

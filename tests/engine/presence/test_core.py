@@ -7,6 +7,7 @@ client's codec, a clock moved by hand.  Attacks first: old clients.
 from __future__ import annotations
 
 from appliance.config.limits import EngineLimits
+from appliance.credentials import token_hash
 from appliance.protocol.wire import Feature, Message, Status, Welcome, WelcomeField
 from appliance.protocol.wire.presence import (
     PresenceKind,
@@ -229,4 +230,47 @@ def test_a_stopping_server_writes_the_last_seen_time_of_who_is_online(
         now = w.clock.wall_ms()
         assert record is not None
         assert record.last_seen_ms == now - now % 60_000
+    world_runner(body)
+
+
+def test_a_renamed_or_deleted_user_is_no_longer_shown_under_its_old_address(
+        world_runner: Runner) -> None:
+    """A watch follows a user id, shown under the address it was made with.  A user
+    renamed went on being shown under its old address, so a watcher of "alice"
+    saw when "alicia" came and went (and a new "alice" could never be told
+    apart): the rename ends the watch, with UNKNOWN for the old address."""
+    async def body(w: World) -> None:
+        bob, b_link = await w.connect("bob")
+        carol, c_link = await w.connect("carol")
+        w.engine.on_extension(bob, subscribe(b"alice"))
+        w.engine.on_extension(carol, subscribe(b"alice", b"bob"))
+        alice, _ = await w.connect("alice")
+        await w.settle()
+        assert states(b_link)[-1] == (b"alice", ONLINE)
+        w.engine.close_session(alice)
+        await w.settle()
+        clear(b_link, c_link)
+        await w.store.rename_user(1, "alice", "alicia")
+        await w.engine.presence.users_changed([w.ids["alice"]])
+        assert states(b_link) == [(b"alice", UNKNOWN)]
+        assert states(c_link) == [(b"alice", UNKNOWN)]
+        assert w.engine.presence.watchers.watched(w.ids["alice"]) is None
+        assert set(w.engine.presence.watchers.watching(carol.device_rowid)) == {w.ids["bob"]}
+        await w.store.store_token(w.ids["alice"], token_hash(b"tok-alicia"),
+                                  w.clock.wall_ms() + 10**9, w.clock.wall_ms())
+        w.tokens["alicia"] = b"tok-alicia"
+        await w.connect("alicia")
+        await w.settle()
+        assert states(b_link) == [(b"alice", UNKNOWN)]  # nothing of alicia as "alice"
+        # Deleted: the same.
+        w.engine.on_extension(bob, subscribe(b"carol"))
+        await w.settle()
+        clear(b_link)
+        w.engine.close_session(carol)
+        await w.settle()
+        clear(b_link)
+        await w.store.delete_user(1, "carol")
+        await w.engine.presence.users_changed([w.ids["carol"]])
+        assert states(b_link) == [(b"carol", UNKNOWN)]
+        assert w.engine.presence.watchers.watched(w.ids["carol"]) is None
     world_runner(body)
