@@ -1,4 +1,4 @@
-"""`tidings user add|del|rename|list|token|revoke`."""
+"""`tidings user add|del|rename|list|token|revoke|privacy|block|blocks`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import click
 from appliance import app
 from appliance.cli.context import CliContext
 from appliance.cli.durations import parse_duration
+from appliance.storage.models import Privacy
 from appliance.transport.loop import run
 
 _app_option = click.option("--app", "app_name", default="default", help="App (tenant) name.")
@@ -106,4 +107,53 @@ def revoke(ctx: CliContext, address: str, app_name: str) -> None:
         async with app.admin(ctx.config(), app_name) as svc:
             count = await svc.revoke_tokens(address)
             click.echo(f"revoked {count} token(s) of {address}")
+    run(go())
+
+
+@user.command("privacy")
+@click.argument("address")
+@click.argument("value", required=False,
+                type=click.Choice([p.name.lower() for p in Privacy]))
+@_app_option
+@click.pass_obj
+def privacy(ctx: CliContext, address: str, value: str | None, app_name: str) -> None:
+    """Show who may see ADDRESS's presence, or set it to VALUE.
+
+    everyone (the default), contacts (the users its app declared), or nobody.
+    A running server applies a change within a second.
+    """
+    async def go() -> None:
+        async with app.admin(ctx.config(), app_name) as svc:
+            chosen = None if value is None else Privacy[value.upper()]
+            click.echo((await svc.privacy(address, chosen)).name.lower())
+    run(go())
+
+
+@user.command("block")
+@click.argument("address")
+@click.argument("other")
+@click.option("--undo", is_flag=True, help="Unblock OTHER instead.")
+@_app_option
+@click.pass_obj
+def block(ctx: CliContext, address: str, other: str, undo: bool, app_name: str) -> None:
+    """ADDRESS blocks OTHER: OTHER's messages to it are refused (BLOCKED) and OTHER
+    sees nothing of its presence.  A running server applies it within a second."""
+    async def go() -> None:
+        async with app.admin(ctx.config(), app_name) as svc:
+            changed = await svc.set_block(address, other, not undo)
+            verb = "unblocks" if undo else "blocks"
+            click.echo(f"{address} {verb} {other}" + ("" if changed else " (already)"))
+    run(go())
+
+
+@user.command("blocks")
+@click.argument("address")
+@_app_option
+@click.pass_obj
+def blocks(ctx: CliContext, address: str, app_name: str) -> None:
+    """List the addresses ADDRESS blocks."""
+    async def go() -> None:
+        async with app.admin(ctx.config(), app_name) as svc:
+            for other in await svc.blocks(address):
+                click.echo(other)
     run(go())

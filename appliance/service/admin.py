@@ -26,7 +26,14 @@ from appliance.names import (
 )
 from appliance.protocol.wire.groups import PERM_NAMES
 from appliance.storage.interface import Storage
-from appliance.storage.models import AppInfo, GroupFlag, GroupInfo, IssuedToken, UserInfo
+from appliance.storage.models import (
+    AppInfo,
+    GroupFlag,
+    GroupInfo,
+    IssuedToken,
+    Privacy,
+    UserInfo,
+)
 
 TOKEN_PREFIX = "tdg_"
 APP_SECRET_PREFIX = "tds_"
@@ -231,6 +238,52 @@ class AdminService:
         count = await self.store.revoke_tokens(user)
         await self._credentials_changed(user)
         return count
+
+    # --- presence settings (SPEC M6; what an app sets over REST) ----------------------
+
+    async def privacy(self, address: str, value: Privacy | None = None) -> Privacy:
+        """The user's presence privacy, first set to `value` when given.
+
+        A running server applies a change within a second (the store's log).
+
+        Raises:
+            NotFoundError: no such user.
+        """
+        app_id = await self._app()
+        user = await self._user_id(app_id, address)
+        if value is None:
+            return await self.store.privacy(app_id, user)
+        await self.store.set_privacy(app_id, user, value)
+        await self._credentials_changed(user)
+        return value
+
+    async def set_block(self, address: str, other: str, blocked: bool) -> bool:
+        """`address` blocks (or with False, unblocks) `other`; whether anything changed.
+
+        Raises:
+            UsageError: a user blocking itself, or a bad address.
+            NotFoundError: either user does not exist.
+            ConflictError: the user already blocks the most users it may.
+        """
+        if check_address(other) == check_address(address):
+            raise UsageError("a user cannot block itself")
+        app_id = await self._app()
+        user = await self._user_id(app_id, address)
+        changed = await self.store.set_block(app_id, user, other.encode(), blocked,
+                                             self.clock.wall_ms())
+        if changed:
+            await self._credentials_changed(user)
+        return changed
+
+    async def blocks(self, address: str) -> list[str]:
+        """The addresses the user blocks, in address order.
+
+        Raises:
+            NotFoundError: no such user.
+        """
+        app_id = await self._app()
+        user = await self._user_id(app_id, address)
+        return [a.decode(errors="replace") for a in await self.store.blocks(app_id, user)]
 
     async def add_group(self, name: str, members: list[str], perms: int) -> GroupInfo:
         """Create a group with initial members, in one transaction.

@@ -65,3 +65,29 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["--config", str(cfg), "user", "list"])
     assert result.exit_code == 3
     assert "limits.max_device: unknown key" in result.stderr
+
+
+def test_presence_privacy_and_blocks(tmp_path: Path) -> None:
+    for name in ("alice", "bob"):
+        invoke(tmp_path, "user", "add", name)
+    assert invoke(tmp_path, "user", "privacy", "alice")[1] == "everyone\n"
+    assert invoke(tmp_path, "user", "privacy", "alice", "contacts")[1] == "contacts\n"
+    assert invoke(tmp_path, "user", "privacy", "alice")[1] == "contacts\n"
+    code, _, err = invoke(tmp_path, "user", "privacy", "alice", "friends")
+    assert code == 2
+    assert "'friends' is not one of" in err
+    assert invoke(tmp_path, "user", "block", "alice", "bob")[1] == "alice blocks bob\n"
+    assert invoke(tmp_path, "user", "block", "alice", "bob")[1] == "alice blocks bob (already)\n"
+    assert invoke(tmp_path, "user", "blocks", "alice")[1] == "bob\n"
+    assert invoke(tmp_path, "user", "blocks", "bob")[1] == ""
+    code, _, err = invoke(tmp_path, "user", "block", "alice", "alice")
+    assert code == 2
+    assert "cannot block itself" in err
+    code, _, err = invoke(tmp_path, "user", "block", "alice", "nobody")
+    assert code == 4
+    assert "nobody" in err
+    code, _, err = invoke(tmp_path, "user", "privacy", "ghost")
+    assert code == 4
+    assert "no user 'ghost'" in err
+    assert invoke(tmp_path, "user", "block", "alice", "bob", "--undo")[1] == "alice unblocks bob\n"
+    assert invoke(tmp_path, "user", "blocks", "alice")[1] == ""

@@ -42,7 +42,7 @@ from appliance.protocol.wire.presence import (
     PresenceUpdate,
     SubscribeOp,
 )
-from tests.conftest import StoreBackend
+from tests.conftest import StoreBackend, tidings
 from tests.support.client import Client, ServerClosedError
 from tests.support.hostile import HONEST_APP, HONEST_USERS, RSS_BUDGET_BYTES, HonestPair, RssWatch
 from tests.support.provision import provision, write_config
@@ -332,6 +332,14 @@ def test_privacy_set_over_rest_reaches_watchers_at_once(world: World) -> None:
         assert w.rest("PUT", "/v1/privacy", token, {"presence": "everyone"})[0] == 200
         for watcher in (bob, carol):
             assert await entries(watcher) == [(b"alice", ONLINE)]
+        # From another process, the command line: seen through the store's log (~1 s).
+        data_dir = w.server.data_dir
+        await asyncio.to_thread(tidings, data_dir, "user", "block", "alice", "carol")
+        assert await entries(carol) == [(b"alice", UNKNOWN)]
+        carol.send(Message(1, b"alice", b"hi"))
+        assert (await carol.status()).status == Status.BLOCKED
+        await asyncio.to_thread(tidings, data_dir, "user", "privacy", "alice", "nobody")
+        assert await entries(bob) == [(b"alice", UNKNOWN)]
     run(go, world)
 
 
