@@ -26,8 +26,8 @@ from appliance.storage.models import Outcome, WriteResult
 if TYPE_CHECKING:
     from appliance.engine.session import Session
 
-#: Groups whose last cost is remembered; past it the table starts again (a group
-#: forgotten costs 1 until its next commit, which `settle` then corrects).
+#: Groups whose last cost is remembered; past it the one committed to longest ago
+#: is forgotten (its next message is learnt from again, `GroupCommit._hold_back`).
 MAX_GROUPS = 65_536
 _SYSTEM = Flag.SYSTEM
 #: Outcomes whose targets are the group's cost (`BatchCharges.settle`).
@@ -64,8 +64,10 @@ class GroupFanout:
         message's, not a relayed one's: that counts only the members online)."""
         if group_id:
             costs = self._costs
-            if len(costs) >= MAX_GROUPS and group_id not in costs:
-                costs.clear()
+            # Moved to the end (dicts keep insertion order): the first entry is the
+            # group committed to longest ago, the one forgotten when the table is full.
+            if costs.pop(group_id, None) is None and len(costs) >= MAX_GROUPS:
+                del costs[next(iter(costs))]
             costs[group_id] = max(1, actual if learnt is None else learnt)
         if actual != charged:
             self.rates.charge(user_id, now, actual - charged)

@@ -24,10 +24,17 @@ def test_a_group_costs_what_its_last_commit_made_and_the_difference_is_settled()
     assert fanout.take(2, 0.0, 2001)
 
 
-def test_the_table_of_group_costs_is_bounded() -> None:
+def test_the_table_of_group_costs_is_bounded_and_forgets_the_least_recent() -> None:
+    """Past MAX_GROUPS the table forgot every group at once, so each was learnt again
+    one a commit (one user creating groups made every busy group unknown); now the
+    group committed to longest ago goes, and a busy group stays known."""
     fanout = GroupFanout(EngineLimits())
+    busy = 1
     for group in range(1, MAX_GROUPS + 10):
         fanout.settle(1, float(group), 0, 5, group_id=group)
+        fanout.settle(1, float(group), 0, 7, group_id=busy)  # committed to all the time
     assert fanout.known(MAX_GROUPS + 9) == 5
-    assert fanout.known(1) is None  # started again past MAX_GROUPS
-    assert len(fanout._costs) <= MAX_GROUPS
+    assert fanout.known(busy) == 7
+    assert fanout.known(2) is None  # the least recently committed went first
+    assert fanout.known(11) == 5
+    assert len(fanout._costs) == MAX_GROUPS
