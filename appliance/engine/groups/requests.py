@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 _R = GroupResultCode
 _OP = GroupOp
+#: Results of a change refused before anything was changed, so nothing was announced.
+_NOTHING_ANNOUNCED = frozenset((_R.NO_GROUP, _R.NO_USER, _R.FORBIDDEN, _R.INVALID))
 #: Operations that carry a name (all others none), members (CREATE may, all others none),
 #: and flags (all others 0).
 _NAMED = frozenset((_OP.CREATE, _OP.RENAME))
@@ -94,17 +96,22 @@ class GroupRequests:
         # The change is announced to every member (a stored SYSTEM message from
         # ``@app``, exempt itself): its deliveries are the requester's to pay
         # (`appliance.engine.fanout`), or membership churn would amplify as a
-        # flood of group messages does.
-        cost = len(frame.members) + 1 if frame.op == _OP.CREATE \
-            else engine.quotas.fanout.estimate(frame.group_id)
+        # flood of group messages does.  An ADD's announcement reaches the new
+        # members too; a change refused is refunded (`_handle`).
+        if frame.op == _OP.CREATE:
+            cost = len(frame.members) + 1
+        else:
+            cost = engine.quotas.fanout.estimate(frame.group_id)
+            if frame.op == _OP.ADD:
+                cost += len(frame.members)
         if not engine.quotas.fanout.take(session.user_id, engine.clock.monotonic(), cost):
             engine.refusals["fanout_limited"] += 1
             self._answer(session, frame, _R.RATE_LIMITED)
             return
         self._busy.add(session)
-        engine.scheduler.spawn(self._handle(session, frame), name="group-manage")
+        engine.scheduler.spawn(self._handle(session, frame, cost), name="group-manage")
 
-    async def _handle(self, session: Session, frame: GroupManage) -> None:
+    async def _handle(self, session: Session, frame: GroupManage, cost: int) -> None:
         group_id, count = frame.group_id, 0
         try:
             code, group_id, count = await self._apply(session, frame)
@@ -123,6 +130,9 @@ class GroupRequests:
             code = _R.FAILED
         finally:
             self._busy.discard(session)
+        if code in _NOTHING_ANNOUNCED:  # refunded (not FAILED: the store may have taken it)
+            engine = self.engine
+            engine.quotas.fanout.settle(session.user_id, engine.clock.monotonic(), cost, 0)
         if not session.closed:
             session.link.group_result(GroupResult(frame.request_id, code, group_id, count))
 

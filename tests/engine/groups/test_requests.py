@@ -178,6 +178,46 @@ def test_changes_pay_for_the_announcements_they_fan_out(backend: Opener) -> None
                                     fanout_rate_per_s=1.0))
 
 
+def test_refused_changes_are_refunded_and_an_add_pays_for_its_new_members(
+        backend: Opener) -> None:
+    """A change refused (FORBIDDEN, NO_USER, ...) announces nothing, yet kept its
+    charge: a member's mistakes spent its fan-out tokens; and an ADD paid the
+    group's cost before the change, though the announcement reaches the new
+    members too."""
+    async def body(w: World) -> None:
+        gid = await team(w)
+        for name in ("dave", "erin", "frank", "gina", "hugo"):
+            await w.user(name)
+        alice, link = await w.connect("alice")
+        bob, bob_link = await w.connect("bob")
+        w.engine.on_extension(alice, GroupManage(1, GroupOp.RENAME, gid, b"n1"))
+        await w.settle()
+        assert w.engine.quotas.fanout.known(gid) == 3
+        rates = w.engine.quotas.fanout.rates
+        now = w.clock.monotonic()
+        # bob (no ADMIN) is refused six times: each change refunded.
+        for i in range(2, 8):
+            w.engine.on_extension(bob, GroupManage(i, GroupOp.RENAME, gid, b"mine"))
+            await w.settle()
+        assert [r[1] for r in results(bob_link)] == [R.FORBIDDEN] * 6
+        assert rates.take_cost(w.users["bob"], now, 10)  # his whole burst is left
+        # alice adds five members: the announcement reaches 3 + 5, and she pays 8.
+        w.engine.on_extension(alice, GroupManage(2, GroupOp.RENAME, gid, b"n2"))
+        await w.settle()  # paid 1 (the group's cost unknown), then 3: 10 - 4 = 6 left
+        add = tuple((name.encode(), DEFAULT) for name in ("dave", "erin", "frank", "gina",
+                                                          "hugo"))
+        w.engine.on_extension(alice, GroupManage(8, GroupOp.ADD, gid, members=add))
+        await w.settle()
+        assert results(link)[-1][1] == R.RATE_LIMITED  # 6 left, 8 asked
+        w.clock.advance(2.0)  # 8 left
+        w.engine.on_extension(alice, GroupManage(9, GroupOp.ADD, gid, members=add))
+        await w.settle()
+        assert results(link)[-1][1] == R.OK
+        assert not rates.take_cost(w.users["alice"], w.clock.monotonic(), 1)
+    run(backend, body, EngineLimits(commit_window_ms=0.0, fanout_burst=10,
+                                    fanout_rate_per_s=1.0))
+
+
 def test_a_client_without_extensions_is_closed_not_answered(backend: Opener) -> None:
     async def body(w: World) -> None:
         gid = await team(w)
