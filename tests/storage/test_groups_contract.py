@@ -266,6 +266,27 @@ def test_an_expired_recipient_blocks_delivered_all(backend: Opener) -> None:
     run(backend, go)
 
 
+def test_a_recipient_deleted_before_delivering_blocks_delivered_all(backend: Opener) -> None:
+    """As an expired one does (PROTOCOL.md §8.4): it never delivers.  The listing
+    no longer names it; the count of recipients still does."""
+    async def go(store: Storage) -> None:
+        alice, bob, carol = await users(store, "alice", "bob", "carol")
+        a1, b1 = await device(store, alice), await device(store, bob)
+        await device(store, carol)
+        group = await store.create_group(APP, "g", NOW, GroupFlag.DEFAULT, [
+            (alice, Perm.DEFAULT), (bob, Perm.DEFAULT), (carol, Perm.DEFAULT)])
+        (acc,) = (await store.write(WriteBatch(messages=[
+            group_message(alice, a1, 1, group.group_id)]), NOW)).accepted
+        await store.delete_user(APP, "carol")
+        got = (await store.write(WriteBatch(acks=[(b1, acc.seq, 0)]), NOW + 1)).receipts
+        assert reports(got) == [(1, b"bob", DELIVERED)]
+        found = await store.message_receipts(APP, alice, 1)
+        assert found is not None
+        assert [(m.address, m.status) for m in found.members] == [(b"bob", DELIVERED)]
+        assert (found.recipients, found.delivered, found.delivered_all) == (2, 1, False)
+    run(backend, go)
+
+
 def test_full_members_are_no_recipients(backend: Opener) -> None:
     async def go(store: Storage) -> None:
         from appliance.storage.models import QueueQuota
