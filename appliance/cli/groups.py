@@ -23,7 +23,12 @@ def _show(info: GroupInfo) -> None:
 
 @click.group()
 def group() -> None:
-    """Manage groups and their members."""
+    """Manage groups and their members.
+
+    These write to the store directly, so members are not told of the change
+    (no system message, even while the server runs); an app's backend changes
+    groups with announcements through the REST API (/v1/groups).
+    """
 
 
 @group.command("add")
