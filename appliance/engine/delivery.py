@@ -88,7 +88,7 @@ class Delivery:
                 answer(session, m.id, _SENT, acc.timestamp_ms)
                 self._fan_out(session, m, acc, now)
             elif acc.outcome is _RELAY:  # a NO_STORE group: real-time, its members' ids
-                self.relay.relay_to(session, m, acc.targets, now)
+                self.relay.relay_committed(session, m, acc.targets, now)
             else:
                 if acc.status == Status.INBOX_FULL and self.refusals is not None:
                     self.refusals["inbox_full"] += 1

@@ -33,6 +33,7 @@ from appliance.storage.interface import Storage
 from appliance.storage.routing import group_recipients, peer_recipients
 
 _TRANSIENT = Flag.TRANSIENT
+_SYSTEM = Flag.SYSTEM
 _SENT = int(Status.SENT)
 _OFFLINE = int(Status.USER_OFFLINE)
 _BLOCKED = int(Status.BLOCKED)
@@ -150,6 +151,17 @@ class Relay:
             return
         delivered = self.relay_to(session, m, users, now)
         fanout.settle(session.user_id, self.clock.monotonic(), max(cost, 1), delivered)
+
+    def relay_committed(self, session: Session, m: Message, users: tuple[int, ...],
+                        now: int) -> None:
+        """Relay a NO_STORE group's message after its commit, which charged it a delivery
+        per member (`BatchCharges`); the relay writes one per device online: the
+        rest is charged here (a member online on 4 devices cost 1: up to
+        ``max_devices`` times the fan-out rate).  Members offline are not refunded:
+        the commit routed to them.  Announcements are exempt."""
+        delivered = self.relay_to(session, m, users, now)
+        if delivered > len(users) and not m.flags & _SYSTEM:
+            self._fanout.settle(session.user_id, self.clock.monotonic(), len(users), delivered)
 
     def relay_to(self, session: Session, m: Message, users: Iterable[int], now: int) -> int:
         """Write `m` to every connected device of `users` but `session`'s; answer the sender

@@ -159,6 +159,26 @@ def test_a_flood_to_a_no_store_group_pays_for_its_relays(backend: Opener) -> Non
                                           fanout_rate_per_s=0.001))
 
 
+def test_a_no_store_message_pays_for_each_device_it_is_relayed_to(backend: Opener) -> None:
+    """A NO_STORE group message was charged a delivery per member while the relay
+    writes a frame per online device: a member online on 4 devices cost 1 (a sender
+    got up to ``max_devices`` times its fan-out rate)."""
+    async def body(w: World) -> None:
+        gid = await group_of(w, "alice", "bob")
+        await w.store.update_group(1, gid, flags=GroupFlag.NO_STORE)
+        alice, _ = await w.connect("alice")
+        links = [(await w.connect("bob", b"d%d" % i))[1] for i in range(4)]
+        w.engine.on_message(alice, Message(1, b"", b"x", group_id=gid, expiry_s=3600))
+        await w.settle()
+        assert [len(link.messages()) for link in links] == [1, 1, 1, 1]
+        rates = w.engine.quotas.fanout.rates
+        now = w.clock.monotonic()
+        assert not rates.take_cost(w.users["alice"], now, 7)  # 10 - 4 = 6 left
+        assert rates.take_cost(w.users["alice"], now, 6)
+    run_world(backend, body, EngineLimits(commit_window_ms=0.0, fanout_burst=10,
+                                          fanout_rate_per_s=0.001))
+
+
 def test_the_drain_waits_for_what_was_queued_not_for_what_keeps_coming(
         backend: Opener) -> None:
     """At shutdown the engine commits what is queued before the devices are told
