@@ -224,6 +224,10 @@ class Gate(asyncio.BufferedProtocol):
         except (UsageError, TypeError, IndexError):
             return None
 
+    def permitted_by(self, new_filter: IpFilter, address: Address) -> bool:
+        """Whether a reloaded filter keeps this connection from `address` (`Edge.reload`)."""
+        return new_filter.permits(address)
+
     def _admit(self, address: Address, *, allow_list: bool = True) -> bool:
         edge = self._edge
         verdict = edge.limits.admit(address, edge.clock.monotonic(), edge.evict_handshake,
@@ -324,6 +328,13 @@ class RedirectGate(Gate):
         edge = self._edge
         self._stranger = edge.redirect_answers_acme and not edge.limits.filter.permits(address)
         return super()._admit(address, allow_list=allow_list and not self._stranger)
+
+    def permitted_by(self, new_filter: IpFilter, address: Address) -> bool:
+        """A stranger admitted for the challenge answers stays unless now blocked: a
+        reload closed it, cutting a CA validation in progress."""
+        if self._stranger:
+            return not new_filter.block.contains(address)
+        return super().permitted_by(new_filter, address)
 
     def _protocol_for(self, detected: Detected, transport: asyncio.Transport
                       ) -> asyncio.Protocol | None:
@@ -454,7 +465,8 @@ class Edge:
             for gate in list(self.gates):
                 address = gate.address
                 if address is not None and not gate._proxied and (
-                        not new_filter.permits(address) or self.limits.is_blocked(address, now)):
+                        not gate.permitted_by(new_filter, address)
+                        or self.limits.is_blocked(address, now)):
                     gate.close(CloseCode.GOING_AWAY, "address refused by the IP filter")
                     closed += 1
             log.info("edge: IP filter loaded: %d allowed, %d blocked CIDRs; %d connections"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 from pathlib import Path
 
@@ -143,6 +144,18 @@ def test_http01_passes_an_allow_list_that_keeps_strangers_out(
             while chunk := sock.recv(4096):
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 403"), answer  # no redirect for a stranger
+        # A reload (SIGHUP) closed the strangers it had let in for a validation: a
+        # validation in progress was cut.  Only the block list may close them now.
+        with socket.create_connection(("127.0.0.1", pebble.http_port), timeout=10) as sock:
+            sock.sendall(b"GET /x HTTP/1.1\r\n")
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGHUP)
+            wait_for_output(server, "edge: IP filter loaded")
+            sock.sendall(b"Host: chat.tidings.test\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 403"), answer
     finally:
         code = server.stop()
     assert code == 0, server.output
