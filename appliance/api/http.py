@@ -27,6 +27,7 @@ from appliance.errors import (
     TooManyRequestsError,
     UsageError,
 )
+from appliance.ratelimit import RATE_PER_S
 
 PROBLEM_JSON = b"application/problem+json"
 JSON = b"application/json"
@@ -132,6 +133,13 @@ def problem(status: int, title: str, detail: str = "", **extra: Any) -> ApiRespo
     doc.update(extra)
     headers = [(b"www-authenticate", b'Bearer realm="tidings"')] if status == 401 else []
     return ApiResponse(status, json.dumps(doc).encode(), PROBLEM_JSON, headers)
+
+
+def rate_limited() -> ApiResponse:
+    """The answer to a request past its connection's request rate (`RATE_PER_S`): 429
+    with Retry-After (RFC 6585 §4), a second, when the bucket has refilled well past one."""
+    return from_error(TooManyRequestsError(
+        f"at most {RATE_PER_S:.0f} requests/s per connection", retry_after_s=1.0))
 
 
 def from_error(exc: ApplianceError) -> ApiResponse:

@@ -28,6 +28,14 @@ SERVER_HEADER = b"tidings"
 MAX_STREAMS = 100
 MAX_RESETS = 200
 RESET_WINDOW_S = 10.0
+#: Requests answered 429 (past the per-connection request rate) that a connection
+#: may draw per second, and save up: past them it ends (HTTP/2: GOAWAY
+#: ENHANCE_YOUR_CALM).  A client that keeps sending past its 429s and their
+#: Retry-After only spends the server's core on refusals (a backend's array
+#: flood: ~3,000 a second on two connections); one that waits as told is
+#: refused at most a window (`MAX_STREAMS`) of requests a second.
+REFUSALS_PER_S = MAX_STREAMS
+REFUSAL_BURST = 2 * MAX_STREAMS
 #: HTTP/2 flow-control window of each stream (SETTINGS_INITIAL_WINDOW_SIZE):
 #: what a client may send on a stream before the server grants more.  The
 #: connection's own window starts at the same 65,535 (RFC 9113 §6.9.2).

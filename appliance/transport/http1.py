@@ -22,8 +22,15 @@ from http import HTTPStatus
 
 import h11
 
-from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse, parse_query, problem
-from appliance.ratelimit import RATE_PER_S, TokenBucket
+from appliance.api.http import (
+    PROBLEM_JSON,
+    ApiRequest,
+    ApiResponse,
+    parse_query,
+    problem,
+    rate_limited,
+)
+from appliance.ratelimit import TokenBucket
 from appliance.transport.bodystream import STREAM_BUFFER_BYTES, StreamedBody
 from appliance.transport.bounds import (
     CLOSE_GRACE_S,
@@ -310,8 +317,7 @@ class HttpProtocol(asyncio.Protocol):
             self._deadline = self._server.clock.monotonic() + self._server.bounds.request_timeout_s
         if not self._bucket.take(self._server.clock.monotonic()):
             self._server.refusals["http_rate_limited"] += 1
-            self._fail(problem(429, "too many requests",
-                                f"at most {RATE_PER_S:.0f} requests/s per connection"))
+            self._fail(rate_limited())
             return False
         # h11 bounds only what it must buffer; a header block that arrives
         # whole in one read is measured here.

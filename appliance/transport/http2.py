@@ -44,10 +44,17 @@ from h2.events import (
 from h2.exceptions import H2Error, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes
 
-from appliance.api.http import PROBLEM_JSON, ApiRequest, ApiResponse, parse_query, problem
+from appliance.api.http import (
+    PROBLEM_JSON,
+    ApiRequest,
+    ApiResponse,
+    parse_query,
+    problem,
+    rate_limited,
+)
 from appliance.protocol import h2repr  # noqa: F401 - installs the cheap frame repr
 from appliance.protocol.h2frames import ControlFrameCounter
-from appliance.ratelimit import RATE_PER_S, TokenBucket
+from appliance.ratelimit import TokenBucket
 from appliance.transport.bodystream import StreamedBody
 from appliance.transport.bounds import (
     CLOSE_GRACE_S,
@@ -56,6 +63,8 @@ from appliance.transport.bounds import (
     MAX_HEADER_BYTES,
     MAX_RESETS,
     MAX_STREAMS,
+    REFUSAL_BURST,
+    REFUSALS_PER_S,
     RESET_WINDOW_S,
     SERVER_HEADER,
     ByteBudget,
@@ -96,6 +105,7 @@ class Http2Protocol(asyncio.Protocol):
         self._finishing = False
         now = server.clock.monotonic()
         self._bucket = TokenBucket(now)
+        self._refusals = TokenBucket(now, REFUSALS_PER_S, REFUSAL_BURST)
         self._control = ControlFrameCounter()
         self._control_bucket = TokenBucket(now, self._bounds.h2_control_frames_per_s,
                                            self._bounds.h2_control_frame_burst)
@@ -142,7 +152,8 @@ class Http2Protocol(asyncio.Protocol):
             return
         for event in events:
             if isinstance(event, RequestReceived):
-                self._on_headers(event.stream_id, event.headers, now)
+                if self._on_headers(event.stream_id, event.headers, now):
+                    return
             elif isinstance(event, DataReceived):
                 self._on_data(event)
             elif isinstance(event, StreamEnded):
@@ -162,17 +173,22 @@ class Http2Protocol(asyncio.Protocol):
             self.finish()  # a connection made during the shutdown's grace
 
     def _on_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]],
-                    now: float) -> None:
+                    now: float) -> bool:
+        """A request's head; whether the connection ended over it (`REFUSALS_PER_S`)."""
         if len(self._streams) >= MAX_STREAMS or self._finishing:
             # Not processed: the client may retry it elsewhere (RFC 9113 §8.7).
             self._h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
-            return
+            return False
         if not self._bucket.take(now):
             self._server.refusals["http_rate_limited"] += 1
-            self._respond(stream_id, problem(
-                429, "too many requests", f"at most {RATE_PER_S:.0f} requests/s per"
-                " connection"))
-            return
+            if not self._refusals.take(now):
+                log.warning("HTTP/2 client sent requests past %d answers 429 a second:"
+                            " closing", REFUSALS_PER_S)
+                self._server.refusals["h2_rate_ignored"] += 1
+                self._goaway(ErrorCodes.ENHANCE_YOUR_CALM)
+                return True
+            self._respond(stream_id, rate_limited())
+            return False
         stream = self._streams[stream_id] = H2Stream(headers, now)
         api = self._server.api
         pseudo = {k: v for k, v in headers if k.startswith(b":")}
@@ -185,6 +201,7 @@ class Http2Protocol(asyncio.Protocol):
                 consumed=lambda size: self._upload_consumed(stream_id, size),
                 started=lambda: self._upload_started(stream_id))
             stream.task = spawn(self._serve(stream_id, stream), name="h2-upload")
+        return False
 
     def _on_data(self, event: DataReceived) -> None:
         size = event.flow_controlled_length

@@ -13,6 +13,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import h2.connection
 import h2.events
 import pytest
 
+from appliance.transport.bounds import REFUSAL_BURST
 from tests.support.hostile import HONEST_APP, HONEST_USERS, RSS_BUDGET_BYTES, HonestPair, RssWatch
 from tests.support.provision import provision
 from tests.support.server import ServerProcess
@@ -175,3 +177,69 @@ def test_control_frame_flood_is_cut_off(world, kind: str) -> None:  # type: igno
     assert h2_client.percentile(0.99) < 0.050
     assert rss.growth < RSS_BUDGET_BYTES, rss
     honest.assert_healthy()
+
+
+class RequestLoop:
+    """GET /v1/health on one HTTP/2 connection, `MAX_STREAMS` at a time, counting answers."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.sock = socket.create_connection((server.host, server.port), timeout=10)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.conn.initiate_connection()
+        self.sock.sendall(self.conn.data_to_send())
+        self.statuses: Counter[int] = Counter()
+        self.retry_after: set[bytes] = set()
+        self.goaway: int | None = None
+
+    def run(self, count: int, *, until_refused: bool = False) -> None:
+        """Send `count` requests (100 in flight), or until one is answered 429."""
+        sent = answered = 0
+        while answered < sent or sent < count:
+            while sent - answered < 100 and sent < count:
+                self.conn.send_headers(self.conn.get_next_available_stream_id(), [
+                    (":method", "GET"), (":path", "/v1/health"), (":scheme", "http"),
+                    (":authority", "x")], end_stream=True)
+                sent += 1
+            self.sock.sendall(self.conn.data_to_send())
+            data = self.sock.recv(65536)
+            if not data:
+                return
+            for event in self.conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    headers = dict(event.headers)
+                    self.statuses[int(headers[b":status"])] += 1
+                    if b"retry-after" in headers:
+                        self.retry_after.add(headers[b"retry-after"])
+                elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+                    answered += 1
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    self.goaway = event.error_code
+                    return
+            if until_refused and self.statuses[429]:
+                count = sent  # stop sending; collect what is in flight
+            self.sock.sendall(self.conn.data_to_send())
+
+
+def test_a_client_that_ignores_its_429s_is_sent_away(server: ServerProcess) -> None:
+    """Answered 429 (with Retry-After) past the per-connection request rate, a client
+    that kept sending cost the server a refusal each, for as long as it liked (a
+    backend's array flood: ~3,000 refusals a second).  Past `REFUSALS_PER_S` refusals
+    a second (burst `REFUSAL_BURST`): GOAWAY ENHANCE_YOUR_CALM.  A client that waits as told is
+    served again, on the same connection."""
+    polite = RequestLoop(server)
+    polite.run(3000, until_refused=True)
+    assert polite.statuses[200] >= 1000  # the burst
+    assert polite.retry_after == {b"1"}
+    time.sleep(1.0)  # Retry-After: 1
+    before = polite.statuses[200]
+    polite.run(100)
+    assert polite.statuses[200] - before == 100
+    assert polite.goaway is None
+
+    rude = RequestLoop(server)
+    rude.run(5000)
+    assert rude.goaway == ENHANCE_YOUR_CALM
+    assert rude.statuses[429] >= REFUSAL_BURST
+    assert sum(rude.statuses.values()) < 5000
+    polite.sock.close()
+    rude.sock.close()
