@@ -326,7 +326,7 @@ ROUTES: list[Route] = [
                            "description": "refusals by reason: rate_limited, inbox_full,"
                                           " submitted_busy, submitted_app,"
                                           " device_registration_rate, slow_consumer,"
-                                          " h2_control_flood, h2_rapid_reset,"
+                                          " h2_control_flood, h2_rapid_reset, h2_rate_ignored,"
                                           " http_request_timeout, http_rate_limited"},
               "edge": {"type": "object", "additionalProperties": {"type": "integer"},
                        "description": "the connection edge's counters, as GET /v1/edge"},
