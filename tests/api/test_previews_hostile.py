@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import pytest
 
+from appliance.media.previews.service import MAX_APP_FETCHES
 from tests.support.hostile import HONEST_APP, HONEST_USERS, HonestPair, RssWatch
 from tests.support.provision import provision
 from tests.support.server import ServerProcess
@@ -37,6 +38,8 @@ HONEST_DOWNLOAD_S = 1.0
 ATTACK_S = 1.0
 #: `media.previews.timeout_s`: how long a page that never answers holds a turn.
 FETCH_TIMEOUT_S = 2.0
+#: An honest preview of a page that answers at once, while the attack runs.
+HONEST_PREVIEW_S = 1.0
 
 Route = Callable[[str], tuple[int, dict[str, str], bytes]]
 
@@ -154,10 +157,11 @@ def test_a_page_in_a_charset_no_browser_knows_holds_no_thread(world: World) -> N
 
     async def attack() -> tuple[list[Any], list[float], HonestPair]:
         loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(len(paths) + 1) as pool:
+        # As many at once as an app may have under way (`MAX_APP_FETCHES`).
+        with ThreadPoolExecutor(MAX_APP_FETCHES) as pool:
             async with HonestPair(world.server, world.tokens) as honest:
                 previews = [pool.submit(world.preview, p) for p in paths]
-                took = await loop.run_in_executor(pool, _timed_downloads, world, download,
+                took = await loop.run_in_executor(None, _timed_downloads, world, download,
                                                   previews)
         return [p.exception() or p.result() for p in previews], took, honest
 
@@ -169,3 +173,46 @@ def test_a_page_in_a_charset_no_browser_knows_holds_no_thread(world: World) -> N
     honest.assert_healthy()
     assert rss.growth < 64 * 1024 * 1024, rss
 
+
+def test_one_apps_slow_pages_leave_other_apps_their_turns(world: World) -> None:
+    """Measured before the fix: the server fetches 16 previews at once, whoever asks.
+    One user's burst of 24 links to pages that never answer took all 16 turns for
+    ``timeout_s`` (2 s here, 5 s by default, twice with an image) and queued the rest:
+    an honest user of another app waited 2.00 s for the preview of a page that answers
+    at once (a handful of users of one app keep it so).  Now an app has at most
+    `MAX_APP_FETCHES` (4) under way or waiting; more are refused at once (429,
+    Retry-After), and the honest preview takes 3 ms."""
+    arrived = threading.Semaphore(0)
+    release = threading.Event()
+
+    def tarpit(path: str) -> tuple[int, dict[str, str], bytes]:
+        arrived.release()
+        release.wait(10)  # past the server's timeout: it gives up first
+        return 200, {"Content-Type": "text/html"}, b"<title>late</title>"
+
+    _Site.routes["/slow"] = tarpit
+    _Site.routes["/quick"] = lambda path: (200, {"Content-Type": "text/html"},
+                                           b"<title>quick</title>")
+    attack = 24
+    with ThreadPoolExecutor(attack) as pool:
+        try:
+            answers = [pool.submit(world.preview, f"/slow/{n}") for n in range(attack)]
+            # Every request of the burst has been taken: its fetch reached the page, or
+            # it was refused; or the server's 16 turns are all taken.
+            deadline = time.monotonic() + 5
+            held = 0
+            while held + sum(a.done() for a in answers) < attack and held < 16:
+                assert time.monotonic() < deadline, (held, answers)
+                held += arrived.acquire(timeout=0.05)
+            started = time.perf_counter()
+            status, _, doc = world.preview("/quick", HONEST_USERS[0])
+            took = time.perf_counter() - started
+        finally:
+            release.set()
+        results = [a.result() for a in answers]
+    assert (status, doc["title"]) == (200, "quick")
+    assert took < HONEST_PREVIEW_S, f"the honest preview took {took:.2f} s"
+    refused = [r for r in results if r[0] == 429]
+    assert len(refused) == attack - MAX_APP_FETCHES, [r[0] for r in results]
+    assert {r[1]["retry-after"] for r in refused} == {f"{FETCH_TIMEOUT_S:.0f}"}
+    assert {r[0] for r in results} <= {429, 200, 502}  # the held ones: late, or cut
