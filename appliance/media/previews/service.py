@@ -194,7 +194,7 @@ class PreviewService:
         return preview
 
     async def _make(self, app_id: int, url: PreviewUrl) -> Preview:
-        page = await self._fetcher.page(url)
+        page = await self._fetcher.page(url, app_id)
         # Decoding and tokenizing up to max_html_bytes is CPU work: off the loop.
         meta = await asyncio.to_thread(_read, page)
         if not page.complete and meta.title is None and meta.description is None \
@@ -220,7 +220,7 @@ class PreviewService:
         os.close(fd)
         path = Path(name)
         try:
-            image = await self._fetcher.image(url, path)
+            image = await self._fetcher.image(url, path, app_id)
             return await self._store_image(app_id, path, image.content_type)
         except (PreviewRefusedError, PreviewFetchError) as exc:
             log.info("preview image from %s not fetched: %s", url.host, exc.reason)
