@@ -204,7 +204,12 @@ class ImageRefusedError(UsageError):
 
 
 class ImageBusyError(MediaError):
-    """Every image worker is busy and the queue is full: retry later (HTTP 503)."""
+    """Every image worker is busy and the queue is full, or the app holds its share of
+    them: retry after `retry_after_s` (HTTP 503)."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class ImageTimeoutError(ImageRefusedError):

@@ -152,7 +152,7 @@ def from_error(exc: ApplianceError) -> ApiResponse:
             if isinstance(exc, QuotaError):
                 extra = {"limit": exc.limit, "allowed": exc.allowed}
             response = problem(status, title, str(exc), **extra)
-            if isinstance(exc, TooManyRequestsError | BusyError):
+            if isinstance(exc, TooManyRequestsError | BusyError | ImageBusyError):
                 response.headers.append(
                     (b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
             return response

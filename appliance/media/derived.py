@@ -65,7 +65,7 @@ class DerivedImages:
         try:
             try:
                 info = await self.images.thumbnail(source, out, size=size, fmt="webp",
-                                                   square=False)
+                                                   square=False, owner=app_id)
             except ImageRefusedError as exc:
                 log.info("a preview image was refused: %s", exc)
                 return None
@@ -125,7 +125,8 @@ class DerivedImages:
         out = await self._scratch(f".{name}")
         try:
             info: ImageInfo = await self.images.thumbnail(
-                self.blobs.local_path(sha256), out, size=size, fmt=fmt, square=square)
+                self.blobs.local_path(sha256), out, size=size, fmt=fmt, square=square,
+                owner=record.app_id)
             if await self.store.file(record.file_id) is None:
                 # Deleted since the caller read it (or during the job): stored now, the
                 # variant's blob would have no row, and the sweep never finds those.

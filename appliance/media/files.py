@@ -255,7 +255,7 @@ class FileService:
         if looks_like_image(head) and self.images is not None:
             clean = part.with_name(part.name + ".clean")
             try:
-                info = await self.images.sanitize(part, clean)
+                info = await self.images.sanitize(part, clean, owner=record.app_id)
                 # Re-encoded, it may be larger than what was declared and counted (a
                 # palette PNG of noise grows 2.5 times as RGB): it must fit a file too.
                 self._check_size((await asyncio.to_thread(clean.stat)).st_size)

@@ -330,6 +330,8 @@ class AdminService:
         """
         return await self.store.get_group(await self._app(), group_id)
 
-    async def list_groups(self, after: int = 0, limit: int | None = None) -> list[GroupInfo]:
-        """The app's groups in id order, `limit` at a time after id `after` (all: None)."""
-        return await self.store.list_groups(await self._app(), after, limit)
+    async def list_groups(self, after: int = 0, limit: int | None = None,
+                          max_members: int | None = None) -> list[GroupInfo]:
+        """The app's groups in id order, `limit` at a time after id `after` (all: None),
+        ending early after the group whose members bring the total to `max_members`."""
+        return await self.store.list_groups(await self._app(), after, limit, max_members)

@@ -330,9 +330,10 @@ class AdminStore(Protocol):
         """
         ...
 
-    async def list_groups(self, app_id: int, after: int = 0,
-                          limit: int | None = None) -> list[GroupInfo]:
-        """An app's groups with their members in id order: `limit` (None: all) after `after`."""
+    async def list_groups(self, app_id: int, after: int = 0, limit: int | None = None,
+                          max_members: int | None = None) -> list[GroupInfo]:
+        """An app's groups with their members in id order: `limit` (None: all) after `after`,
+        ending early after the group whose members bring the total to `max_members`."""
         ...
 
 

@@ -308,6 +308,13 @@ def test_rename_and_paged_listing(backend) -> None:  # type: ignore[no-untyped-d
         members = await store.group_members(1, group.group_id)
         assert [m.user_id for m in members or []] == [ids[2]]
         assert [g.name for g in await store.list_groups(1)] == ["g"]
+        # A page ends after the group whose members reach max_members (never empty).
+        second = await store.create_group(1, "g2", NOW)
+        await store.set_member(1, second.group_id, ids[3], Perm.DEFAULT)
+        assert [g.name for g in await store.list_groups(1, max_members=1)] == ["g"]
+        assert [g.name for g in await store.list_groups(1, max_members=2)] == ["g", "g2"]
+        assert [g.name for g in await store.list_groups(1, group.group_id, 5, 0)] == ["g2"]
+        await store.delete_group(1, second.group_id)
         await store.delete_group(1, group.group_id)
         assert await store.group_members(1, group.group_id) is None
         with pytest.raises(NotFoundError):

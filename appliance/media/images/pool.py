@@ -3,10 +3,14 @@
 A job (probe, sanitize, thumbnail) is sent to an idle worker as a few hundred bytes of
 JSON naming paths (`protocol`); the loop only waits on the worker's pipes.  At most
 `workers` jobs run and `queue` wait; one more is refused at once (ImageBusyError: 503,
-retry) rather than queued without bound.  A job running past `timeout_s` has its worker
-SIGKILLed (a decoder stuck in C cannot be interrupted any other way) and gets
-ImageTimeoutError; a worker that dies on its own (a crash in a C decoder) fails only
-that job.  Either way a replacement starts in the background and the pool keeps going.
+retry) rather than queued without bound.  Jobs name their owner (an app): one owner has
+at most half of those places, and a worker that comes free goes to the waiting job whose
+owner holds the fewest workers (the longest waiting of those), so one app's burst of
+heavy images neither fills the queue nor makes another app's image wait behind all of
+it.  A job running past `timeout_s` has its worker SIGKILLed (a decoder stuck in C
+cannot be interrupted any other way) and gets ImageTimeoutError; a worker that dies on
+its own (a crash in a C decoder) fails only that job.  Either way a replacement starts
+in the background and the pool keeps going.
 
 How workers are started and why (not `multiprocessing`): `process`.
 
@@ -90,7 +94,11 @@ class ImagePool:
         self._workers: set[WorkerProcess] = set()
         self._starting = 0
         self._jobs = 0  # running and waiting
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        #: Per owner: jobs running and waiting, and workers held (running jobs).
+        self._owned: collections.Counter[int] = collections.Counter()
+        self._holding: collections.Counter[int] = collections.Counter()
+        #: Jobs waiting for a worker: (owner, woken when it is its turn), in arrival order.
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
 
@@ -124,7 +132,7 @@ class ImagePool:
         """Stop every worker (end of input, then SIGKILL after `CLOSE_GRACE_S`) and reap
         them; jobs still running or waiting get MediaError.  Idempotent."""
         self._closed = True
-        for waiter in self._waiters:
+        for _, waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)  # it looks again and sees the pool closed
         self._idle.clear()
@@ -133,31 +141,35 @@ class ImagePool:
             await asyncio.gather(*(w.stop(CLOSE_GRACE_S) for w in workers),
                                  *list(self._tasks), return_exceptions=True)
 
-    async def probe(self, src: Path | str) -> ImageInfo:
-        """The image's format, size (upright) and frames, from its header."""
-        return await self._submit({"op": "probe", "src": _absolute(src)})
+    async def probe(self, src: Path | str, *, owner: int = 0) -> ImageInfo:
+        """The image's format, size (upright) and frames, from its header.
 
-    async def sanitize(self, src: Path | str, dst: Path | str) -> ImageInfo:
+        `owner` (here and below): the app whose job it is, for the fair shares (0: the
+        server's own, the doctor's: not held to a share)."""
+        return await self._submit({"op": "probe", "src": _absolute(src)}, owner)
+
+    async def sanitize(self, src: Path | str, dst: Path | str, *, owner: int = 0
+                       ) -> ImageInfo:
         """`codec.sanitize` in a worker: `dst` is `src` without metadata, upright, sRGB."""
         return await self._submit({"op": "sanitize", "src": _absolute(src),
-                                   "dst": _absolute(dst)})
+                                   "dst": _absolute(dst)}, owner)
 
     async def thumbnail(self, src: Path | str, dst: Path | str, *, size: int, fmt: str,
-                        square: bool, use_draft: bool = True) -> ImageInfo:
+                        square: bool, use_draft: bool = True, owner: int = 0) -> ImageInfo:
         """`codec.thumbnail` in a worker (`fmt` "webp" or "jpeg")."""
         if not 1 <= size <= MAX_THUMBNAIL_SIZE or fmt not in THUMBNAIL_FORMATS:
             raise ValueError(f"thumbnail size 1 to {MAX_THUMBNAIL_SIZE}, format one of"
                              f" {THUMBNAIL_FORMATS}")
         return await self._submit({"op": "thumbnail", "src": _absolute(src),
                                    "dst": _absolute(dst), "size": size, "fmt": fmt,
-                                   "square": square, "draft": use_draft})
+                                   "square": square, "draft": use_draft}, owner)
 
-    async def run_test_hook(self, op: str, value: float) -> None:
+    async def run_test_hook(self, op: str, value: float, *, owner: int = 0) -> None:
         """Tests only: "sleep" `value` s or "allocate" `value` bytes in a worker.
 
         Workers refuse it (MediaError) unless ``TIDINGS_IMAGE_TEST_HOOKS=1`` is in their
         environment (`protocol.TEST_HOOKS_ENV`)."""
-        await self._submit({"op": op, "value": value})
+        await self._submit({"op": op, "value": value}, owner)
 
     @property
     def pids(self) -> tuple[int, ...]:
@@ -166,48 +178,66 @@ class ImagePool:
 
     # --- jobs -------------------------------------------------------------------------
 
-    async def _submit(self, request: dict[str, Any]) -> ImageInfo:
+    async def _submit(self, request: dict[str, Any], owner: int) -> ImageInfo:
         self._check_open()
-        if self._jobs >= self.size + self.queue:
+        places = self.size + self.queue
+        if self._jobs >= places:
             raise ImageBusyError(f"all {self.size} image workers are busy and {self.queue}"
-                                 " jobs are waiting; retry later")
+                                 " jobs are waiting; retry later",
+                                 retry_after_s=self.timeout_s)  # a job's longest
+        if owner and self._owned[owner] >= max(1, places // 2):
+            raise ImageBusyError(f"this app has {self._owned[owner]} images being processed"
+                                 " or waiting, half of what the workers take; retry later",
+                                 retry_after_s=self.timeout_s)
         request["limits"] = limits_to_wire(self.limits)
         message = encode(request)
         self._jobs += 1
+        self._owned[owner] += 1
         try:
-            worker = await self._acquire()
+            worker = await self._acquire(owner)
+            self._holding[owner] += 1
             try:
-                async with asyncio.timeout(self.timeout_s):
-                    answer = await worker.call(message)
-            except TimeoutError:
-                self._discard(worker)
-                raise ImageTimeoutError(f"the image took longer than {self.timeout_s:g} s"
-                                        " to process") from None
-            except WorkerLostError:
-                self._discard(worker)
-                self._check_open()
-                raise ImageRefusedError("the image worker died processing this image"
-                                        ) from None
-            except WorkerMessageError as exc:
-                self._discard(worker)
-                raise MediaError(f"the image worker answered nonsense: {exc}") from None
-            except BaseException:  # cancelled mid-job: its answer would go to the next job
-                self._discard(worker)
-                raise
-            try:
-                info = _answer(answer)
-            except WorkerMessageError as exc:
-                self._discard(worker)
-                raise MediaError(f"the image worker answered nonsense: {exc}") from None
-            except ApplianceError:  # refused or failed: the worker is fine
-                self._done(worker)
-                raise
-            self._done(worker)
-            return info
+                return await self._run(worker, message)
+            finally:
+                # After the worker was passed on: this owner's job counted at that
+                # turn, so a waiting job of another owner went first.
+                _decrement(self._holding, owner)
         finally:
             self._jobs -= 1
+            _decrement(self._owned, owner)
 
-    async def _acquire(self) -> WorkerProcess:
+    async def _run(self, worker: WorkerProcess, message: bytes) -> ImageInfo:
+        """One job on `worker`, which goes back to the pool or is replaced."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                answer = await worker.call(message)
+        except TimeoutError:
+            self._discard(worker)
+            raise ImageTimeoutError(f"the image took longer than {self.timeout_s:g} s"
+                                    " to process") from None
+        except WorkerLostError:
+            self._discard(worker)
+            self._check_open()
+            raise ImageRefusedError("the image worker died processing this image"
+                                    ) from None
+        except WorkerMessageError as exc:
+            self._discard(worker)
+            raise MediaError(f"the image worker answered nonsense: {exc}") from None
+        except BaseException:  # cancelled mid-job: its answer would go to the next job
+            self._discard(worker)
+            raise
+        try:
+            info = _answer(answer)
+        except WorkerMessageError as exc:
+            self._discard(worker)
+            raise MediaError(f"the image worker answered nonsense: {exc}") from None
+        except ApplianceError:  # refused or failed: the worker is fine
+            self._done(worker)
+            raise
+        self._done(worker)
+        return info
+
+    async def _acquire(self, owner: int) -> WorkerProcess:
         """An idle worker; a new one if the pool is short of workers; else wait for one."""
         while True:
             self._check_open()
@@ -216,7 +246,8 @@ class ImagePool:
             if self._alive < self.size:
                 return await self._spawn()
             waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
+            entry = (owner, waiter)
+            self._waiters.append(entry)
             try:
                 await waiter
             except asyncio.CancelledError:
@@ -224,8 +255,8 @@ class ImagePool:
                     self._wake_one()  # it was our turn: pass it on
                 raise
             finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
 
     def _done(self, worker: WorkerProcess) -> None:
         """`worker` answered a job: back to work, or replaced after `recycle_after` jobs."""
@@ -262,8 +293,12 @@ class ImagePool:
         self._release(replacement)
 
     def _wake_one(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
+        """Give the turn to the waiting job whose owner holds the fewest workers, the
+        longest waiting of those: one owner's burst waits its turns among the others'."""
+        waiters, holding = self._waiters, self._holding
+        while waiters:
+            turn = min(range(len(waiters)), key=lambda i: holding[waiters[i][0]])
+            _, waiter = waiters.pop(turn)
             if not waiter.done():
                 waiter.set_result(None)
                 return
@@ -320,6 +355,12 @@ class ImagePool:
     def _check_open(self) -> None:
         if self._closed:
             raise MediaError("the image pool is closed")
+
+
+def _decrement(counter: collections.Counter[int], key: int) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
 
 
 def _absolute(path: Path | str) -> str:

@@ -8,7 +8,11 @@ expansion.  Only the codings RFC 9110 §8.4.1 defines for zlib are accepted.
 `charset` follows the HTML standard's order (§13.2.3.2, simplified): a byte
 order mark, the Content-Type header's ``charset``, a ``<meta charset>`` or
 ``http-equiv`` in the first 1024 bytes, else UTF-8; undecodable bytes
-become U+FFFD.
+become U+FFFD.  Only the encodings of the WHATWG Encoding Standard are
+honoured, any other label is ignored (§4.2 "get an encoding": failure):
+Python's codec registry also holds ``punycode``, whose decoder is quadratic
+(a 1 MiB page held a thread for minutes), and ``idna`` and ``undefined``,
+which raise whatever the error handler.
 """
 
 from __future__ import annotations
@@ -33,7 +37,18 @@ _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
 # The HTML standard's label table maps these to windows-1252 (a superset), and
 # refuses UTF-7 (it smuggles markup past filters).
 _ALIASES = {"iso-8859-1": "cp1252", "latin-1": "cp1252", "latin1": "cp1252",
-            "ascii": "cp1252", "us-ascii": "cp1252", "utf-7": "utf-8"}
+            "ascii": "cp1252", "us-ascii": "cp1252", "utf-7": "utf-8",
+            "iso8859-1": "cp1252", "utf-16": "utf-16-le", "windows-874": "cp874",
+            "x-mac-cyrillic": "mac-cyrillic"}
+#: The WHATWG Encoding Standard's encodings (§4.2's table), as Python names them: C or
+#: charmap decoders, linear in the input, that never raise with errors="replace".
+WEB_CODECS = frozenset((
+    "utf-8", "utf-16-le", "utf-16-be", "cp866", "iso8859-2", "iso8859-3", "iso8859-4",
+    "iso8859-5", "iso8859-6", "iso8859-7", "iso8859-8", "iso8859-10", "iso8859-11",
+    "iso8859-13", "iso8859-14", "iso8859-15", "iso8859-16", "koi8-r", "koi8-u", "mac-roman",
+    "mac-cyrillic", "cp874", "tis-620", "cp1250", "cp1251", "cp1252", "cp1253", "cp1254",
+    "cp1255", "cp1256", "cp1257", "cp1258", "gbk", "gb2312", "gb18030", "big5", "big5hkscs",
+    "euc_jp", "iso2022_jp", "shift_jis", "cp932", "euc_kr", "cp949"))
 
 
 class BoundedDecoder:
@@ -145,7 +160,7 @@ def _codec(label: str) -> str | None:
         info = codecs.lookup(label)
     except LookupError:
         return None
-    # Not a text encoding (rot13, base64...): bytes.decode would refuse it.
-    if not getattr(info, "_is_text_encoding", True):
-        return None
-    return _ALIASES.get(info.name, info.name)
+    name = _ALIASES.get(info.name, info.name)
+    # Not an encoding of the web (rot13, punycode, idna, utf-32...): ignored, as a
+    # browser ignores a label it does not know.
+    return name if name in WEB_CODECS else None

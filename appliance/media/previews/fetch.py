@@ -173,16 +173,17 @@ class Fetcher:
         self._tls = ssl_context if ssl_context is not None else default_tls_context()
         self._user_agent = config.user_agent.encode("ascii", "replace")
 
-    async def page(self, url: PreviewUrl) -> Page:
+    async def page(self, url: PreviewUrl, owner: int = 0) -> Page:
         """The page at `url` (after redirects), its body cut where its head ends.
+        `owner`: the app it is fetched for (its names' lookups count against it).
 
         Raises:
             PreviewRefusedError: a hop's URL or address is refused.
             PreviewFetchError: time, size, status, type or the connection failed.
         """
-        return await self._fetch(url, _ACCEPT_PAGE, self._read_page)
+        return await self._fetch(url, _ACCEPT_PAGE, self._read_page, owner)
 
-    async def image(self, url: PreviewUrl, dest: Path) -> Image:
+    async def image(self, url: PreviewUrl, dest: Path, owner: int = 0) -> Image:
         """Downloads the image at `url` into `dest` (created or truncated).
 
         Raises:
@@ -191,15 +192,16 @@ class Fetcher:
         async def read(final: PreviewUrl, response: httpcore.Response) -> Image:
             return await self._read_image(final, response, dest)
 
-        return await self._fetch(url, _ACCEPT_IMAGE, read)
+        return await self._fetch(url, _ACCEPT_IMAGE, read, owner)
 
     async def _fetch(self, url: PreviewUrl, accept: bytes,
-                     read: Callable[[PreviewUrl, httpcore.Response], Awaitable[T]]) -> T:
+                     read: Callable[[PreviewUrl, httpcore.Response], Awaitable[T]],
+                     owner: int) -> T:
         seen = {str(url)}
         try:
             async with asyncio.timeout(self._config.timeout_s):
                 for _ in range(self._config.max_redirects + 1):
-                    outcome = await self._exchange(url, accept, read)
+                    outcome = await self._exchange(url, accept, read, owner)
                     if not isinstance(outcome, _Redirect):
                         return outcome
                     url = join_url(url, outcome.location)
@@ -213,7 +215,7 @@ class Fetcher:
         raise PreviewFetchError(f"more than {self._config.max_redirects} redirects"
                                 " (media.previews.max_redirects)")
 
-    async def _addresses(self, url: PreviewUrl) -> list[IPAddress]:
+    async def _addresses(self, url: PreviewUrl, owner: int) -> list[IPAddress]:
         check_port(url, self._config.ports)
         if url.ip is not None:
             self._policy.check(url.ip)
@@ -223,14 +225,14 @@ class Fetcher:
         # does not exist into an internal one (foo.example -> foo.example.corp.lan); an
         # operator's allowed name is asked as given (/etc/hosts, search domains).
         query = url.host if self._policy.allows_name(url.host) else url.host + "."
-        addresses = await self._resolver.resolve(query, url.port)
+        addresses = await self._resolver.resolve(query, url.port, owner)
         self._policy.check_resolved(url.host, addresses)
         return addresses
 
     async def _exchange(self, url: PreviewUrl, accept: bytes,
                         read: Callable[[PreviewUrl, httpcore.Response], Awaitable[T]],
-                        ) -> T | _Redirect:
-        backend = PinnedBackend(url.host, url.port, await self._addresses(url),
+                        owner: int) -> T | _Redirect:
+        backend = PinnedBackend(url.host, url.port, await self._addresses(url, owner),
                                 httpcore.AnyIOBackend())
         scheme, host = url.scheme.encode(), url.host.encode()
         connection = httpcore.AsyncHTTPConnection(

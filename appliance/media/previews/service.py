@@ -54,6 +54,10 @@ _ENTRY_OVERHEAD = 400
 MAX_RATE_USERS = 10_000
 #: Previews fetched at the same time by this process; more wait their turn.
 MAX_CONCURRENT_FETCHES = 16
+#: Previews of one app fetched or waiting for a turn at once; more are refused (429).
+#: Each can hold a turn for two ``timeout_s``: without this, one app's users pointing at
+#: pages that answer slowly took every turn, and every other app's previews waited.
+MAX_APP_FETCHES = 4
 
 #: ``store_image(app_id, path, content_type)``: thumbnails and stores the
 #: downloaded image as a file of the app, returning its id (None if refused).
@@ -99,6 +103,8 @@ class PreviewService:
         self._cache: TtlCache[_Key, Preview | _Failure] = TtlCache(
             MAX_CACHE_ENTRIES, clock, MAX_CACHE_BYTES)
         self._inflight: dict[_Key, asyncio.Task[Preview]] = {}
+        #: Fetches under way or waiting for a turn, per app (`MAX_APP_FETCHES`).
+        self._app_fetches: dict[int, int] = {}
         per_minute = config.per_user_per_minute
         self._buckets = UserRates(per_minute / 60.0, float(per_minute), MAX_RATE_USERS)
         self._fetches = asyncio.Semaphore(MAX_CONCURRENT_FETCHES)
@@ -123,12 +129,14 @@ class PreviewService:
             raise kind(reason)
         task = self._inflight.get(key)
         if task is None:
+            self._take_turn(app_id)
             self._take(app_id, user_id)
             # Referenced by _inflight until done, its exception retrieved by _landed:
             # what transport.tasks.spawn gives, which media may not import.
             task = asyncio.get_running_loop().create_task(self._miss(key, app_id, parsed),
                                                           name="link preview")
             self._inflight[key] = task
+            self._app_fetches[app_id] = self._app_fetches.get(app_id, 0) + 1
             task.add_done_callback(lambda done: self._landed(key, done))
         try:
             # Shielded: one waiter giving up (its client left) cancels nobody else's.
@@ -154,9 +162,20 @@ class PreviewService:
                 " (media.previews.per_user_per_minute)",
                 retry_after_s=60.0 / max(per_minute, 1))
 
+    def _take_turn(self, app_id: int) -> None:
+        if self._app_fetches.get(app_id, 0) >= MAX_APP_FETCHES:
+            # A turn comes back when a fetch ends: within two timeout_s (page and image).
+            raise TooManyRequestsError(
+                f"this app has {MAX_APP_FETCHES} link previews being fetched; retry when"
+                " one is done", retry_after_s=self.config.timeout_s)
+
     def _landed(self, key: _Key, task: asyncio.Task[Preview]) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
+        app_id = key[0]
+        left = self._app_fetches.pop(app_id) - 1
+        if left:
+            self._app_fetches[app_id] = left
         if not task.cancelled():
             task.exception()  # retrieved: a fetch nobody waits for any more logs nothing
 
@@ -175,7 +194,7 @@ class PreviewService:
         return preview
 
     async def _make(self, app_id: int, url: PreviewUrl) -> Preview:
-        page = await self._fetcher.page(url)
+        page = await self._fetcher.page(url, app_id)
         # Decoding and tokenizing up to max_html_bytes is CPU work: off the loop.
         meta = await asyncio.to_thread(_read, page)
         if not page.complete and meta.title is None and meta.description is None \
@@ -201,7 +220,7 @@ class PreviewService:
         os.close(fd)
         path = Path(name)
         try:
-            image = await self._fetcher.image(url, path)
+            image = await self._fetcher.image(url, path, app_id)
             return await self._store_image(app_id, path, image.content_type)
         except (PreviewRefusedError, PreviewFetchError) as exc:
             log.info("preview image from %s not fetched: %s", url.host, exc.reason)

@@ -239,10 +239,18 @@ def get_group(conn: Connection, app: int, group: int) -> GroupInfo:
     return GroupInfo(group, app, str(row[0]), members, int(row[1]))
 
 
-def list_groups(conn: Connection, app: int, after: int = 0,
-                limit: int | None = None) -> list[GroupInfo]:
+def list_groups(conn: Connection, app: int, after: int = 0, limit: int | None = None,
+                max_members: int | None = None) -> list[GroupInfo]:
     """See `AdminStore.list_groups`."""
     ids = [r[0] for r in conn.execute(
         "SELECT id FROM groups WHERE app_id = ? AND id > ? ORDER BY id LIMIT ?",
         (app, after, (1 << 62) if limit is None else limit))]
-    return [get_group(conn, app, g) for g in ids]
+    groups: list[GroupInfo] = []
+    members = 0
+    for group_id in ids:
+        if groups and max_members is not None and members >= max_members:
+            break
+        group = get_group(conn, app, group_id)
+        groups.append(group)
+        members += len(group.members)
+    return groups

@@ -69,10 +69,10 @@ class SqlGroupStore:
         """See `AdminStore.get_group`."""
         return await self._read(admin.get_group, app_id, group_id)
 
-    async def list_groups(self, app_id: int, after: int = 0,
-                          limit: int | None = None) -> list[GroupInfo]:
+    async def list_groups(self, app_id: int, after: int = 0, limit: int | None = None,
+                          max_members: int | None = None) -> list[GroupInfo]:
         """See `AdminStore.list_groups`."""
-        return await self._read(admin.list_groups, app_id, after, limit)
+        return await self._read(admin.list_groups, app_id, after, limit, max_members)
 
     async def message_receipts(self, app_id: int, sender_id: int, msg_id: int,
                                after: bytes = b"", limit: int = 100) -> MessageReceipts | None:

@@ -145,6 +145,30 @@ def test_more_than_queue_waiting_jobs_are_refused_at_once(images: Path) -> None:
     with_pool(test, workers=1, queue=2)
 
 
+def test_one_apps_burst_neither_fills_the_queue_nor_goes_first(images: Path) -> None:
+    """Before: app 1's burst of slow images took every place (app 2's image: busy, 503)
+    or, with room left, app 2's image waited behind the whole burst.  Now an app has
+    half the places, and a free worker goes to the app holding the fewest."""
+    async def test(pool: ImagePool) -> None:
+        done: list[str] = []
+
+        async def job(name: str, owner: int, seconds: float) -> None:
+            await pool.run_test_hook("sleep", seconds, owner=owner)
+            done.append(name)
+
+        burst = [background(job(f"burst{n}", 1, 0.3)) for n in range(2)]
+        await asyncio.sleep(0)  # they take the worker and one of the four waiting places
+        with pytest.raises(ImageBusyError, match="this app has 2 images"):
+            await pool.run_test_hook("sleep", 0.3, owner=1)  # half of the five places
+        started = time.perf_counter()
+        await job("honest", 2, 0.0)
+        took = time.perf_counter() - started
+        await asyncio.gather(*burst)
+        assert done == ["burst0", "honest", "burst1"], done
+        assert took < 0.55, f"the other app's image waited {took:.2f} s"
+    with_pool(test, workers=1, queue=4)
+
+
 def test_a_worker_killed_from_outside_fails_only_its_job(images: Path) -> None:
     async def test(pool: ImagePool) -> None:
         victim, survivor = pool.pids

@@ -30,7 +30,7 @@ class FakeResolver:
         self.answers = answers or {}
         self.calls: list[tuple[str, int]] = []
 
-    async def resolve(self, host: str, port: int) -> list[IPAddress]:
+    async def resolve(self, host: str, port: int, owner: int = 0) -> list[IPAddress]:
         self.calls.append((host, port))  # as asked: absolute names end with "."
         name = host.removesuffix(".")
         series = self.answers.get(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import time
 import tracemalloc
 import zlib
 
@@ -97,3 +98,32 @@ def test_charset(body: bytes, content_type: str, text: str) -> None:
 def test_meta_charset_is_looked_for_in_the_first_1024_bytes_only() -> None:
     body = b" " * 1100 + '<meta charset="windows-1251">Привет'.encode("cp1251")
     assert "Привет" not in decode_html(body, "text/html")
+
+
+@pytest.mark.parametrize("charset", ["punycode", "idna", "undefined", "utf-32", "rot13",
+                                     "unicode_escape", "utf-8-sig"])
+def test_a_label_the_web_does_not_know_is_ignored(charset: str) -> None:
+    """Python's registry knows more than the WHATWG list: punycode decodes in quadratic
+    time (this body took minutes), idna and undefined raise whatever the handler."""
+    body = "<title>caf\u00e9</title>-".encode() + b"a" * (256 * 1024) + b"\xff"
+    started = time.perf_counter()
+    for content_type in (f"text/html; charset={charset}", "text/html"):
+        meta = f'<meta charset="{charset}">'.encode()
+        assert "<title>caf\u00e9</title>" in decode_html(
+            body if "charset" in content_type else meta + body, content_type)
+    assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize(("label", "text", "codec"), [
+    ("windows-874", "\u0e2a\u0e27\u0e31\u0e2a\u0e14\u0e35", "cp874"),
+    ("x-mac-cyrillic", "\u041f\u0440\u0438\u0432\u0435\u0442", "mac-cyrillic"),
+    ("shift_jis", "\u65e5\u672c\u8a9e", "shift_jis"),
+    ("iso-2022-jp", "\u65e5\u672c\u8a9e", "iso2022_jp"),
+    ("euc-kr", "\ud55c\uad6d\uc5b4", "euc_kr"),
+    ("gb18030", "\u4e2d\u6587", "gb18030"),
+    ("big5", "\u4e2d\u6587", "big5"),
+    ("utf-16be", "caf\u00e9", "utf-16-be"),
+    ("utf-16", "caf\u00e9", "utf-16-le"),  # the WHATWG label's meaning
+])
+def test_the_web_encodings_are_honoured(label: str, text: str, codec: str) -> None:
+    assert text in decode_html(text.encode(codec), f"text/html; charset={label}")

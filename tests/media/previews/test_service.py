@@ -19,7 +19,7 @@ from appliance.errors import (
 )
 from appliance.media.config import PreviewConfig
 from appliance.media.previews.address import AddressPolicy
-from appliance.media.previews.service import Preview, PreviewService
+from appliance.media.previews.service import MAX_APP_FETCHES, Preview, PreviewService
 from tests.media.previews.support import FakeResolver, config, public_loopback_policy, tls_pair
 from tests.media.previews.webserver import (
     HEAD,
@@ -342,6 +342,32 @@ def test_the_rate_limit_counts_misses_per_user() -> None:
             with pytest.raises(TooManyRequestsError):
                 await svc.preview(APP, USER, server.url("/5"))
         assert sorted(r.path for r in server.requests) == ["/0", "/1", "/2", "/3", "/4"]
+    asyncio.run(go())
+
+
+def test_an_app_has_at_most_its_share_of_fetches_under_way() -> None:
+    """One app's pages that never answer held every turn of the server's fetches."""
+    async def go() -> None:
+        release = asyncio.Event()
+
+        async def held(request: Request, writer: asyncio.StreamWriter) -> None:
+            await release.wait()
+            writer.write(response(200, b"<title>late</title>", {"Content-Type": "text/html"}))
+
+        async with WebServer({"/slow": held, "/quick": page("<title>quick</title>")}) as server:
+            svc = service(config(server.port, timeout_s=10.0))
+            slow = [asyncio.get_running_loop().create_task(
+                svc.preview(APP, USER + n, server.url(f"/slow?{n}")))
+                for n in range(MAX_APP_FETCHES)]
+            await asyncio.sleep(0)  # each has taken its turn
+            with pytest.raises(TooManyRequestsError, match="4 link previews") as refused:
+                await svc.preview(APP, USER + 99, server.url("/slow?more"))
+            assert refused.value.retry_after_s == 10.0
+            assert (await svc.preview(APP + 1, USER, server.url("/quick"))).title == "quick"
+            release.set()
+            assert {p.title for p in await asyncio.gather(*slow)} == {"late"}
+            # Their turns came back: the app fetches again.
+            assert (await svc.preview(APP, USER, server.url("/quick"))).title == "quick"
     asyncio.run(go())
 
 
