@@ -74,6 +74,11 @@ class ConflictError(StorageError):
     """The record already exists or the change conflicts with stored state."""
 
 
+class GroupFullError(ConflictError):
+    """The change would give a group more than its most members (GROUP_RESULT FULL,
+    HTTP 409); nothing changed."""
+
+
 class AuthError(ApplianceError):
     """Credentials were refused; `close_code` says why on the wire."""
 

@@ -380,3 +380,33 @@ def test_migration_0010_keeps_existing_groups_as_they_were(
             assert conn.execute("SELECT flags FROM groups WHERE id = 5").fetchone()[0] == 1
     finally:
         conn.close()
+
+
+def test_a_group_never_passes_its_most_members(backend: Opener,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every message to a group writes a row per member device and its roster is held
+    whole; with no bound, one backend could make a group of millions.  A change that
+    would pass `MAX_GROUP_MEMBERS` is refused whole (GroupFullError, HTTP 409)."""
+    from appliance.errors import GroupFullError
+    from appliance.storage.sql import admin
+    monkeypatch.setattr(admin, "MAX_GROUP_MEMBERS", 3)
+
+    async def go(store: Storage) -> None:
+        a, b, c, d, e = await users(store, "a", "b", "c", "d", "e")
+        with pytest.raises(GroupFullError, match="at most 3 members"):
+            await store.create_group(APP, "big", NOW, GroupFlag.DEFAULT,
+                                     [(u, Perm.DEFAULT) for u in (a, b, c, d)])
+        assert await store.list_groups(APP) == []  # nothing of it was created
+        group = await store.create_group(APP, "g", NOW, GroupFlag.DEFAULT,
+                                         [(u, Perm.DEFAULT) for u in (a, b, c)])
+        with pytest.raises(GroupFullError):
+            await store.change_members(APP, group.group_id, [(d, Perm.DEFAULT)], [])
+        with pytest.raises(GroupFullError):
+            await store.set_member(APP, group.group_id, e, Perm.DEFAULT)
+        # A swap within the bound, and a change of permissions, pass.
+        info = await store.change_members(APP, group.group_id, [(d, Perm.DEFAULT),
+                                                                (a, Perm.ALL)], [b])
+        assert sorted(m.address for m in info.members) == [b"a", b"c", b"d"]
+        kept = await store.get_group(APP, group.group_id)
+        assert len(kept.members) == 3
+    run(backend, go)

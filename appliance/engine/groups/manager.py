@@ -33,12 +33,14 @@ from appliance.engine.groups.announce import (
 )
 from appliance.errors import (
     ForbiddenError,
+    GroupFullError,
     GroupNotFoundError,
     MemberNotFoundError,
     StorageUnavailableError,
     UsageError,
 )
 from appliance.names import RESERVED_PREFIX, check_group_name
+from appliance.protocol.wire.groups import MAX_GROUP_MEMBERS
 from appliance.storage.models import GroupFlag, GroupInfo, GroupRoster, Perm
 
 if TYPE_CHECKING:
@@ -124,6 +126,8 @@ class GroupManager:
                                                           strict=True)]
         if by is not None:
             rows.append((by.user_id, Perm.ALL))
+        if len(rows) > MAX_GROUP_MEMBERS:
+            raise GroupFullError(f"a group has at most {MAX_GROUP_MEMBERS} members")
         info = await self.store.create_group(app_id, name, self.clock.wall_ms(), flags, rows)
         await self._after(app_id, Announcement(
             CREATED, info.group_id, await self._by_address(app_id, by), _entries(info),
@@ -181,6 +185,10 @@ class GroupManager:
             if user not in members:
                 raise MemberNotFoundError(
                     f"{address.decode('utf-8', 'replace')!r} is not a member of this group")
+        # Before the removals are announced: a change refused for the group's size
+        # must not have told anyone of it (the store checks again, in its transaction).
+        if len((members.keys() - set(gone)) | set(added)) > MAX_GROUP_MEMBERS:
+            raise GroupFullError(f"a group has at most {MAX_GROUP_MEMBERS} members")
         who = await self._by_address(app_id, by)
         if removals and not await self.announcer.announce(app_id, Announcement(
                 MEMBER_REMOVED, group_id, who, tuple((a, None) for a in removals))):

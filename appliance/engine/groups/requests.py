@@ -18,6 +18,7 @@ from appliance.engine.groups.manager import Actor, GroupManager
 from appliance.engine.session import Session
 from appliance.errors import (
     ForbiddenError,
+    GroupFullError,
     GroupNotFoundError,
     MemberNotFoundError,
     NotFoundError,
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 _R = GroupResultCode
 _OP = GroupOp
 #: Results of a change refused before anything was changed, so nothing was announced.
-_NOTHING_ANNOUNCED = frozenset((_R.NO_GROUP, _R.NO_USER, _R.FORBIDDEN, _R.INVALID))
+_NOTHING_ANNOUNCED = frozenset((_R.NO_GROUP, _R.NO_USER, _R.FORBIDDEN, _R.INVALID, _R.FULL))
 #: Operations that carry a name (all others none), members (CREATE may, all others none),
 #: and flags (all others 0).
 _NAMED = frozenset((_OP.CREATE, _OP.RENAME))
@@ -123,6 +124,8 @@ class GroupRequests:
             code = _R.NO_GROUP
         except ForbiddenError:
             code = _R.FORBIDDEN
+        except GroupFullError:
+            code = _R.FULL
         except UsageError:
             code = _R.INVALID
         except StorageError as exc:

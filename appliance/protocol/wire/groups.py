@@ -53,6 +53,11 @@ class GroupFlag:
     ALL: Final = SEND_BY_SELECTED | NO_STORE
 
 
+#: Members a group may have (PROTOCOL.md §8.3): each message to it writes a
+#: delivery row per member device, each change is announced to every member, and
+#: its roster is held whole (the relay, the writer's cache, ``GET /v1/groups/{id}``).
+MAX_GROUP_MEMBERS = 10_000
+
 #: Names of the permission and flag bits, as the REST API and the announcements spell them.
 PERM_NAMES: Final = {"send": Perm.SEND, "receive": Perm.RECEIVE, "admin": Perm.ADMIN}
 FLAG_NAMES: Final = {"send_by_selected": GroupFlag.SEND_BY_SELECTED,
@@ -96,6 +101,8 @@ class GroupResultCode(IntEnum):
     BUSY = 6
     #: The user is over its send rate (each request counts as a message).
     RATE_LIMITED = 7
+    #: The group would have more than `MAX_GROUP_MEMBERS` members: nothing changed.
+    FULL = 8
 
 
 #: Members one GROUP_MANAGE may name (a bigger change takes several frames).

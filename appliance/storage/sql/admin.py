@@ -13,10 +13,12 @@ from collections.abc import Sequence
 
 from appliance.errors import (
     ConflictError,
+    GroupFullError,
     GroupNotFoundError,
     MemberNotFoundError,
     NotFoundError,
 )
+from appliance.protocol.wire.groups import MAX_GROUP_MEMBERS
 from appliance.storage.models import AppInfo, GroupInfo, GroupMember, UserInfo
 from appliance.storage.sql import file_access, presence
 from appliance.storage.sql.credentials import record_change
@@ -158,7 +160,18 @@ def create_group(conn: Connection, app: int, name: str, now_ms: int, flags: int,
     assert cur.lastrowid is not None
     conn.executemany(conn.dialect.upsert_member,
                      [(cur.lastrowid, user, perms) for user, perms in members])
+    _check_size(conn, cur.lastrowid)
     return get_group(conn, app, cur.lastrowid)
+
+
+def _check_size(conn: Connection, group: int) -> None:
+    """The group has at most `MAX_GROUP_MEMBERS` members, or the change is undone (the
+    caller's transaction rolls back).  Checked after the change, in its transaction:
+    two changes at once cannot both pass."""
+    count = conn.execute("SELECT count(*) FROM members WHERE group_id = ?",
+                         (group,)).fetchone()[0]
+    if count > MAX_GROUP_MEMBERS:
+        raise GroupFullError(f"a group has at most {MAX_GROUP_MEMBERS} members")
 
 
 def _check_group(conn: Connection, app: int, group: int) -> str:
@@ -202,6 +215,8 @@ def change_members(conn: Connection, app: int, group: int, upserts: Sequence[tup
                         (group, user)).rowcount == 0:
             raise MemberNotFoundError(f"user {user} is not a member of group {group}")
     conn.executemany(conn.dialect.upsert_member, [(group, user, perms) for user, perms in upserts])
+    if upserts:
+        _check_size(conn, group)
     return get_group(conn, app, group)
 
 
@@ -217,6 +232,7 @@ def set_member(conn: Connection, app: int, group: int, user: int, perms: int) ->
     """See `AdminStore.set_member`."""
     _check_group(conn, app, group)
     conn.execute(conn.dialect.upsert_member, (group, user, perms))
+    _check_size(conn, group)
 
 
 def remove_member(conn: Connection, app: int, group: int, user: int) -> None:

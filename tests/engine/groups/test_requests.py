@@ -8,6 +8,8 @@ and what the members hear of it.
 
 from __future__ import annotations
 
+import pytest
+
 from appliance.config.limits import EngineLimits
 from appliance.protocol.wire import CloseCode, Message, Status
 from appliance.protocol.wire.groups import (
@@ -216,6 +218,35 @@ def test_refused_changes_are_refunded_and_an_add_pays_for_its_new_members(
         assert not rates.take_cost(w.users["alice"], w.clock.monotonic(), 1)
     run(backend, body, EngineLimits(commit_window_ms=0.0, fanout_burst=10,
                                     fanout_rate_per_s=1.0))
+
+
+def test_a_change_past_the_groups_most_members_is_full_and_announces_nothing(
+        backend: Opener, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Removals are announced before the change: one that would then pass the most
+    members must be refused before anyone hears of it."""
+    from appliance.engine.groups import manager
+    from appliance.storage.sql import admin
+    monkeypatch.setattr(manager, "MAX_GROUP_MEMBERS", 3)
+    monkeypatch.setattr(admin, "MAX_GROUP_MEMBERS", 3)
+
+    async def body(w: World) -> None:
+        gid = await team(w)
+        for name in ("dave", "erin"):
+            await w.user(name)
+        alice, link = await w.connect("alice")
+        _, bob_link = await w.connect("bob")
+        w.engine.on_extension(alice, GroupManage(
+            1, GroupOp.ADD, gid, members=((b"dave", DEFAULT),)))
+        await w.settle()
+        assert results(link)[-1] == (1, R.FULL, gid, 0)
+        w.engine.on_extension(alice, GroupManage(
+            2, GroupOp.CREATE, 0, b"big", members=((b"bob", DEFAULT), (b"carol", DEFAULT),
+                                                  (b"dave", DEFAULT))))
+        await w.settle()
+        assert results(link)[-1][:2] == (2, R.FULL)
+        assert announcements(bob_link) == []
+        assert len((await w.store.get_group(1, gid)).members) == 3
+    run(backend, body)
 
 
 def test_a_client_without_extensions_is_closed_not_answered(backend: Opener) -> None:
