@@ -236,7 +236,7 @@ class GroupRequestError(ClientError):
     """A group change the server refused or could not answer (PROTOCOL.md §8.3).
 
     `result` is the GROUP_RESULT code (`GroupResultCode`: NO_GROUP, FORBIDDEN,
-    NO_USER, INVALID...), or None when no answer came (the connection dropped:
+    NO_USER, INVALID, FULL...), or None when no answer came (the connection dropped:
     the change may or may not have been made; read the group to know).
     `retryable`: sending it again later may succeed (FAILED, BUSY, RATE_LIMITED).
     """
