@@ -42,6 +42,11 @@ class Directory:
         #: (group, sender) -> the members who block sender (group messages).
         self._group_blockers: dict[tuple[int, int], frozenset[int]] = {}
 
+    def __len__(self) -> int:
+        """Entries cached (users, devices, groups, pairs): what `WriterState.oversized` bounds."""
+        return (len(self._users) + len(self.device_user) + len(self._devices)
+                + len(self._groups) + len(self._blocks) + len(self._group_blockers))
+
     # --- users and groups ---------------------------------------------------
 
     def user_id(self, app_id: int, address: bytes) -> int | None:

@@ -22,6 +22,13 @@ from appliance.storage.sql.dialect import Connection
 from appliance.storage.sql.directory import Directory
 from appliance.storage.sql.usage import QueueUsage
 
+#: Entries the writer's caches of users, devices, groups and per-user counters may
+#: hold before they start again (`WriterState.oversized`).  They grew with every
+#: user ever messaged (~0.7 KB each): an app backend messaging millions of users
+#: grew the server by gigabytes.  ~100,000 users' worth; a busy server re-reads
+#: the ones it needs, a batch at a time (`Directory.prefetch`).
+MAX_CACHED_ENTRIES = 500_000
+
 
 class WriterState:
     """The writer thread's connection, statements, caches and counters."""
@@ -59,6 +66,11 @@ class WriterState:
         #: and the seqs whose counters this transaction changed (`aggregate`).
         self.counts: dict[int, list[int] | None] = {}
         self.counts_dirty: set[int] = set()
+
+    def oversized(self) -> bool:
+        """Whether the caches hold more than `MAX_CACHED_ENTRIES` (then `clear` them)."""
+        return (len(self.directory) + len(self.highest) + len(self.usage)
+                > MAX_CACHED_ENTRIES)
 
     def clear(self) -> None:
         """Drop every cache (the directory may have changed, or a transaction failed)."""

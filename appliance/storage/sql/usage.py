@@ -47,6 +47,10 @@ class QueueUsage:
         self._users: dict[int, list[int]] = {}
         self._apps: dict[int, int] | None = None
 
+    def __len__(self) -> int:
+        """Users whose counts are cached."""
+        return len(self._users)
+
     def forget_users(self) -> None:
         """Count every user again on next use."""
         self._users = {}

@@ -72,7 +72,7 @@ class Writer:
         self.state.file_retention_ms = value
 
     def _begin(self, *, durable: bool = True) -> None:
-        if self.conn.begin(durable=durable) or self._stale:
+        if self.conn.begin(durable=durable) or self._stale or self.state.oversized():
             self.state.clear()
             self.state.load_counters()
             self._stale = False

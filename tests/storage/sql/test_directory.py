@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from appliance.protocol.wire.constants import STORED_U64_MAX, Status
 from appliance.storage.interface import Storage
 from appliance.storage.models import NewMessage, Outcome, Perm, WriteBatch
@@ -86,4 +88,34 @@ def test_a_batch_to_many_new_addresses_costs_a_few_reads(backend: Opener) -> Non
         await store.set_block(APP, real[2], b"backend", True, NOW)
         later = await store.write(WriteBatch(messages=[_to_user(sender, 5001, b"real2")]), NOW)
         assert later.accepted[0].status is Status.BLOCKED
+    run(backend, go)
+
+
+def test_the_writers_caches_start_again_past_their_bound(
+        backend: Opener, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caches of users, devices and per-user counters grew with every user ever
+    messaged (~0.7 KB each, found by the session 18 review): an app backend messaging
+    millions of users grew the server by gigabytes.  Past `MAX_CACHED_ENTRIES` they
+    start again at the next transaction, and what they held is read again as needed."""
+    from appliance.storage.sql import state
+    monkeypatch.setattr(state, "MAX_CACHED_ENTRIES", 60)
+
+    async def go(store: Storage) -> None:
+        sender = (await store.create_user(APP, "backend", NOW)).user_id
+        for i in range(100):
+            await store.create_user(APP, f"u{i}", NOW)
+        writer_state = store._writer.state  # type: ignore[attr-defined]
+        peak = 0
+        for batch_no in range(10):
+            messages = [_to_user(sender, batch_no * 10 + i + 1, f"u{batch_no * 10 + i}".encode())
+                        for i in range(10)]
+            result = await store.write(WriteBatch(messages=messages), NOW)
+            assert {a.outcome for a in result.accepted} == {Outcome.STORED}
+            peak = max(peak, len(writer_state.directory) + len(writer_state.highest)
+                       + len(writer_state.usage))
+        # At most the bound, plus one batch's worth (the check runs as a transaction begins).
+        assert peak <= 60 + 10 * 4, peak
+        # Read again as needed: a message to the first user is still routed and stored.
+        again = await store.write(WriteBatch(messages=[_to_user(sender, 500, b"u0")]), NOW)
+        assert again.accepted[0].outcome is Outcome.STORED
     run(backend, go)
