@@ -14,7 +14,8 @@ flood CVEs, the 2023 "rapid reset" and 2024 "CONTINUATION flood" attacks):
 * control frames (PING, SETTINGS, ...) at most `h2_control_frames_per_s`
   (burst `h2_control_frame_burst`), counted from the frame headers before h2
   parses them; more than `MAX_RESETS` streams reset by the client within
-  `RESET_WINDOW_S`: either ends the connection with GOAWAY ENHANCE_YOUR_CALM;
+  `RESET_WINDOW_S`; more than `REFUSALS_PER_S` requests a second answered 429
+  (past the request rate): each ends the connection with GOAWAY ENHANCE_YOUR_CALM;
 * deadlines: a request (HEADERS to END_STREAM) within `request_timeout_s`
   (else 408 on that stream), a connection with no request in progress is
   closed after `keepalive_timeout_s` whatever PINGs it sends, none while the
@@ -182,8 +183,7 @@ class Http2Protocol(asyncio.Protocol):
         if not self._bucket.take(now):
             self._server.refusals["http_rate_limited"] += 1
             if not self._refusals.take(now):
-                log.warning("HTTP/2 client sent requests past %d answers 429 a second:"
-                            " closing", REFUSALS_PER_S)
+                log.warning("HTTP/2 client past %d answers 429/s: closing", REFUSALS_PER_S)
                 self._server.refusals["h2_rate_ignored"] += 1
                 self._goaway(ErrorCodes.ENHANCE_YOUR_CALM)
                 return True
@@ -461,12 +461,6 @@ class Http2Protocol(asyncio.Protocol):
     def stalled(self) -> bool:
         return bool(self._stalled_at)
 
-    def flush(self) -> None:
-        self._flush()
-
-    def flush_soon(self) -> None:
-        self._flush_soon()
-
     def download_ended(self) -> None:
         self._idle_since = self._server.clock.monotonic()  # keep-alive runs from the end
         if self._finishing:
@@ -500,6 +494,8 @@ class Http2Protocol(asyncio.Protocol):
         data = self._h2.data_to_send()
         if data and self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
+
+    flush, flush_soon = _flush, _flush_soon  # what `H2Downloads` calls (`DownloadOutput`)
 
     # --- deadlines and the end -------------------------------------------------------------
 
