@@ -108,7 +108,7 @@ def test_every_integer_out_of_range_is_named(body: bytes, field: str) -> None:
 
 
 @pytest.mark.parametrize("body", [
-    struct.pack(">IBQI", 1, 8, 7, 0),  # result code 8: none such
+    struct.pack(">IBQI", 1, 9, 7, 0),  # result code 9: none such
     struct.pack(">IBQI", 1, 0, 2**63, 0),
     struct.pack(">IBQI", 1, 0, 7, 0) + b"\x00",
     struct.pack(">IBQI", 1, 0, 7, 0)[:-1],
