@@ -243,15 +243,22 @@ def test_receipts_flags_decide_ledger_and_aggregate(backend: Opener) -> None:
     run(backend, go)
 
 
+async def trio(store: Storage) -> tuple[int, int, int, int]:
+    """alice, bob and carol (a device each) in group "g": (alice, her device, bob's device,
+    the group id)."""
+    alice, bob, carol = await users(store, "alice", "bob", "carol")
+    a1, b1 = await device(store, alice), await device(store, bob)
+    await device(store, carol)
+    group = await store.create_group(APP, "g", NOW, GroupFlag.DEFAULT, [
+        (alice, Perm.DEFAULT), (bob, Perm.DEFAULT), (carol, Perm.DEFAULT)])
+    return alice, a1, b1, group.group_id
+
+
 def test_an_expired_recipient_blocks_delivered_all(backend: Opener) -> None:
     async def go(store: Storage) -> None:
-        alice, bob, carol = await users(store, "alice", "bob", "carol")
-        a1, b1 = await device(store, alice), await device(store, bob)
-        await device(store, carol)
-        group = await store.create_group(APP, "g", NOW, GroupFlag.DEFAULT, [
-            (alice, Perm.DEFAULT), (bob, Perm.DEFAULT), (carol, Perm.DEFAULT)])
+        alice, a1, b1, gid = await trio(store)
         (acc,) = (await store.write(WriteBatch(messages=[
-            group_message(alice, a1, 1, group.group_id, expires=NOW + 10)]), NOW)).accepted
+            group_message(alice, a1, 1, gid, expires=NOW + 10)]), NOW)).accepted
         await store.write(WriteBatch(acks=[(b1, acc.seq, 0)]), NOW + 1)
         expired = await store.sweep(NOW + 20, HOUR)
         assert reports(expired) == [(1, b"carol", EXPIRED)]
@@ -270,13 +277,9 @@ def test_a_recipient_deleted_before_delivering_blocks_delivered_all(backend: Ope
     """As an expired one does (PROTOCOL.md §8.4): it never delivers.  The listing
     no longer names it; the count of recipients still does."""
     async def go(store: Storage) -> None:
-        alice, bob, carol = await users(store, "alice", "bob", "carol")
-        a1, b1 = await device(store, alice), await device(store, bob)
-        await device(store, carol)
-        group = await store.create_group(APP, "g", NOW, GroupFlag.DEFAULT, [
-            (alice, Perm.DEFAULT), (bob, Perm.DEFAULT), (carol, Perm.DEFAULT)])
+        alice, a1, b1, gid = await trio(store)
         (acc,) = (await store.write(WriteBatch(messages=[
-            group_message(alice, a1, 1, group.group_id)]), NOW)).accepted
+            group_message(alice, a1, 1, gid)]), NOW)).accepted
         await store.delete_user(APP, "carol")
         got = (await store.write(WriteBatch(acks=[(b1, acc.seq, 0)]), NOW + 1)).receipts
         assert reports(got) == [(1, b"bob", DELIVERED)]
@@ -290,17 +293,13 @@ def test_a_recipient_deleted_before_delivering_blocks_delivered_all(backend: Ope
 def test_full_members_are_no_recipients(backend: Opener) -> None:
     async def go(store: Storage) -> None:
         from appliance.storage.models import QueueQuota
-        alice, bob, carol = await users(store, "alice", "bob", "carol")
-        a1, b1 = await device(store, alice), await device(store, bob)
-        await device(store, carol)
-        group = await store.create_group(APP, "g", NOW, GroupFlag.DEFAULT, [
-            (alice, Perm.DEFAULT), (bob, Perm.DEFAULT), (carol, Perm.DEFAULT)])
+        alice, a1, b1, gid = await trio(store)
         # carol's queue takes one message: the first fills it.
         quota = QueueQuota(1, 2**40, 2**50)
         one = WriteBatch(messages=[NewMessage(APP, alice, a1, 1, b"carol", 0, 0, NOW + HOUR, 0,
                                               3, 0, b"x")], quota=quota)
         await store.write(one, NOW)
-        batch = WriteBatch(messages=[group_message(alice, a1, 2, group.group_id)], quota=quota)
+        batch = WriteBatch(messages=[group_message(alice, a1, 2, gid)], quota=quota)
         (acc,) = (await store.write(batch, NOW)).accepted
         assert acc.targets == (b1,)
         got = (await store.write(WriteBatch(acks=[(b1, acc.seq, 0)]), NOW)).receipts
