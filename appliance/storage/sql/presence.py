@@ -18,19 +18,18 @@ from collections.abc import Collection, Sequence
 from appliance.errors import ConflictError, NotFoundError, StorageError
 from appliance.storage.models import MAX_BLOCKS, MAX_CONTACTS, PresenceRecord, Privacy
 from appliance.storage.routing import presence_visible
+from appliance.storage.sql.bulk import CHUNK, marks as in_list
 from appliance.storage.sql.credentials import record_change
 from appliance.storage.sql.dialect import Connection
 
-#: Values per IN (...) list: below SQLite's and MariaDB's parameter limits.
-_CHUNK = 500
-
 
 def _chunks(values: Sequence[object]) -> list[Sequence[object]]:
-    return [values[i:i + _CHUNK] for i in range(0, len(values), _CHUNK)]
+    """`values` in IN lists of at most `CHUNK` (below SQLite's and MariaDB's limits)."""
+    return [values[i:i + CHUNK] for i in range(0, len(values), CHUNK)]
 
 
 def _marks(values: Sequence[object]) -> str:
-    return ", ".join("?" * len(values))
+    return in_list(len(values))
 
 
 def _user_of_app(conn: Connection, app: int, user: int) -> None:
